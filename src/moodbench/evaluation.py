@@ -1,0 +1,65 @@
+"""Scoring with tau2's own evaluator, with natural-language assertions judged by the run's judge.
+
+tau2 judges NL assertions with a hard-wired OpenAI model. moodbench never calls a model the user did
+not name: the DB, action and communicate checks come from ``evaluate_simulation`` unchanged; when a
+task's reward basis includes NL assertions, those are judged by ``--judge-model`` (default: the
+agent's model) and combined the way tau2 combines them (a product of the parts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from moodbench._tau2 import RewardInfo, RewardType, SimulationRun, Task
+from moodbench.llm import ModelClient
+from tau2.data_model.simulation import NLAssertionCheck
+from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+
+JUDGE_SYSTEM = (
+    "You grade a customer-service conversation against expected outcomes. For each expected outcome decide "
+    "whether the agent satisfied it. Answer with JSON only: "
+    '{"results": [{"expectedOutcome": "...", "reasoning": "...", "metExpectation": true|false}]}'
+)
+
+
+def judge_nl_assertions(client: ModelClient, simulation: SimulationRun, assertions: list[str]) -> tuple[list[NLAssertionCheck], dict[str, Any]]:
+    transcript = "\n".join(f"{m.role}: {m.content}" for m in simulation.messages if getattr(m, "content", None))
+    prompt = f"conversation:\n{transcript}\n\nexpectedOutcomes:\n" + json.dumps(assertions, indent=1)
+    completion = client.complete([{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}])
+    text = completion.content or ""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    checks: list[NLAssertionCheck] = []
+    try:
+        data = json.loads(match.group(0)) if match else {}
+        for item in data.get("results", []):
+            checks.append(NLAssertionCheck(nl_assertion=str(item.get("expectedOutcome", "")),
+                                           met=bool(item.get("metExpectation")), justification=str(item.get("reasoning", ""))))
+    except (json.JSONDecodeError, AttributeError):
+        checks = []
+    if len(checks) != len(assertions):  # an unreadable verdict counts as not met, and is recorded as such
+        checks = [NLAssertionCheck(nl_assertion=a, met=False, justification=f"judge answer unreadable: {text[:300]}") for a in assertions]
+    return checks, {"prompt": prompt, "answer": completion.raw_content}
+
+
+def evaluate(domain: str, task: Task, simulation: SimulationRun, judge: ModelClient | None) -> tuple[RewardInfo, dict[str, Any] | None]:
+    """Return tau2's RewardInfo (NL part judged by ``judge``) and the judge's record, if it was asked."""
+    basis = set(task.evaluation_criteria.reward_basis) if task.evaluation_criteria else set()
+    if RewardType.NL_ASSERTION not in basis:
+        return evaluate_simulation(simulation=simulation, task=task, evaluation_type=EvaluationType.ALL,
+                                   solo_mode=False, domain=domain), None
+    stripped = task.model_copy(deep=True)
+    stripped.evaluation_criteria.reward_basis = [b for b in stripped.evaluation_criteria.reward_basis if b != RewardType.NL_ASSERTION]
+    info = evaluate_simulation(simulation=simulation, task=stripped, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=domain)
+    if info.reward_basis is None:  # terminated prematurely: tau2 already scored 0 without evaluating
+        return info, None
+    if judge is None:
+        raise ValueError(f"task {task.id} needs an NL-assertion judge; pass --judge-model")
+    checks, record = judge_nl_assertions(judge, simulation, task.evaluation_criteria.nl_assertions or [])
+    nl_reward = 1.0 if all(c.met for c in checks) else 0.0
+    info.reward = info.reward * nl_reward
+    info.nl_assertions = checks
+    info.reward_basis = task.evaluation_criteria.reward_basis
+    info.reward_breakdown = {**(info.reward_breakdown or {}), RewardType.NL_ASSERTION: nl_reward}
+    return info, record

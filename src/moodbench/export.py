@@ -1,0 +1,51 @@
+"""Export to tau2's Results JSON, so ``tau2 view`` and tau2's own tooling open moodbench runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from moodbench._tau2 import Results, SimulationRun
+from moodbench.store import Store
+
+
+def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> int:
+    from tau2.data_model.simulation import AgentInfo, Info, UserInfo
+    from tau2.environment.environment import EnvironmentInfo
+
+    from moodbench.plan import load_domain_tasks
+
+    with Store(Path(run_dir) / "results.sqlite") as store:
+        config = store.get_meta("config") or {}
+        sims, domains, task_ids = [], set(), set()
+        for row in store.rows():
+            if variant is not None and row.variant != variant:
+                continue
+            payload = store.simulation(row.id)
+            if payload is None:
+                continue
+            sim = SimulationRun.model_validate(payload)
+            sim.trial = row.trial
+            sims.append(sim)
+            domains.add(row.domain)
+            task_ids.add((row.domain, row.task_id))
+    tasks = []
+    for d in sorted(domains):
+        tasks += [t for t in load_domain_tasks(d, config.get("task_split")) if (d, t.id) in task_ids]
+    domain = sorted(domains)[0] if domains else (config.get("domains") or ["mock"])[0]
+    info = Info(
+        git_commit="moodbench",
+        num_trials=int(config.get("trials", 1)),
+        max_steps=int(config.get("max_steps", 100)),
+        max_errors=int(config.get("max_errors", 10)),
+        user_info=UserInfo(implementation="moodbench_user", llm=config.get("user_model") or config.get("agent_model"),
+                           llm_args={"variant": variant or "all"}),
+        agent_info=AgentInfo(implementation="moodbench_agent", llm=config.get("agent_model"), llm_args=config.get("agent_args") or {}),
+        environment_info=EnvironmentInfo(domain_name=domain, policy="", tool_defs=None),
+        seed=config.get("seed"),
+    )
+    results = Results(info=info, tasks=tasks, simulations=sims)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(results.model_dump_json(indent=2))
+    json.loads(out_file.read_text())  # fail loudly here rather than in tau2 view
+    return len(sims)

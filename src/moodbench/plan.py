@@ -1,0 +1,80 @@
+"""From a config to the list of cells: tasks resolved, variants parsed, shard applied.
+
+Everything that can be wrong with the input is checked here, before any model is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from moodbench._tau2 import Task, load_tasks, registry
+from moodbench.config import ConfigError, RunConfig
+from moodbench.conversation import Cell
+from moodbench.variants import Catalog, UnknownVariantError, load_catalog
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    catalog: Catalog
+    variants: list[str]  # canonical specs, in the user's order
+    tasks: dict[tuple[str, str], Task]
+    all_cells: list[Cell]
+    cells: list[Cell]  # this shard's
+
+    def planned(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for c in self.cells:
+            out.setdefault(c.domain, {}).setdefault(c.variant, 0)
+            out[c.domain][c.variant] += 1
+        return out
+
+
+def known_domains() -> list[str]:
+    return [d for d in registry.get_domains()]
+
+
+def load_domain_tasks(domain: str, split: str | None) -> list[Task]:
+    if domain not in known_domains():
+        raise ConfigError(f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())}")
+    try:
+        return load_tasks(domain, split) if split else load_tasks(domain)
+    except Exception as exc:  # noqa: BLE001 - tau2 raises assorted errors for bad splits
+        raise ConfigError(f"cannot load tasks of {domain!r} (split {split!r}): {exc}") from None
+
+
+def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """Round-robin over the canonical order: every cell in exactly one shard, sizes differ by <= 1."""
+    return [c for k, c in enumerate(cells) if k % count == index - 1]
+
+
+def make_plan(config: RunConfig) -> Plan:
+    try:
+        catalog = load_catalog(list(config.variants_file))
+        specs = catalog.parse_many(config.variants)
+    except UnknownVariantError as exc:
+        raise ConfigError(str(exc)) from None
+    variants = [s.canonical for s in specs]
+    tasks: dict[tuple[str, str], Task] = {}
+    order: list[tuple[str, str]] = []
+    for domain in config.domains:
+        available = load_domain_tasks(domain, config.task_split)
+        by_id = {t.id: t for t in available}
+        if config.task_ids is not None:
+            missing = [t for t in config.task_ids if t not in by_id]
+            if missing:
+                ids = ", ".join(list(by_id)[:60]) + (" ..." if len(by_id) > 60 else "")
+                raise ConfigError(f"unknown task id(s) {', '.join(missing)} in domain {domain!r}; valid ids: {ids}")
+            chosen = [by_id[t] for t in config.task_ids]
+        else:
+            chosen = available[: config.num_tasks] if config.num_tasks else available
+        for t in chosen:
+            tasks[(domain, t.id)] = t
+            order.append((domain, t.id))
+    # trial-major, then task, then variant: paired cells finish close together
+    all_cells = [Cell(d, tid, v, trial) for trial in range(config.trials) for d, tid in order for v in variants]
+    cells = all_cells
+    if config.shard_index:
+        i, n = config.shard_index
+        cells = shard_cells(all_cells, i, n)
+    return Plan(config=config, catalog=catalog, variants=variants, tasks=tasks, all_cells=all_cells, cells=cells)

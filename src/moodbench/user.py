@@ -1,0 +1,122 @@
+"""The simulated customer: tau2's UserSimulator with an emotional state, chosen per simulation.
+
+The emotion arrives as a constructor argument (the persona block), never through globals, env
+vars or context variables, so it reaches the model in every thread and process. The block is
+appended after tau2's prompt, which therefore stays a byte-for-byte prefix: the control prompt *is*
+tau2's prompt, and every emotional prompt can be audited against it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from moodbench._tau2 import AssistantMessage, MultiToolMessage, ToolCall, ToolMessage, UserMessage
+from moodbench.accounting import RoleStats
+from moodbench.agent import EmptyReplyError
+from moodbench.llm import ModelClient
+from tau2.user.user_simulator import UserSimulator
+from tau2.utils.llm_utils import to_litellm_messages
+
+UserFormat = Literal["tau2", "transcript"]
+
+TRANSCRIPT_INSTRUCTION = (
+    "Above is the conversation so far between you (the customer) and the customer service agent. "
+    "Write your next message to the agent, as the customer described in your instructions. "
+    "Reply with the message text only."
+)
+
+
+class EmotionalUserSimulator(UserSimulator):
+    """Registered in tau2's registry as ``moodbench_user``."""
+
+    def __init__(
+        self,
+        tools=None,
+        instructions=None,
+        llm: str | None = None,
+        llm_args: dict | None = None,
+        *,
+        persona_block: str | None = None,
+        client: ModelClient | None = None,
+        user_format: UserFormat = "tau2",
+    ):
+        super().__init__(tools=tools, instructions=instructions, llm=llm, llm_args=llm_args)
+        if client is None:
+            raise ValueError("EmotionalUserSimulator needs a ModelClient")
+        self.persona_block = persona_block
+        self.client = client
+        self.user_format = user_format
+        self.stats = RoleStats()
+        self.seed: int | None = None
+        self._schemas = [t.openai_schema for t in tools] if tools else None
+        self._tool_names = {t.name for t in tools} if tools else set()
+
+    @property
+    def tau2_system_prompt(self) -> str:
+        """The prompt tau2's own UserSimulator would use for this task."""
+        return super().system_prompt
+
+    @property
+    def system_prompt(self) -> str:
+        base = self.tau2_system_prompt
+        if not self.persona_block:
+            return base
+        return base + "\n\n" + self.persona_block
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def _payload(self, state) -> list[dict]:
+        if self.user_format == "tau2":
+            return to_litellm_messages(state.system_messages + state.flip_roles())
+        lines = []
+        for m in state.messages:
+            if isinstance(m, UserMessage) and m.content:
+                lines.append(f"Customer (you): {m.content}")
+            elif isinstance(m, AssistantMessage) and m.content:
+                lines.append(f"Agent: {m.content}")
+            elif isinstance(m, ToolMessage):
+                lines.append(f"Result of your action: {m.content}")
+        transcript = "\n\n".join(lines) if lines else "(the conversation has not started yet)"
+        return to_litellm_messages(state.system_messages) + [
+            {"role": "user", "content": f"<conversation>\n{transcript}\n</conversation>\n\n{TRANSCRIPT_INSTRUCTION}"}
+        ]
+
+    def _generate_next_message(self, message, state):
+        if isinstance(message, MultiToolMessage):
+            state.messages.extend(message.tool_messages)
+        else:
+            state.messages.append(message)
+        completion = self.client.complete(
+            self._payload(state),
+            tools=self._schemas,
+            tool_choice="auto" if self._schemas else None,
+            seed=self.seed,
+        )
+        self.stats.add(completion, self._tool_names if self._schemas else None)
+        raw_data = {
+            "raw_content": completion.raw_content,
+            "think_stripped": completion.think_stripped,
+            "finish_reason": completion.finish_reason,
+            "latency_s": round(completion.latency_s, 4),
+            "attempts": completion.attempts,
+            "endpoint": completion.endpoint,
+        }
+        usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
+        if completion.tool_calls and self._schemas:
+            user_message = UserMessage(
+                role="user",
+                content=None,
+                tool_calls=[ToolCall(id=t.id, name=t.name, arguments=t.arguments, requestor="user") for t in completion.tool_calls],
+                cost=completion.cost_usd,
+                usage=usage,
+                raw_data=raw_data,
+            )
+        else:
+            if not completion.content or not completion.content.strip():
+                raise EmptyReplyError("user", completion.raw_content)
+            user_message = UserMessage(
+                role="user", content=completion.content, cost=completion.cost_usd, usage=usage, raw_data=raw_data
+            )
+        state.messages.append(user_message)
+        return user_message, state

@@ -1,0 +1,26 @@
+"""Emotional user variants: data files, spec parsing and the persona block they produce.
+
+A variant is a YAML file (name, description, levels mild/moderate/severe). A *spec* such as
+``anxiety:mild+confusion`` picks variants and levels; it renders to one block appended to tau2's
+user-simulator prompt. ``control`` renders to nothing, so the control prompt stays tau2's own.
+"""
+
+from moodbench.variants._catalog import (
+    DEFAULT_LEVEL,
+    LEVELS,
+    Catalog,
+    UnknownVariantError,
+    Variant,
+    VariantSpec,
+    load_catalog,
+)
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "LEVELS",
+    "Catalog",
+    "UnknownVariantError",
+    "Variant",
+    "VariantSpec",
+    "load_catalog",
+]
