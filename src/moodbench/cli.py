@@ -18,7 +18,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Measure how emotional customers change tool-calling agents on tau2 domains.")
 console = Console(stderr=True)
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2) -> None:

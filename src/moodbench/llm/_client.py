@@ -264,8 +264,12 @@ class ModelClient:
     ) -> Completion:
         choice = response.choices[0]
         msg = choice.message
-        raw_content = msg.content
-        content, stripped = strip_thinking(raw_content)
+        # litellm already moves <think> blocks (and vLLM's reasoning parser output) into
+        # reasoning_content; put them back into the raw record so nothing the model wrote is lost.
+        reasoning = getattr(msg, "reasoning_content", None)
+        raw_content = f"<think>{reasoning}</think>{msg.content or ''}" if reasoning else msg.content
+        content, stripped = strip_thinking(msg.content)
+        stripped = stripped or bool(reasoning)
         calls: list[ParsedToolCall] = []
         for i, tc in enumerate(msg.tool_calls or []):
             raw_args = tc.function.arguments if isinstance(tc.function.arguments, str) else json.dumps(tc.function.arguments)

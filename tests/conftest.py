@@ -1,0 +1,21 @@
+"""Shared fixtures: every test gets real servers, real files and real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # so tests can `from scripted import start_scripted_server`
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MOODBENCH_CACHE_DIR", str(Path.home() / ".cache" / "moodbench"))
+
+
+@pytest.fixture
+def moodbench_bin() -> list[str]:
+    """The CLI as a real subprocess (the installed console script's module form)."""
+    return [sys.executable, "-m", "moodbench.cli"]
