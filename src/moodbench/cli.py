@@ -56,6 +56,7 @@ def run(
     tool_choice: Optional[str] = typer.Option(None, "--tool-choice", help="auto (default) or required: an ablation where the agent must call a tool every turn and speaks only through a respond_to_user tool."),
     recover_text_tool_calls: Optional[bool] = typer.Option(None, "--recover-text-tool-calls/--no-recover-text-tool-calls", help="Turn tool calls written as text into real calls (default: on for local models)."),
     user_format: Optional[str] = typer.Option(None, "--user-format", help="tau2 (flipped history, default) or transcript (one message with the conversation)."),
+    judge_fidelity: Optional[bool] = typer.Option(None, "--judge-fidelity/--no-judge-fidelity", help="Ask the judge model to rate every simulated customer (in role? on goal? emotion at the intended level?)."),
     timeout_s: Optional[float] = typer.Option(None, "--timeout", help="Per-request timeout in seconds (default 120)."),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Retries per model call on 429/5xx/timeouts (default 4)."),
     max_consecutive_failures: Optional[int] = typer.Option(None, "--max-consecutive-failures", help="Stop starting conversations after this many failed requests in a row (default 25)."),
@@ -73,7 +74,7 @@ def run(
         "user_base_url": user_base_url, "judge_model": judge_model, "judge_base_url": judge_base_url,
         "agent_args": agent_args, "user_args": user_args, "judge_args": judge_args, "api_key_env": api_key_env,
         "max_tokens": max_tokens, "tool_choice": tool_choice, "recover_text_tool_calls": recover_text_tool_calls,
-        "user_format": user_format, "timeout_s": timeout_s, "max_retries": max_retries,
+        "user_format": user_format, "judge_fidelity": judge_fidelity, "timeout_s": timeout_s, "max_retries": max_retries,
         "max_consecutive_failures": max_consecutive_failures, "skip_preflight": skip_preflight,
     }
     try:

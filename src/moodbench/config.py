@@ -67,6 +67,7 @@ class RunConfig(BaseModel):
     tool_choice: Literal["auto", "required"] = "auto"
     recover_text_tool_calls: bool | None = None  # None: on for local models, off otherwise
     user_format: Literal["tau2", "transcript"] = "tau2"
+    judge_fidelity: bool = False  # ask the judge model to rate each simulated customer (stored per conversation)
 
     # execution only (not part of the experiment's identity)
     concurrency: int = Field(default=4, ge=1, le=4096)

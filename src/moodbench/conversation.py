@@ -78,6 +78,7 @@ class ConversationSettings:
     max_errors: int = 10
     base_seed: int = 300
     shard: str | None = None
+    judge_fidelity: bool = False
     persona_blocks: dict[str, str | None] = field(default_factory=dict)
 
     def persona(self, variant: str) -> str | None:
@@ -176,8 +177,16 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[dict[str, Any], dict[
         "messages": len(messages),
         "judge": judge_record,
     }
-    from moodbench.fidelity import fidelity_flags  # local import: fidelity is optional analysis
+    from moodbench.fidelity import fidelity_flags
+
     flags = fidelity_flags(simulation, task, user_prompt=prompts["user"])
+    if s.judge_fidelity and s.judge_client is not None and forced not in (ExitReason.LLM_ERROR, ExitReason.HARNESS_ERROR):
+        from moodbench.fidelity_judge import judge_fidelity
+
+        try:
+            flags["judge"] = judge_fidelity(s.judge_client, simulation, str(task.user_scenario), cell.variant if cell.variant != "control" else "")
+        except LLMCallError as exc:
+            flags["judge"] = {"error": str(exc)}
     record = {
         "cell_key": cell.key,
         "domain": cell.domain,

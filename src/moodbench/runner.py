@@ -201,7 +201,7 @@ def run_experiment(
             catalog=plan.catalog, tasks=plan.tasks, agent_client=agent_client, user_client=user_client,
             judge_client=judge_client, tool_choice=config.tool_choice, recover_text_tool_calls=recover,
             user_format=config.user_format, max_steps=config.max_steps, max_errors=config.max_errors,
-            base_seed=config.seed, shard=config.shard,
+            base_seed=config.seed, shard=config.shard, judge_fidelity=config.judge_fidelity,
         )
         for v in plan.variants:  # parse once in the main thread; workers only read
             settings.persona(v)
