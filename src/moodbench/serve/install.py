@@ -1,0 +1,328 @@
+"""Installing the embedded local backend: llama.cpp's ``llama-server``, built portably, cached.
+
+Why a C++ binary and not the Python binding: llama.cpp's own ``llama-server`` accepts the standard
+multi-turn tool conversation tau2 sends (assistant ``content: null`` + ``tool_calls``, ``tool`` results),
+enforces ``tool_choice: "required"`` with a grammar, and keeps one KV cache per slot so the agent's and
+the simulated customer's long prompts are each processed once. ``python -m llama_cpp.server`` rejects
+those follow-up turns (HTTP 500) and ignores "required" (see docs/notes and serve/llamacpp.py).
+
+How: the llama.cpp sources vendored in the ``llama-cpp-python`` sdist on PyPI (a pinned release, so the
+build is reproducible and reachable wherever PyPI is) are compiled with cmake into one static
+``llama-server`` and cached under ``<cache>/bin``; a second install is a no-op. The build is always
+*portable* (``-DGGML_NATIVE=OFF``: SSE4.2/AVX/AVX2/FMA/F16C): a ``-march=native`` build picked AMX on
+the project's build machine and segfaulted on the first decode.
+
+Optionally (``--with-python``) the ``llama-cpp-python`` wheel is built the same portable way
+(``CMAKE_ARGS=-DGGML_NATIVE=OFF``, ``--no-cache-dir`` because pip otherwise reuses a cached native
+wheel and ignores CMAKE_ARGS), kept in ``<cache>/wheels`` and installed into the running interpreter.
+
+Command line: ``python -m moodbench.serve.install [--force] [--with-python] [--model NAME|--no-model]``
+(``scripts/install-local-backend.sh`` wraps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from moodbench.serve.models import (
+    DEFAULT_MODEL,
+    MODELS,
+    ModelResolutionError,
+    cache_root,
+    resolve_model,
+)
+
+__all__ = [
+    "LLAMA_CPP_PYTHON_VERSION",
+    "LocalBackendMissing",
+    "build_llama_server",
+    "ensure_local_backend",
+    "find_llama_server",
+    "install_local_backend",
+    "install_python_binding",
+    "llama_server_path",
+]
+
+#: The llama-cpp-python release whose vendored llama.cpp we build (also the optional Python binding).
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+#: sha256 of llama_cpp_python-0.3.36.tar.gz on PyPI (76,589,250 bytes).
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+
+#: cmake flags for the portable server build. UI and OpenSSL are off: the server only binds localhost,
+#: and LLAMA_USE_PREBUILT_UI would try to download the web UI at configure time.
+CMAKE_FLAGS: tuple[str, ...] = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+)
+
+INSTALL_HINT = "scripts/install-local-backend.sh   (or: python -m moodbench.serve.install)"
+
+
+class LocalBackendMissing(RuntimeError):
+    """The llama.cpp server binary is not installed; the message carries the install command."""
+
+
+# ------------------------------------------------------------------------------------------ paths
+def bin_dir() -> Path:
+    return cache_root() / "bin"
+
+
+def cached_server_binary() -> Path:
+    """Versioned, so a later pin never silently runs an older binary."""
+    return bin_dir() / f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
+
+
+def find_llama_server() -> Path | None:
+    """``$MOODBENCH_LLAMA_SERVER``, else our cached build, else a ``llama-server`` on PATH."""
+    env = os.environ.get("MOODBENCH_LLAMA_SERVER")
+    if env:
+        p = Path(env).expanduser()
+        return p if p.is_file() and os.access(p, os.X_OK) else None
+    p = cached_server_binary()
+    if p.is_file() and os.access(p, os.X_OK):
+        return p
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+def llama_server_path() -> Path:
+    """The server binary, or :class:`LocalBackendMissing` saying how to install it."""
+    p = find_llama_server()
+    if p is None:
+        env = os.environ.get("MOODBENCH_LLAMA_SERVER")
+        extra = f" ($MOODBENCH_LLAMA_SERVER={env} is not an executable file)" if env else ""
+        raise LocalBackendMissing(
+            f"the local model backend (llama.cpp's llama-server) is not installed{extra}.\n"
+            f"Install it once (builds llama.cpp for this CPU's portable instruction set, ~4-5 min on 2 cores):\n"
+            f"    {INSTALL_HINT}\n"
+            "or point MOODBENCH_LLAMA_SERVER at an existing llama-server binary."
+        )
+    return p
+
+
+def ensure_local_backend() -> None:
+    """Raise :class:`LocalBackendMissing` (with the install command) unless llama-server is available."""
+    llama_server_path()
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _say(console: Any, msg: str) -> None:
+    if console is None:
+        print(msg, file=sys.stderr, flush=True)
+    else:
+        console.print(msg, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """Serialise concurrent installs (e.g. ./demo and a test run) so two builds never race on 2 cores."""
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    with open(bin_dir() / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run(cmd: Sequence[str], *, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    with open(log, "ab") as fh:
+        fh.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        fh.flush()
+        proc = subprocess.run(
+            list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, stdin=subprocess.DEVNULL, check=False
+        )
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n  log: {log}\n" + "\n".join(tail))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _fetch_sdist(log: Path, console: Any) -> Path:
+    """The pinned llama-cpp-python sdist, cached in ``<cache>/src`` and checked against its sha256."""
+    dest_dir = cache_root() / "src"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    sdist = dest_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+    if sdist.is_file() and _sha256(sdist) == SDIST_SHA256:
+        return sdist
+    _say(console, f"Downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} sources from PyPI ...")
+    with tempfile.TemporaryDirectory(prefix="moodbench-sdist-") as tmp:
+        # pip prepares the sdist's metadata in an isolated env (scikit-build-core); nothing is compiled.
+        _run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:", "--no-cache-dir",
+             "--disable-pip-version-check", "--progress-bar", "off", "-d", tmp,
+             f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
+            log=log,
+        )  # fmt: skip
+        got = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"), None)
+        if got is None:
+            raise RuntimeError(f"pip did not download the llama-cpp-python sdist (see {log})")
+        digest = _sha256(got)
+        if digest != SDIST_SHA256:
+            raise RuntimeError(f"llama-cpp-python sdist sha256 {digest} != pinned {SDIST_SHA256}; refusing to build it")
+        shutil.move(str(got), sdist)
+    return sdist
+
+
+def _check_toolchain() -> None:
+    missing = [t for t in ("cmake", "c++", "cc") if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(
+            f"building llama-server needs {', '.join(missing)} (Debian/Ubuntu: apt-get install cmake g++ ninja-build; "
+            "macOS: xcode-select --install && brew install cmake)"
+        )
+
+
+# ------------------------------------------------------------------------------------------ builds
+def build_llama_server(*, force: bool = False, console: Any = None, jobs: int | None = None) -> Path:
+    """Build (once) and return the cached portable ``llama-server`` binary."""
+    target = cached_server_binary()
+    with _lock("llama-server"):
+        if target.is_file() and not force:
+            return target
+        _check_toolchain()
+        log = bin_dir() / "llama-server-build.log"
+        log.write_text("")
+        sdist = _fetch_sdist(log, console)
+        t0 = time.monotonic()
+        _say(console, f"Building llama-server (portable, -DGGML_NATIVE=OFF) from {sdist.name}; log: {log}")
+        with tempfile.TemporaryDirectory(prefix="moodbench-llama-build-") as tmp:
+            tmpdir = Path(tmp)
+            with tarfile.open(sdist) as tf:
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(tmpdir, filter="data")  # refuses links/paths escaping tmpdir
+                else:  # pragma: no cover - Python < 3.11.4; the archive's sha256 is pinned anyway
+                    tf.extractall(tmpdir)
+            src = tmpdir / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}" / "vendor" / "llama.cpp"
+            build = tmpdir / "build"
+            gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+            _run(["cmake", "-S", str(src), "-B", str(build), *gen, *CMAKE_FLAGS], log=log)
+            _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs or _jobs())], log=log)
+            built = build / "bin" / "llama-server"
+            if not built.is_file():
+                raise RuntimeError(f"build finished but {built} is missing (see {log})")
+            # Smoke test before caching: a binary that cannot even print its version must not be kept.
+            _run([str(built), "--version"], log=log)
+            tmp_target = target.with_name(target.name + ".tmp")
+            shutil.copy2(built, tmp_target)
+            os.chmod(tmp_target, 0o755)
+            os.replace(tmp_target, target)
+        _say(console, f"llama-server built in {time.monotonic() - t0:.0f}s -> {target}")
+        return target
+
+
+def _cached_wheel() -> Path | None:
+    wheels = sorted((cache_root() / "wheels").glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}-*.whl"))
+    return wheels[-1] if wheels else None
+
+
+def install_python_binding(*, force: bool = False, console: Any = None) -> None:
+    """Install the portable ``llama-cpp-python`` wheel into this interpreter, building it once if needed."""
+    with _lock("llama-cpp-python"):
+        if not force:
+            from importlib.metadata import PackageNotFoundError, version
+
+            with contextlib.suppress(PackageNotFoundError):
+                if version("llama-cpp-python") == LLAMA_CPP_PYTHON_VERSION:
+                    return
+        log = bin_dir() / "llama-cpp-python-build.log"
+        wheel = None if force else _cached_wheel()
+        if wheel is None:
+            _check_toolchain()
+            wheel_dir = cache_root() / "wheels"
+            wheel_dir.mkdir(parents=True, exist_ok=True)
+            _say(console, f"Building the llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} wheel (portable, ~3-5 min); log: {log}")
+            env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=OFF", FORCE_CMAKE="1")
+            _run(
+                [sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", "-w", str(wheel_dir),
+                 f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
+                log=log, env=env,
+            )  # fmt: skip
+            wheel = _cached_wheel()
+            if wheel is None:
+                raise RuntimeError(f"pip wheel produced no llama-cpp-python wheel (see {log})")
+        _run([sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", str(wheel)], log=log)
+
+
+def install_local_backend(
+    *,
+    force: bool = False,
+    with_python: bool = False,
+    model: str | None = DEFAULT_MODEL,
+    console: Any = None,
+) -> Path:
+    """Idempotent one-stop install: server binary (+ optional Python binding) + a verified model.
+
+    Returns the server binary path. ``model=None`` skips fetching a model.
+    """
+    server = build_llama_server(force=force, console=console)
+    if with_python:
+        install_python_binding(force=force, console=console)
+    if model:
+        path = resolve_model(model, console=console)
+        _say(console, f"model {model}: {path}")
+    return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m moodbench.serve.install", description=__doc__.splitlines()[0])
+    ap.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
+    ap.add_argument("--with-python", action="store_true", help="also install the llama-cpp-python binding")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"model to fetch and verify ({', '.join(MODELS)})")
+    ap.add_argument("--no-model", action="store_true", help="do not fetch a model")
+    ap.add_argument("--check", action="store_true", help="only report whether the backend is installed")
+    args = ap.parse_args(argv)
+    if args.check:
+        p = find_llama_server()
+        print(p if p else f"not installed; run {INSTALL_HINT}")
+        return 0 if p else 1
+    try:
+        server = install_local_backend(
+            force=args.force, with_python=args.with_python, model=None if args.no_model else args.model
+        )
+    except (RuntimeError, ModelResolutionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"llama-server: {server}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

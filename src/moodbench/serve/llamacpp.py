@@ -1,0 +1,647 @@
+"""An OpenAI-compatible model server on 127.0.0.1 for a GGUF file: llama.cpp's ``llama-server``.
+
+Why ``llama-server`` (the C++ one, built by :mod:`moodbench.serve.install`) rather than the Python
+``llama_cpp.server`` or a layer of our own over ``llama-cpp-python`` (measured on 2 CPU cores with
+Qwen2.5-Coder-0.5B; see the serve notes in the report):
+
+* tau2's agent sends the standard multi-turn tool conversation: an assistant turn with
+  ``content: null`` + ``tool_calls`` (arguments as a JSON string) followed by ``tool`` results.
+  ``llama_cpp.server`` answers that with HTTP 500; ``llama-server --jinja`` renders it with the model's
+  own chat template (arguments decoded to objects first, so the Qwen template does not double-encode).
+* ``--parallel N --kv-unified`` keeps N slots in one shared KV pool and ``--cache-ram`` (default 8 GiB)
+  keeps idle slots' prompts in RAM: tau2's agent prompt and the simulated customer's prompt are each
+  processed once per conversation, not on every turn. A 1,730-token system prompt took 15-23 s cold
+  and ~0.03 s on the next turn, also after another prompt was served in between.
+* The Python binding keeps a single context; switching between the agent's and the customer's prompt
+  would re-process thousands of tokens on every turn (or need a state cache we would have to build).
+
+``llama-server``'s own handling of ``tool_choice`` is not enough for small models: "required" lets the
+model write free text before the first ``<tool_call>`` (Qwen2.5-Coder-0.5B wrote a bare JSON call plus
+prose and hit max_tokens with no tool call), and a named function is silently treated as "auto". So by
+default a small in-process HTTP front (:class:`_Front`) listens on the public port; it turns
+"required"/named into a grammar-forced call (see :func:`plan_chat_request`) and relays every other
+request and response, streams included, unchanged.
+
+Tool calls that small models write as plain text under "auto" (bare JSON, fenced blocks) stay text
+here; the client side (``moodbench.llm``) recovers them, because only it knows which tool names are real.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Self
+
+from moodbench.serve.install import LocalBackendMissing, llama_server_path
+from moodbench.serve.models import (
+    DEFAULT_MODEL,
+    ModelResolutionError,
+    cache_root,
+    resolve_model,
+)
+from moodbench.serve.options import ServeOptions
+
+__all__ = [
+    "ForcedCall",
+    "LlamaCppServer",
+    "LlamaCppServerError",
+    "finish_forced_response",
+    "plan_chat_request",
+    "serve_llamacpp",
+]
+
+DEFAULT_PORT = 8080
+
+
+class LlamaCppServerError(RuntimeError):
+    """The server failed to start or died; the message includes the tail of its log."""
+
+
+# --------------------------------------------------------------------------------- request rewrite
+@dataclass(frozen=True)
+class ForcedCall:
+    """A request whose ``tool_choice`` demands a call ("required" or a named function)."""
+
+    tool_names: tuple[str, ...]
+    stream: bool
+    include_usage: bool
+
+
+def plan_chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ForcedCall | None]:
+    """Decide how to send a ``/v1/chat/completions`` body to llama-server; pure function.
+
+    ``"auto"``/``"none"``/absent: unchanged. ``"required"`` or a named function: llama-server's own
+    "required" grammar lets the model write free text *before* the first ``<tool_call>`` (measured:
+    Qwen2.5-Coder-0.5B wrote a bare JSON call plus prose and hit max_tokens without a real tool call),
+    and a named choice is silently treated as "auto". So instead we send ``tool_choice: "none"`` plus a
+    JSON-schema ``response_format`` whose only valid outputs are ``{"name": <allowed tool>, "arguments":
+    <that tool's parameters>}``: the grammar forces exactly one well-formed call from the first token.
+    ``tools`` stay in the request, so the prompt is byte-identical to the "auto" one (prefix cache hit)
+    and the model still sees every tool, as the OpenAI semantics of a named choice imply. The reply is
+    turned back into ``tool_calls`` by :func:`finish_forced_response`. The upstream request is never
+    streamed; a streaming client gets the call as synthesized SSE events.
+
+    Raises ``ValueError`` (the front answers 400, as OpenAI does) for a named function not in ``tools``
+    or "required" without tools.
+    """
+    tc = body.get("tool_choice")
+    tools = [t for t in body.get("tools") or [] if _tool_name(t)]
+    if isinstance(tc, dict):
+        fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+        name = fn.get("name") or tc.get("name")
+        if tc.get("type") in ("auto", "none", "required") and not name:
+            tc = tc["type"]
+        elif not name:
+            raise ValueError(f"unsupported tool_choice: {json.dumps(tc)}")
+        else:
+            allowed = [t for t in tools if _tool_name(t) == name]
+            if not allowed:
+                raise ValueError(f"tool_choice names function {name!r}, which is not in 'tools'")
+            return _forced(body, allowed)
+    if tc == "required":
+        if not tools:
+            raise ValueError("tool_choice 'required' needs a non-empty 'tools' list")
+        return _forced(body, tools)
+    return body, None
+
+
+def _forced(body: dict[str, Any], allowed: list[dict[str, Any]]) -> tuple[dict[str, Any], ForcedCall]:
+    variants = []
+    for t in allowed:
+        params = (t.get("function") or t).get("parameters") or {"type": "object"}
+        variants.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": _tool_name(t)}, "arguments": params},
+                "required": ["name", "arguments"],
+            }
+        )
+    schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "parallel_tool_calls")}
+    upstream["tool_choice"] = "none"
+    upstream["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_call", "schema": schema}}
+    opts = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    forced = ForcedCall(
+        tool_names=tuple(str(_tool_name(t)) for t in allowed),
+        stream=bool(body.get("stream")),
+        include_usage=bool(opts.get("include_usage")),
+    )
+    return upstream, forced
+
+
+def finish_forced_response(resp: dict[str, Any], forced: ForcedCall) -> dict[str, Any]:
+    """Turn the grammar-forced JSON content back into an OpenAI ``tool_calls`` message; pure function.
+
+    A reply that does not parse (e.g. cut off by ``max_tokens``: ``finish_reason == "length"``) is
+    returned unchanged, so the client sees plain content and no invented call.
+    """
+    out = dict(resp)
+    choices = []
+    for choice in resp.get("choices") or []:
+        msg = dict(choice.get("message") or {})
+        try:
+            call = json.loads(msg.get("content") or "")
+        except ValueError:
+            call = None
+        if isinstance(call, dict) and call.get("name") in forced.tool_names and isinstance(call.get("arguments"), dict):
+            msg["content"] = None
+            msg["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)},
+                }
+            ]
+            choice = dict(choice, message=msg, finish_reason="tool_calls")
+        choices.append(choice)
+    out["choices"] = choices
+    return out
+
+
+def _as_sse(resp: dict[str, Any], forced: ForcedCall) -> bytes:
+    """A finished chat completion as OpenAI-style ``chat.completion.chunk`` SSE events."""
+    base = {k: resp.get(k) for k in ("id", "created", "model", "system_fingerprint") if k in resp}
+    base["object"] = "chat.completion.chunk"
+    events: list[dict[str, Any]] = []
+    for i, choice in enumerate(resp.get("choices") or []):
+        msg = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [dict(tc, index=j) for j, tc in enumerate(msg["tool_calls"])]
+        events.append({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
+        events.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": choice.get("finish_reason")}]})
+    if forced.include_usage and resp.get("usage"):
+        events.append({**base, "choices": [], "usage": resp["usage"]})
+    body = "".join(f"data: {json.dumps(e, ensure_ascii=False)}\n\n" for e in events) + "data: [DONE]\n\n"
+    return body.encode()
+
+
+def _tool_name(tool: Any) -> str | None:
+    if not isinstance(tool, dict):
+        return None
+    fn = tool.get("function")
+    return fn.get("name") if isinstance(fn, dict) else tool.get("name")
+
+
+# ------------------------------------------------------------------------------------------ front
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "content-length", "host",
+}  # fmt: skip
+
+
+class _Front:
+    """Minimal HTTP front: forced tool calls for chat requests (see :func:`plan_chat_request`), relays the rest.
+
+    Streaming (SSE) responses are relayed chunk by chunk and delimited by closing the connection, so
+    clients see tokens as llama-server produces them.
+    """
+
+    def __init__(self, host: str, port: int, upstream: tuple[str, int], upstream_timeout: float = 3600.0) -> None:
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "moodbench-llamacpp"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # llama-server logs every request itself
+
+            def do_GET(self) -> None:
+                front._handle(self, None)
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                front._handle(self, self.rfile.read(n) if n else b"")
+
+            def do_OPTIONS(self) -> None:
+                front._handle(self, b"")
+
+        self.upstream = upstream
+        self.upstream_timeout = upstream_timeout
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="llamacpp-front", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handle(self, h: BaseHTTPRequestHandler, body: bytes | None) -> None:
+        forced: ForcedCall | None = None
+        if body and h.command == "POST" and h.path.split("?")[0].rstrip("/").endswith("chat/completions"):
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = None  # bad JSON is llama-server's to report
+            if isinstance(req, dict) and req.get("tool_choice") not in (None, "auto", "none"):
+                try:
+                    upstream_req, forced = plan_chat_request(req)
+                except ValueError as e:
+                    return self._send_json(h, 400, _error_body(400, str(e)))
+                if forced is not None:
+                    body = json.dumps(upstream_req).encode()
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(*self.upstream, timeout=self.upstream_timeout)
+        try:
+            conn.request(h.command, h.path, body=body, headers=headers)
+            resp = conn.getresponse()
+        except OSError as e:
+            conn.close()
+            return self._send_json(h, 502, _error_body(502, f"llama-server unreachable: {e}"))
+        try:
+            if forced is not None:
+                self._finish_forced(h, resp, forced)
+            else:
+                self._relay(h, resp)
+        except (BrokenPipeError, ConnectionResetError):
+            h.close_connection = True  # the client went away; llama-server notices and stops the slot
+        finally:
+            conn.close()
+
+    def _finish_forced(self, h: BaseHTTPRequestHandler, resp: http.client.HTTPResponse, forced: ForcedCall) -> None:
+        raw = resp.read()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if resp.status != 200 or not isinstance(data, dict):
+            h.send_response(resp.status, resp.reason)
+            h.send_header("Content-Type", resp.getheader("Content-Type") or "application/json")
+            h.send_header("Content-Length", str(len(raw)))
+            h.end_headers()
+            h.wfile.write(raw)
+            return
+        done = finish_forced_response(data, forced)
+        if not forced.stream:
+            return self._send_json(h, 200, json.dumps(done, ensure_ascii=False).encode())
+        payload = _as_sse(done, forced)
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Cache-Control", "no-cache")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
+    @staticmethod
+    def _relay(h: BaseHTTPRequestHandler, resp: http.client.HTTPResponse) -> None:
+        h.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in _HOP_BY_HOP:
+                h.send_header(k, v)
+        length = resp.getheader("Content-Length")
+        if length is not None and resp.getheader("Transfer-Encoding") is None:
+            h.send_header("Content-Length", length)
+            h.end_headers()
+            h.wfile.write(resp.read())
+        else:  # streamed: relay as it comes, end by closing
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.close_connection = True
+            while chunk := resp.read1(65536):
+                h.wfile.write(chunk)
+                h.wfile.flush()
+
+    @staticmethod
+    def _send_json(h: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+
+def _error_body(status: int, message: str) -> bytes:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return json.dumps({"error": {"code": status, "message": message, "type": kind}}).encode()
+
+
+# ----------------------------------------------------------------------------------------- server
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def _alias_for(model_path: Path) -> str:
+    """The name /v1/models reports and clients send: the file stem (``qwen2.5-0.5b`` for built-ins)."""
+    return model_path.name.removesuffix(".gguf") or "local-model"
+
+
+class LlamaCppServer:
+    """A ``llama-server`` child process (own process group, log to a file) plus the optional front.
+
+    Use as a context manager (``with LlamaCppServer(path) as srv: ... srv.base_url``) or call
+    :meth:`start` / :meth:`stop`. ``ctx`` is the shared KV pool: with ``--kv-unified`` any single
+    conversation may use all of it, and ``parallel`` slots keep that many prompts cached at once.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        ctx: int = 16384,
+        threads: int | None = None,
+        parallel: int = 4,
+        log_path: str | os.PathLike[str] | None = None,
+        *,
+        alias: str | None = None,
+        front: bool = True,
+        binary: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.host = host
+        self.port = port if port else _free_port(host)
+        self.ctx = ctx
+        self.threads = threads
+        self.parallel = parallel
+        self.alias = alias or _alias_for(self.model_path)
+        self.front_enabled = front
+        self.binary = Path(binary) if binary else None
+        self.extra_args = list(extra_args)
+        self.log_path = Path(log_path) if log_path else cache_root() / "logs" / f"llama-server-{self.port}.log"
+        self.model_name: str = self.alias
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._front: _Front | None = None
+        self._backend_port: int | None = None
+        self._log_fh: Any = None
+
+    # -- properties
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def backend_url(self) -> str:
+        """llama-server itself (bypassing the front): what the front forwards to."""
+        return f"http://{self.host}:{self._backend_port}/v1"
+
+    def command(self) -> list[str]:
+        """The llama-server argv (no shell)."""
+        binary = self.binary or llama_server_path()
+        port = self._backend_port or self.port
+        cmd = [
+            str(binary),
+            "--model", str(self.model_path),
+            "--host", self.host,
+            "--port", str(port),
+            "--ctx-size", str(self.ctx),
+            "--parallel", str(self.parallel),
+            "--kv-unified",  # one KV pool: a long tau2 prompt may use all of ctx, not ctx/parallel
+            "--jinja",  # the model's own chat template: renders tool_calls / tool turns, parses <tool_call>
+            "--alias", self.alias,
+            "--no-webui",
+        ]  # fmt: skip
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        return cmd + self.extra_args
+
+    # -- lifecycle
+    def start(self, timeout: float = 300.0) -> LlamaCppServer:
+        """Start and wait until ``/v1/models`` answers 200 (model loaded); raises with the log tail."""
+        if self._proc is not None:
+            return self
+        if not self.model_path.is_file():
+            raise LlamaCppServerError(f"model file not found: {self.model_path}")
+        if self.front_enabled:
+            self._backend_port = _free_port(self.host)
+            self._front = _Front(self.host, self.port, (self.host, self._backend_port))  # binds now: fails fast
+        else:
+            self._backend_port = self.port
+        cmd = self.command()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_fh = open(self.log_path, "ab")  # noqa: SIM115 - must outlive start(); closed in stop()
+        self._log_fh.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        self._log_fh.flush()
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        atexit.register(self.stop)
+        try:
+            self._wait_ready(timeout)
+            if self._front is not None:
+                self._front.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise LlamaCppServerError(
+                    f"llama-server exited with code {self._proc.returncode} while starting.\n{self.log_tail()}"
+                )
+            try:
+                conn = http.client.HTTPConnection(self.host, self._backend_port, timeout=2)
+                conn.request("GET", "/v1/models")
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if resp.status == 200:
+                    ids = [m.get("id") for m in json.loads(data).get("data", []) if isinstance(m, dict)]
+                    if ids and ids[0]:
+                        self.model_name = str(ids[0])
+                    return
+                last = f"HTTP {resp.status}"
+            except (OSError, ValueError) as e:
+                last = type(e).__name__
+            time.sleep(0.25)
+        raise LlamaCppServerError(f"llama-server not ready after {timeout:.0f}s ({last}).\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL after ``timeout``; idempotent."""
+        if self._front is not None:
+            with contextlib.suppress(Exception):
+                self._front.stop()
+            self._front = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._log_fh is not None:
+            with contextlib.suppress(OSError):
+                self._log_fh.close()
+            self._log_fh = None
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return f"(no log at {self.log_path})"
+        return f"--- last {min(lines, len(text))} lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of llama-server (Linux /proc), for reports."""
+        if self._proc is None:
+            return None
+        try:
+            for line in Path(f"/proc/{self._proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else "stopped"
+        return f"LlamaCppServer({self.model_path.name}, {self.base_url}, {state})"
+
+
+# ------------------------------------------------------------------------------------- foreground
+def _say(console: Any, msg: str, style: str | None = None) -> None:
+    if console is None:
+        print(msg, flush=True)
+    else:
+        console.print(msg, style=style, markup=False, highlight=False)
+
+
+def _reuse_existing(host: str, port: int) -> str | None:
+    """The model id served at host:port if an OpenAI-compatible server already answers there."""
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+        conn.request("GET", "/v1/models")
+        resp = conn.getresponse()
+        data = json.loads(resp.read())
+        conn.close()
+        if resp.status == 200 and data.get("data"):
+            return str(data["data"][0].get("id"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
+    """``moodbench serve llamacpp``: resolve the model, start llama-server, block until Ctrl-C.
+
+    Returns a process exit code. Honours ``model``, ``host``, ``port`` (default 8080), ``ctx``,
+    ``threads``, ``parallel``, ``reuse`` (an answering server on the port is reused, nothing started),
+    ``dry_run`` (print the command only), ``startup_timeout``, ``log_dir`` and ``extra_args``
+    (appended to llama-server's argv).
+    """
+    port = opts.port or DEFAULT_PORT
+    if opts.stop:
+        _say(console, "llamacpp runs in the foreground: stop it with Ctrl-C in its terminal.", "yellow")
+        return 0
+    if opts.reuse and (name := _reuse_existing(opts.host, port)):
+        url = f"http://{opts.host}:{port}/v1"
+        _say(console, f"Reusing the server already at {url} (model {name}).", "green")
+        _say(console, f"moodbench run --agent-model openai/{name} --agent-base-url {url}")
+        return 0
+    try:
+        binary = llama_server_path()
+        model = resolve_model(opts.model or DEFAULT_MODEL, console=console)
+    except (LocalBackendMissing, ModelResolutionError) as e:
+        _say(console, f"error: {e}", "red")
+        return 1
+    log_dir = opts.log_dir or cache_root() / "logs"
+    srv = LlamaCppServer(
+        model,
+        host=opts.host,
+        port=port,
+        ctx=opts.ctx,
+        threads=opts.threads,
+        parallel=opts.parallel,
+        log_path=Path(log_dir) / f"llama-server-{port}.log",
+        binary=binary,
+        extra_args=opts.extra_args,
+    )
+    if opts.dry_run:
+        _say(console, " ".join(srv.command()))
+        return 0
+    if _port_in_use(opts.host, port):
+        _say(console, f"error: {opts.host}:{port} is already in use; pick another --port (or --reuse it).", "red")
+        return 1
+    if opts.host not in ("127.0.0.1", "localhost", "::1"):
+        _say(console, f"warning: binding {opts.host}: the server has no API key and is reachable from outside.", "yellow")
+
+    _say(console, f"Starting llama-server for {model.name} (ctx {opts.ctx}, {opts.parallel} slots); log: {srv.log_path}")
+    t0 = time.monotonic()
+
+    def _term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        srv.start(timeout=opts.startup_timeout)
+        _say(console, f"Ready in {time.monotonic() - t0:.1f}s: {srv.base_url}  (model name: {srv.model_name})", "green")
+        _say(console, "Run the benchmark against it from another terminal:")
+        _say(console, f"  moodbench run --agent-model openai/{srv.model_name} --agent-base-url {srv.base_url}")
+        _say(console, "Press Ctrl-C to stop.")
+        while srv.alive():
+            time.sleep(0.5)
+        _say(console, f"llama-server exited unexpectedly.\n{srv.log_tail()}", "red")
+        return 1
+    except KeyboardInterrupt:
+        _say(console, "Stopping llama-server ...")
+        return 0
+    except LlamaCppServerError as e:
+        _say(console, f"error: {e}", "red")
+        return 1
+    finally:
+        srv.stop()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m moodbench.serve.llamacpp [MODEL]
+    raise SystemExit(serve_llamacpp(ServeOptions(backend="llamacpp", model=(sys.argv[1:] or [None])[0])))

@@ -1,0 +1,247 @@
+"""The embedded llama.cpp server: a real model, a real multi-turn tool conversation, tool_choice honoured.
+
+Tests marked ``localmodel`` start llama-server with the cached ``qwen2.5-0.5b`` GGUF (skipped, with the
+reason, when the backend or the model is absent) and keep to a handful of short requests: on 2 CPU
+cores the 0.5B decodes ~25 tok/s and processes prompts at ~150 tok/s, so max_tokens stays small and the
+system prompt short. The unmarked tests cover the request rewriting and the install checks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from moodbench.serve.install import (
+    LocalBackendMissing,
+    ensure_local_backend,
+    find_llama_server,
+)
+from moodbench.serve.llamacpp import (
+    ForcedCall,
+    LlamaCppServer,
+    finish_forced_response,
+    plan_chat_request,
+)
+from moodbench.serve.models import ModelResolutionError, resolve_model
+
+MODEL = "qwen2.5-0.5b"
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_order_details",
+            "description": "Get the status and items of an order.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string", "description": "Order id such as '#W0000000'."}},
+                "required": ["order_id"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "find_user_id_by_email",
+            "description": "Find a customer's user id from their email address.",
+            "parameters": {"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]},
+        },
+    },
+]
+SYSTEM = "You are a customer service agent for an online store. Use the tools to look things up."
+USER = "Hi, what is the status of my order #W2378156?"
+
+
+# --------------------------------------------------------------------------------- unit (no model)
+def _named(name: str) -> dict:
+    return {"type": "function", "function": {"name": name}}
+
+
+def test_named_tool_choice_is_forced_by_a_schema_for_that_tool_only() -> None:
+    body = {"messages": [], "tools": TOOLS, "tool_choice": _named("find_user_id_by_email"), "stream": True}
+    up, forced = plan_chat_request(body)
+    assert forced is not None and forced.tool_names == ("find_user_id_by_email",) and forced.stream
+    # prompt stays identical to "auto" (all tools rendered) -> prefix cache hit; the grammar does the forcing
+    assert up["tools"] == TOOLS and up["tool_choice"] == "none" and "stream" not in up
+    schema = up["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["name"] == {"const": "find_user_id_by_email"}
+    assert schema["properties"]["arguments"] == TOOLS[1]["function"]["parameters"]
+    assert body["tool_choice"] == _named("find_user_id_by_email")  # input not mutated
+
+
+def test_required_allows_any_tool() -> None:
+    up, forced = plan_chat_request({"messages": [], "tools": TOOLS, "tool_choice": "required"})
+    assert forced is not None and forced.tool_names == ("get_order_details", "find_user_id_by_email")
+    names = [v["properties"]["name"]["const"] for v in up["response_format"]["json_schema"]["schema"]["anyOf"]]
+    assert names == ["get_order_details", "find_user_id_by_email"]
+
+
+def test_auto_and_none_pass_unchanged() -> None:
+    for choice in ("auto", "none", None):
+        body = {"messages": [], "tools": TOOLS, "tool_choice": choice}
+        assert plan_chat_request(body) == (body, None)
+
+
+def test_named_tool_choice_for_unknown_function_is_an_error() -> None:
+    with pytest.raises(ValueError, match="nope"):
+        plan_chat_request({"tools": TOOLS, "tool_choice": _named("nope")})
+
+
+def test_forced_reply_becomes_tool_calls_and_a_cut_off_one_does_not() -> None:
+    forced = ForcedCall(tool_names=("get_order_details",), stream=False, include_usage=False)
+    ok = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+          "content": '{"name": "get_order_details", "arguments": {"order_id": "#W1"}}'}}]}  # fmt: skip
+    msg = finish_forced_response(ok, forced)["choices"][0]
+    assert msg["finish_reason"] == "tool_calls" and msg["message"]["content"] is None
+    call = msg["message"]["tool_calls"][0]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_order_details"
+    assert json.loads(call["function"]["arguments"]) == {"order_id": "#W1"}
+    cut = {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": '{"name": "get_or'}}]}
+    assert finish_forced_response(cut, forced) == cut
+
+
+def test_missing_backend_error_names_the_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MOODBENCH_LLAMA_SERVER", str(tmp_path / "no-such-llama-server"))
+    with pytest.raises(LocalBackendMissing, match="install-local-backend.sh"):
+        ensure_local_backend()
+
+
+# ------------------------------------------------------------------------------ real model server
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
+    if find_llama_server() is None:
+        pytest.skip("llama-server not installed: run scripts/install-local-backend.sh")
+    try:
+        model = resolve_model(MODEL, allow_download=False, allow_pip=False)
+    except ModelResolutionError:
+        pytest.skip(f"model {MODEL} not in the cache: run scripts/install-local-backend.sh (fetches it)")
+    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
+    with LlamaCppServer(model, ctx=4096, parallel=2, threads=None, log_path=log) as srv:
+        yield srv
+
+
+def _chat(srv: LlamaCppServer, messages: list[dict], **kw: object) -> httpx.Response:
+    body = {"model": srv.model_name, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 48, **kw}
+    return httpx.post(f"{srv.base_url}/chat/completions", json=body, timeout=300)
+
+
+def _listen_addresses(port: int) -> list[str]:
+    """Local addresses with a LISTEN socket on ``port`` (Linux /proc/net/tcp{,6}, hex as the kernel writes)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            addr, port_hex = cols[1].rsplit(":", 1)
+            if int(port_hex, 16) == port and cols[3] == "0A":  # 0A = LISTEN
+                found.append(addr)
+    return found
+
+
+@pytest.mark.localmodel
+def test_models_endpoint_reports_the_name_clients_send(server: LlamaCppServer) -> None:
+    data = httpx.get(f"{server.base_url}/models", timeout=10).json()
+    assert server.model_name == MODEL
+    assert data["data"][0]["id"] == server.model_name
+    assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+
+
+@pytest.mark.localmodel
+def test_binds_loopback_only(server: LlamaCppServer) -> None:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux /proc/net/tcp")
+    backend_port = int(server.backend_url.rsplit(":", 1)[1].split("/")[0])
+    for port in (server.port, backend_port):
+        addrs = _listen_addresses(port)
+        assert addrs, f"nothing listens on {port}"
+        assert set(addrs) == {"0100007F"}, f"port {port} listens on {addrs}, not only 127.0.0.1"
+
+
+@pytest.mark.localmodel
+def test_two_turn_tool_conversation(server: LlamaCppServer) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+    r1 = _chat(server, messages, tool_choice="auto")
+    assert r1.status_code == 200, r1.text
+    msg1 = r1.json()["choices"][0]["message"]
+    assert msg1.get("content") or msg1.get("tool_calls")  # small models often write the call as text
+
+    # Turn 2, exactly as tau2/OpenAI clients send it: assistant content null + tool_calls, then the result.
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_order_details", "arguments": json.dumps({"order_id": "#W2378156"})},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "name": "get_order_details",
+            "content": json.dumps({"order_id": "#W2378156", "status": "delivered", "items": ["keyboard"]}),
+        },
+    ]
+    r2 = _chat(server, messages)
+    assert r2.status_code == 200, r2.text
+    msg2 = r2.json()["choices"][0]["message"]
+    assert (msg2.get("content") or "").strip() or msg2.get("tool_calls")
+
+
+@pytest.mark.localmodel
+def test_tool_choice_required_yields_a_real_tool_call(server: LlamaCppServer) -> None:
+    r = _chat(server, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}], tool_choice="required")
+    assert r.status_code == 200, r.text
+    calls = r.json()["choices"][0]["message"].get("tool_calls") or []
+    assert calls and calls[0]["function"]["name"] in {t["function"]["name"] for t in TOOLS}
+    json.loads(calls[0]["function"]["arguments"])  # arguments are a JSON string, per the OpenAI API
+
+
+@pytest.mark.localmodel
+def test_tool_choice_named_forces_that_function(server: LlamaCppServer) -> None:
+    # The order question makes get_order_details the natural pick; the named choice must override it.
+    choice = {"type": "function", "function": {"name": "find_user_id_by_email"}}
+    r = _chat(server, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}], tool_choice=choice)
+    assert r.status_code == 200, r.text
+    calls = r.json()["choices"][0]["message"].get("tool_calls") or []
+    assert [c["function"]["name"] for c in calls][:1] == ["find_user_id_by_email"]
+
+
+@pytest.mark.localmodel
+def test_streamed_forced_call_arrives_as_tool_call_chunks(server: LlamaCppServer) -> None:
+    body = {
+        "model": server.model_name,
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "temperature": 0,
+        "max_tokens": 48,
+        "stream": True,
+    }
+    events = []
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=300) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    calls = [tc for e in events for c in e["choices"] for tc in (c["delta"].get("tool_calls") or [])]
+    assert calls and calls[0]["function"]["name"] in {t["function"]["name"] for t in TOOLS}
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.localmodel
+def test_named_tool_choice_for_unknown_function_is_400(server: LlamaCppServer) -> None:
+    choice = {"type": "function", "function": {"name": "delete_everything"}}
+    r = _chat(server, [{"role": "user", "content": "hi"}], tool_choice=choice)
+    assert r.status_code == 400 and "delete_everything" in r.text
