@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -360,6 +360,32 @@ def _alias_for(model_path: Path) -> str:
     return model_path.name.removesuffix(".gguf") or "local-model"
 
 
+def _die_with_parent_fn() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGTERM llama-server when we die (Linux only).
+
+    Why: the server runs in its own session, so a SIGKILLed or SIGTERMed parent (Python's default SIGTERM
+    runs no cleanup) would otherwise leave an orphan holding ~0.8 GB and a port - seen in practice with
+    ``timeout`` around a script. ``PR_SET_PDEATHSIG`` fires when the *thread* that started the child
+    exits, so it is only armed when starting from the main thread; other threads rely on stop()/atexit.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: no dlopen in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
 class LlamaCppServer:
     """A ``llama-server`` child process (own process group, log to a file) plus the optional front.
 
@@ -452,7 +478,12 @@ class LlamaCppServer:
         self._log_fh.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self._log_fh.flush()
         self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, not the server: we stop it in order
+            preexec_fn=_die_with_parent_fn(),  # noqa: PLW1509 - only a pre-resolved prctl call runs in the child
         )
         atexit.register(self.stop)
         try:
@@ -552,7 +583,7 @@ def _say(console: Any, msg: str, style: str | None = None) -> None:
     if console is None:
         print(msg, flush=True)
     else:
-        console.print(msg, style=style, markup=False, highlight=False)
+        console.print(msg, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def _reuse_existing(host: str, port: int) -> str | None:
@@ -620,7 +651,11 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     def _term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, _term) if threading.current_thread() is threading.main_thread() else None
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, which would disable Ctrl-C handling.
+    old: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, _term)
     try:
         srv.start(timeout=opts.startup_timeout)
         _say(console, f"Ready in {time.monotonic() - t0:.1f}s: {srv.base_url}  (model name: {srv.model_name})", "green")
@@ -639,8 +674,8 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
         return 1
     finally:
         srv.stop()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m moodbench.serve.llamacpp [MODEL]
