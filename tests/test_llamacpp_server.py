@@ -9,8 +9,11 @@ system prompt short. The unmarked tests cover the request rewriting and the inst
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -23,6 +26,7 @@ from moodbench.serve.install import (
 from moodbench.serve.llamacpp import (
     ForcedCall,
     LlamaCppServer,
+    _Front,
     finish_forced_response,
     plan_chat_request,
 )
@@ -109,6 +113,87 @@ def test_missing_backend_error_names_the_install_command(monkeypatch: pytest.Mon
     monkeypatch.setenv("MOODBENCH_LLAMA_SERVER", str(tmp_path / "no-such-llama-server"))
     with pytest.raises(LocalBackendMissing, match="install-local-backend.sh"):
         ensure_local_backend()
+
+
+# ------------------------------------------------------- the HTTP front against a stand-in upstream
+class _Upstream(BaseHTTPRequestHandler):
+    """Stands in for llama-server: records each request; answers the forced call schema's first tool."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[dict]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body)
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece in ("Hel", "lo"):
+                event = json.dumps({"choices": [{"index": 0, "delta": {"content": piece}}]})
+                data = f"data: {event}\n\n".encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+        first = (schema.get("anyOf") or [schema])[0]
+        name = first.get("properties", {}).get("name", {}).get("const")
+        content = json.dumps({"name": name, "arguments": {"email": "a@b.c"}}) if name else "plain text"
+        data = json.dumps({"id": "x", "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": content}}]}).encode()  # fmt: skip
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture()
+def front() -> Iterator[str]:
+    up = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    threading.Thread(target=up.serve_forever, daemon=True).start()
+    _Upstream.seen = []
+    f = _Front("127.0.0.1", 0, ("127.0.0.1", up.server_address[1]))
+    f.start()
+    try:
+        yield f"http://127.0.0.1:{f.port}/v1"
+    finally:
+        f.stop()
+        up.shutdown()
+        up.server_close()
+
+
+def test_front_forces_a_named_call_and_returns_tool_calls(front: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS, "tool_choice": _named("find_user_id_by_email")}
+    r = httpx.post(f"{front}/chat/completions", json=body, timeout=10)
+    assert r.status_code == 200
+    msg = r.json()["choices"][0]["message"]
+    assert msg["content"] is None and msg["tool_calls"][0]["function"]["name"] == "find_user_id_by_email"
+    sent = _Upstream.seen[-1]
+    assert sent["tool_choice"] == "none" and sent["tools"] == TOOLS and "response_format" in sent
+
+
+def test_front_relays_auto_requests_untouched_including_chunked_bodies_and_streams(front: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS, "tool_choice": "auto", "stream": True}
+    raw = json.dumps(body).encode()
+    chunks = (raw[i : i + 50] for i in range(0, len(raw), 50))  # a generator body goes out chunked
+    with httpx.stream("POST", f"{front}/chat/completions", content=chunks, timeout=10) as r:
+        text = "".join(
+            json.loads(line[6:])["choices"][0]["delta"]["content"] for line in r.iter_lines() if line.startswith("data: ")
+        )
+    assert text == "Hello"
+    assert _Upstream.seen[-1] == body
+
+
+def test_front_answers_400_for_an_unknown_named_function(front: str) -> None:
+    body = {"messages": [], "tools": TOOLS, "tool_choice": _named("nope")}
+    r = httpx.post(f"{front}/chat/completions", json=body, timeout=10)
+    assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
+    assert _Upstream.seen == []
 
 
 # ------------------------------------------------------------------------------ real model server

@@ -225,8 +225,7 @@ class _Front:
                 front._handle(self, None)
 
             def do_POST(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                front._handle(self, self.rfile.read(n) if n else b"")
+                front._handle(self, _read_body(self))
 
             def do_OPTIONS(self) -> None:
                 front._handle(self, b"")
@@ -332,6 +331,22 @@ class _Front:
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    """The request body, by Content-Length or chunked transfer encoding (some clients stream bodies)."""
+    if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+        parts = []
+        while True:
+            size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while h.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(h.rfile.read(size))
+            h.rfile.readline()  # CRLF after each chunk
+    n = int(h.headers.get("Content-Length") or 0)
+    return h.rfile.read(n) if n else b""
 
 
 def _error_body(status: int, message: str) -> bytes:
