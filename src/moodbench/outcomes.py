@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from moodbench._tau2 import OUT_OF_SCOPE_TOKEN, TRANSFER_TOKEN
-
 
 class ExitReason(str, Enum):
     SUCCESS = "success"  # reward 1
@@ -62,6 +60,10 @@ class OutcomeInputs:
 
 def classify(o: OutcomeInputs) -> ExitReason:
     """Pick the exit reason; the order is the documented priority."""
+    # Imported here, not at module level: summary.py and the report import this module for
+    # EXCLUDED/DESCRIPTIONS only and must not pay tau2's import time (seconds).
+    from moodbench._tau2 import OUT_OF_SCOPE_TOKEN, TRANSFER_TOKEN
+
     if o.reward is not None and o.reward >= 1.0 - 1e-9:
         return ExitReason.SUCCESS
     term = o.termination_reason or ""

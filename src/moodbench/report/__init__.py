@@ -1,0 +1,1 @@
+"""The report (``moodbench report``) and the transcript viewer (``moodbench view``)."""
