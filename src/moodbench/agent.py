@@ -10,6 +10,7 @@ from typing import Any
 
 from moodbench._tau2 import AssistantMessage, MultiToolMessage, ToolCall
 from moodbench.accounting import RoleStats
+from moodbench.environments import tool_schema
 from moodbench.llm import Completion, ModelClient
 from tau2.agent.llm_agent import LLMAgent
 from tau2.utils.llm_utils import to_litellm_messages
@@ -54,7 +55,7 @@ class MoodbenchAgent(LLMAgent):
         self.stats = RoleStats()
         self.seed: int | None = None
         # tau2 regenerates JSON schemas on every call; they never change within a conversation.
-        self._schemas = [t.openai_schema for t in self.tools]
+        self._schemas = [tool_schema(t) for t in self.tools]
         self._tool_names = {t.name for t in self.tools}
         if tool_choice == "required":
             self._schemas.append(RESPOND_SCHEMA)

@@ -24,6 +24,7 @@ from moodbench._tau2 import (
     registry,
 )
 from moodbench.agent import EmptyReplyError, MoodbenchAgent
+from moodbench.environments import domain_tools, new_environment, release_environment
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
 from moodbench.outcomes import ExitReason, OutcomeInputs, classify
 from moodbench.store import sha256
@@ -95,18 +96,17 @@ def task_needs_agent_tool(task: Task) -> bool:
 def build_participants(cell: Cell, s: ConversationSettings):
     """Environment, agent and user for one conversation, all through tau2's registry."""
     task = s.tasks[(cell.domain, cell.task_id)]
-    environment = registry.get_env_constructor(cell.domain)()
+    # tau2's constructor, fed a per-process template DB (pooled: run_cell hands it back), tool
+    # schemas built once per domain; see moodbench.environments
+    environment = new_environment(cell.domain, pooled=True)
+    tools, user_tools = domain_tools(cell.domain)
     agent = registry.get_agent_constructor(AGENT_NAME)(
-        tools=environment.get_tools(),
+        tools=tools,
         domain_policy=environment.get_policy(),
         client=s.agent_client,
         tool_choice=s.tool_choice,
         recover_text_tool_calls=s.recover_text_tool_calls,
     )
-    try:
-        user_tools = environment.get_user_tools()
-    except Exception:  # noqa: BLE001 - tau2 raises when a domain has no user tools
-        user_tools = None
     user = registry.get_user_constructor(USER_NAME)(
         tools=user_tools or None,
         instructions=str(task.user_scenario),
@@ -148,7 +148,7 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[dict[str, Any], dict[
     reward_info = None
     if forced is None or forced in (ExitReason.AGENT_ERROR, ExitReason.USER_ERROR, ExitReason.CONTEXT_WINDOW_EXCEEDED):
         try:
-            reward_info, judge_record = _evaluate(cell, task, simulation, s)
+            reward_info, judge_record = _evaluate(cell, task, simulation, s, environment)
             simulation.reward_info = reward_info
         except LLMCallError as exc:
             forced, error = ExitReason.LLM_ERROR, f"judge: {exc}"
@@ -216,6 +216,7 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[dict[str, Any], dict[
         "error": error,
         "shard": s.shard,
     }
+    release_environment(cell.domain, environment)  # scored and recorded: its database is reused
     return record, prompts
 
 
@@ -223,10 +224,11 @@ def _value(x: Any) -> str | None:
     return getattr(x, "value", x)
 
 
-def _evaluate(cell: Cell, task: Task, simulation: SimulationRun, s: ConversationSettings):
+def _evaluate(cell: Cell, task: Task, simulation: SimulationRun, s: ConversationSettings, environment=None):
     from moodbench.evaluation import evaluate
 
-    return evaluate(cell.domain, task, simulation, s.judge_client)
+    # the conversation's own environment holds the state tau2's evaluator would rebuild by replay
+    return evaluate(cell.domain, task, simulation, s.judge_client, environment)
 
 
 def _partial(orch: Orchestrator, cell: Cell, seed: int, started_at: str, t0: float, reason: TerminationReason) -> SimulationRun:

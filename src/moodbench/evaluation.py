@@ -1,7 +1,8 @@
 """Scoring with tau2's own evaluator, with natural-language assertions judged by the run's judge.
 
 tau2 judges NL assertions with a hard-wired OpenAI model. moodbench never calls a model the user did
-not name: the DB, action and communicate checks come from ``evaluate_simulation`` unchanged; when a
+not name: the DB, action and communicate checks are ``evaluate_simulation``'s (computed by
+:mod:`moodbench.scoring`, reward-identical and cheaper); when a
 task's reward basis includes NL assertions, those are judged by ``--judge-model`` (default: the
 agent's model) and combined the way tau2 combines them (a product of the parts).
 """
@@ -14,8 +15,9 @@ from typing import Any
 
 from moodbench._tau2 import RewardInfo, RewardType, SimulationRun, Task
 from moodbench.llm import ModelClient
+from moodbench.scoring import score_simulation
 from tau2.data_model.simulation import NLAssertionCheck
-from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+from tau2.environment.environment import Environment
 
 JUDGE_SYSTEM = (
     "You grade a customer-service conversation against expected outcomes. For each expected outcome decide "
@@ -43,15 +45,20 @@ def judge_nl_assertions(client: ModelClient, simulation: SimulationRun, assertio
     return checks, {"prompt": prompt, "answer": completion.raw_content}
 
 
-def evaluate(domain: str, task: Task, simulation: SimulationRun, judge: ModelClient | None) -> tuple[RewardInfo, dict[str, Any] | None]:
-    """Return tau2's RewardInfo (NL part judged by ``judge``) and the judge's record, if it was asked."""
+def evaluate(domain: str, task: Task, simulation: SimulationRun, judge: ModelClient | None,
+             environment: Environment | None = None) -> tuple[RewardInfo, dict[str, Any] | None]:
+    """Return tau2's RewardInfo (NL part judged by ``judge``) and the judge's record, if it was asked.
+
+    The DB/action/communicate part is :func:`moodbench.scoring.score_simulation`: the RewardInfo
+    ``evaluate_simulation(..., EvaluationType.ALL)`` returns, computed with the gold state cached
+    per task; ``environment`` (the one the conversation ran in) spares replaying the trajectory.
+    """
     basis = set(task.evaluation_criteria.reward_basis) if task.evaluation_criteria else set()
     if RewardType.NL_ASSERTION not in basis:
-        return evaluate_simulation(simulation=simulation, task=task, evaluation_type=EvaluationType.ALL,
-                                   solo_mode=False, domain=domain), None
+        return score_simulation(simulation, task, domain, environment), None
     stripped = task.model_copy(deep=True)
     stripped.evaluation_criteria.reward_basis = [b for b in stripped.evaluation_criteria.reward_basis if b != RewardType.NL_ASSERTION]
-    info = evaluate_simulation(simulation=simulation, task=stripped, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=domain)
+    info = score_simulation(simulation, stripped, domain, environment)
     if info.reward_basis is None:  # terminated prematurely: tau2 already scored 0 without evaluating
         return info, None
     if judge is None:

@@ -13,6 +13,7 @@ from typing import Literal
 from moodbench._tau2 import AssistantMessage, MultiToolMessage, ToolCall, ToolMessage, UserMessage
 from moodbench.accounting import RoleStats
 from moodbench.agent import EmptyReplyError
+from moodbench.environments import tool_schema
 from moodbench.llm import ModelClient
 from tau2.user.user_simulator import UserSimulator
 from tau2.utils.llm_utils import to_litellm_messages
@@ -48,7 +49,7 @@ class EmotionalUserSimulator(UserSimulator):
         self.user_format = user_format
         self.stats = RoleStats()
         self.seed: int | None = None
-        self._schemas = [t.openai_schema for t in tools] if tools else None
+        self._schemas = [tool_schema(t) for t in tools] if tools else None
         self._tool_names = {t.name for t in tools} if tools else set()
 
     @property

@@ -1,0 +1,273 @@
+"""Throughput and CPU cost: moodbench vs tau2's own runner, same tasks, same scripted server, one run.
+
+    .venv/bin/python benchmarks/throughput.py                      # CPU/conversation + concurrency 64
+    .venv/bin/python benchmarks/throughput.py --concurrency 64,512 --executor process
+    .venv/bin/python benchmarks/throughput.py --profile            # where moodbench's CPU goes (cProfile)
+
+Three measurements, each harness in its own child process:
+
+1. CPU seconds per conversation, against a server with no latency: every child's CPU (its workers
+   included) for N2 conversations minus that for N1, over N2 - N1, so start-up and imports cancel
+   out. The rewards of both harnesses are compared conversation by conversation.
+2. Throughput at each concurrency against a server that answers in ``--latency-ms``: steady-state
+   completions per second (between the 10% and 90% finish times) and the efficiency against the
+   ideal rate ``concurrency / (model calls per conversation x latency)``.
+3. The ratios moodbench / tau2 of both.
+
+Numbers depend on the machine and on whatever else runs on it; the script prints the machine line
+and the load average so a table row can say where it came from. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, retail_script, run_child, start_server, steady_rate  # noqa: E402
+
+HERE = Path(__file__).resolve()
+
+
+# --------------------------------------------------------------------------------------------- children
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def child_moodbench(a: argparse.Namespace) -> dict:
+    from rich.console import Console
+
+    from moodbench.config import RunConfig
+    from moodbench.runner import run_experiment
+    from moodbench.store import Store
+
+    ids = a.task_ids.split(",")
+    extra = {"executor": a.executor} if a.executor != "thread" else {}
+    out = Path(a.out)
+    cfg = RunConfig(domains=[a.domain], task_ids=ids, variants=["control"], trials=math.ceil(a.n / len(ids)),
+                    concurrency=a.concurrency, agent_model="openai/scripted", agent_base_url=[a.base_url],
+                    out=out, skip_preflight=True, max_retries=0, **extra)
+    t0 = time.time()
+    res = run_experiment(cfg, console=Console(file=open(os.devnull, "w")))
+    t1 = time.time()
+    with Store(out / "results.sqlite") as store:
+        rows = list(store.rows())
+    return {"exit_code": res.exit_code, "t0": t0, "t1": t1, "n": len(rows),
+            "finish": [_ts(r.data["finished_at"]) for r in rows],
+            "rewards": {f"{r.task_id}|{r.trial}": r.reward for r in rows},
+            "exit_reasons": dict(Counter(r.exit_reason for r in rows))}
+
+
+def child_tau2(a: argparse.Namespace) -> dict:
+    from moodbench import _tau2  # noqa: F401 - quiet tau2/litellm the same way for both harnesses
+    from moodbench._tau2 import load_tasks
+    from tau2.run import run_tasks
+
+    ids = a.task_ids.split(",")
+    by_id = {t.id: t for t in load_tasks(a.domain)}
+    args = {"api_base": a.base_url, "api_key": "sk-no-key-required"}
+    t0 = time.time()
+    results = run_tasks(domain=a.domain, tasks=[by_id[i] for i in ids], agent="llm_agent", user="user_simulator",
+                        llm_agent="openai/scripted", llm_args_agent=dict(args), llm_user="openai/scripted",
+                        llm_args_user=dict(args), num_trials=math.ceil(a.n / len(ids)), max_concurrency=a.concurrency,
+                        console_display=False, log_level="ERROR", save_to=None)
+    t1 = time.time()
+    sims = results.simulations
+    return {"t0": t0, "t1": t1, "n": len(sims), "finish": [_ts(s.end_time) for s in sims],
+            "rewards": {f"{s.task_id}|{s.trial}": (s.reward_info.reward if s.reward_info else None) for s in sims},
+            "exit_reasons": dict(Counter(str(getattr(s.termination_reason, "value", s.termination_reason)) for s in sims))}
+
+
+def child_profile(a: argparse.Namespace) -> dict:
+    """moodbench's conversations one after another in this thread, under cProfile (threads hide from it)."""
+    import cProfile
+    import io
+    import pstats
+
+    from moodbench.config import RunConfig
+    from moodbench.conversation import ConversationSettings, run_cell
+    from moodbench.llm import EndpointHealth, ModelClient
+    from moodbench.plan import make_plan
+    from moodbench.runner import model_specs
+    from moodbench.store import Store
+
+    ids = a.task_ids.split(",")
+    cfg = RunConfig(domains=[a.domain], task_ids=ids, variants=["control"], trials=math.ceil(a.n / len(ids)),
+                    agent_model="openai/scripted", agent_base_url=[a.base_url], out=Path(a.out), max_retries=0)
+    plan = make_plan(cfg)
+    agent, user, judge = model_specs(cfg)
+    health = EndpointHealth(0)
+    s = ConversationSettings(catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent, health),
+                             user_client=ModelClient(user, health), judge_client=ModelClient(judge, health))
+    store = Store(Path(a.out) / "results.sqlite")
+    for c in plan.cells[:2]:  # warm caches the way a long run would have them
+        store.insert(*run_cell(c, s))
+    prof = cProfile.Profile(time.process_time)  # CPU, not wall: the machine may be shared
+    cells = plan.cells[2:]
+    cpu0 = time.process_time()
+    prof.enable()
+    for c in cells:
+        record, prompts = run_cell(c, s)
+        store.insert(record, prompts)
+    prof.disable()
+    cpu = (time.process_time() - cpu0) / max(1, len(cells))
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf).sort_stats("cumulative")
+    st.print_stats(a.profile_lines)
+    buf2 = io.StringIO()
+    pstats.Stats(prof, stream=buf2).sort_stats("tottime").print_stats(25)
+    print(buf.getvalue())
+    print(buf2.getvalue())
+    return {"cpu_ms_per_conversation_profiled": round(cpu * 1000, 1), "n": len(cells)}
+
+
+# --------------------------------------------------------------------------------------------- parent
+def _child(kind: str, base_url: str, n: int, concurrency: int, a: argparse.Namespace, tmp: Path) -> tuple[dict, float]:
+    out = tmp / f"{kind}-{n}-{concurrency}-{time.monotonic_ns()}"
+    args = [str(HERE), "--child", kind, "--base-url", base_url, "--n", str(n), "--concurrency", str(concurrency),
+            "--domain", a.domain, "--task-ids", a.task_ids, "--executor", a.executor, "--out", str(out)]
+    return run_child(args)
+
+
+def measure_cpu(a: argparse.Namespace, tmp: Path) -> dict:
+    n1, n2 = (int(x) for x in a.cpu_conversations.split(","))
+    srv = start_server(retail_script(a.flow, latency_ms=0), tmp)
+    out: dict = {}
+    try:
+        for kind in ("moodbench", "tau2") if not a.skip_tau2 else ("moodbench",):
+            s0 = srv.cpu_seconds()
+            r1, c1 = _child(kind, srv.base_url, n1, a.cpu_concurrency, a, tmp)
+            r2, c2 = _child(kind, srv.base_url, n2, a.cpu_concurrency, a, tmp)
+            s1 = srv.cpu_seconds()
+            out[kind] = {"cpu_s_per_conversation": (c2 - c1) / (r2["n"] - r1["n"]),
+                         "server_cpu_s_per_conversation": (s1 - s0) / (r1["n"] + r2["n"]),
+                         "exit_reasons": r2["exit_reasons"], "rewards": r2["rewards"]}
+        calls = srv.stats()
+    finally:
+        srv.stop()
+    out["server_stats"] = calls
+    if "tau2" in out:
+        m, t = out["moodbench"]["rewards"], out["tau2"]["rewards"]
+        out["rewards_identical"] = m == t
+        out["reward_mismatches"] = {k: (m.get(k), t.get(k)) for k in set(m) | set(t) if m.get(k) != t.get(k)}
+    return out
+
+
+def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> dict:
+    srv = start_server(retail_script(a.flow, latency_ms=a.latency_ms), tmp)
+    out: dict = {"concurrency": concurrency}
+    try:
+        kinds = ("moodbench", "tau2") if not a.skip_tau2 else ("moodbench",)
+        for kind in kinds:
+            n = a.conversations or max(4 * concurrency, 64)
+            if kind == "tau2":
+                n = min(n, a.tau2_conversations or max(2 * concurrency, 64))
+            before = srv.stats().get("requests", 0)
+            r, cpu = _child(kind, srv.base_url, n, concurrency, a, tmp)
+            requests = srv.stats().get("requests", 0) - before
+            calls = requests / max(1, r["n"])
+            ideal = concurrency / (calls * a.latency_ms / 1000.0)
+            rate = steady_rate(r["finish"]) or r["n"] / (r["t1"] - r["t0"])
+            out[kind] = {"conversations": r["n"], "calls_per_conversation": round(calls, 2), "ideal_per_s": round(ideal, 2),
+                         "steady_per_s": round(rate, 2), "efficiency": round(rate / ideal, 3),
+                         "overall_per_s": round(r["n"] / (r["t1"] - r["t0"]), 2), "exit_reasons": r["exit_reasons"]}
+    finally:
+        srv.stop()
+    if "tau2" in out:
+        out["ratio_completions_per_s"] = round(out["moodbench"]["steady_per_s"] / out["tau2"]["steady_per_s"], 2)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--domain", default="retail")
+    p.add_argument("--task-ids", default="0,1,2,3,4,5,6,7", help="tasks the conversations run on (cycled by trials)")
+    p.add_argument("--flow", choices=["write", "read"], default="write", help="scripted agent cancels an order, or only reads")
+    p.add_argument("--cpu-conversations", default="16,64", help="N1,N2 for the CPU difference measurement")
+    p.add_argument("--cpu-concurrency", type=int, default=2)
+    p.add_argument("--concurrency", default="64", help="comma-separated concurrencies for the throughput runs ('' skips)")
+    p.add_argument("--latency-ms", type=float, default=200.0)
+    p.add_argument("--conversations", type=int, default=0, help="moodbench conversations per throughput run (default 4 x concurrency)")
+    p.add_argument("--tau2-conversations", type=int, default=0, help="tau2 conversations per throughput run (default 2 x concurrency)")
+    p.add_argument("--executor", default="thread", help="moodbench executor: thread or process")
+    p.add_argument("--skip-tau2", action="store_true")
+    p.add_argument("--skip-cpu", action="store_true")
+    p.add_argument("--profile", action="store_true", help="only profile moodbench (cProfile, sequential) and exit")
+    p.add_argument("--profile-lines", type=int, default=45)
+    p.add_argument("--json", type=Path, help="also write the results here")
+    # child mode (internal)
+    p.add_argument("--child", choices=["moodbench", "tau2", "profile"], help=argparse.SUPPRESS)
+    p.add_argument("--base-url", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    a = p.parse_args()
+
+    if a.child:
+        a.concurrency = int(a.concurrency)
+        fn = {"moodbench": child_moodbench, "tau2": child_tau2, "profile": child_profile}[a.child]
+        print("RESULT " + json.dumps(fn(a)), flush=True)
+        return 0
+
+    tmp = Path(tempfile.mkdtemp(prefix="moodbench-bench-"))
+    print(f"machine: {machine()}")
+    print(f"domain {a.domain}, tasks {a.task_ids}, flow {a.flow}, moodbench executor {a.executor}")
+    if a.profile:
+        srv = start_server(retail_script(a.flow, latency_ms=0), tmp)
+        try:
+            args = [str(HERE), "--child", "profile", "--base-url", srv.base_url, "--n", str(a.conversations or 40),
+                    "--concurrency", "1", "--domain", a.domain, "--task-ids", a.task_ids, "--out", str(tmp / "profile"),
+                    "--profile-lines", str(a.profile_lines)]
+            import subprocess
+
+            res = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+            print(res.stdout[-30000:], res.stderr[-3000:])
+        finally:
+            srv.stop()
+        return 0
+
+    results: dict = {"machine": machine(), "flow": a.flow, "executor": a.executor}
+    if not a.skip_cpu:
+        cpu = measure_cpu(a, tmp)
+        results["cpu"] = {k: v for k, v in cpu.items() if k not in ("moodbench", "tau2")}
+        for kind in ("moodbench", "tau2"):
+            if kind in cpu:
+                c = cpu[kind]
+                results["cpu"][kind] = {"cpu_ms_per_conversation": round(c["cpu_s_per_conversation"] * 1000, 1),
+                                        "server_cpu_ms_per_conversation": round(c["server_cpu_s_per_conversation"] * 1000, 1),
+                                        "exit_reasons": c["exit_reasons"]}
+        m = results["cpu"]["moodbench"]["cpu_ms_per_conversation"]
+        line = f"CPU per conversation: moodbench {m} ms"
+        if "tau2" in results["cpu"]:
+            t = results["cpu"]["tau2"]["cpu_ms_per_conversation"]
+            results["cpu"]["ratio_tau2_over_moodbench"] = round(t / m, 2)
+            line += f", tau2 {t} ms, tau2/moodbench = {t / m:.2f}x, rewards identical: {cpu['rewards_identical']}"
+            results["cpu"].pop("rewards", None)
+        print(line, flush=True)
+    results["throughput"] = []
+    for c in [int(x) for x in a.concurrency.split(",") if x.strip()]:
+        r = measure_throughput(a, tmp, c)
+        results["throughput"].append(r)
+        for kind in ("moodbench", "tau2"):
+            if kind in r:
+                k = r[kind]
+                print(f"concurrency {c} {kind}: {k['steady_per_s']}/s steady (ideal {k['ideal_per_s']}/s, "
+                      f"{k['calls_per_conversation']} calls/conv), efficiency {k['efficiency']}, "
+                      f"{k['conversations']} conversations, {k['exit_reasons']}", flush=True)
+        if "ratio_completions_per_s" in r:
+            print(f"concurrency {c}: moodbench/tau2 completions per second = {r['ratio_completions_per_s']}x", flush=True)
+    print(json.dumps(results, indent=1, default=str))
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

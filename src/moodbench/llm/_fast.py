@@ -1,0 +1,132 @@
+"""A light transport for OpenAI-compatible servers (vLLM, llama.cpp, SGLang, the scripted server).
+
+``litellm.completion`` costs ~8 ms of CPU per call (provider detection, parameter mapping, cost
+and logging hooks) and the openai SDK under it ~2 ms more; against a local server a retail
+conversation makes ~9 calls, so the model layer alone cost more CPU than a whole conversation
+should. For endpoints that *are* plain OpenAI-compatible servers (a base URL and a
+``openai/`` or ``hosted_vllm/`` model), this module posts the same request body litellm would
+send with one pooled, thread-safe ``httpx.Client`` (~0.6 ms per call) and returns a
+``litellm.ModelResponse``, so :class:`ModelClient`'s parsing and cost accounting are unchanged.
+
+Failures are raised as the litellm exceptions litellm itself raises for those statuses (the
+httpx response attached, so ``Retry-After`` still reaches the retry logic). Everything else
+(hosted APIs, other providers, unusual request parameters) keeps going through litellm, and
+``MOODBENCH_LITELLM=1`` sends every call through litellm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import litellm
+
+# Providers whose requests litellm forwards unchanged to an OpenAI-compatible /chat/completions.
+_PASSTHROUGH_PROVIDERS = ("openai/", "hosted_vllm/")
+# Request parameters that mean the same on every OpenAI-compatible server and that litellm
+# forwards as they are for these providers; any other key in --agent-args keeps litellm.
+_PLAIN_PARAMS = {
+    "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "n",
+    "response_format", "parallel_tool_calls", "logprobs", "top_logprobs", "user", "extra_body",
+}
+# litellm-only keys that never reach the server.
+_LITELLM_KEYS = {"model", "messages", "timeout", "num_retries", "drop_params", "api_base", "api_key", "max_retries"}
+# Hosted APIs have model-specific parameter rules (max_completion_tokens, no temperature...) that
+# litellm knows and this module does not.
+_HOSTED = ("openai.com", "azure.com", "anthropic.com", "googleapis.com", "groq.com", "mistral.ai", "together.xyz")
+
+
+def fast_path_allowed(model: str, base_urls: tuple[str, ...], args: dict[str, Any]) -> bool:
+    """Whether calls for this spec may skip litellm (see the module docstring)."""
+    if os.environ.get("MOODBENCH_LITELLM") == "1" or not base_urls:
+        return False
+    if not model.startswith(_PASSTHROUGH_PROVIDERS):
+        return False
+    if any(urlparse(u).hostname is None or urlparse(u).hostname.endswith(_HOSTED) for u in base_urls):
+        return False
+    return set(args) <= _PLAIN_PARAMS
+
+
+class OpenAICompatTransport:
+    """``completion(messages=..., **litellm_kwargs)`` over plain HTTP; thread-safe, one pool."""
+
+    def __init__(self, max_connections: int | None = None):
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections or 1024)
+        self._http = httpx.Client(limits=limits)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def completion(self, *, messages: list[dict[str, Any]], model: str, api_base: str, timeout: float,
+                   api_key: str | None = None, **kw: Any) -> litellm.ModelResponse:
+        name = model.split("/", 1)[1]
+        body: dict[str, Any] = {"model": name, "messages": messages}
+        extra = kw.pop("extra_body", None)
+        for key, value in kw.items():
+            if key not in _LITELLM_KEYS and value is not None:
+                body[key] = value
+        if isinstance(extra, dict):
+            body.update(extra)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = api_base.rstrip("/") + "/chat/completions"
+        provider = model.split("/", 1)[0]
+        try:
+            resp = self._http.post(url, content=json.dumps(body).encode(), headers={**headers, "Content-Type": "application/json"},
+                                   timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise litellm.Timeout(f"request timed out after {timeout}s: {exc}", model=model, llm_provider=provider) from None
+        except httpx.TransportError as exc:
+            raise litellm.APIConnectionError(f"{type(exc).__name__}: {exc}", llm_provider=provider, model=model) from None
+        if resp.status_code != 200:
+            raise _status_error(resp, model, provider)
+        try:
+            data = resp.json()
+        except ValueError:
+            raise litellm.InternalServerError(f"reply is not JSON: {resp.text[:300]!r}", llm_provider=provider, model=model,
+                                              response=resp) from None
+        if not isinstance(data, dict):
+            raise litellm.InternalServerError(f"reply is not a JSON object: {resp.text[:300]!r}", llm_provider=provider,
+                                              model=model, response=resp)
+        return litellm.ModelResponse(**data)
+
+
+def _status_error(resp: httpx.Response, model: str, provider: str) -> Exception:
+    """The litellm exception litellm raises for this status from an OpenAI-compatible server."""
+    try:
+        detail = resp.json()
+        message = (detail.get("error") or {}).get("message") if isinstance(detail.get("error"), dict) else detail.get("error") or detail
+    except ValueError:
+        message = resp.text
+    text = f"{provider.capitalize()}Exception - Error code: {resp.status_code} - {str(message)[:1500]}"
+    code = resp.status_code
+    common = {"llm_provider": provider, "model": model, "response": resp}
+    if code == 400:
+        low = text.lower()
+        if any(s in low for s in ("context length", "context window", "maximum context", "too many tokens")):
+            return litellm.ContextWindowExceededError(text, **common)
+        return litellm.BadRequestError(text, **common)
+    if code == 401:
+        return litellm.AuthenticationError(text, **common)
+    if code == 403:
+        return litellm.PermissionDeniedError(text, **common)
+    if code == 404:
+        return litellm.NotFoundError(text, **common)
+    if code == 408:
+        return litellm.Timeout(text, model=model, llm_provider=provider, response=resp, exception_status_code=408)
+    if code == 422:
+        return litellm.UnprocessableEntityError(text, **common)
+    if code == 429:
+        return litellm.RateLimitError(text, **common)
+    if code == 503:
+        return litellm.ServiceUnavailableError(text, **common)
+    if code >= 500:
+        return litellm.InternalServerError(text, **common)
+    return litellm.APIError(code, text, llm_provider=provider, model=model, response=resp)
+
+
+def transport_for(model: str, base_urls: tuple[str, ...], args: dict[str, Any]) -> OpenAICompatTransport | None:
+    """A transport when the fast path applies to this model/endpoint/arguments, else None (litellm)."""
+    return OpenAICompatTransport() if fast_path_allowed(model, base_urls, args) else None

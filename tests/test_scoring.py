@@ -1,0 +1,164 @@
+"""moodbench.scoring gives exactly tau2's RewardInfo, on trajectories that do and don't write.
+
+Trajectories are built the way tau2's orchestrator builds them: an environment set to the task's
+initial state, each tool call answered by ``environment.get_response``. For every task several
+trajectories are scored three ways — tau2's ``evaluate_simulation``, ``score_simulation`` replaying
+the trajectory, and ``score_simulation`` given the environment the trajectory ran in — and the
+whole RewardInfo (not only the reward) must be identical.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from moodbench._tau2 import (
+    AssistantMessage,
+    SimulationRun,
+    Task,
+    TerminationReason,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+    load_tasks,
+    registry,
+)
+from moodbench.environments import domain_template
+from moodbench.scoring import GOLD, score_simulation
+from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+
+_TASKS: dict[str, list[Task]] = {}
+
+
+def tasks(domain: str) -> list[Task]:
+    if domain not in _TASKS:
+        _TASKS[domain] = load_tasks(domain)
+    return _TASKS[domain]
+
+
+def _actions(task: Task) -> list[Any]:
+    crit = task.evaluation_criteria
+    return list(crit.actions or []) if crit else []
+
+
+def build_trajectory(domain: str, task: Task, actions: list[Any], say: list[str], stop: TerminationReason) -> tuple[SimulationRun, Any]:
+    """Run ``actions`` as tool calls in a fresh environment, then say ``say``; return (simulation, env)."""
+    env = registry.get_env_constructor(domain)()
+    init = task.initial_state
+    history = list(init.message_history or []) if init else []
+    env.set_state(initialization_data=init.initialization_data if init else None,
+                  initialization_actions=init.initialization_actions if init else None, message_history=history)
+    messages: list[Any] = list(history)
+    messages.append(AssistantMessage(role="assistant", content="Hi! How can I help you today?"))
+    messages.append(UserMessage(role="user", content="I need help."))
+    for i, action in enumerate(actions):
+        call = ToolCall(id=f"call_{i}", name=action.name, arguments=dict(action.arguments), requestor=action.requestor)
+        cls = UserMessage if action.requestor == "user" else AssistantMessage
+        messages.append(cls(role="user" if action.requestor == "user" else "assistant", content=None, tool_calls=[call]))
+        messages.append(env.get_response(call))
+    messages.append(AssistantMessage(role="assistant", content=" ".join(say) or "Done."))
+    messages.append(UserMessage(role="user", content="Thanks ###STOP###"))
+    sim = SimulationRun(id=f"{domain}-{task.id}", task_id=task.id, start_time="2025-01-01T00:00:00",
+                        end_time="2025-01-01T00:00:01", duration=1.0, termination_reason=stop, messages=messages)
+    return sim, env
+
+
+def variants(domain: str, task: Task, rng: random.Random) -> list[tuple[str, list[Any], list[str], TerminationReason]]:
+    """Trajectories per task: gold, partial, none, reordered, extra write from another task, cut short."""
+    gold = _actions(task)
+    crit = task.evaluation_criteria
+    say = [str(x) for x in (crit.communicate_info or [])] if crit else []
+    others = [a for t in tasks(domain) if t.id != task.id for a in _actions(t)]
+    extra = [rng.choice(others)] if others else []
+    out = [
+        ("gold", gold, say, TerminationReason.USER_STOP),
+        ("gold_silent", gold, [], TerminationReason.AGENT_STOP),
+        ("nothing", [], say, TerminationReason.USER_STOP),
+        ("all_but_last", gold[:-1], say, TerminationReason.USER_STOP),
+        ("reversed", list(reversed(gold)), say, TerminationReason.USER_STOP),
+        ("gold_plus_other", gold + extra, say, TerminationReason.USER_STOP),
+        ("max_steps", gold, say, TerminationReason.MAX_STEPS),
+    ]
+    return out
+
+
+def check_task(domain: str, task: Task, rng: random.Random, only: set[str] | None = None) -> list[tuple[str, float]]:
+    seen = []
+    for name, actions, say, stop in variants(domain, task, rng):
+        if only is not None and name not in only:
+            continue
+        sim, env = build_trajectory(domain, task, actions, say, stop)
+        expected = outcome(lambda: evaluate_simulation(simulation=sim, task=task, evaluation_type=EvaluationType.ALL,
+                                                       solo_mode=False, domain=domain))
+        replayed = outcome(lambda: score_simulation(sim, task, domain))
+        live = outcome(lambda: score_simulation(sim, task, domain, environment=env))
+        assert replayed == expected, f"{domain}/{task.id}/{name}: replayed scoring differs from tau2"
+        assert live == expected, f"{domain}/{task.id}/{name}: scoring on the live environment differs from tau2"
+        if isinstance(expected, dict):
+            seen.append((name, expected["reward"]))
+    return seen
+
+
+def outcome(fn: Any) -> dict[str, Any] | tuple[str, str]:
+    """The RewardInfo as JSON, or the exception tau2 raises (e.g. an env assertion on a missing row)."""
+    try:
+        return fn().model_dump(mode="json")
+    except Exception as exc:  # noqa: BLE001 - the same error must come from both
+        return type(exc).__name__, str(exc)
+    return seen
+
+
+def test_mock_every_task() -> None:
+    rng = random.Random(0)
+    rewards = [r for t in tasks("mock") for _, r in check_task("mock", t, rng)]
+    assert 0.0 in rewards and 1.0 in rewards  # both outcomes were exercised
+
+
+_WRITES = ("cancel", "modify", "exchange", "return", "book", "update", "send")
+
+
+@pytest.mark.parametrize("domain,only", [("retail", None), ("airline", {"gold", "all_but_last", "gold_plus_other"})])
+def test_db_writing_tasks(domain: str, only: set[str] | None) -> None:
+    """A retail and an airline task whose gold actions write: reward 1 on gold, 0 on DB mismatches."""
+    rng = random.Random(1)
+    task = next(t for t in tasks(domain) if any(a.name.startswith(_WRITES) for a in _actions(t)))
+    result = dict(check_task(domain, task, rng, only))
+    assert result["gold"] == 1.0
+    assert result["all_but_last"] == 0.0
+
+
+def test_telecom_user_db_and_env_assertions() -> None:
+    rng = random.Random(2)
+    chosen = [t for t in tasks("telecom") if t.evaluation_criteria and t.evaluation_criteria.actions][:2]
+    for task in chosen:
+        check_task("telecom", task, rng)
+
+
+def test_gold_state_is_computed_once_per_task() -> None:
+    task = tasks("retail")[3]
+    first = GOLD.get("retail", task)
+    assert GOLD.get("retail", task) is first
+    copy = task.model_copy(deep=True)
+    assert GOLD.get("retail", copy) is first  # same initial state and gold actions: same entry
+
+
+def test_template_copies_are_independent() -> None:
+    """A write in one conversation's environment never leaks into the next one's."""
+    tpl = domain_template("retail")
+    a, b = tpl.new_environment(), tpl.new_environment()
+    order = next(o for o in a.tools.db.orders.values() if o.status == "pending")
+    a.make_tool_call("cancel_pending_order", order_id=order.order_id, reason="no longer needed")
+    assert a.tools.db.orders[order.order_id].status == "cancelled"
+    assert b.tools.db.orders[order.order_id].status == "pending"
+    assert tpl.new_environment().get_db_hash() == registry.get_env_constructor("retail")().get_db_hash()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain,count", [("retail", 40), ("airline", 20), ("telecom", 10)])
+def test_many_tasks(domain: str, count: int) -> None:
+    rng = random.Random(3)
+    pool = [t for t in tasks(domain) if t.evaluation_criteria is not None]
+    for task in rng.sample(pool, min(count, len(pool))):
+        check_task(domain, task, rng)
