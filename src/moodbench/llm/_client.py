@@ -14,14 +14,20 @@ import itertools
 import json
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from moodbench import _tau2  # noqa: F401  (sets litellm's offline cost map before import)
+import httpx
 import litellm
+import openai
 
+from moodbench.llm._fast import transport_for
+from moodbench.llm._router import EndpointRouter, RoutedTransport
 from moodbench.llm._textcalls import recover_text_tool_calls
 from moodbench.llm._thinking import strip_thinking
 
@@ -33,7 +39,46 @@ _RETRYABLE = (
     litellm.Timeout,
     litellm.InternalServerError,
     litellm.ServiceUnavailableError,
+    # In case a provider path lets the SDK's or the transport's own exceptions through unwrapped.
+    openai.APIConnectionError,
+    openai.APITimeoutError,
+    httpx.TransportError,
 )
+# Status codes worth another try: request timeout, conflict/lock (the openai SDK retries these
+# too), too early, rate limit, and every server-side error (502/503/504 from proxies included).
+_RETRYABLE_STATUS = {408, 409, 425, 429}
+
+# Names of environment variables whose values are treated as secrets and never written anywhere,
+# even when moodbench did not read them itself (litellm picks up OPENAI_API_KEY and friends).
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)", re.IGNORECASE)
+_MIN_SECRET_LEN = 8
+
+
+def secret_values(extra_env: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Values to scrub from anything moodbench shows or stores: the named key variables plus any
+    environment variable whose name looks like a credential. Longest first, so a key that contains
+    another is replaced whole."""
+    found: set[str] = set()
+    for name, value in os.environ.items():
+        # paths and numbers (PASSWORD_STORE_DIR, *_TOKEN_LIMIT) are settings, not credentials
+        if (_SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LEN and not value.isdigit()
+                and not value.startswith(("/", "~", "."))):
+            found.add(value)
+    for name in extra_env:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            found.add(value)
+    # the JSON-escaped spelling too, for keys with characters JSON escapes, seen inside stored JSON
+    found |= {json.dumps(v)[1:-1] for v in found}
+    return sorted(found, key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
 
 
 class LLMCallError(RuntimeError):
@@ -46,6 +91,10 @@ class LLMCallError(RuntimeError):
 
 class EndpointDownError(LLMCallError):
     """Too many consecutive failures on an endpoint: the run stops starting conversations."""
+
+
+class MalformedResponseError(RuntimeError):
+    """A reply arrived but is not a usable chat completion (retried like a server error)."""
 
 
 class ContextWindowError(RuntimeError):
@@ -65,7 +114,12 @@ class ModelSpec:
     max_retries: int = 4
     backoff_base_s: float = 1.0
     backoff_max_s: float = 30.0
+    # A server's Retry-After is honoured up to this long (it knows its queue better than we do).
+    retry_after_max_s: float = 120.0
     empty_retries: int = 2
+    # Replicas (several base_urls): requests go to the least busy one; at most this many in flight
+    # per replica (None: no cap). See llm/_router.py.
+    max_in_flight_per_endpoint: int | None = None
 
     def describe(self) -> str:
         return f"{self.model} @ {', '.join(self.base_urls)}" if self.base_urls else self.model
@@ -84,6 +138,10 @@ class EndpointHealth:
         self._consecutive: dict[str, int] = {}
         self.down: str | None = None
         self.last_error: str | None = None
+        # Set when the endpoint trips or the run is abandoned: wakes every conversation sleeping in
+        # a backoff, so none of them waits out a 30 s delay against a server that is gone.
+        self._stop = threading.Event()
+        self.cancelled = False
 
     def success(self, endpoint: str) -> None:
         with self._lock:
@@ -96,6 +154,17 @@ class EndpointHealth:
             self.last_error = error
             if self.max_consecutive_failures and n >= self.max_consecutive_failures and self.down is None:
                 self.down = endpoint
+                self._stop.set()
+
+    def cancel(self) -> None:
+        """The run was abandoned (second Ctrl-C): make every further call fail at once."""
+        self.cancelled = True
+        self._stop.set()
+
+    def sleep(self, seconds: float) -> None:
+        """A backoff delay that ends early when the endpoint trips or the run is cancelled."""
+        if seconds > 0:
+            self._stop.wait(seconds)
 
 
 @dataclass
@@ -132,15 +201,50 @@ class Completion:
 
 
 def _retry_after_seconds(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after") or headers.get("Retry-After")
+    """The server's own wait hint: ``retry-after-ms`` (OpenAI, vLLM), else ``Retry-After`` in
+    seconds or as an HTTP date. litellm keeps the httpx response on its exceptions (verified with
+    the scripted server's 429s), and some versions also copy the headers to
+    ``litellm_response_headers``."""
+    sources = [getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "litellm_response_headers", None)]
+    for headers in sources:
+        if not headers:
+            continue
+        try:
+            ms = headers.get("retry-after-ms")
+            if ms is not None:
+                return max(0.0, float(ms) / 1000.0)
+        except (TypeError, ValueError, AttributeError):
+            pass
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            pass
+        try:
+            when = parsedate_to_datetime(str(value))
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            continue
+    return None
+
+
+def _status_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    if code is None:
+        code = getattr(getattr(exc, "response", None), "status_code", None)
     try:
-        return float(value) if value is not None else None
+        return int(code) if code is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _RETRYABLE):
+        return True
+    code = _status_code(exc)
+    return code is not None and (code in _RETRYABLE_STATUS or code >= 500)
 
 
 def _is_context_error(exc: BaseException) -> bool:
@@ -159,18 +263,25 @@ class ModelClient:
         self._rr = itertools.count()
         self._rng = rng or random.Random()
         self._api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        self._secrets = secret_values((spec.api_key_env,) if spec.api_key_env else ())
+        # Plain OpenAI-compatible endpoints skip litellm's ~8 ms/call overhead (see llm/_fast.py).
+        self._transport = transport_for(spec.model, spec.base_urls, spec.args) or litellm
+        self._router = None
+        if len(spec.base_urls) > 1 or spec.max_in_flight_per_endpoint:
+            self._router = EndpointRouter(spec.base_urls, spec.max_in_flight_per_endpoint)
+            self._transport = RoutedTransport(self._transport, self._router)  # frees the slot after each call
 
     # -- secrets -------------------------------------------------------------------------------
     def redact(self, text: str) -> str:
-        """Remove the API key from any text that may be shown or stored (exceptions, logs)."""
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
-        return text
+        """Remove API keys from any text that may be shown or stored (exceptions, logs)."""
+        return redact_text(text, self._secrets)
 
     # -- calling -------------------------------------------------------------------------------
     def _endpoint(self) -> str | None:
         if not self.spec.base_urls:
             return None
+        if self._router is not None:  # least busy replica with a free slot (waits if all are full)
+            return self._router.acquire()
         return self.spec.base_urls[next(self._rr) % len(self.spec.base_urls)]
 
     def _kwargs(self, base_url: str | None) -> dict[str, Any]:
@@ -182,6 +293,9 @@ class ModelClient:
             "max_tokens": self.spec.max_tokens,
         }
         kw.update(self.spec.args)
+        # Retries are ours alone (see complete); --agent-args must not multiply them.
+        kw["num_retries"] = 0
+        kw.pop("max_retries", None)
         if base_url:
             kw["api_base"] = base_url
         if self._api_key:
@@ -192,9 +306,11 @@ class ModelClient:
         return kw
 
     def _backoff(self, attempt: int, exc: BaseException) -> float:
+        """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
         hinted = _retry_after_seconds(exc)
         if hinted is not None:
-            return min(hinted, self.spec.backoff_max_s)
+            # Up to 10% extra so a crowd of conversations told "1 s" do not all return together.
+            return min(hinted, self.spec.retry_after_max_s) * (1.0 + 0.1 * self._rng.random())
         base = min(self.spec.backoff_max_s, self.spec.backoff_base_s * (2 ** attempt))
         return base * (0.5 + self._rng.random() / 2)  # jitter so retries don't stampede
 
@@ -212,6 +328,8 @@ class ModelClient:
         attempts = 0
         empty_left = self.spec.empty_retries
         while True:
+            if self.health.cancelled:
+                raise LLMCallError(f"{endpoint_label}: run cancelled", self.spec.model)
             if self.health.down is not None:
                 raise EndpointDownError(
                     f"endpoint {self.health.down} is down (too many consecutive failures): "
@@ -229,25 +347,31 @@ class ModelClient:
             attempts += 1
             started = time.perf_counter()
             try:
-                response = litellm.completion(messages=messages, **kw)
+                # num_retries=0 (in _kwargs) also becomes the openai SDK's max_retries, so the only
+                # retries are the ones below: the request log shows exactly max_retries + 1 requests.
+                response = self._transport.completion(messages=messages, **kw)
+                latency = time.perf_counter() - started
+                try:
+                    completion = self._parse(response, latency, attempts, label, tools, recover_text_tool_calls)
+                except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+                    # A 200 whose body is not a chat completion (no choices, no message) is the
+                    # server's fault: retry it like a 5xx rather than crash the conversation.
+                    raise MalformedResponseError(f"unusable response from the server: {exc!r}") from None
             except Exception as exc:  # noqa: BLE001 - classified below
                 if _is_context_error(exc):
                     raise ContextWindowError(self.redact(str(exc))[:2000]) from None
-                retryable = isinstance(exc, _RETRYABLE) or (
-                    isinstance(exc, litellm.APIError) and getattr(exc, "status_code", 0) >= 500
-                )
+                retryable = _is_retryable(exc) or isinstance(exc, MalformedResponseError)
                 message = self.redact(f"{type(exc).__name__}: {exc}")[:2000]
-                if retryable:
-                    self.health.failure(label, message)
+                # Every failed request counts towards the breaker: a 401 or a 404 (model gone) on
+                # every call is as dead an endpoint as a refused connection.
+                self.health.failure(label, message)
                 if not retryable or attempts > self.spec.max_retries:
                     raise LLMCallError(
                         f"{endpoint_label}: request failed after {attempts} attempt(s): {message}", label
                     ) from None
-                time.sleep(self._backoff(attempts - 1, exc))
+                self.health.sleep(self._backoff(attempts - 1, exc))
                 continue
-            latency = time.perf_counter() - started
             self.health.success(label)
-            completion = self._parse(response, latency, attempts, label, tools, recover_text_tool_calls)
             if completion.is_empty and empty_left > 0:
                 empty_left -= 1
                 continue

@@ -1,0 +1,151 @@
+"""Secrets and process hygiene: API keys never leave the environment; no shell; loopback by default.
+
+The key test plants a sentinel key where it could leak: the provider echoes it in its error
+messages (as some do), the endpoint dies with that error as the "last error" shown to the user,
+and the model even repeats it in a reply. Then every byte under the run directory, stdout and
+stderr (with litellm's and tau2's logs turned up) is searched for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from scripted import start_scripted_server
+
+MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
+SRC = Path(__file__).resolve().parent.parent / "src" / "moodbench"
+OPENING = "Please create a task called 'Important Meeting' for user_1."
+CREATE = {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]}
+
+
+def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
+    key = "sk-sentinel-" + secrets.token_hex(16)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(yaml.safe_dump({"variants": [
+        {"name": "m-echo", "description": "repeats the key", "levels": {"moderate": "MARKER-echo"}},
+        {"name": "m-fail", "description": "endpoint rejects", "levels": {"moderate": "MARKER-fail"}},
+        {"name": "m-never", "description": "never started", "levels": {"moderate": "MARKER-never"}},
+    ]}))
+    script = {"roles": {
+        "user": {"turns": [
+            {"match": [{"if_contains": "MARKER-echo", "in": "system", "then": {"content": f"My key is {key}. {OPENING}"}},
+                       {"if_contains": "MARKER-fail", "in": "system", "then": {"content": f"{OPENING} [fail]"}}],
+             "else": {"content": OPENING}},
+            {"content": "Thanks! ###STOP###"}], "after": {"content": "###STOP###"}},
+        "agent": {"turns": [
+            {"content": "unused"},
+            {"match": [{"if_contains": "[fail]", "in": "last",
+                        "then": {"status": 500, "error": f"upstream rejected the key {key} (quota)"}}], "else": CREATE},
+            {"match": [{"if_contains": "My key is", "in": "all", "then": {"content": f"Done. Noted your key {key}."}}],
+             "else": {"content": "Done."}}],
+            "after": {"content": "Anything else?"}},
+    }}
+    out = tmp_path / "run"
+    env = {**os.environ, "MOODBENCH_TEST_KEY": key, "MOODBENCH_BACKOFF_BASE_S": "0.01", "PYTHONUNBUFFERED": "1",
+           "LITELLM_LOG": "DEBUG", "MOODBENCH_TAU2_LOGS": "1"}
+    with start_scripted_server(script, tmp_path / "server") as srv:
+        cmd = [*MOODBENCH, "run", "--domain", "mock", "--task-ids", "create_task_1", "--variants", "m-echo,m-fail,m-never",
+               "--variants-file", str(variants), "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
+               "--api-key-env", "MOODBENCH_TEST_KEY", "--out", str(out), "--concurrency", "1", "--max-retries", "3",
+               "--max-consecutive-failures", "4", "--skip-preflight"]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=180, stdin=subprocess.DEVNULL)
+        served = srv.stats()
+    # the leak paths were really exercised: the endpoint tripped on errors that carried the key ...
+    assert res.returncode == 4, res.stderr[-3000:]
+    assert served["by_status"].get("500") == 4
+    assert "***" in res.stderr
+    con = sqlite3.connect(out / "results.sqlite")
+    stored = dict(con.execute("SELECT variant, error FROM simulations WHERE exit_reason='llm_error'").fetchall())
+    echoed = con.execute("SELECT simulation FROM simulations WHERE variant='m-echo'").fetchone()[0]
+    con.close()
+    assert "***" in stored["m-fail"] and "upstream rejected the key" in stored["m-fail"]
+    assert "My key is ***" in echoed and "Noted your key ***" in echoed
+    # ... and the key is nowhere: not in any file of the run directory (SQLite WAL included), not in
+    # stdout or stderr
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"results.sqlite", "manifest.json", "events.jsonl", "summary.json"} <= {p.name for p in files}
+    leaked = [str(p) for p in files if key.encode() in p.read_bytes()]
+    assert leaked == []
+    assert key not in res.stdout and key not in res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "MOODBENCH_TEST_KEY" in json.dumps(manifest)  # the variable's name is recorded, its value is not
+
+
+def test_a_key_passed_as_a_request_argument_is_refused_without_echo(tmp_path: Path) -> None:
+    value = "sk-sentinel-" + secrets.token_hex(8)
+    cmd = [*MOODBENCH, "run", "--agent-model", "openai/x", "--agent-args", json.dumps({"api_key": value}),
+           "--out", str(tmp_path / "run")]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2
+    assert "environment variable" in res.stderr and "--api-key-env" in res.stderr
+    assert value not in res.stderr + res.stdout
+    assert not (tmp_path / "run").exists() or not any(value.encode() in p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- static checks of src/
+
+SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput"),
+               ("asyncio", "create_subprocess_shell")}
+
+
+def _python_files() -> list[Path]:
+    files = sorted(SRC.rglob("*.py"))
+    assert len(files) > 10
+    return files
+
+
+def test_no_subprocess_is_started_through_a_shell() -> None:
+    """Arguments (model names, paths from configs) must never be parsed by a shell."""
+    offenders = []
+    for path in _python_files():
+        text = path.read_text(encoding="utf-8")
+        for n, line in enumerate(text.splitlines(), 1):
+            if "shell=True" in line.replace(" ", "") or "os.system(" in line:
+                offenders.append(f"{path}:{n}: {line.strip()}")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            for kw in node.keywords:
+                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value in (False, None)):
+                    offenders.append(f"{path}:{node.lineno}: shell={ast.unparse(kw.value)}")
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (func.value.id, func.attr) in SHELL_CALLS:
+                offenders.append(f"{path}:{node.lineno}: {func.value.id}.{func.attr}(...)")
+    assert offenders == []
+
+
+def test_servers_bind_to_loopback_unless_told_otherwise() -> None:
+    """Every default for a bind address in src/ (function parameters, dataclass fields, CLI options)
+    is 127.0.0.1: a model server on 0.0.0.0 is an open, unauthenticated endpoint on the network."""
+    defaults: list[tuple[str, object]] = []
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                positional = args.posonlyargs + args.args
+                pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+                pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+                for arg, default in pairs:
+                    if arg.arg in ("host", "bind", "bind_host"):
+                        value = default
+                        if isinstance(default, ast.Call) and default.args:  # typer.Option("127.0.0.1", "--host")
+                            value = default.args[0]
+                        if isinstance(value, ast.Constant):
+                            defaults.append((f"{path.name}:{node.name}({arg.arg})", value.value))
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "host":
+                if isinstance(node.value, ast.Constant):
+                    defaults.append((f"{path.name}:{node.lineno}", node.value.value))
+            elif isinstance(node, ast.Call) and any(isinstance(a, ast.Constant) and a.value == "--host" for a in node.args):
+                for kw in node.keywords:
+                    if kw.arg == "default" and isinstance(kw.value, ast.Constant):
+                        defaults.append((f"{path.name}:{node.lineno}", kw.value.value))
+    assert defaults, "found no bind-address defaults at all; the check is looking in the wrong place"
+    assert {where: v for where, v in defaults if v not in ("127.0.0.1", "localhost", "::1", None)} == {}
