@@ -119,6 +119,6 @@ class MoodbenchAgent(LLMAgent):
 class EmptyReplyError(RuntimeError):
     """A model kept answering with nothing (no text, no tool call) after the client's retries."""
 
-    def __init__(self, role: str, raw: str | None):
-        super().__init__(f"the {role} model returned an empty reply (raw: {raw!r:.200})")
+    def __init__(self, role: str, raw: str | None, detail: str = "returned an empty reply"):
+        super().__init__(f"the {role} model {detail} (raw: {raw!r:.200})")
         self.role = role

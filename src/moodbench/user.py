@@ -115,7 +115,9 @@ class EmotionalUserSimulator(UserSimulator):
             )
         else:
             if not completion.content or not completion.content.strip():
-                raise EmptyReplyError("user", completion.raw_content)
+                detail = ("called a tool although the customer has no tools, and wrote no text"
+                          if completion.tool_calls else "returned an empty reply")
+                raise EmptyReplyError("user", completion.raw_content, detail)
             user_message = UserMessage(
                 role="user", content=completion.content, cost=completion.cost_usd, usage=usage, raw_data=raw_data
             )
