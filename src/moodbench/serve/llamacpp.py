@@ -244,7 +244,8 @@ class _Front:
         self.thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self.thread.is_alive():  # shutdown() would wait forever for a loop that never ran
+            self.httpd.shutdown()
         self.httpd.server_close()
 
     def _handle(self, h: BaseHTTPRequestHandler, body: bytes | None) -> None:
@@ -483,13 +484,32 @@ class LlamaCppServer:
         if not self.model_path.is_file():
             raise LlamaCppServerError(f"model file not found: {self.model_path}")
         if self.front_enabled:
-            self._backend_port = _free_port(self.host)
-            self._front = _Front(self.host, self.port, (self.host, self._backend_port))  # binds now: fails fast
-        else:
-            self._backend_port = self.port
-        cmd = self.command()
+            self._front = _Front(self.host, self.port, ("127.0.0.1", 1))  # binds the public port now: fails fast
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_fh = open(self.log_path, "ab")  # noqa: SIM115 - must outlive start(); closed in stop()
+        atexit.register(self.stop)
+        try:
+            # The internal port is picked free, but another process may grab it before llama-server binds
+            # (tests and runs start servers concurrently): retry that case with a fresh port.
+            for attempt in range(3):
+                self._backend_port = _free_port(self.host) if self._front is not None else self.port
+                if self._front is not None:
+                    self._front.upstream = (self.host, self._backend_port)
+                if self._launch_and_wait(timeout) or self._front is None or attempt == 2:
+                    break
+            if self._proc is None:
+                raise LlamaCppServerError(f"llama-server could not bind a port.\n{self.log_tail()}")
+            if self._front is not None:
+                self._front.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch_and_wait(self, timeout: float) -> bool:
+        """Start llama-server; True once ready, False if it exited because its port was taken."""
+        cmd = self.command()
+        start_offset = self._log_fh.tell()
         self._log_fh.write(("\n$ " + " ".join(cmd) + "\n").encode())
         self._log_fh.flush()
         self._proc = subprocess.Popen(
@@ -500,15 +520,17 @@ class LlamaCppServer:
             start_new_session=True,  # Ctrl-C reaches us, not the server: we stop it in order
             preexec_fn=_die_with_parent_fn(),  # noqa: PLW1509 - only a pre-resolved prctl call runs in the child
         )
-        atexit.register(self.stop)
         try:
             self._wait_ready(timeout)
-            if self._front is not None:
-                self._front.start()
-        except BaseException:
-            self.stop()
+            return True
+        except LlamaCppServerError:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(start_offset)
+                port_taken = b"couldn't bind" in fh.read()
+            if self._proc is not None and self._proc.poll() is not None and port_taken:
+                self._proc = None
+                return False
             raise
-        return self
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
