@@ -407,7 +407,10 @@ class LlamaCppServer:
 
     Use as a context manager (``with LlamaCppServer(path) as srv: ... srv.base_url``) or call
     :meth:`start` / :meth:`stop`. ``ctx`` is the shared KV pool: with ``--kv-unified`` any single
-    conversation may use all of it, and ``parallel`` slots keep that many prompts cached at once.
+    conversation may use all of it, and ``parallel`` slots keep that many prompts cached at once
+    (tau2 with one local model for agent and customer uses two slots per concurrent conversation).
+    ``cache_ram_mib`` caps the RAM copy of idle slots' prompts. ``front=False`` serves llama-server
+    directly on ``port`` (then a named ``tool_choice`` behaves like "auto" and "required" is weak).
     """
 
     def __init__(
@@ -423,6 +426,7 @@ class LlamaCppServer:
         alias: str | None = None,
         front: bool = True,
         binary: str | os.PathLike[str] | None = None,
+        cache_ram_mib: int = 2048,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.model_path = Path(model_path)
@@ -434,6 +438,7 @@ class LlamaCppServer:
         self.alias = alias or _alias_for(self.model_path)
         self.front_enabled = front
         self.binary = Path(binary) if binary else None
+        self.cache_ram_mib = cache_ram_mib
         self.extra_args = list(extra_args)
         self.log_path = Path(log_path) if log_path else cache_root() / "logs" / f"llama-server-{self.port}.log"
         self.model_name: str = self.alias
@@ -471,6 +476,9 @@ class LlamaCppServer:
             "--jinja",  # the model's own chat template: renders tool_calls / tool turns, parses <tool_call>
             "--alias", self.alias,
             "--no-webui",
+            # RAM cache of idle slots' prompts (restored instead of re-processed). llama-server's default
+            # is 8 GiB per server, which a long run with several servers could actually fill on a laptop.
+            "--cache-ram", str(self.cache_ram_mib),
         ]  # fmt: skip
         if self.threads:
             cmd += ["--threads", str(self.threads)]
