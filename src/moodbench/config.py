@@ -7,6 +7,7 @@ silently falls back to a default (``trails: 5``) wastes a whole experiment.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 import tomllib
@@ -23,7 +24,42 @@ class ConfigError(ValueError):
 
 # Keys whose change makes an existing run directory a different experiment.
 _EXECUTION_ONLY = {"concurrency", "out", "progress", "force_config", "skip_preflight", "max_consecutive_failures",
-                   "timeout_s", "max_retries", "executor", "ray_address"}
+                   "timeout_s", "max_retries", "executor", "ray_address", "max_concurrency_per_endpoint"}
+
+
+# "token" only as a whole key or a credential-like suffix (auth_token, hf_token, AuthToken): request
+# parameters such as max_tokens, stop_token_ids or skip_special_tokens are not secrets.
+_SECRET_KEY = re.compile(
+    r"api[_-]?key|secret|password|passwd|authorization|credential|(?:^|[_-]|auth|access|bearer|refresh|session)token$",
+    re.I,
+)
+
+
+def _secret_keys(value: Any) -> list[str]:
+    """Keys that look like credentials, at any depth: ``extra_headers: {Authorization: ...}`` is one too.
+
+    Request arguments are stored in the run's config and manifest, so a key in them would be written
+    to disk and shared with the results.
+    """
+    found: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _SECRET_KEY.search(str(k)):
+                found.append(str(k))
+            found += _secret_keys(v)
+    elif isinstance(value, list):
+        for item in value:
+            found += _secret_keys(item)
+    return found
+
+
+def _file_digest(path: Path) -> str:
+    """A variants file's identity is its content, so an edited persona is a different experiment
+    and the same file reached by another path (or from another directory) is the same one."""
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return str(path)
 
 
 def _split_list(value: Any) -> Any:
@@ -71,6 +107,12 @@ class RunConfig(BaseModel):
 
     # execution only (not part of the experiment's identity)
     concurrency: int = Field(default=4, ge=1, le=4096)
+    # thread: one process (fine for slow endpoints); process: worker processes on this machine, past
+    # the GIL; ray: Ray tasks on a cluster (--ray-address, or a private local instance)
+    executor: Literal["thread", "process", "ray"] = "thread"
+    ray_address: str | None = None
+    # per model server (base URL): requests in flight at once; replicas are load-balanced either way
+    max_concurrency_per_endpoint: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     max_consecutive_failures: int = Field(default=25, ge=0)
@@ -99,7 +141,7 @@ class RunConfig(BaseModel):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc.msg}); example: '{{\"temperature\": 0.0}}'") from exc
         if isinstance(v, dict):
-            secret = [k for k in v if re.search(r"api[_-]?key|token|secret|password", k, re.I)]
+            secret = _secret_keys(v)
             if secret:
                 raise ValueError(
                     f"{secret[0]!r} looks like a secret; secrets are read from environment variables only "
@@ -146,6 +188,7 @@ class RunConfig(BaseModel):
     def identity(self) -> dict[str, Any]:
         """The fields that make two runs the same experiment (used to refuse a changed config)."""
         data = json.loads(self.model_dump_json())
+        data["variants_file"] = [_file_digest(p) for p in self.variants_file]
         return {k: v for k, v in data.items() if k not in _EXECUTION_ONLY}
 
 

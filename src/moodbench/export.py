@@ -13,10 +13,18 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
     from tau2.data_model.simulation import AgentInfo, Info, UserInfo
     from tau2.environment.environment import EnvironmentInfo
 
+    from moodbench.config import ConfigError
     from moodbench.plan import load_domain_tasks
 
-    with Store(Path(run_dir) / "results.sqlite") as store:
+    db = Path(run_dir) / "results.sqlite"
+    if not db.is_file():  # opening a Store would create an empty run directory and export nothing
+        raise ConfigError(f"{run_dir} is not a run directory (no results.sqlite)")
+    with Store(db) as store:
         config = store.get_meta("config") or {}
+        if variant is not None:
+            present = sorted({row.variant for row in store.rows()})
+            if variant not in present:
+                raise ConfigError(f"no variant {variant!r} in {run_dir}; its variants: {', '.join(present) or '(none)'}")
         sims, domains, task_ids = [], set(), set()
         for row in store.rows():
             if variant is not None and row.variant != variant:

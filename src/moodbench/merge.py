@@ -10,6 +10,24 @@ from moodbench.store import Store
 from moodbench.summary import write_summary
 
 
+def _check_shards(dirs: list[Path], shards: list[str | None]) -> None:
+    """Refuse inputs whose cells overlap: the same shard twice, or shards of different splits.
+
+    Overlapping cells would be dropped silently by the store's one-finished-row rule, and the
+    merged plan would count them twice.
+    """
+    seen: dict[str, Path] = {}
+    counts = {s.split("/")[1] for s in shards if s}
+    if len(counts) > 1:
+        raise ConfigError("the run directories are shards of different splits (" + ", ".join(
+            f"{d}: {s or 'unsharded'}" for d, s in zip(dirs, shards)) + "); merge shards of one --shard I/N split")
+    for d, s in zip(dirs, shards):
+        key = s or "unsharded"
+        if key in seen:
+            raise ConfigError(f"{d} and {seen[key]} are the same shard ({key}); each shard may be merged once")
+        seen[key] = d
+
+
 def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
     configs, plans = [], []
     for d in shard_dirs:
@@ -18,6 +36,7 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
         with Store(d / "results.sqlite") as s:
             configs.append(s.get_meta("config") or {})
             plans.append(s.get_meta("plan") or {})
+    _check_shards(shard_dirs, [c.get("shard") for c in configs])
     base = {k: v for k, v in configs[0].items() if k != "shard"}
     for d, c in zip(shard_dirs[1:], configs[1:]):
         diff = config_diff(base, {k: v for k, v in c.items() if k != "shard"})

@@ -61,6 +61,9 @@ def make_plan(config: RunConfig) -> Plan:
         available = load_domain_tasks(domain, config.task_split)
         by_id = {t.id: t for t in available}
         if config.task_ids is not None:
+            twice = sorted({t for t in config.task_ids if config.task_ids.count(t) > 1})
+            if twice:  # a repeated id would run the same cells twice and store them once
+                raise ConfigError(f"task id(s) {', '.join(twice)} listed more than once; use --trials for repeats")
             missing = [t for t in config.task_ids if t not in by_id]
             if missing:
                 ids = ", ".join(list(by_id)[:60]) + (" ..." if len(by_id) > 60 else "")

@@ -174,6 +174,8 @@ def load_catalog(extra_files: list[Path] | None = None) -> Catalog:
                 raise UnknownVariantError(
                     f"{p}: variant {v.name!r} is built in; give your variant another name"
                 )
+            if v.name in variants:  # a second definition would silently replace the first
+                raise UnknownVariantError(f"{p}: variant {v.name!r} is already defined in {variants[v.name].source}")
             if not v.levels:
                 raise UnknownVariantError(f"{p}: variant {v.name!r} needs at least one level ({', '.join(LEVELS)})")
             variants[v.name] = v

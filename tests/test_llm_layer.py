@@ -1,0 +1,194 @@
+"""The model layer's text sanitising: tool calls written as text, and ``<think>`` blocks.
+
+Small local models write tool calls into the message text and leak their reasoning; these two
+functions decide what the *other* side of a tau2 conversation sees, so every format they accept
+(and everything they must refuse) is pinned here. The last test drives both through a real
+``ModelClient`` against the scripted server, so the formats a server actually emits are covered too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moodbench.llm._textcalls import recover_text_tool_calls
+from moodbench.llm._thinking import strip_thinking
+
+TOOLS = ["get_user_details", "cancel_order", "transfer_to_human_agents"]
+CALL = {"name": "get_user_details", "arguments": {"user_id": "sara_1"}}
+EXPECTED = [("get_user_details", {"user_id": "sara_1"})]
+
+
+# --------------------------------------------------------------------------- text tool calls
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(json.dumps(CALL), id="bare"),
+        pytest.param("Let me look that up.\n" + json.dumps(CALL) + "\nOne moment.", id="bare-in-prose"),
+        pytest.param("```json\n" + json.dumps(CALL) + "\n```", id="fenced-json"),
+        pytest.param("```\n" + json.dumps(CALL) + "\n```", id="fenced-no-language"),
+        pytest.param("Sure.\n```tool_call\n" + json.dumps(CALL, indent=2) + "\n```\nDone.", id="fenced-tool_call-indented"),
+        pytest.param("<tool_call>\n" + json.dumps(CALL) + "\n</tool_call>", id="tagged"),
+        pytest.param("<tool_call>" + json.dumps(CALL), id="tagged-unclosed"),
+        pytest.param(json.dumps({"type": "function", "function": {"name": "get_user_details",
+                                                                  "arguments": json.dumps({"user_id": "sara_1"})}}),
+                     id="openai-shaped-string-args"),
+        pytest.param(json.dumps({"name": "get_user_details", "parameters": {"user_id": "sara_1"}}), id="parameters-key"),
+    ],
+)
+def test_each_format_is_recovered(text: str) -> None:
+    assert recover_text_tool_calls(text, TOOLS) == EXPECTED
+
+
+def test_arguments_as_dict_and_as_json_string_give_the_same_call() -> None:
+    as_dict = json.dumps({"name": "cancel_order", "arguments": {"order_id": "#W1", "reason": "no longer needed"}})
+    as_string = json.dumps({"name": "cancel_order", "arguments": json.dumps({"order_id": "#W1", "reason": "no longer needed"})})
+    expected = [("cancel_order", {"order_id": "#W1", "reason": "no longer needed"})]
+    assert recover_text_tool_calls(as_dict, TOOLS) == expected
+    assert recover_text_tool_calls(as_string, TOOLS) == expected
+
+
+def test_missing_or_empty_arguments_mean_no_arguments() -> None:
+    assert recover_text_tool_calls('{"name": "transfer_to_human_agents"}', TOOLS) == [("transfer_to_human_agents", {})]
+    assert recover_text_tool_calls('{"name": "transfer_to_human_agents", "arguments": ""}', TOOLS) == [("transfer_to_human_agents", {})]
+    assert recover_text_tool_calls('{"name": "transfer_to_human_agents", "arguments": null}', TOOLS) == [("transfer_to_human_agents", {})]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"name": "delete_everything", "arguments": {}}', id="unknown-tool-bare"),
+        pytest.param('<tool_call>{"name": "delete_everything", "arguments": {}}</tool_call>', id="unknown-tool-tagged"),
+        pytest.param('```json\n{"name": "Get_User_Details", "arguments": {}}\n```', id="name-is-case-sensitive"),
+        pytest.param('{"name": "get_user_details", "arguments": "{bad json"}', id="string-args-not-json"),
+        pytest.param('{"name": "get_user_details", "arguments": ["sara_1"]}', id="args-not-an-object"),
+        pytest.param('{"name": 5, "arguments": {}}', id="name-not-a-string"),
+        pytest.param('Your order {"status": "pending", "items": 2} is on its way.', id="prose-with-unrelated-json"),
+        pytest.param('```json\n{"name": "get_user_details", "arguments": {"user_id": \n```', id="truncated-json"),
+        pytest.param("I will call get_user_details for you now.", id="mention-without-json"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_non_calls_are_rejected(text: str) -> None:
+    assert recover_text_tool_calls(text, TOOLS) == []
+
+
+def test_none_text_and_no_tools_give_nothing() -> None:
+    assert recover_text_tool_calls(None, TOOLS) == []
+    assert recover_text_tool_calls(json.dumps(CALL), []) == []
+
+
+def test_only_real_tools_are_kept_from_a_mixed_list() -> None:
+    text = json.dumps([CALL, {"name": "rm_rf", "arguments": {}}, {"name": "cancel_order", "arguments": {"order_id": "#W2"}}])
+    assert recover_text_tool_calls(text, TOOLS) == [EXPECTED[0], ("cancel_order", {"order_id": "#W2"})]
+
+
+def test_several_tagged_calls_in_order() -> None:
+    text = ("<tool_call>" + json.dumps(CALL) + "</tool_call>\n<tool_call>"
+            + json.dumps({"name": "cancel_order", "arguments": {"order_id": "#W3"}}) + "</tool_call>")
+    assert recover_text_tool_calls(text, TOOLS) == [EXPECTED[0], ("cancel_order", {"order_id": "#W3"})]
+
+
+def test_tagged_call_explained_in_prose_is_read_once() -> None:
+    """A model that shows the call as JSON and then emits it in tags must not call the tool twice."""
+    text = ("I am going to call " + json.dumps(CALL) + " now:\n<tool_call>" + json.dumps(CALL) + "</tool_call>")
+    assert recover_text_tool_calls(text, TOOLS) == EXPECTED
+    fenced_and_bare = "Calling " + json.dumps(CALL) + "\n```json\n" + json.dumps(CALL) + "\n```"
+    assert recover_text_tool_calls(fenced_and_bare, TOOLS) == EXPECTED
+
+
+def test_a_fence_without_calls_falls_back_to_bare_json() -> None:
+    text = "```\nprint('hello')\n```\n" + json.dumps(CALL)
+    assert recover_text_tool_calls(text, TOOLS) == EXPECTED
+
+
+# --------------------------------------------------------------------------- think stripping
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        pytest.param("<think>The user wants a refund.</think>Sure, I can help.", "Sure, I can help.", id="closed"),
+        pytest.param("<think>\nline one\nline two\n</think>\n\nHello!", "Hello!", id="closed-multiline"),
+        pytest.param("<think>a</think>Hi <think>b</think>there", "Hi there", id="two-closed"),
+        pytest.param("<thinking>x</thinking>Answer", "Answer", id="thinking-tag"),
+        pytest.param("<reasoning>x</reasoning>Answer", "Answer", id="reasoning-tag"),
+        pytest.param("<THINK>x</THINK>Answer", "Answer", id="upper-case"),
+        pytest.param("<think>reasoning without end", "", id="unclosed-only"),
+        pytest.param("Here you go.\n<think>and then I kept reasoning", "Here you go.", id="unclosed-after-answer"),
+        pytest.param("reasoning</think>answer", "answer", id="leading-close-only"),
+        pytest.param("step 1\nstep 2\n</think>\nThe answer.", "The answer.", id="leading-multiline"),
+        pytest.param("<think></think>Hello", "Hello", id="empty-block"),
+    ],
+)
+def test_think_blocks_are_removed(raw: str, clean: str) -> None:
+    out, stripped = strip_thinking(raw)
+    assert out == clean
+    assert stripped is True
+    assert "think>" not in out.lower()
+
+
+@pytest.mark.parametrize("text", ["Hello there.", "  spaced  ", "I think this is right.", "a < b and c > d", ""])
+def test_text_without_tags_is_returned_unchanged(text: str) -> None:
+    assert strip_thinking(text) == (text, False)
+
+
+def test_none_stays_none() -> None:
+    assert strip_thinking(None) == (None, False)
+
+
+def test_reasoning_text_never_survives() -> None:
+    secret = "SECRET-REASONING-42"
+    for raw in (f"<think>{secret}</think>ok", f"<think>{secret}", f"{secret}</think>ok", f"ok<think>{secret}"):
+        out, _ = strip_thinking(raw)
+        assert secret not in (out or ""), raw
+
+
+# --------------------------------------------------------------------------- through a real client
+
+
+def test_client_recovers_text_calls_and_strips_think_over_http(tmp_path: Path) -> None:
+    """The scripted server writes each text style; ModelClient must turn them into real calls."""
+    from scripted import start_scripted_server
+
+    from moodbench.llm import ModelClient, ModelSpec
+
+    args = {"user_id": "sara_1"}
+    script: dict[str, Any] = {
+        "roles": {
+            "agent": {
+                "turns": [
+                    {"text_tool_call": {"name": "get_user_details", "arguments": args}, "style": "bare"},
+                    {"text_tool_call": {"name": "get_user_details", "arguments": args}, "style": "fenced", "think": "PRIVATE-1"},
+                    {"text_tool_call": {"name": "get_user_details", "arguments": args}, "style": "tagged"},
+                    {"text_tool_call": {"name": "unknown_tool", "arguments": args}, "style": "tagged"},
+                    {"content": "PRIVATE-2</think>Plain answer."},
+                ],
+            }
+        }
+    }
+    tools = [{"type": "function", "function": {"name": "get_user_details", "description": "d",
+                                               "parameters": {"type": "object", "properties": {"user_id": {"type": "string"}}}}}]
+    with start_scripted_server(script, tmp_path) as srv:
+        client = ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), max_retries=0))
+        history: list[dict[str, Any]] = [{"role": "system", "content": "<policy>be nice</policy>"}, {"role": "user", "content": "hi"}]
+        results = []
+        for _ in range(5):
+            c = client.complete(history, tools=tools, recover_text_tool_calls=True)
+            results.append(c)
+            history.append({"role": "assistant", "content": "next"})  # advances the server's turn counter
+    for c in results[:3]:
+        assert [(t.name, t.arguments, t.recovered_from_text) for t in c.tool_calls] == [("get_user_details", args, True)]
+        assert c.recovered_text_calls == 1
+        assert c.content is None
+    assert results[1].think_stripped and "PRIVATE-1" in (results[1].raw_content or "")
+    unknown = results[3]
+    assert unknown.tool_calls == [] and unknown.recovered_text_calls == 0
+    assert "unknown_tool" in (unknown.content or "")  # left as text, not executed
+    assert results[4].content == "Plain answer." and results[4].think_stripped
+    assert "PRIVATE-2" in (results[4].raw_content or "")
