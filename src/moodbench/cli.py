@@ -77,6 +77,8 @@ def run(
         "user_format": user_format, "judge_fidelity": judge_fidelity, "timeout_s": timeout_s, "max_retries": max_retries,
         "max_consecutive_failures": max_consecutive_failures, "skip_preflight": skip_preflight,
     }
+    from moodbench.preflight import PreflightError
+
     try:
         file_values = load_config_file(config_file) if config_file else {}
         config = build_config(file_values, flags, origin="config" if config_file else "option")
@@ -86,6 +88,12 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
         return
+    except PreflightError as exc:
+        console.print(f"[bold red]preflight refused the setup[/] (exit {exc.exit_code}): {exc}", highlight=False)
+        for line in exc.advice:
+            console.print(f"  advice: {line}", highlight=False)
+        console.print("nothing was run; details in manifest.json (\"preflight\"); --skip-preflight skips these checks")
+        raise typer.Exit(exc.exit_code)
     if result.exit_code == 0:
         console.print(f"[green]done[/]: {result.finished} new conversation(s) stored in {result.run_dir}")
         _print_summary(result.run_dir)
@@ -238,6 +246,98 @@ def serve(
 
         raise typer.Exit(serve_vllm(opts, console))
     _fail(f"unknown backend {backend!r}; valid backends: llamacpp, vllm")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (e.g. one per agent model) to compare side by side."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/report for one run, ./moodbench-report for several)."),
+    baseline: str = typer.Option("control", "--baseline", help="Variant every other variant is compared with."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Optional LLM judge rating the customers' emotion (manipulation check)."),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url"),
+) -> None:
+    """Write report.html/.md/.json, plots and transcript pages: effects with CIs, manipulation check, fidelity."""
+    from moodbench.report.cli import report_command
+
+    raise typer.Exit(report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, out))
+
+
+@app.command()
+def view(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
+    no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser."),
+) -> None:
+    """Serve the run's transcripts and report on 127.0.0.1 (builds them if missing or stale)."""
+    from moodbench.report.cli import view_command
+
+    raise typer.Exit(view_command(run_dir, port, not no_open, out))
+
+
+@app.command()
+def probe(
+    model: str = typer.Option(..., "--model", help="litellm model string, e.g. openai/NAME or hosted_vllm/NAME."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible base URL (omit for provider models)."),
+    domain: str = typer.Option("retail", "--domain", help="tau2 domain whose tools and policy the cases use: mock, retail, airline, telecom."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the API key."),
+    user: bool = typer.Option(False, "--user", help="Probe the model as the simulated customer instead of the agent."),
+    user_format: Optional[str] = typer.Option(None, "--user-format", help="With --user: tau2 or transcript (default: both, compared)."),
+    threads: int = typer.Option(4, "--threads", min=1, help="Requests in flight at once."),
+    timeout_s: float = typer.Option(120.0, "--timeout", help="Per-request timeout in seconds."),
+    max_tokens: int = typer.Option(2048, "--max-tokens", min=1),
+    args: Optional[str] = typer.Option(None, "--args", help="JSON of extra request parameters, e.g. '{\"temperature\": 0}'."),
+) -> None:
+    """Check that a model can act as a tau2 agent (tool calls under auto/required) or, with --user, as the customer.
+
+    Exit codes: 0 verdict ok (--user: a usable format exists), 1 any other verdict, 2 bad input,
+    3 the endpoint is down or serves another model.
+    """
+    import os
+
+    if api_key_env and not os.environ.get(api_key_env):
+        _fail(f"environment variable {api_key_env} (named by --api-key-env) is not set; export it first")
+    if model.startswith("local/"):
+        _fail("probe talks to a running server: start it with `moodbench serve --backend llamacpp --model "
+              f"{model[len('local/'):]}` and pass --model openai/NAME --base-url URL")
+    if user_format is not None and user_format not in ("tau2", "transcript"):
+        _fail(f"unknown --user-format {user_format!r}; valid: tau2, transcript")
+    try:
+        extra = json.loads(args) if args else {}
+    except json.JSONDecodeError as exc:
+        _fail(f"--args is not valid JSON ({exc.msg})")
+        return
+    if not isinstance(extra, dict):
+        _fail("--args must be a JSON object")
+    from moodbench.llm import ModelSpec
+    from moodbench.probe import ProbeError, check_endpoint, render_report, render_user_report, run_probe, run_user_probe
+
+    spec = ModelSpec(model=model, base_urls=(base_url,) if base_url else (), api_key_env=api_key_env, args=extra,
+                     max_tokens=max_tokens, timeout_s=timeout_s)
+    endpoint = check_endpoint("agent" if not user else "user", model, base_url,
+                              api_key=os.environ.get(api_key_env) if api_key_env else None, timeout=min(10.0, timeout_s))
+    if not endpoint.ok:
+        _fail(f"{base_url}: {endpoint.error}", code=3)
+    try:
+        if user:
+            formats = (user_format,) if user_format else ("tau2", "transcript")
+            ureport = run_user_probe(spec, domain, formats=formats, threads=threads)
+            ureport.endpoint = endpoint
+            if as_json:
+                sys.stdout.write(json.dumps(ureport.to_dict(), indent=2, default=str) + "\n")
+            else:
+                render_user_report(ureport, out)
+            raise typer.Exit(0 if ureport.usable else 1)
+        report = run_probe(spec, domain, threads=threads)
+    except ProbeError as exc:
+        _fail(str(exc))
+        return
+    report.endpoint = endpoint
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        render_report(report, out)
+    raise typer.Exit(0 if report.verdict.verdict == "ok" else 1)
 
 
 @app.command()
