@@ -156,7 +156,7 @@ def test_template_copies_are_independent() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("domain,count", [("retail", 40), ("airline", 20), ("telecom", 10)])
+@pytest.mark.parametrize("domain,count", [("retail", 15), ("airline", 8), ("telecom", 6)])
 def test_many_tasks(domain: str, count: int) -> None:
     rng = random.Random(3)
     pool = [t for t in tasks(domain) if t.evaluation_criteria is not None]

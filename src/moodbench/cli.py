@@ -37,6 +37,9 @@ def run(
     variants_file: Optional[list[Path]] = typer.Option(None, "--variants-file", help="YAML file with your own variants (repeatable)."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Trials per task and variant (pass^k needs k <= trials)."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Conversations in flight at once."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Where conversations run: thread (default, one process), process (worker processes: all cores) or ray (Ray cluster)."),
+    max_concurrency_per_endpoint: Optional[int] = typer.Option(None, "--max-concurrency-per-endpoint", help="At most this many requests in flight per base URL (replica); requests go to the least busy replica."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379, or auto); default: a private local instance."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="tau2 max steps per conversation (default 100)."),
     max_errors: Optional[int] = typer.Option(None, "--max-errors", help="tau2 max tool errors per conversation (default 10)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed; each task/trial gets a seed shared by all its variants."),
@@ -69,6 +72,7 @@ def run(
     flags: dict[str, Any] = {
         "domains": domain, "task_ids": task_ids, "num_tasks": num_tasks, "task_split": task_split,
         "variants": variants, "variants_file": variants_file or None, "trials": trials, "concurrency": concurrency,
+        "executor": executor, "ray_address": ray_address, "max_concurrency_per_endpoint": max_concurrency_per_endpoint,
         "max_steps": max_steps, "max_errors": max_errors, "seed": seed, "shard": shard, "out": out_dir,
         "agent_model": agent_model, "agent_base_url": agent_base_url, "user_model": user_model,
         "user_base_url": user_base_url, "judge_model": judge_model, "judge_base_url": judge_base_url,

@@ -9,6 +9,7 @@ clients around one :class:`EndpointHealth` of its own, exactly as the runner doe
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pickle
 import traceback
@@ -32,11 +33,22 @@ def portable(settings: ConversationSettings, max_consecutive_failures: int) -> b
     return pickle.dumps((fields, max_consecutive_failures), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def rebuild(blob: bytes) -> tuple[ConversationSettings, EndpointHealth]:
-    """Settings for this process, with fresh clients sharing one health tracker."""
+def rebuild(blob: bytes, share: int = 1) -> tuple[ConversationSettings, EndpointHealth]:
+    """Settings for this process, with fresh clients sharing one health tracker.
+
+    ``share``: how many worker processes split the run; a per-endpoint request limit is divided
+    among them so the endpoints see the limit the user gave, not ``share`` times it.
+    """
     fields, max_failures = pickle.loads(blob)
     health = EndpointHealth(max_failures)
-    values = {k: ModelClient(v.spec, health) if isinstance(v, _Client) else v for k, v in fields.items()}
+
+    def client(spec: ModelSpec) -> ModelClient:
+        limit = getattr(spec, "max_in_flight_per_endpoint", None)
+        if limit and share > 1:
+            spec = dataclasses.replace(spec, max_in_flight_per_endpoint=max(1, math.ceil(limit / share)))
+        return ModelClient(spec, health)
+
+    values = {k: client(v.spec) if isinstance(v, _Client) else v for k, v in fields.items()}
     return ConversationSettings(**values), health
 
 

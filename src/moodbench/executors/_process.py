@@ -37,9 +37,9 @@ def default_workers(concurrency: int) -> int:
     return max(1, min(cores, concurrency))
 
 
-def _worker_main(blob: bytes, jobs: Any, out: Any, threads: int) -> None:
+def _worker_main(blob: bytes, jobs: Any, out: Any, threads: int, share: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
-    settings, health = rebuild(blob)
+    settings, health = rebuild(blob, share)
     pid = os.getpid()
 
     def loop() -> None:
@@ -77,7 +77,7 @@ class ProcessExecutor:
         self._jobs = ctx.Queue()
         self._out = ctx.Queue()
         blob = portable(settings, health.max_consecutive_failures)
-        self._procs = [ctx.Process(target=_worker_main, args=(blob, self._jobs, self._out, self._threads_per_worker),
+        self._procs = [ctx.Process(target=_worker_main, args=(blob, self._jobs, self._out, self._threads_per_worker, n),
                                    name=f"moodbench-worker-{i}", daemon=True) for i in range(n)]
         for p in self._procs:
             p.start()

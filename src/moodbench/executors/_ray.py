@@ -28,8 +28,8 @@ from moodbench.llm import EndpointHealth
 class _ConversationActor:
     """Holds rebuilt settings; ``run`` is called concurrently from Ray's actor threads."""
 
-    def __init__(self, blob: bytes):
-        self.settings, self.health = rebuild(blob)
+    def __init__(self, blob: bytes, share: int = 1):
+        self.settings, self.health = rebuild(blob, share)
 
     def run(self, cell: Cell) -> tuple[str, Any, dict[str, Any]]:
         return run_one(cell, self.settings, self.health)
@@ -55,16 +55,19 @@ class RayExecutor:
         self._owns_ray = False
         if not ray.is_initialized():
             if address:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                host = address.split("://")[-1].rsplit(":", 1)[0]
+                local = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR", **local)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+                # a private instance talks over loopback only
+                ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
                 self._owns_ray = True
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         n = max(1, min(workers or cpus, concurrency))
         per_actor = math.ceil(concurrency / n)
         blob_ref = ray.put(portable(settings, health.max_consecutive_failures))
         actor_cls = ray.remote(_ConversationActor).options(max_concurrency=per_actor, num_cpus=min(1.0, cpus / n))
-        self._actors = [actor_cls.remote(blob_ref) for _ in range(n)]
+        self._actors = [actor_cls.remote(blob_ref, n) for _ in range(n)]
         ray.get([a.ping.remote() for a in self._actors])  # fail here, not per cell, if workers cannot start
         self._load = [0] * n
         self._lock = threading.Lock()

@@ -1,0 +1,61 @@
+"""Shared by the executor tests: one scripted mock experiment run through the real CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from moodbench.store import Store
+
+SCRIPT = {
+    "roles": {
+        "agent": {
+            "turns": [
+                {"content": "unused"},
+                {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
+                {"content": "Done."},
+            ],
+            "after": {"content": "Anything else?"},
+        },
+        "user": {
+            "turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"content": "Thanks! ###STOP###"}],
+            "after": {"content": "###STOP###"},
+        },
+    }
+}
+
+ARGS = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants", "control,frustration",
+        "--trials", "2", "--agent-model", "openai/scripted", "--skip-preflight", "--concurrency", "4"]
+
+
+def run(cli: list[str], url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([*cli, "run", *ARGS, "--agent-base-url", url, "--out", str(out), *extra],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return res
+
+
+def _conversation(sim: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(m["role"], m.get("content"), tuple((tc["name"], str(tc["arguments"])) for tc in m.get("tool_calls") or []))
+            for m in sim["messages"]]
+
+
+def rows(out: Path) -> dict[str, tuple[Any, ...]]:
+    """Per cell: exit reason, reward, reward breakdown and the conversation (timestamps left out)."""
+    with Store(out / "results.sqlite") as store:
+        result = {}
+        for r in store.rows():
+            info = r.json("reward_info") or {}
+            result[r.cell_key] = (r.exit_reason, r.reward, str(info.get("reward_breakdown")), r.data["seed"],
+                                  _conversation(store.simulation(r.id)))
+        return result
+
+
+def forget(out: Path, keys: list[str]) -> None:
+    """Delete stored conversations, as if the run had been killed before they finished."""
+    con = sqlite3.connect(out / "results.sqlite")
+    with con:
+        con.executemany("DELETE FROM simulations WHERE cell_key=?", [(k,) for k in keys])
+    con.close()
