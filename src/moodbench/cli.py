@@ -17,7 +17,8 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Measure how emotional customers change tool-calling agents on tau2 domains.")
-console = Console(stderr=True)
+# Not a terminal (CI, logs, pipes): no wrapping at 80 columns, so paths and messages stay whole.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -185,7 +186,13 @@ def export(
         _fail(f"unknown format {fmt!r}; valid formats: tau2")
     from moodbench.export import export_tau2
 
-    n = export_tau2(run_dir, out_file, variant=variant)
+    from moodbench.config import ConfigError
+
+    try:
+        n = export_tau2(run_dir, out_file, variant=variant)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
     console.print(f"wrote {n} simulation(s) to {out_file}")
 
 

@@ -152,6 +152,18 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[dict[str, Any], dict[
             simulation.reward_info = reward_info
         except LLMCallError as exc:
             forced, error = ExitReason.LLM_ERROR, f"judge: {exc}"
+        except (ValueError, KeyError) as exc:
+            if not _raised_by_domain(exc):
+                forced, error = ExitReason.HARNESS_ERROR, traceback.format_exc()[-4000:]
+            else:
+                # A domain's assertion function raises when the agent's final state lacks what it
+                # checks (e.g. "Task task_2 not found"): the state fails the check, so the task failed.
+                from moodbench._tau2 import RewardInfo
+
+                error = f"evaluation: tau2 assertion raised {type(exc).__name__}: {exc}"
+                reward_info = RewardInfo(reward=0.0, reward_basis=task.evaluation_criteria.reward_basis if task.evaluation_criteria else None,
+                                         info={"note": error})
+                simulation.reward_info = reward_info
         except Exception:  # noqa: BLE001
             forced, error = ExitReason.HARNESS_ERROR, traceback.format_exc()[-4000:]
     reward = reward_info.reward if reward_info is not None and forced not in (ExitReason.LLM_ERROR, ExitReason.HARNESS_ERROR) else None
@@ -218,6 +230,16 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[dict[str, Any], dict[
     }
     release_environment(cell.domain, environment)  # scored and recorded: its database is reused
     return record, prompts
+
+
+def _raised_by_domain(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is tau2 domain code (tools, assertions), not ours."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return bool(last) and "/tau2/domains/" in last.replace("\\", "/")
 
 
 def _value(x: Any) -> str | None:
