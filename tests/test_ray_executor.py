@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.2", 0))
         return s.getsockname()[1]
 
 
@@ -36,13 +36,15 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert ray_bin, "ray CLI not found next to the interpreter"
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+    # a throwaway single-machine cluster: no token authentication (Ray enables it for clusters it
+    # starts with `ray start` unless told otherwise); drivers then connect without a token
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--num-cpus=2",
                             "--include-dashboard=false",
                             f"--temp-dir={temp}", "--disable-usage-stats"], capture_output=True, text=True, timeout=300, env=env)
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-3000:]
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.2:{port}"  # loopback; Ray rewrites 127.0.0.1 to the network address
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, text=True, timeout=120, env=env)
 

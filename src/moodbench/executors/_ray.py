@@ -15,6 +15,7 @@ thread stays the only writer of the SQLite store, so resume and ``--shard`` work
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import queue
 import threading
@@ -40,6 +41,18 @@ class _ConversationActor:
         return os.getpid()
 
 
+def _loopback_node(address: str) -> dict[str, str]:
+    """For a cluster on this machine's loopback (``ray start --head --node-ip-address=127.0.0.2``),
+    the driver must say it is on that address too, or Ray picks the machine's network address.
+    (Ray rewrites 127.0.0.1/localhost to the network address, so a loopback cluster uses another
+    127.x address.)"""
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    try:
+        return {"_node_ip_address": host} if ipaddress.ip_address(host).is_loopback else {}
+    except ValueError:
+        return {}
+
+
 class RayExecutor:
     """The runner's worker interface over Ray actors (see module docstring)."""
 
@@ -55,9 +68,7 @@ class RayExecutor:
         self._owns_ray = False
         if not ray.is_initialized():
             if address:
-                host = address.split("://")[-1].rsplit(":", 1)[0]
-                local = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR", **local)
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR", **_loopback_node(address))
             else:
                 # a private instance talks over loopback only
                 ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
