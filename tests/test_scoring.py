@@ -43,9 +43,10 @@ def _actions(task: Task) -> list[Any]:
     return list(crit.actions or []) if crit else []
 
 
-def build_trajectory(domain: str, task: Task, actions: list[Any], say: list[str], stop: TerminationReason) -> tuple[SimulationRun, Any]:
+def build_trajectory(domain: str, task: Task, actions: list[Any], say: list[str], stop: TerminationReason,
+                     env: Any = None) -> tuple[SimulationRun, Any]:
     """Run ``actions`` as tool calls in a fresh environment, then say ``say``; return (simulation, env)."""
-    env = registry.get_env_constructor(domain)()
+    env = env if env is not None else registry.get_env_constructor(domain)()
     init = task.initial_state
     history = list(init.message_history or []) if init else []
     env.set_state(initialization_data=init.initialization_data if init else None,
@@ -153,6 +154,24 @@ def test_template_copies_are_independent() -> None:
     assert a.tools.db.orders[order.order_id].status == "cancelled"
     assert b.tools.db.orders[order.order_id].status == "pending"
     assert tpl.new_environment().get_db_hash() == registry.get_env_constructor("retail")().get_db_hash()
+
+
+def test_pooled_database_is_pristine_after_a_scored_conversation() -> None:
+    """Scoring shares its record diff with the pool; the restored database equals a fresh one."""
+    tpl = domain_template("retail")
+    fresh = registry.get_env_constructor("retail")().get_db_hash()
+    task = next(t for t in tasks("retail") if any(a.name.startswith(_WRITES) for a in _actions(t)))
+    other = next(a for t in tasks("retail") if t.id != task.id for a in _actions(t) if a.name.startswith(_WRITES))
+    env = tpl.new_environment(pooled=True)
+    sim, env = build_trajectory("retail", task, _actions(task) + [other], [], TerminationReason.USER_STOP, env=env)
+    assert env.get_db_hash() != fresh  # the conversation wrote
+    expected = evaluate_simulation(simulation=sim, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain="retail")
+    assert score_simulation(sim, task, "retail", environment=env).model_dump() == expected.model_dump()
+    db = env.tools.db
+    tpl.release(env)
+    again = tpl.new_environment(pooled=True)
+    assert again.tools.db is db and again.get_db_hash() == fresh
+    tpl.release(again)
 
 
 @pytest.mark.slow

@@ -149,6 +149,7 @@ class DomainTemplate:
     user_tools: list[Any] | None
     _pool: list[BaseModel] = field(default_factory=list)
     _lent: "weakref.WeakKeyDictionary[Environment, BaseModel]" = field(default_factory=weakref.WeakKeyDictionary)
+    _final: "weakref.WeakKeyDictionary[Environment, Any]" = field(default_factory=weakref.WeakKeyDictionary)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -176,6 +177,14 @@ class DomainTemplate:
                 self._lent[env] = kwargs["db"]
         return env
 
+    def note_final_state(self, env: Environment, changed: dict[tuple[str, str], BaseModel | None]) -> None:
+        """Scoring computed which records of ``env``'s database differ from the template, and no
+        tool will run in ``env`` again: :meth:`release` may restore from this instead of diffing
+        the database a second time (~8 ms for retail, ~24 ms for airline)."""
+        with self._lock:
+            if env in self._lent:
+                self._final[env] = (env.tools.db, changed)
+
     def release(self, env: Environment) -> None:
         """Give back the database of an environment from ``new_environment(pooled=True)``.
 
@@ -184,10 +193,12 @@ class DomainTemplate:
         """
         with self._lock:
             db = self._lent.pop(env, None)
+            final = self._final.pop(env, None)
         if db is None or self.agent_db is None:
             return
+        changed = final[1] if final is not None and final[0] is db else None  # else: diff it here
         try:
-            self.agent_db.restore(db)
+            self.agent_db.restore(db, changed)
         except Exception:  # noqa: BLE001 - a database that cannot be restored is simply dropped
             return
         with self._lock:

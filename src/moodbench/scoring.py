@@ -52,13 +52,19 @@ class DBState:
     changed: dict[tuple[str, str], str | None] | None
 
 
-def db_state(db: Any, template: DBTemplate | None, *, exact: bool = False) -> DBState:
-    """The comparable state of one database (``None`` database: no such side in this domain)."""
+def db_state(db: Any, template: DBTemplate | None, *, exact: bool = False,
+             records: dict[tuple[str, str], Any] | None = None) -> DBState:
+    """The comparable state of one database (``None`` database: no such side in this domain).
+
+    ``records``: ``template.changed_records(db)`` when the caller already has it.
+    """
     if db is None:
         return DBState(None, None)
     if template is None or template.record_fields is None or type(db) is not template.model_cls:
         return DBState(db_hash(db), None)
-    changed = {key: (None if rec is None else canonical(rec.model_dump())) for key, rec in template.changed_records(db).items()}
+    if records is None:
+        records = template.changed_records(db)
+    changed = {key: (None if rec is None else canonical(rec.model_dump())) for key, rec in records.items()}
     return DBState(db_hash(db) if exact else None, changed)
 
 
@@ -169,12 +175,21 @@ def environment_reward(domain: str, task: Task, trajectory: list[Message], envir
         return RewardInfo(reward=1.0, db_check=DBCheck(db_match=True, db_reward=1.0),
                           info={"note": "No expected actions or env assertions"})
     tpl = domain_template(domain)
+    live = environment is not None
     if environment is None:
         data, actions, _ = _initial(task)
         environment = tpl.new_environment()
         environment.set_state(initialization_data=data, initialization_actions=actions, message_history=trajectory)
     gold = GOLD.get(domain, task)
-    agent_match = same_db(_state_of(environment, "agent", tpl.agent_db), gold.agent, tpl.agent_db)
+    if live and not crit.env_assertions and tpl.poolable and type(environment.tools.db) is tpl.agent_db.model_cls:
+        # Nothing runs in the conversation's environment after this: the record diff is shared
+        # with the environment pool, which restores the database from it instead of diffing again.
+        records = tpl.agent_db.changed_records(environment.tools.db)
+        tpl.note_final_state(environment, records)
+        agent_state = db_state(environment.tools.db, tpl.agent_db, records=records)
+    else:
+        agent_state = _state_of(environment, "agent", tpl.agent_db)
+    agent_match = same_db(agent_state, gold.agent, tpl.agent_db)
     user_match = same_db(_state_of(environment, "user", tpl.user_db), gold.user, tpl.user_db)
     db_match = agent_match and user_match
     db_reward = 1.0 if db_match else 0.0
