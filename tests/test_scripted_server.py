@@ -347,6 +347,9 @@ def test_request_log_and_stats(main_server: ScriptedServer, http: httpx.Client) 
     assert entry["body"]["messages"][-1]["content"] == marker
     assert entry["response"] == resp.json()
     assert isinstance(entry["n"], int) and abs(entry["t"] - time.time()) < 60
+    # xdist may run this module's tests on several workers, each with its own server: send the
+    # user-role request here instead of relying on another test having run first
+    assert chat(http, convo(USER_SYSTEM, ("user", "hello"))).status_code == 200
     all_entries = main_server.requests()
     assert [e["n"] for e in all_entries] == sorted(e["n"] for e in all_entries)
     assert {e["role"] for e in main_server.requests(role="user")} == {"user"}
