@@ -178,7 +178,8 @@ def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> di
             rate = steady_rate(r["finish"]) or r["n"] / (r["t1"] - r["t0"])
             out[kind] = {"conversations": r["n"], "calls_per_conversation": round(calls, 2), "ideal_per_s": round(ideal, 2),
                          "steady_per_s": round(rate, 2), "efficiency": round(rate / ideal, 3),
-                         "overall_per_s": round(r["n"] / (r["t1"] - r["t0"]), 2), "exit_reasons": r["exit_reasons"]}
+                         "overall_per_s": round(r["n"] / (r["t1"] - r["t0"]), 2), "exit_reasons": r["exit_reasons"],
+                         "cpu_ms_per_conversation_incl_startup": round(cpu / max(1, r["n"]) * 1000, 1)}
     finally:
         srv.stop()
     if "tau2" in out:
@@ -260,7 +261,8 @@ def main() -> int:
                 k = r[kind]
                 print(f"concurrency {c} {kind}: {k['steady_per_s']}/s steady (ideal {k['ideal_per_s']}/s, "
                       f"{k['calls_per_conversation']} calls/conv), efficiency {k['efficiency']}, "
-                      f"{k['conversations']} conversations, {k['exit_reasons']}", flush=True)
+                      f"{k['conversations']} conversations, {k['cpu_ms_per_conversation_incl_startup']} ms CPU/conv "
+                      f"(start-up included), {k['exit_reasons']}", flush=True)
         if "ratio_completions_per_s" in r:
             print(f"concurrency {c}: moodbench/tau2 completions per second = {r['ratio_completions_per_s']}x", flush=True)
     print(json.dumps(results, indent=1, default=str))

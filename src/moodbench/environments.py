@@ -18,6 +18,7 @@ template's per-record JSON. Nothing in tau2 is patched.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import threading
@@ -168,7 +169,11 @@ class DomainTemplate:
             if pooled and self.poolable:
                 with self._lock:
                     db = self._pool.pop() if self._pool else None
-            kwargs["db"] = db if db is not None else self.agent_db.copy()
+            if db is None:
+                db = self.agent_db.copy()
+                if pooled and self.poolable:
+                    _freeze_long_lived()  # the pool keeps it for the rest of the run
+            kwargs["db"] = db
         if self.takes_user_db and self.user_db is not None:
             kwargs["user_db"] = self.user_db.copy()
         env = self.constructor(**kwargs)
@@ -230,6 +235,19 @@ def _build(domain: str) -> DomainTemplate:
     return tpl
 
 
+def _freeze_long_lived() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach (``gc.freeze``).
+
+    A retail database is ~100k Python objects, an airline one ~200k, and a run keeps one per
+    conversation in flight (the pool) for its whole length. Every full collection walks all of
+    them: at 64-256 conversations in flight that was ~45 ms of CPU per conversation, more than
+    the conversation itself. Templates and pooled databases are frozen when they are created;
+    objects frozen by the way are still freed by reference counting, only cycles among them
+    would wait (and the pool stops growing once it covers the concurrency).
+    """
+    gc.freeze()
+
+
 _templates: dict[str, DomainTemplate] = {}
 _lock = threading.Lock()
 
@@ -242,6 +260,7 @@ def domain_template(domain: str) -> DomainTemplate:
             tpl = _templates.get(domain)
             if tpl is None:
                 tpl = _templates[domain] = _build(domain)
+                _freeze_long_lived()
     return tpl
 
 
