@@ -6,9 +6,10 @@
 
 Three measurements, each harness in its own child process:
 
-1. CPU seconds per conversation, against a server with no latency: every child's CPU (its workers
-   included) for N2 conversations minus that for N1, over N2 - N1, so start-up and imports cancel
-   out. The rewards of both harnesses are compared conversation by conversation.
+1. CPU seconds per conversation, against a server with no latency: each child's CPU for N2
+   conversations minus that for N1, over N2 - N1, so start-up and imports cancel out (moodbench
+   uses its thread executor here: the work per conversation is the same in every executor). The
+   rewards of both harnesses are compared conversation by conversation.
 2. Throughput at each concurrency against a server that answers in ``--latency-ms``: steady-state
    completions per second (between the 10% and 90% finish times) and the efficiency against the
    ideal rate ``concurrency / (model calls per conversation x latency)``.
@@ -130,10 +131,11 @@ def child_profile(a: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- parent
-def _child(kind: str, base_url: str, n: int, concurrency: int, a: argparse.Namespace, tmp: Path) -> tuple[dict, float]:
+def _child(kind: str, base_url: str, n: int, concurrency: int, a: argparse.Namespace, tmp: Path,
+           executor: str | None = None) -> tuple[dict, float]:
     out = tmp / f"{kind}-{n}-{concurrency}-{time.monotonic_ns()}"
     args = [str(HERE), "--child", kind, "--base-url", base_url, "--n", str(n), "--concurrency", str(concurrency),
-            "--domain", a.domain, "--task-ids", a.task_ids, "--executor", a.executor, "--out", str(out)]
+            "--domain", a.domain, "--task-ids", a.task_ids, "--executor", executor or a.executor, "--out", str(out)]
     return run_child(args)
 
 
@@ -144,8 +146,10 @@ def measure_cpu(a: argparse.Namespace, tmp: Path) -> dict:
     try:
         for kind in ("moodbench", "tau2") if not a.skip_tau2 else ("moodbench",):
             s0 = srv.cpu_seconds()
-            r1, c1 = _child(kind, srv.base_url, n1, a.cpu_concurrency, a, tmp)
-            r2, c2 = _child(kind, srv.base_url, n2, a.cpu_concurrency, a, tmp)
+            # threads: CPU per conversation is the same work in any executor, and only a process's own
+            # (waited-for) children show in RUSAGE_CHILDREN; forkserver workers would not
+            r1, c1 = _child(kind, srv.base_url, n1, a.cpu_concurrency, a, tmp, executor="thread")
+            r2, c2 = _child(kind, srv.base_url, n2, a.cpu_concurrency, a, tmp, executor="thread")
             s1 = srv.cpu_seconds()
             out[kind] = {"cpu_s_per_conversation": (c2 - c1) / (r2["n"] - r1["n"]),
                          "server_cpu_s_per_conversation": (s1 - s0) / (r1["n"] + r2["n"]),
@@ -179,7 +183,9 @@ def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> di
             out[kind] = {"conversations": r["n"], "calls_per_conversation": round(calls, 2), "ideal_per_s": round(ideal, 2),
                          "steady_per_s": round(rate, 2), "efficiency": round(rate / ideal, 3),
                          "overall_per_s": round(r["n"] / (r["t1"] - r["t0"]), 2), "exit_reasons": r["exit_reasons"],
-                         "cpu_ms_per_conversation_incl_startup": round(cpu / max(1, r["n"]) * 1000, 1)}
+                         # forkserver workers are not our children: their CPU escapes RUSAGE_CHILDREN
+                         "cpu_ms_per_conversation_incl_startup": (round(cpu / max(1, r["n"]) * 1000, 1)
+                                                                   if kind == "tau2" or a.executor == "thread" else None)}
     finally:
         srv.stop()
     if "tau2" in out:
