@@ -395,7 +395,7 @@ def _execute(todo: list[Cell], settings: ConversationSettings, store: Store, eve
     stop = threading.Event()
     n_done = 0
     reasons: Counter[str] = Counter()
-    if executor == "thread":
+    if executor == "thread" or not todo:  # nothing to run: no worker processes or Ray to start
         workers = _Workers(lambda cell: run_cell(cell, settings), max(1, min(concurrency, len(todo))))
     else:  # worker processes or Ray (moodbench.executors): same submit/results/close interface
         from moodbench.executors import make_executor
