@@ -63,7 +63,10 @@ class OpenAICompatTransport:
     def completion(self, *, messages: list[dict[str, Any]], model: str, api_base: str, timeout: float,
                    api_key: str | None = None, **kw: Any) -> litellm.ModelResponse:
         name = model.split("/", 1)[1]
-        body: dict[str, Any] = {"model": name, "messages": messages}
+        # litellm leaves out None-valued message keys (``content: null`` next to tool calls), which
+        # some servers' chat templates reject; so does this transport.
+        body: dict[str, Any] = {"model": name, "messages": [
+            {k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]}
         extra = kw.pop("extra_body", None)
         for key, value in kw.items():
             if key not in _LITELLM_KEYS and value is not None:
