@@ -41,24 +41,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, start_server  # noqa: E402 - after the sys.path line
 
+from moodbench.testing.scripts import (
+    MOCK_EXAMPLE_AGENT,
+    MOCK_EXAMPLE_OUTCOMES,
+    MOCK_EXAMPLE_USER,
+)
+
 TASKS = ("create_task_1", "update_task_1")
-EXPECTED = {"create_task_1": "success", "update_task_1": "task_failed"}
+EXPECTED = MOCK_EXAMPLE_OUTCOMES
 VARIANTS = "control,frustration,anger,anxiety,confusion"
 
-SCRIPT_ROLES = {
-    "agent": {
-        "turns": [
-            {"content": "unused (tau2 sends a fixed greeting)"},
-            {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
-            {"content": "Done."},
-        ],
-        "after": {"content": "Anything else?"},
-    },
-    "user": {
-        "turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"content": "Thanks! ###STOP###"}],
-        "after": {"content": "###STOP###"},
-    },
-}
+SCRIPT_ROLES = {"agent": MOCK_EXAMPLE_AGENT, "user": MOCK_EXAMPLE_USER}
 
 
 def fault_mix(rate: float) -> dict[str, float]:

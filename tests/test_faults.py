@@ -23,21 +23,13 @@ from typing import Any
 import pytest
 from scripted import ScriptedServer, start_scripted_server
 
+from moodbench.testing.scripts import MOCK_EXAMPLE_AGENT, MOCK_EXAMPLE_USER
+
 MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
 
 # The working mock example: create_task_1 succeeds, update_task_1 fails (the agent creates instead).
-AGENT = {
-    "turns": [
-        {"content": "unused"},
-        {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
-        {"content": "Done."},
-    ],
-    "after": {"content": "Anything else?"},
-}
-USER = {
-    "turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"content": "Thanks! ###STOP###"}],
-    "after": {"content": "###STOP###"},
-}
+AGENT = MOCK_EXAMPLE_AGENT
+USER = MOCK_EXAMPLE_USER
 MESSAGES = [{"role": "system", "content": "You grade things."}, {"role": "user", "content": "hi"}]
 
 

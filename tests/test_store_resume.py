@@ -14,27 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from scripted import start_scripted_server
-from test_run_e2e import db_rows, explain, moodbench, popen_moodbench, scripted_model, stored_prompt, words
+from test_run_e2e import (
+    db_rows,
+    explain,
+    moodbench,
+    popen_moodbench,
+    scripted_model,
+    stored_prompt,
+    words,
+)
+
+from moodbench.testing.scripts import mock_example_script
 
 # The preamble's working example: create_task_1 succeeds, update_task_1 fails (wrong tool).
-SCRIPT: dict[str, Any] = {
-    "roles": {
-        "agent": {
-            "turns": [
-                {"content": "unused"},
-                {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
-                {"content": "Done."},
-            ],
-            "after": {"content": "Anything else?"},
-        },
-        "user": {
-            "turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"content": "Thanks! ###STOP###"}],
-            "after": {"content": "###STOP###"},
-        },
-    }
-}
+SCRIPT: dict[str, Any] = mock_example_script()
 TASKS = ["create_task_1", "update_task_1"]
 VARIANTS = ["control", "frustration"]
 EXPECTED_EXIT = {"create_task_1": "success", "update_task_1": "task_failed"}
