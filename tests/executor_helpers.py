@@ -8,23 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from moodbench.store import Store
+from moodbench.testing.scripts import mock_example_script
 
-SCRIPT = {
-    "roles": {
-        "agent": {
-            "turns": [
-                {"content": "unused"},
-                {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
-                {"content": "Done."},
-            ],
-            "after": {"content": "Anything else?"},
-        },
-        "user": {
-            "turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"content": "Thanks! ###STOP###"}],
-            "after": {"content": "###STOP###"},
-        },
-    }
-}
+SCRIPT = mock_example_script()
 
 ARGS = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants", "control,frustration",
         "--trials", "2", "--agent-model", "openai/scripted", "--skip-preflight", "--concurrency", "4"]
