@@ -54,11 +54,8 @@ def run_with_models(config: RunConfig, *, console: Console, force_config: bool =
 
     check_environment(config)
     make_plan(config)  # every input error surfaces before a server starts
+    from moodbench.preflight import run_preflight
+
     with local_endpoints(config, console) as ready:
-        preflight = None
-        try:
-            from moodbench.preflight import run_preflight as preflight  # type: ignore[no-redef]
-        except ImportError:
-            preflight = None
-        return run_experiment(ready, console=console, force_config=force_config, preflight=preflight,
+        return run_experiment(ready, console=console, force_config=force_config, preflight=run_preflight,
                               identity_config=config)
