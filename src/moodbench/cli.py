@@ -15,10 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from moodbench._console import stderr_console
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Measure how emotional customers change tool-calling agents on tau2 domains.")
-# Not a terminal (CI, logs, pipes): no wrapping at 80 columns, so paths and messages stay whole.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+console = stderr_console()
 out = Console(width=None if sys.stdout.isatty() else 160)
 
 

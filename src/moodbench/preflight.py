@@ -82,12 +82,11 @@ def _refusal_message(mode: str, recover: bool, stats: Any, verdict: Any) -> str:
 
 def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events: EventLog) -> dict[str, Any]:
     """Check endpoints and the agent's tool calling; record the result; raise :class:`PreflightError` to refuse."""
-    from rich.console import Console
-
+    from moodbench._console import stderr_console
     from moodbench.probe import MODES, ProbeError, decide, run_probe
     from moodbench.probe_cases import cases_for
 
-    console = Console(stderr=True)
+    console = stderr_console()
     t0 = time.perf_counter()
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     record: dict[str, Any] = {"passed": False, "endpoints": [], "probe": None, "message": "", "advice": []}

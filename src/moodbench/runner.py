@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from moodbench._console import stderr_console
 from moodbench.config import ConfigError, RunConfig, config_diff
 from moodbench.events import EventLog
 from moodbench.store import Store
@@ -273,7 +281,7 @@ def run_experiment(
     server got a port); it is what is stored and compared on resume.
     """
     identity_config = identity_config or config
-    console = console or Console(stderr=True)
+    console = console or stderr_console()
     check_environment(config)
     from moodbench.conversation import ConversationSettings
     from moodbench.llm import EndpointHealth, ModelClient
