@@ -115,7 +115,9 @@ RUN_A = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,update_t
          "--variants", "control,frustration,anger,anxiety", "--trials", "3", "--agent-model", "openai/scripted"]
 RUN_B = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants", "control,frustration", "--trials", "2",
          "--agent-model", "openai/scripted-b"]
-COMMON = ["--concurrency", "4", "--max-retries", "0", "--skip-preflight"]
+# One conversation at a time: the scripted server draws its seeded faults in request order, so only a
+# sequential run gives every conversation the same faults on every machine (and the asserted effects).
+COMMON = ["--concurrency", "1", "--max-retries", "0", "--skip-preflight"]
 
 
 def _env() -> dict[str, str]:
