@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, start_server  # noqa: E402 - after the sys.path line
-
+from _common import machine, start_server
 from moodbench.testing.scripts import (
     MOCK_EXAMPLE_AGENT,
     MOCK_EXAMPLE_OUTCOMES,

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import airline_script, machine, start_server  # noqa: E402
+from _common import airline_script, machine, start_server
 
 HERE = Path(__file__).resolve()
 AIRLINE_TASKS = "0,1,2,3,4,5,6,7"

@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, retail_script, run_child, start_server, steady_rate  # noqa: E402
+from _common import machine, retail_script, run_child, start_server, steady_rate
 
 HERE = Path(__file__).resolve()
 
@@ -46,9 +46,8 @@ def _ts(iso: str) -> float:
 def child_moodbench(a: argparse.Namespace) -> dict:
     from rich.console import Console
 
-    from moodbench.config import RunConfig
-    from moodbench.runner import run_experiment
-    from moodbench.store import Store
+    from moodbench import RunConfig, run
+    from moodbench.results import Store
 
     ids = a.task_ids.split(",")
     extra = {"executor": a.executor} if a.executor != "thread" else {}
@@ -57,20 +56,20 @@ def child_moodbench(a: argparse.Namespace) -> dict:
                     concurrency=a.concurrency, agent_model="openai/scripted", agent_base_url=[a.base_url],
                     out=out, skip_preflight=True, max_retries=0, **extra)
     t0 = time.time()
-    res = run_experiment(cfg, console=Console(file=open(os.devnull, "w")))
+    res = run(cfg, console=Console(file=open(os.devnull, "w")), freeze_gc=True)  # as the CLI runs
     t1 = time.time()
     with Store(out / "results.sqlite") as store:
-        rows = list(store.rows())
-    return {"exit_code": res.exit_code, "t0": t0, "t1": t1, "n": len(rows),
-            "finish": [_ts(r.data["finished_at"]) for r in rows],
+        rows = list(store.records())
+    return {"exit_code": int(res.exit_code), "t0": t0, "t1": t1, "n": len(rows),
+            "finish": [_ts(r.finished_at or "") for r in rows],
             "rewards": {f"{r.task_id}|{r.trial}": r.reward for r in rows},
-            "exit_reasons": dict(Counter(r.exit_reason for r in rows))}
+            "exit_reasons": dict(Counter(r.exit_reason.value for r in rows))}
 
 
 def child_tau2(a: argparse.Namespace) -> dict:
-    from moodbench import _tau2  # noqa: F401 - quiet tau2/litellm the same way for both harnesses
-    from moodbench._tau2 import load_tasks
     from tau2.run import run_tasks
+
+    from moodbench.sim._tau2 import load_tasks  # quiets tau2/litellm the same way for both harnesses
 
     ids = a.task_ids.split(",")
     by_id = {t.id: t for t in load_tasks(a.domain)}
@@ -93,12 +92,10 @@ def child_profile(a: argparse.Namespace) -> dict:
     import io
     import pstats
 
-    from moodbench.config import RunConfig
-    from moodbench.conversation import ConversationSettings, run_cell
+    from moodbench.experiment import RunConfig, make_plan, model_specs
     from moodbench.llm import EndpointHealth, ModelClient
-    from moodbench.plan import make_plan
-    from moodbench.runner import model_specs
-    from moodbench.store import Store
+    from moodbench.results import Store
+    from moodbench.sim import ConversationSettings, run_cell
 
     ids = a.task_ids.split(",")
     cfg = RunConfig(domains=[a.domain], task_ids=ids, variants=["control"], trials=math.ceil(a.n / len(ids)),
@@ -107,7 +104,7 @@ def child_profile(a: argparse.Namespace) -> dict:
     agent, user, judge = model_specs(cfg)
     health = EndpointHealth(0)
     s = ConversationSettings(catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent, health),
-                             user_client=ModelClient(user, health), judge_client=ModelClient(judge, health))
+                             user_client=ModelClient(user, health), judge_client=ModelClient(judge, health), freeze_gc=True)
     store = Store(Path(a.out) / "results.sqlite")
     for c in plan.cells[:2]:  # warm caches the way a long run would have them
         store.insert(*run_cell(c, s))

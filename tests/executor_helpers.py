@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from moodbench.store import Store
+from moodbench.results import Store
 from moodbench.testing.scripts import mock_example_script
 
 SCRIPT = mock_example_script()
@@ -32,10 +32,10 @@ def rows(out: Path) -> dict[str, tuple[Any, ...]]:
     """Per cell: exit reason, reward, reward breakdown and the conversation (timestamps left out)."""
     with Store(out / "results.sqlite") as store:
         result = {}
-        for r in store.rows():
-            info = r.json("reward_info") or {}
-            result[r.cell_key] = (r.exit_reason, r.reward, str(info.get("reward_breakdown")), r.data["seed"],
-                                  _conversation(store.simulation(r.id)))
+        for r in store.records(with_payload=True):
+            info = r.reward_info or {}
+            result[r.cell_key] = (r.exit_reason.value, r.reward, str(info.get("reward_breakdown")), r.seed,
+                                  _conversation(r.simulation or {"messages": []}))
         return result
 
 

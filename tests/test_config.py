@@ -68,7 +68,7 @@ def test_config_file_runs_and_flags_override_it(tmp_path: Path) -> None:
 
 def test_toml_and_yaml_files_describe_the_same_experiment(tmp_path: Path) -> None:
     """Same keys in either format (and either spelling) give the same config, hence a resumable run."""
-    from moodbench.config import build_config, load_config_file
+    from moodbench.experiment import build_config, load_config_file
 
     url, out = "http://127.0.0.1:8000/v1", tmp_path / "run"
     (tmp_path / "a.toml").write_text(_toml(url, out), encoding="utf-8")
@@ -143,8 +143,7 @@ def test_unknown_domain_and_task_id_list_the_valid_ones(tmp_path: Path) -> None:
     assert not (tmp_path / "a" / "results.sqlite").exists()
 
     # the same ConfigError -> exit 2 path; checked in process to spare a second tau2 import
-    from moodbench.config import ConfigError, build_config
-    from moodbench.plan import make_plan
+    from moodbench.experiment import ConfigError, build_config, make_plan
 
     with pytest.raises(ConfigError) as err:
         make_plan(build_config({"agent_model": "openai/x", "domains": "mock", "task_ids": "create_task_1,create_task_9"}, {}))
@@ -167,7 +166,7 @@ def test_missing_api_key_variable_stops_before_any_request(tmp_path: Path) -> No
 
 
 def test_config_file_shapes(tmp_path: Path) -> None:
-    from moodbench.config import ConfigError, build_config, load_config_file
+    from moodbench.experiment import ConfigError, build_config, load_config_file
 
     table = tmp_path / "t.toml"
     table.write_text('[run]\nagent-model = "openai/x"\ndomain = "retail"\ntask-ids = [0, 5]\n', encoding="utf-8")
@@ -190,7 +189,7 @@ def test_config_file_shapes(tmp_path: Path) -> None:
 
 
 def test_request_parameters_that_mention_tokens_are_not_secrets() -> None:
-    from moodbench.config import build_config
+    from moodbench.experiment import build_config
 
     args = {"max_tokens": 64, "max_completion_tokens": 64, "extra_body": {"skip_special_tokens": False, "stop_token_ids": [2]}}
     cfg = build_config({"agent_model": "openai/x", "agent_args": json.dumps(args)}, {})
@@ -199,7 +198,7 @@ def test_request_parameters_that_mention_tokens_are_not_secrets() -> None:
 
 def test_a_variants_file_counts_by_content_not_by_path(tmp_path: Path) -> None:
     """Editing a custom persona makes a different experiment; reaching the same file by another path does not."""
-    from moodbench.config import build_config
+    from moodbench.experiment import build_config
 
     text = "name: calm\ndescription: d\nlevels:\n  mild: stay calm\n"
     a, b = tmp_path / "a.yaml", tmp_path / "sub" / "b.yaml"
@@ -214,8 +213,7 @@ def test_a_variants_file_counts_by_content_not_by_path(tmp_path: Path) -> None:
 
 
 def test_repeated_task_ids_are_refused() -> None:
-    from moodbench.config import ConfigError, build_config
-    from moodbench.plan import make_plan
+    from moodbench.experiment import ConfigError, build_config, make_plan
 
     with pytest.raises(ConfigError, match="create_task_1 listed more than once"):
         make_plan(build_config({"agent_model": "openai/x", "domains": "mock", "task_ids": "create_task_1,update_task_1,create_task_1"}, {}))

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 
 from executor_helpers import SCRIPT, forget, rows, run
-from scripted import start_scripted_server
-
-from moodbench.config import RunConfig
-from moodbench.executors._portable import portable, rebuild
+from moodbench.experiment import RunConfig, make_plan
+from moodbench.experiment.executors._portable import portable, rebuild
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
-from moodbench.plan import make_plan
+from scripted import start_scripted_server
 
 
 def test_process_executor_matches_threads_and_resumes(tmp_path: Path, moodbench_bin: list[str]) -> None:
@@ -47,7 +45,7 @@ def test_settings_cross_a_process_boundary_with_fresh_clients(tmp_path: Path) ->
     cfg = RunConfig(domains=["mock"], agent_model="openai/x", agent_base_url=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"],
                     max_concurrency_per_endpoint=5, out=tmp_path)
     plan = make_plan(cfg)
-    from moodbench.conversation import ConversationSettings
+    from moodbench.sim import ConversationSettings
 
     health = EndpointHealth(7)
     spec = ModelSpec(model="openai/x", base_urls=tuple(cfg.agent_base_url), max_in_flight_per_endpoint=5)

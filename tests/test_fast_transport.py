@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scripted import start_scripted_server
 
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
 from moodbench.llm._fast import OpenAICompatTransport, transport_for
+from scripted import start_scripted_server
 
 SCRIPT = {
     "roles": {

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from moodbench._tau2 import AssistantMessage, SimulationRun, ToolCall, ToolMessage, UserMessage, load_tasks
-from moodbench.fidelity import fidelity_flags
+from moodbench.judges import fidelity_flags
+from moodbench.results import FidelityFlags
+from moodbench.sim import scenario_of
+from moodbench.sim._tau2 import AssistantMessage, SimulationRun, Task, ToolCall, ToolMessage, UserMessage, load_tasks
 
 RETAIL = {t.id: t for t in load_tasks("retail")}
 MOCK = {t.id: t for t in load_tasks("mock")}
@@ -29,6 +31,11 @@ def sim(*turns: tuple[str, str]) -> SimulationRun:
             msgs.append(ToolMessage(id=f"c{k}", role="tool", content="{}", requestor="assistant"))
     return SimulationRun(id="x", task_id="0", start_time="t", end_time="t", duration=1.0,
                          termination_reason="user_stop", messages=msgs)
+
+
+def flags_of(conversation: SimulationRun, task: Task, user_prompt: str | None = None) -> FidelityFlags:
+    """The rules on the conversation's stored JSON, as a run applies them."""
+    return fidelity_flags(conversation.model_dump(mode="json")["messages"], scenario_of(task), user_prompt=user_prompt)
 
 
 HEALTHY = sim(
@@ -67,10 +74,9 @@ PREMATURE = sim(("agent", GREETING), ("user", "###STOP###"))
 )
 def test_flags_match_hand_labels(conversation: SimulationRun, expected: set[str]) -> None:
     task = RETAIL["0"]
-    flags = fidelity_flags(conversation, task, user_prompt="irrelevant")
-    raised = {k for k, v in flags.items() if v is True and k != "any"}
-    assert raised == expected
-    assert flags["any"] is bool(expected)
+    flags = flags_of(conversation, task, user_prompt="irrelevant")
+    assert set(flags.raised()) == expected
+    assert flags.any is bool(expected)
 
 
 def test_leaked_instructions_are_flagged() -> None:
@@ -78,18 +84,18 @@ def test_leaked_instructions_are_flagged() -> None:
     prompt = "You are Yusuf Rossi in zip code 19122. You do not remember your email address and you want to exchange items."
     leaking = sim(("agent", GREETING),
                   ("user", "You are Yusuf Rossi in zip code 19122. You do not remember your email address and you want to exchange the keyboard of order #W2378156 for clicky switches and Google Home thermostat."))
-    assert fidelity_flags(leaking, task, user_prompt=prompt)["user_leaks_instructions"] is True
-    assert fidelity_flags(HEALTHY, task, user_prompt=prompt)["user_leaks_instructions"] is False
+    assert flags_of(leaking, task, user_prompt=prompt).user_leaks_instructions is True
+    assert flags_of(HEALTHY, task, user_prompt=prompt).user_leaks_instructions is False
 
 
 def test_stop_after_agent_wrote_is_not_premature() -> None:
     quick = sim(("agent", GREETING), ("call", "exchange_delivered_order_items"), ("user", "Thanks ###STOP###"))
-    assert fidelity_flags(quick, RETAIL["0"])["user_premature_stop"] is False
+    assert flags_of(quick, RETAIL["0"]).user_premature_stop is False
 
 
 def test_stop_on_read_only_task_is_not_premature() -> None:
     # create_task_1_nl_eval has no gold actions: hanging up early cannot skip a needed write
-    assert fidelity_flags(PREMATURE, MOCK["create_task_1_nl_eval"])["user_premature_stop"] is False
+    assert flags_of(PREMATURE, MOCK["create_task_1_nl_eval"]).user_premature_stop is False
 
 
 def test_echoing_customer_is_flagged_in_summary(tmp_path) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted import ScriptedServer, start_scripted_server
 
 from moodbench.testing.scripts import MOCK_EXAMPLE_AGENT, MOCK_EXAMPLE_USER
+from scripted import ScriptedServer, start_scripted_server
 
 MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
 SEED = int(os.environ.get("MOODBENCH_KILL_SEED", "20240607"))

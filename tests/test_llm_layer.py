@@ -154,9 +154,8 @@ def test_reasoning_text_never_survives() -> None:
 
 def test_client_recovers_text_calls_and_strips_think_over_http(tmp_path: Path) -> None:
     """The scripted server writes each text style; ModelClient must turn them into real calls."""
-    from scripted import start_scripted_server
-
     from moodbench.llm import ModelClient, ModelSpec
+    from scripted import start_scripted_server
 
     args = {"user_id": "sara_1"}
     script: dict[str, Any] = {

@@ -20,8 +20,8 @@ from moodbench.serve.models import (
     DEFAULT_MODEL,
     MODELS,
     CarrierPart,
+    LocalModel,
     ModelResolutionError,
-    ModelSpec,
     resolve_model,
     verify_file,
 )
@@ -65,9 +65,9 @@ def carriers(tmp_path: Path) -> tuple[Path, list[bytes]]:
     return house, chunks
 
 
-def _spec(chunks: list[bytes], *, sha: str | None = None, size: int | None = None) -> ModelSpec:
+def _spec(chunks: list[bytes], *, sha: str | None = None, size: int | None = None) -> LocalModel:
     blob = b"".join(chunks)
-    return ModelSpec(
+    return LocalModel(
         name="fake-model",
         description="test model",
         size=len(blob) if size is None else size,
@@ -179,7 +179,7 @@ def test_carrier_bigger_than_pinned_size_is_refused(tmp_path: Path, carriers: tu
 def test_hub_is_skipped_at_once_when_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = _spec([b"GGUF"])
-    spec = ModelSpec(**{**spec.__dict__, "hf_repo": "org/repo", "hf_filename": "f.gguf"})
+    spec = LocalModel(**{**spec.__dict__, "hf_repo": "org/repo", "hf_filename": "f.gguf"})
     with pytest.raises(ModelResolutionError, match="HF_HUB_OFFLINE"):
         resolve_model("fake-model", cache_dir=tmp_path, allow_pip=False, models={"fake-model": spec})
 

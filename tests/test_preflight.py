@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from scripted import start_scripted_server
 from test_probe import agent_script, never_under_auto, text_calls
 
@@ -121,22 +122,21 @@ def test_run_refuses_dead_user_endpoint(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def pf():
-    from moodbench import preflight
+    from moodbench import doctor  # litellm import: once per worker
 
-    return preflight
+    return doctor
 
 
 def _config(tmp_path: Path, **flags: Any):
-    from moodbench.config import build_config
+    from moodbench.experiment import build_config
 
     base = {"domains": "mock", "task_ids": "create_task_1", "variants": "control", "out": tmp_path / "run", "max_retries": 0}
     return build_config({}, {**base, **flags})
 
 
 def _preflight(pf, config):
-    from moodbench.events import EventLog
-    from moodbench.runner import model_specs
-    from moodbench.store import Store
+    from moodbench.experiment import model_specs
+    from moodbench.results import EventLog, Store
 
     config.out.mkdir(parents=True, exist_ok=True)
     store, events = Store(config.out / "results.sqlite"), EventLog(config.out / "events.jsonl")
@@ -155,7 +155,7 @@ def test_text_calls_refused_without_recovery_and_accepted_with_it(pf, tmp_path: 
         off, off_meta = _preflight(pf, _config(tmp_path / "off", agent_model="openai/scripted", agent_base_url=srv.base_url))
         on, on_meta = _preflight(pf, _config(tmp_path / "on", agent_model="openai/scripted", agent_base_url=srv.base_url,
                                              recover_text_tool_calls=True))
-    assert isinstance(off, pf.PreflightError) and off.exit_code == 3
+    assert isinstance(off, pf.PreflightError)
     assert "wrote its tool calls as text in 2/2 probe case(s) and text recovery is off" in str(off)
     assert any("--recover-text-tool-calls" in a for a in off.advice)
     assert off_meta["probe"]["verdict"] == "needs-text-recovery"
@@ -185,14 +185,13 @@ def test_required_policy_probes_with_respond_tool(pf, tmp_path: Path) -> None:
 
 
 def test_skip_preflight_runs_and_says_so_in_the_manifest(tmp_path: Path) -> None:
-    from moodbench.preflight import run_preflight
-    from moodbench.runner import run_experiment
+    from moodbench import run
 
     script = agent_script("mock", never_under_auto)
     script["roles"]["user"] = USER_TURNS
     with start_scripted_server(script, tmp_path) as srv:
         config = _config(tmp_path, agent_model="openai/scripted", agent_base_url=srv.base_url, skip_preflight=True)
-        result = run_experiment(config, preflight=run_preflight)
+        result = run(config)
         roles = {r["role"] for r in srv.requests()}
     assert result.exit_code == 0 and result.finished == 1 and roles == {"agent", "user"}
     assert json.loads((config.out / "manifest.json").read_text())["preflight"] == {"skipped": True}

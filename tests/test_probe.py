@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scripted import start_scripted_server
 
-from moodbench.probe_cases import ProbeCase, cases_for
+from moodbench.doctor import ProbeCase, cases_for
+from scripted import start_scripted_server
 
 # Correct first calls for the mock domain's tool cases (arguments match the tools' schemas).
 MOCK_CALLS: dict[str, dict[str, Any]] = {
@@ -82,9 +82,9 @@ def messy(case: ProbeCase) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def probe_mod():
-    from moodbench import probe  # litellm import: once per worker
+    from moodbench import doctor  # litellm import: once per worker
 
-    return probe
+    return doctor
 
 
 def _spec(srv, model: str = "openai/scripted"):
@@ -184,7 +184,9 @@ def test_messy_model_counts_each_defect(probe_mod, tmp_path: Path) -> None:
 
 
 def test_wrong_tools_are_unusable(probe_mod, tmp_path: Path) -> None:
-    always_users = lambda case: {"tool_calls": [{"name": "get_users", "arguments": {}}]}
+    def always_users(case: Any) -> dict[str, Any]:
+        return {"tool_calls": [{"name": "get_users", "arguments": {}}]}
+
     with start_scripted_server(agent_script("mock", always_users), tmp_path) as srv:
         report = probe_mod.run_probe(_spec(srv), "mock", threads=4)
     s = report.modes["auto"]
@@ -211,8 +213,8 @@ def test_failing_requests(probe_mod, tmp_path: Path) -> None:
 
 def test_retail_cases_use_real_tools(probe_mod) -> None:
     """Every expected tool exists in its domain, and every tool case's ids exist in tau2's data."""
-    from moodbench._tau2 import registry
-    from moodbench.probe_cases import CASES, probe_domains
+    from moodbench.doctor import CASES, probe_domains
+    from moodbench.sim._tau2 import registry
 
     for domain in probe_domains():
         names = {t.name for t in registry.get_env_constructor(domain)().get_tools()}

@@ -12,10 +12,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
 from executor_helpers import SCRIPT, forget, rows, run
 from scripted import start_scripted_server
 

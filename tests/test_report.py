@@ -277,7 +277,7 @@ def test_report_numbers_match_summary_json(data_dir: Path) -> None:
         assert cells["done/planned"][0] == f"{s['done']}/{s['planned']}"
     # exit-reason links carry the counts; every one matches summary.json
     seen = defaultdict(dict)
-    for attrs, text in parsed.anchors:
+    for attrs, _text in parsed.anchors:
         if "data-reason" in attrs and "run=" in attrs.get("href", ""):
             variant = re.search(r"variant=([^&]+)", html.unescape(attrs["href"])).group(1)
             seen[variant][attrs["data-reason"]] = int(attrs["data-count"])

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from scripted import start_scripted_server
-
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
 from moodbench.llm._router import EndpointRouter
+from scripted import start_scripted_server
 
 SCRIPT = {"roles": {"agent": {"turns": [{"content": "hello"}], "after": "repeat_last"}}}
 MESSAGES = [{"role": "system", "content": "<policy>be nice</policy>"}, {"role": "user", "content": "hi"}]

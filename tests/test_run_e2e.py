@@ -22,10 +22,11 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -77,7 +78,7 @@ def squashed(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def explain(proc: subprocess.CompletedProcess[str] | "RunOutcome") -> str:
+def explain(proc: subprocess.CompletedProcess[str] | RunOutcome) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
 
 
@@ -206,7 +207,7 @@ SCENARIO = {
 
 
 def pass_hat_k(successes: dict[str, list[bool]], k: int) -> float | None:
-    """tau2's pass^k, written out independently of moodbench.summary."""
+    """tau2's pass^k, written out independently of moodbench.results."""
     vals = [comb(sum(v), k) / comb(len(v), k) for v in successes.values() if len(v) >= k]
     return sum(vals) / len(vals) if vals else None
 
@@ -355,8 +356,8 @@ def test_summary_numbers_match_the_stored_rows(behaviour: RunOutcome) -> None:
 def test_tau2_export_loads_with_tau2(behaviour: RunOutcome, tmp_path: Path) -> None:
     from tau2.data_model.simulation import Results
 
-    from moodbench.config import ConfigError
-    from moodbench.export import export_tau2
+    from moodbench import UsageError
+    from moodbench.sim import export_tau2
 
     everything = tmp_path / "all.json"
     res = moodbench("export", behaviour.run_dir, "--format", "tau2", "--out", everything)
@@ -374,9 +375,9 @@ def test_tau2_export_loads_with_tau2(behaviour: RunOutcome, tmp_path: Path) -> N
     stored = {r["simulation"]["id"] for r in rows if r["variant"] == "frustration"}
     assert {s.id for s in Results.load(frustrated).simulations} == stored
 
-    with pytest.raises(ConfigError, match="its variants: control, frustration"):
+    with pytest.raises(UsageError, match="its variants: control, frustration"):
         export_tau2(behaviour.run_dir, tmp_path / "x.json", variant="anger")
-    with pytest.raises(ConfigError, match="not a run directory"):
+    with pytest.raises(UsageError, match="not a run directory"):
         export_tau2(tmp_path / "no-such-run", tmp_path / "y.json")
     assert not (tmp_path / "no-such-run").exists()  # nothing created on the way
     assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()

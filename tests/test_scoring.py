@@ -13,21 +13,20 @@ import random
 from typing import Any
 
 import pytest
+from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
-from moodbench._tau2 import (
+from moodbench.sim import domain_template
+from moodbench.sim._reward import GOLD, score_simulation
+from moodbench.sim._tau2 import (
     AssistantMessage,
     SimulationRun,
     Task,
     TerminationReason,
     ToolCall,
-    ToolMessage,
     UserMessage,
     load_tasks,
     registry,
 )
-from moodbench.environments import domain_template
-from moodbench.scoring import GOLD, score_simulation
-from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
 _TASKS: dict[str, list[Task]] = {}
 
@@ -106,9 +105,8 @@ def outcome(fn: Any) -> dict[str, Any] | tuple[str, str]:
     """The RewardInfo as JSON, or the exception tau2 raises (e.g. an env assertion on a missing row)."""
     try:
         return fn().model_dump(mode="json")
-    except Exception as exc:  # noqa: BLE001 - the same error must come from both
+    except Exception as exc:
         return type(exc).__name__, str(exc)
-    return seen
 
 
 def test_mock_every_task() -> None:

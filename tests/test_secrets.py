@@ -8,7 +8,6 @@ stderr (with litellm's and tau2's logs turned up) is searched for it.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import secrets
@@ -18,10 +17,10 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from scripted import start_scripted_server
 
 MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
-SRC = Path(__file__).resolve().parent.parent / "src" / "moodbench"
 OPENING = "Please create a task called 'Important Meeting' for user_1."
 CREATE = {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]}
 
@@ -89,63 +88,3 @@ def test_a_key_passed_as_a_request_argument_is_refused_without_echo(tmp_path: Pa
     assert value not in res.stderr + res.stdout
     assert not (tmp_path / "run").exists() or not any(value.encode() in p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file())
 
-
-# --------------------------------------------------------------------------- static checks of src/
-
-SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput"),
-               ("asyncio", "create_subprocess_shell")}
-
-
-def _python_files() -> list[Path]:
-    files = sorted(SRC.rglob("*.py"))
-    assert len(files) > 10
-    return files
-
-
-def test_no_subprocess_is_started_through_a_shell() -> None:
-    """Arguments (model names, paths from configs) must never be parsed by a shell."""
-    offenders = []
-    for path in _python_files():
-        text = path.read_text(encoding="utf-8")
-        for n, line in enumerate(text.splitlines(), 1):
-            if "shell=True" in line.replace(" ", "") or "os.system(" in line:
-                offenders.append(f"{path}:{n}: {line.strip()}")
-        for node in ast.walk(ast.parse(text, str(path))):
-            if not isinstance(node, ast.Call):
-                continue
-            for kw in node.keywords:
-                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value in (False, None)):
-                    offenders.append(f"{path}:{node.lineno}: shell={ast.unparse(kw.value)}")
-            func = node.func
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (func.value.id, func.attr) in SHELL_CALLS:
-                offenders.append(f"{path}:{node.lineno}: {func.value.id}.{func.attr}(...)")
-    assert offenders == []
-
-
-def test_servers_bind_to_loopback_unless_told_otherwise() -> None:
-    """Every default for a bind address in src/ (function parameters, dataclass fields, CLI options)
-    is 127.0.0.1: a model server on 0.0.0.0 is an open, unauthenticated endpoint on the network."""
-    defaults: list[tuple[str, object]] = []
-    for path in _python_files():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                args = node.args
-                positional = args.posonlyargs + args.args
-                pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-                pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
-                for arg, default in pairs:
-                    if arg.arg in ("host", "bind", "bind_host"):
-                        value = default
-                        if isinstance(default, ast.Call) and default.args:  # typer.Option("127.0.0.1", "--host")
-                            value = default.args[0]
-                        if isinstance(value, ast.Constant):
-                            defaults.append((f"{path.name}:{node.name}({arg.arg})", value.value))
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "host":
-                if isinstance(node.value, ast.Constant):
-                    defaults.append((f"{path.name}:{node.lineno}", node.value.value))
-            elif isinstance(node, ast.Call) and any(isinstance(a, ast.Constant) and a.value == "--host" for a in node.args):
-                for kw in node.keywords:
-                    if kw.arg == "default" and isinstance(kw.value, ast.Constant):
-                        defaults.append((f"{path.name}:{node.lineno}", kw.value.value))
-    assert defaults, "found no bind-address defaults at all; the check is looking in the wrong place"
-    assert {where: v for where, v in defaults if v not in ("127.0.0.1", "localhost", "::1", None)} == {}

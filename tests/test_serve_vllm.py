@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 
 import moodbench.serve.vllm as vllm_mod
+from moodbench._util.proc import pid_alive
 from moodbench.serve import health, parsers
 from moodbench.serve.options import ServeOptions
 from moodbench.serve.skypilot import render_task_yaml
@@ -94,7 +95,7 @@ def wait_for(predicate, timeout=15.0, what="condition"):
 
 
 def pid_gone(pid: int) -> bool:
-    return not vllm_mod._pid_alive(pid)
+    return not pid_alive(pid)
 
 
 @pytest.fixture
@@ -107,7 +108,8 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("MOODBENCH_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("FAKE_VLLM_RECORD", str(tmp_path / "record.jsonl"))
     for name in ("CUDA_VISIBLE_DEVICES", "MOODBENCH_VLLM_BIN", "VLLM_API_KEY", "FAKE_VLLM_DIE",
-                 "FAKE_VLLM_DELAY", "FAKE_VLLM_HANG", "MOODBENCH_SERVER_API_KEY", "HF_TOKEN"):
+                 "FAKE_VLLM_DELAY", "FAKE_VLLM_HANG", "MOODBENCH_SERVER_API_KEY", "HF_TOKEN",
+                 "MOODBENCH_CACHE_DIR", "XDG_CACHE_HOME"):  # the cache follows HOME here
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from moodbench.analysis import stats
-from moodbench.analysis.effects import MIN_PAIRS, compute_effects
-from moodbench.analysis.load import Conversation
-from moodbench.analysis.manipulation import families_of, manipulation_check, marker_hits, parse_judge, text_scores
-from moodbench.store import Row
-from moodbench.summary import pass_hat_k
+from moodbench.analysis import MIN_PAIRS, compute_effects, manipulation_check
+from moodbench.analysis import _stats as stats
+from moodbench.judges import families_of, marker_hits, parse_judge, text_scores
+from moodbench.results import ConversationRecord, FidelityFlags, pass_hat_k
 
 # --------------------------------------------------------------------------- McNemar
 
@@ -153,27 +151,33 @@ def test_noise_floor_hand_computed() -> None:
     assert stats.noise_floor({"A": {0: 1.0}})["mean_abs_diff"] is None  # one trial: no floor
 
 
-def test_pass_hat_k_is_the_summary_one() -> None:
-    assert stats.pass_hat_k is pass_hat_k
+def test_pass_hat_k_hand_computed() -> None:
     by_task = {"a": [True, True, False], "b": [False, False, False], "c": [True, True, True]}
-    assert stats.pass_hat_k(by_task, 1) == pytest.approx((2 / 3 + 0 + 1) / 3)
-    assert stats.pass_hat_k(by_task, 2) == pytest.approx((comb(2, 2) / comb(3, 2) + 0 + 1) / 3)
-    assert stats.pass_hat_k(by_task, 3) == pytest.approx(1 / 3)
+    assert pass_hat_k(by_task, 1) == pytest.approx((2 / 3 + 0 + 1) / 3)
+    assert pass_hat_k(by_task, 2) == pytest.approx((comb(2, 2) / comb(3, 2) + 0 + 1) / 3)
+    assert pass_hat_k(by_task, 3) == pytest.approx(1 / 3)
+    assert pass_hat_k(by_task, 4) is None  # more than the trials run
+
+
+def test_pass_hat_k_stops_at_the_fewest_trials_like_tau2() -> None:
+    # {3/3, 2/2}: with tasks dropped per k this gave 0.5, 0.5, 1.0 (pass^3 above pass^1); tau2 stops at k = 2
+    by_task = {"a": [True, True, True], "b": [False, False]}
+    assert [pass_hat_k(by_task, k) for k in (1, 2, 3)] == [pytest.approx(0.5), pytest.approx(0.5), None]
 
 
 # --------------------------------------------------------------------------- effects on known conversations
 
 
 def _conv(i: int, task: str, variant: str, trial: int, reward: float | None, *, exit_reason: str | None = None,
-          flagged: bool = False, user: str = "Please help me with my order.") -> Conversation:
+          flagged: bool = False, user: str = "Please help me with my order.") -> ConversationRecord:
     exit_reason = exit_reason or ("success" if reward == 1.0 else "task_failed")
-    row = Row(id=i, cell_key=f"mock|{task}|{variant}|{trial}", domain="mock", task_id=task, variant=variant, trial=trial,
-              reward=reward, exit_reason=exit_reason, data={"wall_seconds": 1.0})
     sim = {"messages": [{"role": "assistant", "content": "Hi! How can I help you today?"}, {"role": "user", "content": user}]}
-    return Conversation(row=row, simulation=sim, flags={"any": flagged, "user_echo": flagged}, stats={}, reward_info=None)
+    return ConversationRecord(id=i, cell_key=f"mock|{task}|{variant}|{trial}", domain="mock", task_id=task, variant=variant,
+                              trial=trial, reward=reward, exit_reason=exit_reason, wall_seconds=1.0, simulation=sim,
+                              flags=FidelityFlags(any=flagged, user_echo=flagged))
 
 
-def _known_run() -> list[Conversation]:
+def _known_run() -> list[ConversationRecord]:
     """12 tasks x 1 trial. 'worse' fails 6 tasks control solves; 'same' mirrors control; 'few' has 3 pairs."""
     convs, i = [], 0
     for t in range(12):

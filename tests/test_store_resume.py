@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from moodbench.testing.scripts import mock_example_script
 from scripted import start_scripted_server
 from test_run_e2e import (
     db_rows,
@@ -24,8 +26,6 @@ from test_run_e2e import (
     stored_prompt,
     words,
 )
-
-from moodbench.testing.scripts import mock_example_script
 
 # The preamble's working example: create_task_1 succeeds, update_task_1 fails (wrong tool).
 SCRIPT: dict[str, Any] = mock_example_script()
@@ -165,9 +165,9 @@ def test_shards_partition_the_cells_and_merge_back(tmp_path: Path) -> None:
     into_existing = moodbench("merge", dirs[0], dirs[1], dirs[2])
     assert into_existing.returncode == 2 and "already holds a run" in words(into_existing.stderr)
 
-    from moodbench.config import ConfigError
-    from moodbench.merge import merge_runs
+    from moodbench import UsageError
+    from moodbench.results import merge_runs
 
-    with pytest.raises(ConfigError, match="same shard"):
+    with pytest.raises(UsageError, match="same shard"):
         merge_runs(tmp_path / "twice", [dirs[0], dirs[1], dirs[0]])
     assert not (tmp_path / "twice" / "results.sqlite").exists()

@@ -29,7 +29,7 @@ from test_run_e2e import (
     words,
 )
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "src" / "moodbench" / "variants" / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "src" / "moodbench" / "emotions" / "data"
 BUILTIN = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(DATA_DIR.glob("*.yaml"))}
 LEVELS = ("mild", "moderate", "severe")
 
@@ -210,8 +210,7 @@ def test_show_refuses_unknown_names_and_levels(spec: str, must_list: list[str]) 
 
 def test_a_run_refuses_an_unknown_variant_while_planning() -> None:
     """The run's plan (built before any model call) applies the same rules as ``variants --show``."""
-    from moodbench.config import ConfigError, build_config
-    from moodbench.plan import make_plan
+    from moodbench.experiment import ConfigError, build_config, make_plan
 
     with pytest.raises(ConfigError, match="unknown level 'furious' for variant 'anger'; valid levels: mild, moderate, severe"):
         make_plan(build_config({"agent_model": "openai/x", "variants": "control,anger:furious"}, {}))
@@ -261,7 +260,7 @@ def test_missing_variants_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_spec_parsing_rules() -> None:
-    from moodbench.variants import UnknownVariantError, load_catalog
+    from moodbench.emotions import UnknownVariantError, load_catalog
 
     cat = load_catalog()
     assert cat.parse("anger").canonical == cat.parse("anger:moderate").canonical == "anger"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from moodbench import _tau2  # noqa: F401  (sets litellm's offline cost map before import)
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm fetches a remote cost map at import otherwise
 import httpx
 import litellm
 import openai

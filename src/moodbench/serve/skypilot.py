@@ -70,7 +70,8 @@ def remote_specs(opts: ServeOptions) -> list[LaunchSpec]:
             "--api-key after `--` would be written into the SkyPilot YAML in clear; export "
             "VLLM_API_KEY instead (it is passed to the cluster as a secret, by name)."
         )
-    remote = dataclasses.replace(opts, host="0.0.0.0", log_dir=Path("~/moodbench-logs"))
+    # the rented VM is reached through SkyPilot's endpoint, so its server listens on all interfaces
+    remote = dataclasses.replace(opts, host="0.0.0.0", log_dir=Path("~/moodbench-logs"))  # noqa: S104
     return build_vllm_commands(remote, environ={})
 
 
@@ -159,7 +160,7 @@ def _endpoint(cluster: str, port: int) -> str | None:
 
 def serve_skypilot(opts: ServeOptions, console) -> int:
     cluster = cluster_name()
-    path = Path(opts.skypilot).expanduser()
+    path = Path(opts.skypilot or "TASK.yaml").expanduser()
     try:
         text = render_task_yaml(opts, cluster, str(path))
         specs = remote_specs(opts)

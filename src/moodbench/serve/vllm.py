@@ -36,6 +36,10 @@ from pathlib import Path
 
 from rich.text import Text
 
+from moodbench._util.paths import cache_root
+from moodbench._util.proc import killpg, pid_alive, terminate_group
+from moodbench._util.proc import log_tail as _log_tail
+
 from .health import AuthRequired, HealthError, list_models, port_open, probe
 from .options import ServeOptions
 from .parsers import UnknownModelFamily, resolve_parsers, unknown_parser_warnings
@@ -43,6 +47,10 @@ from .parsers import UnknownModelFamily, resolve_parsers, unknown_parser_warning
 DEFAULT_PORT = 8000
 STOP_GRACE_S = 20.0
 LOG_TAIL_LINES = 40
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    return _log_tail(path, lines)
 
 # Flags moodbench sets itself: given again after `--` they would silently win (argparse
 # keeps the last value) and moodbench would health-check the wrong port / slice the wrong GPUs.
@@ -79,7 +87,7 @@ class LaunchSpec:
     @property
     def connect_host(self) -> str:
         """Where to reach it from this machine (a wildcard bind is reached via loopback)."""
-        if self.host in ("", "0.0.0.0"):
+        if self.host in ("", "0.0.0.0"):  # noqa: S104 - recognising a wildcard bind, not binding one
             return "127.0.0.1"
         if self.host == "::":
             return "::1"
@@ -100,10 +108,6 @@ class LaunchSpec:
 
 
 # ----------------------------------------------------------------------------- paths, state
-
-
-def cache_root() -> Path:
-    return Path.home() / ".cache" / "moodbench"
 
 
 def state_dir() -> Path:
@@ -180,70 +184,14 @@ def _proc_start_ticks(pid: int) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def state_process_alive(state: Mapping) -> bool:
     """Whether the process a state record names is still the one we started."""
     pid = state.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or not _pid_alive(pid):
+    if not isinstance(pid, int) or pid <= 0 or not pid_alive(pid):
         return False
     recorded = state.get("start_ticks")
     current = _proc_start_ticks(pid)
     return recorded is None or current is None or recorded == current
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def terminate_group(pid: int, pgid: int | None = None, proc: subprocess.Popen | None = None,
-                    grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM the process group, wait up to ``grace`` s for its leader, then SIGKILL the
-    group (vLLM's engine/worker processes hold GPU memory when left behind)."""
-    pgid = pgid or pid
-    _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if proc is not None:
-            if proc.poll() is not None:
-                break
-        elif not _pid_alive(pid):
-            break
-        time.sleep(0.1)
-    _killpg(pgid, signal.SIGKILL)  # leftovers (or a leader that ignored SIGTERM)
-    if proc is not None:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            data = fh.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        return f"(could not read {path}: {exc})"
-    return "\n".join(data.splitlines()[-lines:])
 
 
 # ----------------------------------------------------------------------------- commands
@@ -332,7 +280,8 @@ def build_vllm_commands(opts: ServeOptions, environ: Mapping[str, str] | None = 
         if opts.gpu_memory_utilization is not None:
             argv += ["--gpu-memory-utilization", f"{opts.gpu_memory_utilization:g}"]
         argv += extra
-        env = {"CUDA_VISIBLE_DEVICES": slices[i]} if slices[i] is not None else {}
+        gpus = slices[i]
+        env = {"CUDA_VISIBLE_DEVICES": gpus} if gpus is not None else {}
         specs.append(LaunchSpec(
             replica=i, model=model, served_model=served, host=opts.host, port=p, argv=argv,
             env=env, log_path=log_dir / f"vllm-{p}.log", api_key=api_key,
@@ -380,7 +329,7 @@ def serve_vllm(opts: ServeOptions, console) -> int:
     except ServeConfigError as exc:
         _error(console, str(exc))
         return exc.exit_code
-    for warning in unknown_parser_warnings(resolve_parsers(opts.model, opts.tool_call_parser, opts.reasoning_parser)):
+    for warning in unknown_parser_warnings(resolve_parsers(opts.model or "", opts.tool_call_parser, opts.reasoning_parser)):
         _plain(console, f"Warning: {warning}", style="yellow")
     if opts.dry_run:
         _print_dry_run(specs, console)
@@ -398,8 +347,8 @@ class _Running:
 def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
     """"keep" (reuse the healthy server on the port) or "start"; ServeConfigError otherwise.
     With --reuse, a server moodbench started that is not answering is stopped here."""
-    state = read_state(spec.port)
-    ours = state is not None and state_process_alive(state)
+    state = read_state(spec.port) or {}
+    ours = bool(state) and state_process_alive(state)
     found = probe(spec.base_url, api_key=spec.api_key)
     where = f"port {spec.port} ({spec.base_url})"
     if found.state == "serving":
@@ -559,10 +508,10 @@ def _stop_started(started: list[_Running]) -> None:
                 terminate_group(r.proc.pid, r.proc.pid, proc=r.proc, grace=grace)
         except KeyboardInterrupt:
             grace = 0.0
-            _killpg(r.proc.pid, signal.SIGKILL)
+            killpg(r.proc.pid, signal.SIGKILL)
             r.proc.wait()
         finally:
-            _killpg(r.proc.pid, signal.SIGKILL)  # no-op unless workers outlived their leader
+            killpg(r.proc.pid, signal.SIGKILL)  # no-op unless workers outlived their leader
             _remove_state(r.spec.port, r.proc.pid)
 
 
@@ -619,7 +568,7 @@ def _print_ready(specs: list[LaunchSpec], started: list[_Running], kept: list[La
     for s in specs:
         how = f"pid {pids[s.port]}" if s.port in pids else "reused"
         _plain(console, f"  {s.base_url}  ({how}, log: {s.log_path})")
-    if specs[0].host in ("0.0.0.0", "::"):
+    if specs[0].host in ("0.0.0.0", "::"):  # noqa: S104 - recognising a wildcard bind, not binding one
         import socket
 
         _plain(console, f"  (listening on all interfaces: other machines use http://{socket.getfqdn()}:PORT/v1)")

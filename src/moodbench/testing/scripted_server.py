@@ -851,7 +851,7 @@ async def serve(
     request_log: Path | None = None,
     exit_with_parent: bool = False,
 ) -> None:
-    log_fh = open(request_log, "a", encoding="utf-8") if request_log else None  # noqa: SIM115, ASYNC230 - once, before serving
+    log_fh = open(request_log, "a", encoding="utf-8") if request_log else None
     backend = ScriptedBackend(script, log_fh)
     runner = web.AppRunner(build_app(backend), access_log=None, shutdown_timeout=0.5)
     await runner.setup()

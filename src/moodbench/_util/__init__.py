@@ -1,0 +1,1 @@
+"""Private plumbing shared by moodbench's packages (paths, console, files, processes, secrets)."""

@@ -1,0 +1,15 @@
+"""Defaults shared by the model layer, the run configuration and the probe (one home for each number).
+
+Kept in a dependency-free module: the CLI builds its options from the run configuration at start-up
+and must not pay for importing the model layer (litellm) to learn a default.
+"""
+
+MAX_TOKENS = 2048  # sent with every request: server defaults (vLLM's 16) truncate replies
+TIMEOUT_S = 120.0  # whole-request deadline per model call
+MAX_RETRIES = 4  # retries per model call on 429/5xx/timeouts
+MAX_STEPS = 100  # tau2's default
+MAX_ERRORS = 10  # tau2's default
+MAX_CONSECUTIVE_FAILURES = 25  # failed requests in a row before an endpoint counts as down
+CONCURRENCY = 4
+SEED = 300
+USER_FORMATS = ("tau2", "transcript")  # how the customer model sees the conversation (see sim._user)

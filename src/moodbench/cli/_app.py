@@ -1,0 +1,348 @@
+"""The ``moodbench`` command. Thin: parse flags, call the library, map errors to exit codes.
+
+Exit codes: 0 ok, 2 bad input (nothing was run), 3 preflight refused the setup, 4 endpoint down
+(finished work stored; re-run to resume), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import sys
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moodbench._util import defaults
+from moodbench._util.console import stderr_console
+from moodbench._util.defaults import USER_FORMATS
+from moodbench._util.errors import UsageError
+from moodbench.cli._run_options import config_values, option_parameters
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Measure how emotional customers change tool-calling agents on tau2 domains.")
+console = stderr_console()
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(message: str, code: int = 2) -> typing.NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Any :class:`UsageError` (bad config, unusable run directory, unknown variant...) -> exit 2."""
+    try:
+        yield
+    except UsageError as exc:
+        _fail(str(exc))
+
+
+def _backoff_overrides() -> dict[str, float]:
+    """Hidden knobs for tests and benchmarks (MOODBENCH_BACKOFF_BASE_S, MOODBENCH_BACKOFF_MAX_S): the
+    real defaults (1 s doubling to 30 s) are right for real servers but would make a fault benchmark
+    of 200 conversations take many minutes. Read here, at the edge; the library takes arguments."""
+    out: dict[str, float] = {}
+    for env, key in (("MOODBENCH_BACKOFF_BASE_S", "backoff_base_s"), ("MOODBENCH_BACKOFF_MAX_S", "backoff_max_s")):
+        value = os.environ.get(env, "").strip()
+        if not value:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            _fail(f"environment variable {env} must be a number of seconds, got {value!r}")
+        if seconds < 0:
+            _fail(f"environment variable {env} must not be negative")
+        out[key] = seconds
+    return out
+
+
+def _redact_tau2_logs(secrets: list[str]) -> None:
+    """tau2 logs conversation content through loguru when MOODBENCH_TAU2_LOGS=1; scrub secrets there too."""
+    if not secrets or os.environ.get("MOODBENCH_TAU2_LOGS") != "1":
+        return
+    from loguru import logger
+
+    from moodbench._util.secrets import scrub
+
+    def patch(record: Any) -> None:
+        record["message"] = scrub(record["message"], secrets)
+
+    logger.configure(patcher=patch)
+
+
+def run(
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML file with the same keys as the flags; flags override it."),
+    force_config: bool = typer.Option(False, "--force-config", help="Continue a run directory whose stored configuration differs."),
+    **flags: Any,
+) -> None:
+    """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
+    from moodbench._util.secrets import secret_values
+    from moodbench.doctor import PreflightError
+    from moodbench.experiment import ExitCode, build_config, load_config_file
+    from moodbench.experiment import run as run_experiment
+
+    with usage_errors():
+        file_values = load_config_file(config_file) if config_file else {}
+        config = build_config(file_values, config_values(flags), origin="config" if config_file else "option")
+        _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
+        try:
+            result = run_experiment(config, console=console, force_config=force_config, handle_signals=True, freeze_gc=True,
+                                    backoff=_backoff_overrides())
+        except PreflightError as exc:
+            console.print(f"[bold red]preflight refused the setup[/] (exit {int(ExitCode.PREFLIGHT)}): {exc}", highlight=False)
+            for line in exc.advice:
+                console.print(f"  advice: {line}", highlight=False)
+            console.print("nothing was run; details in manifest.json (\"preflight\"); --skip-preflight skips these checks")
+            raise typer.Exit(int(ExitCode.PREFLIGHT)) from None
+    if result.ok:
+        console.print(f"[green]done[/]: {result.finished} new conversation(s) stored in {result.run_dir}")
+        _print_summary(result.run_dir)
+        console.print(f"results: {result.run_dir / 'results.sqlite'}   summary: {result.run_dir / 'summary.json'}")
+    else:
+        console.print(f"[bold red]stopped[/] (exit {int(result.exit_code)}): {result.message}")
+        console.print(f"resume with the same command; finished conversations are kept in {result.run_dir}")
+    raise typer.Exit(int(result.exit_code))
+
+
+_params = list(inspect.signature(run).parameters.values())
+run.__signature__ = inspect.Signature([*_params[:-1], *option_parameters()])  # type: ignore[attr-defined]
+app.command()(run)
+
+
+def _print_summary(run_dir: Path) -> None:
+    from moodbench.results import summary_for_run
+
+    data = summary_for_run(run_dir)
+    trials = data.get("trials", 1)
+    table = Table(title=f"moodbench summary: {run_dir}")
+    for col in ["variant", "done/planned", "avg reward"] + [f"pass^{k}" for k in range(1, trials + 1)] + ["flagged sim.", "exit reasons"]:
+        table.add_column(col)
+    for name, v in data["variants"].items():
+        fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        table.add_row(name, f"{v['done']}/{v['planned']}", fmt(v["avg_reward"]), *[fmt(v["pass_hat_k"].get(str(k))) for k in range(1, trials + 1)],
+                      f"{v['fidelity']['flagged']}/{v['done']}", ", ".join(f"{k}={n}" for k, n in v["exit_reasons"].items()))
+    out.print(table)
+
+
+@app.command()
+def summary(run_dir: Path = typer.Argument(..., help="A run directory."), as_json: bool = typer.Option(False, "--json", help="Print summary.json.")) -> None:
+    """Print the per-variant table of a run (recomputed from its store)."""
+    if not (run_dir / "results.sqlite").is_file():
+        _fail(f"{run_dir} is not a run directory (no results.sqlite)")
+    with usage_errors():
+        if as_json:
+            from moodbench.results import write_summary
+
+            out.print_json(json.dumps(write_summary(run_dir)))
+        else:
+            _print_summary(run_dir)
+
+
+@app.command()
+def variants(
+    show: Optional[str] = typer.Option(None, "--show", help="A spec whose exact user system prompt to print."),
+    domain: str = typer.Option("mock", "--domain", help="Domain of the task used with --show."),
+    task_id: Optional[str] = typer.Option(None, "--task-id", help="Task used with --show (default: the domain's first)."),
+    variants_file: Optional[list[Path]] = typer.Option(None, "--variants-file"),
+) -> None:
+    """List variants and levels, or print the exact user prompt a spec produces."""
+    from moodbench.emotions import LEVELS, load_catalog
+
+    with usage_errors():
+        catalog = load_catalog(variants_file or [])
+        if show is None:
+            table = Table(title="moodbench variants (spec: name[:level][+name[:level]...], default level moderate)")
+            table.add_column("variant")
+            table.add_column("levels")
+            table.add_column("description")
+            table.add_column("source")
+            for v in catalog.variants.values():
+                table.add_row(v.name, ", ".join(lv for lv in LEVELS if lv in v.levels) or "-", v.description, v.source)
+            out.print(table)
+            return
+        spec = catalog.parse(show)
+        from moodbench.sim import user_prompt_for
+
+        text = user_prompt_for(domain, task_id, catalog.persona_block(spec))
+    sys.stdout.write(text + "\n")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(...),
+    fmt: str = typer.Option("tau2", "--format", help="tau2: tau2's Results JSON (opens in `tau2 view`)."),
+    out_file: Path = typer.Option(..., "--out", help="File to write."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Only this variant (tau2 files hold one configuration)."),
+) -> None:
+    """Export a run in another tool's format."""
+    if fmt != "tau2":
+        _fail(f"unknown format {fmt!r}; valid formats: tau2")
+    with usage_errors():
+        from moodbench.sim import export_tau2
+
+        n = export_tau2(run_dir, out_file, variant=variant)
+    console.print(f"wrote {n} simulation(s) to {out_file}")
+
+
+@app.command()
+def merge(
+    out_dir: Path = typer.Argument(..., help="New run directory for the combined run."),
+    shard_dirs: list[Path] = typer.Argument(..., help="Shard run directories (same config, different --shard)."),
+) -> None:
+    """Combine shard run directories into one run directory."""
+    from moodbench.results import merge_runs
+
+    with usage_errors():
+        n = merge_runs(out_dir, shard_dirs)
+    console.print(f"merged {n} simulation(s) into {out_dir}")
+    _print_summary(out_dir)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    backend: str = typer.Option(..., "--backend", help="llamacpp (CPU, GGUF) or vllm (GPU)."),
+    model: Optional[str] = typer.Option(None, "--model", help="GGUF path or built-in name (llamacpp); Hugging Face id (vllm)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (default loopback only)."),
+    port: Optional[int] = typer.Option(None, "--port"),
+    ctx_size: int = typer.Option(16384, "--ctx", help="llamacpp context size."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp CPU threads."),
+    parallel: int = typer.Option(4, "--parallel", help="llamacpp slots (prompt cache per slot)."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel"),
+    replicas: int = typer.Option(1, "--replicas", help="vllm: servers on consecutive ports, one per GPU slice."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization"),
+    tool_call_parser: Optional[str] = typer.Option(None, "--tool-call-parser"),
+    reasoning_parser: Optional[str] = typer.Option(None, "--reasoning-parser"),
+    reuse: bool = typer.Option(False, "--reuse", help="Keep a healthy server already serving this model on the port."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact commands; change nothing."),
+    stop: bool = typer.Option(False, "--stop", help="Stop servers started by moodbench serve."),
+    startup_timeout: float = typer.Option(900.0, "--startup-timeout"),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
+    skypilot: Optional[Path] = typer.Option(None, "--skypilot", help="Write (and launch, if SkyPilot is set up) a SkyPilot task YAML."),
+    gpus: str = typer.Option("H100:1", "--gpus"),
+    cloud: Optional[str] = typer.Option(None, "--cloud"),
+) -> None:
+    """Start an OpenAI-compatible model server (extra vLLM arguments go after --)."""
+    from moodbench.serve.options import ServeOptions
+
+    opts = ServeOptions(backend=backend, model=model, host=host, port=port, ctx=ctx_size, threads=threads, parallel=parallel,
+                        tensor_parallel=tensor_parallel, replicas=replicas, max_model_len=max_model_len,
+                        gpu_memory_utilization=gpu_memory_utilization, tool_call_parser=tool_call_parser,
+                        reasoning_parser=reasoning_parser, reuse=reuse, dry_run=dry_run, stop=stop,
+                        startup_timeout=startup_timeout, log_dir=log_dir, extra_args=list(ctx.args), skypilot=skypilot,
+                        gpus=gpus, cloud=cloud)
+    if backend == "llamacpp":
+        from moodbench.serve.llamacpp import serve_llamacpp
+
+        raise typer.Exit(serve_llamacpp(opts, console))
+    if backend == "vllm":
+        from moodbench.serve.vllm import serve_vllm
+
+        raise typer.Exit(serve_vllm(opts, console))
+    _fail(f"unknown backend {backend!r}; valid backends: llamacpp, vllm")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (e.g. one per agent model) to compare side by side."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/report for one run, ./moodbench-report for several)."),
+    baseline: str = typer.Option("control", "--baseline", help="Variant every other variant is compared with."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Optional LLM judge rating the customers' emotion (manipulation check)."),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url"),
+) -> None:
+    """Write report.html/.md/.json, plots and transcript pages: effects with CIs, manipulation check, fidelity."""
+    from moodbench.report import report_command
+
+    raise typer.Exit(report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, out))
+
+
+@app.command()
+def view(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
+    no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser."),
+) -> None:
+    """Serve the run's transcripts and report on 127.0.0.1 (builds them if missing or stale)."""
+    from moodbench.report import view_command
+
+    raise typer.Exit(view_command(run_dir, port, not no_open, out))
+
+
+@app.command()
+def probe(
+    model: str = typer.Option(..., "--model", help="litellm model string, e.g. openai/NAME or hosted_vllm/NAME."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible base URL (omit for provider models)."),
+    domain: str = typer.Option("retail", "--domain", help="tau2 domain whose tools and policy the cases use: mock, retail, airline, telecom."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the API key."),
+    user: bool = typer.Option(False, "--user", help="Probe the model as the simulated customer instead of the agent."),
+    user_format: Optional[str] = typer.Option(None, "--user-format", help="With --user: tau2 or transcript (default: both, compared)."),
+    threads: int = typer.Option(4, "--threads", min=1, help="Requests in flight at once."),
+    timeout_s: float = typer.Option(defaults.TIMEOUT_S, "--timeout", help="Deadline per request in seconds."),
+    max_tokens: int = typer.Option(defaults.MAX_TOKENS, "--max-tokens", min=1),
+    args: Optional[str] = typer.Option(None, "--args", help="JSON of extra request parameters, e.g. '{\"temperature\": 0}'."),
+) -> None:
+    """Check that a model can act as a tau2 agent (tool calls under auto/required) or, with --user, as the customer.
+
+    Exit codes: 0 verdict ok (--user: a usable format exists), 1 any other verdict, 2 bad input,
+    3 the endpoint is down or serves another model.
+    """
+    import os
+
+    if api_key_env and not os.environ.get(api_key_env):
+        _fail(f"environment variable {api_key_env} (named by --api-key-env) is not set; export it first")
+    if model.startswith("local/"):
+        _fail("probe talks to a running server: start it with `moodbench serve --backend llamacpp --model "
+              f"{model[len('local/'):]}` and pass --model openai/NAME --base-url URL")
+    if user_format is not None and user_format not in USER_FORMATS:
+        _fail(f"unknown --user-format {user_format!r}; valid: {', '.join(USER_FORMATS)}")
+    try:
+        extra = json.loads(args) if args else {}
+    except json.JSONDecodeError as exc:
+        _fail(f"--args is not valid JSON ({exc.msg})")
+        return
+    if not isinstance(extra, dict):
+        _fail("--args must be a JSON object")
+    from moodbench.doctor import ProbeError, check_endpoint, render_report, render_user_report, run_probe, run_user_probe
+    from moodbench.llm import ModelSpec
+
+    spec = ModelSpec(model=model, base_urls=(base_url,) if base_url else (), api_key_env=api_key_env, args=extra,
+                     max_tokens=max_tokens, timeout_s=timeout_s)
+    endpoint = check_endpoint("agent" if not user else "user", model, base_url,
+                              api_key=os.environ.get(api_key_env) if api_key_env else None, timeout=min(10.0, timeout_s))
+    if not endpoint.ok:
+        _fail(f"{base_url}: {endpoint.error}", code=3)
+    try:
+        if user:
+            formats = (user_format,) if user_format else USER_FORMATS
+            ureport = run_user_probe(spec, domain, formats=formats, threads=threads)
+            ureport.endpoint = endpoint
+            if as_json:
+                sys.stdout.write(json.dumps(ureport.to_dict(), indent=2, default=str) + "\n")
+            else:
+                render_user_report(ureport, out)
+            raise typer.Exit(0 if ureport.usable else 1)
+        report = run_probe(spec, domain, threads=threads)
+    except ProbeError as exc:
+        _fail(str(exc))
+        return
+    report.endpoint = endpoint
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    else:
+        render_report(report, out)
+    raise typer.Exit(0 if report.verdict.verdict == "ok" else 1)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()

@@ -1,0 +1,189 @@
+"""Loading variant files and turning specs into persona blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moodbench._util.errors import UsageError
+
+LEVELS: tuple[str, ...] = ("mild", "moderate", "severe")
+DEFAULT_LEVEL = "moderate"
+CONTROL = "control"
+
+# The frame around the variants' text. It tells the simulated customer that the emotion changes
+# how it speaks, never what it wants or how it ends the conversation, so the task stays the task.
+BLOCK_HEADER = (
+    "<emotional_state>\n"
+    "In this conversation you also have the following emotional state and communication style. "
+    "Express it consistently in every message you write as the customer.\n"
+)
+BLOCK_FOOTER = (
+    "This changes only how you speak. Your goal, the facts of your scenario and every rule above "
+    "(including when and how to end the conversation) stay exactly the same. You are the customer, "
+    "never the agent.\n"
+    "</emotional_state>"
+)
+
+
+class UnknownVariantError(UsageError):
+    """A spec names a variant or level that does not exist; the message lists what does."""
+
+
+class Variant(BaseModel):
+    """One variant file. ``extra='forbid'`` so a typo in a user's file is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    description: str
+    levels: dict[str, str] = Field(default_factory=dict)
+    source: str = "builtin"
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(levels) - set(LEVELS))
+        if unknown:
+            raise ValueError(f"unknown level(s) {unknown}; levels are {list(LEVELS)}")
+        for level, text in levels.items():
+            if not text or not text.strip():
+                raise ValueError(f"level {level!r} has empty text")
+        return levels
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A parsed spec: an ordered tuple of (variant, level). Empty means control."""
+
+    parts: tuple[tuple[str, str], ...]
+
+    @property
+    def is_control(self) -> bool:
+        return not self.parts
+
+    @property
+    def canonical(self) -> str:
+        """The spec's stable name, used as a key in the store (``anger:severe+confusion``).
+
+        The default level is left implicit so ``anger`` and ``anger:moderate`` are the same cell.
+        """
+        if self.is_control:
+            return CONTROL
+        return "+".join(
+            name if level == DEFAULT_LEVEL else f"{name}:{level}" for name, level in self.parts
+        )
+
+    def __str__(self) -> str:
+        return self.canonical
+
+
+class Catalog:
+    """All variants known to a run: the shipped ones plus any from ``--variants-file``."""
+
+    def __init__(self, variants: dict[str, Variant]):
+        self.variants = variants
+
+    def names(self) -> list[str]:
+        return list(self.variants)
+
+    def parse(self, spec: str) -> VariantSpec:
+        """Parse ``a:level+b`` into a :class:`VariantSpec`, refusing unknown names and levels."""
+        text = spec.strip()
+        if not text:
+            raise UnknownVariantError("empty variant spec; " + self._valid_names())
+        parts: list[tuple[str, str]] = []
+        for raw in text.split("+"):
+            name, _, level = raw.strip().partition(":")
+            name, level = name.strip(), (level.strip() or DEFAULT_LEVEL)
+            if name not in self.variants:
+                raise UnknownVariantError(f"unknown variant {name!r} in spec {spec!r}; " + self._valid_names())
+            if name == CONTROL:
+                if len(text.split("+")) > 1 or ":" in raw:
+                    raise UnknownVariantError("'control' takes no level and cannot be combined with other variants")
+                return VariantSpec(())
+            if level not in LEVELS:
+                raise UnknownVariantError(
+                    f"unknown level {level!r} for variant {name!r}; valid levels: {', '.join(LEVELS)}"
+                )
+            if level not in self.variants[name].levels:
+                raise UnknownVariantError(
+                    f"variant {name!r} has no level {level!r}; it has: {', '.join(self.variants[name].levels)}"
+                )
+            if any(n == name for n, _ in parts):
+                raise UnknownVariantError(f"variant {name!r} appears twice in spec {spec!r}")
+            parts.append((name, level))
+        return VariantSpec(tuple(parts))
+
+    def parse_many(self, specs: list[str] | str) -> list[VariantSpec]:
+        """Parse a comma-separated list (or a list) of specs; duplicates are refused."""
+        items = specs.split(",") if isinstance(specs, str) else specs
+        parsed = [self.parse(s) for s in items if s.strip()]
+        seen: set[str] = set()
+        for p in parsed:
+            if p.canonical in seen:
+                raise UnknownVariantError(f"variant spec {p.canonical!r} is listed twice")
+            seen.add(p.canonical)
+        return parsed
+
+    def persona_block(self, spec: VariantSpec) -> str | None:
+        """The text appended to tau2's user prompt, or None for control."""
+        if spec.is_control:
+            return None
+        body = "\n".join(self.variants[name].levels[level].strip() + "\n" for name, level in spec.parts)
+        return BLOCK_HEADER + "\n" + body + "\n" + BLOCK_FOOTER
+
+    def _valid_names(self) -> str:
+        return f"valid variants: {', '.join(self.variants)}; levels: {', '.join(LEVELS)} (e.g. anger:severe+confusion)"
+
+
+def _load_file(path: Path | str, text: str, source: str) -> list[Variant]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UnknownVariantError(f"{path}: not valid YAML: {exc}") from exc
+    items = data if isinstance(data, list) else (data.get("variants") if isinstance(data, dict) and "variants" in data else [data])
+    if not isinstance(items, list):
+        raise UnknownVariantError(f"{path}: 'variants' must be a list of variants (name, description, levels), got {items!r:.80}")
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise UnknownVariantError(f"{path}: each variant must be a mapping with name, description, levels")
+        try:
+            out.append(Variant(**{**item, "source": source}))
+        except ValidationError as exc:
+            raise UnknownVariantError(f"{path}: invalid variant: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+    return out
+
+
+def load_catalog(extra_files: list[Path] | None = None) -> Catalog:
+    """Shipped variants, then the user's files (which may add variants but not redefine shipped ones)."""
+    variants: dict[str, Variant] = {}
+    data_dir = resources.files("moodbench.emotions") / "data"
+    for entry in sorted(data_dir.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            for v in _load_file(entry.name, entry.read_text(encoding="utf-8"), "builtin"):
+                variants[v.name] = v
+    builtin = set(variants)
+    for path in extra_files or []:
+        p = Path(path)
+        if not p.is_file():
+            raise UnknownVariantError(f"variants file {p} does not exist")
+        for v in _load_file(p, p.read_text(encoding="utf-8"), str(p)):
+            if v.name in builtin:
+                raise UnknownVariantError(
+                    f"{p}: variant {v.name!r} is built in; give your variant another name"
+                )
+            if v.name in variants:  # a second definition would silently replace the first
+                raise UnknownVariantError(f"{p}: variant {v.name!r} is already defined in {variants[v.name].source}")
+            if not v.levels:
+                raise UnknownVariantError(f"{p}: variant {v.name!r} needs at least one level ({', '.join(LEVELS)})")
+            variants[v.name] = v
+    # put control first, then the rest in file order
+    ordered = {CONTROL: variants.pop(CONTROL)} if CONTROL in variants else {}
+    ordered.update(variants)
+    return Catalog(ordered)

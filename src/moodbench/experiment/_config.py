@@ -1,0 +1,272 @@
+"""Run configuration: one pydantic model shared by ``--config FILE`` (TOML/YAML) and the CLI flags.
+
+Unknown keys are errors that name the key and suggest the closest valid one, because a typo that
+silently falls back to a default (``trails: 5``) wastes a whole experiment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from moodbench._util import defaults
+from moodbench._util.diff import dict_diff
+from moodbench._util.errors import UsageError
+from moodbench._util.secrets import secret_keys
+
+
+class ConfigError(UsageError):
+    """A configuration problem the user must fix; the message says what and how."""
+
+
+def opt(default: Any = None, help: str = "", *, flag: str | None = None, execution: bool = False,
+        **constraints: Any) -> Any:
+    """A RunConfig field with its command-line face: ``flag`` (default: ``--field-name``) and ``help``.
+
+    The ``moodbench run`` options are generated from these fields, so a field's name, default and
+    help exist in one place. ``execution``: the field changes how a run executes, not what it
+    measures, so changing it on resume is allowed (it is not part of the run's identity).
+    """
+    extra: dict[str, Any] = {"flag": flag, "execution": execution}
+    if callable(default) and not isinstance(default, type):
+        return Field(default_factory=default, description=help, json_schema_extra=extra, **constraints)
+    if default in (list, dict):
+        return Field(default_factory=default, description=help, json_schema_extra=extra, **constraints)
+    return Field(default=default, description=help, json_schema_extra=extra, **constraints)
+
+
+def _file_digest(path: Path) -> str:
+    """A variants file's identity is its content, so an edited persona is a different experiment
+    and the same file reached by another path (or from another directory) is the same one."""
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return str(path)
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class RunConfig(BaseModel):
+    """Everything that defines an experiment (and a few knobs that only change how it runs)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to run
+    domains: list[str] = opt(lambda: ["mock"], "tau2 domain(s), comma-separated: mock, retail, airline, telecom.",
+                             flag="--domain")
+    task_ids: list[str] | None = opt(None, "tau2 task ids, comma-separated (e.g. 0,1,5).")
+    num_tasks: int | None = opt(None, "The first N tasks of each domain.", ge=1)
+    task_split: str | None = opt(None, "tau2 task split name (e.g. test, base).")
+    variants: list[str] = opt(lambda: ["control", "frustration"],
+                              "Variant specs, comma-separated: control,frustration,anger:severe,anxiety:mild+confusion.")
+    variants_file: list[Path] = opt(list, "YAML file with your own variants (repeatable).")
+    trials: int = opt(1, "Trials per task and variant (pass^k needs k <= trials).", ge=1)
+    max_steps: int = opt(defaults.MAX_STEPS, "tau2 max steps per conversation.", ge=1)
+    max_errors: int = opt(defaults.MAX_ERRORS, "tau2 max tool errors per conversation.", ge=1)
+    seed: int = opt(defaults.SEED, "Base seed; each task/trial gets a seed shared by all its variants.")
+    shard: str | None = opt(None, "I/N: run only shard I of N (1-based); combine shards with `moodbench merge`.")
+
+    # models
+    agent_model: str = opt(..., "litellm model string: openai/NAME, hosted_vllm/NAME, anthropic/NAME, ollama_chat/NAME, "
+                                "or local/qwen2.5-0.5b (embedded llama.cpp).")
+    agent_base_url: list[str] = opt(list, "OpenAI-compatible base URL(s), comma-separated replicas.")
+    user_model: str | None = opt(None, "Simulated customer's model (default: the agent's).")
+    user_base_url: list[str] | None = opt(None, "Base URL(s) of the customer's model.")
+    judge_model: str | None = opt(None, "Model for NL assertions and judge checks (default: the agent's).")
+    judge_base_url: list[str] | None = opt(None, "Base URL(s) of the judge's model.")
+    agent_args: dict[str, Any] = opt(dict, "JSON of extra request parameters, e.g. '{\"temperature\": 0}'.")
+    user_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the customer's model.")
+    judge_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the judge's model.")
+    api_key_env: str | None = opt(None, "Name of the environment variable holding the API key (never the key itself).")
+    max_tokens: int = opt(defaults.MAX_TOKENS, "max_tokens per reply, so server defaults never truncate.", ge=1)
+
+    # agent and user behaviour
+    tool_choice: Literal["auto", "required"] = opt("auto", "auto, or required: an ablation where the agent must call a "
+                                                   "tool every turn and speaks only through a respond_to_user tool.")
+    recover_text_tool_calls: bool | None = opt(None, "Turn tool calls written as text into real calls (default: on for "
+                                                     "local models, off otherwise).")
+    user_format: Literal["tau2", "transcript"] = opt("tau2", "tau2 (role-flipped history) or transcript (one message "
+                                                     "holding the conversation so far).")
+    judge_fidelity: bool = opt(False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion "
+                                      "at the intended level?).")
+
+    # execution only (not part of the experiment's identity)
+    concurrency: int = opt(defaults.CONCURRENCY, "Conversations in flight at once.", execution=True, ge=1, le=4096)
+    executor: Literal["thread", "process", "ray"] = opt(
+        "thread", "Where conversations run: thread (one process), process (worker processes: all cores) or ray "
+                  "(a Ray cluster).", execution=True)
+    ray_address: str | None = opt(None, "Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379, or auto); "
+                                        "default: a private local instance.", execution=True)
+    max_concurrency_per_endpoint: int | None = opt(None, "At most this many requests in flight per base URL (replica); "
+                                                         "requests go to the least busy replica.", execution=True, ge=1)
+    timeout_s: float = opt(defaults.TIMEOUT_S, "Deadline per model request in seconds.", flag="--timeout", execution=True, gt=0)
+    max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0)
+    max_consecutive_failures: int = opt(defaults.MAX_CONSECUTIVE_FAILURES, "Stop starting conversations after this many "
+                                        "failed requests in a row.", execution=True, ge=0)
+    skip_preflight: bool = opt(False, "Skip the endpoint and tool-calling checks before the first conversation.",
+                               flag="--skip-preflight/--preflight", execution=True)
+    out: Path = opt(Path("runs/latest"), "Run directory (results.sqlite, manifest, events, summary).", execution=True)
+
+    @field_validator("domains", "variants", "agent_base_url", "user_base_url", "judge_base_url", "variants_file", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("task_ids", mode="before")
+    @classmethod
+    def _task_ids(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)):
+            return [str(int(v))]
+        v = _split_list(v)
+        return [str(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("agent_args", "user_args", "judge_args", mode="before")
+    @classmethod
+    def _json_args(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg}); example: '{{\"temperature\": 0.0}}'") from exc
+        if isinstance(v, dict):
+            secret = secret_keys(v)
+            if secret:
+                raise ValueError(
+                    f"{secret[0]!r} looks like a secret; secrets are read from environment variables only "
+                    "(use --api-key-env NAME)"
+                )
+        return v
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", v)
+        if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
+            raise ValueError("shard must be I/N with 1 <= I <= N, e.g. 1/4 (shards are numbered from 1)")
+        return f"{int(m.group(1))}/{int(m.group(2))}"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        for name, flag in (("domains", "--domain"), ("variants", "--variants"), ("task_ids", "--task-ids")):
+            if getattr(self, name) == []:  # "--variants ''" would otherwise store a config and run nothing
+                raise ValueError(f"{flag} is empty; name at least one (or leave the option out for the default)")
+        if self.task_ids is not None and self.num_tasks is not None:
+            raise ValueError("give either task_ids or num_tasks, not both")
+        if self.task_ids is not None and len(self.domains) > 1:
+            raise ValueError("task_ids name tasks of one domain; run one domain at a time, or use num_tasks")
+        return self
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def shard_index(self) -> tuple[int, int] | None:
+        if not self.shard:
+            return None
+        i, n = self.shard.split("/")
+        return int(i), int(n)
+
+    def resolved_user_model(self) -> tuple[str, list[str]]:
+        if self.user_model is None:
+            return self.agent_model, list(self.agent_base_url)
+        return self.user_model, list(self.user_base_url or ([] if self.user_model != self.agent_model else self.agent_base_url))
+
+    def resolved_judge_model(self) -> tuple[str, list[str]]:
+        if self.judge_model is None:
+            return self.agent_model, list(self.agent_base_url)
+        return self.judge_model, list(self.judge_base_url or ([] if self.judge_model != self.agent_model else self.agent_base_url))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that make two runs the same experiment (used to refuse a changed config)."""
+        data = json.loads(self.model_dump_json())
+        data["variants_file"] = [_file_digest(p) for p in self.variants_file]
+        return {k: v for k, v in data.items() if not is_execution_field(k)}
+
+    def execution(self) -> dict[str, Any]:
+        """The fields that only change how the run executes."""
+        data = json.loads(self.model_dump_json())
+        return {k: v for k, v in data.items() if is_execution_field(k)}
+
+
+def field_cli(name: str) -> dict[str, Any]:
+    """A field's command-line metadata: ``flag`` (or None for ``--field-name``) and ``execution``."""
+    extra = RunConfig.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+def is_execution_field(name: str) -> bool:
+    return bool(field_cli(name).get("execution"))
+
+
+def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
+    aliases = {"domain": "domains", "variant": "variants", "task_id": "task_ids"}
+    out = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        out[aliases.get(key, key)] = v
+    return out
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A user's UTF-8 text file, or a ConfigError that says what is wrong with the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give the path of a file")
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a dict of RunConfig keys (unchecked)."""
+    text = read_text_file(path, "config file")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    if "run" in data and isinstance(data["run"], dict) and len(data) == 1:
+        data = data["run"]
+    return _normalise_keys(data)
+
+
+def build_config(file_values: dict[str, Any], overrides: dict[str, Any], origin: str = "config") -> RunConfig:
+    """Merge file values with command-line overrides (which win) and validate."""
+    merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    valid = set(RunConfig.model_fields)
+    for key in merged:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+            raise ConfigError(f"unknown {origin} key {key!r}{hint}")
+    if "agent_model" not in merged:
+        raise ConfigError("no agent model: pass --agent-model (e.g. openai/gpt-4o-mini, hosted_vllm/Qwen/Qwen2.5-7B-Instruct, local/qwen2.5-0.5b)")
+    try:
+        return RunConfig(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        raise ConfigError(f"invalid value for {loc!r}: {err['msg']}") from None
+
+
+config_diff = dict_diff  # the lines ``moodbench run`` shows when a run directory holds another experiment

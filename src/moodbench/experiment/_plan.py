@@ -1,0 +1,99 @@
+"""From a config to the matrix of cells: tasks resolved, variants parsed, shard applied.
+
+Everything that can be wrong with the input is checked here, before any model is called.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from moodbench.emotions import Catalog, UnknownVariantError, load_catalog
+from moodbench.experiment._config import ConfigError, RunConfig
+
+if TYPE_CHECKING:
+    from moodbench.sim import Task
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One conversation of the matrix: domain x task x variant x trial."""
+
+    domain: str
+    task_id: str
+    variant: str
+    trial: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}|{self.task_id}|{self.variant}|{self.trial}"
+
+    def seed(self, base: int) -> int:
+        """Same seed for every variant of a task and trial, so variants form matched pairs."""
+        return base + zlib.crc32(f"{self.domain}|{self.task_id}|{self.trial}".encode()) % 1_000_000
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    catalog: Catalog
+    variants: list[str]  # canonical specs, in the user's order
+    tasks: dict[tuple[str, str], Task]
+    all_cells: list[Cell]
+    cells: list[Cell]  # this shard's
+
+    def planned(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for c in self.cells:
+            out.setdefault(c.domain, {}).setdefault(c.variant, 0)
+            out[c.domain][c.variant] += 1
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        """What the store keeps about the plan (summaries need the planned counts)."""
+        return {"planned": self.planned(), "variants": self.variants, "domains": list(self.config.domains),
+                "cells": len(self.cells), "all_cells": len(self.all_cells)}
+
+
+def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """Round-robin over the canonical order: every cell in exactly one shard, sizes differ by <= 1."""
+    return [c for k, c in enumerate(cells) if k % count == index - 1]
+
+
+def make_plan(config: RunConfig) -> Plan:
+    """Resolve tasks (tau2 is imported here, not before) and variants; apply the shard."""
+    from moodbench.sim import load_domain_tasks
+
+    try:
+        catalog = load_catalog(list(config.variants_file))
+        specs = catalog.parse_many(config.variants)
+    except UnknownVariantError as exc:
+        raise ConfigError(str(exc)) from None
+    variants = [s.canonical for s in specs]
+    tasks: dict[tuple[str, str], Task] = {}
+    order: list[tuple[str, str]] = []
+    for domain in config.domains:
+        available = load_domain_tasks(domain, config.task_split)
+        by_id = {t.id: t for t in available}
+        if config.task_ids is not None:
+            twice = sorted({t for t in config.task_ids if config.task_ids.count(t) > 1})
+            if twice:  # a repeated id would run the same cells twice and store them once
+                raise ConfigError(f"task id(s) {', '.join(twice)} listed more than once; use --trials for repeats")
+            missing = [t for t in config.task_ids if t not in by_id]
+            if missing:
+                ids = ", ".join(list(by_id)[:60]) + (" ..." if len(by_id) > 60 else "")
+                raise ConfigError(f"unknown task id(s) {', '.join(missing)} in domain {domain!r}; valid ids: {ids}")
+            chosen = [by_id[t] for t in config.task_ids]
+        else:
+            chosen = available[: config.num_tasks] if config.num_tasks else available
+        for t in chosen:
+            tasks[(domain, t.id)] = t
+            order.append((domain, t.id))
+    # trial-major, then task, then variant: paired cells finish close together
+    all_cells = [Cell(d, tid, v, trial) for trial in range(config.trials) for d, tid in order for v in variants]
+    cells = all_cells
+    if config.shard_index:
+        i, n = config.shard_index
+        cells = shard_cells(all_cells, i, n)
+    return Plan(config=config, catalog=catalog, variants=variants, tasks=tasks, all_cells=all_cells, cells=cells)

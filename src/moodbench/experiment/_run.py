@@ -1,0 +1,179 @@
+"""Running an experiment: ``moodbench.run(config)``, the function behind ``moodbench run``.
+
+Order matters and is the same for the CLI and the library: check what the user can fix (key
+variables, output directory, tasks, variants) before anything starts; start local model servers;
+record the configuration (refusing a different experiment in the same directory); preflight the
+endpoints; run the missing cells; write the summary and close the manifest. The heavy imports
+(tau2, litellm) happen inside, so input errors are reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moodbench._util.secrets import secret_values
+from moodbench.experiment._config import ConfigError, RunConfig, config_diff
+from moodbench.experiment._endpoints import local_endpoints
+from moodbench.experiment._exit import ExitCode
+from moodbench.experiment._plan import Plan, make_plan
+from moodbench.results import EventLog, Store, write_manifest, write_summary
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from moodbench.llm import ModelSpec
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` did: its exit code (as the CLI's), the run directory, and counts."""
+
+    exit_code: ExitCode
+    run_dir: Path
+    finished: int  # conversations stored by this call
+    skipped: int  # cells already stored before this call (resumed)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == ExitCode.OK
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_environment(config: RunConfig) -> None:
+    """Fail before any model call on things the user can fix: missing key variable, unwritable dir."""
+    if config.api_key_env and not os.environ.get(config.api_key_env):
+        raise ConfigError(f"environment variable {config.api_key_env} (named by --api-key-env) is not set; export it first")
+    out = Path(config.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --out") from None
+
+
+def model_specs(config: RunConfig, *, backoff: dict[str, float] | None = None) -> tuple[ModelSpec, ModelSpec, ModelSpec]:
+    """The agent's, customer's and judge's :class:`ModelSpec` (customer and judge default to the agent's)."""
+    from moodbench.llm import ModelSpec
+
+    common: dict[str, Any] = dict(api_key_env=config.api_key_env, max_tokens=config.max_tokens,
+                                  timeout_s=config.timeout_s, max_retries=config.max_retries,
+                                  max_in_flight_per_endpoint=config.max_concurrency_per_endpoint, **(backoff or {}))
+    agent = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), args=dict(config.agent_args), **common)
+    um, uu = config.resolved_user_model()
+    user_args = config.user_args or (config.agent_args if config.user_model is None else {})
+    user = ModelSpec(model=um, base_urls=tuple(uu), args=dict(user_args), **common)
+    jm, ju = config.resolved_judge_model()
+    judge = ModelSpec(model=jm, base_urls=tuple(ju), args={"temperature": 0.0, **config.judge_args}, **common)
+    return agent, user, judge
+
+
+def prepare_run_dir(config: RunConfig, plan: Plan, store: Store, force_config: bool) -> None:
+    """Record the config on first use; refuse a different experiment in the same directory."""
+    identity = config.identity()
+    stored = store.get_meta("config")
+    if stored is not None:
+        diff = config_diff({k: v for k, v in stored.items() if k in identity}, identity)
+        if diff and not force_config:
+            raise ConfigError(
+                f"{config.out} holds a run with a different configuration:\n" + "\n".join(diff)
+                + "\nUse another --out, or --force-config to continue this run with the new settings."
+            )
+    store.set_meta("config", identity)
+    store.set_meta("plan", plan.meta())
+
+
+def run(config: RunConfig, *, console: Console | None = None, force_config: bool = False, handle_signals: bool = False,
+        freeze_gc: bool = False, backoff: dict[str, float] | None = None) -> RunResult:
+    """Run (or resume) every missing cell of ``config`` into ``config.out``, exactly as ``moodbench run`` does.
+
+    Preflight runs unless ``config.skip_preflight``; ``local/NAME`` models get a llama.cpp server for
+    the length of the run. Nothing process-wide happens unless asked: ``console`` (progress and
+    messages; None: silent), ``handle_signals`` (install the two-step Ctrl-C handler),
+    ``freeze_gc`` (``gc.freeze`` long-lived objects, a CPU saving at high concurrency). ``backoff``:
+    ``backoff_base_s``/``backoff_max_s`` overrides for the model layer (tests and benchmarks).
+
+    Raises :class:`ConfigError` (bad input; nothing was run) and
+    :class:`moodbench.doctor.PreflightError` (the setup cannot work; nothing was run).
+    """
+    check_environment(config)
+    plan = make_plan(config)  # every input error surfaces before a server starts
+    with local_endpoints(config, console) as ready:
+        return _run_ready(ready, plan, identity_config=config, console=console, force_config=force_config,
+                          handle_signals=handle_signals, freeze_gc=freeze_gc, backoff=backoff)
+
+
+def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
+               handle_signals: bool, freeze_gc: bool, backoff: dict[str, float] | None) -> RunResult:
+    from moodbench.doctor import run_preflight
+    from moodbench.experiment._loop import run_loop
+    from moodbench.llm import EndpointHealth, ModelClient
+    from moodbench.sim import ConversationSettings
+
+    run_dir = Path(config.out)
+    secrets = secret_values((config.api_key_env,) if config.api_key_env else ())
+    store = Store(run_dir / "results.sqlite")
+    events = EventLog(run_dir / "events.jsonl", secrets)
+
+    def manifest(**updates: Any) -> None:
+        write_manifest(run_dir, {"config": identity_config.identity(), "execution": identity_config.execution(),
+                                 "argv": list(sys.argv[1:]), **updates}, secrets)
+
+    try:
+        prepare_run_dir(identity_config, plan, store, force_config)
+        finished = store.finished_keys()
+        todo = [c for c in plan.cells if c.key not in finished]
+        from moodbench.results._manifest import git_commit, versions
+
+        manifest(versions=versions(), git_commit=git_commit(), started_at=_now(), cells_planned=len(plan.cells),
+                 cells_todo=len(todo))
+        events.emit("run_started", cells=len(plan.cells), todo=len(todo), resumed=len(plan.cells) - len(todo))
+        agent_spec, user_spec, judge_spec = model_specs(config, backoff=backoff)
+        if todo and not config.skip_preflight:
+            try:
+                run_preflight(config, agent_spec, store, events, console=console)
+            finally:  # a refusal is recorded too: the manifest says why nothing ran
+                manifest(preflight=store.get_meta("preflight"))
+        elif todo:
+            manifest(preflight={"skipped": True})
+        health = EndpointHealth(config.max_consecutive_failures)
+        settings = ConversationSettings(
+            catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent_spec, health),
+            user_client=ModelClient(user_spec, health), judge_client=ModelClient(judge_spec, health),
+            tool_choice=config.tool_choice, recover_text_tool_calls=bool(config.recover_text_tool_calls),
+            user_format=config.user_format, max_steps=config.max_steps, max_errors=config.max_errors,
+            base_seed=config.seed, shard=config.shard, judge_fidelity=config.judge_fidelity, freeze_gc=freeze_gc,
+        )
+        for v in plan.variants:  # parse once in this thread; workers only read
+            settings.persona(v)
+        already = len(plan.cells) - len(todo)
+        if console is not None:
+            console.print(f"moodbench: {len(todo)} conversation(s) to run, {already} already stored in {run_dir}")
+        outcome = run_loop(todo, settings, store, events, console, concurrency=config.concurrency, health=health,
+                           total=len(plan.cells), already=already, secrets=secrets, executor=config.executor,
+                           ray_address=config.ray_address, handle_signals=handle_signals) if todo else None
+        exit_code = outcome.exit_code if outcome else ExitCode.OK
+        message = outcome.message if outcome else ""
+        stored = outcome.stored if outcome else 0
+        write_summary(run_dir)
+        manifest(finished_at=_now(), exit_code=int(exit_code))
+        events.emit("run_finished", exit_code=int(exit_code), finished=stored, message=message)
+        return RunResult(exit_code, run_dir, stored, already, message)
+    except KeyboardInterrupt:
+        # An interrupt outside the conversation loop (preflight, summary): nothing half-written
+        # matters, every stored conversation is its own committed transaction.
+        events.emit("interrupt", phase="outside the conversation loop")
+        return RunResult(ExitCode.INTERRUPTED, run_dir, 0, 0, "interrupted; re-run the same command to resume")
+    finally:
+        events.close()
+        store.close()

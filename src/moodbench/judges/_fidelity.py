@@ -1,0 +1,132 @@
+"""Simulator fidelity: did the simulated customer behave like the customer in the scenario?
+
+Rules run on the stored messages (plain JSON: role, content, tool_calls), so every conversation of
+every run gets them for free and they can be recomputed offline. Thresholds are module constants and
+documented in the README ("Simulator fidelity").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moodbench.results import STOP_TOKENS as _STOPS
+from moodbench.results import FidelityFlags, strip_stop_tokens
+
+ECHO_SIMILARITY = 0.85  # a customer turn this similar to the agent's previous turn is an echo
+LEAK_NGRAM = 12  # a customer turn sharing a run of this many words with its own instructions leaks them
+GOAL_MIN_OVERLAP = 0.15  # share of the scenario's content words the customer must mention overall
+EARLY_STOP_TURNS = 2  # a stop within this many customer turns, before any agent write, is premature
+
+_AGENT_PHRASES = [
+    r"\bhow (can|may) i (help|assist) you\b",
+    r"\bis there anything else i can (help|assist)",
+    r"\bcould you (please )?(provide|share|confirm) (me )?(your|the) (user ?id|email|order|name|zip|reservation)",
+    r"\bi('m| am) (here|happy|glad) to help\b",
+    r"\bthank you for contacting\b",
+    r"\bplease (provide|share) (your|the)\b",
+    r"\bi can help you with that\b",
+]
+AGENT_PHRASE = re.compile("|".join(_AGENT_PHRASES), re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9']+")
+_STOPWORDS = set(
+    "a an the and or but if of to in on for with at by from as is are was were be been being you your yours i me my "
+    "we our it its this that these those they them their he she his her do does did have has had not no yes so very "
+    "can could would should will shall may might must want wants need needs about into over than then there here "
+    "also just only any all some more most other such own same too s t don now when where which who whom what why how "
+    "goal task instructions know user agent customer".split()
+)
+_WRITE_PREFIXES = ("update", "cancel", "modify", "exchange", "return", "book", "create", "delete", "send", "transfer",
+                   "change", "add", "remove", "set", "toggle", "enable", "disable", "reset", "refuel", "suspend", "resume")
+_LEAK_MARKERS = ("<scenario>", "###STOP###' token", "simulation guidelines", "<emotional_state>")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the customer was asked to do, reduced to what the rules need (built from a tau2 task)."""
+
+    reason_for_call: str  # the words the customer should get across
+    needs_agent_write: bool  # the task's gold actions include an agent-side write
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if w not in _STOPWORDS and len(w) > 2}
+
+
+def is_write(tool_name: str) -> bool:
+    """Tools that change state, by tau2's naming (``update_...``, ``cancel_...``, ``book_...``)."""
+    return tool_name.split("_")[0] in _WRITE_PREFIXES
+
+
+def ends_conversation(text: str) -> bool:
+    return any(t in text for t in _STOPS)
+
+
+def looks_like_agent(text: str) -> bool:
+    return bool(AGENT_PHRASE.search(text))
+
+
+def is_echo(agent_text: str, customer_text: str) -> bool:
+    a, b = strip_stop_tokens(agent_text).lower(), strip_stop_tokens(customer_text).lower()
+    return len(b) >= 20 and difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= ECHO_SIMILARITY
+
+
+def _text(m: Mapping[str, Any]) -> str | None:
+    c = m.get("content")
+    return c if isinstance(c, str) and c else None
+
+
+def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, user_prompt: str | None = None) -> FidelityFlags:
+    """Flags plus the evidence behind each, for one conversation's messages (tau2 message JSON)."""
+    user_turns = [(i, t) for i, m in enumerate(messages) if m.get("role") == "user" and (t := _text(m))]
+    evidence: dict[str, Any] = {}
+
+    confusion = [t for _, t in user_turns if looks_like_agent(t)]
+    evidence["role_confusion_turns"] = len(confusion)
+
+    echoes = 0
+    for i, t in user_turns:
+        prev = next((p for p in reversed(messages[:i]) if p.get("role") == "assistant" and _text(p)), None)
+        if prev is not None and is_echo(_text(prev) or "", t):
+            echoes += 1
+    evidence["echo_turns"] = echoes
+
+    agent_wrote = any(m.get("role") == "assistant" and any(is_write(str(tc.get("name", ""))) for tc in m.get("tool_calls") or [])
+                      for m in messages)
+    stop_turn = next((k for k, (_, t) in enumerate(user_turns) if ends_conversation(t)), None)
+    premature = bool(scenario.needs_agent_write and not agent_wrote and stop_turn is not None and stop_turn < EARLY_STOP_TURNS)
+    evidence["stop_turn"] = stop_turn
+
+    target = _content_words(scenario.reason_for_call)
+    said = set().union(*[_content_words(t) for _, t in user_turns]) if user_turns else set()
+    overlap = len(target & said) / len(target) if target else 1.0
+    evidence["goal_overlap"] = round(overlap, 3)
+
+    leak = False
+    if user_prompt:
+        prompt_words = _words(user_prompt)
+        grams = {tuple(prompt_words[k:k + LEAK_NGRAM]) for k in range(max(0, len(prompt_words) - LEAK_NGRAM + 1))}
+        for _, t in user_turns:
+            w = _words(t)
+            if any(tuple(w[k:k + LEAK_NGRAM]) in grams for k in range(max(0, len(w) - LEAK_NGRAM + 1))):
+                leak = True
+                break
+        if any(marker.lower() in t.lower() for _, t in user_turns for marker in _LEAK_MARKERS):
+            leak = True
+    flags = FidelityFlags(
+        user_role_confusion=bool(confusion),
+        user_echo=echoes > 0,
+        user_premature_stop=premature,
+        user_goal_not_stated=(bool(user_turns) and overlap < GOAL_MIN_OVERLAP) or not user_turns,
+        user_leaks_instructions=leak,
+        evidence=evidence,
+    )
+    flags.any = bool(flags.raised())
+    return flags

@@ -1,0 +1,177 @@
+"""Transcript viewer: one static HTML page per simulation plus a filterable index, and a tiny server.
+
+Static files (no server needed to read them; ``moodbench view`` only adds convenience) so a run's
+transcripts can be zipped and shared. Each page shows what a researcher needs to judge one
+conversation: who said what, every tool call with its arguments and result, the exact emotional
+block the customer was given (from the ``prompts`` table), how tau2 scored it, and the fidelity
+flags with their evidence. Pages link to the same task and trial under the other variants, since
+effects are paired comparisons.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+import webbrowser
+from collections import defaultdict
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from moodbench.judges import families_of, text_scores
+from moodbench.report._render import render
+from moodbench.results import FLAG_NAMES, ConversationRecord, Run
+
+_EMOTION_BLOCK = re.compile(r"<emotional_state>.*?</emotional_state>", re.DOTALL)
+MAX_TOOL_RESULT = 6000  # characters shown before a tool result is folded away
+
+
+def page_name(c: ConversationRecord) -> str:
+    return f"sim-{c.id}.html"
+
+
+def outcome(c: ConversationRecord) -> str:
+    if c.excluded:
+        return "excluded"
+    return "success" if c.success else "failed"
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _messages(c: ConversationRecord) -> list[dict[str, Any]]:
+    out = []
+    for m in c.messages:
+        role = m.get("role")
+        raw = m.get("raw_data") or {}
+        item: dict[str, Any] = {
+            "role": role,
+            "label": {"assistant": "Agent", "user": "Customer", "tool": "Tool result"}.get(str(role), str(role)),
+            "content": m.get("content") if isinstance(m.get("content"), str) else None,
+            "tool_calls": [{"name": tc.get("name"), "arguments": _pretty(tc.get("arguments") or {}), "id": tc.get("id")}
+                           for tc in (m.get("tool_calls") or [])],
+            "error": bool(m.get("error")),
+            "turn": m.get("turn_idx"),
+            "badges": [],
+            "folded": False,
+        }
+        if role == "tool" and item["content"]:
+            item["content"] = _pretty(item["content"])
+            item["folded"] = len(item["content"]) > MAX_TOOL_RESULT
+        if raw.get("recovered_text_calls"):
+            item["badges"].append(f"{raw['recovered_text_calls']} tool call(s) recovered from text")
+        if raw.get("think_stripped"):
+            item["badges"].append("<think> stripped")
+        if raw.get("invalid_json_arguments"):
+            item["badges"].append("invalid JSON arguments")
+        if raw.get("finish_reason") == "length":
+            item["badges"].append("truncated (max_tokens)")
+        if isinstance(m.get("content"), str) and ("###STOP###" in m["content"] or "###TRANSFER###" in m["content"]
+                                                  or "###OUT-OF-SCOPE###" in m["content"]):
+            item["badges"].append("ends the conversation")
+        out.append(item)
+    return out
+
+
+def _reward(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not info:
+        return None
+    return {
+        "reward": info.get("reward"),
+        "basis": info.get("reward_basis") or [],
+        "breakdown": info.get("reward_breakdown") or {},
+        "db": info.get("db_check"),
+        "actions": [{"name": (a.get("action") or {}).get("name"), "arguments": _pretty((a.get("action") or {}).get("arguments") or {}),
+                     "requestor": (a.get("action") or {}).get("requestor"), "match": a.get("action_match"), "reward": a.get("action_reward")}
+                    for a in (info.get("action_checks") or [])],
+        "nl": [{"text": n.get("nl_assertion"), "met": n.get("met"), "justification": n.get("justification")}
+               for n in (info.get("nl_assertions") or [])],
+        "env": [{"text": _pretty(e.get("env_assertion")), "met": e.get("met"), "reward": e.get("reward")}
+                for e in (info.get("env_assertions") or [])],
+        "communicate": [{"text": x.get("info"), "met": x.get("met")} for x in (info.get("communicate_checks") or [])],
+        "info": info.get("info"),
+    }
+
+
+def _index_row(run: Run, c: ConversationRecord, href: str) -> dict[str, Any]:
+    return {
+        "run": run.label, "run_slug": run.slug,
+        "href": href, "id": c.id, "domain": c.domain, "task": c.task_id, "variant": c.variant, "trial": c.trial,
+        "reward": c.reward, "exit": c.exit_reason.value, "outcome": outcome(c),
+        "flags": [f.replace("user_", "") for f in c.flags.raised()],
+        "turns": c.stats.turns,
+        "first_user": (c.user_texts[0][:140] + ("…" if len(c.user_texts[0]) > 140 else "") if c.user_texts else ""),
+    }
+
+
+def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path) -> Path:
+    """Write ``out/transcripts/index.html`` and one page per final row; return the index path."""
+    root = Path(out) / "transcripts"
+    root.mkdir(parents=True, exist_ok=True)
+    index_rows: list[dict[str, Any]] = []
+    for run in runs:
+        run_slug = run.slug
+        folder = root / run_slug
+        folder.mkdir(parents=True, exist_ok=True)
+        siblings: dict[tuple, list[ConversationRecord]] = defaultdict(list)
+        for c in run.records:
+            siblings[c.pair_key].append(c)
+        order = {v: i for i, v in enumerate(run.variants)}
+        for c in run.records:
+            user_prompt = run.prompt(c.user_prompt_sha256)
+            agent_prompt = run.prompt(c.agent_prompt_sha256)
+            block = _EMOTION_BLOCK.search(user_prompt or "")
+            scores = text_scores(c.user_texts)
+            fam = families_of(c.variant)
+            page = render(
+                "transcript.html.j2",
+                run=run.label, run_slug=run_slug, c=c, outcome=outcome(c), description=c.exit_reason.description,
+                messages=_messages(c), reward=_reward(c.reward_info), flags=[(f, getattr(c.flags, f)) for f in FLAG_NAMES],
+                evidence=c.flags.evidence, emotion_block=block.group(0) if block else None,
+                user_prompt=user_prompt, agent_prompt=agent_prompt, scores=scores, families=fam,
+                tokens={k: int(getattr(c, k)) for k in ("agent_prompt_tokens", "agent_completion_tokens",
+                                                               "user_prompt_tokens", "user_completion_tokens")},
+                data=c.model_dump(mode="json", exclude={"simulation"}),
+                siblings=sorted((s for s in siblings[c.pair_key] if s.id != c.id), key=lambda s: order.get(s.variant, 99)),
+                page_name=page_name, outcome_of=outcome,
+            )
+            (folder / page_name(c)).write_text(page, encoding="utf-8")
+            index_rows.append(_index_row(run, c, f"{run_slug}/{page_name(c)}"))
+    index_rows.sort(key=lambda r: (r["run"], r["domain"], r["task"], r["trial"], r["variant"]))
+    variants = list(dict.fromkeys(v for run in runs for v in run.variants))
+    index = root / "index.html"
+    index.write_text(render(
+        "index.html.j2", rows=index_rows, runs=[(r.label, r.slug) for r in runs],
+        variants=variants, exits=sorted({r["exit"] for r in index_rows}), domains=sorted({r["domain"] for r in index_rows}),
+        flags=[f.replace("user_", "") for f in FLAG_NAMES],
+    ), encoding="utf-8")
+    return index
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve ``directory`` read-only on loopback from a daemon thread; ``port=0`` picks a free port."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="moodbench-view", daemon=True).start()
+    return server
+
+
+def open_in_browser(url: str) -> None:
+    try:
+        webbrowser.open(url)
+    except Exception:  # noqa: BLE001 - no browser is not an error; the URL is printed
+        pass
