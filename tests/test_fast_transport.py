@@ -1,12 +1,13 @@
 """The light OpenAI-compatible transport: used only where it applies, and indistinguishable from litellm.
 
 The same calls go once through the light transport and once through litellm
-(``MOODBENCH_LITELLM=1``) against the scripted server; the parsed completions and the request
-bodies the server received must agree.
+(``ModelSpec(transport="litellm")``) against the scripted server; the parsed completions and the
+request bodies the server received must agree.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from scripted import start_scripted_server
 
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
 from moodbench.llm._fast import OpenAICompatTransport, transport_for
+from moodbench.llm._litellm import LitellmTransport
 
 SCRIPT = {
     "roles": {
@@ -49,14 +51,13 @@ def _calls(client: ModelClient) -> list[tuple]:
     return out
 
 
-def test_same_completions_and_request_bodies_as_litellm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_completions_and_request_bodies_as_litellm(tmp_path: Path) -> None:
     with start_scripted_server(SCRIPT, tmp_path) as srv:
         spec = ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), args={"temperature": 0.0}, max_retries=0)
         fast = ModelClient(spec, EndpointHealth(0))
         assert isinstance(fast._transport, OpenAICompatTransport)
         got_fast = _calls(fast)
-        monkeypatch.setenv("MOODBENCH_LITELLM", "1")
-        slow = ModelClient(spec, EndpointHealth(0))
+        slow = ModelClient(replace(spec, transport="litellm"), EndpointHealth(0))
         assert not isinstance(slow._transport, OpenAICompatTransport)
         got_litellm = _calls(slow)
         assert got_fast == got_litellm
@@ -81,5 +82,16 @@ def test_fast_path_only_where_it_applies(model: str, urls: tuple[str, ...], args
 
 
 def test_litellm_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOODBENCH_LITELLM", raising=False)
+    spec = ModelSpec(model="openai/qwen", base_urls=("http://127.0.0.1:8000/v1",))
+    assert isinstance(ModelClient(spec)._transport, OpenAICompatTransport)
+    assert isinstance(ModelClient(replace(spec, transport="litellm"))._transport, LitellmTransport)
+    with pytest.raises(ValueError, match="transport"):
+        ModelSpec(model="openai/qwen", transport="fast")  # type: ignore[arg-type]
+
+
+def test_the_legacy_switch_still_forces_litellm_until_config_maps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MOODBENCH_LITELLM=1 is honoured for transport="auto" while tests/test_faults.py still sets it."""
     monkeypatch.setenv("MOODBENCH_LITELLM", "1")
-    assert transport_for("openai/qwen", ("http://127.0.0.1:8000/v1",), {}) is None
+    assert isinstance(ModelClient(ModelSpec(model="openai/qwen", base_urls=("http://127.0.0.1:8000/v1",)))._transport,
+                      LitellmTransport)
