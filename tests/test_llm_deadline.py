@@ -176,3 +176,15 @@ def test_transport_is_a_spec_field_not_an_environment_variable(tmp_path: Path, m
     spec = ModelSpec(model="openai/scripted", base_urls=("http://127.0.0.1:9/v1",))
     assert isinstance(ModelClient(spec)._transport, OpenAICompatTransport)
     assert not isinstance(ModelClient(ModelSpec(**{**spec.__dict__, "transport": "litellm"}))._transport, OpenAICompatTransport)
+
+
+def test_proxies_from_the_environment_keep_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline client builds its proxy transports the way httpx does (HTTPS_PROXY, NO_PROXY)
+    and wraps each one, so a proxied request is bounded like a direct one."""
+    from moodbench.llm._http import DeadlineTransport, deadline_client
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    client = deadline_client()
+    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
+    assert len(transports) == 2
+    assert all(isinstance(t, DeadlineTransport) and t.network_clamped for t in transports)
