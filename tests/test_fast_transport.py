@@ -1,18 +1,20 @@
 """The light OpenAI-compatible transport: used only where it applies, and indistinguishable from litellm.
 
 The same calls go once through the light transport and once through litellm
-(``MOODBENCH_LITELLM=1``) against the scripted server; the parsed completions and the request
-bodies the server received must agree.
+(``ModelSpec(transport="litellm")``) against the scripted server; the parsed completions and the
+request bodies the server received must agree.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
 from moodbench.llm._fast import OpenAICompatTransport, transport_for
+from moodbench.llm._litellm import LitellmTransport
 from scripted import start_scripted_server
 
 SCRIPT = {
@@ -49,14 +51,13 @@ def _calls(client: ModelClient) -> list[tuple]:
     return out
 
 
-def test_same_completions_and_request_bodies_as_litellm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_completions_and_request_bodies_as_litellm(tmp_path: Path) -> None:
     with start_scripted_server(SCRIPT, tmp_path) as srv:
         spec = ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), args={"temperature": 0.0}, max_retries=0)
         fast = ModelClient(spec, EndpointHealth(0))
         assert isinstance(fast._transport, OpenAICompatTransport)
         got_fast = _calls(fast)
-        monkeypatch.setenv("MOODBENCH_LITELLM", "1")
-        slow = ModelClient(spec, EndpointHealth(0))
+        slow = ModelClient(replace(spec, transport="litellm"), EndpointHealth(0))
         assert not isinstance(slow._transport, OpenAICompatTransport)
         got_litellm = _calls(slow)
         assert got_fast == got_litellm
@@ -80,6 +81,11 @@ def test_fast_path_only_where_it_applies(model: str, urls: tuple[str, ...], args
     assert (transport_for(model, urls, args) is not None) is fast
 
 
-def test_litellm_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MOODBENCH_LITELLM", "1")
-    assert transport_for("openai/qwen", ("http://127.0.0.1:8000/v1",), {}) is None
+def test_litellm_can_be_forced() -> None:
+    spec = ModelSpec(model="openai/qwen", base_urls=("http://127.0.0.1:8000/v1",))
+    assert isinstance(ModelClient(spec)._transport, OpenAICompatTransport)
+    assert isinstance(ModelClient(replace(spec, transport="litellm"))._transport, LitellmTransport)
+    with pytest.raises(ValueError, match="transport"):
+        ModelSpec(model="openai/qwen", transport="fast")  # type: ignore[arg-type]
+
+

@@ -76,14 +76,10 @@ def finished(rs: list[dict[str, Any]]) -> list[str]:
 # --------------------------------------------------------------------------- the model client
 
 
-@pytest.fixture(params=["direct", "litellm"])
-def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways a request can leave: the light OpenAI-compatible transport used for local servers,
-    and litellm (hosted APIs, other providers; forced here with its documented switch)."""
-    if request.param == "litellm":
-        monkeypatch.setenv("MOODBENCH_LITELLM", "1")
-    else:
-        monkeypatch.delenv("MOODBENCH_LITELLM", raising=False)
+@pytest.fixture(params=["auto", "litellm"], ids=["direct", "litellm"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both ways a request can leave: the light OpenAI-compatible transport used for local servers
+    ("auto" picks it here), and litellm (hosted APIs, other providers; forced through ModelSpec)."""
     return str(request.param)
 
 
@@ -111,7 +107,7 @@ def test_a_failing_call_makes_exactly_max_retries_plus_one_requests(tmp_path: Pa
 
     health = EndpointHealth(100)
     with start_scripted_server({"faults": faults}, tmp_path) as srv:
-        client = _client(srv, health, max_retries=2, **spec)
+        client = _client(srv, health, max_retries=2, transport=transport, **spec)
         with pytest.raises(LLMCallError) as info:
             client.complete(MESSAGES)
         logged = srv.requests()
@@ -128,7 +124,7 @@ def test_retry_after_is_honoured_between_requests(tmp_path: Path, transport: str
     """
     faults = {"error_429_rate": 0.5, "retry_after_s": 1}
     with start_scripted_server({"seed": 1, "faults": faults}, tmp_path) as srv:
-        completion = _client(srv, max_retries=3).complete(MESSAGES)
+        completion = _client(srv, max_retries=3, transport=transport).complete(MESSAGES)
         logged = srv.requests()
     assert [r["status"] for r in logged] == [429, 200], "the seeded fault sequence changed; pick another seed"
     assert completion.attempts == 2

@@ -1,17 +1,26 @@
-"""The model layer's text sanitising: tool calls written as text, and ``<think>`` blocks.
+"""The model layer: its import, its retry policy, and its text sanitising.
 
-Small local models write tool calls into the message text and leak their reasoning; these two
+Small local models write tool calls into the message text and leak their reasoning; two
 functions decide what the *other* side of a tau2 conversation sees, so every format they accept
-(and everything they must refuse) is pinned here. The last test drives both through a real
+(and everything they must refuse) is pinned here, and one test drives both through a real
 ``ModelClient`` against the scripted server, so the formats a server actually emits are covered too.
+The retry tests run against the scripted server as well (faults seeded, backoff shortened).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from moodbench.llm._textcalls import recover_text_tool_calls
@@ -191,3 +200,112 @@ def test_client_recovers_text_calls_and_strips_think_over_http(tmp_path: Path) -
     assert "unknown_tool" in (unknown.content or "")  # left as text, not executed
     assert results[4].content == "Plain answer." and results[4].think_stripped
     assert "PRIVATE-2" in (results[4].raw_content or "")
+
+
+# --------------------------------------------------------------------------- import and retry policy
+
+MESSAGES = [{"role": "system", "content": "You grade things."}, {"role": "user", "content": "hi"}]
+
+
+def test_importing_the_model_layer_imports_no_tau2_and_keeps_litellm_offline() -> None:
+    """tau2 is the conversation layer's business; litellm's offline cost map is set by the model layer itself."""
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src")
+    code = ("import os, sys; import moodbench.llm; "
+            "print('tau2' in sys.modules, [m for m in sys.modules if m.startswith('tau2')][:3], "
+            "os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False [] True", out.stdout
+
+
+def _client(srv: Any, health: Any = None, **spec: Any) -> Any:
+    from moodbench.llm import ModelClient, ModelSpec
+
+    spec = {"backoff_base_s": 0.001, "backoff_max_s": 0.01, **spec}
+    return ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), **spec), health)
+
+
+def test_the_retry_policy_is_tenacity_sleeping_on_the_breaker(tmp_path: Path) -> None:
+    import tenacity
+
+    from moodbench.llm import EndpointHealth
+    from moodbench.llm._client import _Call
+
+    health = EndpointHealth(5)
+    client = _client(type("S", (), {"base_url": "http://127.0.0.1:9/v1"})(), health)
+    policy = client._retrying(_Call(MESSAGES, None, None, False, None, empty_left=0))
+    assert isinstance(policy, tenacity.Retrying)
+    assert policy.sleep == health.sleep  # a backoff ends when the breaker trips or the run is cancelled
+
+
+def test_a_long_backoff_ends_at_once_when_the_run_is_cancelled(tmp_path: Path) -> None:
+    """A call sleeping in a 30 s backoff returns as soon as the run is cancelled, without another request."""
+    from moodbench.llm import EndpointHealth, LLMCallError
+    from scripted import start_scripted_server
+
+    health = EndpointHealth(0)
+    errors: list[BaseException] = []
+    with start_scripted_server({"faults": {"first_n_fail": 100}}, tmp_path) as srv:
+        client = _client(srv, health, backoff_base_s=30, backoff_max_s=30, max_retries=5)
+
+        def call() -> None:
+            try:
+                client.complete(MESSAGES)
+            except LLMCallError as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not srv.requests() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cancelled_at = time.monotonic()
+        health.cancel()
+        worker.join(timeout=30)
+        woke_after = time.monotonic() - cancelled_at
+        logged = srv.requests()
+    assert not worker.is_alive() and woke_after < 10, woke_after
+    assert len(logged) == 1 and len(errors) == 1 and "cancelled" in str(errors[0])
+
+
+def test_retry_after_is_capped_by_retry_after_max_s(tmp_path: Path) -> None:
+    """A server asking for 60 s is waited on for at most retry_after_max_s (seed 1: a 429, then a 200)."""
+    from scripted import start_scripted_server
+
+    with start_scripted_server({"seed": 1, "faults": {"error_429_rate": 0.5, "retry_after_s": 60}}, tmp_path) as srv:
+        started = time.monotonic()
+        completion = _client(srv, max_retries=2, retry_after_max_s=0.2).complete(MESSAGES)
+        elapsed = time.monotonic() - started
+        logged = srv.requests()
+    assert [r["status"] for r in logged] == [429, 200]
+    assert completion.attempts == 2 and 0.2 <= logged[1]["t"] - logged[0]["t"] and elapsed < 30
+
+
+@pytest.mark.parametrize("transport", ["auto", "litellm"])
+def test_a_context_window_error_is_not_retried(tmp_path: Path, transport: str) -> None:
+    from moodbench.llm import ContextWindowError
+    from scripted import start_scripted_server
+
+    script = {"roles": {"judge": {"turns": [{"status": 400, "error": "This model's maximum context length is 4096 tokens"}]}}}
+    with start_scripted_server(script, tmp_path) as srv:
+        with pytest.raises(ContextWindowError):
+            _client(srv, max_retries=3, transport=transport).complete(MESSAGES)
+        assert len(srv.requests()) == 1
+
+
+@pytest.mark.parametrize(("headers", "low", "high"), [
+    ({"retry-after-ms": "1500"}, 1.5, 1.5),
+    ({"Retry-After": "2"}, 2.0, 2.0),
+    ({"Retry-After": "HTTP date 30 s from now"}, 25.0, 30.0),
+    ({"Retry-After": "soon"}, None, None),
+])
+def test_retry_after_spellings(headers: dict[str, str], low: float | None, high: float | None) -> None:
+    from moodbench.llm._client import _retry_after_seconds
+
+    if headers.get("Retry-After", "").startswith("HTTP date"):
+        headers = {"Retry-After": format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)}
+    exc = RuntimeError("429")
+    exc.response = httpx.Response(429, headers=headers)  # type: ignore[attr-defined]
+    got = _retry_after_seconds(exc)
+    assert got is None if low is None else (low <= got <= high), got

@@ -1,1 +1,1 @@
-"""Private plumbing shared by moodbench's packages (paths, console, files, processes, secrets)."""
+"""Small dependency-free helpers shared by every layer of moodbench (standard library only)."""

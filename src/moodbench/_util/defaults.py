@@ -7,6 +7,7 @@ and must not pay for importing the model layer (litellm) to learn a default.
 MAX_TOKENS = 2048  # sent with every request: server defaults (vLLM's 16) truncate replies
 TIMEOUT_S = 120.0  # whole-request deadline per model call
 MAX_RETRIES = 4  # retries per model call on 429/5xx/timeouts
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # generous; an endless or 150 MB reply must not fill memory
 MAX_STEPS = 100  # tau2's default
 MAX_ERRORS = 10  # tau2's default
 MAX_CONSECUTIVE_FAILURES = 25  # failed requests in a row before an endpoint counts as down

@@ -1,74 +1,189 @@
-"""Secrets: recognising them, and keeping them out of everything moodbench writes or prints.
+"""What counts as a secret, and how to keep secrets out of anything moodbench shows or stores.
 
-Interim home (the model layer's hardening replaces it with the full rules): the names that look
-like credentials, the values to scrub, and the deep scrub used before anything reaches disk.
+One definition serves every place that must recognise a credential: names of environment
+variables (``OPENAI_API_KEY``, ``HF_TOKEN``), keys in request arguments and headers at any depth
+(``extra_headers.Authorization``, ``client_secret``), and the parts of a URL that carry one
+(``http://user:KEY@host/v1?api-key=KEY``). Names are split into words (``_``, ``-``, ``.``,
+camelCase) and judged word by word, because substring rules either miss ``X-Auth`` and ``Cookie``
+or refuse request parameters such as ``max_tokens``, ``stop_token_ids`` or ``key_value_cache_dtype``.
+
+Standard library only and cheap to import: the CLI checks its arguments with it before any model
+library is loaded.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-# "token" only as a whole key or a credential-like suffix (auth_token, hf_token, AuthToken): request
-# parameters such as max_tokens, stop_token_ids or skip_special_tokens are not secrets.
-_SECRET_KEY = re.compile(
-    r"api[_-]?key|secret|password|passwd|authorization|credential|(?:^|[_-]|auth|access|bearer|refresh|session)token$",
-    re.I,
-)
-_SECRET_ENV = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)", re.IGNORECASE)
-_MIN_SECRET_LEN = 8
+__all__ = ["looks_secret", "redact_text", "redact_url", "scrub", "secret_keys", "secret_values", "url_secrets"]
+
+MASK = "***"
+
+# A name is a secret if any of its words is one of these ...
+_ANYWHERE = frozenset({
+    "secret", "secrets", "password", "passwd", "passphrase", "credential", "credentials", "authorization",
+    "authentication", "auth", "cookie", "cookies", "apikey", "apikeys", "authtoken", "accesstoken", "bearer",
+})
+# ... or if its last word is one of these: ``HF_TOKEN`` and ``x-api-key`` are credentials, while
+# ``max_tokens`` (plural), ``stop_token_ids``, ``key_value_cache_dtype`` and ``top_k`` are not.
+_LAST = frozenset({"key", "token", "pass", "pwd", "privatekey", "secretkey", "sessiontoken"})
+# "api key" anywhere (``OPENAI_API_KEY_FILE`` names a file holding one: refused in arguments,
+# harmless to scrub in the environment, where paths are skipped anyway).
+_API_KEY = re.compile(r"(?:^|\s)api keys?(?:\s|$)")
+
+# Values shorter than this (or numbers, or paths) in a credential-named variable are settings.
+_MIN_ENV_SECRET = 8
+# A value named explicitly (``--api-key-env``) is scrubbed from this length on.
+_MIN_NAMED_SECRET = 4
+# URL credentials shorter than this are not scrubbed from free text (it would mangle it).
+_MIN_URL_SECRET = 4
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+
+
+def _words(name: str) -> list[str]:
+    return [w.lower() for part in _SEPARATORS.split(str(name)) for w in _CAMEL.split(part) if w]
 
 
 def looks_secret(name: str) -> bool:
-    return bool(_SECRET_KEY.search(str(name)))
+    """Whether a variable, argument, header or query-parameter name looks like it holds a credential."""
+    words = _words(name)
+    if not words:
+        return False
+    if words[-1] in _LAST or any(w in _ANYWHERE for w in words):
+        return True
+    return bool(_API_KEY.search(" ".join(words)))
 
 
-def secret_keys(value: Any) -> list[str]:
-    """Keys that look like credentials, at any depth (``extra_headers: {Authorization: ...}`` too)."""
+def secret_keys(obj: Any, _path: str = "") -> list[str]:
+    """Paths of every secret-looking key at any depth: ``["api_key", "extra_headers.Cookie", "items[0].token"]``.
+
+    Request arguments are stored with the run, so a key in them would be written to disk and
+    shared with the results; callers refuse such arguments and point at ``--api-key-env``.
+    """
     found: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if looks_secret(str(k)):
-                found.append(str(k))
-            found += secret_keys(v)
-    elif isinstance(value, list):
-        for item in value:
-            found += secret_keys(item)
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            path = f"{_path}.{key}" if _path else str(key)
+            if looks_secret(str(key)):
+                found.append(path)
+            found += secret_keys(value, path)
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            found += secret_keys(item, f"{_path}[{i}]")
     return found
 
 
-def secret_values(env_names: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Values to scrub: the named key variables plus any environment variable whose name looks like
-    a credential. Longest first, so a key that contains another is replaced whole."""
+def _spellings(value: str) -> set[str]:
+    """A secret as it may appear in text: raw, JSON-escaped (inside stored JSON) and percent-encoded (in URLs)."""
+    return {value, json.dumps(value)[1:-1], quote(value, safe="")}
+
+
+def secret_values(env_names: Iterable[str] = ()) -> list[str]:
+    """Values to scrub from anything shown or stored, longest first (so a key containing another is replaced whole).
+
+    Every environment variable whose name looks like a credential counts, even when moodbench did
+    not read it (litellm picks up ``OPENAI_API_KEY`` by itself), plus the variables named in
+    ``env_names`` whatever they are called (``--api-key-env MY_VAR``).
+    """
     found: set[str] = set()
     for name, value in os.environ.items():
-        if (_SECRET_ENV.search(name) and len(value) >= _MIN_SECRET_LEN and not value.isdigit()
+        # paths and numbers (PASSWORD_STORE_DIR, SSH_AUTH_SOCK, *_TOKEN_LIMIT) are settings, not credentials
+        if (looks_secret(name) and len(value) >= _MIN_ENV_SECRET and not value.isdigit()
                 and not value.startswith(("/", "~", "."))):
-            found.add(value)
+            found |= _spellings(value)
     for name in env_names:
         named = os.environ.get(name)
-        if named and len(named) >= 4:
-            found.add(named)
-    found |= {json.dumps(v)[1:-1] for v in found}
+        if named and len(named) >= _MIN_NAMED_SECRET:
+            found |= _spellings(named)
     return sorted(found, key=len, reverse=True)
 
 
-def redact_text(text: str, secrets: list[str]) -> str:
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (pass secrets longest first, as the helpers here return them)."""
     for value in secrets:
-        if value in text:
-            text = text.replace(value, "***")
+        if value and value in text:
+            text = text.replace(value, MASK)
     return text
 
 
-def scrub(obj: Any, secrets: list[str]) -> Any:
-    """``obj`` with every secret replaced by ``***`` (a JSON round trip only when one is present)."""
+def _split(url: str) -> Any:
+    try:
+        return urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: not a URL we can take apart
+        return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to show: userinfo becomes ``***@`` and secret-looking query parameters ``***``.
+
+    ``http://user:KEY@gpu1:8000/v1?api-key=KEY&x=1`` -> ``http://***@gpu1:8000/v1?api-key=***&x=1``.
+    The real URL is still the one requests go to; this is only its printable form.
+    """
+    parts = _split(url)
+    if parts is None or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pieces = []
+        for piece in query.split("&"):
+            name, eq, _ = piece.partition("=")
+            pieces.append(f"{name}={MASK}" if eq and looks_secret(unquote(name)) else piece)
+        query = "&".join(pieces)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credential substrings of ``url`` (password, a lone user name used as a token, secret query
+    values), raw and decoded, plus the Basic-auth header value they become; longest first: scrub
+    them from any text that may quote the URL or the request."""
+    parts = _split(url)
+    if parts is None:
+        return []
+    found: set[str] = set()
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        # a user name alone is often the token itself (https://TOKEN@host); next to a password it is just a name
+        for piece in ([password] if colon else [user]):
+            if len(unquote(piece)) >= _MIN_URL_SECRET:
+                found |= _spellings(piece) | _spellings(unquote(piece))
+                basic = f"{unquote(user)}:{unquote(password)}".encode()
+                found.add(base64.b64encode(basic).decode())
+    for name, value in parse_qsl(parts.query, keep_blank_values=False):
+        if looks_secret(name) and len(value) >= _MIN_URL_SECRET:
+            found |= _spellings(value) | {quote(value, safe="-_.~"), quote(value)}
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(obj: Any, secrets: Iterable[str]) -> Any:
+    """``obj`` with every secret replaced by ``***`` in every string, dict keys included, at any depth.
+
+    Dicts, lists and tuples are rebuilt (the input is left alone); other values are returned as they are.
+    """
+    secrets = [s for s in secrets if s]
     if not secrets:
         return obj
-    if isinstance(obj, str):
-        return redact_text(obj, secrets)
-    text = json.dumps(obj, default=str)
-    if not any(s in text for s in secrets):
-        return obj
-    return json.loads(redact_text(text, secrets))
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact_text(value, secrets)
+        if isinstance(value, Mapping):
+            return {walk(k) if isinstance(k, str) else k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(walk(v) for v in value)
+        return value
+
+    return walk(obj)

@@ -46,11 +46,12 @@ def usage_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
-def _backoff_overrides() -> dict[str, float]:
-    """Hidden knobs for tests and benchmarks (MOODBENCH_BACKOFF_BASE_S, MOODBENCH_BACKOFF_MAX_S): the
-    real defaults (1 s doubling to 30 s) are right for real servers but would make a fault benchmark
-    of 200 conversations take many minutes. Read here, at the edge; the library takes arguments."""
-    out: dict[str, float] = {}
+def _spec_overrides() -> dict[str, Any]:
+    """Hidden knobs for tests, benchmarks and debugging, read here at the edge (the library takes
+    arguments): MOODBENCH_BACKOFF_BASE_S / MOODBENCH_BACKOFF_MAX_S (the real 1 s doubling to 30 s is
+    right for real servers but would make a fault benchmark take many minutes) and
+    MOODBENCH_LITELLM=1 (send every call through litellm, skipping the light transport)."""
+    out: dict[str, Any] = {"transport": "litellm"} if os.environ.get("MOODBENCH_LITELLM") == "1" else {}
     for env, key in (("MOODBENCH_BACKOFF_BASE_S", "backoff_base_s"), ("MOODBENCH_BACKOFF_MAX_S", "backoff_max_s")):
         value = os.environ.get(env, "").strip()
         if not value:
@@ -96,7 +97,7 @@ def run(
         _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
         try:
             result = run_experiment(config, console=console, force_config=force_config, handle_signals=True, freeze_gc=True,
-                                    backoff=_backoff_overrides())
+                                    spec_overrides=_spec_overrides())
         except PreflightError as exc:
             console.print(f"[bold red]preflight refused the setup[/] (exit {int(ExitCode.PREFLIGHT)}): {exc}", highlight=False)
             for line in exc.advice:

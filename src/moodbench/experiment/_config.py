@@ -112,6 +112,8 @@ class RunConfig(BaseModel):
     max_concurrency_per_endpoint: int | None = opt(None, "At most this many requests in flight per base URL (replica); "
                                                          "requests go to the least busy replica.", execution=True, ge=1)
     timeout_s: float = opt(defaults.TIMEOUT_S, "Deadline per model request in seconds.", flag="--timeout", execution=True, gt=0)
+    max_response_bytes: int = opt(defaults.MAX_RESPONSE_BYTES, "A model reply larger than this many bytes ends the request "
+                                  "as an error without reading the rest.", execution=True, ge=1024)
     max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0)
     max_consecutive_failures: int = opt(defaults.MAX_CONSECUTIVE_FAILURES, "Stop starting conversations after this many "
                                         "failed requests in a row.", execution=True, ge=0)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moodbench._util.secrets import secret_values
+from moodbench._util.secrets import secret_values, url_secrets
 from moodbench.experiment._config import ConfigError, RunConfig, config_diff
 from moodbench.experiment._endpoints import local_endpoints
 from moodbench.experiment._exit import ExitCode
@@ -44,6 +44,16 @@ class RunResult:
         return self.exit_code == ExitCode.OK
 
 
+def run_secrets(*configs: RunConfig) -> list[str]:
+    """Everything to keep out of the run directory: key values from the environment and
+    credentials written into base URLs (``http://user:KEY@host/v1``), longest first."""
+    found = set(secret_values(tuple(c.api_key_env for c in configs if c.api_key_env)))
+    for c in configs:
+        for url in [*c.agent_base_url, *(c.user_base_url or []), *(c.judge_base_url or [])]:
+            found.update(url_secrets(url))
+    return sorted(found, key=len, reverse=True)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -62,13 +72,18 @@ def check_environment(config: RunConfig) -> None:
         raise ConfigError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --out") from None
 
 
-def model_specs(config: RunConfig, *, backoff: dict[str, float] | None = None) -> tuple[ModelSpec, ModelSpec, ModelSpec]:
-    """The agent's, customer's and judge's :class:`ModelSpec` (customer and judge default to the agent's)."""
+def model_specs(config: RunConfig, *, overrides: dict[str, Any] | None = None) -> tuple[ModelSpec, ModelSpec, ModelSpec]:
+    """The agent's, customer's and judge's :class:`ModelSpec` (customer and judge default to the agent's).
+
+    ``overrides``: model-layer settings the config does not expose (``transport``, backoff timing),
+    for tests, benchmarks and debugging.
+    """
     from moodbench.llm import ModelSpec
 
     common: dict[str, Any] = dict(api_key_env=config.api_key_env, max_tokens=config.max_tokens,
                                   timeout_s=config.timeout_s, max_retries=config.max_retries,
-                                  max_in_flight_per_endpoint=config.max_concurrency_per_endpoint, **(backoff or {}))
+                                  max_response_bytes=config.max_response_bytes,
+                                  max_in_flight_per_endpoint=config.max_concurrency_per_endpoint, **(overrides or {}))
     agent = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), args=dict(config.agent_args), **common)
     um, uu = config.resolved_user_model()
     user_args = config.user_args or (config.agent_args if config.user_model is None else {})
@@ -94,14 +109,15 @@ def prepare_run_dir(config: RunConfig, plan: Plan, store: Store, force_config: b
 
 
 def run(config: RunConfig, *, console: Console | None = None, force_config: bool = False, handle_signals: bool = False,
-        freeze_gc: bool = False, backoff: dict[str, float] | None = None) -> RunResult:
+        freeze_gc: bool = False, spec_overrides: dict[str, Any] | None = None) -> RunResult:
     """Run (or resume) every missing cell of ``config`` into ``config.out``, exactly as ``moodbench run`` does.
 
     Preflight runs unless ``config.skip_preflight``; ``local/NAME`` models get a llama.cpp server for
     the length of the run. Nothing process-wide happens unless asked: ``console`` (progress and
     messages; None: silent), ``handle_signals`` (install the two-step Ctrl-C handler),
-    ``freeze_gc`` (``gc.freeze`` long-lived objects, a CPU saving at high concurrency). ``backoff``:
-    ``backoff_base_s``/``backoff_max_s`` overrides for the model layer (tests and benchmarks).
+    ``freeze_gc`` (``gc.freeze`` long-lived objects, a CPU saving at high concurrency).
+    ``spec_overrides``: :class:`moodbench.llm.ModelSpec` fields the config does not expose
+    (``transport="litellm"``, ``backoff_base_s``...), for tests, benchmarks and debugging.
 
     Raises :class:`ConfigError` (bad input; nothing was run) and
     :class:`moodbench.doctor.PreflightError` (the setup cannot work; nothing was run).
@@ -110,18 +126,18 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     plan = make_plan(config)  # every input error surfaces before a server starts
     with local_endpoints(config, console) as ready:
         return _run_ready(ready, plan, identity_config=config, console=console, force_config=force_config,
-                          handle_signals=handle_signals, freeze_gc=freeze_gc, backoff=backoff)
+                          handle_signals=handle_signals, freeze_gc=freeze_gc, spec_overrides=spec_overrides)
 
 
 def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
-               handle_signals: bool, freeze_gc: bool, backoff: dict[str, float] | None) -> RunResult:
+               handle_signals: bool, freeze_gc: bool, spec_overrides: dict[str, Any] | None) -> RunResult:
     from moodbench.doctor import run_preflight
     from moodbench.experiment._loop import run_loop
     from moodbench.llm import EndpointHealth, ModelClient
     from moodbench.sim import ConversationSettings
 
     run_dir = Path(config.out)
-    secrets = secret_values((config.api_key_env,) if config.api_key_env else ())
+    secrets = run_secrets(identity_config, config)
     store = Store(run_dir / "results.sqlite")
     events = EventLog(run_dir / "events.jsonl", secrets)
 
@@ -138,7 +154,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         manifest(versions=versions(), git_commit=git_commit(), started_at=_now(), cells_planned=len(plan.cells),
                  cells_todo=len(todo))
         events.emit("run_started", cells=len(plan.cells), todo=len(todo), resumed=len(plan.cells) - len(todo))
-        agent_spec, user_spec, judge_spec = model_specs(config, backoff=backoff)
+        agent_spec, user_spec, judge_spec = model_specs(config, overrides=spec_overrides)
         if todo and not config.skip_preflight:
             try:
                 run_preflight(config, agent_spec, store, events, console=console)

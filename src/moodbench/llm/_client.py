@@ -1,11 +1,16 @@
 """A model endpoint and the calls made to it.
 
 litellm gives one calling convention for vLLM, llama.cpp, Ollama, OpenAI, Anthropic and the rest;
-this module adds what an experiment needs on top: retries with backoff that honour ``Retry-After``,
-a per-request timeout, a default ``max_tokens`` so server defaults never truncate replies, a breaker
-that notices a dead endpoint, ``<think>`` stripping, recovery of tool calls written as text, and a
+this module adds what an experiment needs on top: retries with backoff that honour ``Retry-After``
+(driven by tenacity), a whole-request deadline and a reply-size limit on every attempt (see
+``_http.py``), a default ``max_tokens`` so server defaults never truncate replies, a breaker that
+notices a dead endpoint, ``<think>`` stripping, recovery of tool calls written as text, and a
 record of tokens, cost and latency for every call. Nothing here is global: each run builds its own
 clients and health tracker and hands them to the conversations that use them.
+
+Secrets: the key named by ``api_key_env`` and any credential in a base URL are used for requests
+and scrubbed from everything this module shows (errors, ``Completion.endpoint``, the breaker's
+``down``/``last_error``, :meth:`ModelSpec.describe`); see :mod:`moodbench._util.secrets`.
 """
 
 from __future__ import annotations
@@ -14,24 +19,26 @@ import itertools
 import json
 import os
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm fetches a remote cost map at import otherwise
 import httpx
-import litellm
 import openai
+import tenacity
 
-from moodbench.llm._fast import transport_for
+# redact_text and secret_values are also imported from here by runner.py until it moves to
+# moodbench._util.secrets, where they are defined.
+from moodbench._util import defaults
+from moodbench._util.secrets import redact_text, redact_url, secret_values, url_secrets
+from moodbench.llm._fast import OpenAICompatTransport, fast_path_allowed
+from moodbench.llm._http import RequestBudget
+from moodbench.llm._litellm import LitellmTransport, litellm
 from moodbench.llm._router import EndpointRouter, RoutedTransport
 from moodbench.llm._textcalls import recover_text_tool_calls
 from moodbench.llm._thinking import strip_thinking
-
-litellm.suppress_debug_info = True
 
 _RETRYABLE = (
     litellm.RateLimitError,
@@ -47,38 +54,8 @@ _RETRYABLE = (
 # Status codes worth another try: request timeout, conflict/lock (the openai SDK retries these
 # too), too early, rate limit, and every server-side error (502/503/504 from proxies included).
 _RETRYABLE_STATUS = {408, 409, 425, 429}
-
-# Names of environment variables whose values are treated as secrets and never written anywhere,
-# even when moodbench did not read them itself (litellm picks up OPENAI_API_KEY and friends).
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)", re.IGNORECASE)
-_MIN_SECRET_LEN = 8
-
-
-def secret_values(extra_env: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Values to scrub from anything moodbench shows or stores: the named key variables plus any
-    environment variable whose name looks like a credential. Longest first, so a key that contains
-    another is replaced whole."""
-    found: set[str] = set()
-    for name, value in os.environ.items():
-        # paths and numbers (PASSWORD_STORE_DIR, *_TOKEN_LIMIT) are settings, not credentials
-        if (_SECRET_NAME.search(name) and len(value) >= _MIN_SECRET_LEN and not value.isdigit()
-                and not value.startswith(("/", "~", "."))):
-            found.add(value)
-    for name in extra_env:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            found.add(value)
-    # the JSON-escaped spelling too, for keys with characters JSON escapes, seen inside stored JSON
-    found |= {json.dumps(v)[1:-1] for v in found}
-    return sorted(found, key=len, reverse=True)
-
-
-def redact_text(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for value in secrets:
-        if value in text:
-            text = text.replace(value, "***")
-    return text
+# What OpenAI-compatible local servers get when the user named no key: *a* key, never a real one.
+_PLACEHOLDER_KEY = "sk-no-key-required"
 
 
 class LLMCallError(RuntimeError):
@@ -91,6 +68,10 @@ class LLMCallError(RuntimeError):
 
 class EndpointDownError(LLMCallError):
     """Too many consecutive failures on an endpoint: the run stops starting conversations."""
+
+
+class ReplyTooLargeError(LLMCallError):
+    """A reply passed ``ModelSpec.max_response_bytes``; it was not read further and is not retried."""
 
 
 class MalformedResponseError(RuntimeError):
@@ -109,9 +90,11 @@ class ModelSpec:
     base_urls: tuple[str, ...] = ()
     api_key_env: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
-    max_tokens: int = 2048
-    timeout_s: float = 120.0
-    max_retries: int = 4
+    max_tokens: int = defaults.MAX_TOKENS
+    # Whole-request deadline of each attempt: connect, send, wait and receive together, however
+    # slowly the reply arrives. Retries each get their own.
+    timeout_s: float = defaults.TIMEOUT_S
+    max_retries: int = defaults.MAX_RETRIES
     backoff_base_s: float = 1.0
     backoff_max_s: float = 30.0
     # A server's Retry-After is honoured up to this long (it knows its queue better than we do).
@@ -120,9 +103,23 @@ class ModelSpec:
     # Replicas (several base_urls): requests go to the least busy one; at most this many in flight
     # per replica (None: no cap). See llm/_router.py.
     max_in_flight_per_endpoint: int | None = None
+    # A reply above this many bytes ends the call (ReplyTooLargeError) without the rest being
+    # read. 4 MiB is hundreds of times a 2048-token reply; only per-token top_logprobs on long
+    # replies come near it (raise it for those), otherwise only a broken server does.
+    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
+    # "auto": plain OpenAI-compatible endpoints use the light transport (llm/_fast.py), the rest
+    # litellm; "litellm": every call through litellm.
+    transport: Literal["auto", "litellm"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("auto", "litellm"):
+            raise ValueError(f"transport must be 'auto' or 'litellm', not {self.transport!r}")
+        if self.max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
 
     def describe(self) -> str:
-        return f"{self.model} @ {', '.join(self.base_urls)}" if self.base_urls else self.model
+        """The model and its endpoints, fit to show (credentials in URLs masked)."""
+        return f"{self.model} @ {', '.join(redact_url(u) for u in self.base_urls)}" if self.base_urls else self.model
 
 
 class EndpointHealth:
@@ -254,8 +251,65 @@ def _is_context_error(exc: BaseException) -> bool:
     return any(s in text for s in ("context length", "context window", "maximum context", "too many tokens", "exceeds the context"))
 
 
+def _make_transport(spec: ModelSpec) -> OpenAICompatTransport | LitellmTransport:
+    if spec.transport != "litellm" and fast_path_allowed(spec.model, spec.base_urls, spec.args):
+        return OpenAICompatTransport()  # skips litellm's ~8 ms/call overhead (see llm/_fast.py)
+    return LitellmTransport()
+
+
+@dataclass
+class _Call:
+    """One ``complete()`` call across its attempts."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict | None
+    recover: bool
+    seed: int | None
+    empty_left: int
+    attempts: int = 0  # requests sent
+    failures: int = 0  # of which failed
+
+
+class _FailedAttempt(Exception):
+    """One failed request, already counted by the breaker and redacted; tenacity decides what next."""
+
+    def __init__(self, message: str, label: str, retryable: bool, cause: BaseException,
+                 error_cls: type[LLMCallError] = LLMCallError):
+        super().__init__(message)
+        self.message, self.label, self.retryable, self.cause, self.error_cls = message, label, retryable, cause, error_cls
+
+
+class _EmptyReply(Exception):
+    """An empty reply with empty-reply retries left: asked again at once."""
+
+    def __init__(self, completion: Completion):
+        super().__init__("empty reply")
+        self.completion = completion
+
+
+class _Backoff(tenacity.wait.wait_base):
+    """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened; empty replies wait not at all."""
+
+    def __init__(self, spec: ModelSpec, rng: random.Random):
+        self._spec = spec
+        self._rng = rng
+        self._exponential = tenacity.wait_exponential(multiplier=spec.backoff_base_s, max=spec.backoff_max_s)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        if not isinstance(exc, _FailedAttempt):
+            return 0.0
+        hinted = _retry_after_seconds(exc.cause)
+        if hinted is not None:
+            # Up to 10% extra so a crowd of conversations told "1 s" do not all return together.
+            return min(hinted, self._spec.retry_after_max_s) * (1.0 + 0.1 * self._rng.random())
+        # "Equal jitter": between half and all of the exponential delay, so retries don't stampede.
+        return self._exponential(retry_state) * (0.5 + self._rng.random() / 2)
+
+
 class ModelClient:
-    """Calls one model (over one or several base URLs, round-robin) for one run."""
+    """Calls one model (over one or several base URLs) for one run."""
 
     def __init__(self, spec: ModelSpec, health: EndpointHealth | None = None, *, rng: random.Random | None = None):
         self.spec = spec
@@ -263,9 +317,11 @@ class ModelClient:
         self._rr = itertools.count()
         self._rng = rng or random.Random()
         self._api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-        self._secrets = secret_values((spec.api_key_env,) if spec.api_key_env else ())
-        # Plain OpenAI-compatible endpoints skip litellm's ~8 ms/call overhead (see llm/_fast.py).
-        self._transport = transport_for(spec.model, spec.base_urls, spec.args) or litellm
+        self._labels = {url: redact_url(url) for url in spec.base_urls}
+        named = secret_values((spec.api_key_env,) if spec.api_key_env else ())
+        in_urls = [value for url in spec.base_urls for value in url_secrets(url)]
+        self._secrets = sorted(set(named) | set(in_urls), key=len, reverse=True)
+        self._transport: Any = _make_transport(spec)
         self._router = None
         if len(spec.base_urls) > 1 or spec.max_in_flight_per_endpoint:
             self._router = EndpointRouter(spec.base_urls, spec.max_in_flight_per_endpoint)
@@ -273,7 +329,7 @@ class ModelClient:
 
     # -- secrets -------------------------------------------------------------------------------
     def redact(self, text: str) -> str:
-        """Remove API keys from any text that may be shown or stored (exceptions, logs)."""
+        """Remove API keys and URL credentials from any text that may be shown or stored (exceptions, logs)."""
         return redact_text(text, self._secrets)
 
     # -- calling -------------------------------------------------------------------------------
@@ -283,6 +339,10 @@ class ModelClient:
         if self._router is not None:  # least busy replica with a free slot (waits if all are full)
             return self._router.acquire()
         return self.spec.base_urls[next(self._rr) % len(self.spec.base_urls)]
+
+    def _label(self, base_url: str | None) -> str:
+        """How an endpoint is named in errors, the breaker and ``Completion.endpoint``: never with credentials."""
+        return self._labels.get(base_url, redact_url(base_url)) if base_url else self.spec.model
 
     def _kwargs(self, base_url: str | None) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -301,18 +361,24 @@ class ModelClient:
         if self._api_key:
             kw["api_key"] = self._api_key
         elif base_url:
-            # OpenAI-compatible local servers need *a* key in the client, never a real one.
-            kw.setdefault("api_key", "sk-no-key-required")
+            # Custom base URLs get a placeholder, never a key from the environment: without one
+            # litellm would send OPENAI_API_KEY (or HOSTED_VLLM_API_KEY...) to whatever server it is.
+            kw["api_key"] = _PLACEHOLDER_KEY
         return kw
 
-    def _backoff(self, attempt: int, exc: BaseException) -> float:
-        """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened."""
-        hinted = _retry_after_seconds(exc)
-        if hinted is not None:
-            # Up to 10% extra so a crowd of conversations told "1 s" do not all return together.
-            return min(hinted, self.spec.retry_after_max_s) * (1.0 + 0.1 * self._rng.random())
-        base = min(self.spec.backoff_max_s, self.spec.backoff_base_s * (2 ** attempt))
-        return base * (0.5 + self._rng.random() / 2)  # jitter so retries don't stampede
+    def _retrying(self, call: _Call) -> tenacity.Retrying:
+        """The retry policy of one call: tenacity decides, the breaker's event does the sleeping.
+
+        ``health.sleep`` is the sleep, so a backoff ends the moment the endpoint trips or the run
+        is cancelled; the next attempt then fails at once (``_check_open``).
+        """
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, _EmptyReply) or (isinstance(e, _FailedAttempt) and e.retryable)),
+            stop=lambda _state: call.failures > self.spec.max_retries,
+            wait=_Backoff(self.spec, self._rng),
+            sleep=self.health.sleep,
+            reraise=True,
+        )
 
     def complete(
         self,
@@ -324,58 +390,93 @@ class ModelClient:
         seed: int | None = None,
     ) -> Completion:
         """Send one chat request; raise :class:`LLMCallError` only after every retry failed."""
-        endpoint_label = self.spec.describe()
-        attempts = 0
-        empty_left = self.spec.empty_retries
-        while True:
-            if self.health.cancelled:
-                raise LLMCallError(f"{endpoint_label}: run cancelled", self.spec.model)
-            if self.health.down is not None:
-                raise EndpointDownError(
-                    f"endpoint {self.health.down} is down (too many consecutive failures): "
-                    f"{self.health.last_error}",
-                    self.health.down,
-                )
-            base_url = self._endpoint()
-            label = base_url or self.spec.model
-            kw = self._kwargs(base_url)
-            if tools:
-                kw["tools"] = tools
-                kw["tool_choice"] = tool_choice or "auto"
-            if seed is not None and "seed" not in self.spec.args:
-                kw["seed"] = seed
-            attempts += 1
-            started = time.perf_counter()
+        call = _Call(messages, tools, tool_choice, recover_text_tool_calls, seed, empty_left=self.spec.empty_retries)
+        try:
+            return self._retrying(call)(self._attempt, call)
+        except _EmptyReply as last:  # pragma: no cover - tenacity only stops on failures
+            return last.completion
+        except _FailedAttempt as failed:
+            raise failed.error_cls(
+                f"{self.spec.describe()}: request failed after {call.attempts} attempt(s): {failed.message}", failed.label
+            ) from None
+
+    def _check_open(self) -> None:
+        if self.health.cancelled:
+            raise LLMCallError(f"{self.spec.describe()}: run cancelled", self.spec.model)
+        if self.health.down is not None:
+            raise EndpointDownError(
+                f"endpoint {self.health.down} is down (too many consecutive failures): {self.health.last_error}",
+                self.health.down,
+            )
+
+    def _attempt(self, call: _Call) -> Completion:
+        """One request: a completion, or a :class:`_FailedAttempt` already counted by the breaker."""
+        self._check_open()
+        base_url = self._endpoint()
+        label = self._label(base_url)
+        kw = self._kwargs(base_url)
+        if call.tools:
+            kw["tools"] = call.tools
+            kw["tool_choice"] = call.tool_choice or "auto"
+        if call.seed is not None and "seed" not in self.spec.args:
+            kw["seed"] = call.seed
+        call.attempts += 1
+        budget = RequestBudget(self.spec.timeout_s, self.spec.max_response_bytes)
+        started = time.perf_counter()
+        try:
+            # num_retries=0 (in _kwargs) also becomes the openai SDK's max_retries, so the only
+            # retries are tenacity's: the request log shows exactly max_retries + 1 requests.
+            response = self._transport.completion(messages=call.messages, budget=budget, **kw)
+            latency = time.perf_counter() - started
             try:
-                # num_retries=0 (in _kwargs) also becomes the openai SDK's max_retries, so the only
-                # retries are the ones below: the request log shows exactly max_retries + 1 requests.
-                response = self._transport.completion(messages=messages, **kw)
-                latency = time.perf_counter() - started
-                try:
-                    completion = self._parse(response, latency, attempts, label, tools, recover_text_tool_calls)
-                except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-                    # A 200 whose body is not a chat completion (no choices, no message) is the
-                    # server's fault: retry it like a 5xx rather than crash the conversation.
-                    raise MalformedResponseError(f"unusable response from the server: {exc!r}") from None
-            except Exception as exc:  # noqa: BLE001 - classified below
-                if _is_context_error(exc):
-                    raise ContextWindowError(self.redact(str(exc))[:2000]) from None
-                retryable = _is_retryable(exc) or isinstance(exc, MalformedResponseError)
-                message = self.redact(f"{type(exc).__name__}: {exc}")[:2000]
-                # Every failed request counts towards the breaker: a 401 or a 404 (model gone) on
-                # every call is as dead an endpoint as a refused connection.
-                self.health.failure(label, message)
-                if not retryable or attempts > self.spec.max_retries:
-                    raise LLMCallError(
-                        f"{endpoint_label}: request failed after {attempts} attempt(s): {message}", label
-                    ) from None
-                self.health.sleep(self._backoff(attempts - 1, exc))
-                continue
-            self.health.success(label)
-            if completion.is_empty and empty_left > 0:
-                empty_left -= 1
-                continue
-            return completion
+                completion = self._parse(response, latency, call.attempts, label, call.tools, call.recover)
+            except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+                # A 200 whose body is not a chat completion (no choices, no message) is the
+                # server's fault: retry it like a 5xx rather than crash the conversation.
+                raise MalformedResponseError(f"unusable response from the server: {exc!r}") from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            call.failures += 1
+            raise self._failure(exc, budget, base_url, label) from None
+        self.health.success(label)
+        if completion.is_empty and call.empty_left > 0:
+            call.empty_left -= 1
+            raise _EmptyReply(completion)
+        return completion
+
+    def _failure(self, exc: Exception, budget: RequestBudget, base_url: str | None, label: str) -> Exception:
+        """Classify a failed request: the exception to raise, after counting it towards the breaker."""
+        error_cls: type[LLMCallError] = LLMCallError
+        if budget.tripped == "size":
+            # However the SDK wrapped it, the budget knows the reply was cut off for its size.
+            retryable, message = False, (f"{budget.size_message()}; raise --max-response-bytes if the model "
+                                         "really writes replies that long")
+            error_cls = ReplyTooLargeError
+        elif _is_context_error(exc):
+            return ContextWindowError(self.redact(str(exc))[:2000])  # the conversation's doing, not the endpoint's
+        elif budget.tripped == "deadline":
+            retryable, message = True, f"Timeout: {budget.deadline_message()}; raise --timeout for slower servers"
+            if budget.abandoned:
+                message += " (this provider's client takes no deadline: the request was left running in a worker thread)"
+        else:
+            retryable = _is_retryable(exc) or isinstance(exc, MalformedResponseError)
+            message = f"{type(exc).__name__}: {exc}"
+            if _status_code(exc) == 401 and base_url:
+                message = f"{self._unauthorized()} ({message[:300]})"
+        message = self.redact(message)[:2000]
+        # Every failed request counts towards the breaker: a 401 or a 404 (model gone) on every
+        # call is as dead an endpoint as a refused connection.
+        self.health.failure(label, message)
+        return _FailedAttempt(message, label, retryable, exc, error_cls)
+
+    def _unauthorized(self) -> str:
+        """What a 401 from a custom base URL means, in moodbench's terms."""
+        name = self.spec.api_key_env
+        if name and self._api_key:
+            return f"401 Unauthorized: the endpoint rejected the key in ${name} (--api-key-env)"
+        if name:
+            return f"401 Unauthorized: the endpoint wants an API key, and ${name} (named by --api-key-env) is not set"
+        return ("401 Unauthorized: the endpoint wants an API key; moodbench sends none to custom base URLs "
+                "unless --api-key-env NAME names the variable holding it")
 
     def _parse(
         self,

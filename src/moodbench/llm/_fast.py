@@ -11,18 +11,23 @@ send with one pooled, thread-safe ``httpx.Client`` (~0.6 ms per call) and return
 Failures are raised as the litellm exceptions litellm itself raises for those statuses (the
 httpx response attached, so ``Retry-After`` still reaches the retry logic). Everything else
 (hosted APIs, other providers, unusual request parameters) keeps going through litellm, and
-``MOODBENCH_LITELLM=1`` sends every call through litellm.
+``ModelSpec(transport="litellm")`` sends every call through litellm.
+
+Requests go through a :func:`~moodbench.llm._http.deadline_client`, so the call's
+:class:`~moodbench.llm._http.RequestBudget` bounds the whole request and the size of the reply
+(the decoded size too, so a compressed reply cannot inflate past the limit either).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
-import litellm
+
+from moodbench.llm._http import ReplyTooLarge, RequestBudget, active, deadline_client
+from moodbench.llm._litellm import litellm
 
 # Providers whose requests litellm forwards unchanged to an OpenAI-compatible /chat/completions.
 _PASSTHROUGH_PROVIDERS = ("openai/", "hosted_vllm/")
@@ -41,11 +46,12 @@ _HOSTED = ("openai.com", "azure.com", "anthropic.com", "googleapis.com", "groq.c
 
 def fast_path_allowed(model: str, base_urls: tuple[str, ...], args: dict[str, Any]) -> bool:
     """Whether calls for this spec may skip litellm (see the module docstring)."""
-    if os.environ.get("MOODBENCH_LITELLM") == "1" or not base_urls:
+    if not base_urls:
         return False
     if not model.startswith(_PASSTHROUGH_PROVIDERS):
         return False
-    if any(urlparse(u).hostname is None or urlparse(u).hostname.endswith(_HOSTED) for u in base_urls):
+    hosts = [urlparse(u).hostname for u in base_urls]
+    if any(host is None or host.endswith(_HOSTED) for host in hosts):
         return False
     return set(args) <= _PLAIN_PARAMS
 
@@ -54,14 +60,13 @@ class OpenAICompatTransport:
     """``completion(messages=..., **litellm_kwargs)`` over plain HTTP; thread-safe, one pool."""
 
     def __init__(self, max_connections: int | None = None):
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections or 1024)
-        self._http = httpx.Client(limits=limits)
+        self._http = deadline_client(max_connections=max_connections)
 
     def close(self) -> None:
         self._http.close()
 
     def completion(self, *, messages: list[dict[str, Any]], model: str, api_base: str, timeout: float,
-                   api_key: str | None = None, **kw: Any) -> litellm.ModelResponse:
+                   api_key: str | None = None, budget: RequestBudget | None = None, **kw: Any) -> litellm.ModelResponse:
         name = model.split("/", 1)[1]
         # litellm leaves out None-valued message keys (``content: null`` next to tool calls), which
         # some servers' chat templates reject; so does this transport.
@@ -76,24 +81,54 @@ class OpenAICompatTransport:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = api_base.rstrip("/") + "/chat/completions"
         provider = model.split("/", 1)[0]
+        request = self._http.build_request("POST", url, content=json.dumps(body).encode(),
+                                           headers={**headers, "Content-Type": "application/json"}, timeout=timeout)
         try:
-            resp = self._http.post(url, content=json.dumps(body).encode(), headers={**headers, "Content-Type": "application/json"},
-                                   timeout=timeout)
+            with active(budget):
+                resp = self._http.send(request, stream=True)
+                try:
+                    content = _read(resp, budget)
+                finally:
+                    resp.close()
+        except ReplyTooLarge:
+            raise
         except httpx.TimeoutException as exc:
-            raise litellm.Timeout(f"request timed out after {timeout}s: {exc}", model=model, llm_provider=provider) from None
+            why = budget.deadline_message() if budget is not None and budget.tripped == "deadline" else f"request timed out after {timeout}s"
+            raise litellm.Timeout(f"{why}: {type(exc).__name__}: {exc}", model=model, llm_provider=provider) from None
         except httpx.TransportError as exc:
             raise litellm.APIConnectionError(f"{type(exc).__name__}: {exc}", llm_provider=provider, model=model) from None
         if resp.status_code != 200:
-            raise _status_error(resp, model, provider)
+            raise _status_error(_as_read(resp, content), model, provider)
         try:
-            data = resp.json()
+            data = json.loads(content)
         except ValueError:
-            raise litellm.InternalServerError(f"reply is not JSON: {resp.text[:300]!r}", llm_provider=provider, model=model,
-                                              response=resp) from None
+            raise litellm.InternalServerError(f"reply is not JSON: {content[:300]!r}", llm_provider=provider, model=model,
+                                              response=_as_read(resp, content)) from None
         if not isinstance(data, dict):
-            raise litellm.InternalServerError(f"reply is not a JSON object: {resp.text[:300]!r}", llm_provider=provider,
-                                              model=model, response=resp)
+            raise litellm.InternalServerError(f"reply is not a JSON object: {content[:300]!r}", llm_provider=provider,
+                                              model=model, response=_as_read(resp, content))
         return litellm.ModelResponse(**data)
+
+
+def _read(resp: httpx.Response, budget: RequestBudget | None) -> bytes:
+    """The decoded body, ended (and the connection closed) as soon as it passes the budget's limit."""
+    limit = budget.max_bytes if budget is not None else None
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_bytes():
+        size += len(chunk)
+        if limit is not None and size > limit:
+            assert budget is not None
+            budget.tripped = "size"
+            raise ReplyTooLarge(f"{budget.size_message()} (decoded)", request=resp.request)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _as_read(resp: httpx.Response, content: bytes) -> httpx.Response:
+    """A closed streamed response as a read one (``.json()``, ``.text``, headers) for error reporting."""
+    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+    return httpx.Response(resp.status_code, headers=headers, content=content, request=resp.request)
 
 
 def _status_error(resp: httpx.Response, model: str, provider: str) -> Exception:
@@ -105,7 +140,7 @@ def _status_error(resp: httpx.Response, model: str, provider: str) -> Exception:
         message = resp.text
     text = f"{provider.capitalize()}Exception - Error code: {resp.status_code} - {str(message)[:1500]}"
     code = resp.status_code
-    common = {"llm_provider": provider, "model": model, "response": resp}
+    common: dict[str, Any] = {"llm_provider": provider, "model": model, "response": resp}
     if code == 400:
         low = text.lower()
         if any(s in low for s in ("context length", "context window", "maximum context", "too many tokens")):

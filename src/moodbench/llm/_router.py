@@ -18,6 +18,8 @@ import itertools
 import threading
 from typing import Any
 
+from moodbench._util.secrets import redact_url
+
 
 class EndpointRouter:
     """Least-in-flight choice among base URLs, optionally capped per URL (thread-safe)."""
@@ -55,14 +57,23 @@ class EndpointRouter:
                 self._in_flight[url] -= 1
                 self._cond.notify()
 
+    def labels(self) -> dict[str, str]:
+        """Each replica's URL as it may be shown (credentials masked; numbered if that makes two alike)."""
+        labels: dict[str, str] = {}
+        for i, url in enumerate(self.base_urls):
+            label = redact_url(url)
+            labels[url] = label if label not in labels.values() else f"{label} [{i + 1}]"
+        return labels
+
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """Per replica: requests in flight now and requests sent so far."""
+        """Per replica (by its shown label): requests in flight now and requests sent so far."""
+        labels = self.labels()
         with self._cond:
-            return {u: {"in_flight": self._in_flight[u], "served": self._served[u]} for u in self.base_urls}
+            return {labels[u]: {"in_flight": self._in_flight[u], "served": self._served[u]} for u in self.base_urls}
 
 
 class RoutedTransport:
-    """Wraps a transport (``litellm`` or the light one) so every call releases its replica's slot."""
+    """Wraps a transport (litellm's or the light one) so every call releases its replica's slot."""
 
     def __init__(self, inner: Any, router: EndpointRouter):
         self.inner = inner

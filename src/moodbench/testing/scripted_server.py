@@ -29,7 +29,9 @@ unknown key is an error at start-up so typos fail loudly)::
       judge:  {...}
       <custom>: {detect: REGEX on system prompt, model: MODEL NAME, turns: [...]}
     faults: {error_500_rate, error_429_rate, retry_after_s, timeout_rate, timeout_s,
-             drop_rate, malformed_tool_call_rate, down, first_n_fail, roles: [names]}
+             drop_rate, drip_rate, drip_bytes_per_s, drip_headers, huge_rate, huge_bytes,
+             huge_chunked, endless_rate, malformed_tool_call_rate, down, first_n_fail,
+             require_api_key, roles: [names]}
 
 Role: the first script role (in script order) whose ``model`` equals the
 request's model or whose ``detect`` regex matches the system text; else
@@ -97,11 +99,22 @@ FAULT_KEYS = {
     "timeout_rate",
     "timeout_s",
     "drop_rate",
+    "drip_rate",
+    "drip_bytes_per_s",
+    "drip_headers",
+    "huge_rate",
+    "huge_bytes",
+    "huge_chunked",
+    "endless_rate",
     "malformed_tool_call_rate",
     "down",
     "first_n_fail",
+    "require_api_key",
     "roles",
 }
+# Faults that answer 200 but send the reply in a way only a client with a deadline and a size
+# limit survives; handle_chat writes them itself.
+REPLY_FAULTS = ("drip", "huge", "endless")
 RESPONSE_KEYS = {
     "content",
     "tool_calls",
@@ -207,10 +220,20 @@ def validate_script(script: Any) -> None:
     if not isinstance(faults, dict):
         raise ScriptError("script.faults must be a mapping")
     _check_keys(faults, FAULT_KEYS, "faults")
-    for key in ("error_500_rate", "error_429_rate", "timeout_rate", "drop_rate", "malformed_tool_call_rate"):
+    for key in ("error_500_rate", "error_429_rate", "timeout_rate", "drop_rate", "drip_rate", "huge_rate", "endless_rate",
+                "malformed_tool_call_rate"):
         rate = faults.get(key, 0.0)
         if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ScriptError(f"faults.{key} must be a number in [0, 1]")
+    for key in ("drip_bytes_per_s", "huge_bytes"):
+        value = faults.get(key, 1)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ScriptError(f"faults.{key} must be a positive number")
+    for key in ("drip_headers", "huge_chunked"):
+        if not isinstance(faults.get(key, True), bool):
+            raise ScriptError(f"faults.{key} must be true or false")
+    if "require_api_key" in faults and (not isinstance(faults["require_api_key"], str) or not faults["require_api_key"]):
+        raise ScriptError("faults.require_api_key must be a non-empty string")
     if "roles" in faults and (
         not isinstance(faults["roles"], list) or not all(isinstance(r, str) for r in faults["roles"])
     ):
@@ -534,13 +557,16 @@ class ScriptedBackend:
             ("error_429", "error_429_rate"),
             ("timeout", "timeout_rate"),
             ("drop", "drop_rate"),
+            ("drip", "drip_rate"),
+            ("huge", "huge_rate"),
+            ("endless", "endless_rate"),
         ):
             edge += float(self.faults.get(key, 0.0))
             if u < edge:
                 return name, malformed
         return None, malformed
 
-    def plan(self, body: dict[str, Any]) -> Plan:
+    def plan(self, body: dict[str, Any], authorization: str | None = None) -> Plan:
         n = self.seq
         self.seq += 1
         messages = body.get("messages") or []
@@ -548,6 +574,13 @@ class ScriptedBackend:
         turn = turn_index(messages)
         role_spec = (self.script.get("roles") or {}).get(role)
         delay = self._base_delay_s(role_spec)
+        required = self.faults.get("require_api_key")
+        if required and authorization != f"Bearer {required}":
+            # Refused before the model (and the fault RNG) is reached, as an auth middleware would.
+            reply = Reply(status=401, error="Incorrect API key provided. You must provide a valid API key.")
+            plan = Plan(n=n, role=role, turn=turn, fault="unauthorized", reply=reply, completion=None, delay_s=delay)
+            self._record(plan, body, authorization)
+            return plan
         fault, malformed = self._draw_fault(role)
         malformed = malformed and role == "agent"
 
@@ -572,7 +605,7 @@ class ScriptedBackend:
             delay += reply.delay_s
         completion = self.completion(reply, body, n) if reply is not None and reply.status == 200 else None
         plan = Plan(n=n, role=role, turn=turn, fault=fault, reply=reply, completion=completion, delay_s=delay)
-        self._record(plan, body)
+        self._record(plan, body, authorization)
         return plan
 
     def render(self, resp: Response, body: dict[str, Any], *, malformed: bool = False) -> Reply:
@@ -638,7 +671,7 @@ class ScriptedBackend:
             },
         }
 
-    def _record(self, plan: Plan, body: dict[str, Any]) -> None:
+    def _record(self, plan: Plan, body: dict[str, Any], authorization: str | None = None) -> None:
         status = 0 if plan.reply is None else plan.reply.status
         self.by_role[plan.role] += 1
         self.by_status[str(status)] += 1
@@ -655,6 +688,7 @@ class ScriptedBackend:
             "status": status,
             "fault": plan.fault,
             "stream": bool(body.get("stream")),
+            "authorization": authorization,
             "body": body,
             "response": response,
             "t": time.time(),
@@ -679,7 +713,9 @@ class ScriptedBackend:
 # --------------------------------------------------------------------------- HTTP
 
 BACKEND_KEY: web.AppKey[ScriptedBackend] = web.AppKey("backend", ScriptedBackend)
-_ERROR_TYPES = {400: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded",
+                503: "service_unavailable"}
+_ERROR_CODES: dict[int, Any] = {401: "invalid_api_key"}
 
 
 def _json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -700,7 +736,7 @@ def _error_response(status: int, message: str, retry_after_s: float | None = Non
             "message": message,
             "type": _ERROR_TYPES.get(status, "server_error"),
             "param": None,
-            "code": status,
+            "code": _ERROR_CODES.get(status, status),
         }
     }
     return _json_response(payload, status=status, headers=headers)
@@ -760,7 +796,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
             return _error_response(400, "request body is not valid JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error_response(400, "request needs a 'messages' list")
-        plan = backend.plan(body)
+        plan = backend.plan(body, request.headers.get("Authorization"))
         if plan.delay_s > 0:
             await asyncio.sleep(plan.delay_s)
         if plan.reply is None:
@@ -769,7 +805,10 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         if plan.reply.status != 200:
             return _error_response(plan.reply.status, plan.reply.error or "error", plan.reply.retry_after_s)
         assert plan.completion is not None
-        if body.get("stream"):
+        stream = bool(body.get("stream"))
+        if plan.fault in REPLY_FAULTS:
+            return await _faulty_reply(request, plan.fault, plan.completion, stream, backend.faults)
+        if stream:
             options = body.get("stream_options") or {}
             include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
             return web.Response(
@@ -780,6 +819,94 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         return _json_response(plan.completion)
     finally:
         backend.in_flight -= 1
+
+
+_FLOOD_CHUNK = 64 * 1024
+
+
+async def _faulty_reply(request: web.Request, fault: str, completion: dict[str, Any], stream: bool,
+                        faults: dict[str, Any]) -> web.StreamResponse:
+    """Send a 200 that only a client with a whole-request deadline (drip) or a size limit (huge,
+    endless) survives. Every loop stops when the client hangs up, so the server stays cheap."""
+    content_type = "text/event-stream" if stream else "application/json"
+    if fault == "drip":
+        body = sse_body(completion, False) if stream else json.dumps(completion).encode()
+        rate = float(faults.get("drip_bytes_per_s", 1))
+        if faults.get("drip_headers", True):
+            await _drip_raw(request, body, content_type, rate)
+            raise _Dropped()  # everything was written by hand; aiohttp must add nothing
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        if not await _drip_writes(resp.write, body, rate, request):
+            raise _Dropped()
+        return resp
+    resp = web.StreamResponse(headers={"Content-Type": content_type})
+    total = int(faults.get("huge_bytes", 150_000_000)) if fault == "huge" else None
+    head, pad, tail = _flood_parts(completion, stream)
+    if total is not None and not faults.get("huge_chunked", True):
+        resp.content_length = max(total, len(head) + len(tail))
+    else:
+        resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    try:
+        await resp.write(head)
+        sent = len(head)
+        while total is None or sent + len(tail) < total:
+            n = _FLOOD_CHUNK if total is None else min(_FLOOD_CHUNK, total - len(tail) - sent)
+            await resp.write(pad * (n // len(pad)) + pad[: n % len(pad)])
+            sent += n
+        await resp.write(tail)
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):  # the client hung up (the point, usually)
+        raise _Dropped() from None
+    return resp
+
+
+def _flood_parts(completion: dict[str, Any], stream: bool) -> tuple[bytes, bytes, bytes]:
+    """A valid reply split around its content, so padding can be written in between: a client
+    that reads it all gets a parseable completion whose content is padding."""
+    if stream:
+        base = {k: completion[k] for k in ("id", "created", "model")}
+        event = {**base, "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": {"content": "x" * 4000}, "finish_reason": None}]}
+        pad = f"data: {json.dumps(event)}\n\n".encode()
+        return b"", pad, b"data: [DONE]\n\n"
+    marker = "@@PAD@@"
+    doc = json.loads(json.dumps(completion))
+    doc["choices"][0]["message"]["content"] = marker
+    head, tail = json.dumps(doc).split(json.dumps(marker)[1:-1])
+    return head.encode(), b"x", tail.encode()
+
+
+async def _drip_writes(write: Any, body: bytes, rate: float, request: web.Request) -> bool:
+    """Write ``body`` at ``rate`` bytes a second; False when the client hung up first."""
+    step = max(1, int(rate / 10))  # at most ten writes a second
+    pause = step / rate
+    for i in range(0, len(body), step):
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return False
+        try:
+            await write(body[i : i + step])
+        except (ConnectionError, RuntimeError):
+            return False
+        await asyncio.sleep(pause)
+    return True
+
+
+async def _drip_raw(request: web.Request, body: bytes, content_type: str, rate: float) -> None:
+    head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+
+    async def write(chunk: bytes) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        transport.write(chunk)
+
+    await _drip_writes(write, head + body, rate, request)
+    _drop(request)
 
 
 def _drop(request: web.Request) -> None:
