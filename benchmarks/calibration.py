@@ -1,0 +1,512 @@
+"""Calibration of moodbench's statistics on synthetic experiments whose truth is known.
+
+    .venv/bin/python benchmarks/calibration.py            # full run: ~2,000 replications per line, a few minutes
+    .venv/bin/python benchmarks/calibration.py --fast     # reduced replications, <= 60 s (tests/test_calibration.py)
+    .venv/bin/python benchmarks/calibration.py --json out.json --seed 7
+
+Every simulated experiment goes through the analysis functions the report uses
+(``moodbench.analysis._inference`` and ``_power``): ``paired_effect`` per variant, ``claim_family`` over the
+variants, ``manipulation_test``, ``dose_response``, ``aa_split``, ``mde``/``power_at``.
+
+The world (per replication): G tasks with success probabilities p_g ~ Beta (mean ``baseline_success``,
+intraclass correlation ``icc`` between the trials of a task); each variant's probability on a task is
+q_g = p_g (1 - drop / mean p) + r_g with a task-specific reaction r_g = h U_g min(p', 1 - p'), U_g ~ U(-1, 1):
+tasks react in opposite directions, the mean over tasks is exactly -drop. Baseline and variant of one
+(task, trial) share the seed: with probability ``coupling`` the variant reuses the baseline's uniform draw.
+The truth every interval should cover is the super-population mean effect, -drop.
+
+Printed: per configuration (variants x design), the family-wise false-claim rate under the null, the
+coverage of the 95% intervals, the share of ``too_few`` claims, power at the MDE that ``_power`` reports
+(one variant with a true drop equal to the MDE among null variants) and the manipulation check's
+family-wise false-pass rate, each with its Monte Carlo standard error; then (full run) the coverage-by-
+design-size grid that sets MIN_TASKS, the old rules for contrast, dose-response and A/A checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from moodbench.analysis._inference import (
+    ALPHA,
+    MIN_PAIRS,
+    MIN_TASKS,
+    aa_split,
+    claim_family,
+    dose_response,
+    manipulation_test,
+    paired_effect,
+)
+from moodbench.analysis._power import Design, design_from_pilot, mde, power_at
+
+# --------------------------------------------------------------------------- the simulated world
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A population of tasks and how a variant changes them."""
+
+    name: str
+    baseline_success: float = 0.65
+    icc: float = 0.5  # share of the baseline's outcome variance between tasks
+    coupling: float = 0.5  # chance that a variant conversation reuses its baseline pair's random draw
+    reaction: float = 0.6  # h: size of the zero-mean task-specific reactions (fraction of the room to 0 or 1)
+    reaction_kind: str = "uniform"  # U ~ U(-1, 1), or "sign": U = +-1 (every task reacts fully, one way or the other)
+
+    def tasks(self, rng: np.random.Generator, g: int) -> np.ndarray:
+        s = 1.0 / self.icc - 1.0
+        return rng.beta(self.baseline_success * s, (1.0 - self.baseline_success) * s, size=g)
+
+    def variant(self, rng: np.random.Generator, p: np.ndarray, drop: np.ndarray) -> np.ndarray:
+        """Success probabilities of V variants (rows) on the tasks; ``drop`` (V,) is each variant's true mean drop."""
+        shifted = p[None, :] * (1.0 - drop[:, None] / self.baseline_success)
+        if self.reaction_kind == "sign":
+            u = rng.choice(np.array([-1.0, 1.0]), size=shifted.shape)
+        else:
+            u = rng.uniform(-1.0, 1.0, size=shifted.shape)
+        return shifted + self.reaction * u * np.minimum(shifted, 1.0 - shifted)
+
+    def outcomes(self, rng: np.random.Generator, p: np.ndarray, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """0/1 rewards: baseline (G, m) and variants (V, G, m), pairs coupled through the shared seed."""
+        ub = rng.random((p.size, m))
+        base = (ub < p[:, None]).astype(float)
+        fresh = rng.random((q.shape[0], p.size, m))
+        reuse = rng.random((q.shape[0], p.size, m)) < self.coupling
+        uv = np.where(reuse, ub[None], fresh)
+        return base, (uv < q[:, :, None]).astype(float)
+
+    def design(self, g: int, m: int, family: int, *, n: int = 400_000, seed: int = 12345) -> Design:
+        """The true design parameters (for _power) of a null variant, by Monte Carlo over many tasks."""
+        rng = np.random.default_rng(seed)
+        p = self.tasks(rng, n)
+        q = self.variant(rng, p, np.zeros(1))[0]
+        within = p * (1 - p) + q * (1 - q) - 2 * self.coupling * (np.minimum(p, q) - p * q)
+        return Design(tasks=g, trials=m, family_size=family, baseline_success=self.baseline_success, icc=self.icc,
+                      pair_corr=self.coupling, effect_sd=float(np.std(q - p)), diff_within_var=float(within.mean()))
+
+
+MAIN = Scenario("main")
+OPPOSITE = Scenario("opposite reactions", baseline_success=0.5, icc=0.3, coupling=0.9, reaction=1.0, reaction_kind="sign")
+GRID_DROPS = (0.0, 0.1, 0.2)
+GRID_SCENARIOS = (
+    MAIN,
+    Scenario("easy, skewed", baseline_success=0.9, icc=0.6, coupling=0.3, reaction=0.8),
+    Scenario("hard", baseline_success=0.3, icc=0.3, coupling=0.3, reaction=0.8),
+    Scenario("homogeneous", baseline_success=0.5, icc=0.2, coupling=0.0, reaction=0.0),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """How much to simulate; ``fast`` is what the test runs."""
+
+    reps: int = 2000  # replications per main-table line (null and power experiments each)
+    manip_reps: int = 2000
+    grid_reps: int = 2000  # replications per coverage-grid cell (0: no grid)
+    grid_tasks: tuple[int, ...] = (5, 10, 15, 20, 30, 40, 60)
+    grid_trials: tuple[int, ...] = (1, 2, 3, 5)
+    contrast_reps: int = 1000  # old rules, dose-response, A/A (0: skip)
+    power_reps: int = 2000  # power at the MDE in every grid scenario (0: skip)
+    power_designs: tuple[tuple[int, int], ...] = ((20, 3), (40, 3), (40, 1))
+    bootstrap_resamples: int = 1000
+    variants: tuple[int, ...] = (1, 8, 40)
+    designs: tuple[tuple[int, int], ...] = ((5, 3), (40, 3))
+
+
+FULL = Config()
+ILLUSTRATIVE_DROP = 0.10  # the drop simulated for designs that have no MDE (below MIN_TASKS)
+FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def rate(hits: Sequence[float]) -> tuple[float, float]:
+    """Mean of per-replication values and its Monte Carlo standard error (replications are independent)."""
+    x = np.asarray(hits, dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
+
+
+def _clusters(g: int, m: int) -> np.ndarray:
+    return np.repeat(np.arange(g), m)
+
+
+def _covers(e: Any, truth: float) -> float:
+    return float(e.ci_low is not None and e.ci_low <= truth <= e.ci_high)
+
+
+# --------------------------------------------------------------------------- main table
+
+
+def reward_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray,
+                      reps: int) -> dict[str, Any]:
+    """``reps`` experiments of V variants (true mean drops ``drops``) analysed as one claim family each."""
+    cl = _clusters(g, m)
+    false_any, cover, cover_first, too_few, detected = [], [], [], [], []
+    for _ in range(reps):
+        p = scen.tasks(rng, g)
+        base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
+        b = base.ravel()
+        effects = [paired_effect(b, var[j].ravel(), cl) for j in range(v)]
+        claims = claim_family(effects)
+        false = [(c.claim == "higher") if d > 0 else (c.claim in ("lower", "higher")) for c, d in zip(claims, drops)]
+        false_any.append(any(false))
+        cover.append(np.mean([_covers(e, -d) for e, d in zip(effects, drops)]))
+        cover_first.append(_covers(effects[0], -drops[0]))
+        too_few.append(np.mean([c.claim == "too_few" for c in claims]))
+        detected.append(claims[0].claim == "lower")
+    return {"false_claim": rate(false_any), "coverage": rate(cover), "coverage_first": rate(cover_first),
+            "too_few": rate(too_few), "detected": rate(detected)}
+
+
+def manip_experiment(rng: np.random.Generator, g: int, m: int, v: int, shift: float, min_effect: float,
+                     reps: int) -> tuple[float, float]:
+    """Family-wise pass rate of the manipulation check when every variant's true shift is ``shift``.
+
+    Scores are skewed and non-negative like marker rates (lognormal with task and seed components, the
+    variant's own conversation draw correlated 0.5 with its baseline pair), plus a zero-mean task-specific
+    reaction, so the check faces the same clustering as the reward analysis.
+    """
+    cl = _clusters(g, m)
+    passes = []
+    for _ in range(reps):
+        task = rng.normal(0.0, 0.5, size=(g, 1))
+        z = rng.normal(size=(g, m))
+        base = np.exp(task + 0.7 * z - 0.5)
+        any_pass = False
+        for _ in range(v):
+            z2 = 0.5 * z + math.sqrt(0.75) * rng.normal(size=(g, m))
+            react = rng.normal(0.0, 0.15, size=(g, 1))
+            var = np.exp(task + 0.7 * z2 - 0.5) + shift + react
+            r = manipulation_test(base.ravel(), var.ravel(), cl, direction=1, min_effect=min_effect, family_size=v)
+            any_pass |= r.status == "passed"
+        passes.append(any_pass)
+    return rate(passes)
+
+
+def main_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for g, m in cfg.designs:
+        for v in cfg.variants:
+            rng = np.random.default_rng([seed, g, m, v])
+            design = MAIN.design(g, m, v)
+            target = mde(design)
+            null = reward_experiment(rng, MAIN, g, m, v, np.zeros(v), cfg.reps)
+            row: dict[str, Any] = {"tasks": g, "trials": m, "variants": v, "mde": target,
+                                   "false_claim": null["false_claim"], "coverage_null": null["coverage"],
+                                   "too_few": null["too_few"]}
+            drops = np.zeros(v)
+            drops[0] = ILLUSTRATIVE_DROP if target is None else target
+            alt = reward_experiment(rng, MAIN, g, m, v, drops, cfg.reps)
+            row.update(drop=float(drops[0]), power=alt["detected"], coverage_alt=alt["coverage_first"],
+                       false_claim_alt=alt["false_claim"], too_few_alt=alt["too_few"],
+                       power_formula=None if target is None else power_at(design, -target))
+            row["manip_false_pass_null"] = manip_experiment(rng, g, m, v, 0.0, 0.25, cfg.manip_reps)
+            row["manip_false_pass_boundary"] = manip_experiment(rng, g, m, v, 0.25, 0.25, cfg.manip_reps)
+            rows.append(row)
+    return rows
+
+
+def power_scenarios(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Power at the reported MDE in every grid scenario (8 variants, one of them dropping by the MDE), and the
+    MDE a pilot would estimate: ``design_from_pilot`` on each replication's own baseline and one null variant."""
+    rows = []
+    v = 8
+    for si, scen in enumerate(GRID_SCENARIOS):
+        for g, m in cfg.power_designs:
+            rng = np.random.default_rng([seed, 33, si, g, m])
+            design = scen.design(g, m, v)
+            target = mde(design)
+            if target is None:  # not even losing every success reaches the power: nothing to simulate
+                rows.append({"scenario": scen.name, "tasks": g, "trials": m, "variants": v, "mde": None, "power": None,
+                             "pilot_mde_median": None, "pilot_mde_iqr": None})
+                continue
+            drops = np.zeros(v)
+            drops[0] = target
+            cl = _clusters(g, m)
+            hit, pilot = [], []
+            for _ in range(cfg.power_reps):
+                p = scen.tasks(rng, g)
+                base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
+                effects = [paired_effect(base.ravel(), var[j].ravel(), cl) for j in range(v)]
+                hit.append(claim_family(effects)[0].claim == "lower")
+                est = design_from_pilot({i: base[i] for i in range(g)}, {i: var[1, i] - base[i] for i in range(g)}, family_size=v)
+                pilot.append(mde(est))
+            pilot_ok = [x for x in pilot if x is not None]
+            rows.append({"scenario": scen.name, "tasks": g, "trials": m, "variants": v, "mde": target, "power": rate(hit),
+                         "pilot_mde_median": float(np.median(pilot_ok)) if pilot_ok else None,
+                         "pilot_mde_iqr": [float(np.quantile(pilot_ok, 0.25)), float(np.quantile(pilot_ok, 0.75))] if pilot_ok else None})
+    return rows
+
+
+# --------------------------------------------------------------------------- coverage grid (MIN_TASKS)
+
+
+def percentile_bootstrap(d_task: np.ndarray, rng: np.random.Generator, b: int) -> tuple[float, float]:
+    """Today's interval for contrast: percentile cluster bootstrap of the task-mean difference."""
+    draw = rng.integers(0, d_task.size, size=(b, d_task.size))
+    return tuple(np.quantile(d_task[draw].mean(axis=1), [0.025, 0.975]))  # type: ignore[return-value]
+
+
+def pair_t(d: np.ndarray) -> tuple[float, float]:
+    """Naive interval that treats every pair as independent (ignores the task clusters)."""
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    h = sps.t.ppf(0.975, d.size - 1) * se
+    return d.mean() - h, d.mean() + h
+
+
+def coverage_grid(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Coverage of the chosen interval over design sizes, scenarios and true drops (what MIN_TASKS/MIN_PAIRS
+    rest on); with 3 trials also today's percentile bootstrap and a pair-level t that ignores the tasks."""
+    rows = []
+    for si, scen in enumerate(GRID_SCENARIOS):
+        for m in cfg.grid_trials:
+            for g in cfg.grid_tasks:
+                row: dict[str, Any] = {"scenario": scen.name, "trials": m, "tasks": g}
+                for drop in GRID_DROPS:
+                    rng = np.random.default_rng([seed, 7, si, m, g, round(drop * 100)])
+                    cl = _clusters(g, m)
+                    compare = m == 3
+                    ct, bs, pt = [], [], []
+                    for _ in range(cfg.grid_reps):
+                        p = scen.tasks(rng, g)
+                        base, var = scen.outcomes(rng, p, scen.variant(rng, p, np.array([drop])), m)
+                        e = paired_effect(base.ravel(), var[0].ravel(), cl)
+                        ct.append(_covers(e, -drop))
+                        if compare:
+                            lo, hi = percentile_bootstrap((var[0] - base).mean(axis=1), rng, cfg.bootstrap_resamples)
+                            bs.append(float(lo <= -drop <= hi))
+                            d = (var[0] - base).ravel()
+                            lo, hi = pair_t(d) if d.std() > 0 else (d.mean(), d.mean())
+                            pt.append(float(lo <= -drop <= hi))
+                    row[f"cluster_t_{drop}"] = rate(ct)
+                    if compare:
+                        row[f"bootstrap_{drop}"] = rate(bs)
+                        row[f"pair_t_{drop}"] = rate(pt)
+                rows.append(row)
+    return rows
+
+
+def min_design_supported(grid: list[dict[str, Any]], floor: float = 0.93) -> dict[int, int | None]:
+    """Per trial count: the smallest task count from which cluster-t coverage >= floor in every scenario and
+    drop of the grid (for that task count and all larger ones)."""
+    out: dict[int, int | None] = {}
+    for m in sorted({r["trials"] for r in grid}):
+        ok_from = None
+        for g in sorted({r["tasks"] for r in grid}, reverse=True):
+            cells = [r for r in grid if r["trials"] == m and r["tasks"] == g]
+            if all(r[f"cluster_t_{d}"][0] >= floor for r in cells for d in GRID_DROPS):
+                ok_from = g
+            else:
+                break
+        out[m] = ok_from
+    return out
+
+
+# --------------------------------------------------------------------------- contrast, dose-response, A/A
+
+
+def old_rules(cfg: Config, seed: int) -> dict[str, Any]:
+    """Yesterday's verdict rules on null worlds (40x3): any of 8 percentile-bootstrap CIs excluding 0 (main
+    world), and the exact McNemar test on pair counts where tasks react strongly in opposite directions."""
+    rng = np.random.default_rng([seed, 99])
+    g, m, v = 40, 3, 8
+    cl = _clusters(g, m)
+    any_ci, new_any = [], []
+    for _ in range(cfg.contrast_reps):
+        p = MAIN.tasks(rng, g)
+        base, var = MAIN.outcomes(rng, p, MAIN.variant(rng, p, np.zeros(v)), m)
+        hit = False
+        for j in range(v):
+            lo, hi = percentile_bootstrap((var[j] - base).mean(axis=1), rng, cfg.bootstrap_resamples)
+            hit |= lo > 0 or hi < 0
+        any_ci.append(hit)
+        effects = [paired_effect(base.ravel(), var[j].ravel(), cl) for j in range(v)]
+        new_any.append(any(c.claim in ("lower", "higher") for c in claim_family(effects)))
+    mcn, new_one = [], []
+    for _ in range(cfg.contrast_reps):
+        p = OPPOSITE.tasks(rng, g)
+        base, var = OPPOSITE.outcomes(rng, p, OPPOSITE.variant(rng, p, np.zeros(1)), m)
+        b_only = int(((base == 1) & (var[0] == 0)).sum())
+        v_only = int(((base == 0) & (var[0] == 1)).sum())
+        mcn.append(b_only + v_only > 0 and sps.binomtest(b_only, b_only + v_only).pvalue < ALPHA)
+        new_one.append(paired_effect(base.ravel(), var[0].ravel(), cl).p < ALPHA)
+    return {"old_any_ci_excludes_0_8_variants": rate(any_ci), "new_false_claim_8_variants": rate(new_any),
+            "mcnemar_reject_opposite": rate(mcn), "cluster_t_reject_opposite": rate(new_one)}
+
+
+def dose_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Trend over levels 0..3 (0 = baseline) with task-specific slopes of zero mean; true slope -slope."""
+    out = []
+    for slope in (0.0, 0.05):
+        rng = np.random.default_rng([seed, 55, int(slope * 100)])
+        g, m = 40, 3
+        levels = np.repeat(np.arange(4), g * m).astype(float)
+        cl = np.tile(_clusters(g, m), 4)
+        cover, reject = [], []
+        for _ in range(cfg.contrast_reps):
+            p = MAIN.tasks(rng, g)
+            u = rng.uniform(-1, 1, size=g)
+            ub = rng.random((g, m))
+            vals = []
+            for lv in range(4):
+                shifted = p * (1 - slope * lv / MAIN.baseline_success)
+                q = shifted + (lv / 3) * MAIN.reaction * u * np.minimum(shifted, 1 - shifted)
+                reuse = rng.random((g, m)) < MAIN.coupling
+                uu = np.where(reuse | (lv == 0), ub, rng.random((g, m)))
+                vals.append((uu < q[:, None]).astype(float).ravel())
+            t = dose_response(levels, np.concatenate(vals), cl)
+            cover.append(float(t.ci_low <= -slope <= t.ci_high))
+            reject.append(float(t.p < ALPHA))
+        out.append({"true_slope": -slope, "coverage": rate(cover), "reject": rate(reject)})
+    return out
+
+
+def aa_experiment(cfg: Config, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, 77])
+    g, m = 40, 4
+    reject, half = [], []
+    for _ in range(cfg.contrast_reps):
+        p = MAIN.tasks(rng, g)
+        base = (rng.random((g, m)) < p[:, None]).astype(float)
+        r = aa_split({i: base[i] for i in range(g)})
+        reject.append(float(r.p is not None and r.p < ALPHA))
+        half.append(r.half_width)
+    return {"tasks": g, "trials": m, "reject": rate(reject), "mean_half_width": float(np.mean(half))}
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _fmt(x: tuple[float, float] | None, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x[0]:.{digits}f} ± {x[1]:.{digits}f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [(f"calibration ({result['mode']}, seed {result['seed']}): MIN_TASKS={MIN_TASKS}, MIN_PAIRS={MIN_PAIRS}, "
+              f"alpha={ALPHA} family-wise (Holm over the variants); ± = Monte Carlo standard error"), ""]
+    head = ("| tasks x trials | variants | reps | MDE | false-claim rate (null) | 95% CI coverage (null) | true drop | coverage (the dropping variant)"
+            " | too_few | claims `lower` at the drop (formula) | manip. false pass (shift 0) | manip. false pass (shift = min) |")
+    lines += [head, "|---" * (head.count("|") - 1) + "|"]
+    for r in result["main"]:
+        formula = "MDE undefined: too_few" if r["power_formula"] is None else f"{r['power_formula']:.3f}"
+        mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}"
+        drop = f"{r['drop']:.3f}" + (" (MDE)" if r["mde"] is not None else "")
+        lines.append(f"| {r['tasks']}x{r['trials']} | {r['variants']} | {result['config']['reps']} | {mdes} | {_fmt(r['false_claim'])} "
+                     f"| {_fmt(r['coverage_null'])} | {drop} | {_fmt(r['coverage_alt'])} | {_fmt(r['too_few'], 2)} "
+                     f"| {_fmt(r['power'])} ({formula}) "
+                     f"| {_fmt(r['manip_false_pass_null'])} | {_fmt(r['manip_false_pass_boundary'])} |")
+    if result.get("grid"):
+        drops = " / ".join(f"{d:.1f}" for d in GRID_DROPS)
+        reps = result["config"]["grid_reps"]
+        lines += ["", (f"coverage of the 95% interval by design size, true drop {drops}; {reps} replications per cell "
+                       f"(Monte Carlo SE {math.sqrt(0.95 * 0.05 / reps):.3f} at 0.95); bootstrap and pair-level t shown for 3 trials:"), "",
+                  "| scenario | trials | tasks | pairs | task-clustered t (chosen) | percentile cluster bootstrap | pair-level t (no clusters) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in result["grid"]:
+            cells = []
+            for k in ("cluster_t", "bootstrap", "pair_t"):
+                vals = [r.get(f"{k}_{d}") for d in GRID_DROPS]
+                cells.append("" if vals[0] is None else " / ".join(f"{v[0]:.3f}" for v in vals))
+            lines.append(f"| {r['scenario']} | {r['trials']} | {r['tasks']} | {r['tasks'] * r['trials']} | " + " | ".join(cells) + " |")
+        lines += ["", "smallest task count (per trials) from which task-clustered t coverage >= 0.93 in every scenario and drop: "
+                  + ", ".join(f"{m} trial(s): {g}" for m, g in result["min_tasks_supported"].items())]
+        lo, hi = result["eligible_coverage"]
+        lines.append(f"task-clustered t coverage over every cell that may make a claim (tasks >= {MIN_TASKS}, pairs >= {MIN_PAIRS}): "
+                     f"{lo:.3f} to {hi:.3f}")
+    if result.get("power_scenarios"):
+        lines += ["", ("power at the reported MDE in every scenario (8 variants, Holm), and the MDE design_from_pilot estimates "
+                       "from one run's own baseline and one null variant:"), "",
+                  "| scenario | tasks x trials | MDE (true parameters) | claims `lower` at the MDE | pilot MDE median [IQR] |",
+                  "|---|---|---|---|---|"]
+        for r in result["power_scenarios"]:
+            pm = "n/a" if r["pilot_mde_median"] is None else f"{r['pilot_mde_median']:.3f} [{r['pilot_mde_iqr'][0]:.3f}, {r['pilot_mde_iqr'][1]:.3f}]"
+            mdes = "none (unreachable)" if r["mde"] is None else f"{r['mde']:.3f}"
+            lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {mdes} | {_fmt(r['power'])} | {pm} |")
+    if result.get("contrast"):
+        c = result["contrast"]
+        old = (f"  main world, 8 variants: any percentile-bootstrap 95% CI excludes 0 (old verdict) "
+               f"{_fmt(c['old_any_ci_excludes_0_8_variants'])}; family-wise false-claim rate of the new claims on the same "
+               f"data {_fmt(c['new_false_claim_8_variants'])}")
+        opposite = (f"  tasks reacting fully in opposite directions (zero mean), 1 variant: exact McNemar rejects at 0.05 "
+                    f"{_fmt(c['mcnemar_reject_opposite'])}; task-clustered t {_fmt(c['cluster_t_reject_opposite'])}")
+        lines += ["", "yesterday's rules on null worlds (40 tasks x 3 trials):", old, opposite]
+    if result.get("dose"):
+        lines += ["", "dose-response (40x3, levels 0-3, task-specific slopes of zero mean):"]
+        for d in result["dose"]:
+            lines.append(f"  true slope {d['true_slope']:+.2f}: CI coverage {_fmt(d['coverage'])}, rejection rate {_fmt(d['reject'])}")
+    if result.get("aa"):
+        a = result["aa"]
+        lines.append(f"\nA/A split of the baseline ({a['tasks']}x{a['trials']}): rejection rate {_fmt(a['reject'])}, "
+                     f"mean CI half-width {a['mean_half_width']:.3f}")
+    lines.append(f"\nwall time {result['wall_s']:.1f} s; {result['machine']}")
+    return "\n".join(lines)
+
+
+def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every measurement of one invocation (so all ratios come from one run)."""
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"mode": mode, "seed": seed, "config": asdict(cfg),
+                           "constants": {"MIN_TASKS": MIN_TASKS, "MIN_PAIRS": MIN_PAIRS, "ALPHA": ALPHA}}
+    say("main table")
+    out["main"] = main_table(cfg, seed)
+    if cfg.grid_reps:
+        say("coverage grid")
+        out["grid"] = coverage_grid(cfg, seed)
+        out["min_tasks_supported"] = min_design_supported(out["grid"])
+        eligible = [r[f"cluster_t_{d}"][0] for r in out["grid"] for d in GRID_DROPS
+                    if r["tasks"] >= MIN_TASKS and r["tasks"] * r["trials"] >= MIN_PAIRS]
+        out["eligible_coverage"] = [min(eligible), max(eligible)] if eligible else [float("nan")] * 2
+    if cfg.power_reps:
+        say("power across scenarios")
+        out["power_scenarios"] = power_scenarios(cfg, seed)
+    if cfg.contrast_reps:
+        say("contrast, dose-response, A/A")
+        out["contrast"] = old_rules(cfg, seed)
+        out["dose"] = dose_experiment(cfg, seed)
+        out["aa"] = aa_experiment(cfg, seed)
+    out["wall_s"] = time.perf_counter() - t0
+    out["machine"] = f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fast", action="store_true", help="reduced replications (<= 60 s)")
+    ap.add_argument("--seed", type=int, default=20240917)
+    ap.add_argument("--reps", type=int, help="override replications of the main table")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    cfg = FAST if args.fast else FULL
+    if args.reps:
+        cfg = Config(**{**asdict(cfg), "reps": args.reps, "manip_reps": args.reps})
+    result = run(cfg, args.seed, "fast" if args.fast else "full", progress=lambda s: print(f"... {s}", file=sys.stderr))
+    print(render(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["FAST", "FULL", "Config", "Scenario", "render", "run"]
