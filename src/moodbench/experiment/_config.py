@@ -145,9 +145,11 @@ class RunConfig(BaseModel):
         if isinstance(v, dict):
             secret = secret_keys(v)
             if secret:
+                key = secret[0].rsplit(".", 1)[-1].split("[")[0]
+                where = f" (at {secret[0]})" if secret[0] != key else ""
                 raise ValueError(
-                    f"{secret[0]!r} looks like a secret; secrets are read from environment variables only "
-                    "(use --api-key-env NAME)"
+                    f"{key!r} looks like a secret{where}; secrets are read from environment variables only "
+                    "(use --api-key-env NAME; an endpoint that needs a header gets it from a server-side proxy)"
                 )
         return v
 
