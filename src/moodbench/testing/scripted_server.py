@@ -577,8 +577,8 @@ class ScriptedBackend:
         required = self.faults.get("require_api_key")
         if required and authorization != f"Bearer {required}":
             # Refused before the model (and the fault RNG) is reached, as an auth middleware would.
-            reply = Reply(status=401, error="Incorrect API key provided. You must provide a valid API key.")
-            plan = Plan(n=n, role=role, turn=turn, fault="unauthorized", reply=reply, completion=None, delay_s=delay)
+            refused = Reply(status=401, error="Incorrect API key provided. You must provide a valid API key.")
+            plan = Plan(n=n, role=role, turn=turn, fault="unauthorized", reply=refused, completion=None, delay_s=delay)
             self._record(plan, body, authorization)
             return plan
         fault, malformed = self._draw_fault(role)
