@@ -1,5 +1,5 @@
 """``python -m moodbench.cli``: the same command as the ``moodbench`` console script."""
 
-from moodbench.cli._app import app
+from moodbench.cli._app import main
 
-app()
+main()

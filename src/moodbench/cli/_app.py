@@ -345,5 +345,11 @@ def probe(
     raise typer.Exit(0 if report.verdict.verdict == "ok" else 1)
 
 
-def main() -> None:  # pragma: no cover - console-script shim
-    app()
+def main() -> None:
+    """The console script: every command, with any :class:`UsageError` that escaped a command turned
+    into exit code 2 and its message (never a traceback)."""
+    try:
+        app()
+    except UsageError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from moodbench._util.secrets import redact_text, redact_url, url_secrets
+
 # Providers whose base URL speaks the OpenAI API, so ``GET {base}/models`` lists what it serves.
 OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "openai_like", "custom_openai", "text-completion-openai", "lm_studio",
                      "llamafile", "ollama", "ollama_chat", "vllm"}
@@ -53,7 +55,8 @@ def check_endpoint(role: str, model: str, base_url: str | None, api_key: str | N
                    timeout: float = 10.0) -> EndpointCheck:
     """Is ``base_url`` up, and does it serve ``model``? Provider models without a base URL are skipped."""
     provider, name = split_model(model)
-    check = EndpointCheck(role=role, model=model, base_url=base_url, served_name=name)
+    # the check is stored and printed: it names the URL with any credentials masked
+    check = EndpointCheck(role=role, model=model, base_url=redact_url(base_url) if base_url else None, served_name=name)
     if not base_url:
         check.note = "provider model without base URL: not checked"
         return check
@@ -66,10 +69,10 @@ def check_endpoint(role: str, model: str, base_url: str | None, api_key: str | N
     try:
         served = list_models(base_url, timeout=timeout, api_key=api_key)
     except AuthRequired as exc:
-        check.ok, check.error = False, f"{exc}; name the key's variable with --api-key-env"
+        check.ok, check.error = False, f"{redact_text(str(exc), url_secrets(base_url))}; name the key's variable with --api-key-env"
         return check
     except HealthError as exc:
-        check.ok, check.error = False, f"does not answer: {exc}"
+        check.ok, check.error = False, f"does not answer: {redact_text(str(exc), url_secrets(base_url))}"
         return check
     check.served = served
     if not served:

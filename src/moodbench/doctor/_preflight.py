@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from moodbench._util.secrets import scrub
+
 if TYPE_CHECKING:  # the model layer imports litellm (seconds): the CLI imports this module for PreflightError only
     from rich.console import Console
 
@@ -78,7 +80,7 @@ def _refusal_message(mode: str, recover: bool, stats: Any, verdict: Any) -> str:
 
 
 def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events: EventLog,
-                  console: Console | None = None) -> dict[str, Any]:
+                  console: Console | None = None, secrets: list[str] | None = None) -> dict[str, Any]:
     """Check endpoints and the agent's tool calling; record the result; raise :class:`PreflightError` to refuse."""
     from moodbench.doctor._agent_probe import MODES, ModeStats, ProbeError, decide, run_probe
     from moodbench.doctor._cases import cases_for
@@ -93,7 +95,7 @@ def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events
 
     def finish(passed: bool, message: str, advice: list[str] | None = None) -> dict[str, Any]:
         record.update(passed=passed, message=message, advice=list(advice or []), seconds=round(time.perf_counter() - t0, 3))
-        store.set_meta("preflight", record)
+        store.set_meta("preflight", scrub(record, list(secrets or [])))  # probe replies could echo a key
         events.emit("preflight", **record)
         if not passed:
             raise PreflightError(message, advice=advice)

@@ -13,6 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from moodbench._util import defaults
 from moodbench._util.diff import dict_diff
 from moodbench._util.errors import UsageError
-from moodbench._util.secrets import secret_keys
+from moodbench._util.files import read_user_text
+from moodbench._util.secrets import redact_url, secret_keys
 
 
 class ConfigError(UsageError):
@@ -50,6 +52,20 @@ def _file_digest(path: Path) -> str:
         return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return str(path)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an OpenAI-compatible base URL (None: it can)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname:
+        return "it names no host"
+    return None
 
 
 def _split_list(value: Any) -> Any:
@@ -117,6 +133,8 @@ class RunConfig(BaseModel):
     max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0)
     max_consecutive_failures: int = opt(defaults.MAX_CONSECUTIVE_FAILURES, "Stop starting conversations after this many "
                                         "failed requests in a row.", execution=True, ge=0)
+    stop_grace_s: float = opt(defaults.STOP_GRACE_S, "After Ctrl-C or SIGTERM, running conversations get this long to "
+                              "finish before they are abandoned (re-run on resume).", flag="--stop-grace", execution=True, ge=0)
     skip_preflight: bool = opt(False, "Skip the endpoint and tool-calling checks before the first conversation.",
                                flag="--skip-preflight/--preflight", execution=True)
     out: Path = opt(Path("runs/latest"), "Run directory (results.sqlite, manifest, events, summary).", execution=True)
@@ -125,6 +143,16 @@ class RunConfig(BaseModel):
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return _split_list(v)
+
+    @field_validator("agent_base_url", "user_base_url", "judge_base_url")
+    @classmethod
+    def _urls(cls, v: list[str] | None) -> list[str] | None:
+        for url in v or []:
+            problem = _url_problem(url)
+            if problem:
+                raise ValueError(f"{redact_url(url)!r} is not a usable base URL ({problem}); "
+                                 "example: http://127.0.0.1:8000/v1")
+        return v
 
     @field_validator("task_ids", mode="before")
     @classmethod
@@ -196,6 +224,9 @@ class RunConfig(BaseModel):
         """The fields that make two runs the same experiment (used to refuse a changed config)."""
         data = json.loads(self.model_dump_json())
         data["variants_file"] = [_file_digest(p) for p in self.variants_file]
+        for key in ("agent_base_url", "user_base_url", "judge_base_url"):  # credentials in a URL never reach disk
+            if data.get(key):
+                data[key] = [redact_url(u) for u in data[key]]
         return {k: v for k, v in data.items() if not is_execution_field(k)}
 
     def execution(self) -> dict[str, Any]:
@@ -224,18 +255,7 @@ def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_text_file(path: Path, what: str) -> str:
-    """A user's UTF-8 text file, or a ConfigError that says what is wrong with the path."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory; give the path of a file")
-    if not path.exists():
-        raise ConfigError(f"{what} {path} does not exist")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return read_user_text(path, what, ConfigError)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -270,7 +290,8 @@ def build_config(file_values: dict[str, Any], overrides: dict[str, Any], origin:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "config"
-        raise ConfigError(f"invalid value for {loc!r}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid value for {loc!r}: {msg}") from None
 
 
 config_diff = dict_diff  # the lines ``moodbench run`` shows when a run directory holds another experiment

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import queue
 import signal
-import threading
+import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moodbench._util.secrets import scrub
 from moodbench.experiment._exit import ExitCode
 from moodbench.experiment._plan import Cell
 from moodbench.experiment._progress import RunProgress
-from moodbench.results import ConversationRecord, EventLog, ExitReason, Store
+from moodbench.experiment._signals import Interrupted, StopRequest
+from moodbench.results import ConversationRecord, EventLog, ExitReason, Store, sha256
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,78 +41,50 @@ class LoopOutcome:
     stored: int
 
 
-class _Stop:
-    """An interrupt request: the first asks running conversations to finish, a second abandons them."""
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        self.signal: int | None = None
-
-
-@contextmanager
-def _interrupts(stop: _Stop, results: Any, enabled: bool) -> Iterator[None]:
-    """SIGINT handling for the CLI: the first Ctrl-C sets ``stop``, the second raises KeyboardInterrupt.
-
-    Off for library calls (a process-wide handler is the application's to install); there a
-    KeyboardInterrupt abandons the running conversations at once.
-    """
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.requested.is_set():
-            raise KeyboardInterrupt
-        stop.signal = signum
-        stop.requested.set()
-        results.put(_WAKE)
-
-    previous = signal.signal(signal.SIGINT, on_signal)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, events: EventLog, console: Console | None,
-             *, concurrency: int, health: EndpointHealth, total: int, already: int, secrets: list[str],
-             executor: str = "thread", ray_address: str | None = None, handle_signals: bool = False) -> LoopOutcome:
+             *, concurrency: int, health: EndpointHealth, total: int, already: int, secrets: list[str], stop: StopRequest,
+             grace_s: float, executor: str = "thread", ray_address: str | None = None) -> LoopOutcome:
     """Run ``todo`` and store every result.
 
-    Interrupt once: start nothing new, let running conversations finish and store them, exit 130.
-    Interrupt twice: abandon the running ones (they are simply not stored, so resume re-runs them).
+    A stop request (first Ctrl-C or SIGTERM): start nothing new, let running conversations finish
+    for up to ``grace_s`` and store them. A second signal or the end of the grace period abandons
+    the running ones (they are simply not stored, so resume re-runs them). Every way out returns
+    normally, so the caller writes the summary, manifest and events.
     """
     from moodbench.experiment.executors import make_executor
 
     pending = list(reversed(todo))
     running: dict[str, Cell] = {}
-    stop = _Stop()
     stored = 0
     reasons: Counter[str] = Counter()
     workers = make_executor(executor, settings, concurrency=max(1, min(concurrency, len(todo))), health=health,
                             ray_address=ray_address)
-    announced = False
+    stop.wake = lambda: workers.results.put(_WAKE)
+    stop.in_loop = True
+    stopping_since: float | None = None
     try:
-        with _interrupts(stop, workers.results, handle_signals), RunProgress(console, total, already) as progress:
+        with RunProgress(console, total, already) as progress:
             while True:
                 while pending and len(running) < concurrency and not stop.requested.is_set() and health.down is None:
                     cell = pending.pop()
                     running[cell.key] = cell
                     workers.submit(cell)
-                if stop.requested.is_set() and not announced:
-                    announced = True
-                    if console is not None:
-                        console.print(f"[yellow]Interrupted: letting {len(running)} running conversation(s) finish "
-                                      "(interrupt again to abandon them; they will be re-run when you resume).[/]")
-                    events.emit("interrupt", running=len(running))
+                if stop.requested.is_set() and stopping_since is None:
+                    stopping_since = time.monotonic()
+                    if console is not None and running:
+                        console.print(f"[yellow]Interrupted ({stop.name}): letting {len(running)} running conversation(s) finish for up to "
+                                      f"{grace_s:.0f}s (signal again to abandon them; they are re-run when you resume).[/]")
+                    events.emit("interrupt", signal=stop.name, running=len(running), grace_s=grace_s)
                 if not running:
                     break
+                if stopping_since is not None and time.monotonic() - stopping_since > grace_s:
+                    raise Interrupted(stop.signum)  # the grace period is over: abandon, as a second signal would
                 try:
-                    item = workers.results.get(timeout=1.0)  # blocks: no busy loop while models think
+                    item = workers.results.get(timeout=0.5)  # blocks: no busy loop while models think
                 except queue.Empty:
                     continue
                 if item is _WAKE:
@@ -131,6 +102,9 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                     if secrets:  # the last line before disk: a provider echoing a key cannot leak it
                         record = ConversationRecord.model_validate(scrub(record.model_dump(mode="json"), secrets))
                         prompts = scrub(prompts, secrets)
+                        # a scrubbed prompt is stored under its own hash; the record must point at it
+                        record.agent_prompt_sha256 = sha256(prompts["agent"])
+                        record.user_prompt_sha256 = sha256(prompts["user"])
                 record.attempt = store.attempts(cell.key) + 1
                 ok = store.insert(record, prompts)
                 stored += int(ok)
@@ -138,12 +112,17 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                 events.emit("cell_finished", cell=cell.key, exit_reason=record.exit_reason.value, reward=record.reward,
                             seconds=record.wall_seconds, stored=ok, error=record.error)
                 progress.advance(cell, record)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second signal, the grace period, or a library caller's Ctrl-C
+        if stop.signum is None:
+            stop.signum = getattr(exc, "signum", None) or signal.SIGINT
         health.cancel()  # running conversations fail their next call instead of going on unseen
-        events.emit("abandoned", running=len(running))
-        return LoopOutcome(ExitCode.INTERRUPTED,
-                           f"abandoned {len(running)} running conversation(s); re-run the same command to resume", stored)
+        events.emit("abandoned", signal=stop.name, running=len(running))
+        return LoopOutcome(stop.exit_code,
+                           f"{stop.name}: abandoned {len(running)} running conversation(s); re-run the same command to resume",
+                           stored)
     finally:
+        stop.in_loop = False
+        stop.wake = None
         workers.close()
     failed = sum(n for r, n in reasons.items() if r in ExitReason.excluded_values())
     if health.down is not None:
@@ -153,7 +132,7 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
         events.emit("endpoint_down", endpoint=health.down, error=health.last_error)
         return LoopOutcome(ExitCode.ENDPOINT_DOWN, scrub(msg, secrets), stored)
     if stop.requested.is_set():
-        return LoopOutcome(ExitCode.INTERRUPTED, "interrupted; re-run the same command to resume", stored)
+        return LoopOutcome(stop.exit_code, f"{stop.name}: stopped; re-run the same command to resume", stored)
     if failed and console is not None:
         console.print(f"[yellow]warning:[/] {failed} conversation(s) ended with llm_error/harness_error; they are excluded "
                       "from the averages and re-run when you run the same command again", highlight=False)

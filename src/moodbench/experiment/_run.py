@@ -16,12 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moodbench._util.errors import UsageError
 from moodbench._util.secrets import secret_values, url_secrets
 from moodbench.experiment._config import ConfigError, RunConfig, config_diff
 from moodbench.experiment._endpoints import local_endpoints
 from moodbench.experiment._exit import ExitCode
 from moodbench.experiment._plan import Plan, make_plan
-from moodbench.results import EventLog, Store, write_manifest, write_summary
+from moodbench.experiment._rundir import RunLock, prepare_run_dir, remove_if_empty
+from moodbench.experiment._signals import StopRequest, exit_code_of, signal_handlers
+from moodbench.results import EventLog, Store, read_manifest, write_manifest, write_summary
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,17 +62,9 @@ def _now() -> str:
 
 
 def check_environment(config: RunConfig) -> None:
-    """Fail before any model call on things the user can fix: missing key variable, unwritable dir."""
+    """Fail before any model call on what the user can fix without a run directory: the key variable."""
     if config.api_key_env and not os.environ.get(config.api_key_env):
         raise ConfigError(f"environment variable {config.api_key_env} (named by --api-key-env) is not set; export it first")
-    out = Path(config.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --out") from None
 
 
 def model_specs(config: RunConfig, *, overrides: dict[str, Any] | None = None) -> tuple[ModelSpec, ModelSpec, ModelSpec]:
@@ -93,7 +88,7 @@ def model_specs(config: RunConfig, *, overrides: dict[str, Any] | None = None) -
     return agent, user, judge
 
 
-def prepare_run_dir(config: RunConfig, plan: Plan, store: Store, force_config: bool) -> None:
+def record_config(config: RunConfig, plan: Plan, store: Store, force_config: bool) -> None:
     """Record the config on first use; refuse a different experiment in the same directory."""
     identity = config.identity()
     stored = store.get_meta("config")
@@ -114,23 +109,40 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
 
     Preflight runs unless ``config.skip_preflight``; ``local/NAME`` models get a llama.cpp server for
     the length of the run. Nothing process-wide happens unless asked: ``console`` (progress and
-    messages; None: silent), ``handle_signals`` (install the two-step Ctrl-C handler),
+    messages; None: silent), ``handle_signals`` (install the two-step SIGINT/SIGTERM handlers),
     ``freeze_gc`` (``gc.freeze`` long-lived objects, a CPU saving at high concurrency).
     ``spec_overrides``: :class:`moodbench.llm.ModelSpec` fields the config does not expose
     (``transport="litellm"``, ``backoff_base_s``...), for tests, benchmarks and debugging.
 
-    Raises :class:`ConfigError` (bad input; nothing was run) and
-    :class:`moodbench.doctor.PreflightError` (the setup cannot work; nothing was run).
+    Raises :class:`ConfigError` (bad input or an unusable run directory; nothing was run, nothing
+    of the user's was changed) and :class:`moodbench.doctor.PreflightError` (the setup cannot work;
+    nothing was run).
     """
     check_environment(config)
-    plan = make_plan(config)  # every input error surfaces before a server starts
-    with local_endpoints(config, console) as ready:
-        return _run_ready(ready, plan, identity_config=config, console=console, force_config=force_config,
-                          handle_signals=handle_signals, freeze_gc=freeze_gc, spec_overrides=spec_overrides)
+    plan = make_plan(config)  # every input error surfaces before a directory or a server is made
+    created = prepare_run_dir(config.out)
+    stop = StopRequest()
+    try:
+        with RunLock(config.out), signal_handlers(stop, handle_signals), local_endpoints(config, console) as ready:
+            return _run_ready(ready, plan, identity_config=config, console=console, force_config=force_config,
+                              freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop)
+    except UsageError:
+        if created:
+            remove_if_empty(config.out)
+        raise
+    except KeyboardInterrupt as exc:  # while local servers started, before the run directory was opened
+        return RunResult(exit_code_of(exc), Path(config.out), 0, 0, "interrupted before the run started")
+
+
+def _finish(run_dir: Path, manifest: Any, events: EventLog, exit_code: ExitCode, stored: int, message: str) -> None:
+    """What every way out of a run writes: summary.json, the manifest's end, the last event."""
+    write_summary(run_dir)
+    manifest(finished_at=_now(), exit_code=int(exit_code))
+    events.emit("run_finished", exit_code=int(exit_code), finished=stored, message=message)
 
 
 def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
-               handle_signals: bool, freeze_gc: bool, spec_overrides: dict[str, Any] | None) -> RunResult:
+               freeze_gc: bool, spec_overrides: dict[str, Any] | None, stop: StopRequest) -> RunResult:
     from moodbench.doctor import run_preflight
     from moodbench.experiment._loop import run_loop
     from moodbench.llm import EndpointHealth, ModelClient
@@ -138,6 +150,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
 
     run_dir = Path(config.out)
     secrets = run_secrets(identity_config, config)
+    read_manifest(run_dir)  # an unreadable manifest.json is refused before anything is written
     store = Store(run_dir / "results.sqlite")
     events = EventLog(run_dir / "events.jsonl", secrets)
 
@@ -146,7 +159,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
                                  "argv": list(sys.argv[1:]), **updates}, secrets)
 
     try:
-        prepare_run_dir(identity_config, plan, store, force_config)
+        record_config(identity_config, plan, store, force_config)
         finished = store.finished_keys()
         todo = [c for c in plan.cells if c.key not in finished]
         from moodbench.results._manifest import git_commit, versions
@@ -157,7 +170,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         agent_spec, user_spec, judge_spec = model_specs(config, overrides=spec_overrides)
         if todo and not config.skip_preflight:
             try:
-                run_preflight(config, agent_spec, store, events, console=console)
+                run_preflight(config, agent_spec, store, events, console=console, secrets=secrets)
             finally:  # a refusal is recorded too: the manifest says why nothing ran
                 manifest(preflight=store.get_meta("preflight"))
         elif todo:
@@ -177,19 +190,19 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
             console.print(f"moodbench: {len(todo)} conversation(s) to run, {already} already stored in {run_dir}")
         outcome = run_loop(todo, settings, store, events, console, concurrency=config.concurrency, health=health,
                            total=len(plan.cells), already=already, secrets=secrets, executor=config.executor,
-                           ray_address=config.ray_address, handle_signals=handle_signals) if todo else None
+                           ray_address=config.ray_address, stop=stop, grace_s=config.stop_grace_s) if todo else None
         exit_code = outcome.exit_code if outcome else ExitCode.OK
         message = outcome.message if outcome else ""
         stored = outcome.stored if outcome else 0
-        write_summary(run_dir)
-        manifest(finished_at=_now(), exit_code=int(exit_code))
-        events.emit("run_finished", exit_code=int(exit_code), finished=stored, message=message)
+        _finish(run_dir, manifest, events, exit_code, stored, message)
         return RunResult(exit_code, run_dir, stored, already, message)
-    except KeyboardInterrupt:
-        # An interrupt outside the conversation loop (preflight, summary): nothing half-written
-        # matters, every stored conversation is its own committed transaction.
-        events.emit("interrupt", phase="outside the conversation loop")
-        return RunResult(ExitCode.INTERRUPTED, run_dir, 0, 0, "interrupted; re-run the same command to resume")
+    except KeyboardInterrupt as exc:
+        # A signal outside the conversation loop (preflight, summary): every stored conversation is
+        # its own committed transaction; the summary and manifest still say what is there.
+        code = exit_code_of(exc)
+        events.emit("interrupt", phase="outside the conversation loop", signal=getattr(exc, "args", [""])[0])
+        _finish(run_dir, manifest, events, code, 0, "interrupted; re-run the same command to resume")
+        return RunResult(code, run_dir, 0, 0, "interrupted; re-run the same command to resume")
     finally:
         events.close()
         store.close()

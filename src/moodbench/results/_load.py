@@ -51,7 +51,7 @@ def load_run(run_dir: Path | str, *, with_payload: bool = True) -> Run:
     db = run_dir / "results.sqlite"
     if not db.is_file():
         raise StoreError(f"{run_dir} is not a run directory (no results.sqlite)")
-    with Store(db) as store:
+    with Store(db, readonly=True) as store:
         summary = summary_of_store(store)
         records = list(store.records(with_payload=with_payload))
         used = {r.user_prompt_sha256 for r in records} | {r.agent_prompt_sha256 for r in records}

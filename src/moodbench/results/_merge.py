@@ -34,7 +34,7 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
     for d in shard_dirs:
         if not (d / "results.sqlite").is_file():
             raise StoreError(f"{d} is not a run directory (no results.sqlite)")
-        with Store(d / "results.sqlite") as s:
+        with Store(d / "results.sqlite", readonly=True) as s:
             configs.append(s.get_meta("config") or {})
             plans.append(s.get_meta("plan") or {})
     _check_shards(shard_dirs, [c.get("shard") for c in configs])
@@ -57,7 +57,7 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
         target.set_meta("config", {**base, "shard": None})
         target.set_meta("plan", {**plans[0], "planned": planned, "cells": sum(p.get("cells", 0) for p in plans)})
         for d in shard_dirs:
-            with Store(d / "results.sqlite") as src:
+            with Store(d / "results.sqlite", readonly=True) as src:
                 for record in src.records(final_only=False, with_payload=True):
                     prompts = {role: text for role in ("agent", "user")
                                if (text := src.prompt(getattr(record, f"{role}_prompt_sha256") or ""))}

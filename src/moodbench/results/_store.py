@@ -108,31 +108,100 @@ def _from_row(row: sqlite3.Row) -> ConversationRecord:
     return ConversationRecord.model_validate(data)
 
 
-class Store:
-    """A connection to ``RUN_DIR/results.sqlite``. Use from one thread (the runner's main thread)."""
+_OURS = {"meta", "prompts", "simulations"}
+_REQUIRED = {"cell_key", "domain", "task_id", "variant", "trial", "exit_reason"}
 
-    def __init__(self, path: Path):
+
+def _unusable(path: Path, why: str) -> StoreError:
+    return StoreError(f"{path} {why}; nothing was changed. Move it aside (or restore it from a backup), "
+                      "or choose another run directory")
+
+
+class Store:
+    """A connection to ``RUN_DIR/results.sqlite``. Use from one thread (the runner's main thread).
+
+    ``readonly``: for readers (summary, report, view, export, merge sources) while a run may be
+    writing: the file is opened read-only, never created, migrated or locked for writing.
+    A file that is not a moodbench store (corrupt, truncated, empty, another program's database)
+    raises :class:`StoreError` before anything is written to it.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.readonly = readonly
+        existed = self.path.exists()
+        if existed and self.path.is_dir():
+            raise _unusable(self.path, "is a directory, not a moodbench store")
+        if existed and self.path.stat().st_size == 0:
+            raise _unusable(self.path, "is empty (0 bytes), not a moodbench store")
+        if readonly and not existed:
+            raise StoreError(f"{self.path.parent} is not a run directory (no results.sqlite)")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        sidecars = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")]
+        self._new_sidecars = [p for p in sidecars if not p.exists()]
+        try:
+            if readonly:
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, f"cannot be opened ({exc})") from None
         self.conn.row_factory = sqlite3.Row
         try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
-            self._migrate()
+            if existed:
+                self._check_ours()
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.executescript(SCHEMA)
+                self._migrate()
+            self._columns = [r["name"] for r in self.conn.execute("PRAGMA table_info(simulations)")]
         except sqlite3.DatabaseError as exc:
-            self.conn.close()
-            raise StoreError(f"{self.path} is not a readable moodbench store ({exc}); move it aside "
-                             "(or restore it from a backup) and run again") from None
+            self._give_up()
+            raise _unusable(self.path, f"is not a readable moodbench store ({exc})") from None
+        except StoreError:
+            self._give_up()
+            raise
+
+    def _give_up(self) -> None:
+        """Close a file that turned out not to be a usable store, and remove the (empty) WAL files
+        SQLite made for it, so the user's file is left exactly as it was."""
+        self.conn.close()
+        for p in self._new_sidecars:
+            try:
+                if p.name.endswith("-shm") or p.stat().st_size == 0:
+                    p.unlink()
+            except OSError:
+                pass
+
+    def _check_ours(self) -> None:
+        """Refuse another program's SQLite file instead of adding our tables to it."""
+        tables = {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "simulations" not in tables:
+            raise _unusable(self.path, "is an SQLite database but not a moodbench store (it has no 'simulations' table)"
+                            if tables - {"sqlite_sequence"} else "holds no moodbench tables")
+        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(simulations)")}
+        if not _REQUIRED <= columns:
+            raise _unusable(self.path, f"has a 'simulations' table without {', '.join(sorted(_REQUIRED - columns))}: "
+                            "not a moodbench store")
 
     def _migrate(self) -> None:
+        """Add the columns a store written by an older version lacks (their rows read as defaults)."""
         have = {r["name"] for r in self.conn.execute("PRAGMA table_info(simulations)")}
         for name in COLUMNS:
             if name not in have:
                 self.conn.execute(f"ALTER TABLE simulations ADD COLUMN {_column_sql(name).replace(' NOT NULL', '')}")
         if (self.get_meta("schema_version") or 0) < SCHEMA_VERSION:
             self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        """A read; a damaged file (pages cut off, garbage) becomes a StoreError, not a traceback."""
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            self._give_up()
+            raise _unusable(self.path, f"cannot be read ({exc})") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -145,8 +214,11 @@ class Store:
 
     # -- meta ----------------------------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
-        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row["value"]) if row else None
+        row = self._execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        try:
+            return json.loads(row["value"]) if row else None
+        except ValueError as exc:
+            raise _unusable(self.path, f"has unreadable metadata ({key}: {exc})") from None
 
     def set_meta(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -159,16 +231,16 @@ class Store:
         return digest
 
     def prompt(self, digest: str) -> str | None:
-        row = self.conn.execute("SELECT text FROM prompts WHERE sha256=?", (digest,)).fetchone()
+        row = self._execute("SELECT text FROM prompts WHERE sha256=?", (digest,)).fetchone()
         return row["text"] if row else None
 
     # -- conversations ---------------------------------------------------------------------------
     def finished_keys(self) -> set[str]:
-        rows = self.conn.execute(f"SELECT cell_key FROM simulations WHERE exit_reason NOT IN ({_EXCLUDED_SQL})")
+        rows = self._execute(f"SELECT cell_key FROM simulations WHERE exit_reason NOT IN ({_EXCLUDED_SQL})").fetchall()
         return {r["cell_key"] for r in rows}
 
     def attempts(self, cell_key: str) -> int:
-        row = self.conn.execute("SELECT COUNT(*) AS n FROM simulations WHERE cell_key=?", (cell_key,)).fetchone()
+        row = self._execute("SELECT COUNT(*) AS n FROM simulations WHERE cell_key=?", (cell_key,)).fetchone()
         return int(row["n"])
 
     def insert(self, record: ConversationRecord, prompts: dict[str, str] | None = None) -> bool:
@@ -194,10 +266,14 @@ class Store:
     def records(self, *, final_only: bool = True, with_payload: bool = False) -> Iterator[ConversationRecord]:
         """Stored conversations in insertion order. ``final_only``: per cell, the finished row, else
         its latest failed attempt. ``with_payload``: include the transcript (``simulation``)."""
-        cols = ["id", *(c for c in COLUMNS if with_payload or c != PAYLOAD)]
+        cols = ["id", *(c for c in COLUMNS if (with_payload or c != PAYLOAD) and c in self._columns)]
         latest: dict[str, ConversationRecord] = {}
-        for r in self.conn.execute(f"SELECT {', '.join(cols)} FROM simulations ORDER BY id"):
-            record = _from_row(r)
+        rows = self._execute(f"SELECT {', '.join(cols)} FROM simulations ORDER BY id").fetchall()
+        for r in rows:
+            try:
+                record = _from_row(r)
+            except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                raise _unusable(self.path, f"holds a row that is not a moodbench record (id {r['id']}: {str(exc)[:200]})") from None
             if not final_only:
                 yield record
                 continue
@@ -208,5 +284,5 @@ class Store:
             yield from latest.values()
 
     def simulation(self, row_id: int) -> dict[str, Any] | None:
-        r = self.conn.execute("SELECT simulation FROM simulations WHERE id=?", (row_id,)).fetchone()
+        r = self._execute("SELECT simulation FROM simulations WHERE id=?", (row_id,)).fetchone()
         return json.loads(r["simulation"]) if r and r["simulation"] else None

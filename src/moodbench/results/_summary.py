@@ -97,7 +97,7 @@ def summary_of_store(store: Store) -> dict[str, Any]:
 
 def summary_for_run(run_dir: Path) -> dict[str, Any]:
     """Recompute the summary of a run directory from its store and stored plan."""
-    with Store(Path(run_dir) / "results.sqlite") as store:
+    with Store(Path(run_dir) / "results.sqlite", readonly=True) as store:
         return summary_of_store(store)
 
 

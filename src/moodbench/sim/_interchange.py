@@ -19,7 +19,7 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
     db = Path(run_dir) / "results.sqlite"
     if not db.is_file():  # opening a Store would create an empty run directory and export nothing
         raise UsageError(f"{run_dir} is not a run directory (no results.sqlite)")
-    with Store(db) as store:
+    with Store(db, readonly=True) as store:
         config = store.get_meta("config") or {}
         if variant is not None:
             present = sorted({r.variant for r in store.records()})
