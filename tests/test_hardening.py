@@ -363,3 +363,48 @@ def test_manifest_writes_from_two_processes_never_tear(tmp_path: Path) -> None:
     assert all(p.returncode == 0 for p in procs), errors
     assert json.loads((tmp_path / "manifest.json").read_text())["i"] == 149
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temporary file left behind
+
+
+def _ray_workers(tag: str) -> list[int]:
+    """Ray worker processes (actors, idle workers) started by a run tagged with ``tag``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith((b"ray::_ConversationActor", b"ray::IDLE")) and f"MB_ORPHAN_TAG={tag}".encode() in env:
+            found.append(int(entry.name))
+    return found
+
+
+def test_ray_workers_die_with_the_main_process(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    tag = f"ray-{os.getpid()}"
+    with start_scripted_server(mock_example_script(latency_ms=800), tmp_path) as srv:
+        proc = start(*run_args(srv.base_url, tmp_path / "run", "--trials", "3", "--concurrency", "4", "--executor", "ray"),
+                     env={"MB_ORPHAN_TAG": tag})
+        try:
+            wait_for(lambda: len(srv.requests()) >= 3, limit=180, what="requests from Ray workers")
+            assert _ray_workers(tag), "no Ray worker processes found"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        wait_for(lambda: not _ray_workers(tag), limit=30, what="the Ray workers to exit")
+
+
+def test_a_long_reply_is_stored_once(tmp_path: Path) -> None:
+    """The message text and its raw form were both stored (a 5 MB reply made a 10.5 MB row)."""
+    long_text = "All done. " + "x" * 1_000_000
+    script = mock_example_script()
+    script["roles"]["agent"]["turns"][2] = {"content": long_text}
+    with start_scripted_server(script, tmp_path) as srv:
+        res = cli(*run_args(srv.base_url, tmp_path / "run", tasks="create_task_1", variants="control"))
+    assert res.returncode == 0, explain(res)
+    con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
+    (size,) = con.execute("SELECT length(simulation) FROM simulations").fetchone()
+    con.close()
+    assert 1_000_000 < size < 1_300_000, size
