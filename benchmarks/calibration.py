@@ -4,9 +4,12 @@
     .venv/bin/python benchmarks/calibration.py --fast     # reduced replications, <= 60 s (tests/test_calibration.py)
     .venv/bin/python benchmarks/calibration.py --json out.json --seed 7
 
-Every simulated experiment goes through the analysis functions the report uses
-(``moodbench.analysis._inference`` and ``_power``): ``paired_effect`` per variant, ``claim_family`` over the
-variants, ``manipulation_test``, ``dose_response``, ``aa_split``, ``mde``/``power_at``.
+Every simulated experiment goes through the functions the report itself calls, so what is measured here is
+what ``moodbench report`` prints: ``claim_effects`` (``paired_effect`` per variant + ``claim_family`` over the
+family; the report's ``reward_effects`` calls it), ``manipulation_family`` (the report's manipulation check),
+``scope_design`` (``design_from_pilot`` + ``mde``: the report's MDE from the baseline), ``planned_design``
+(what ``moodbench power`` and ``run --dry-run`` compute from design parameters), ``dose_response`` and
+``aa_split`` (called by the report's dose-response and design sections).
 
 The world (per replication): G tasks with success probabilities p_g ~ Beta (mean ``baseline_success``,
 intraclass correlation ``icc`` between the trials of a task); each variant's probability on a task is
@@ -40,16 +43,10 @@ from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from moodbench.analysis._inference import (
-    ALPHA,
-    MIN_PAIRS,
-    MIN_TASKS,
-    aa_split,
-    claim_family,
-    dose_response,
-    manipulation_test,
-    paired_effect,
-)
+from moodbench.analysis._claims import Comparison, claim_effects, scope_design
+from moodbench.analysis._inference import ALPHA, MIN_PAIRS, MIN_TASKS, aa_split, dose_response, paired_effect
+from moodbench.analysis._manipulation import manipulation_family
+from moodbench.analysis._planning import planned_design
 from moodbench.analysis._power import Design, design_from_pilot, mde, power_at
 
 # --------------------------------------------------------------------------- the simulated world
@@ -162,8 +159,9 @@ def reward_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, 
         p = scen.tasks(rng, g)
         base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
         b = base.ravel()
-        effects = [paired_effect(b, var[j].ravel(), cl) for j in range(v)]
-        claims = claim_family(effects)
+        claimed = claim_effects([Comparison(b, var[j].ravel(), cl) for j in range(v)])
+        effects = [c.effect for c in claimed]
+        claims = [c.verdict for c in claimed]
         false = [(c.claim == "higher") if d > 0 else (c.claim in ("lower", "higher")) for c, d in zip(claims, drops)]
         false_any.append(any(false))
         cover.append(np.mean([_covers(e, -d) for e, d in zip(effects, drops)]))
@@ -188,14 +186,14 @@ def manip_experiment(rng: np.random.Generator, g: int, m: int, v: int, shift: fl
         task = rng.normal(0.0, 0.5, size=(g, 1))
         z = rng.normal(size=(g, m))
         base = np.exp(task + 0.7 * z - 0.5)
-        any_pass = False
+        comparisons = []
         for _ in range(v):
             z2 = 0.5 * z + math.sqrt(0.75) * rng.normal(size=(g, m))
             react = rng.normal(0.0, 0.15, size=(g, 1))
             var = np.exp(task + 0.7 * z2 - 0.5) + shift + react
-            r = manipulation_test(base.ravel(), var.ravel(), cl, direction=1, min_effect=min_effect, family_size=v)
-            any_pass |= r.status == "passed"
-        passes.append(any_pass)
+            comparisons.append(Comparison(base.ravel(), var.ravel(), cl))
+        results = manipulation_family(comparisons, direction=1, min_effect=min_effect)
+        passes.append(any(r.status == "passed" for r in results))
     return rate(passes)
 
 
@@ -243,14 +241,51 @@ def power_scenarios(cfg: Config, seed: int) -> list[dict[str, Any]]:
             for _ in range(cfg.power_reps):
                 p = scen.tasks(rng, g)
                 base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
-                effects = [paired_effect(base.ravel(), var[j].ravel(), cl) for j in range(v)]
-                hit.append(claim_family(effects)[0].claim == "lower")
+                claimed = claim_effects([Comparison(base.ravel(), var[j].ravel(), cl) for j in range(v)])
+                hit.append(claimed[0].verdict.claim == "lower")
                 est = design_from_pilot({i: base[i] for i in range(g)}, {i: var[1, i] - base[i] for i in range(g)}, family_size=v)
                 pilot.append(mde(est))
             pilot_ok = [x for x in pilot if x is not None]
             rows.append({"scenario": scen.name, "tasks": g, "trials": m, "variants": v, "mde": target, "power": rate(hit),
                          "pilot_mde_median": float(np.median(pilot_ok)) if pilot_ok else None,
                          "pilot_mde_iqr": [float(np.quantile(pilot_ok, 0.25)), float(np.quantile(pilot_ok, 0.75))] if pilot_ok else None})
+    return rows
+
+
+def planning_checks(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Power at the MDE two user-facing paths print, 40 tasks x 3 trials, 8 variants, main world.
+
+    * ``moodbench power`` / ``run --dry-run``: ``planned_design`` with the world's parameters given as flags
+      (``--baseline-success 0.65 --icc 0.5 --pair-corr 0.5 --effect-sd <the world's>``): the planning formula
+      without the simulation's exact within-task variance;
+    * the report's MDE: ``scope_design`` on each replication's own baseline (no variant information, so it
+      assumes independent re-runs: no seed sharing, no task reactions), median over replications.
+    """
+    g, m, v = 40, 3, 8
+    rng = np.random.default_rng([seed, 44])
+    truth = MAIN.design(g, m, v)
+    planned = planned_design(g, m, v, 1, baseline_success=MAIN.baseline_success, icc=MAIN.icc, pair_corr=MAIN.coupling,
+                             effect_sd=round(truth.effect_sd, 3))
+    target = mde(planned)
+    report_mdes = []
+    for _ in range(min(cfg.reps, 400)):
+        p = MAIN.tasks(rng, g)
+        base = (rng.random((g, m)) < p[:, None]).astype(float)
+        report_mdes.append(scope_design({i: list(base[i]) for i in range(g)}, v)[1])
+    finite = [x for x in report_mdes if x is not None]
+    report_mde = float(np.median(finite)) if finite else None
+    rows = []
+    for source, drop, formula in (("moodbench power (the world's parameters as flags)", target, planned),
+                                  ("report MDE (baseline alone, median)", report_mde, None)):
+        if drop is None:
+            rows.append({"source": source, "tasks": g, "trials": m, "variants": v, "mde": None, "power": None, "power_formula": None})
+            continue
+        drops = np.zeros(v)
+        drops[0] = drop
+        res = reward_experiment(rng, MAIN, g, m, v, drops, cfg.reps)
+        rows.append({"source": source, "tasks": g, "trials": m, "variants": v, "mde": drop, "power": res["detected"],
+                     "power_formula": None if formula is None else power_at(formula, -drop),
+                     "mde_iqr": None if formula is not None else [float(np.quantile(finite, 0.25)), float(np.quantile(finite, 0.75))]})
     return rows
 
 
@@ -336,8 +371,8 @@ def old_rules(cfg: Config, seed: int) -> dict[str, Any]:
             lo, hi = percentile_bootstrap((var[j] - base).mean(axis=1), rng, cfg.bootstrap_resamples)
             hit |= lo > 0 or hi < 0
         any_ci.append(hit)
-        effects = [paired_effect(base.ravel(), var[j].ravel(), cl) for j in range(v)]
-        new_any.append(any(c.claim in ("lower", "higher") for c in claim_family(effects)))
+        claimed = claim_effects([Comparison(base.ravel(), var[j].ravel(), cl) for j in range(v)])
+        new_any.append(any(c.verdict.claim in ("lower", "higher") for c in claimed))
     mcn, new_one = [], []
     for _ in range(cfg.contrast_reps):
         p = OPPOSITE.tasks(rng, g)
@@ -413,6 +448,14 @@ def render(result: dict[str, Any]) -> str:
                      f"| {_fmt(r['coverage_null'])} | {drop} | {_fmt(r['coverage_alt'])} | {_fmt(r['too_few'], 2)} "
                      f"| {_fmt(r['power'])} ({formula}) "
                      f"| {_fmt(r['manip_false_pass_null'])} | {_fmt(r['manip_false_pass_boundary'])} |")
+    if result.get("planning"):
+        lines += ["", "power at the MDE that the user-facing paths print (40 tasks x 3 trials, 8 variants, main world):", "",
+                  "| source | MDE | claims `lower` at that drop | formula |", "|---|---|---|---|"]
+        for r in result["planning"]:
+            extra = "" if not r.get("mde_iqr") else f" [IQR {r['mde_iqr'][0]:.3f}, {r['mde_iqr'][1]:.3f}]"
+            mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}{extra}"
+            formula = "–" if r["power_formula"] is None else f"{r['power_formula']:.3f}"
+            lines.append(f"| {r['source']} | {mdes} | {_fmt(r['power'])} | {formula} |")
     if result.get("grid"):
         drops = " / ".join(f"{d:.1f}" for d in GRID_DROPS)
         reps = result["config"]["grid_reps"]
@@ -468,6 +511,8 @@ def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callabl
                            "constants": {"MIN_TASKS": MIN_TASKS, "MIN_PAIRS": MIN_PAIRS, "ALPHA": ALPHA}}
     say("main table")
     out["main"] = main_table(cfg, seed)
+    say("planning checks")
+    out["planning"] = planning_checks(cfg, seed)
     if cfg.grid_reps:
         say("coverage grid")
         out["grid"] = coverage_grid(cfg, seed)

@@ -71,6 +71,16 @@ def test_power_at_the_reported_mde(result):
         assert 0.75 - _tol(0.75, n) <= r["power"][0] <= 0.85 + _tol(0.85, n), r
 
 
+def test_power_at_the_mde_the_user_facing_paths_print(result):
+    """``moodbench power`` (the world's parameters given as flags) must deliver its promised 80%; the report's MDE,
+    estimated from the baseline alone, must not promise more than the design delivers (it is conservative here)."""
+    n = result["config"]["reps"]
+    planned, report = result["planning"]
+    assert planned["source"].startswith("moodbench power") and planned["power_formula"] == pytest.approx(0.8, abs=1e-3)
+    assert 0.75 - _tol(0.75, n) <= planned["power"][0] <= 0.85 + _tol(0.85, n), planned
+    assert report["mde"] is not None and report["power"][0] >= 0.75 - _tol(0.75, n), report
+
+
 def test_manipulation_false_pass(result):
     n = result["config"]["manip_reps"]
     for r in result["main"]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -173,3 +177,79 @@ def test_design_validation():
         Design(tasks=10, trials=1, icc=1.2)
     with pytest.raises(ValueError):
         mde(Design(tasks=10, trials=1), direction=0)
+
+
+# --------------------------------------------------------------------------- moodbench power (the CLI over the same functions)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "moodbench.cli", "power", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_power_command_prints_the_formula_numbers():
+    r = _cli("--tasks", "20,40,80", "--trials", "3", "--variants", "8", "--baseline-success", "0.65", "--icc", "0.5",
+             "--pair-corr", "0.3", "--effect-sd", "0.05", "--effects", "0.1,0.2", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["design"]["family_size"] == 8 and data["defaults_used"] == []
+    for row in data["rows"]:
+        d = Design(tasks=row["tasks"], trials=3, family_size=8, baseline_success=0.65, icc=0.5, pair_corr=0.3, effect_sd=0.05)
+        assert row["mde"] == pytest.approx(mde(d))
+        assert row["powers"]["0.1"] == pytest.approx(power_at(d, 0.1))
+    by_tasks = {row["tasks"]: row["mde"] for row in data["rows"]}
+    assert by_tasks[40] == pytest.approx(0.185, abs=0.0015) and by_tasks[80] == pytest.approx(0.118, abs=0.0015)  # docs/statistics.md
+    # several domains add per-domain comparisons to the family; the human table says the same as the JSON
+    two = json.loads(_cli("--tasks", "40", "--trials", "3", "--variants", "2", "--domains", "2", "--json").stdout)
+    assert two["design"]["family_size"] == 2 * 3 and set(two["defaults_used"]) == {"baseline_success", "icc", "pair_corr", "effect_sd"}
+    text = _cli("--tasks", "10,40", "--trials", "3")
+    assert text.returncode == 0 and "too few" in text.stdout and f"{mde(Design(40, 3, 1, effect_sd=0.05)):.3f}" in text.stdout
+
+
+def test_power_command_rejects_bad_input(tmp_path):
+    for args, words in ((["--tasks", "forty"], "--tasks must be whole numbers"), (["--baseline-success", "1.5"], "baseline"),
+                        (["--icc", "2"], "icc"), (["--effects", "0"], "--effects"), (["--alpha", "1"], "--alpha"),
+                        (["--pilot", str(tmp_path)], "not a run directory")):
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def _pilot_run(path, tasks=24, trials=3, seed=5):
+    """A run directory written through the store's own API: a baseline and one variant, known success rates."""
+    from moodbench.results import ConversationRecord, Store, write_summary
+
+    rng = np.random.default_rng(seed)
+    p = rng.beta(1.5, 1.0, size=tasks)
+    with Store(path / "results.sqlite") as store:
+        store.set_meta("config", {"agent_model": "openai/pilot", "trials": trials, "domains": ["mock"], "variants": ["control", "anger"]})
+        store.set_meta("plan", {"planned": {"mock": {"control": tasks * trials, "anger": tasks * trials}}, "variants": ["control", "anger"],
+                                "domains": ["mock"]})
+        for g in range(tasks):
+            for m in range(trials):
+                u = rng.random()
+                for v, q in (("control", p[g]), ("anger", p[g] * 0.8)):
+                    reward = float(u < q)
+                    store.insert(ConversationRecord(cell_key=f"mock|t{g}|{v}|{m}", domain="mock", task_id=f"t{g}", variant=v, trial=m,
+                                                    reward=reward, exit_reason="success" if reward else "task_failed"))
+    write_summary(path)
+    return path
+
+
+def test_power_command_from_a_pilot_run(tmp_path):
+    from moodbench.analysis import pilot_design
+    from moodbench.results import load_run
+
+    run = _pilot_run(tmp_path / "pilot")
+    r = _cli("--pilot", str(run), "--tasks", "40,80", "--trials", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    loaded = load_run(run, with_payload=False)
+    est = pilot_design(loaded.records, "control", loaded.variants)
+    assert data["pilot"]["tasks"] == 24 and data["pilot"]["variants"] == ["anger"]
+    assert data["design"]["baseline_success"] == pytest.approx(est.baseline_success)
+    assert data["design"]["icc"] == pytest.approx(est.icc) and data["design"]["pair_corr"] == pytest.approx(est.pair_corr)
+    assert data["design"]["pair_corr"] > 0.3  # the pilot's pairs share their random draw
+    assert data["rows"][0]["mde"] == pytest.approx(mde(replace(est, tasks=40, trials=3)))
+    r = _cli("--pilot", str(run), "--baseline", "nope")
+    assert r.returncode == 2 and "nope" in r.stderr and "control" in r.stderr

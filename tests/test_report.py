@@ -5,8 +5,12 @@ its system prompt (frustrated -> "This is ridiculous...", angry -> "This is unac
 anxious -> *unchanged*, so the manipulation check must flag it), the scripted agent stumbles over
 frustrated customers on one task, angry customers on one task hit an HTTP 500 (llm_error, excluded)
 and on another speak like the agent (role-confusion flag); seeded malformed tool calls make trials
-differ, so there is a noise floor. A second, smaller run with another agent model name is compared
-side by side. Both runs and their reports are built once per session and shared by the workers.
+differ, so the baseline's A/A split has something to measure. A second, smaller run with another agent
+model name is compared side by side. A third run holds three intensity levels of frustration (mild,
+moderate, severe) against a fault-free scripted server whose customers and agent react to the level, for
+the dose-response table. Four tasks is below the calibrated minimum for a claim (20 tasks, 40 pairs), so
+every effect here is `too_few`: claims themselves are asserted on imported tau2 files (test_import.py).
+All runs and their reports are built once per session and shared by the workers.
 
 Browser tests open the pages in headless Chromium; they skip (saying why) only if it is absent.
 """
@@ -28,10 +32,13 @@ import urllib.request
 from collections import defaultdict
 from html.parser import HTMLParser
 from pathlib import Path
+from statistics import stdev
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from scipy.stats import binomtest
+from scipy.stats import t as t_dist
 
 try:
     from scripted import start_scripted_server
@@ -115,6 +122,31 @@ RUN_A = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,update_t
          "--variants", "control,frustration,anger,anxiety", "--trials", "3", "--agent-model", "openai/scripted"]
 RUN_B = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants", "control,frustration", "--trials", "2",
          "--agent-model", "openai/scripted-b"]
+DOSE_OPENINGS = (("a little frustrated", "Hm, this is taking so long. "), ("frustrated customer", "This is ridiculous, I've been waiting forever. "),
+                 ("very frustrated and fed up", "Ugh! Ridiculous! I am fed up, so much time wasted, every single time! "))
+DOSE_SCRIPT: dict[str, Any] = {
+    "models": ["scripted-dose"],
+    "roles": {
+        "agent": {"turns": [
+            {"content": "unused (tau2 sends its own greeting)"},
+            {"match": [
+                # severe: the agent is thrown off on every task; moderate: on the create task only; mild: never
+                {"if_contains": "fed up", "in": "last", "then": {"content": "I'm sorry. Could you tell me again exactly what you need?"}},
+                {"if_contains": "ridiculous", "in": "last", "then": {"match": [
+                    {"if_contains": "Important Meeting", "in": "last", "then": {"content": "I'm sorry about the wait. What do you need?"}}],
+                    "else": _agent_acts()}},
+            ], "else": _agent_acts()},
+            {"content": "Done, your request has been handled."},
+        ], "after": {"content": "Is there anything else?"}},
+        "user": {"turns": [
+            {"match": [{"if_contains": marker, "in": "system", "then": _first(opening)} for marker, opening in DOSE_OPENINGS],
+             "else": _first("")},
+            {"content": "Thank you, that is all. ###STOP###"},
+        ], "after": {"content": "###STOP###"}},
+    },
+}
+RUN_DOSE = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,update_task_with_initialization_data",
+            "--variants", "control,frustration:mild,frustration,frustration:severe", "--trials", "2", "--agent-model", "openai/scripted-dose"]
 # One conversation at a time: the scripted server draws its seeded faults in request order, so only a
 # sequential run gives every conversation the same faults on every machine (and the asserted effects).
 COMMON = ["--concurrency", "1", "--max-retries", "0", "--skip-preflight"]
@@ -129,20 +161,21 @@ def _env() -> dict[str, str]:
 
 
 def _generate(root: Path) -> None:
-    """Two real runs (in parallel) and their reports (the comparison one with the LLM judge) under ``root``."""
+    """Three real runs (in parallel) and their reports (the comparison one with the LLM judge) under ``root``."""
     srv = start_scripted_server(SCRIPT, root / "server")
+    dose = start_scripted_server(DOSE_SCRIPT, root / "server-dose")  # its own server: no faults, no shared fault sequence
     try:
         procs = []
-        for name, args in (("run-a", RUN_A), ("run-b", RUN_B)):
+        for name, args, url in (("run-a", RUN_A, srv.base_url), ("run-b", RUN_B, srv.base_url), ("run-dose", RUN_DOSE, dose.base_url)):
             log = (root / f"{name}.log").open("w")
-            procs.append((name, log, subprocess.Popen(CLI + ["run", *args, *COMMON, "--agent-base-url", srv.base_url, "--out", str(root / name)],
+            procs.append((name, log, subprocess.Popen(CLI + ["run", *args, *COMMON, "--agent-base-url", url, "--out", str(root / name)],
                                                       stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=root)))
         for name, log, p in procs:
-            rc = p.wait(timeout=240)
+            rc = p.wait(timeout=300)
             log.close()
             assert rc == 0, f"{name} exited {rc}:\n" + (root / f"{name}.log").read_text()[-4000:]
         judge = ["--judge-model", "openai/judge", "--judge-base-url", srv.base_url]
-        for out, runs, extra in (("report", ["run-a"], []), ("report-multi", ["run-a", "run-b"], judge)):
+        for out, runs, extra in (("report", ["run-a"], []), ("report-multi", ["run-a", "run-b"], judge), ("report-dose", ["run-dose"], [])):
             r = subprocess.run(CLI + ["report", *[str(root / x) for x in runs], "--out", str(root / out), *extra], capture_output=True,
                                text=True, env={**_env(), "COLUMNS": "220"}, timeout=120, cwd=root)
             (root / f"{out}.stdout").write_text(r.stdout)
@@ -150,6 +183,7 @@ def _generate(root: Path) -> None:
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     finally:
         srv.stop()
+        dose.stop()
 
 
 @pytest.fixture(scope="session")
@@ -282,12 +316,16 @@ def test_report_numbers_match_summary_json(data_dir: Path) -> None:
             variant = re.search(r"variant=([^&]+)", html.unescape(attrs["href"])).group(1)
             seen[variant][attrs["data-reason"]] = int(attrs["data-count"])
     assert dict(seen) == {v: s["exit_reasons"] for v, s in summary["variants"].items()}
-    # the headline table shows the same average rewards
+    # the headline table shows the *paired* means (the same pairs as the difference), not the run table's
     head = parsed.tables["headline"]
     head_cols = [t for t, _ in head[0]]
-    for row in head[1:]:
-        variant = row[head_cols.index("variant")][0].replace(" (baseline)", "")
-        assert row[head_cols.index("avg reward")][0] == f"{summary['variants'][variant]['avg_reward']:.3f}"
+    effects = {e["variant"]: e for e in report["effects"] if e["domain"] == "all" and e["subset"] == "all"}
+    for row in head[2:]:
+        e = effects[row[head_cols.index("variant")][0]]
+        assert row[head_cols.index("baseline (paired)")][0] == f"{e['baseline_mean']:.3f}"
+        assert row[head_cols.index("variant (paired)")][0] == f"{e['variant_mean']:.3f}"
+    # anger lost update_task_1 to llm_errors: its paired baseline mean is over the three tasks it has, unlike summary.json's
+    assert effects["anger"]["baseline_mean"] != pytest.approx(summary["variants"]["control"]["avg_reward"])
 
 
 def _independent_pairs(db: Path, baseline: str, variant: str) -> list[tuple[float, float]]:
@@ -307,65 +345,77 @@ def _independent_pairs(db: Path, baseline: str, variant: str) -> list[tuple[floa
     return [(by[baseline][k], by[variant][k]) for k in keys]
 
 
+def _independent_task_diffs(db: Path, baseline: str, variant: str) -> dict[tuple[str, str], list[float]]:
+    """Per task, the pairs' (variant - baseline) rewards, straight from SQLite."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT cell_key, domain, task_id, variant, trial, reward, exit_reason FROM simulations ORDER BY id").fetchall()
+    final: dict[str, tuple] = {}
+    for r in rows:
+        if r[0] not in final or final[r[0]][6] in EXCLUDED:
+            final[r[0]] = r
+    by: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for r in final.values():
+        if r[6] not in EXCLUDED and r[5] is not None:
+            by[r[3]][(r[1], r[2], r[4])] = r[5]
+    for k in sorted(set(by[baseline]) & set(by[variant])):
+        out[k[:2]].append(by[variant][k] - by[baseline][k])
+    return out
+
+
+def _effects(report: dict[str, Any], run: str | None = None, domain: str = "all", subset: str = "all") -> dict[str, dict[str, Any]]:
+    return {e["variant"]: e for e in report["effects"] if e["domain"] == domain and e["subset"] == subset and (run is None or e["run"] == run)}
+
+
 def test_effects_match_an_independent_computation(data_dir: Path) -> None:
+    """Task-weighted mean of per-task mean differences, t(G-1) interval over tasks; McNemar only as a labelled extra."""
     report = _report(data_dir)
-    run = report["runs"][0]
-    effects = run["effects"]["scopes"]["all"]["subsets"]["all"]
+    effects = _effects(report)
     db = data_dir / "run-a" / "results.sqlite"
-    raw_p = {}
     for v in ("frustration", "anger", "anxiety"):
-        pairs = _independent_pairs(db, "control", v)
+        per_task = _independent_task_diffs(db, "control", v)
+        task_means = [sum(d) / len(d) for d in per_task.values()]
         e = effects[v]
-        assert e["n_pairs"] == len(pairs)
-        assert e["diff"]["mean"] == pytest.approx(sum(b - a for a, b in pairs) / len(pairs))
-        assert e["diff"]["low"] <= e["diff"]["mean"] <= e["diff"]["high"]
-        assert e["diff"]["n_resamples"] >= 2000
-        b_only = sum(1 for a, b in pairs if a == 1.0 and b < 1.0)
-        v_only = sum(1 for a, b in pairs if b == 1.0 and a < 1.0)
-        assert (e["baseline_only_success"], e["variant_only_success"]) == (b_only, v_only)
-        raw_p[v] = binomtest(min(b_only, v_only), b_only + v_only, 0.5).pvalue if b_only + v_only else 1.0
-        assert e["mcnemar_p"] == pytest.approx(raw_p[v])
-        base_mean = sum(a for a, _ in pairs) / len(pairs)
-        assert e["relative_pct"] == pytest.approx(100 * (sum(b for _, b in pairs) / len(pairs) - base_mean) / base_mean)
-    # Holm by hand over the three variants
-    order = sorted(raw_p, key=raw_p.get)
-    running, holm = 0.0, {}
-    for i, v in enumerate(order):
-        running = max(running, min(1.0, (len(order) - i) * raw_p[v]))
-        holm[v] = running
-    for v in raw_p:
-        assert effects[v]["mcnemar_p_holm"] == pytest.approx(holm[v])
-    # the scripted agent fails every frustrated create_task_1: a visible drop
-    assert effects["frustration"]["diff"]["mean"] < 0
+        assert e["n_pairs"] == sum(len(d) for d in per_task.values()) and e["n_tasks"] == len(per_task)
+        assert e["diff"] == pytest.approx(sum(task_means) / len(task_means))
+        assert e["variant_mean"] - e["baseline_mean"] == pytest.approx(e["diff"])
+        if len(set(task_means)) > 1:
+            half = t_dist.ppf(0.975, len(task_means) - 1) * stdev(task_means) / len(task_means) ** 0.5
+            assert e["ci"] == pytest.approx([e["diff"] - half, e["diff"] + half])
+        # four tasks: below the calibrated minimum, so no claim whatever the p, and not counted in the family
+        assert e["claim"] == "too_few" and e["p_adjusted"] is None
+        m = e["mcnemar"]
+        assert "McNemar on these pairs" in m["label"] and m["baseline_only"] + m["variant_only"] + m["both_success"] + m["both_fail"] == e["n_pairs"]
+        discordant = m["baseline_only"] + m["variant_only"]
+        assert m["p"] == pytest.approx(binomtest(m["baseline_only"], discordant, 0.5).pvalue if discordant else 1.0)
+    assert effects["frustration"]["diff"] < 0  # the scripted agent fails every frustrated create_task_1
+    fam = next(f for f in report["families"] if f["name"] == "reward/all")
+    assert (fam["size"], fam["planned"]) == (0, 3)
     # llm_error conversations are excluded and counted
     con = sqlite3.connect(db)
     n_err = con.execute("SELECT COUNT(DISTINCT cell_key) FROM simulations WHERE variant='anger' AND exit_reason='llm_error'").fetchone()[0]
-    assert n_err == 3
-    assert run["effects"]["excluded"]["anger"] == 3
-    assert effects["anger"]["n_pairs"] == 9
-    assert effects["anger"]["verdict"].startswith("Too few pairs for a conclusion")
-    headline = {r["variant"]: r for r in report["headline"]}
-    assert headline["anger"]["trust"] in ("inconclusive", "unreliable")
+    assert n_err == 3 and report["runs"][0]["excluded"]["anger"] == 3 and effects["anger"]["n_pairs"] == 9
     assert any("anger=3" in w["text"] for w in report["warnings"])
-    noise = run["effects"]["scopes"]["all"]["noise_floor"]
-    assert noise["trial_pairs"] == 3 and noise["mean_abs_diff"] is not None
+    assert "Too few for a claim: frustration (4 tasks, 12 pairs)" in report["bottom_lines"][0]["text"]
+    # the MDE and the A/A split replace the noise floor
+    design = report["designs"][0]
+    assert design["mde"] is None and design["aa"]["n_tasks"] == 4 and design["aa"]["trials_a"] == 8 and design["aa"]["trials_b"] == 4
+    assert "noise" not in json.dumps(report["effects"]) + json.dumps(report["designs"])
 
 
-def test_manipulation_check_detects_and_flags(data_dir: Path) -> None:
+def test_manipulation_check_scores_early_turns_with_a_task_minimum(data_dir: Path) -> None:
     report = _report(data_dir)
-    manip = report["runs"][0]["manipulation"]["variants"]
-    assert manip["frustration"]["status"] == "passed"
-    assert manip["frustration"]["diffs"]["markers_own"]["low"] > 0
-    assert manip["frustration"]["diffs"]["vader_compound"]["high"] < 0
-    # the anxious customers were scripted to say exactly what control says: flagged
-    assert manip["anxiety"]["status"] == "failed"
-    assert manip["anxiety"]["diffs"]["markers_own"]["mean"] == 0
-    assert manip["anger"]["status"] == "too_few"  # 9 pairs after the llm_errors
-    headline = {r["variant"]: r for r in report["headline"]}
-    assert headline["anxiety"]["trust"] == "unreliable"
-    assert any(w["level"] == "bad" and w["text"].startswith("anxiety") for w in report["warnings"])
+    checks = {m["variant"]: m for m in report["manipulation"]}
+    assert {m["domain"] for m in report["manipulation"]} == {"all"}
+    assert all(m["status"] == "too_few" and m["n_tasks"] <= 4 for m in checks.values())  # 4 tasks < MIN_TASKS
+    fr = checks["frustration"]
+    assert fr["score"] == "markers_own" and fr["turns"] == "early" and fr["shift"] > fr["min_effect"]
+    assert checks["anxiety"]["shift"] == 0  # scripted to say exactly what control says
+    effects = _effects(report)
+    assert effects["frustration"]["manipulation"] == "too_few"
+    assert any(c["kind"] == "manipulation_too_few" for c in effects["anxiety"]["caveats"])
     page = (data_dir / "report" / "report.html").read_text()
-    assert "manipulation check failed" in page
+    assert "early turns" in page and "manipulation not checkable" in page
 
 
 def test_fidelity_side_by_side_and_warnings(data_dir: Path) -> None:
@@ -385,9 +435,14 @@ def test_fidelity_side_by_side_and_warnings(data_dir: Path) -> None:
     kinds = {(w["variant"], w["kind"]) for w in run["fidelity"]["warnings"]}
     assert ("anger", "fidelity_gap") in kinds and ("frustration", "fidelity_gap") in kinds
     assert not any(w[0] in ("control", "anxiety") for w in kinds)
-    subsets = run["effects"]["scopes"]["all"]["subsets"]
-    assert subsets["unflagged"]["frustration"]["n_pairs"] == subsets["all"]["frustration"]["n_pairs"] - 3
-    assert subsets["unflagged"]["anxiety"]["n_pairs"] == subsets["all"]["anxiety"]["n_pairs"]
+    allp, unflagged = _effects(report), _effects(report, subset="unflagged")
+    assert unflagged["frustration"]["n_pairs"] == allp["frustration"]["n_pairs"] - 3
+    assert unflagged["anxiety"]["n_pairs"] == allp["anxiety"]["n_pairs"]
+    assert unflagged["frustration"]["family"] == "reward/unflagged"
+    # the fidelity warnings travel with the effect as caveats (beside its claim), the worst deciding the trust level
+    caveats = {c["kind"] for c in allp["frustration"]["caveats"]}
+    assert {k for v, k in kinds if v == "frustration"} <= caveats
+    assert allp["frustration"]["trust"] == ("unreliable" if ("frustration", "low_fidelity") in kinds else "caution")
     page = (data_dir / "report" / "report.html").read_text()
     assert "simulator fidelity differs from the baseline" in page
 
@@ -412,11 +467,12 @@ def test_several_runs_side_by_side(data_dir: Path) -> None:
     report = _report(data_dir, "report-multi")
     labels = [r["label"] for r in report["runs"]]
     assert labels == ["openai/scripted", "openai/scripted-b"]
-    assert {(r["run"], r["variant"]) for r in report["headline"]} == {
+    assert {(e["run"], e["variant"]) for e in report["effects"] if e["subset"] == "all"} == {
         ("openai/scripted", "frustration"), ("openai/scripted", "anger"), ("openai/scripted", "anxiety"),
         ("openai/scripted-b", "frustration")}
-    b = next(r for r in report["headline"] if r["run"] == "openai/scripted-b")
-    assert b["n_pairs"] == 4 and not b["enough_pairs"] and b["verdict"].startswith("Too few pairs")
+    b = _effects(report, "openai/scripted-b")["frustration"]
+    assert b["n_pairs"] == 4 and b["claim"] == "too_few"
+    assert [f["run"] for f in report["families"] if f["subset"] == "all"] == labels  # one family per run
     summary_b = json.loads((data_dir / "run-b" / "summary.json").read_text())
     assert report["runs"][1]["summary"]["variants"]["frustration"]["avg_reward"] == pytest.approx(summary_b["variants"]["frustration"]["avg_reward"])
     stdout = (data_dir / "report-multi.stdout").read_text()
@@ -483,6 +539,7 @@ def _chromium(args: list[str], profile: Path, timeout: float = 90) -> subprocess
 
 
 _PROBE = """<script>window.addEventListener("load", function () {
+  /*ACTIONS*/
   var imgs = Array.prototype.map.call(document.images, function (i) { return [i.id, i.complete, i.naturalWidth]; });
   var rows = Array.prototype.map.call(document.querySelectorAll("table"), function (t) { return [t.id, t.rows.length]; });
   var hidden = document.querySelectorAll("#sims tbody tr[style*='none']").length;
@@ -491,10 +548,12 @@ _PROBE = """<script>window.addEventListener("load", function () {
 });</script>"""
 
 
-def _probe_page(page: Path, query: str, profile: Path) -> tuple[dict[str, Any], str]:
-    """Open a copy of ``page`` (with a load-time probe appended) next to it; return the probe and the console lines."""
+def _probe_page(page: Path, query: str, profile: Path, actions: str = "") -> tuple[dict[str, Any], str]:
+    """Open a copy of ``page`` (with a load-time probe appended) next to it; return the probe and the console lines.
+
+    ``actions``: JavaScript run at load time before the probe reads the page (e.g. change a filter)."""
     probe = page.with_name(f"{page.stem}.probe-{os.getpid()}.html")  # next to the page, so its relative links work
-    probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
+    probe.write_text(page.read_text().replace("</body>", _PROBE.replace("/*ACTIONS*/", actions) + "</body>"))
     try:
         r = _chromium(["--dump-dom", "--virtual-time-budget=5000", probe.as_uri() + query], profile)
     finally:
@@ -523,7 +582,7 @@ def test_report_renders_in_chromium(data_dir: Path, tmp_path: Path) -> None:
     assert all(i[1] and i[2] > 300 for i in images.values()), images  # decoded, real width
     tables = dict((t[0], t[1]) for t in probe["tables"] if t[0])
     assert tables["headline"] == 1 + 1 + 3  # header, baseline, three variants
-    assert tables["manipulation-table"] == 1 + 4 and tables["fidelity-table"] == 1 + 4
+    assert tables["manipulation-table"] == 1 + 3 and tables["fidelity-table"] == 1 + 4  # one check per variant and scope
     _screenshot(page.as_uri(), "report.png", tmp_path / "profile")
 
 
@@ -549,6 +608,170 @@ def test_transcript_pages_render_and_filter_in_chromium(data_dir: Path, tmp_path
     assert dict((t[0], t[1]) for t in probe["tables"] if t[0])["outcome"] >= 6
     _screenshot(sim.as_uri(), "transcript.png", tmp_path / "profile", "1200,2000")
     _screenshot(index.as_uri() + "?variant=frustration", "transcripts-index.png", tmp_path / "profile", "1300,1100")
+
+
+def _report_links(data_dir: Path) -> list[tuple[dict[str, str], dict[str, list[str]]]]:
+    """(anchor attributes, parsed query) of every link from report.html into the transcript index."""
+    parsed = _parse(data_dir / "report" / "report.html")
+    return [(a, parse_qs(urlsplit(a["href"]).query)) for a, _ in parsed.anchors if a.get("href", "").startswith("transcripts/index.html?")]
+
+
+def test_filter_links_are_not_double_escaped(data_dir: Path) -> None:
+    """The flagged and exit-reason links used to carry '&amp;amp;flagged=yes' (a filter called 'amp;flagged')."""
+    links = _report_links(data_dir)
+    assert links and all(not any(k.startswith("amp;") for k in q) for _, q in links), [a["href"] for a, _ in links]
+    flagged = [q for _, q in links if "flagged" in q]
+    assert flagged and all(q["flagged"] == ["yes"] and "variant" in q and "run" in q for q in flagged)
+    exits = [(a, q) for a, q in links if "data-reason" in a]
+    assert exits and all(q["exit"] == [a["data-reason"]] for a, q in exits)
+    raw = (data_dir / "report" / "report.html").read_text()
+    assert "&amp;amp;" not in raw
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (./test installs it with apt-get when run as root)")
+def test_report_filter_links_filter_the_index_in_chromium(data_dir: Path, tmp_path: Path) -> None:
+    index = data_dir / "report" / "transcripts" / "index.html"
+    con = sqlite3.connect(data_dir / "run-a" / "results.sqlite")
+    rows = con.execute("SELECT cell_key, variant, exit_reason, flags FROM simulations ORDER BY id").fetchall()
+    final: dict[str, tuple] = {}
+    for r in rows:
+        if r[0] not in final or final[r[0]][2] in EXCLUDED:
+            final[r[0]] = r
+    links = _report_links(data_dir)
+    href = next(a["href"] for a, q in links if q.get("flagged") == ["yes"] and q["variant"] == ["frustration"])
+    flagged = sum(1 for r in final.values() if r[1] == "frustration" and json.loads(r[3] or "{}").get("any"))
+    probe, console = _probe_page(index, "?" + urlsplit(href).query, tmp_path / "profile")
+    assert console == "", console
+    assert flagged > 0 and probe["count"] == f"{flagged} of 48 shown"
+    a, q = next((a, q) for a, q in links if q.get("exit") == ["agent_no_tool_calls"] and q["variant"] == ["frustration"])
+    probe, _ = _probe_page(index, "?" + urlsplit(a["href"]).query, tmp_path / "profile")
+    assert probe["count"] == f"{a['data-count']} of 48 shown"
+    # a value a select does not offer must not leave that control dead: changing it afterwards still filters
+    change = """var s = document.getElementById("f-exit"); s.value = "llm_error"; s.dispatchEvent(new Event("change"));"""
+    probe, _ = _probe_page(index, "?exit=no-such-reason", tmp_path / "profile", actions=change)
+    assert probe["count"] == "3 of 48 shown"
+
+
+def test_markdown_escapes_run_data(data_dir: Path, tmp_path: Path) -> None:
+    """A model name with markdown/HTML markup must neither split a table row nor become HTML in report.md."""
+    run = tmp_path / "run"
+    shutil.copytree(data_dir / "run-b", run)
+    evil = "evil|model <img src=x onerror=alert(1)> `tick` *star*\nline2"
+    con = sqlite3.connect(run / "results.sqlite")
+    config = json.loads(con.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
+    con.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps({**config, "agent_model": evil}),))
+    con.commit()
+    con.close()
+    r = subprocess.run(CLI + ["report", str(run), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "<img" not in md and "`tick`" not in md and "\nline2" not in md
+    assert r"evil\|model &lt;img src=x onerror=alert(1)&gt; \`tick\` \*star\* line2" in md
+    for line in md.splitlines():  # every table row has as many unescaped cell separators as its header
+        if line.startswith("| ") and "evil" in line:
+            header = next(h for h in reversed(md[: md.index(line)].splitlines()) if h.startswith("| ") and "---" not in h and "evil" not in h)
+            assert len(re.findall(r"(?<!\\)\|", line)) == len(re.findall(r"(?<!\\)\|", header)), line
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def _get(url: str, host: str | None = None) -> int:
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_viewer_answers_only_loopback_hosts_and_lists_no_folders(tmp_path: Path) -> None:
+    from moodbench.report import start_server
+
+    (tmp_path / "transcripts").mkdir()
+    (tmp_path / "transcripts" / "index.html").write_text("<p>index</p>")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "a.png").write_bytes(b"png")
+    (tmp_path / "report.html").write_text("<p>report</p>")
+    server = start_server(tmp_path, 0)
+    try:
+        port = server.server_address[1]
+        base = f"http://127.0.0.1:{port}"
+        assert _get(f"{base}/report.html") == 200
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
+            assert _get(f"{base}/report.html", host) == 200, host
+        for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1", f"127.0.0.1.evil.example:{port}"):
+            assert _get(f"{base}/report.html", host) == 421, host  # DNS rebinding: another origin that resolves to 127.0.0.1
+        assert _get(f"{base}/transcripts/") == 200 and _get(f"{base}/plots/a.png") == 200
+        for path in ("/plots/", "/plots", "/", "/transcripts/../plots/"):
+            assert _get(base + path) == 404, path  # folders are never listed
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------------------------------------------- dose-response and tau2 round trip
+
+
+def test_dose_response_table_on_three_levels(data_dir: Path) -> None:
+    """control + frustration mild/moderate/severe: the scripted agent fails more as the customer gets angrier."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    report = _report(data_dir, "report-dose")
+    rows = {r["outcome"]: r for r in report["dose_response"]}
+    assert set(rows) == {"reward", "markers_own"}
+    reward = rows["reward"]
+    assert (reward["emotion"], reward["method"]) == ("frustration", "prompt")
+    assert [(lv["level"], lv["variant"]) for lv in reward["levels"]] == [
+        (0, "control"), (1, "frustration:mild"), (2, "frustration"), (3, "frustration:severe")]
+    # independent: OLS of reward on level with task dummies, cluster-robust by task, straight from SQLite
+    con = sqlite3.connect(data_dir / "run-dose" / "results.sqlite")
+    level = {"control": 0, "frustration:mild": 1, "frustration": 2, "frustration:severe": 3}
+    data = [(level[v], r, t) for v, r, t, e in con.execute("SELECT variant, reward, task_id, exit_reason FROM simulations")
+            if e not in EXCLUDED and r is not None]
+    tasks = sorted({t for *_, t in data})
+    x = np.array([[lv] + [float(t == k) for k in tasks] for lv, _, t in data])
+    fit = sm.OLS(np.array([r for _, r, _ in data]), x).fit(cov_type="cluster", cov_kwds={"groups": [tasks.index(t) for *_, t in data]})
+    assert reward["slope"] == pytest.approx(fit.params[0]) and reward["slope"] < 0
+    # the same cluster-robust error once the absorbed task effects are left out of the small-sample factor (N-1)/(N-K), as
+    # within (fixed-effects) estimators do
+    n, k = len(data), x.shape[1]
+    assert reward["se"] == pytest.approx(fit.bse[0] * ((n - k) / (n - 1)) ** 0.5, rel=1e-6)
+    assert reward["n_tasks"] == 3 and reward["claim"] == "too_few"  # 3 tasks: shown, not claimed
+    means = [lv["mean"] for lv in reward["levels"]]
+    assert means[0] == means[1] > means[2] > means[3] == 0  # mild changes nothing, moderate fails create_task, severe all
+    sev = reward["levels"][3]
+    assert sev["diff"] == pytest.approx(-means[0]) and sev["n_pairs"] == 6
+    markers = rows["markers_own"]
+    marker_means = [lv["mean"] for lv in markers["levels"]]
+    assert marker_means[0] == 0 < marker_means[1] < marker_means[2] < marker_means[3] and markers["slope"] > 0
+    page = (data_dir / "report-dose" / "report.html").read_text()
+    assert 'id="dose"' in page and 'id="plot-dose"' in page and 'data-outcome="reward"' in page
+    md = (data_dir / "report-dose" / "report.md").read_text()
+    assert "## Dose-response" in md and "frustration:severe" in md.replace("\\", "")
+    print("dose-response:", json.dumps([{k: r[k] for k in ("outcome", "slope", "ci", "p", "claim")} | {"means": [lv["mean"] for lv in r["levels"]]}
+                                        for r in report["dose_response"]]))
+
+
+def test_export_then_import_gives_the_same_effects(data_dir: Path, tmp_path: Path) -> None:
+    """moodbench export -> tau2 Results -> moodbench import: the pairs and their differences survive."""
+    files = []
+    for v in ("control", "frustration"):
+        f = tmp_path / f"{v}.json"
+        r = subprocess.run(CLI + ["export", str(data_dir / "run-a"), "--variant", v, "--out", str(f)], capture_output=True, text=True,
+                           env=_env(), timeout=120)
+        assert r.returncode == 0, r.stderr
+        files.append(f"{f}={v}")
+    r = subprocess.run(CLI + ["import", "--format", "tau2", "--out", str(tmp_path / "run"), *files], capture_output=True, text=True,
+                       env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(CLI + ["report", str(tmp_path / "run"), "--json"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    again = _effects(json.loads(r.stdout))["frustration"]
+    original = _effects(_report(data_dir))["frustration"]
+    for key in ("n_pairs", "n_tasks", "baseline_mean", "variant_mean", "diff", "ci", "claim"):
+        assert again[key] == pytest.approx(original[key]), key
 
 
 # --------------------------------------------------------------------------- moodbench view
@@ -606,10 +829,14 @@ def test_llm_judge_scores_customers(data_dir: Path) -> None:
     run_a, run_b = report["runs"]
     assert run_b["judge"]["judged"] == 8 and run_b["judge"]["failed"] == 0
     assert run_a["judge"]["judged"] == 45  # 48 conversations minus the three llm_errors
-    d = run_b["manipulation"]["variants"]["frustration"]["diffs"]["judge_own"]
-    assert d["mean"] == pytest.approx(8.0) and d["n_pairs"] == 4
-    assert run_a["manipulation"]["variants"]["frustration"]["diffs"]["judge_own"]["moved"]
-    assert run_a["manipulation"]["variants"]["anxiety"]["diffs"]["judge_own"]["mean"] == 0
+    def judge_diff(run: str, variant: str) -> dict[str, Any]:
+        check = next(m for m in report["manipulation"] if m["run"] == run and m["variant"] == variant)
+        return next(s for s in check["secondary"] if s["score"] == "judge_own")
+
+    d = judge_diff(run_b["label"], "frustration")
+    assert d["diff"] == pytest.approx(8.0) and d["n_pairs"] == 4 and d["turns"] == "all" and not d["primary"]
+    assert judge_diff(run_a["label"], "frustration")["diff"] > 0
+    assert judge_diff(run_a["label"], "anxiety")["diff"] == 0
     requests = [json.loads(line) for log in (data_dir / "server").glob("*.requests.jsonl") for line in log.read_text().splitlines()]
     judged = [r for r in requests if r["role"] == "emotion_judge"]
     # identical customer texts are judged once per run (cached by prompt hash), at most once per conversation

@@ -1,19 +1,36 @@
-"""The report's statistics against known answers: hand-computed McNemar and Holm values, bootstrap
-intervals that must cover the true paired difference, and the effect/manipulation code on
-conversations whose right answer is known by construction."""
+"""The report's statistics on stored conversations whose right answer is known by construction.
+
+Hand-computed McNemar (the secondary statistic), summary pass^k, the records -> claims road
+(``reward_effects``: paired means, family, too_few, MDE, A/A, paired pass^k), the manipulation check's
+early-turn rule and gates, dose-response grouping and the planning helpers. The inference itself is
+checked against statsmodels/scipy in ``test_inference.py`` and ``test_power.py``."""
 
 from __future__ import annotations
 
 import json
-import random
 from math import comb
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from moodbench.analysis import MIN_PAIRS, compute_effects, manipulation_check
+from moodbench.analysis import (
+    MIN_TASKS,
+    Design,
+    dose_of,
+    dose_response,
+    dose_response_table,
+    early_user_texts,
+    family_size,
+    manipulation_check,
+    mde,
+    paired_effect,
+    planned_design,
+    planned_mde,
+    reward_effects,
+)
 from moodbench.analysis import _stats as stats
+from moodbench.analysis._variants import families_spec
 from moodbench.judges import families_of, marker_hits, parse_judge, text_scores
 from moodbench.results import ConversationRecord, FidelityFlags, pass_hat_k
 
@@ -48,107 +65,7 @@ def test_mcnemar_rejects_negative_counts() -> None:
         stats.mcnemar_exact(-1, 3)
 
 
-# --------------------------------------------------------------------------- Holm
-
-
-def test_holm_hand_computed_values_and_order() -> None:
-    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06
-    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-
-
-def test_holm_keeps_none_caps_at_one_and_is_monotone() -> None:
-    adjusted = stats.holm([0.5, None, 0.6, 0.001])
-    assert adjusted[1] is None
-    assert adjusted == pytest.approx([1.0, None, 1.0, 0.003])
-    rng = random.Random(3)
-    for _ in range(50):
-        ps = [rng.random() ** 3 for _ in range(rng.randint(1, 8))]
-        adj = stats.holm(ps)
-        order = sorted(range(len(ps)), key=lambda i: ps[i])
-        assert all(adj[order[i]] <= adj[order[i + 1]] + 1e-15 for i in range(len(ps) - 1))
-        assert all(p <= a <= 1.0 for p, a in zip(ps, adj))
-    assert stats.holm([0.04]) == [0.04]  # one test: nothing to correct
-    assert stats.holm([]) == []
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-
-def _paired_successes(rng: np.random.Generator, n: int, p_base: float, p_var: float) -> tuple[np.ndarray, np.ndarray]:
-    """Correlated pairs: one uniform draw per pair decides both outcomes (like a shared task difficulty)."""
-    u = rng.random(n)
-    return (u < p_base).astype(float), (u < p_var).astype(float)
-
-
-def test_bootstrap_interval_contains_true_paired_difference() -> None:
-    rng = np.random.default_rng(11)
-    base, var = _paired_successes(rng, 400, 0.7, 0.5)  # true difference -0.2
-    res = stats.paired_bootstrap(base, var, n_resamples=4000, seed=5)
-    assert res.n_pairs == 400 and res.n_resamples == 4000
-    assert res.mean == pytest.approx(float((var - base).mean()))
-    assert res.low < -0.2 < res.high
-    assert res.excludes_zero and res.high < 0
-
-
-def test_bootstrap_is_seeded_and_checks_input() -> None:
-    a, b = [1, 0, 1, 1, 0, 1], [0, 0, 1, 0, 0, 1]
-    assert stats.paired_bootstrap(a, b, seed=1) == stats.paired_bootstrap(a, b, seed=1)
-    assert stats.DEFAULT_RESAMPLES >= 2000
-    empty = stats.paired_bootstrap([], [])
-    assert empty.n_pairs == 0 and empty.mean is None and not empty.excludes_zero
-    with pytest.raises(ValueError):
-        stats.paired_bootstrap([1, 0], [1])
-    with pytest.raises(ValueError):
-        stats.paired_bootstrap([1, 0], [1, 1], clusters=["a"])
-    same = stats.paired_bootstrap([1, 0, 1], [1, 0, 1])
-    assert (same.low, same.high) == (0.0, 0.0) and not same.excludes_zero
-
-
-def test_bootstrap_coverage_near_nominal() -> None:
-    """Over many synthetic data sets the 95% interval must cover the truth about 95% of the time."""
-    rng = np.random.default_rng(2024)
-    covered = 0
-    reps = 200
-    for r in range(reps):
-        base, var = _paired_successes(rng, 80, 0.6, 0.45)
-        res = stats.paired_bootstrap(base, var, n_resamples=2000, seed=r)
-        covered += res.low <= -0.15 <= res.high
-    assert 0.88 <= covered / reps <= 0.995
-
-
-def test_cluster_bootstrap_covers_when_trials_are_correlated() -> None:
-    """Trials of one task share its difficulty: resampling tasks keeps coverage, resampling pairs undercovers."""
-    rng = np.random.default_rng(7)
-    reps, tasks, trials = 150, 25, 4
-    cover_cluster = cover_naive = 0
-    for r in range(reps):
-        effect = rng.normal(-0.1, 0.3, size=tasks)  # per-task effect; truth is the mean over the task population
-        diffs = np.repeat(effect, trials) + rng.normal(0, 0.05, size=tasks * trials)
-        clusters = np.repeat(np.arange(tasks), trials)
-        zeros = np.zeros_like(diffs)
-        c = stats.paired_bootstrap(zeros, diffs, clusters.tolist(), n_resamples=2000, seed=r)
-        n = stats.paired_bootstrap(zeros, diffs, None, n_resamples=2000, seed=r)
-        cover_cluster += c.low <= -0.1 <= c.high
-        cover_naive += n.low <= -0.1 <= n.high
-        assert c.n_clusters == tasks and n.n_clusters == tasks * trials
-    assert cover_cluster / reps >= 0.88
-    assert cover_naive < cover_cluster  # the reason the report clusters by task
-
-
-# --------------------------------------------------------------------------- noise floor, pass^k
-
-
-def test_noise_floor_hand_computed() -> None:
-    rewards = {"A": {0: 1.0, 1: 0.0}, "B": {0: 1.0, 1: 1.0}, "C": {0: 0.0, 1: 0.0}, "D": {0: 1.0, 1: 0.0}}
-    nf = stats.noise_floor(rewards)
-    assert nf["mean_abs_diff"] == pytest.approx(0.5)  # trial 0 mean 0.75, trial 1 mean 0.25
-    assert nf["flip_rate"] == pytest.approx(0.5)  # A and D flip
-    three = stats.noise_floor({"A": {0: 1.0, 1: 1.0, 2: 0.0}, "B": {0: 0.0, 1: 0.0, 2: 0.0}})
-    # pairs (0,1): 0; (0,2): 0.5; (1,2): 0.5 -> mean 1/3; flips: A in (0,2) and (1,2) = 2 of 6
-    assert three["mean_abs_diff"] == pytest.approx(1 / 3)
-    assert three["max_abs_diff"] == pytest.approx(0.5)
-    assert three["flip_rate"] == pytest.approx(2 / 6)
-    assert stats.noise_floor({"A": {0: 1.0}})["mean_abs_diff"] is None  # one trial: no floor
+# --------------------------------------------------------------------------- pass^k (summary.json's, unpaired)
 
 
 def test_pass_hat_k_hand_computed() -> None:
@@ -169,54 +86,107 @@ def test_pass_hat_k_stops_at_the_fewest_trials_like_tau2() -> None:
 
 
 def _conv(i: int, task: str, variant: str, trial: int, reward: float | None, *, exit_reason: str | None = None,
-          flagged: bool = False, user: str = "Please help me with my order.") -> ConversationRecord:
+          flagged: bool = False, user: str = "Please help me with my order.", later: str = "Thanks. ###STOP###",
+          domain: str = "mock") -> ConversationRecord:
     exit_reason = exit_reason or ("success" if reward == 1.0 else "task_failed")
-    sim = {"messages": [{"role": "assistant", "content": "Hi! How can I help you today?"}, {"role": "user", "content": user}]}
-    return ConversationRecord(id=i, cell_key=f"mock|{task}|{variant}|{trial}", domain="mock", task_id=task, variant=variant,
+    sim = {"messages": [{"role": "assistant", "content": "Hi! How can I help you today?"}, {"role": "user", "content": user},
+                        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "name": "get_order", "arguments": {}}]},
+                        {"role": "tool", "id": "c1", "content": "{}", "requestor": "assistant"},
+                        {"role": "assistant", "content": "Done."}, {"role": "user", "content": later}]}
+    return ConversationRecord(id=i, cell_key=f"{domain}|{task}|{variant}|{trial}", domain=domain, task_id=task, variant=variant,
                               trial=trial, reward=reward, exit_reason=exit_reason, wall_seconds=1.0, simulation=sim,
                               flags=FidelityFlags(any=flagged, user_echo=flagged))
 
 
-def _known_run() -> list[ConversationRecord]:
-    """12 tasks x 1 trial. 'worse' fails 6 tasks control solves; 'same' mirrors control; 'few' has 3 pairs."""
+def _known_run(tasks: int = 24) -> list[ConversationRecord]:
+    """``tasks`` tasks x 2 trials. 'worse' fails half the tasks control solves (one trial flagged on two tasks);
+    'same' mirrors control; 'few' has 10 tasks (too_few); control solves 3 of 4 tasks."""
     convs, i = [], 0
-    for t in range(12):
-        task = f"t{t}"
-        ctrl = 1.0 if t < 9 else 0.0
-        convs.append(_conv(i := i + 1, task, "control", 0, ctrl))
-        convs.append(_conv(i := i + 1, task, "worse", 0, 0.0 if t < 6 else ctrl, flagged=t < 2))
-        convs.append(_conv(i := i + 1, task, "same", 0, ctrl))
-        if t < 3:
-            convs.append(_conv(i := i + 1, task, "few", 0, ctrl))
-        else:
-            convs.append(_conv(i := i + 1, task, "few", 0, None, exit_reason="llm_error"))
+    for t in range(tasks):
+        task = f"t{t:02d}"
+        ctrl = 1.0 if t % 4 else 0.0
+        for trial in range(2):
+            convs.append(_conv(i := i + 1, task, "control", trial, ctrl))
+            convs.append(_conv(i := i + 1, task, "worse", trial, 0.0 if t < tasks // 2 else ctrl, flagged=t < 2 and trial == 0))
+            convs.append(_conv(i := i + 1, task, "same", trial, ctrl))
+            if t < 10:
+                convs.append(_conv(i := i + 1, task, "few", trial, ctrl))
+            else:
+                convs.append(_conv(i := i + 1, task, "few", trial, None, exit_reason="llm_error"))
     return convs
 
 
-def test_effects_known_answer() -> None:
-    eff = compute_effects(_known_run(), "control", ["control", "worse", "same", "few"], ["mock"], n_resamples=2000)
-    allc = eff["scopes"]["all"]["subsets"]["all"]
-    w = allc["worse"]
-    assert w["n_pairs"] == 12 and w["n_tasks"] == 12
-    assert w["diff"]["mean"] == pytest.approx(-0.5)
-    assert w["diff"]["high"] < 0
-    assert w["relative_pct"] == pytest.approx(100 * (0.25 - 0.75) / 0.75)
-    assert (w["baseline_only_success"], w["variant_only_success"]) == (6, 0)
-    assert w["mcnemar_p"] == pytest.approx(2 / 2**6)
-    raw = [allc[v]["mcnemar_p"] for v in ("worse", "same", "few")]
-    assert [allc[v]["mcnemar_p_holm"] for v in ("worse", "same", "few")] == pytest.approx(stats.holm(raw))
-    assert w["mcnemar_p_holm"] == pytest.approx(3 * 2 / 2**6)
-    assert "Lower reward" in w["verdict"]
-    s = allc["same"]
-    assert s["diff"]["mean"] == 0 and "No detectable difference" in s["verdict"]
-    f = allc["few"]
-    assert f["n_pairs"] == 3 < MIN_PAIRS and not f["enough_pairs"]
-    assert f["verdict"].startswith("Too few pairs for a conclusion")
-    assert eff["excluded"] == {"control": 0, "worse": 0, "same": 0, "few": 9}
-    unflagged = eff["scopes"]["all"]["subsets"]["unflagged"]["worse"]
-    assert unflagged["n_pairs"] == 10 and unflagged["diff"]["mean"] == pytest.approx(-0.4)
-    assert eff["scopes"]["mock"]["subsets"]["all"]["worse"]["diff"]["mean"] == pytest.approx(-0.5)
+def _row(out: dict, variant: str, subset: str = "all", domain: str = "all") -> dict:
+    return next(e for e in out["effects"] if e["variant"] == variant and e["subset"] == subset and e["domain"] == domain)
 
+
+def test_reward_effects_known_answer() -> None:
+    convs = _known_run()
+    out = reward_effects(convs, "control", ["control", "worse", "same", "few"], ["mock"])
+    w = _row(out, "worse")
+    # tasks 0..11 (of which 0, 4, 8 fail under control too): 9 tasks drop 1 -> 0 -> diff = -9/24 per task-weighted mean
+    assert (w["n_pairs"], w["n_tasks"]) == (48, 24)
+    assert w["diff"] == pytest.approx(-9 / 24)
+    assert w["baseline_mean"] == pytest.approx(18 / 24) and w["variant_mean"] == pytest.approx(9 / 24)
+    assert w["variant_mean"] - w["baseline_mean"] == pytest.approx(w["diff"])
+    ref = paired_effect([float(c.reward) for c in convs if c.variant == "control"],
+                        [float(c.reward) for c in convs if c.variant == "worse"], [c.task_id for c in convs if c.variant == "control"])
+    assert w["ci"] == pytest.approx([ref.ci_low, ref.ci_high]) and w["p"] == pytest.approx(ref.p)
+    # the family: worse and same are claimable, few is too_few and left out -> Holm over 2
+    fam = next(f for f in out["families"] if f["subset"] == "all")
+    assert (fam["size"], fam["planned"]) == (2, 3)
+    assert w["p_adjusted"] == pytest.approx(min(1.0, 2 * ref.p)) and w["claim"] == "lower" and w["family_size"] == 2
+    assert _row(out, "same")["claim"] == "no_difference" and _row(out, "same")["diff"] == 0
+    f = _row(out, "few")
+    assert f["claim"] == "too_few" and f["p_adjusted"] is None and (f["n_pairs"], f["n_tasks"]) == (20, 10)
+    assert f["baseline_mean"] == pytest.approx(np.mean([1.0 if t % 4 else 0.0 for t in range(10)]))  # paired: its own 10 tasks
+    # the secondary McNemar counts pairs and is labelled as such
+    assert (w["mcnemar"]["baseline_only"], w["mcnemar"]["variant_only"]) == (18, 0)
+    assert w["mcnemar"]["p"] == pytest.approx(2 / 2**18) and "secondary" in w["mcnemar"]["label"]
+    # sensitivity family without the flagged pairs
+    u = _row(out, "worse", "unflagged")
+    assert u["n_pairs"] == 46 and u["family"] == "reward/unflagged"
+    # one scope only with one domain; pass^k paired up to 2 on the same 24 tasks
+    assert {e["domain"] for e in out["effects"]} == {"all"}
+    pk = [p for p in out["pass_hat_k"] if p["variant"] == "worse"]
+    assert [p["k"] for p in pk] == [1, 2] and all(p["n_tasks"] == 24 for p in pk)
+    assert pk[1]["baseline_mean"] == pytest.approx(18 / 24) and pk[1]["diff"] == pytest.approx(-9 / 24)
+    # the design: MDE from the baseline itself, A/A split with two trials
+    d = out["designs"][0]
+    assert d["tasks"] == 24 and d["family_size"] == 2 and d["aa"]["n_tasks"] == 24 and d["aa"]["diff"] == 0
+    assert d["mde"] is not None and all(e["mde"] == d["mde"] for e in out["effects"])
+
+
+def test_a_significant_effect_is_claimed_even_below_the_mde() -> None:
+    """No 'noise floor': a claim depends on the adjusted p only, whatever the MDE says."""
+    convs = _known_run()
+    out = reward_effects(convs, "control", ["control", "worse"], ["mock"])
+    w = _row(out, "worse")
+    assert w["claim"] == "lower" and "noise" not in json.dumps(out)
+
+
+def test_several_domains_give_pooled_and_per_domain_scopes() -> None:
+    convs = []
+    for dom in ("retail", "airline"):
+        for c in _known_run():
+            convs.append(c.model_copy(update={"domain": dom, "cell_key": c.cell_key.replace("mock", dom)}))
+    out = reward_effects(convs, "control", ["control", "worse", "same"], ["retail", "airline"])
+    assert {e["domain"] for e in out["effects"]} == {"all", "retail", "airline"}
+    pooled = _row(out, "worse")
+    assert pooled["n_tasks"] == 48  # (domain, task) clusters
+    assert next(f for f in out["families"] if f["subset"] == "all")["size"] == 2 * 3
+    assert _row(out, "worse", domain="retail")["diff"] == pytest.approx(-9 / 24)
+
+
+def test_early_turns_stop_at_the_first_tool_result() -> None:
+    msgs = [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "one"}, {"role": "assistant", "content": "?"},
+            {"role": "user", "content": "two ###STOP###"}, {"role": "user", "content": "three"}]
+    assert early_user_texts(msgs) == ["one", "two"]  # at most two
+    msgs = [{"role": "user", "content": "one"}, {"role": "tool", "content": "{}", "requestor": "assistant"},
+            {"role": "user", "content": "still not working, again!"}]
+    assert early_user_texts(msgs) == ["one"]
+    user_tool = [{"role": "user", "content": "one"}, {"role": "tool", "content": "{}", "requestor": "user"}, {"role": "user", "content": "two"}]
+    assert early_user_texts(user_tool) == ["one", "two"]  # the customer's own tool (telecom) reveals no outcome
 
 # --------------------------------------------------------------------------- manipulation scores
 
@@ -244,21 +214,92 @@ def test_text_scores_see_anger() -> None:
     assert text_scores([])["vader_compound"] is None
 
 
-def test_manipulation_check_passes_and_flags() -> None:
+def test_manipulation_check_uses_early_turns_a_minimum_and_the_task_gate() -> None:
     convs, i = [], 0
-    for t in range(12):
-        convs.append(_conv(i := i + 1, f"t{t}", "control", 0, 1.0, user="I need to update my order, please."))
-        convs.append(_conv(i := i + 1, f"t{t}", "anger", 0, 1.0,
-                           user="This is unacceptable! I demand a manager right now. I need to update my order."))
-        convs.append(_conv(i := i + 1, f"t{t}", "anxiety", 0, 1.0, user="I need to update my order, please."))
-    out = manipulation_check(convs, "control", ["control", "anger", "anxiety"], n_resamples=2000)
-    assert out["variants"]["anger"]["status"] == "passed"
-    assert out["variants"]["anger"]["diffs"]["markers_own"]["moved"]
-    assert out["variants"]["anxiety"]["status"] == "failed"
-    assert "do NOT differ" in out["variants"]["anxiety"]["verdict"]
-    short = manipulation_check(convs[:9], "control", ["control", "anger"], n_resamples=500)
-    assert short["variants"]["anger"]["status"] == "too_few"
+    for t in range(24):
+        for trial in range(2):
+            convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user="I need to update my order, please."))
+            convs.append(_conv(i := i + 1, f"t{t}", "anger", trial, 1.0,
+                               user="This is unacceptable! I demand a manager right now. I need to update my order."))
+            convs.append(_conv(i := i + 1, f"t{t}", "anxiety", trial, 1.0, user="I need to update my order, please."))
+            # emotional words only after the agent acted: a reaction to the outcome, not the emotion
+            convs.append(_conv(i := i + 1, f"t{t}", "frustration", trial, 0.0, user="I need to update my order, please.",
+                               later="Still not done? Again? This is ridiculous. ###STOP###"))
+    out = manipulation_check(convs, "control", ["control", "anger", "anxiety", "frustration"], ["mock"])
+    checks = {c["variant"]: c for c in out["checks"]}
+    assert out["primary"]["score"] == "markers_own" and out["primary"]["turns"] == "early"
+    assert checks["anger"]["status"] == "passed" and checks["anger"]["lower_bound"] > checks["anger"]["min_effect"]
+    assert checks["anxiety"]["status"] == "failed"
+    f = checks["frustration"]
+    assert f["status"] == "failed" and f["shift"] == 0  # the late words do not count
+    late = next(s for s in f["secondary"] if s["score"] == "markers_own" and s["turns"] == "all")
+    assert late["diff"] > 5  # ... although over all turns the markers rose
+    assert all(c["family_size"] == 3 for c in out["checks"])  # Bonferroni over the checked variants
+    few = manipulation_check([c for c in convs if c.task_id in {f"t{k}" for k in range(10)}], "control", ["control", "anger"], ["mock"])
+    assert few["checks"][0]["status"] == "too_few" and few["checks"][0]["n_tasks"] == 10 < MIN_TASKS
 
+
+def test_manipulation_minimum_effect_stops_a_tiny_shift() -> None:
+    """One marker word in ~300: 'significant' on 24 tasks but below the minimum effect of 1 per 100 words."""
+    filler = " ".join(["please update the order for me"] * 50)
+    convs, i = [], 0
+    for t in range(24):
+        for trial in range(2):
+            convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user=filler))
+            convs.append(_conv(i := i + 1, f"t{t}", "anger", trial, 1.0, user=filler + " terrible"))
+    c = manipulation_check(convs, "control", ["control", "anger"], ["mock"])["checks"][0]
+    assert 0 < c["shift"] < 1 and c["status"] == "failed"
+
+
+def test_dose_of_specs_and_families() -> None:
+    assert dose_of("frustration:mild") == dose_of("frustration:mild")
+    d = dose_of("frustration@steer:severe")
+    assert (d.emotion, d.method, d.level_name, d.level) == ("frustration", "steer", "severe", 3)
+    assert (dose_of("frustration").method, dose_of("frustration").level) == ("prompt", 2)
+    assert dose_of("anger+confusion") is None and dose_of("anger:extreme") is None
+    assert families_spec("frustration@both:severe+anger") == "frustration:severe+anger"
+    assert families_of(families_spec("frustration@steer:mild")) == ["frustration"]
+
+
+def test_dose_response_table_groups_by_emotion_and_method() -> None:
+    convs, i = [], 0
+    variants = ["control", "frustration:mild", "frustration", "frustration:severe", "frustration@steer:mild", "anger"]
+    words = {0: "", 1: "Ugh. ", 2: "Ugh, this is ridiculous. ", 3: "Ugh, this is ridiculous, I am fed up. "}
+    for t in range(24):
+        for trial in range(2):
+            for v in variants:
+                lv = 0 if v == "control" else (dose_of(v).level if v.startswith("frustration") and "@" not in v else 0)
+                reward = 1.0 if (t + trial) % 4 >= (lv if lv < 3 else 3) else 0.0
+                convs.append(_conv(i := i + 1, f"t{t}", v, trial, reward, user=words[lv] + "Please update my order."))
+    rows = dose_response_table(convs, "control", variants)
+    assert {(r["emotion"], r["method"], r["outcome"]) for r in rows} == {("frustration", "prompt", "reward"),
+                                                                          ("frustration", "prompt", "markers_own")}
+    reward = next(r for r in rows if r["outcome"] == "reward")
+    assert [lv["level"] for lv in reward["levels"]] == [0, 1, 2, 3]
+    lv_list, vals, cl = [], [], []
+    for c in convs:
+        d = 0 if c.variant == "control" else (dose_of(c.variant).level if c.variant in variants[1:4] else None)
+        if d is not None:
+            lv_list.append(d)
+            vals.append(c.reward)
+            cl.append(c.task_key)
+    ref = dose_response(lv_list, vals, cl)
+    assert reward["slope"] == pytest.approx(ref.slope) and reward["ci"] == pytest.approx([ref.ci_low, ref.ci_high])
+    assert reward["slope"] < 0 and reward["claim"] == "lower" and reward["family_size"] == 1
+    score = next(r for r in rows if r["outcome"] == "markers_own")
+    assert score["slope"] > 0 and [lv["mean"] > 0 for lv in score["levels"]] == [False, True, True, True]
+    sev = reward["levels"][3]
+    assert sev["n_pairs"] == 48 and sev["diff"] == pytest.approx(sev["mean"] - reward["levels"][0]["mean"])
+
+
+def test_planning_helpers() -> None:
+    assert family_size(["control", "a", "b"]) == 2 and family_size(3, 2) == 9 and family_size(0) == 1
+    d = planned_design(40, 3, ["control", "frustration"], 1)
+    assert (d.tasks, d.trials, d.family_size, d.baseline_success, d.icc, d.pair_corr, d.effect_sd) == (40, 3, 1, 0.5, 0.5, 0.0, 0.05)
+    assert planned_mde(40, 3, 1) == pytest.approx(mde(Design(40, 3, 1, baseline_success=0.5, icc=0.5, effect_sd=0.05)))
+    assert planned_mde(40, 3, 8) > planned_mde(40, 3, 1) > planned_mde(80, 3, 1)
+    assert planned_mde(10, 3, 1) is None  # below MIN_TASKS: no claim possible
+    assert planned_mde(40, 3, 1, icc=0.8) < planned_mde(40, 3, 1)
 
 def test_parse_judge_reply() -> None:
     assert parse_judge('Sure! {"frustration": 7, "anger": 12, "anxiety": "x"}') == {"frustration": 7.0, "anger": 10.0}

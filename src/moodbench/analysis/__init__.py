@@ -1,30 +1,114 @@
-"""Analysis of a run's records: paired effect statistics, manipulation check, conversation statistics.
+"""Analysis of a run's records: calibrated claims on paired effects, manipulation check, dose-response, planning.
 
 Everything here reads :class:`moodbench.results.ConversationRecord` lists (a run loaded with
-:func:`moodbench.results.load_run`) and returns plain dicts, so the report can render them and
-write them to report.json unchanged.
+:func:`moodbench.results.load_run`) and returns plain dicts, so the report can render them and write them
+to report.json unchanged. One inference stands behind every claim: the task-clustered t of
+:mod:`moodbench.analysis._inference` (estimand, family and thresholds in ``docs/statistics.md``).
+``benchmarks/calibration.py`` measures the same functions on simulated experiments.
 """
 
+from moodbench.analysis._claims import (
+    POOLED,
+    SUBSETS,
+    ClaimedEffect,
+    Comparison,
+    claim_effects,
+    reward_effects,
+    scope_design,
+    scopes_of,
+)
 from moodbench.analysis._conversations import FIDELITY_MAX_FLAGGED, FIDELITY_MAX_GAP, conversation_stats, fidelity
-from moodbench.analysis._effects import ALPHA, MIN_PAIRS, MIN_TASKS, compute_effects
-from moodbench.analysis._manipulation import METRICS, manipulation_check
-from moodbench.analysis._stats import DEFAULT_RESAMPLES, DEFAULT_SEED, holm, mcnemar_exact, noise_floor, paired_bootstrap
+from moodbench.analysis._dose import dose_groups, dose_response_table
+from moodbench.analysis._inference import (
+    ALPHA,
+    CLAIMS,
+    CONFIDENCE,
+    METHOD,
+    MIN_PAIRS,
+    MIN_TASKS,
+    aa_split,
+    adjust_pvalues,
+    claim,
+    claim_family,
+    dose_response,
+    manipulation_test,
+    paired_effect,
+    pass_hat_k_paired,
+)
+from moodbench.analysis._manipulation import (
+    EARLY_TURNS,
+    MIN_EFFECT,
+    PRIMARY,
+    SCORES,
+    early_user_texts,
+    manipulation_check,
+    manipulation_family,
+)
+from moodbench.analysis._planning import (
+    DEFAULT_BASELINE_SUCCESS,
+    DEFAULT_EFFECT_SD,
+    DEFAULT_ICC,
+    DEFAULT_PAIR_CORR,
+    family_size,
+    pilot_design,
+    planned_design,
+    planned_mde,
+)
+from moodbench.analysis._power import POWER, Design, design_from_pilot, mde, power_at, power_table
+from moodbench.analysis._stats import mcnemar_exact
+from moodbench.analysis._variants import Dose, dose_of
 
 __all__ = [
     "ALPHA",
-    "DEFAULT_RESAMPLES",
-    "DEFAULT_SEED",
+    "CLAIMS",
+    "CONFIDENCE",
+    "DEFAULT_BASELINE_SUCCESS",
+    "DEFAULT_EFFECT_SD",
+    "DEFAULT_ICC",
+    "DEFAULT_PAIR_CORR",
+    "EARLY_TURNS",
     "FIDELITY_MAX_FLAGGED",
     "FIDELITY_MAX_GAP",
-    "METRICS",
+    "METHOD",
+    "MIN_EFFECT",
     "MIN_PAIRS",
     "MIN_TASKS",
-    "compute_effects",
+    "POOLED",
+    "POWER",
+    "PRIMARY",
+    "SCORES",
+    "SUBSETS",
+    "ClaimedEffect",
+    "Comparison",
+    "Design",
+    "Dose",
+    "aa_split",
+    "adjust_pvalues",
+    "claim",
+    "claim_effects",
+    "claim_family",
     "conversation_stats",
+    "design_from_pilot",
+    "dose_groups",
+    "dose_of",
+    "dose_response",
+    "dose_response_table",
+    "early_user_texts",
+    "family_size",
     "fidelity",
-    "holm",
     "manipulation_check",
+    "manipulation_family",
+    "manipulation_test",
     "mcnemar_exact",
-    "noise_floor",
-    "paired_bootstrap",
+    "mde",
+    "paired_effect",
+    "pass_hat_k_paired",
+    "pilot_design",
+    "planned_design",
+    "planned_mde",
+    "power_at",
+    "power_table",
+    "reward_effects",
+    "scope_design",
+    "scopes_of",
 ]

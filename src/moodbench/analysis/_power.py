@@ -20,7 +20,7 @@ one-sample t test of G observations with standardized effect effect / sd(d_g) (s
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -207,7 +207,7 @@ def power_table(
 # --------------------------------------------------------------------------- from a pilot
 
 
-def _components(by_task: Mapping[Hashable, Sequence[float]]) -> tuple[float, float, float, int, float]:
+def _components(by_task: Mapping[Any, Sequence[float]]) -> tuple[float, float, float, int, float]:
     """One-way ANOVA moments: (grand task-weighted mean, pooled within var, between var of true task means,
     tasks, mean trials). The between component subtracts the within noise of the task means."""
     groups = [np.asarray(list(v), dtype=float) for v in by_task.values() if len(v)]
@@ -226,8 +226,8 @@ def _components(by_task: Mapping[Hashable, Sequence[float]]) -> tuple[float, flo
 
 
 def design_from_pilot(
-    base_by_task: Mapping[Hashable, Sequence[float]],
-    pair_diffs_by_task: Mapping[Hashable, Sequence[float]] | None = None,
+    base_by_task: Mapping[Any, Sequence[float]],
+    pair_diffs_by_task: Mapping[Any, Sequence[float]] | None = None,
     *,
     tasks: int | None = None,
     trials: int | None = None,

@@ -254,32 +254,6 @@ def serve(
 
 
 @app.command()
-def report(
-    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (e.g. one per agent model) to compare side by side."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/report for one run, ./moodbench-report for several)."),
-    baseline: str = typer.Option("control", "--baseline", help="Variant every other variant is compared with."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Optional LLM judge rating the customers' emotion (manipulation check)."),
-    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url"),
-) -> None:
-    """Write report.html/.md/.json, plots and transcript pages: effects with CIs, manipulation check, fidelity."""
-    from moodbench.report import report_command
-
-    raise typer.Exit(report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, out))
-
-
-@app.command()
-def view(
-    run_dir: Path = typer.Argument(..., help="A run directory."),
-    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
-    no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser."),
-) -> None:
-    """Serve the run's transcripts and report on 127.0.0.1 (builds them if missing or stale)."""
-    from moodbench.report import view_command
-
-    raise typer.Exit(view_command(run_dir, port, not no_open, out))
-
-
-@app.command()
 def probe(
     model: str = typer.Option(..., "--model", help="litellm model string, e.g. openai/NAME or hosted_vllm/NAME."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible base URL (omit for provider models)."),
@@ -353,3 +327,6 @@ def main() -> None:
     except UsageError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(2) from None
+
+
+from moodbench.cli import _analysis  # noqa: E402,F401  (report, view, power, import: registered on app)

@@ -1,10 +1,14 @@
-"""``moodbench report``: from one or more run stores to report.html / report.md / report.json + plots.
+"""``moodbench report``: from one or more run stores to report.json (the claims) and report.html / report.md.
 
-The report puts the answer first: per emotion, the change in reward against the baseline with a
-95% CI, and next to it whether that number can be trusted (enough pairs, did the customers really
-sound emotional, was the simulator behaving). Everything is recomputed from the SQLite stores;
-per-variant averages, pass^k and exit reasons come from :func:`summary_for_run` itself, so the
-report can never disagree with summary.json.
+The report puts the answer first: per emotion, the change in reward against the baseline on matched pairs
+with a task-clustered 95% interval, its Holm-adjusted p over a stated family and the *claim* that follows
+(``lower``, ``higher``, ``no_difference``, ``too_few``); beside it, never folded into it, whether the
+comparison is valid (did the customers sound emotional before the outcome, was the simulator behaving,
+were rows excluded). Everything is recomputed from the SQLite stores; the per-run summary table comes from
+:func:`summary_for_run` itself, so it can never disagree with summary.json.
+
+:func:`report_data` computes the numbers (what ``moodbench report --json`` prints, fast: no pages, no
+plots); :func:`build_report` adds report.json, report.md, report.html, plots and transcript pages.
 """
 
 from __future__ import annotations
@@ -20,25 +24,34 @@ from typing import Any
 from moodbench._util.errors import UsageError
 from moodbench.analysis import (
     ALPHA,
-    DEFAULT_RESAMPLES,
-    DEFAULT_SEED,
+    CONFIDENCE,
+    EARLY_TURNS,
     FIDELITY_MAX_FLAGGED,
     FIDELITY_MAX_GAP,
-    METRICS,
+    METHOD,
     MIN_PAIRS,
     MIN_TASKS,
-    compute_effects,
+    POOLED,
+    POWER,
+    PRIMARY,
     conversation_stats,
+    dose_response_table,
     fidelity,
     manipulation_check,
+    reward_effects,
 )
-from moodbench.judges import LEXICONS, judge_conversations
-from moodbench.report import _plots as plots
-from moodbench.report._render import ci, pval, rel, render, signed, slug
+from moodbench.report._markdown import markdown
+from moodbench.report._render import ci, pval, render, signed, slug
 from moodbench.results import DESCRIPTIONS, FLAG_NAMES, Run, StoreError, load_run
 
+SCHEMA = "moodbench-report/2"
 EXCLUDED_SHARE_CAUTION = 0.10  # more than 10% of a variant's planned conversations excluded: say so
-TRUST_ORDER = {"ok": 0, "caution": 1, "inconclusive": 2, "unreliable": 3}
+TRUST_ORDER = {"ok": 0, "caution": 1, "unreliable": 2}
+SHORT = {"manipulation_failed": "manipulation check failed", "manipulation_too_few": "manipulation not checkable",
+         "low_fidelity": "simulator fidelity too low", "fidelity_gap": "fidelity differs from baseline",
+         "excluded": "many conversations excluded"}
+ESTIMAND = ("task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
+            "variant reward - baseline reward; then the mean over tasks")
 
 
 class ReportError(UsageError):
@@ -56,6 +69,9 @@ class ReportResult:
     seconds: float
 
 
+# --------------------------------------------------------------------------- loading
+
+
 def _labels(runs: list[Run]) -> None:
     """Name runs after their agent model; fall back to the directory name where that is ambiguous."""
     models = [str(r.config.get("agent_model") or r.run_dir.name) for r in runs]
@@ -67,206 +83,17 @@ def _labels(runs: list[Run]) -> None:
             label, i = f"{base} #{i}", i + 1
         used.add(label)
         r.label = label
+    slugs: set[str] = set()
+    for r in runs:
+        s, i = slug(r.label), 2
+        while s in slugs:
+            s, i = f"{slug(r.label)}-{i}", i + 1
+        slugs.add(s)
+        r.slug = s
 
 
-def _trust(row: dict[str, Any]) -> tuple[str, list[str]]:
-    """Combine the checks into one word plus the reasons, worst first."""
-    level, reasons = "ok", []
-
-    def bump(new: str, reason: str) -> None:
-        nonlocal level
-        reasons.append(reason)
-        if TRUST_ORDER[new] > TRUST_ORDER[level]:
-            level = new
-
-    if row["manipulation"] == "failed":
-        bump("unreliable", "manipulation check failed")
-    if any(w["kind"] == "low_fidelity" for w in row["fidelity_warnings"]):
-        bump("unreliable", "simulator fidelity too low")
-    if not row["enough_pairs"]:
-        bump("inconclusive", f"too few pairs ({row['n_pairs']})")
-    if any(w["kind"] == "fidelity_gap" for w in row["fidelity_warnings"]):
-        bump("caution", "fidelity differs from baseline")
-    if row["manipulation"] == "too_few":
-        bump("caution", "manipulation not checkable")
-    if row["planned"] and row["excluded"] / row["planned"] > EXCLUDED_SHARE_CAUTION:
-        bump("caution", f"{row['excluded']}/{row['planned']} excluded (errors)")
-    if row["noise"] is not None and row["diff"] is not None and abs(row["diff"]) < row["noise"]:
-        bump("caution", "below noise floor")
-    return level, reasons
-
-
-def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, n_resamples: int, seed: int) -> dict[str, Any]:
-    variants, domains = run.variants, run.domains
-    effects = compute_effects(run.records, baseline, variants, domains, n_resamples=n_resamples, seed=seed)
-    manip = manipulation_check(run.records, baseline, variants, judge, n_resamples=n_resamples, seed=seed)
-    conv = conversation_stats(run.records, variants)
-    fid = fidelity(run.records, baseline, variants)
-    cfg = run.config
-    return {
-        "label": run.label,
-        "slug": run.slug,
-        "run_dir": str(run.run_dir),
-        "agent_model": cfg.get("agent_model"),
-        "user_model": cfg.get("user_model") or cfg.get("agent_model"),
-        "judge_model": cfg.get("judge_model"),
-        "trials": run.trials,
-        "domains": domains,
-        "variants": variants,
-        "baseline": baseline,
-        "conversations": len(run.records),
-        "summary": run.summary,
-        "effects": effects,
-        "manipulation": manip,
-        "conversation_stats": conv,
-        "fidelity": fid,
-        "judge": {k: v for k, v in (judge or {}).items() if k != "scores"} or None,
-    }
-
-
-def _headline(a: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    baseline = a["baseline"]
-    summ = a["summary"]["variants"]
-    scope = a["effects"]["scopes"]["all"]
-    noise = scope["noise_floor"].get("mean_abs_diff")
-    fid = a["fidelity"]["variants"]
-    base_row = {
-        "run": a["label"], "run_slug": a["slug"], "variant": baseline, "avg_reward": summ[baseline]["avg_reward"],
-        "pass_hat_k": summ[baseline]["pass_hat_k"], "done": summ[baseline]["done"], "planned": summ[baseline]["planned"],
-        "excluded": summ[baseline]["excluded"], "noise_floor": scope["noise_floor"],
-        "fidelity_rate": fid[baseline]["flagged_rate"],
-        "fidelity_warnings": [w for w in a["fidelity"]["warnings"] if w["variant"] == baseline],
-    }
-    rows = []
-    for v in a["effects"]["variants"]:
-        e = scope["subsets"]["all"][v]
-        u = scope["subsets"]["unflagged"][v]
-        m = a["manipulation"]["variants"].get(v, {})
-        row = {
-            "run": a["label"], "run_slug": a["slug"], "variant": v,
-            "avg_reward": summ[v]["avg_reward"], "baseline_avg_reward": summ[baseline]["avg_reward"],
-            "pass_hat_k": summ[v]["pass_hat_k"], "done": summ[v]["done"], "planned": summ[v]["planned"],
-            "excluded": summ[v]["excluded"],
-            "n_pairs": e["n_pairs"], "n_tasks": e["n_tasks"], "diff": e["diff"]["mean"], "low": e["diff"]["low"],
-            "high": e["diff"]["high"], "relative_pct": e["relative_pct"], "p": e["mcnemar_p"], "p_holm": e["mcnemar_p_holm"],
-            "enough_pairs": e["enough_pairs"], "verdict": e["verdict"], "noise": noise,
-            "unflagged": {"n_pairs": u["n_pairs"], "diff": u["diff"]["mean"], "low": u["diff"]["low"], "high": u["diff"]["high"],
-                          "p_holm": u["mcnemar_p_holm"], "enough_pairs": u["enough_pairs"], "relative_pct": u["relative_pct"],
-                          "verdict": u["verdict"]},
-            "manipulation": m.get("status"), "manipulation_text": m.get("verdict"),
-            "fidelity_rate": fid[v]["flagged_rate"],
-            "fidelity_warnings": [w for w in a["fidelity"]["warnings"] if w["variant"] in (v, baseline)],
-        }
-        row["trust"], row["trust_reasons"] = _trust(row)
-        rows.append(row)
-    return base_row, rows
-
-
-def bottom_line(rows: list[dict[str, Any]], baseline: str) -> str:
-    """One sentence for the top of the report: which effects can be believed, and which cannot."""
-    solid = [r for r in rows if r["trust"] in ("ok", "caution") and r["low"] is not None and (r["low"] > 0 or r["high"] < 0)]
-    null = [r for r in rows if r["trust"] == "ok" and r not in solid]
-    shaky = [r for r in rows if r not in solid and r not in null]
-    parts = []
-    if solid:
-        parts.append("Effects on reward vs " + repr(baseline) + ": " + "; ".join(
-            f"{r['variant']} {signed(r['diff'])} {ci(r['low'], r['high'])} ({rel(r['relative_pct'])})"
-            + (" — with caution" if r["trust"] == "caution" else "") for r in solid) + ".")
-    if null:
-        parts.append("No detectable effect: " + ", ".join(r["variant"] for r in null) + " (checks passed, CI includes 0).")
-    if shaky:
-        parts.append("Not trustworthy: " + "; ".join(f"{r['variant']} ({r['trust_reasons'][0] if r['trust_reasons'] else r['trust']})"
-                                                    for r in shaky) + ".")
-    return " ".join(parts) or "No variants besides the baseline."
-
-
-def _warnings(analyses: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    out: list[dict[str, str]] = []
-    for a in analyses:
-        prefix = f"{a['label']}: " if len(analyses) > 1 else ""
-        for v, m in a["manipulation"]["variants"].items():
-            if m.get("status") == "failed":
-                out.append({"level": "bad", "text": f"{prefix}{v}: {m['verdict']}"})
-        for w in a["fidelity"]["warnings"]:
-            out.append({"level": "bad" if w["kind"] == "low_fidelity" else "warn", "text": prefix + w["message"]})
-        excl = {v: n for v, n in a["effects"]["excluded"].items() if n}
-        if excl:
-            out.append({"level": "warn", "text": prefix + "excluded from all effects (llm_error/harness_error, re-run to retry): "
-                        + ", ".join(f"{v}={n}" for v, n in excl.items())})
-        noise = a["effects"]["scopes"]["all"]["noise_floor"]
-        if a["trials"] < 2:
-            out.append({"level": "info", "text": prefix + "one trial per task: no noise floor (run with --trials >= 2 to measure it)."})
-        elif noise.get("mean_abs_diff") is not None:
-            out.append({"level": "info", "text": prefix + f"baseline noise floor: two trials of the baseline differ by {noise['mean_abs_diff']:.3f} "
-                        f"in average reward on average; {noise['flip_rate']:.0%} of task outcomes flip between trials."})
-        if a["judge"] and a["judge"].get("failed"):
-            out.append({"level": "warn", "text": prefix + f"LLM judge failed on {a['judge']['failed']} conversation(s) (left out of the judge score)."})
-    for r in rows:
-        if not r["enough_pairs"]:
-            out.append({"level": "warn", "text": (f"{r['run']}: " if len(analyses) > 1 else "") + f"{r['variant']}: {r['verdict']}"})
-    return out
-
-
-def _markdown(data: dict[str, Any]) -> str:
-    lines = ["# moodbench report", "", f"Generated {data['generated_at']} from {len(data['runs'])} run(s); baseline `{data['baseline']}`.", "",
-             "## The answer: effect of each emotion on reward (variant − baseline)", "",
-             *[(f"**{b['run']}**: " if len(data["runs"]) > 1 else "") + b["bottom_line"] for b in data["baseline_rows"]], "",
-             "| run | variant | avg reward | baseline | Δ reward | 95% CI | relative | McNemar p (Holm) | pairs | Δ without flagged | manipulation | trust |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["headline"]:
-        u = r["unflagged"]
-        lines.append(f"| {r['run']} | {r['variant']} | {_f(r['avg_reward'])} | {_f(r['baseline_avg_reward'])} | {signed(r['diff'])} | "
-                     f"{ci(r['low'], r['high'])} | {rel(r['relative_pct'])} | {pval(r['p_holm'])} | {r['n_pairs']} | "
-                     f"{signed(u['diff'])} {ci(u['low'], u['high'])} (n={u['n_pairs']}) | {r['manipulation']} | {r['trust']}"
-                     f"{': ' + '; '.join(r['trust_reasons']) if r['trust_reasons'] else ''} |")
-    lines += ["", "Verdicts:", ""]
-    lines += [f"- **{r['run']} / {r['variant']}**: {r['verdict']}" for r in data["headline"]]
-    if data["warnings"]:
-        lines += ["", "## Warnings", ""] + [f"- {w['text']}" for w in data["warnings"]]
-    for a in data["runs"]:
-        trials = a["trials"]
-        lines += ["", f"## Run: {a['label']}", "", (f"`{a['run_dir']}`; agent `{a['agent_model']}`, user `{a['user_model']}`, "
-                                                    f"{trials} trial(s), domains {', '.join(a['domains'])}."), "",
-                  "| variant | done/planned | excluded | avg reward | " + " | ".join(f"pass^{k}" for k in range(1, trials + 1)) + " | flagged | exit reasons |",
-                  "|---|---|---|---|" + "---|" * trials + "---|---|"]
-        for v, s in a["summary"]["variants"].items():
-            f = a["fidelity"]["variants"].get(v, {})
-            lines.append(f"| {v} | {s['done']}/{s['planned']} | {s['excluded']} | {_f(s['avg_reward'])} | "
-                         + " | ".join(_f(s["pass_hat_k"].get(str(k))) for k in range(1, trials + 1))
-                         + f" | {f.get('flagged', 0)}/{f.get('n', 0)} | " + ", ".join(f"{k}={n}" for k, n in s["exit_reasons"].items()) + " |")
-        lines += ["", "Manipulation check (paired difference vs baseline, 95% CI):", "",
-                  "| variant | families | pairs | Δ markers/100 words | Δ VADER compound | Δ VADER neg | Δ judge | result |", "|---|---|---|---|---|---|---|---|"]
-        for v, m in a["manipulation"]["variants"].items():
-            if m.get("is_baseline"):
-                continue
-            cells = [_md_diff(m["diffs"].get(key)) for key in ("markers_own", "vader_compound", "vader_neg", "judge_own")]
-            lines.append(f"| {v} | {', '.join(m['families'])} | {m['n_pairs']} | " + " | ".join(cells) + f" | {m['status']} |")
-    lines += ["", "See report.html for conversation statistics, fidelity flags, plots and transcripts.", ""]
-    return "\n".join(lines)
-
-
-def _md_diff(x: dict[str, Any] | None) -> str:
-    return "–" if not x or x.get("mean") is None else f"{signed(x['mean'])} {ci(x['low'], x['high'])}"
-
-
-def _f(x: Any) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
-def build_report(
-    run_dirs: list[Path],
-    out: Path,
-    baseline: str = "control",
-    judge_model: str | None = None,
-    judge_base_url: str | None = None,
-    *,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = DEFAULT_SEED,
-    progress: Callable[[str], None] | None = None,
-) -> ReportResult:
-    """Write report.html, report.md, report.json, plots/*.png and transcripts/ under ``out``."""
-    t0 = time.perf_counter()
-    say = progress or (lambda _msg: None)
+def load_runs(run_dirs: list[Path], baseline: str) -> list[Run]:
+    """Load and label the runs; :class:`ReportError` (exit 2) for anything that is not a usable run."""
     if not run_dirs:
         raise ReportError("give at least one run directory")
     runs: list[Run] = []
@@ -280,77 +107,248 @@ def build_report(
             raise ReportError(f"baseline {baseline!r} is not a variant of {r.run_dir} (its variants: {', '.join(r.variants) or 'none'}); "
                               f"pick one with --baseline")
     _labels(runs)
-    slugs: set[str] = set()
-    for r in runs:
-        s, i = slug(r.label), 2
-        while s in slugs:
-            s, i = f"{slug(r.label)}-{i}", i + 1
-        slugs.add(s)
-        r.slug = s
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    return runs
 
+
+# --------------------------------------------------------------------------- validity caveats (beside the claim)
+
+
+def _caveats(row: dict[str, Any], a: dict[str, Any], manip: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, list[dict[str, str]]]:
+    """Trust level and the reasons, worst first. They never change the claim; they say how far to believe it."""
+    level, out = "ok", []
+
+    def add(new: str, kind: str, text: str) -> None:
+        nonlocal level
+        out.append({"kind": kind, "level": new, "short": SHORT[kind], "text": text})
+        if TRUST_ORDER[new] > TRUST_ORDER[level]:
+            level = new
+
+    v, baseline = row["variant"], a["baseline"]
+    m = manip.get((v, row["domain"]))
+    if m is not None and m["status"] == "failed":
+        add("unreliable", "manipulation_failed",
+            f"manipulation check failed: the customers' {PRIMARY.label} in their early turns did not rise by more than "
+            f"{m['min_effect']:g} over the baseline (shift {signed(m['shift'])}, lower bound {signed(m['lower_bound'])})")
+    elif m is not None and m["status"] == "too_few":
+        add("caution", "manipulation_too_few", f"manipulation not checkable ({m['n_tasks']} tasks, {m['n_pairs']} pairs)")
+    for w in a["fidelity"]["warnings"]:
+        if w["variant"] in (v, baseline):
+            add("unreliable" if w["kind"] == "low_fidelity" else "caution", w["kind"], w["message"])
+    s = a["summary"]["variants"].get(v, {})
+    planned, excluded = s.get("planned") or 0, s.get("excluded") or 0
+    if planned and excluded / planned > EXCLUDED_SHARE_CAUTION:
+        add("caution", "excluded", f"{excluded}/{planned} of {v!r} conversations excluded (llm_error/harness_error)")
+    out.sort(key=lambda c: -TRUST_ORDER[c["level"]])
+    return level, out
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str, Any]:
+    variants, domains = run.variants, run.domains
+    cfg = run.config
+    a: dict[str, Any] = {
+        "label": run.label, "slug": run.slug, "run_dir": str(run.run_dir),
+        "agent_model": cfg.get("agent_model"), "user_model": cfg.get("user_model") or cfg.get("agent_model"),
+        "judge_model": cfg.get("judge_model"), "source": cfg.get("source"),
+        "trials": run.trials, "domains": domains, "variants": variants, "baseline": baseline,
+        "conversations": len(run.records), "summary": run.summary,
+        "excluded": {v: sum(1 for r in run.records if r.variant == v and r.excluded) for v in variants},
+        "conversation_stats": conversation_stats(run.records, variants),
+        "fidelity": fidelity(run.records, baseline, variants),
+        "judge": {k: v for k, v in (judge or {}).items() if k != "scores"} or None,
+    }
+    rew = reward_effects(run.records, baseline, variants, domains)
+    manip = manipulation_check(run.records, baseline, variants, domains, judge)
+    a["manipulation"] = {k: v for k, v in manip.items() if k != "checks"}
+    by_key = {(m["variant"], m["domain"]): m for m in manip["checks"]}
+    for row in rew["effects"]:
+        m = by_key.get((row["variant"], row["domain"]))
+        row["manipulation"] = None if m is None else m["status"]
+        row["trust"], row["caveats"] = _caveats(row, a, by_key)
+    tag = {"run": run.label}
+    a["effects"] = [{**tag, **r} for r in rew["effects"]]
+    a["families"] = [{**tag, **f} for f in rew["families"]]
+    a["designs"] = [{**tag, **d} for d in rew["designs"]]
+    a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
+    a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
+    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, variants)]
+    a["bottom_line"] = bottom_line(a)
+    return a
+
+
+def _primary(a: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in a["effects"] if e["domain"] == POOLED and e["subset"] == "all"]
+
+
+def bottom_line(a: dict[str, Any]) -> str:
+    """One paragraph for the top of the report: the claims of the primary family, and what each means."""
+    rows = _primary(a)
+    if not rows:
+        return "No variants besides the baseline."
+    design: dict[str, Any] = next((d for d in a["designs"] if d["domain"] == POOLED), {})
+    fam: dict[str, Any] = next((f for f in a["families"] if f["subset"] == "all"), {})
+    parts = []
+    claimed = [r for r in rows if r["claim"] in ("lower", "higher")]
+    for r in claimed:
+        cav = f" (caveat: {'; '.join(c['short'] for c in r['caveats'])})" if r["caveats"] else ""
+        parts.append(f"{r['claim'].capitalize()} reward with {r['variant']}: {signed(r['diff'])} {ci(*r['ci'])}, "
+                     f"{r['baseline_mean']:.3f} → {r['variant_mean']:.3f} on {r['n_pairs']} pairs, "
+                     f"p(Holm) {pval(r['p_adjusted'])}{cav}.")
+    same = [r["variant"] for r in rows if r["claim"] == "no_difference"]
+    if same:
+        mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else "")
+        parts.append(f"No difference claimed for {', '.join(same)} (the data are compatible with no change{mde_txt}).")
+    few = [r for r in rows if r["claim"] == "too_few"]
+    if few:
+        parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in few)
+                     + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
+    if fam.get("size"):
+        left = fam["planned"] - fam["size"]
+        parts.append(f"Family: {fam['size']} comparison(s) ({fam['members']}" + (f"; {left} too_few left out" if left else "")
+                     + f"), Holm, alpha {fam['alpha']:g}.")
+    return " ".join(parts)
+
+
+def _warnings(analyses: list[dict[str, Any]]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for a in analyses:
+        prefix = f"{a['label']}: " if len(analyses) > 1 else ""
+        for m in a["manipulation_checks"]:
+            if m["domain"] == POOLED and m["status"] == "failed":
+                out.append({"level": "bad", "text": f"{prefix}{m['variant']}: manipulation check failed: the customers' early turns do not "
+                            f"show the emotion ({PRIMARY.label}: shift {signed(m['shift'])}, one-sided lower bound "
+                            f"{signed(m['lower_bound'])} <= minimum {m['min_effect']:g}); a reward difference cannot be attributed to it."})
+        for w in a["fidelity"]["warnings"]:
+            out.append({"level": "bad" if w["kind"] == "low_fidelity" else "warn", "text": prefix + w["message"]})
+        excl = {v: n for v, n in a["excluded"].items() if n}
+        if excl:
+            out.append({"level": "warn", "text": prefix + "excluded from all effects (llm_error/harness_error, re-run to retry): "
+                        + ", ".join(f"{v}={n}" for v, n in excl.items())})
+        for d in a["designs"]:
+            aa = d.get("aa")
+            if aa and aa.get("p") is not None and aa["p"] < ALPHA:
+                out.append({"level": "warn", "text": prefix + f"A/A split of the baseline ({d['domain']}): the two halves of its trials differ "
+                            f"({signed(aa['diff'])}, p {pval(aa['p'])}); trials may not be exchangeable (drift, caching, seeds)."})
+        if a["trials"] < 2:
+            out.append({"level": "info", "text": prefix + "one trial per task: no A/A split of the baseline (run with --trials >= 2 for it)."})
+        if a["judge"] and a["judge"].get("failed"):
+            out.append({"level": "warn", "text": prefix + f"LLM judge failed on {a['judge']['failed']} conversation(s) (left out of the judge score)."})
+    return out
+
+
+# --------------------------------------------------------------------------- the whole report's data
+
+
+def _thresholds() -> dict[str, Any]:
+    return {
+        "alpha": ALPHA, "confidence": CONFIDENCE, "min_tasks": MIN_TASKS, "min_pairs": MIN_PAIRS, "power": POWER,
+        "multiplicity": "holm", "manipulation_score": PRIMARY.key, "manipulation_min_effect": PRIMARY.min_effect,
+        "manipulation_early_turns": EARLY_TURNS,
+        "fidelity_max_flagged": FIDELITY_MAX_FLAGGED, "fidelity_max_gap": FIDELITY_MAX_GAP,
+        "excluded_share_caution": EXCLUDED_SHARE_CAUTION,
+    }
+
+
+def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any] | None] | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every number of the report, in report.json's documented shape (``docs/statistics.md``)."""
+    say = progress or (lambda _msg: None)
     analyses = []
     for r in runs:
-        judge = None
-        if judge_model:
-            say(f"judging {len(r.records)} conversation(s) of {r.label} with {judge_model}")
-            judge = judge_conversations([c for c in r.records if not c.excluded], judge_model, judge_base_url,
-                                        out / f"judge-cache-{r.slug}.json")
         say(f"analysing {r.label}: {len(r.records)} conversation(s)")
-        analyses.append(_analyse(r, baseline, judge, n_resamples, seed))
-
-    baseline_rows, headline = [], []
-    for a in analyses:
-        b, rows = _headline(a)
-        b["bottom_line"] = bottom_line(rows, baseline)
-        baseline_rows.append(b)
-        headline.extend(rows)
-    warnings = _warnings(analyses, headline)
-
-    say("drawing plots")
-    labels = [a["label"] for a in analyses]
-    plot_dir = out / "plots"
-    noise = baseline_rows[0]["noise_floor"].get("mean_abs_diff") if len(analyses) == 1 else None
-    figures = {
-        "effects": plots.effect_plot(headline, labels, plot_dir / "effects.png", noise),
-        "exit_reasons": plots.exit_reason_plot(
-            [((f"{a['label']} / " if len(analyses) > 1 else "") + v, s["exit_reasons"]) for a in analyses for v, s in a["summary"]["variants"].items()],
-            plot_dir / "exit_reasons.png"),
-    }
-    manip_rows = [{"run": a["label"], "variant": v, "diffs": m.get("diffs", {})}
-                  for a in analyses for v, m in a["manipulation"]["variants"].items() if not m.get("is_baseline")]
-    metric_list = [(k, label) for k, label, _ in METRICS if k != "judge_own" or any(a["judge"] for a in analyses)]
-    if manip_rows:
-        figures["manipulation"] = plots.manipulation_plot(manip_rows, labels, metric_list, plot_dir / "manipulation.png")
-
-    say("writing transcript pages")
-    from moodbench.report._viewer import write_transcripts
-
-    index = write_transcripts(runs, analyses, out)
-
-    data = {
+        analyses.append(_analyse(r, baseline, (judges or {}).get(r.slug)))
+    warnings = _warnings(analyses)
+    flat = {key: [x for a in analyses for x in a.pop(key)] for key in
+            ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response")}
+    return {
+        "schema": SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "baseline": baseline,
-        "runs": analyses,
-        "baseline_rows": baseline_rows,
-        "headline": headline,
+        "estimand": ESTIMAND,
+        "method": METHOD,
+        "thresholds": _thresholds(),
+        "families": flat["families"],
+        "effects": flat["effects"],
+        "pass_hat_k": flat["pass_hat_k"],
+        "designs": flat["designs"],
+        "manipulation": flat["manipulation_checks"],
+        "dose_response": flat["dose_response"],
+        "bottom_lines": [{"run": a["label"], "text": a["bottom_line"]} for a in analyses],
         "warnings": warnings,
-        "thresholds": {
-            "min_pairs": MIN_PAIRS, "min_tasks": MIN_TASKS, "alpha": ALPHA, "n_resamples": n_resamples, "seed": seed,
-            "fidelity_max_flagged": FIDELITY_MAX_FLAGGED, "fidelity_max_gap": FIDELITY_MAX_GAP,
-            "excluded_share_caution": EXCLUDED_SHARE_CAUTION,
-        },
-        "plots": {k: v["file"] for k, v in figures.items()},
+        "runs": analyses,
     }
-    json_path = out / "report.json"
-    json_path.write_text(json.dumps(data, indent=1, default=str))
-    md_path = out / "report.md"
-    md_path.write_text(_markdown(data))
-    html_path = out / "report.html"
-    html_path.write_text(render(
-        "report.html.j2", data=data, figures=figures, descriptions=DESCRIPTIONS, flag_names=FLAG_NAMES,
-        lexicons=LEXICONS, metrics=METRICS, multi=len(analyses) > 1,
-    ))
+
+
+def build_report(
+    run_dirs: list[Path],
+    out: Path,
+    baseline: str = "control",
+    judge_model: str | None = None,
+    judge_base_url: str | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    pages: bool = True,
+) -> ReportResult:
+    """Write report.json, and with ``pages`` also report.md, report.html, plots/*.png and transcripts/ under ``out``."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    runs = load_runs([Path(d) for d in run_dirs], baseline)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    judges = judge_runs(runs, judge_model, judge_base_url, out, say)
+    data = report_data(runs, baseline, judges, say)
+    json_path, md_path, html_path = out / "report.json", out / "report.md", out / "report.html"
+    index = out / "transcripts" / "index.html"
+    if pages:
+        say("drawing plots")
+        figures = _figures(data, out / "plots")
+        data["plots"] = {k: v["file"] for k, v in figures.items()}
+        say("writing transcript pages")
+        from moodbench.report._viewer import write_transcripts
+
+        index = write_transcripts(runs, data["runs"], out)
+        md_path.write_text(markdown(data), encoding="utf-8")
+        html_path.write_text(render(
+            "report.html.j2", data=data, figures=figures, descriptions=DESCRIPTIONS, flag_names=FLAG_NAMES,
+            multi=len(runs) > 1, primary=PRIMARY, pooled=POOLED,
+        ), encoding="utf-8")
+    json_path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return ReportResult(out_dir=out, html=html_path, markdown=md_path, json=json_path, index=index, data=data,
                         seconds=time.perf_counter() - t0)
+
+
+def judge_runs(runs: list[Run], judge_model: str | None, judge_base_url: str | None, cache_dir: Path | None,
+               say: Callable[[str], None]) -> dict[str, dict[str, Any] | None]:
+    """The optional LLM emotion judge per run (cached under ``cache_dir`` by prompt hash)."""
+    if not judge_model:
+        return {}
+    from moodbench.judges import judge_conversations
+
+    out: dict[str, dict[str, Any] | None] = {}
+    for r in runs:
+        say(f"judging {len(r.records)} conversation(s) of {r.label} with {judge_model}")
+        out[r.slug] = judge_conversations([c for c in r.records if not c.excluded], judge_model, judge_base_url,
+                                          cache_dir / f"judge-cache-{r.slug}.json" if cache_dir else None)
+    return out
+
+
+def _figures(data: dict[str, Any], plot_dir: Path) -> dict[str, dict[str, str]]:
+    from moodbench.report import _plots as plots
+
+    labels = [a["label"] for a in data["runs"]]
+    headline = [e for e in data["effects"] if e["domain"] == POOLED]
+    mdes = {d["run"]: d["mde"] for d in data["designs"] if d["domain"] == POOLED}
+    figures = {
+        "effects": plots.effect_plot(headline, labels, plot_dir / "effects.png", mdes),
+        "exit_reasons": plots.exit_reason_plot(
+            [((f"{a['label']} / " if len(labels) > 1 else "") + v, s["exit_reasons"]) for a in data["runs"] for v, s in a["summary"]["variants"].items()],
+            plot_dir / "exit_reasons.png"),
+    }
+    checks = [m for m in data["manipulation"] if m["domain"] == POOLED]
+    if checks:
+        figures["manipulation"] = plots.manipulation_plot(checks, labels, plot_dir / "manipulation.png")
+    if data["dose_response"]:
+        figures["dose"] = plots.dose_plot(data["dose_response"], plot_dir / "dose_response.png")
+    return figures

@@ -5,17 +5,28 @@ Exit codes follow the CLI's: 0 ok, 2 bad input (nothing written).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from moodbench.report._render import ci, pval, rel, signed
+from moodbench.report._render import ci, fmt, pval, signed
 
-TRUST_STYLE = {"ok": "green", "caution": "yellow", "inconclusive": "dim", "unreliable": "bold red"}
+TRUST_STYLE = {"ok": "green", "caution": "yellow", "unreliable": "bold red"}
+CLAIM_STYLE = {"lower": "bold red", "higher": "bold green", "no_difference": "none", "too_few": "dim"}
+
+
+def _t(value: object, style: str = "none") -> Text:
+    """A table cell that shows run data literally (a variant or model named ``[b]x`` is not rich markup)."""
+    return Text("" if value is None else str(value), style=style)
 
 
 def _default_out(run_dirs: list[Path]) -> Path:
@@ -23,47 +34,64 @@ def _default_out(run_dirs: list[Path]) -> Path:
 
 
 def print_headline(data: dict, console: Console) -> None:
-    """The answer in the terminal: one row per (run, variant), same numbers as report.html."""
+    """The answer in the terminal: one row per (run, variant), pooled scope, same numbers as report.html."""
     multi = len(data["runs"]) > 1
-    table = Table(title=f"moodbench: effect of each variant vs {data['baseline']!r} (variant − baseline)")
-    cols = (["run"] if multi else []) + ["variant", "avg reward", "Δ reward", "95% CI", "relative", "p (Holm)", "pairs",
+    table = Table(title=f"moodbench: effect of each variant vs {data['baseline']!r} (variant − baseline, matched pairs)")
+    cols = (["run"] if multi else []) + ["variant", "baseline", "variant mean", "Δ reward", "95% CI", "p (Holm)", "claim", "pairs/tasks",
                                          "Δ w/o flagged", "emotion visible", "trust"]
     for col in cols:
-        table.add_column(col, justify="right" if col not in ("run", "variant", "trust", "emotion visible") else "left")
-    for b in data["baseline_rows"]:
-        noise = b["noise_floor"].get("mean_abs_diff")
-        table.add_row(*([b["run"]] if multi else []), f"{b['variant']} (baseline)", "-" if b["avg_reward"] is None else f"{b['avg_reward']:.3f}",
-                      "", "", "", "", str(b["done"]), f"noise ±{noise:.3f}" if noise is not None else "", "", "")
-        for r in data["headline"]:
-            if r["run"] != b["run"]:
-                continue
-            u = r["unflagged"]
-            table.add_row(*([r["run"]] if multi else []), r["variant"], "-" if r["avg_reward"] is None else f"{r['avg_reward']:.3f}",
-                          signed(r["diff"]), ci(r["low"], r["high"]), rel(r["relative_pct"]), pval(r["p_holm"]), str(r["n_pairs"]),
-                          f"{signed(u['diff'])} (n={u['n_pairs']})", {"passed": "yes", "failed": "NO", "too_few": "too few"}.get(r["manipulation"], str(r["manipulation"])),
-                          f"[{TRUST_STYLE.get(r['trust'], '')}]{r['trust']}[/]")
+        table.add_column(col, justify="left" if col in ("run", "variant", "claim", "trust", "emotion visible") else "right")
+    for a in data["runs"]:
+        design: dict[str, Any] = next((d for d in data["designs"] if d["run"] == a["label"] and d["domain"] == "all"), {})
+        mde = design.get("mde")
+        table.add_row(*([_t(a["label"])] if multi else []), _t(f"{a['baseline']} (baseline)"), "", "", "", "", "", "",
+                      str(a["summary"]["variants"][a["baseline"]]["scored"]), f"MDE {mde:.3f}" if mde is not None else "MDE n/a", "", "")
+        rows = [e for e in data["effects"] if e["run"] == a["label"] and e["domain"] == "all"]
+        for e in (r for r in rows if r["subset"] == "all"):
+            u = next(r for r in rows if r["subset"] == "unflagged" and r["variant"] == e["variant"])
+            table.add_row(*([_t(a["label"])] if multi else []), _t(e["variant"]), fmt(e["baseline_mean"]), fmt(e["variant_mean"]), signed(e["diff"]),
+                          ci(*e["ci"]), pval(e["p_adjusted"]), _t(e["claim"], CLAIM_STYLE.get(e["claim"], "none")),
+                          f"{e['n_pairs']}/{e['n_tasks']}", f"{signed(u['diff'])} (n={u['n_pairs']})",
+                          {"passed": "yes", "failed": "NO", "too_few": "too few"}.get(e["manipulation"], str(e["manipulation"])),
+                          _t(e["trust"], TRUST_STYLE.get(e["trust"], "none")))
     console.print(table)
+    for b in data["bottom_lines"]:
+        console.print(("" if not multi else f"{b['run']}: ") + b["text"], highlight=False, markup=False)
     for w in data["warnings"]:
         if w["level"] in ("bad", "warn"):
-            console.print(f"[yellow]warning:[/] {w['text']}", highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(w['text'])}", highlight=False)
 
 
 def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_model: str | None, judge_base_url: str | None,
-                   console: Console) -> int:
-    """Build the report and print its headline table; 2 on bad input."""
-    from moodbench.report._builder import ReportError, build_report
+                   console: Console, *, as_json: bool = False, stdout: Console | None = None) -> int:
+    """Build the report and print its headline table (``console``: messages; ``stdout``: the table); 2 on bad input.
+
+    ``as_json``: compute the numbers only (no pages, plots or transcript files) and print report.json's
+    content on standard output, for scripts.
+    """
+    from moodbench.report._builder import ReportError, build_report, judge_runs, load_runs, report_data
 
     run_dirs = [Path(d) for d in run_dirs]
-    out_dir = Path(out) if out else _default_out(run_dirs)
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{escape(msg)}[/]", highlight=False)
+
     try:
-        result = build_report(run_dirs, out_dir, baseline=baseline, judge_model=judge_model, judge_base_url=judge_base_url,
-                              progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
+        if as_json:
+            runs = load_runs(run_dirs, baseline)
+            judges = judge_runs(runs, judge_model, judge_base_url, Path(out) if out else None, say)
+            data = report_data(runs, baseline, judges, say)
+            sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+            sys.stdout.flush()
+            return 0
+        out_dir = Path(out) if out else _default_out(run_dirs)
+        result = build_report(run_dirs, out_dir, baseline=baseline, judge_model=judge_model, judge_base_url=judge_base_url, progress=say)
     except ReportError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
-    print_headline(result.data, console)
-    console.print(f"report: {result.html}  (also {result.markdown.name}, {result.json.name}, plots/)", highlight=False)
-    console.print(f"transcripts: {result.index}   [dim]({result.seconds:.1f}s)[/]", highlight=False)
+    print_headline(result.data, stdout or console)
+    console.print(f"report: {result.html}  (also {result.markdown.name}, {result.json.name}, plots/)", highlight=False, markup=False)
+    console.print(f"transcripts: {result.index}   ({result.seconds:.1f}s)", highlight=False, markup=False)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The report's three pictures: effect per emotion with CIs, exit reasons, manipulation check.
+"""The report's pictures: effect per emotion with CIs, exit reasons, manipulation check, dose-response.
 
 matplotlib with the Agg backend (no display, no network); each plot is written as a PNG next to the
 report and also returned as base64 so report.html opens on its own, even when mailed alone.
@@ -15,7 +15,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 
 RUN_COLORS = ["#1f5fa8", "#c4551b", "#2a8a4a", "#7b3fa0", "#a07a12", "#2b8c95", "#b0306a", "#555555"]
 EXIT_COLORS = {
@@ -51,42 +50,50 @@ def _offsets(n: int, width: float = 0.6) -> list[float]:
     return [-width / 2 + i * step for i in range(n)]
 
 
-def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, noise: float | None = None) -> dict[str, str]:
-    """Reward difference vs baseline with 95% CI; filled = all conversations, hollow = without flagged."""
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
+CLAIM_STYLE = {"lower": ("o", 1.0), "higher": ("o", 1.0), "no_difference": ("o", 0.8), "too_few": ("o", 0.35)}
+
+
+def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: dict[str, float | None] | None = None) -> dict[str, str]:
+    """Reward difference vs baseline with its task-clustered 95% CI, pooled scope; filled = all pairs, hollow =
+    pairs without simulator flags. Faint points are ``too_few``; the dashed line is the run's MDE (a drop the
+    design detects with 80% power), context for a ``no_difference``, never a threshold for a claim."""
+    main = [r for r in rows if r["subset"] == "all"]
+    variants = list(dict.fromkeys(r["variant"] for r in main))
     fig, ax = plt.subplots(figsize=(8.2, 0.6 * max(len(variants), 1) * max(1, len(runs)) ** 0.5 + 1.6))
-    if noise:
-        ax.axvspan(-noise, noise, color="#eeeeee", zorder=0)
     ax.axvline(0, color="#444", lw=1, zorder=1)
     band = 0.72  # vertical space of one variant; each run gets an equal slot, filled above hollow
     slot = band / max(len(runs), 1)
+    shown_mde = False
     for ri, run in enumerate(runs):
         color = RUN_COLORS[ri % len(RUN_COLORS)]
+        m = (mdes or {}).get(run)
+        if m:
+            ax.axvline(-m, color=color, lw=1, ls="--", zorder=1, alpha=0.7)
+            shown_mde = True
         center = -band / 2 + slot * (ri + 0.5)
         for vi, v in enumerate(variants):
-            row = next((r for r in rows if r["run"] == run and r["variant"] == v), None)
-            if row is None or row["diff"] is None:
-                continue
-            y = vi + center - slot * 0.18
-            ax.errorbar(row["diff"], y, xerr=[[row["diff"] - row["low"]], [row["high"] - row["diff"]]], fmt="o", color=color, ms=7,
-                        capsize=4, lw=1.8, zorder=3, alpha=1.0 if row["enough_pairs"] else 0.45)
-            u = row.get("unflagged")
-            if u and u.get("diff") is not None:
-                ax.errorbar(u["diff"], vi + center + slot * 0.18, xerr=[[u["diff"] - u["low"]], [u["high"] - u["diff"]]], fmt="o",
-                            mfc="white", color=color, ms=6, capsize=3, lw=1, ls="none", zorder=2, alpha=0.8)
+            for subset, dy, filled in (("all", -0.18, True), ("unflagged", 0.18, False)):
+                row = next((r for r in rows if r["run"] == run and r["variant"] == v and r["subset"] == subset), None)
+                if row is None or row["diff"] is None or row["ci"][0] is None:
+                    continue
+                marker, alpha = CLAIM_STYLE.get(row["claim"], ("o", 1.0))
+                ax.errorbar(row["diff"], vi + center + slot * dy, xerr=[[row["diff"] - row["ci"][0]], [row["ci"][1] - row["diff"]]],
+                            fmt=marker, color=color, mfc=color if filled else "white", ms=7 if filled else 6, capsize=4 if filled else 3,
+                            lw=1.8 if filled else 1, zorder=3 if filled else 2, alpha=alpha)
     ax.set_yticks(range(len(variants)))
     ax.set_yticklabels(variants)
     ax.invert_yaxis()
-    lim = max([abs(x) for r in rows for x in (r.get("low"), r.get("high")) if x is not None] + [0.1])
+    lim = max([abs(x) for r in rows for x in r["ci"] if x is not None] + [abs(m) for m in (mdes or {}).values() if m] + [0.1])
     ax.set_xlim(-min(1.0, lim * 1.15 + 0.02), min(1.0, lim * 1.15 + 0.02))
-    ax.set_xlabel("difference in average reward vs baseline (variant − baseline), 95% CI")
+    ax.set_xlabel("difference in mean reward vs baseline (variant − baseline), task-clustered 95% CI")
     ax.set_title("Effect of the customer's emotion on the agent's reward")
-    handles = [Line2D([], [], marker="o", color="#444", ls="none", label="all conversations"),
-               Line2D([], [], marker="o", mfc="white", color="#444", ls="none", label="without simulator-flagged pairs")]
+    handles = [Line2D([], [], marker="o", color="#444", ls="none", label="all pairs"),
+               Line2D([], [], marker="o", mfc="white", color="#444", ls="none", label="without simulator-flagged pairs"),
+               Line2D([], [], marker="o", color="#444", alpha=0.35, ls="none", label="too few tasks/pairs for a claim")]
+    if shown_mde:
+        handles.append(Line2D([], [], color="#444", ls="--", label="− MDE (80% power)"))
     if len(runs) > 1:
         handles += [Line2D([], [], marker="s", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=run) for i, run in enumerate(runs)]
-    if noise:
-        handles.append(Patch(color="#eeeeee", label=f"baseline noise floor (±{noise:.2f})"))  # type: ignore[arg-type]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False, fontsize=9)
     ax.grid(axis="x", color="#e5e5e5", lw=0.6)
     return _save(fig, path)
@@ -115,24 +122,31 @@ def exit_reason_plot(groups: list[tuple[str, dict[str, int]]], path: Path) -> di
     return _save(fig, path)
 
 
-def manipulation_plot(rows: list[dict[str, Any]], runs: list[str], metrics: list[tuple[str, str]], path: Path) -> dict[str, str]:
-    """Per metric, the paired difference of the customers' emotion scores vs baseline with 95% CI."""
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1.2, 0.5 * max(len(variants), 1) + 1.8), sharey=True,
+MANIPULATION_PANELS = (("markers_own", "early", "markers/100 words, early turns (primary)"), ("markers_own", "all", "markers/100 words, all turns"),
+                       ("vader_compound", "early", "VADER compound, early turns"), ("judge_own", "all", "LLM judge 0-10, all turns"))
+
+
+def manipulation_plot(checks: list[dict[str, Any]], runs: list[str], path: Path) -> dict[str, str]:
+    """Per score, the paired difference of the customers' scores vs baseline with 95% CI (o = the primary check
+    passed, x = it did not). Early turns are those before the agent's first tool result."""
+    variants = list(dict.fromkeys(c["variant"] for c in checks))
+    present = {(s["score"], s["turns"]) for c in checks for s in c["secondary"]}
+    panels = [p for p in MANIPULATION_PANELS if (p[0], p[1]) in present]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.2, 0.5 * max(len(variants), 1) + 1.8), sharey=True,
                              squeeze=False)
     offs = _offsets(len(runs), 0.4)
-    for ai, (key, label) in enumerate(metrics):
+    for ai, (key, turns, label) in enumerate(panels):
         ax = axes[0][ai]
         ax.axvline(0, color="#444", lw=1)
         for ri, run in enumerate(runs):
             color = RUN_COLORS[ri % len(RUN_COLORS)]
             for vi, v in enumerate(variants):
-                row = next((r for r in rows if r["run"] == run and r["variant"] == v), None)
-                d = (row or {}).get("diffs", {}).get(key)
-                if not d or d.get("mean") is None:
+                c = next((x for x in checks if x["run"] == run and x["variant"] == v), None)
+                d = next((s for s in (c or {}).get("secondary", []) if s["score"] == key and s["turns"] == turns), None)
+                if not d or d["diff"] is None or d["ci"][0] is None:
                     continue
-                ok = d.get("moved")
-                ax.errorbar(d["mean"], vi + offs[ri], xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o" if ok else "x",
+                ok = c is not None and c["status"] == "passed"
+                ax.errorbar(d["diff"], vi + offs[ri], xerr=[[d["diff"] - d["ci"][0]], [d["ci"][1] - d["diff"]]], fmt="o" if ok else "x",
                             color=color, ms=6, capsize=3, lw=1.5)
         ax.set_title(label, fontsize=9)
         ax.set_yticks(range(len(variants)))
@@ -140,9 +154,38 @@ def manipulation_plot(rows: list[dict[str, Any]], runs: list[str], metrics: list
         ax.grid(axis="x", color="#e5e5e5", lw=0.6)
         ax.tick_params(axis="x", labelsize=8)
     axes[0][0].invert_yaxis()
-    fig.suptitle("Manipulation check: customers' emotion vs baseline (o = moved as expected, x = no detectable change)", fontsize=10)
+    fig.suptitle("Manipulation check: customers' emotion vs baseline (o = check passed, x = not passed)", fontsize=10)
     if len(runs) > 1:
         fig.legend(handles=[Line2D([], [], marker="s", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=r) for i, r in enumerate(runs)],
                    loc="lower center", ncol=min(4, len(runs)), frameon=False, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def dose_plot(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
+    """Per dose-response group: paired difference from the baseline per level (level 0 = baseline) with 95% CI,
+    reward on the left, the manipulation score on the right, and the fitted trend slope in the legend."""
+    groups = list(dict.fromkeys((r["run"], r["emotion"], r["method"]) for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6), squeeze=False)
+    for ai, outcome in enumerate(("reward", "markers_own")):
+        ax = axes[0][ai]
+        ax.axhline(0, color="#444", lw=1)
+        for gi, g in enumerate(groups):
+            r = next((x for x in rows if (x["run"], x["emotion"], x["method"]) == g and x["outcome"] == outcome), None)
+            if r is None:
+                continue
+            color = RUN_COLORS[gi % len(RUN_COLORS)]
+            pts = [lv for lv in r["levels"] if lv["level"] == 0 or (lv["diff"] is not None and lv["ci"][0] is not None)]
+            xs = [lv["level"] + 0.06 * (gi - (len(groups) - 1) / 2) for lv in pts]
+            ys = [0.0 if lv["level"] == 0 else lv["diff"] for lv in pts]
+            err = [[0.0 if lv["level"] == 0 else lv["diff"] - lv["ci"][0] for lv in pts], [0.0 if lv["level"] == 0 else lv["ci"][1] - lv["diff"] for lv in pts]]
+            slope = "–" if r["slope"] is None else f"{r['slope']:+.3f}/level"
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3, lw=1.4, label=f"{g[1]} ({g[2]}{', ' + g[0] if len(groups) > 1 else ''}): {slope}")
+        ax.set_xticks([0, 1, 2, 3])
+        ax.set_xticklabels(["baseline", "mild", "moderate", "severe"])
+        ax.set_ylabel("Δ reward vs baseline" if outcome == "reward" else "Δ markers/100 words (early turns)")
+        ax.grid(axis="y", color="#e5e5e5", lw=0.6)
+        ax.legend(fontsize=8, frameon=False)
+    fig.suptitle("Dose-response: effect per intensity level, paired with the baseline (95% CI)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

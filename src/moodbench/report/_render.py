@@ -63,6 +63,11 @@ def slug(text: str) -> str:
     return s[:60] or "run"
 
 
+def find(items: Any, **attrs: Any) -> Any:
+    """The first dict in ``items`` whose keys equal ``attrs`` (None if none): a lookup templates can test."""
+    return next((x for x in items or () if all(x.get(k) == v for k, v in attrs.items())), None)
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -73,7 +78,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(fmt=fmt, signed=signed, pct=pct, rel=rel, pval=pval)
-    env.globals.update(ci=ci, fmt=fmt)
+    env.globals.update(ci=ci, fmt=fmt, find=find)
     return env
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import threading
 import webbrowser
@@ -20,6 +21,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from moodbench.analysis._variants import families_spec
 from moodbench.judges import families_of, text_scores
 from moodbench.report._render import render
 from moodbench.results import FLAG_NAMES, ConversationRecord, Run
@@ -130,7 +132,7 @@ def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path
             agent_prompt = run.prompt(c.agent_prompt_sha256)
             block = _EMOTION_BLOCK.search(user_prompt or "")
             scores = text_scores(c.user_texts)
-            fam = families_of(c.variant)
+            fam = families_of(families_spec(c.variant))
             page = render(
                 "transcript.html.j2",
                 run=run.label, run_slug=run_slug, c=c, outcome=outcome(c), description=c.exit_reason.description,
@@ -156,15 +158,59 @@ def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path
     return index
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class _ViewerHandler(SimpleHTTPRequestHandler):
+    """Read-only files from one folder, for loopback clients that name this server.
+
+    Two protections a plain ``http.server`` lacks: the ``Host`` header must be a loopback name with the served
+    port (else 421), so a web page on another origin that rebinds its DNS name to 127.0.0.1 cannot read the
+    transcripts through the victim's browser; and a folder is never listed (404 unless it has an index.html),
+    so only the pages the report wrote are reachable.
+    """
+
+    allowed_hosts: frozenset[str] = frozenset()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _host_ok(self) -> bool:
+        host = (self.headers.get("Host") or "").strip().lower()
+        return host in self.allowed_hosts
+
+    def send_head(self) -> Any:
+        if not self._host_ok():
+            self.send_error(421, "Misdirected Request", "this viewer answers only http://127.0.0.1, localhost or [::1] on its own port")
+            return None
+        path = self.translate_path(self.path)
+        if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in ("index.html", "index.htm")):
+            self.send_error(404, "Not Found")
+            return None
+        return super().send_head()
+
+    def list_directory(self, path: Any) -> Any:
+        self.send_error(404, "Not Found")
+        return None
+
+
+def _allowed_hosts(port: int) -> frozenset[str]:
+    names = {f"{n}:{port}" for n in LOOPBACK_NAMES}
+    if port == 80:
+        names |= set(LOOPBACK_NAMES)
+    return frozenset(names)
+
 
 def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """Serve ``directory`` read-only on loopback from a daemon thread; ``port=0`` picks a free port."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer((host, port), handler)
+    """Serve ``directory`` read-only on loopback from a daemon thread; ``port=0`` picks a free port.
+
+    Requests whose ``Host`` is not a loopback name with the bound port get 421; folders are not listed.
+    """
+    class Handler(_ViewerHandler):  # one class per server: it knows its own port
+        pass
+
+    server = ThreadingHTTPServer((host, port), functools.partial(Handler, directory=str(directory)))
+    Handler.allowed_hosts = _allowed_hosts(int(server.server_address[1]))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="moodbench-view", daemon=True).start()
     return server

@@ -1,0 +1,206 @@
+"""The analysis commands: ``report``, ``view``, ``power`` and ``import``, registered on the one ``moodbench`` app.
+
+Thin like the rest of the CLI: parse flags, call :mod:`moodbench.analysis`, :mod:`moodbench.report` or
+:mod:`moodbench.sim`, map bad input to exit 2 with a message that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from moodbench.cli._app import _fail, app, console, out, usage_errors
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (e.g. one per agent model) to compare side by side."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/report for one run, ./moodbench-report for several)."),
+    baseline: str = typer.Option("control", "--baseline", help="Variant every other variant is compared with."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Optional LLM judge rating the customers' emotion (manipulation check context)."),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url"),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json's content (claims, effects, pass^k, MDE, checks) on stdout; write no pages."),
+) -> None:
+    """Write report.html/.md/.json, plots and transcript pages: calibrated claims, manipulation check, fidelity, dose-response."""
+    from moodbench.report import report_command
+
+    raise typer.Exit(report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, console, as_json=as_json, stdout=out))
+
+
+@app.command()
+def view(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
+    no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser."),
+) -> None:
+    """Serve the run's transcripts and report on 127.0.0.1 (builds them if missing or stale)."""
+    from moodbench.report import view_command
+
+    raise typer.Exit(view_command(run_dir, port, not no_open, out))
+
+
+# --------------------------------------------------------------------------- power
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        _fail(f"{flag} must be whole numbers separated by commas, e.g. {flag} 20,40,80 (got {text!r})")
+    if not values or any(v < 1 for v in values):
+        _fail(f"{flag} needs at least one number >= 1 (got {text!r})")
+    return values
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        _fail(f"{flag} must be numbers separated by commas, e.g. {flag} 0.05,0.1 (got {text!r})")
+    if not values or any(not 0 < v <= 1 for v in values):
+        _fail(f"{flag} are drops in mean reward and must lie in (0, 1] (got {text!r})")
+    return values
+
+
+def _pilot(run_dir: Path, baseline: str, alpha: float, power_: float) -> tuple[Any, dict[str, Any]]:
+    from moodbench.analysis import pilot_design
+    from moodbench.results import StoreError, load_run
+
+    try:
+        run = load_run(run_dir, with_payload=False)
+    except StoreError as exc:
+        _fail(f"--pilot: {exc}")
+    if baseline not in run.variants:
+        _fail(f"--pilot {run_dir}: no variant {baseline!r} (its variants: {', '.join(run.variants) or 'none'}); pick one with --baseline")
+    try:
+        design = pilot_design(run.records, baseline, run.variants, alpha=alpha, power=power_)
+    except ValueError as exc:
+        _fail(f"--pilot {run_dir}: {exc}; run the baseline first")
+    others = [v for v in run.variants if v != baseline]
+    info = {"run_dir": str(run_dir), "baseline": baseline, "tasks": design.tasks, "variants": others, "domains": run.domains,
+            "conversations": sum(1 for r in run.records if not r.excluded)}
+    return design, info
+
+
+@app.command()
+def power(
+    tasks: str = typer.Option("20,40,80,160", "--tasks", help="Tasks per domain (comma-separated for a table)."),
+    trials: str = typer.Option("1,2,3,5", "--trials", help="Trials per task (comma-separated for a table)."),
+    variants: Optional[int] = typer.Option(None, "--variants", min=1, help="Emotional variants compared with the baseline (default 1, or the pilot's)."),
+    domains: Optional[int] = typer.Option(None, "--domains", min=1, help="Domains (default 1, or the pilot's); adds per-domain comparisons to the family."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error rate of the claims (Holm)."),
+    power_: float = typer.Option(0.80, "--power", help="Power at which the minimum detectable effect is defined."),
+    baseline_success: Optional[float] = typer.Option(None, "--baseline-success", help="Baseline success rate (default 0.5, the most conservative)."),
+    icc: Optional[float] = typer.Option(None, "--icc", help="Within-task correlation: share of the outcome variance between tasks (default 0.5)."),
+    pair_corr: Optional[float] = typer.Option(None, "--pair-corr", help="Correlation of a baseline and variant conversation sharing a seed (default 0)."),
+    effect_sd: Optional[float] = typer.Option(None, "--effect-sd", help="Spread of the true effect across tasks (default 0.05)."),
+    effects: str = typer.Option("0.05,0.10,0.20", "--effects", help="Drops in mean reward at which to print the power."),
+    pilot: Optional[Path] = typer.Option(None, "--pilot", help="Estimate success, ICC, pair correlation and effect spread from this run."),
+    baseline: str = typer.Option("control", "--baseline", help="With --pilot: the baseline variant."),
+    as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON on stdout."),
+) -> None:
+    """Minimum detectable effect and power before spending GPU hours (same formula the report's MDE uses)."""
+    from moodbench.analysis import (
+        DEFAULT_BASELINE_SUCCESS,
+        DEFAULT_EFFECT_SD,
+        DEFAULT_ICC,
+        DEFAULT_PAIR_CORR,
+        family_size,
+        mde,
+        power_table,
+    )
+
+    task_list, trial_list, effect_list = _ints(tasks, "--tasks"), _ints(trials, "--trials"), _floats(effects, "--effects")
+    if not 0 < alpha < 1 or not 0 < power_ < 1:
+        _fail("--alpha and --power must lie strictly between 0 and 1")
+    pilot_info = None
+    try:
+        if pilot is not None:
+            base, pilot_info = _pilot(pilot, baseline, alpha, power_)
+            n_var = variants or max(1, len(pilot_info["variants"]))
+            n_dom = domains or max(1, len(pilot_info["domains"]))
+            overrides: dict[str, Any] = {k: v for k, v in (("baseline_success", baseline_success), ("icc", icc), ("pair_corr", pair_corr),
+                                                            ("effect_sd", effect_sd)) if v is not None}
+            if {"icc", "pair_corr", "baseline_success"} & set(overrides):  # the pilot's measured difference variance no longer applies
+                overrides["diff_within_var"] = None
+            if not pilot_info["variants"] and effect_sd is None:  # a baseline-only pilot cannot see how tasks react
+                overrides["effect_sd"] = DEFAULT_EFFECT_SD
+            if "baseline_success" in overrides:
+                overrides["outcome_var"] = None
+            design = replace(base, family_size=family_size(n_var, n_dom), **overrides)
+        else:
+            from moodbench.analysis import Design
+
+            n_var, n_dom = variants or 1, domains or 1
+            design = Design(tasks=task_list[0], trials=trial_list[0], family_size=family_size(n_var, n_dom), alpha=alpha, power=power_,
+                            baseline_success=DEFAULT_BASELINE_SUCCESS if baseline_success is None else baseline_success,
+                            icc=DEFAULT_ICC if icc is None else icc, pair_corr=DEFAULT_PAIR_CORR if pair_corr is None else pair_corr,
+                            effect_sd=DEFAULT_EFFECT_SD if effect_sd is None else effect_sd)
+        if not 0 < design.baseline_success < 1:
+            raise ValueError("--baseline-success must lie strictly between 0 and 1")
+    except ValueError as exc:
+        _fail(f"{exc}; see moodbench power --help")
+    rows = power_table(design, task_list, trial_list, effect_list)
+    defaults = [name for name, value in (("baseline_success", baseline_success), ("icc", icc), ("pair_corr", pair_corr),
+                                         ("effect_sd", effect_sd)) if value is None] if pilot is None else []
+    params = {"baseline_success": design.baseline_success, "icc": design.icc, "pair_corr": design.pair_corr,
+              "effect_sd": design.effect_sd, "within_var": design.within_var, "alpha": alpha, "power": power_,
+              "variants": n_var, "domains": n_dom, "family_size": design.family_size}
+    if as_json:
+        sys.stdout.write(json.dumps({"design": params, "defaults_used": defaults, "pilot": pilot_info,
+                                     "rows": [r.to_dict() for r in rows], "mde_note": "drop in mean reward detected with the given power; "
+                                     "null below the minimum design (20 tasks, 40 pairs per comparison) or when unreachable"}, indent=1) + "\n")
+        return
+    src = f"estimated from the pilot {pilot}" if pilot else ("defaults for " + ", ".join(defaults) if defaults else "as given")
+    console.print(f"design: baseline success {design.baseline_success:.3f}, ICC {design.icc:.2f}, pair correlation {design.pair_corr:.2f}, "
+                  f"effect SD {design.effect_sd:.3f} ({src}); family {design.family_size} comparison(s) "
+                  f"({n_var} variant(s) x {n_dom} domain(s){' + pooled' if n_dom > 1 else ''}), Holm alpha {alpha:g}", highlight=False, markup=False)
+    table = Table(title=f"minimum detectable drop in mean reward at {power_:.0%} power (per domain)")
+    table.add_column("tasks \\ trials", justify="right")
+    for m in trial_list:
+        table.add_column(str(m), justify="right")
+    for g in task_list:
+        cells = [next(r for r in rows if r.tasks == g and r.trials == m).mde for m in trial_list]
+        table.add_row(str(g), *["too few" if c is None and replace(design, tasks=g, trials=m).claimable is False else
+                                ("unreachable" if c is None else f"{c:.3f}") for c, m in zip(cells, trial_list)])
+    out.print(table)
+    ptable = Table(title="power to claim a drop of ...")
+    for col in ["tasks", "trials", *[f"{e:g}" for e in effect_list]]:
+        ptable.add_column(col, justify="right")
+    for r in rows:
+        ptable.add_row(str(r.tasks), str(r.trials), *["–" if p is None else f"{p:.2f}" for _, p in r.powers])
+    out.print(ptable)
+    console.print(f"MDE of the first design ({task_list[0]} tasks x {trial_list[0]} trials): "
+                  + ("too few for any claim" if mde(replace(design, tasks=task_list[0], trials=trial_list[0])) is None else
+                     f"{mde(replace(design, tasks=task_list[0], trials=trial_list[0])):.3f}"), highlight=False, markup=False)
+
+
+# --------------------------------------------------------------------------- import
+
+
+@app.command("import")
+def import_(
+    items: list[str] = typer.Argument(..., help="FILE=VARIANT pairs: a tau2 Results JSON and the variant it ran (e.g. base.json=control angry.json=anger)."),
+    fmt: str = typer.Option("tau2", "--format", help="tau2: Results JSON written by `tau2 run` or `moodbench export`."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory to create or add the variants to."),
+) -> None:
+    """Bring tau2 Results files into a run directory so summary, report and view work on them (pairs on domain, task, trial)."""
+    if fmt != "tau2":
+        _fail(f"unknown format {fmt!r}; valid formats: tau2")
+    with usage_errors():
+        from moodbench.sim._interchange import import_tau2, parse_import_items
+
+        result = import_tau2(out_dir, parse_import_items(items))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    console.print(f"imported {sum(result.counts.values())} simulation(s) into {result.run_dir}: "
+                  + ", ".join(f"{v}={n}" for v, n in result.counts.items())
+                  + f"; domains {', '.join(result.domains)}; {result.trials} trial(s); {result.prompts} prompt(s) reconstructed",
+                  highlight=False, markup=False)
+    console.print(f"next: moodbench report {result.run_dir}", highlight=False, markup=False)

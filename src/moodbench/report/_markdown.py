@@ -1,0 +1,125 @@
+"""report.md: the claims and the tables a pull request or a notebook can quote.
+
+Every value that comes from a run (model names, variant specs, directory names) goes through
+:func:`md_cell` / :func:`md_text`: a model called ``a|b <img src=x>`` must neither split a table row nor
+become HTML when the file is rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from moodbench.report._render import ci, fmt, pval, signed
+
+_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+
+
+def md_text(value: Any) -> str:
+    """Plain text for markdown: markup characters backslash-escaped, ``<``/``>``/``&`` as entities, no newlines."""
+    text = "" if value is None else str(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _SPECIAL.sub(r"\\\1", text)
+    return " ".join(text.split())
+
+
+def md_cell(value: Any) -> str:
+    """A table cell: like :func:`md_text` (``|`` escaped, newlines folded into spaces)."""
+    return md_text(value)
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(head), "|" + "---|" * len(head), *[_row(r) for r in rows]]
+
+
+def _f(x: Any) -> str:
+    return fmt(x)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The whole report.md."""
+    multi = len(data["runs"]) > 1
+    t = data["thresholds"]
+    lines = ["# moodbench report", "",
+             f"Generated {md_text(data['generated_at'])} from {len(data['runs'])} run(s); baseline {md_text(data['baseline'])}.", "",
+             "## The answer: effect of each emotion on reward (variant − baseline, on matched pairs)", ""]
+    for b in data["bottom_lines"]:
+        lines += [((f"**{md_text(b['run'])}**: " if multi else "") + md_text(b["text"])), ""]
+    head = ["run", "variant", "baseline (paired)", "variant (paired)", "Δ reward", "95% CI", "p", "p (Holm)", "claim",
+            "pairs / tasks", "MDE", "Δ without flagged (claim)", "manipulation", "trust"]
+    unflagged = {(e["run"], e["variant"], e["domain"]): e for e in data["effects"] if e["subset"] == "unflagged"}
+    rows = []
+    for e in data["effects"]:
+        if e["subset"] != "all" or e["domain"] != "all":
+            continue
+        u = unflagged.get((e["run"], e["variant"], e["domain"]), {})
+        rows.append([md_cell(e["run"]), md_cell(e["variant"]), _f(e["baseline_mean"]), _f(e["variant_mean"]), signed(e["diff"]),
+                     ci(*e["ci"]), pval(e["p"]), pval(e["p_adjusted"]), f"**{e['claim']}**", f"{e['n_pairs']} / {e['n_tasks']}",
+                     _f(e["mde"]), f"{signed(u.get('diff'))} {ci(*u.get('ci', [None, None]))} ({u.get('claim', '–')})",
+                     md_cell(e["manipulation"]), md_cell(e["trust"] + ("; " + "; ".join(c["text"] for c in e["caveats"]) if e["caveats"] else ""))])
+    lines += _table(head, rows)
+    fams = "; ".join(f"{md_text(f['run'])} {f['name']}: {f['size']} ({md_text(f['members'])})" for f in data["families"])
+    lines += ["", f"Claims: Holm-adjusted p < {t['alpha']} within each family ({fams}); `too_few` below {t['min_tasks']} tasks "
+              f"or {t['min_pairs']} pairs. McNemar on these pairs is shown in report.html as a secondary statistic only.", ""]
+    domain_rows = [e for e in data["effects"] if e["domain"] != "all"]
+    if domain_rows:
+        lines += ["### Per domain", ""]
+        lines += _table(["run", "domain", "subset", "variant", "baseline", "variant mean", "Δ", "95% CI", "p (Holm)", "claim", "pairs / tasks"],
+                        [[md_cell(e["run"]), md_cell(e["domain"]), e["subset"], md_cell(e["variant"]), _f(e["baseline_mean"]),
+                          _f(e["variant_mean"]), signed(e["diff"]), ci(*e["ci"]), pval(e["p_adjusted"]), e["claim"],
+                          f"{e['n_pairs']} / {e['n_tasks']}"] for e in domain_rows])
+        lines.append("")
+    lines += ["## pass^k on matched pairs (same tasks and trials on both sides)", ""]
+    lines += _table(["run", "variant", "domain", "k", "tasks", "baseline", "variant", "Δ", "95% CI"],
+                    [[md_cell(p["run"]), md_cell(p["variant"]), md_cell(p["domain"]), p["k"], p["n_tasks"], _f(p["baseline_mean"]),
+                      _f(p["variant_mean"]), signed(p["diff"]), ci(*p["ci"])] for p in data["pass_hat_k"]])
+    lines += ["", "## Design: minimum detectable effect and A/A split of the baseline", ""]
+    lines += _table(["run", "scope", "tasks", "trials", "family", f"MDE (drop, {t['power']:.0%} power)", "A/A Δ [95% CI]", "A/A p"],
+                    [[md_cell(d["run"]), md_cell(d["domain"]), d["tasks"], f"{d['min_trials']}-{d['max_trials']}", d["family_size"], _f(d["mde"]),
+                      (f"{signed(d['aa']['diff'])} {ci(d['aa']['ci_low'], d['aa']['ci_high'])}" if d["aa"] else "– (1 trial)"),
+                      pval(d["aa"]["p"]) if d["aa"] else "–"] for d in data["designs"]])
+    lines += ["", f"## Manipulation check ({md_text(t['manipulation_score'])} on the customer's early turns, minimum shift "
+              f"{t['manipulation_min_effect']:g})", ""]
+    lines += _table(["run", "variant", "scope", "pairs / tasks", "baseline", "variant", "shift", "one-sided lower bound", "result",
+                     "shift, all turns"],
+                    [[md_cell(m["run"]), md_cell(m["variant"]), md_cell(m["domain"]), f"{m['n_pairs']} / {m['n_tasks']}", _f(m["baseline_mean"]),
+                      _f(m["variant_mean"]), signed(m["shift"]), signed(m["lower_bound"]), f"**{m['status']}**",
+                      _secondary(m, "markers_own", "all")] for m in data["manipulation"]])
+    if data["dose_response"]:
+        lines += ["", "## Dose-response (level 0 = baseline, 1 mild, 2 moderate, 3 severe)", ""]
+        for d in data["dose_response"]:
+            lines += [f"**{md_text(d['run'])}: {md_text(d['emotion'])} by {md_text(d['method'])}, {md_text(d['label'])}**: slope "
+                      f"{signed(d['slope'])} per level {ci(*d['ci'])}, p(Holm) {pval(d['p_adjusted'])}, claim {d['claim']} "
+                      f"({d['n_tasks']} tasks)", ""]
+            lines += _table(["level", "variant", "conversations", "mean", "Δ vs baseline (paired)", "95% CI"],
+                            [[f"{lv['level']} ({lv['level_name']})", md_cell(lv["variant"]), lv["n"], _f(lv["mean"]), signed(lv["diff"]),
+                              ci(*lv["ci"])] for lv in d["levels"]])
+            lines.append("")
+    if data["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {md_text(w['text'])}" for w in data["warnings"]]
+    for a in data["runs"]:
+        trials = a["trials"]
+        lines += ["", f"## Run: {md_text(a['label'])}", "",
+                  (f"{md_text(a['run_dir'])}; agent {md_text(a['agent_model'])}, customer {md_text(a['user_model'])}, "
+                   f"{trials} trial(s), domains {md_text(', '.join(a['domains']))}. All scored conversations (= summary.json):"), ""]
+        lines += _table(["variant", "done/planned", "excluded", "avg reward", *[f"pass^{k}" for k in range(1, trials + 1)], "flagged",
+                         "exit reasons"],
+                        [[md_cell(v), f"{s['done']}/{s['planned']}", s["excluded"], _f(s["avg_reward"]),
+                          *[_f(s["pass_hat_k"].get(str(k))) for k in range(1, trials + 1)],
+                          f"{a['fidelity']['variants'].get(v, {}).get('flagged', 0)}/{a['fidelity']['variants'].get(v, {}).get('n', 0)}",
+                          md_cell(", ".join(f"{k}={n}" for k, n in s["exit_reasons"].items()))]
+                         for v, s in a["summary"]["variants"].items()])
+    lines += ["", "## Methods", "",
+              f"Estimand: {md_text(data['estimand'])}. Inference: {md_text(data['method'])}. Relative change = Δ / baseline mean. "
+              "See report.html (Methods) and docs/statistics.md.", "",
+              "See report.html for conversation statistics, fidelity flags, plots and transcripts.", ""]
+    return "\n".join(lines)
+
+
+def _secondary(m: dict[str, Any], score: str, turns: str) -> str:
+    s = next((x for x in m["secondary"] if x["score"] == score and x["turns"] == turns), None)
+    return "–" if not s or s["diff"] is None else f"{signed(s['diff'])} {ci(*s['ci'])}"
