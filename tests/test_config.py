@@ -9,6 +9,7 @@ sent); finer rules of the same loader are checked in process, where a tau2 impor
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,25 @@ def test_repeated_task_ids_are_refused() -> None:
 
     with pytest.raises(ConfigError, match="create_task_1 listed more than once"):
         make_plan(build_config({"agent_model": "openai/x", "domains": "mock", "task_ids": "create_task_1,update_task_1,create_task_1"}, {}))
+
+
+def test_dry_run_prints_the_matrix_and_the_mde_and_writes_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from moodbench.analysis import planned_mde
+
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--agent-model", "openai/x", "--agent-base-url",
+                          "http://127.0.0.1:9/v1", "--domain", "retail", "--num-tasks", "40", "--trials", "3",
+                          "--variants", "control,frustration,anger", "--dry-run", "--out", str(out)],
+                         capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "360 conversation(s) planned" in text and "frustration" in text and "120" in text
+    expected = planned_mde(40, 3, ["frustration", "anger"], ["retail"])
+    assert expected is not None and f"Minimum detectable drop in mean reward: {expected:.3f}" in text
+    assert not out.exists()  # nothing written, nothing called (the base URL is a closed port)
+    small = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--agent-model", "openai/x", "--domain", "mock",
+                            "--num-tasks", "3", "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=180)
+    assert small.returncode == 0 and "below the smallest design that supports a claim" in " ".join(small.stdout.split())

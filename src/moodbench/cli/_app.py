@@ -83,6 +83,8 @@ def _redact_tau2_logs(secrets: list[str]) -> None:
 def run(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML file with the same keys as the flags; flags override it."),
     force_config: bool = typer.Option(False, "--force-config", help="Continue a run directory whose stored configuration differs."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned conversations and the design's minimum "
+                                 "detectable effect; run nothing, write nothing."),
     **flags: Any,
 ) -> None:
     """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
@@ -94,6 +96,9 @@ def run(
     with usage_errors():
         file_values = load_config_file(config_file) if config_file else {}
         config = build_config(file_values, config_values(flags), origin="config" if config_file else "option")
+        if dry_run:
+            _print_plan(config)
+            raise typer.Exit(0)
         _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
         try:
             result = run_experiment(config, console=console, force_config=force_config, handle_signals=True, freeze_gc=True,
@@ -117,6 +122,35 @@ def run(
 _params = list(inspect.signature(run).parameters.values())
 run.__signature__ = inspect.Signature([*_params[:-1], *option_parameters()])  # type: ignore[attr-defined]
 app.command()(run)
+
+
+def _print_plan(config: Any) -> None:
+    """``run --dry-run``: the matrix a run would execute, and what it could detect."""
+    from moodbench.analysis import planned_mde
+    from moodbench.experiment import make_plan
+
+    plan = make_plan(config)
+    table = Table(title=f"moodbench run --dry-run: {len(plan.cells)} conversation(s) planned"
+                        + (f" (shard {config.shard} of {len(plan.all_cells)})" if config.shard else ""))
+    for col in ("domain", "tasks", "variant", "trials", "conversations"):
+        table.add_column(col, justify="right" if col in ("tasks", "trials", "conversations") else "left")
+    tasks_per_domain = {d: sum(1 for dom, _ in plan.tasks if dom == d) for d in config.domains}
+    for domain, per in plan.planned().items():
+        for variant, n in per.items():
+            table.add_row(domain, str(tasks_per_domain[domain]), variant, str(config.trials), str(n))
+    out.print(table)
+    others = [v for v in plan.variants if v != "control"]
+    fewest = min(tasks_per_domain.values()) if tasks_per_domain else 0
+    mde = planned_mde(fewest, config.trials, others, list(config.domains)) if others else None
+    if not others:
+        out.print("No emotional variant besides control: nothing to compare.")
+    elif mde is None:
+        out.print(f"Minimum detectable effect: none. {fewest} task(s) x {config.trials} trial(s) per domain is below the "
+                  "smallest design that supports a claim (see `moodbench power`); every effect would be reported as too_few.")
+    else:
+        out.print(f"Minimum detectable drop in mean reward: {mde:.3f} (80% power, Holm over {len(others)} variant(s) x "
+                  f"{len(config.domains)} domain(s); assumed baseline success 0.5, within-task correlation 0.5). "
+                  "`moodbench power --pilot RUN_DIR` estimates it from a pilot run.")
 
 
 def _print_summary(run_dir: Path) -> None:
