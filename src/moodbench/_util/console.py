@@ -12,4 +12,7 @@ from rich.console import Console
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    tty = sys.stderr.isatty()
+    # off a terminal, messages are never wrapped (a path or a command split over two lines is
+    # useless in a log); tables still fit in the 200 columns
+    return Console(stderr=True, width=None if tty else 200, soft_wrap=not tty)
