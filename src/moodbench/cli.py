@@ -352,6 +352,9 @@ def probe(
     raise typer.Exit(0 if report.verdict.verdict == "ok" else 1)
 
 
+app.add_typer(__import__("moodbench.steer._cli", fromlist=["steer_app"]).steer_app, name="steer")
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
 

@@ -24,7 +24,8 @@ Coherence thresholds (:data:`THRESHOLDS`; a scale is coherent when all hold, eac
 
 * median perplexity <= ``ppl_ratio_max`` (2.0) x scale 0's: word salad measured ~9,600 vs ~30-80
   for fluent customer sentences (angry or calm), so a doubling is an early, safe sign of decay;
-* flagged-reply rate (role confusion, echo, empty, error) <= scale 0's + ``flagged_increase_max`` (0.20);
+* flagged-reply rate (role confusion, echo, empty, refusal, self-repeat, error) <= scale 0's +
+  ``flagged_increase_max`` (0.20);
 * stop rate (conversations that sent ``###STOP###``/transfer/out-of-scope within the script, all of
   them premature) <= scale 0's + ``stop_increase_max`` (0.20): the planning run saw stops double at 1.6;
 * mean repetition rate <= scale 0's + ``repetition_increase_max`` (0.15);
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from moodbench.steer._customer import FORMATS, AgentScript, CustomerTurn, agent_script, customer_conversation
+from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
 from moodbench.steer._errors import SteeringInputError, SteeringRunError
 from moodbench.steer._vector import Method, SteeringVector, build_vector, check_vector_path
 from moodbench.variants._catalog import Catalog
@@ -71,9 +73,6 @@ __all__ = [
     "summarize_scale",
 ]
 
-DEFAULT_SCALES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-#: Real tau2 tasks whose customers need the agent to act (so every early stop is premature).
-DEFAULT_TASKS: tuple[str, ...] = ("retail:0", "retail:1", "retail:2", "retail:3")
 THRESHOLDS: dict[str, float] = {
     "ppl_ratio_max": 2.0,
     "flagged_increase_max": 0.20,
@@ -192,8 +191,10 @@ def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int
         "role_confusion": _rate(sum(r["role_confusion"] for r in rows), len(rows)),
         "echo": _rate(sum(r["echo"] for r in rows), len(rows)),
         "empty": _rate(sum(r["empty"] for r in rows), len(rows)),
+        "refusal": _rate(sum(r.get("refusal", False) for r in rows), len(rows)),
+        "self_repeat": _rate(sum(r.get("self_repeat", False) for r in rows), len(rows)),
         "errors": sum(r["error"] is not None for r in rows),
-        "flagged": _rate(sum(r["role_confusion"] or r["echo"] or r["empty"] or r["error"] is not None for r in rows), len(rows)),
+        "flagged": _rate(sum(_flagged(r) for r in rows), len(rows)),
         "stop_rate": _rate(stops, conversations),
         "perplexity": statistics.median(ppl) if ppl else None,
         "repetition": statistics.fmean(r["repetition"] for r in scored) if scored else None,
@@ -209,6 +210,11 @@ def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int
                n_pairs=v["n_pairs"], n_clusters=v["n_clusters"])  # fmt: skip
     out["detected"] = bool((v["high"] is not None and v["high"] < 0) or (m["low"] is not None and m["low"] > 0))
     return out
+
+
+def _flagged(r: dict[str, Any]) -> bool:
+    """A reply with a fidelity problem other than a stop (stops have their own rate)."""
+    return bool(r["role_confusion"] or r["echo"] or r["empty"] or r.get("refusal") or r.get("self_repeat") or r["error"] is not None)
 
 
 def _goal_mean(rows: list[dict[str, Any]]) -> float | None:
@@ -268,7 +274,8 @@ def _parse_tasks(tasks: Sequence[str]) -> list[AgentScript]:
         try:
             _tau2_task(domain, task_id)
         except Exception as exc:  # noqa: BLE001 - ConfigError (domain) or KeyError (task) from tau2's loaders
-            raise SteeringInputError(f"task {spec!r}: {exc}; fix: use DOMAIN:TASK_ID of a tau2 task (e.g. retail:0)") from None
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise SteeringInputError(f"task {spec!r}: {why}; fix: use DOMAIN:TASK_ID of a tau2 task (e.g. retail:0)") from None
         scripts.append(AgentScript(domain=domain, task_id=task_id, turns=()))
     return scripts
 
@@ -280,6 +287,16 @@ def _sweep_one(base_url: str, scripts: list[AgentScript], seeds: list[int], *, f
         convs = list(pool.map(lambda js: customer_conversation(base_url, js[0], fmt=fmt, seed=js[1], max_tokens=max_tokens,
                                                                 temperature=temperature), jobs))  # fmt: skip
     return [t for conv in convs for t in conv]
+
+
+def _default_threads() -> int:
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
 
 
 def _say(console: Any, msg: str) -> None:
@@ -317,6 +334,10 @@ def calibrate(
     customer stops early). ``fmt``: the customer message format (``tau2``, ``transcript``,
     ``completion``) the run will use. The result is stored beside the vector as
     ``<vector>.calibration.json`` (+ ``.png`` plot) unless ``save=False``.
+
+    ``threads`` per llama-server defaults to half the CPUs (at least 1): with all cores and other work
+    on the machine, llama.cpp's spinning thread barriers collapsed decoding from ~17 to 1-4 tokens/s
+    (measured on 2 shared cores), while one thread kept ~15-17.
     """
     from moodbench.serve.llamacpp import LlamaCppServer, LlamaCppServerError
     from moodbench.steer._score import reply_perplexity
@@ -331,11 +352,18 @@ def calibrate(
     seed_list = list(range(1, int(seeds) + 1)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise SteeringInputError("calibration needs at least one seed; fix: --seeds 2")
+    from moodbench.serve.install import LocalBackendMissing, llama_server_path
+
     scripts = _parse_tasks(tasks)
     reasons = {f"{s.domain}:{s.task_id}": _reason_for_call(s.domain, s.task_id) for s in scripts}
+    try:
+        llama_server_path()
+    except LocalBackendMissing as exc:
+        raise SteeringInputError(str(exc)) from None
     vec = vector or build_vector(model, emotion, method=method, layers=layers, catalog=catalog, console=console)
     check_vector_path(vec.vector)
     limits = {**THRESHOLDS, **(thresholds or {})}
+    threads = threads or _default_threads()
     families = _family(emotion)
     logs = log_dir or vec.vector.parent / "logs"
     t0 = time.monotonic()

@@ -2,7 +2,10 @@
 
 Shared by calibration and the format comparison: both need "the customer model's reply to this agent
 turn, for this task, in this message format", scored by the same rule-based fidelity checks a run uses
-(:func:`moodbench.probe._check_user_reply`: role confusion, echo, stop token, empty).
+(:func:`moodbench.probe._check_user_reply`: role confusion, echo, stop token, empty), plus two checks
+that steering made necessary (measured on the 0.5B): ``refusal`` (the assistant's "I can't help you
+with that." instead of a customer's words: half the replies at scale 1.0) and ``self_repeat`` (the
+customer repeats its own previous message: the loop that strong vectors produce across turns).
 
 The customer's system prompt is tau2's own user-simulator prompt for the task with no emotion text
 (:class:`moodbench.user.EmotionalUserSimulator` with ``persona_block=None``, i.e. byte for byte tau2's).
@@ -18,6 +21,8 @@ Formats:
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any, Literal
@@ -32,6 +37,14 @@ FORMATS: tuple[str, ...] = ("tau2", "transcript", "completion")
 #: An agent turn that gives an emotional customer something to react to (a failed lookup), used as the
 #: third turn of every script.
 RETRY_TURN = "I'm sorry, I could not find anything with those details. Could you please give them to me again?"
+
+#: An assistant-style refusal: a customer asks for help, it does not decline to give it.
+REFUSAL_RE = re.compile(
+    r"\bI(?: am|'m)? (?:sorry,? (?:but )?I )?(?:can't|cannot|can not|am unable to|'m unable to|am not able to) "
+    r"(?:help|assist)\b|\bI'm sorry, but I (?:can't|cannot)\b",
+    re.IGNORECASE,
+)
+SELF_REPEAT_SIMILARITY = 0.9  # a reply this similar to the customer's own previous reply is a loop
 
 
 @dataclass(frozen=True)
@@ -56,12 +69,16 @@ class CustomerTurn:
     echo: bool = False
     stop: bool = False
     empty: bool = False
+    refusal: bool = False
+    self_repeat: bool = False
     error: str | None = None
     finish_reason: str | None = None
 
     @property
     def flagged(self) -> bool:
-        return self.role_confusion or self.echo or self.stop or self.empty or self.error is not None
+        """Any problem a run's fidelity rules would flag, or one of the two steering checks."""
+        return (self.role_confusion or self.echo or self.stop or self.empty or self.refusal or self.self_repeat
+                or self.error is not None)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "flagged": self.flagged}
@@ -105,6 +122,12 @@ def agent_script(domain: str, task_id: str, turns: int = 3) -> AgentScript:
     first, second = _AGENT_QUESTIONS.get(domain, _GENERIC_QUESTIONS)
     script = (str(DEFAULT_FIRST_AGENT_MESSAGE.content), first, RETRY_TURN, second)
     return AgentScript(domain=domain, task_id=task_id, turns=script[: max(1, min(turns, len(script)))])
+
+
+def _similar(previous: str | None, text: str) -> bool:
+    if not previous or len(text) < 20:
+        return False
+    return difflib.SequenceMatcher(None, previous.lower(), text.lower(), autojunk=False).ratio() >= SELF_REPEAT_SIMILARITY
 
 
 def _payload(fmt: str, domain: str, task_id: str, history: list[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
@@ -167,9 +190,10 @@ def customer_conversation(
             else:
                 text = ((choice.get("message") or {}).get("content") or "").strip()
             checked = _check_user_reply(agent_text, text)
+            previous = out[-1].reply if out and out[-1].reply else None
             turn = CustomerTurn(task=key, seed=seed, turn=k, agent=agent_text, reply=text, role_confusion=checked.role_confusion,
-                                echo=checked.echo, stop=checked.stop, empty=checked.empty,
-                                finish_reason=choice.get("finish_reason"))  # fmt: skip
+                                echo=checked.echo, stop=checked.stop, empty=checked.empty, refusal=bool(REFUSAL_RE.search(text)),
+                                self_repeat=_similar(previous, text), finish_reason=choice.get("finish_reason"))  # fmt: skip
             out.append(turn)
             if turn.stop or turn.empty:
                 break
