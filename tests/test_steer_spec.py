@@ -203,6 +203,8 @@ def test_completion_prompt_is_a_transcript_ending_with_the_customers_label() -> 
 def test_completion_reply_is_cut_at_the_next_speaker() -> None:
     assert clean_completion_reply(" I need help.\nAGENT: Sure") == "I need help."
     assert clean_completion_reply(" fine ###STOP###\n\n\n") == "fine ###STOP###"
+    assert clean_completion_reply("Not possible.\nRETRY: Why did this happen?") == "Not possible."  # the document goes on
+    assert clean_completion_reply("Order #W1: the keyboard.\nAnd the lamp.") == "Order #W1: the keyboard.\nAnd the lamp."
     with pytest.raises(ValueError, match="unknown role"):
         render_completion_prompt("x", [("system", "y")])
 
@@ -216,6 +218,7 @@ def test_levels_are_fractions_of_the_strongest_scale_before_the_first_incoherent
     rows = [_row(0, True), _row(0.5, True), _row(1.0, True), _row(1.5, True), _row(2.0, False), _row(3.0, True)]
     assert choose_levels(rows) == {"mild": 0.5, "moderate": 1.0, "severe": 1.5}
     assert choose_levels([_row(0, True), _row(0.5, False), _row(1, True)]) is None
+    assert choose_levels([_row(-1.0, True), _row(0, True), _row(0.6, True)]) == {"mild": 0.2, "moderate": 0.4, "severe": 0.6}
 
 
 def test_scale_summary_pairs_replies_by_task_turn_seed() -> None:
@@ -230,6 +233,29 @@ def test_scale_summary_pairs_replies_by_task_turn_seed() -> None:
     assert row["n_pairs"] == 3 and row["vader_diff"] == pytest.approx(-0.8666, abs=1e-3)
     assert row["detected"] and row["markers_diff"] == pytest.approx(10.0)
     assert summarize_scale(0.0, base, 2, None)["vader_diff"] == 0.0
+
+
+def _summary(**kw: object) -> dict:
+    row = {"scale": 1.0, "perplexity": 20.0, "flagged": 0.1, "stop_rate": 0.0, "repetition": 0.0, "goal_overlap": 0.3,
+           "goal_ci": [-0.2, 0.1], "scored_replies": 24}  # fmt: skip
+    return {**row, **kw}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"perplexity": 50.0}, "perplexity 2.5x"), ({"flagged": 0.35}, "flagged replies"), ({"stop_rate": 0.25}, "stop rate"),
+     ({"repetition": 0.2}, "repetition"), ({"goal_overlap": 0.1, "goal_ci": [-0.4, -0.05]}, "goal overlap"),
+     ({"scored_replies": 10}, "only 10 scored")],
+)  # fmt: skip
+def test_each_coherence_threshold_can_fail_a_scale(change: dict, reason: str) -> None:
+    from moodbench.steer._calibrate import THRESHOLDS, _coherence
+
+    base = _summary(scale=0.0)
+    assert _coherence(_summary(), base, THRESHOLDS) == (True, [])
+    ok, why = _coherence(_summary(**change), base, THRESHOLDS)
+    assert not ok and len(why) == 1 and reason in why[0]
+    # a halved goal overlap whose drop is within the noise (CI includes 0) is not a failure
+    assert _coherence(_summary(goal_overlap=0.1, goal_ci=[-0.4, 0.05]), base, THRESHOLDS)[0]
 
 
 def test_repetition_and_goal_measures() -> None:

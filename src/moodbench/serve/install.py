@@ -158,7 +158,7 @@ def llama_server_path() -> Path:
         extra = f" ($MOODBENCH_LLAMA_SERVER={env} is not an executable file)" if env else ""
         raise LocalBackendMissing(
             f"the local model backend (llama.cpp's llama-server) is not installed{extra}.\n"
-            f"Install it once (builds llama.cpp for this CPU's portable instruction set, ~4-5 min on 2 cores):\n"
+            f"Install it once (builds llama.cpp portably, with a progress bar: ~5-11 min on 2 cores):\n"
             f"    {INSTALL_HINT}\n"
             "or point MOODBENCH_LLAMA_SERVER at an existing llama-server binary."
         )
@@ -272,7 +272,7 @@ class BuildProgress:
             )
 
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+                TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(), TextColumn("elapsed"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
             )  # fmt: skip
             self._bar.start()
@@ -408,7 +408,7 @@ def build_local_binaries(*, force: bool = False, console: Any = None, jobs: int 
             gen = ["-G", "Ninja"] if shutil.which("ninja") else []
             _say(console, "  configuring (cmake) ...")
             _run(["cmake", "-S", str(src), "-B", str(build), *gen, *CMAKE_FLAGS], log=log)
-            with BuildProgress(f"compiling {names}", console) as progress:
+            with BuildProgress("compiling", console) as progress:
                 _run_with_progress(
                     ["cmake", "--build", str(build), "--target", *BUILD_TARGETS, "-j", str(jobs or _jobs())],
                     log=log, progress=progress,

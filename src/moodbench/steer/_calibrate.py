@@ -29,7 +29,10 @@ Coherence thresholds (:data:`THRESHOLDS`; a scale is coherent when all hold, eac
 * stop rate (conversations that sent ``###STOP###``/transfer/out-of-scope within the script, all of
   them premature) <= scale 0's + ``stop_increase_max`` (0.20): the planning run saw stops double at 1.6;
 * mean repetition rate <= scale 0's + ``repetition_increase_max`` (0.15);
-* mean goal overlap >= ``goal_ratio_min`` (0.5) x scale 0's, when scale 0's is at least 0.1;
+* goal overlap: not (mean < ``goal_ratio_min`` (0.5) x scale 0's AND the paired, task-clustered 95% CI
+  of the per-conversation difference entirely below 0), when scale 0's is at least 0.1. The CI matters:
+  with 8 conversations a scale with a few curt "Why?" replies dropped the mean by half by chance (CI
+  -0.49..+0.05), while the looping scales dropped it detectably (CI upper bound < -0.04);
 * at least ``min_replies_ratio`` (0.5) x scale 0's count of scored replies, so a scale that mostly
   stops early is not judged on a handful.
 
@@ -172,6 +175,17 @@ def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]], key: str) ->
     return {"mean": boot.mean, "low": boot.low, "high": boot.high, "n_pairs": boot.n_pairs, "n_clusters": boot.n_clusters}
 
 
+def _paired_goal(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
+    """Goal overlap is per conversation: pair conversations by (task, seed), cluster by task."""
+    from moodbench.analysis.stats import paired_bootstrap
+
+    mine = {(r["task"], r["seed"]): r["goal_overlap"] for r in rows if r.get("goal_overlap") is not None}
+    theirs = {(r["task"], r["seed"]): r["goal_overlap"] for r in base if r.get("goal_overlap") is not None}
+    keys = sorted(set(mine) & set(theirs))
+    boot = paired_bootstrap([theirs[k] for k in keys], [mine[k] for k in keys], [k[0] for k in keys])
+    return {"mean": boot.mean, "low": boot.low, "high": boot.high}
+
+
 def _rate(n: int, d: int) -> float | None:
     return n / d if d else None
 
@@ -206,6 +220,8 @@ def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int
         return out
     v = _paired(rows, base_rows, "vader")
     m = _paired(rows, base_rows, "marker_rate")
+    g = _paired_goal(rows, base_rows)
+    out.update(goal_diff=g["mean"], goal_ci=[g["low"], g["high"]])
     out.update(vader_diff=v["mean"], ci=[v["low"], v["high"]], markers_diff=m["mean"], markers_ci=[m["low"], m["high"]],
                n_pairs=v["n_pairs"], n_clusters=v["n_clusters"])  # fmt: skip
     out["detected"] = bool((v["high"] is not None and v["high"] < 0) or (m["low"] is not None and m["low"] > 0))
@@ -239,8 +255,10 @@ def _coherence(row: dict[str, Any], base: dict[str, Any], thresholds: dict[str, 
     if (row["repetition"] or 0) - (base["repetition"] or 0) > thresholds["repetition_increase_max"]:
         why.append(f"repetition {row['repetition']:.2f} vs {base['repetition'] or 0:.2f} at scale 0")
     base_goal = base.get("goal_overlap") or 0
-    if base_goal >= 0.1 and (row.get("goal_overlap") or 0) < thresholds["goal_ratio_min"] * base_goal:
-        why.append(f"goal overlap {row.get('goal_overlap') or 0:.2f} vs {base_goal:.2f} at scale 0")
+    goal_high = (row.get("goal_ci") or [None, None])[1]
+    if (base_goal >= 0.1 and (row.get("goal_overlap") or 0) < thresholds["goal_ratio_min"] * base_goal
+            and goal_high is not None and goal_high < 0):  # fmt: skip
+        why.append(f"goal overlap {row.get('goal_overlap') or 0:.2f} vs {base_goal:.2f} at scale 0 (CI of the drop below 0)")
     if row["scored_replies"] < thresholds["min_replies_ratio"] * max(1, base["scored_replies"]):
         why.append(f"only {row['scored_replies']} scored replies vs {base['scored_replies']} at scale 0")
     return not why, why
@@ -249,11 +267,12 @@ def _coherence(row: dict[str, Any], base: dict[str, Any], thresholds: dict[str, 
 def choose_levels(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     """mild/moderate/severe scales from rows with ``scale`` and ``coherent``; pure function (see module doc).
 
-    Scales are taken in order of their absolute value (a negative scale steers towards the calm side);
-    the first incoherent one ends the search. None when no scale above 0 is coherent.
+    Positive scales are taken in increasing order; the first incoherent one ends the search. Negative
+    scales (towards the calm side of the pairs) are measured and reported but never a level. None when
+    no scale above 0 is coherent.
     """
     severe = None
-    for row in sorted((r for r in rows if r["scale"] != 0), key=lambda r: abs(r["scale"])):
+    for row in sorted((r for r in rows if r["scale"] > 0), key=lambda r: r["scale"]):
         if not row["coherent"]:
             break
         severe = float(row["scale"])

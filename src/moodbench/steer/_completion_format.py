@@ -72,11 +72,19 @@ def render_completion_prompt(system_prompt: str, turns: Sequence[tuple[str, str]
     return "".join(lines), list(STOP)
 
 
+#: A line that starts with an invented label (``RETRY:``, ``ATTEMPTED:``, ``NOTE:``): the model has stopped
+#: writing the customer's message and is continuing the document (seen on steered 0.5B replies).
+_INVENTED_LABEL = re.compile(r"\n\s*[A-Z][A-Z0-9 _-]{1,24}:")
+
+
 def clean_completion_reply(text: str) -> str:
-    """The generated continuation as a message: cut at any speaker label that slipped through, stripped."""
+    """The generated continuation as a message, stripped: cut at the next speaker label that slipped
+    through the stop strings, or at a line starting with an invented all-caps label."""
     cut = len(text)
     for stop in STOP:
         i = text.find(stop)
         if i >= 0:
             cut = min(cut, i)
+    if m := _INVENTED_LABEL.search(text):
+        cut = min(cut, m.start())
     return text[:cut].strip()

@@ -3,7 +3,7 @@
 One figure, two panels sharing the scale axis, so the inverted U is visible at a glance: the top panel
 shows how far the customer moved (VADER compound difference to scale 0 with its 95% CI, and the
 emotion's marker rate), the bottom panel what it cost (perplexity ratio to scale 0, flagged-reply,
-stop and repetition rates). Incoherent scales are shaded and the chosen levels drawn as vertical lines.
+stop and repetition rates, goal overlap). Incoherent scales are shaded and the chosen levels drawn as vertical lines.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def plot_calibration(cal: Any, path: str | Path) -> Path:
     rates.plot(xs, [r["flagged"] or 0 for r in rows], "^-", color="tab:orange", label="flagged replies")
     rates.plot(xs, [r["stop_rate"] or 0 for r in rows], "v-", color="tab:green", label="stop rate")
     rates.plot(xs, [r.get("repetition") or 0 for r in rows], "x-", color="tab:brown", label="repetition")
+    rates.plot(xs, [r.get("goal_overlap") or 0 for r in rows], "d-", color="tab:cyan", label="goal overlap")
     rates.set_ylim(0, 1)
     rates.set_ylabel("rate")
     h1, l1 = bottom.get_legend_handles_labels()
@@ -60,7 +61,8 @@ def plot_calibration(cal: Any, path: str | Path) -> Path:
     for level, scale in (cal.levels or {}).items():
         for ax in (top, bottom):
             ax.axvline(scale, color="black", lw=0.7, ls="--")
-        top.annotate(level, (scale, 1.0), xycoords=("data", "axes fraction"), fontsize=8, ha="center", va="bottom")
+        twin.annotate(level, (scale, 0.02), xycoords=("data", "axes fraction"), fontsize=8, ha="center", va="bottom",
+                     rotation=90, backgroundcolor="white")  # fmt: skip
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=110)
