@@ -43,6 +43,8 @@ def _summary(convs: list[list[Any]], family: list[str]) -> dict[str, Any]:
         "echo": sum(t.echo for t in turns),
         "premature_stop": sum(any(t.stop for t in c) for c in convs),
         "empty": sum(t.empty for t in turns),
+        "refusal": sum(t.refusal for t in turns),
+        "self_repeat": sum(t.self_repeat for t in turns),
         "errors": sum(t.error is not None for t in turns),
         "vader_compound": statistics.fmean(vader) if vader else None,
         "markers_per_100_words": 100.0 * hits / words if words else None,
