@@ -9,6 +9,8 @@ customer repeats its own previous message: the loop that strong vectors produce 
 
 The customer's system prompt is tau2's own user-simulator prompt for the task with no emotion text
 (:class:`moodbench.user.EmotionalUserSimulator` with ``persona_block=None``, i.e. byte for byte tau2's).
+The customer gets no tools here (the scripted agent could not answer a tool call), so use domains
+whose customers have none (mock, retail, airline; not telecom).
 Formats:
 
 * ``tau2``: tau2's role-flipped chat (agent turns as ``user``, customer turns as ``assistant``) sent to
