@@ -19,13 +19,21 @@ import httpx
 import pytest
 
 from moodbench.serve.install import (
+    LLAMA_CPP_PYTHON_VERSION,
     LocalBackendMissing,
+    build_llama_server,
+    build_local_binaries,
+    cached_generator_binary,
+    cached_server_binary,
+    cvector_generator_path,
     ensure_local_backend,
+    find_cvector_generator,
     find_llama_server,
 )
 from moodbench.serve.llamacpp import (
     ForcedCall,
     LlamaCppServer,
+    LlamaCppServerError,
     _Front,
     finish_forced_response,
     plan_chat_request,
@@ -113,6 +121,62 @@ def test_missing_backend_error_names_the_install_command(monkeypatch: pytest.Mon
     monkeypatch.setenv("MOODBENCH_LLAMA_SERVER", str(tmp_path / "no-such-llama-server"))
     with pytest.raises(LocalBackendMissing, match="install-local-backend.sh"):
         ensure_local_backend()
+    monkeypatch.setenv("MOODBENCH_CVECTOR_GENERATOR", str(tmp_path / "no-such-generator"))
+    with pytest.raises(LocalBackendMissing, match="install-local-backend.sh"):
+        cvector_generator_path()
+
+
+def _fake_binary(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\necho fake\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_both_binaries_cached_means_no_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MOODBENCH_CACHE_DIR", str(tmp_path))
+    for var in ("MOODBENCH_LLAMA_SERVER", "MOODBENCH_CVECTOR_GENERATOR"):
+        monkeypatch.delenv(var, raising=False)
+    server = _fake_binary(cached_server_binary())
+    generator = _fake_binary(cached_generator_binary())
+    assert server.name == f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
+    assert generator.name == f"llama-cvector-generator-{LLAMA_CPP_PYTHON_VERSION}"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no toolchain: any build attempt would fail loudly
+    assert build_local_binaries() == {"llama-server": server, "llama-cvector-generator": generator}
+    assert find_llama_server() == server and find_cvector_generator() == generator
+
+
+def test_a_cache_with_only_the_server_triggers_the_combined_rebuild(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MOODBENCH_CACHE_DIR", str(tmp_path))
+    for var in ("MOODBENCH_LLAMA_SERVER", "MOODBENCH_CVECTOR_GENERATOR"):
+        monkeypatch.delenv(var, raising=False)
+    _fake_binary(cached_server_binary())
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_cvector_generator() is None
+    with pytest.raises(RuntimeError, match="building llama-server needs cmake"):  # it tried to build, found no cmake
+        build_llama_server()
+
+
+def test_control_vectors_become_llama_server_flags(tmp_path: Path) -> None:
+    vec = tmp_path / "v.gguf"
+    srv = LlamaCppServer(tmp_path / "m.gguf", port=1, binary="/bin/true", control_vectors=[(vec, 1.5), (tmp_path / "w.gguf", -0.25)],
+                         control_vector_layers=(8, 23))  # fmt: skip
+    cmd = srv.command()
+    assert cmd.count("--control-vector-scaled") == 2
+    assert cmd[cmd.index("--control-vector-scaled") + 1] == f"{vec}:1.5" and f"{tmp_path / 'w.gguf'}:-0.25" in cmd
+    i = cmd.index("--control-vector-layer-range")
+    assert cmd[i + 1 : i + 3] == ["8", "23"]
+    assert "--control-vector-scaled" not in LlamaCppServer(tmp_path / "m.gguf", port=1, binary="/bin/true").command()
+    with pytest.raises(ValueError, match="cannot parse"):
+        LlamaCppServer(tmp_path / "m.gguf", port=1, control_vectors=[(tmp_path / "a:b.gguf", 1.0)])
+
+
+def test_a_missing_control_vector_fails_before_launch(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    srv = LlamaCppServer(model, binary="/bin/true", control_vectors=[(tmp_path / "missing.gguf", 1.0)], front=False)
+    with pytest.raises(LlamaCppServerError, match="control vector not found"):
+        srv.start()
 
 
 # ------------------------------------------------------- the HTTP front against a stand-in upstream
@@ -186,6 +250,14 @@ def test_front_relays_auto_requests_untouched_including_chunked_bodies_and_strea
             json.loads(line[6:])["choices"][0]["delta"]["content"] for line in r.iter_lines() if line.startswith("data: ")
         )
     assert text == "Hello"
+    assert _Upstream.seen[-1] == body
+
+
+def test_front_relays_text_completions_unchanged(front: str) -> None:
+    # The completion customer format posts here; even a stray tool_choice must not be rewritten.
+    body = {"prompt": "AGENT: Hi!\nCUSTOMER:", "stop": ["\nAGENT:"], "max_tokens": 8, "tool_choice": "required"}
+    r = httpx.post(f"{front}/completions", json=body, timeout=10)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "plain text"
     assert _Upstream.seen[-1] == body
 
 

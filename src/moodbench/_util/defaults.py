@@ -14,4 +14,4 @@ MAX_CONSECUTIVE_FAILURES = 25  # failed requests in a row before an endpoint cou
 CONCURRENCY = 4
 STOP_GRACE_S = 25.0  # schedulers send SIGKILL 30 s after SIGTERM (Slurm, Kubernetes defaults)
 SEED = 300
-USER_FORMATS = ("tau2", "transcript")  # how the customer model sees the conversation (see sim._user)
+USER_FORMATS = ("tau2", "transcript", "completion")  # how the customer model sees the conversation (see sim._user)

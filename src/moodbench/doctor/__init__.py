@@ -26,7 +26,15 @@ from moodbench.doctor._cases import CASES, ProbeCase, cases_for, probe_domains
 from moodbench.doctor._endpoints import OPENAI_COMPATIBLE, EndpointCheck, check_endpoint, split_model
 from moodbench.doctor._preflight import PreflightError, check_endpoints, run_preflight
 from moodbench.doctor._render import render_report, render_user_report
-from moodbench.doctor._user_probe import USER_FLAGGED_MAX, UserFormatStats, UserProbeReport, UserTurn, run_user_probe
+from moodbench.doctor._user_probe import (
+    USER_FLAGGED_MAX,
+    UserFormatStats,
+    UserProbeReport,
+    UserTurn,
+    agent_questions,
+    check_customer_reply,
+    run_user_probe,
+)
 
 __all__ = [
     "CASES",
@@ -37,6 +45,8 @@ __all__ = [
     "VERDICT_OK",
     "VERDICT_TEXT",
     "VERDICT_UNUSABLE",
+    "agent_questions",
+    "check_customer_reply",
     "CaseResult",
     "EndpointCheck",
     "ModeStats",

@@ -23,7 +23,7 @@ from moodbench.llm import ModelClient, ModelSpec
 
 USER_FLAGGED_MAX = 0.5
 USER_TURNS = 3
-_AGENT_QUESTIONS: dict[str, tuple[str, str]] = {
+AGENT_QUESTIONS: dict[str, tuple[str, str]] = {
     "mock": ("Sure, I can help with tasks. Which user id is this for?",
              "Thanks. What exactly should I do, and what is the task called?"),
     "retail": ("I'd be glad to help. First I need to verify your identity: what is your email address, or your name and zip code?",
@@ -33,7 +33,7 @@ _AGENT_QUESTIONS: dict[str, tuple[str, str]] = {
     "telecom": ("I'd be glad to help. What is the phone number on your account?",
                 "Thank you. Could you describe the problem in a bit more detail?"),
 }
-_GENERIC_QUESTIONS = ("I'd be glad to help. How can I identify your account?", "Thank you. What would you like me to do?")
+GENERIC_QUESTIONS = ("I'd be glad to help. How can I identify your account?", "Thank you. What would you like me to do?")
 
 
 @dataclass
@@ -91,7 +91,12 @@ class UserProbeReport:
         }
 
 
-def _check_user_reply(agent_text: str, reply: str) -> UserTurn:
+def agent_questions(domain: str) -> tuple[str, str]:
+    """The fixed agent's two questions after tau2's greeting, for ``domain`` (a generic pair otherwise)."""
+    return AGENT_QUESTIONS.get(domain, GENERIC_QUESTIONS)
+
+
+def check_customer_reply(agent_text: str, reply: str) -> UserTurn:
     """The fidelity rules applied to one customer reply (every stop in these few turns is premature)."""
     from moodbench.judges import ends_conversation, is_echo, looks_like_agent
     from moodbench.results import strip_stop_tokens
@@ -108,7 +113,7 @@ def _check_user_reply(agent_text: str, reply: str) -> UserTurn:
 def _user_conversation(client: ModelClient, domain: str, task: Any, user_format: str, turns: int) -> list[UserTurn]:
     from moodbench.sim import GREETING, customer_replies
 
-    script = (GREETING, *_AGENT_QUESTIONS.get(domain, _GENERIC_QUESTIONS))[:turns]
+    script = (GREETING, *agent_questions(domain))[:turns]
     out: list[UserTurn] = []
     for reply in customer_replies(client, domain, task, user_format, script):
         if reply.error is not None:
@@ -118,7 +123,7 @@ def _user_conversation(client: ModelClient, domain: str, task: Any, user_format:
         elif reply.tool_calls:  # telecom customers may act on their phone; the fixed agent cannot follow
             out.append(UserTurn(agent=reply.agent, reply=f"(tool call: {', '.join(reply.tool_calls)})"))
         else:
-            turn = _check_user_reply(reply.agent, reply.text or "")
+            turn = check_customer_reply(reply.agent, reply.text or "")
             out.append(turn)
             if turn.stop:
                 break

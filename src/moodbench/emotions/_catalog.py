@@ -13,6 +13,8 @@ from moodbench._util.errors import UsageError
 from moodbench._util.files import read_user_text
 
 LEVELS: tuple[str, ...] = ("mild", "moderate", "severe")
+STEERING_MIN_PAIRS = 4
+STEERING_MAX_PAIRS = 200
 DEFAULT_LEVEL = "moderate"
 CONTROL = "control"
 
@@ -35,6 +37,58 @@ class UnknownVariantError(UsageError):
     """A spec names a variant or level that does not exist; the message lists what does."""
 
 
+def _non_empty(text: str, what: str) -> str:
+    if not text or not text.strip():
+        raise ValueError(f"{what} is empty")
+    return text
+
+
+class SteeringPair(BaseModel):
+    """One contrastive pair: the same agent turn, answered with the emotion's and the calm reply opening."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str
+    positive: str
+    negative: str
+
+    @field_validator("agent", "positive", "negative")
+    @classmethod
+    def _filled(cls, text: str) -> str:
+        return _non_empty(text, "a steering pair's text")
+
+
+class SteeringData(BaseModel):
+    """Contrastive material for a control vector (``moodbench steer build``): see the YAML files' header.
+
+    ``positive``/``negative`` are the customer's system prompts (the emotion vs its calm, satisfied
+    opposite; one prompt, or a list used in turn by the pairs so the vector does not learn one wording).
+    Each pair answers the same agent turn with two reply openings. At least ``STEERING_MIN_PAIRS``
+    pairs: a direction estimated from two or three pairs is mostly noise.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    positive: str | list[str]
+    negative: str | list[str]
+    pairs: list[SteeringPair] = Field(min_length=STEERING_MIN_PAIRS, max_length=STEERING_MAX_PAIRS)
+
+    @field_validator("positive", "negative")
+    @classmethod
+    def _prompts(cls, value: str | list[str]) -> str | list[str]:
+        items = [value] if isinstance(value, str) else value
+        if not items:
+            raise ValueError("needs at least one system prompt")
+        for text in items:
+            _non_empty(text, "a steering system prompt")
+        return value
+
+    def system_prompts(self, side: str) -> list[str]:
+        """The system prompts of one side (``positive`` or ``negative``) as a list."""
+        value = self.positive if side == "positive" else self.negative
+        return [value] if isinstance(value, str) else list(value)
+
+
 class Variant(BaseModel):
     """One variant file. ``extra='forbid'`` so a typo in a user's file is an error, not a no-op."""
 
@@ -43,6 +97,7 @@ class Variant(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     description: str
     levels: dict[str, str] = Field(default_factory=dict)
+    steering: SteeringData | None = None
     source: str = "builtin"
 
     @field_validator("levels")

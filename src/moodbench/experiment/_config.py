@@ -113,8 +113,10 @@ class RunConfig(BaseModel):
                                                    "tool every turn and speaks only through a respond_to_user tool.")
     recover_text_tool_calls: bool | None = opt(None, "Turn tool calls written as text into real calls (default: on for "
                                                      "local models, off otherwise).")
-    user_format: Literal["tau2", "transcript"] = opt("tau2", "tau2 (role-flipped history) or transcript (one message "
-                                                     "holding the conversation so far).")
+    user_format: Literal["tau2", "transcript", "completion"] = opt(
+        None, "How the customer model sees the conversation: tau2 (tau2's role-flipped chat), transcript (one chat message "
+              "holding the conversation) or completion (a transcript continued through /v1/completions; keeps small models "
+              "in the customer role). Default: completion for local/ customer models, tau2 otherwise.")
     judge_fidelity: bool = opt(False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion "
                                       "at the intended level?).")
 
@@ -190,6 +192,17 @@ class RunConfig(BaseModel):
         if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
             raise ValueError("shard must be I/N with 1 <= I <= N, e.g. 1/4 (shards are numbered from 1)")
         return f"{int(m.group(1))}/{int(m.group(2))}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_user_format(cls, data: Any) -> Any:
+        """The customer format a run gets when none is named: ``completion`` for an embedded local
+        customer model (measured: it keeps small models in the customer role, see README), else
+        tau2's own. Resolved here, so the stored experiment names the format it really used."""
+        if isinstance(data, dict) and data.get("user_format") is None:
+            customer = data.get("user_model") or data.get("agent_model") or ""
+            data = {**data, "user_format": "completion" if str(customer).startswith("local/") else "tau2"}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

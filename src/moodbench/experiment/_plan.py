@@ -63,7 +63,7 @@ def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
 
 def make_plan(config: RunConfig) -> Plan:
     """Resolve tasks (tau2 is imported here, not before) and variants; apply the shard."""
-    from moodbench.sim import load_domain_tasks
+    from moodbench.sim import domain_tools, load_domain_tasks
 
     try:
         catalog = load_catalog(list(config.variants_file))
@@ -75,6 +75,9 @@ def make_plan(config: RunConfig) -> Plan:
     order: list[tuple[str, str]] = []
     for domain in config.domains:
         available = load_domain_tasks(domain, config.task_split)
+        if config.user_format == "completion" and domain_tools(domain)[1]:
+            raise ConfigError(f"--user-format completion gives the customer no tools, and {domain!r} customers act on their "
+                              "own device; use --user-format tau2 (or transcript) for this domain")
         by_id = {t.id: t for t in available}
         if config.task_ids is not None:
             twice = sorted({t for t in config.task_ids if config.task_ids.count(t) > 1})

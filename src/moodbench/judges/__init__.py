@@ -18,11 +18,13 @@ from moodbench.judges._emotion import (
 from moodbench.judges._fidelity import (
     ECHO_SIMILARITY,
     Scenario,
+    content_words,
     ends_conversation,
     fidelity_flags,
     is_echo,
     is_write,
     looks_like_agent,
+    words,
 )
 from moodbench.judges._fidelity_judge import LEVEL_TO_INTENSITY, judge_fidelity
 from moodbench.judges._nl_assertions import AssertionVerdict, judge_nl_assertions
@@ -38,6 +40,7 @@ __all__ = [
     "AssertionVerdict",
     "Scenario",
     "ends_conversation",
+    "content_words",
     "families_of",
     "fidelity_flags",
     "is_echo",
@@ -51,4 +54,5 @@ __all__ = [
     "render_transcript",
     "text_scores",
     "word_count",
+    "words",
 ]

@@ -52,12 +52,12 @@ class Scenario:
     needs_agent_write: bool  # the task's gold actions include an agent-side write
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in _words(text) if w not in _STOPWORDS and len(w) > 2}
+def content_words(text: str) -> set[str]:
+    return {w for w in words(text) if w not in _STOPWORDS and len(w) > 2}
 
 
 def is_write(tool_name: str) -> bool:
@@ -104,17 +104,17 @@ def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, us
     premature = bool(scenario.needs_agent_write and not agent_wrote and stop_turn is not None and stop_turn < EARLY_STOP_TURNS)
     evidence["stop_turn"] = stop_turn
 
-    target = _content_words(scenario.reason_for_call)
-    said = set().union(*[_content_words(t) for _, t in user_turns]) if user_turns else set()
+    target = content_words(scenario.reason_for_call)
+    said = set().union(*[content_words(t) for _, t in user_turns]) if user_turns else set()
     overlap = len(target & said) / len(target) if target else 1.0
     evidence["goal_overlap"] = round(overlap, 3)
 
     leak = False
     if user_prompt:
-        prompt_words = _words(user_prompt)
+        prompt_words = words(user_prompt)
         grams = {tuple(prompt_words[k:k + LEAK_NGRAM]) for k in range(max(0, len(prompt_words) - LEAK_NGRAM + 1))}
         for _, t in user_turns:
-            w = _words(t)
+            w = words(t)
             if any(tuple(w[k:k + LEAK_NGRAM]) in grams for k in range(max(0, len(w) - LEAK_NGRAM + 1))):
                 leak = True
                 break

@@ -261,7 +261,9 @@ def _make_transport(spec: ModelSpec) -> OpenAICompatTransport | LitellmTransport
 class _Call:
     """One ``complete()`` call across its attempts."""
 
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]] | None  # a chat request, or
+    prompt: str | None  # a text completion (``/v1/completions``)
+    stop: list[str] | None
     tools: list[dict[str, Any]] | None
     tool_choice: str | dict | None
     recover: bool
@@ -390,7 +392,20 @@ class ModelClient:
         seed: int | None = None,
     ) -> Completion:
         """Send one chat request; raise :class:`LLMCallError` only after every retry failed."""
-        call = _Call(messages, tools, tool_choice, recover_text_tool_calls, seed, empty_left=self.spec.empty_retries)
+        call = _Call(messages, None, None, tools, tool_choice, recover_text_tool_calls, seed, empty_left=self.spec.empty_retries)
+        return self._run(call)
+
+    def complete_text(self, prompt: str, *, stop: list[str] | None = None, seed: int | None = None) -> Completion:
+        """Continue ``prompt`` as plain text (``/v1/completions``, no chat template): the same retries,
+        deadline, size limit, breaker, ``<think>`` stripping and accounting as :meth:`complete`.
+
+        For servers and models that serve text completions (vLLM, llama.cpp, OpenAI-compatible
+        servers); it is how a small local model plays the customer in the ``completion`` user format.
+        """
+        call = _Call(None, prompt, list(stop) if stop else None, None, None, False, seed, empty_left=self.spec.empty_retries)
+        return self._run(call)
+
+    def _run(self, call: _Call) -> Completion:
         try:
             return self._retrying(call)(self._attempt, call)
         except _EmptyReply as last:  # pragma: no cover - tenacity only stops on failures
@@ -426,7 +441,12 @@ class ModelClient:
         try:
             # num_retries=0 (in _kwargs) also becomes the openai SDK's max_retries, so the only
             # retries are tenacity's: the request log shows exactly max_retries + 1 requests.
-            response = self._transport.completion(messages=call.messages, budget=budget, **kw)
+            if call.prompt is not None:
+                if call.stop:
+                    kw["stop"] = call.stop
+                response = self._transport.text_completion(prompt=call.prompt, budget=budget, **kw)
+            else:
+                response = self._transport.completion(messages=call.messages, budget=budget, **kw)
             latency = time.perf_counter() - started
             try:
                 completion = self._parse(response, latency, call.attempts, label, call.tools, call.recover)

@@ -67,11 +67,24 @@ class OpenAICompatTransport:
 
     def completion(self, *, messages: list[dict[str, Any]], model: str, api_base: str, timeout: float,
                    api_key: str | None = None, budget: RequestBudget | None = None, **kw: Any) -> litellm.ModelResponse:
-        name = model.split("/", 1)[1]
         # litellm leaves out None-valued message keys (``content: null`` next to tool calls), which
         # some servers' chat templates reject; so does this transport.
-        body: dict[str, Any] = {"model": name, "messages": [
+        body: dict[str, Any] = {"messages": [
             {k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]}
+        data = self._post("/chat/completions", body, model=model, api_base=api_base, timeout=timeout, api_key=api_key,
+                          budget=budget, **kw)
+        return litellm.ModelResponse(**data)
+
+    def text_completion(self, *, prompt: str, model: str, api_base: str, timeout: float, api_key: str | None = None,
+                        budget: RequestBudget | None = None, **kw: Any) -> litellm.ModelResponse:
+        """``/v1/completions`` (a plain continuation, no chat template), returned in the chat shape."""
+        data = self._post("/completions", {"prompt": prompt}, model=model, api_base=api_base, timeout=timeout,
+                          api_key=api_key, budget=budget, **kw)
+        return chat_shaped(data)
+
+    def _post(self, path: str, body: dict[str, Any], *, model: str, api_base: str, timeout: float, api_key: str | None,
+              budget: RequestBudget | None, **kw: Any) -> dict[str, Any]:
+        body = {"model": model.split("/", 1)[1], **body}
         extra = kw.pop("extra_body", None)
         for key, value in kw.items():
             if key not in _LITELLM_KEYS and value is not None:
@@ -79,7 +92,7 @@ class OpenAICompatTransport:
         if isinstance(extra, dict):
             body.update(extra)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        url = api_base.rstrip("/") + "/chat/completions"
+        url = api_base.rstrip("/") + path
         provider = model.split("/", 1)[0]
         request = self._http.build_request("POST", url, content=json.dumps(body).encode(),
                                            headers={**headers, "Content-Type": "application/json"}, timeout=timeout)
@@ -107,7 +120,20 @@ class OpenAICompatTransport:
         if not isinstance(data, dict):
             raise litellm.InternalServerError(f"reply is not a JSON object: {content[:300]!r}", llm_provider=provider,
                                               model=model, response=_as_read(resp, content))
-        return litellm.ModelResponse(**data)
+        return data
+
+
+def chat_shaped(data: dict[str, Any]) -> litellm.ModelResponse:
+    """A text completion (``choices[i].text``) as a chat completion whose message holds the text, so
+    one parser (``<think>`` stripping, accounting, empty-reply handling) serves both."""
+    choices = []
+    for i, choice in enumerate(data.get("choices") or []):
+        choices.append({"index": choice.get("index", i), "finish_reason": choice.get("finish_reason"),
+                        "message": {"role": "assistant", "content": choice.get("text") or ""}})
+    if not choices:
+        raise ValueError("a text completion without choices")
+    return litellm.ModelResponse(id=data.get("id"), created=data.get("created"), model=data.get("model"), choices=choices,
+                                 usage=data.get("usage"), object="chat.completion")
 
 
 def _read(resp: httpx.Response, budget: RequestBudget | None) -> bytes:

@@ -123,6 +123,26 @@ class LitellmTransport:
                        model=kw["model"])
 
 
+    def text_completion(self, *, prompt: str, budget: RequestBudget | None = None, **kw: Any) -> Any:
+        """``litellm.text_completion`` (``/v1/completions`` for OpenAI-compatible providers), in the chat shape."""
+        from moodbench.llm._fast import chat_shaped
+
+        kw.pop("tools", None)
+        kw.pop("tool_choice", None)
+
+        def call() -> Any:
+            response = litellm.text_completion(prompt=prompt, **kw)
+            data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+            return chat_shaped(data)
+
+        if budget is None:
+            return call()
+        hook = self.hook_for(kw["model"], kw.get("api_base"), kw.get("api_key"))
+        if hook is not None:
+            kw["client"] = hook
+        return _within(budget, call, grace=_HOOKED_GRACE_S if hook is not None else 0.0, model=kw["model"])
+
+
 def _within(budget: RequestBudget, call: Any, *, grace: float, model: str) -> Any:
     """Run ``call`` in a worker thread under ``budget``; give up on it ``grace`` seconds after the deadline."""
     outcome: dict[str, Any] = {}

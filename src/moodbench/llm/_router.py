@@ -84,3 +84,9 @@ class RoutedTransport:
             return self.inner.completion(**kw)
         finally:
             self.router.release(kw.get("api_base"))
+
+    def text_completion(self, **kw: Any) -> Any:
+        try:
+            return self.inner.text_completion(**kw)
+        finally:
+            self.router.release(kw.get("api_base"))

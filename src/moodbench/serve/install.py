@@ -1,4 +1,4 @@
-"""Installing the embedded local backend: llama.cpp's ``llama-server``, built portably, cached.
+"""Installing the embedded local backend: llama.cpp's ``llama-server`` (and ``llama-cvector-generator``), built portably, cached.
 
 Why a C++ binary and not the Python binding: llama.cpp's own ``llama-server`` accepts the standard
 multi-turn tool conversation tau2 sends (assistant ``content: null`` + ``tool_calls``, ``tool`` results),
@@ -7,10 +7,17 @@ the simulated customer's long prompts are each processed once. ``python -m llama
 those follow-up turns (HTTP 500) and ignores "required" (see docs/notes and serve/llamacpp.py).
 
 How: the llama.cpp sources vendored in the ``llama-cpp-python`` sdist on PyPI (a pinned release, so the
-build is reproducible and reachable wherever PyPI is) are compiled with cmake into one static
-``llama-server`` and cached under ``<cache>/bin``; a second install is a no-op. The build is always
-*portable* (``-DGGML_NATIVE=OFF``: SSE4.2/AVX/AVX2/FMA/F16C): a ``-march=native`` build picked AMX on
-the project's build machine and segfaulted on the first decode.
+build is reproducible and reachable wherever PyPI is) are compiled with cmake, in ONE build with two
+targets, into static ``llama-server`` and ``llama-cvector-generator`` binaries (the generator builds
+contrastive control vectors for :mod:`moodbench.steer`; it shares every library with the server, so the
+second target costs one more source file) and cached under ``<cache>/bin``, versioned; a second install
+is a no-op, and a cache holding only the server (from before the generator was built) gets one combined
+rebuild. The build is always *portable* (``-DGGML_NATIVE=OFF``: SSE4.2/AVX/AVX2/FMA/F16C): a
+``-march=native`` build picked AMX on the project's build machine and segfaulted on the first decode.
+
+The build takes minutes on a laptop, so it shows progress: ninja's ``[n/m]`` (or make's ``[ xx%]``)
+lines become a rich progress bar with an ETA on a terminal and a plain line every 10% elsewhere (CI
+logs), while the full output still goes to ``<cache>/bin/llama-server-build.log``.
 
 Optionally (``--with-python``) the ``llama-cpp-python`` wheel is built the same portable way
 (``CMAKE_ARGS=-DGGML_NATIVE=OFF``, ``--no-cache-dir`` because pip otherwise reuses a cached native
@@ -27,6 +34,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from moodbench.serve.models import (
     DEFAULT_MODEL,
@@ -47,13 +55,21 @@ from moodbench.serve.models import (
 
 __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",
+    "BuildProgress",
     "LocalBackendMissing",
+    "build_cvector_generator",
     "build_llama_server",
+    "build_local_binaries",
+    "cached_generator_binary",
+    "cached_server_binary",
+    "cvector_generator_path",
     "ensure_local_backend",
+    "find_cvector_generator",
     "find_llama_server",
     "install_local_backend",
     "install_python_binding",
     "llama_server_path",
+    "parse_build_progress",
 ]
 
 #: The llama-cpp-python release whose vendored llama.cpp we build (also the optional Python binding).
@@ -80,6 +96,11 @@ CMAKE_FLAGS: tuple[str, ...] = (
 
 INSTALL_HINT = "scripts/install-local-backend.sh   (or: python -m moodbench.serve.install)"
 
+#: The cmake targets of the one combined build, and the binary each one produces under ``build/bin``.
+SERVER_TARGET = "llama-server"
+GENERATOR_TARGET = "llama-cvector-generator"
+BUILD_TARGETS: tuple[str, ...] = (SERVER_TARGET, GENERATOR_TARGET)
+
 
 class LocalBackendMissing(RuntimeError):
     """The llama.cpp server binary is not installed; the message carries the install command."""
@@ -90,22 +111,43 @@ def bin_dir() -> Path:
     return cache_root() / "bin"
 
 
+def cached_binary(target: str) -> Path:
+    """``<cache>/bin/<target>-<version>``: versioned, so a later pin never silently runs an older binary."""
+    return bin_dir() / f"{target}-{LLAMA_CPP_PYTHON_VERSION}"
+
+
 def cached_server_binary() -> Path:
-    """Versioned, so a later pin never silently runs an older binary."""
-    return bin_dir() / f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
+    return cached_binary(SERVER_TARGET)
+
+
+def cached_generator_binary() -> Path:
+    return cached_binary(GENERATOR_TARGET)
+
+
+def _is_exe(p: Path) -> bool:
+    return p.is_file() and os.access(p, os.X_OK)
+
+
+def _find(target: str, env_var: str) -> Path | None:
+    env = os.environ.get(env_var)
+    if env:
+        p = Path(env).expanduser()
+        return p if _is_exe(p) else None
+    p = cached_binary(target)
+    if _is_exe(p):
+        return p
+    found = shutil.which(target)
+    return Path(found) if found else None
 
 
 def find_llama_server() -> Path | None:
     """``$MOODBENCH_LLAMA_SERVER``, else our cached build, else a ``llama-server`` on PATH."""
-    env = os.environ.get("MOODBENCH_LLAMA_SERVER")
-    if env:
-        p = Path(env).expanduser()
-        return p if p.is_file() and os.access(p, os.X_OK) else None
-    p = cached_server_binary()
-    if p.is_file() and os.access(p, os.X_OK):
-        return p
-    found = shutil.which("llama-server")
-    return Path(found) if found else None
+    return _find(SERVER_TARGET, "MOODBENCH_LLAMA_SERVER")
+
+
+def find_cvector_generator() -> Path | None:
+    """``$MOODBENCH_CVECTOR_GENERATOR``, else our cached build, else a ``llama-cvector-generator`` on PATH."""
+    return _find(GENERATOR_TARGET, "MOODBENCH_CVECTOR_GENERATOR")
 
 
 def llama_server_path() -> Path:
@@ -116,9 +158,24 @@ def llama_server_path() -> Path:
         extra = f" ($MOODBENCH_LLAMA_SERVER={env} is not an executable file)" if env else ""
         raise LocalBackendMissing(
             f"the local model backend (llama.cpp's llama-server) is not installed{extra}.\n"
-            f"Install it once (builds llama.cpp for this CPU's portable instruction set, ~4-5 min on 2 cores):\n"
+            f"Install it once (builds llama.cpp portably, with a progress bar: ~5-11 min on 2 cores):\n"
             f"    {INSTALL_HINT}\n"
             "or point MOODBENCH_LLAMA_SERVER at an existing llama-server binary."
+        )
+    return p
+
+
+def cvector_generator_path() -> Path:
+    """The control-vector generator binary, or :class:`LocalBackendMissing` saying how to install it."""
+    p = find_cvector_generator()
+    if p is None:
+        env = os.environ.get("MOODBENCH_CVECTOR_GENERATOR")
+        extra = f" ($MOODBENCH_CVECTOR_GENERATOR={env} is not an executable file)" if env else ""
+        raise LocalBackendMissing(
+            f"llama.cpp's llama-cvector-generator (builds steering vectors) is not installed{extra}.\n"
+            "It is built together with llama-server; an older cache that has only the server is rebuilt once:\n"
+            f"    {INSTALL_HINT}\n"
+            "or point MOODBENCH_CVECTOR_GENERATOR at an existing llama-cvector-generator binary."
         )
     return p
 
@@ -158,6 +215,113 @@ def _run(cmd: Sequence[str], *, log: Path, env: dict[str, str] | None = None, cw
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n  log: {log}\n" + "\n".join(tail))
+
+
+# --------------------------------------------------------------------------------------- progress
+_NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
+_MAKE_RE = re.compile(r"^\[\s*(\d{1,3})%\]")
+
+
+def parse_build_progress(line: str) -> tuple[int, int] | None:
+    """``(done, total)`` from one build output line, or None; pure function.
+
+    ninja writes ``[12/206] Building CXX object ...`` (one line per edge when its output is not a
+    terminal); make writes ``[ 42%] Building ...``, returned as ``(42, 100)``.
+    """
+    if m := _NINJA_RE.match(line):
+        done, total = int(m.group(1)), int(m.group(2))
+        return (done, total) if total > 0 and done <= total else None
+    if m := _MAKE_RE.match(line):
+        pct = int(m.group(1))
+        return (pct, 100) if pct <= 100 else None
+    return None
+
+
+class BuildProgress:
+    """Shows a long build's progress: a rich bar with ETA on a terminal, a plain line per ``step`` off one.
+
+    Why both: an interactive user wants a live bar; a CI log or a pipe wants a few lines it can keep
+    (a live bar there is either invisible or hundreds of redraws). ``console`` is a rich Console or None
+    (then stderr). Use as a context manager and feed it every output line with :meth:`line`.
+    """
+
+    def __init__(self, label: str, console: Any = None, *, step: float = 0.10, clock: Any = time.monotonic) -> None:
+        from moodbench._util.console import stderr_console
+
+        self.label = label
+        self.console = console if console is not None else stderr_console()
+        self.step = step
+        self.clock = clock
+        self.done = 0
+        self.total = 0
+        self._t0 = clock()
+        self._next_report = step
+        self._bar: Any = None
+        self._task: Any = None
+        self.interactive = bool(getattr(self.console, "is_terminal", False))
+
+    def __enter__(self) -> Self:
+        if self.interactive:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(), TextColumn("elapsed"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def line(self, text: str) -> None:
+        got = parse_build_progress(text)
+        if got is None:
+            return
+        self.done, self.total = got
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, total=self.total)
+            return
+        frac = self.done / self.total
+        if frac + 1e-9 >= self._next_report or self.done == self.total:
+            while self._next_report <= frac + 1e-9:
+                self._next_report += self.step
+            elapsed = self.clock() - self._t0
+            eta = elapsed / frac * (1 - frac) if frac > 0 else 0.0
+            tail = "done" if self.done == self.total else f"ETA {_mmss(eta)}"
+            msg = f"{self.label}: {frac:4.0%} ({self.done}/{self.total}) elapsed {_mmss(elapsed)}, {tail}"
+            self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
+def _mmss(seconds: float) -> str:
+    s = max(0, round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _run_with_progress(cmd: Sequence[str], *, log: Path, progress: BuildProgress, cwd: Path | None = None) -> None:
+    """Like :func:`_run`, but reads the output line by line (to the log and to ``progress``)."""
+    with open(log, "ab") as fh:
+        fh.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        fh.flush()
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            fh.write(raw)
+            progress.line(raw.decode(errors="replace"))
+        fh.flush()
+        rc = proc.wait()
+    if rc != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"command failed ({rc}): {' '.join(cmd)}\n  log: {log}\n" + "\n".join(tail))
 
 
 def _sha256(path: Path) -> str:
@@ -211,18 +375,27 @@ def _check_toolchain() -> None:
 
 
 # ------------------------------------------------------------------------------------------ builds
-def build_llama_server(*, force: bool = False, console: Any = None, jobs: int | None = None) -> Path:
-    """Build (once) and return the cached portable ``llama-server`` binary."""
-    target = cached_server_binary()
+def _all_cached() -> bool:
+    return all(_is_exe(cached_binary(t)) for t in BUILD_TARGETS)
+
+
+def build_local_binaries(*, force: bool = False, console: Any = None, jobs: int | None = None) -> dict[str, Path]:
+    """Build (once) the cached portable ``llama-server`` and ``llama-cvector-generator``; ``{target: path}``.
+
+    One cmake configuration, one ``cmake --build --target llama-server llama-cvector-generator``: the
+    targets share all libraries. When any of the two cached binaries is missing (e.g. a cache from before
+    the generator existed) both are rebuilt together, so they always come from the same sources and flags.
+    """
     with _lock("llama-server"):
-        if target.is_file() and not force:
-            return target
+        if _all_cached() and not force:
+            return {t: cached_binary(t) for t in BUILD_TARGETS}
         _check_toolchain()
         log = bin_dir() / "llama-server-build.log"
         log.write_text("")
         sdist = _fetch_sdist(log, console)
         t0 = time.monotonic()
-        _say(console, f"Building llama-server (portable, -DGGML_NATIVE=OFF) from {sdist.name}; log: {log}")
+        names = " + ".join(BUILD_TARGETS)
+        _say(console, f"Building {names} (portable, -DGGML_NATIVE=OFF) from {sdist.name}; log: {log}")
         with tempfile.TemporaryDirectory(prefix="moodbench-llama-build-") as tmp:
             tmpdir = Path(tmp)
             with tarfile.open(sdist) as tf:
@@ -233,19 +406,37 @@ def build_llama_server(*, force: bool = False, console: Any = None, jobs: int | 
             src = tmpdir / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}" / "vendor" / "llama.cpp"
             build = tmpdir / "build"
             gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+            _say(console, "  configuring (cmake) ...")
             _run(["cmake", "-S", str(src), "-B", str(build), *gen, *CMAKE_FLAGS], log=log)
-            _run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs or _jobs())], log=log)
-            built = build / "bin" / "llama-server"
-            if not built.is_file():
-                raise RuntimeError(f"build finished but {built} is missing (see {log})")
-            # Smoke test before caching: a binary that cannot even print its version must not be kept.
-            _run([str(built), "--version"], log=log)
-            tmp_target = target.with_name(target.name + ".tmp")
-            shutil.copy2(built, tmp_target)
-            os.chmod(tmp_target, 0o755)
-            os.replace(tmp_target, target)
-        _say(console, f"llama-server built in {time.monotonic() - t0:.0f}s -> {target}")
-        return target
+            with BuildProgress("compiling", console) as progress:
+                _run_with_progress(
+                    ["cmake", "--build", str(build), "--target", *BUILD_TARGETS, "-j", str(jobs or _jobs())],
+                    log=log, progress=progress,
+                )  # fmt: skip
+            built = {t: build / "bin" / t for t in BUILD_TARGETS}
+            for b in built.values():
+                if not b.is_file():
+                    raise RuntimeError(f"build finished but {b} is missing (see {log})")
+                # Smoke test before caching: a binary that cannot even print its version must not be kept.
+                _run([str(b), "--version"], log=log)
+            for t, b in built.items():
+                target = cached_binary(t)
+                tmp_target = target.with_name(target.name + ".tmp")
+                shutil.copy2(b, tmp_target)
+                os.chmod(tmp_target, 0o755)
+                os.replace(tmp_target, target)  # atomic: a running server keeps its old inode
+        _say(console, f"{names} built in {time.monotonic() - t0:.0f}s -> {bin_dir()}")
+        return {t: cached_binary(t) for t in BUILD_TARGETS}
+
+
+def build_llama_server(*, force: bool = False, console: Any = None, jobs: int | None = None) -> Path:
+    """Build (once, together with the generator) and return the cached portable ``llama-server`` binary."""
+    return build_local_binaries(force=force, console=console, jobs=jobs)[SERVER_TARGET]
+
+
+def build_cvector_generator(*, force: bool = False, console: Any = None, jobs: int | None = None) -> Path:
+    """Build (once, together with the server) and return the cached ``llama-cvector-generator`` binary."""
+    return build_local_binaries(force=force, console=console, jobs=jobs)[GENERATOR_TARGET]
 
 
 def _cached_wheel() -> Path | None:
@@ -310,9 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only report whether the backend is installed")
     args = ap.parse_args(argv)
     if args.check:
-        p = find_llama_server()
-        print(p if p else f"not installed; run {INSTALL_HINT}")
-        return 0 if p else 1
+        p, g = find_llama_server(), find_cvector_generator()
+        print(p if p else f"llama-server not installed; run {INSTALL_HINT}")
+        print(g if g else f"llama-cvector-generator not installed; run {INSTALL_HINT}")
+        return 0 if p and g else 1
     try:
         server = install_local_backend(
             force=args.force, with_python=args.with_python, model=None if args.no_model else args.model
@@ -321,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"llama-server: {server}")
+    print(f"llama-cvector-generator: {cached_generator_binary()}")
     return 0
 
 

@@ -411,6 +411,11 @@ class LlamaCppServer:
     (tau2 with one local model for agent and customer uses two slots per concurrent conversation).
     ``cache_ram_mib`` caps the RAM copy of idle slots' prompts. ``front=False`` serves llama-server
     directly on ``port`` (then a named ``tool_choice`` behaves like "auto" and "required" is weak).
+
+    ``control_vectors`` steers every reply of this server: ``(file, scale)`` pairs (control vectors from
+    :func:`moodbench.steer.build_vector`) become ``--control-vector-scaled FILE:SCALE``, applied on
+    ``control_vector_layers`` (``--control-vector-layer-range A B``, inclusive; default: llama.cpp's,
+    all layers). The vectors act on the whole server, so a run steers one customer variant per server.
     """
 
     def __init__(
@@ -428,6 +433,8 @@ class LlamaCppServer:
         binary: str | os.PathLike[str] | None = None,
         cache_ram_mib: int = 2048,
         extra_args: Sequence[str] = (),
+        control_vectors: Sequence[tuple[str | os.PathLike[str], float]] = (),
+        control_vector_layers: tuple[int, int] | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.host = host
@@ -440,6 +447,13 @@ class LlamaCppServer:
         self.binary = Path(binary) if binary else None
         self.cache_ram_mib = cache_ram_mib
         self.extra_args = list(extra_args)
+        self.control_vectors = [(Path(f), float(scale)) for f, scale in control_vectors]
+        self.control_vector_layers = control_vector_layers
+        for f, _ in self.control_vectors:
+            if any(c in str(f) for c in ",:"):  # llama-server splits FILE:SCALE,... at these characters
+                raise ValueError(f"control vector path {f} contains ',' or ':', which --control-vector-scaled cannot parse")
+        if control_vector_layers is not None and not (1 <= control_vector_layers[0] <= control_vector_layers[1]):
+            raise ValueError(f"control_vector_layers {control_vector_layers} must be (start, end) with 1 <= start <= end")
         self.log_path = Path(log_path) if log_path else cache_root() / "logs" / f"llama-server-{self.port}.log"
         self.model_name: str = self.alias
         self._proc: subprocess.Popen[bytes] | None = None
@@ -482,6 +496,10 @@ class LlamaCppServer:
         ]  # fmt: skip
         if self.threads:
             cmd += ["--threads", str(self.threads)]
+        for f, scale in self.control_vectors:
+            cmd += ["--control-vector-scaled", f"{f}:{scale:g}"]
+        if self.control_vectors and self.control_vector_layers is not None:
+            cmd += ["--control-vector-layer-range", str(self.control_vector_layers[0]), str(self.control_vector_layers[1])]
         return cmd + self.extra_args
 
     # -- lifecycle
@@ -491,6 +509,9 @@ class LlamaCppServer:
             return self
         if not self.model_path.is_file():
             raise LlamaCppServerError(f"model file not found: {self.model_path}")
+        for f, _ in self.control_vectors:
+            if not f.is_file():
+                raise LlamaCppServerError(f"control vector not found: {f} (build it with: moodbench steer build)")
         if self.front_enabled:
             self._front = _Front(self.host, self.port, ("127.0.0.1", 1))  # binds the public port now: fails fast
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

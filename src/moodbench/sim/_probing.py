@@ -66,14 +66,17 @@ class CustomerReply:
     tool_calls: list[str] | None = None  # names, when the customer acted instead of speaking
     empty: bool = False
     error: str | None = None
+    finish_reason: str | None = None
 
 
 def customer_replies(client: ModelClient, domain: str, task: Task, user_format: str, agent_turns: Sequence[str],
-                     persona_block: str | None = None) -> Iterator[CustomerReply]:
+                     persona_block: str | None = None, seed: int | None = None) -> Iterator[CustomerReply]:
     """The customer's reply to each fixed agent turn in order, as tau2 would ask for it; stops early
     on an empty reply, a failed request or a customer tool call (the fixed agent cannot follow)."""
     user = EmotionalUserSimulator(tools=_user_tools(domain), instructions=str(task.user_scenario), client=client,
                                   user_format=user_format, persona_block=persona_block)  # type: ignore[arg-type]
+    if seed is not None:
+        user.set_seed(seed)
     state = user.get_init_state()
     for agent_text in agent_turns:
         try:
@@ -87,7 +90,7 @@ def customer_replies(client: ModelClient, domain: str, task: Task, user_format: 
         if message.tool_calls:
             yield CustomerReply(agent=agent_text, tool_calls=[t.name for t in message.tool_calls])
             return
-        yield CustomerReply(agent=agent_text, text=message.content or "")
+        yield CustomerReply(agent=agent_text, text=message.content or "", finish_reason=(message.raw_data or {}).get("finish_reason"))
 
 
 def user_prompt_for(domain: str, task_id: str | None, persona_block: str | None) -> str:

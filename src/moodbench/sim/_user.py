@@ -14,13 +14,14 @@ from tau2.user.user_simulator import UserSimulator
 from tau2.utils.llm_utils import to_litellm_messages
 
 from moodbench.judges import render_transcript
-from moodbench.llm import ModelClient
+from moodbench.llm import Completion, ModelClient
 from moodbench.results import RoleStats
 from moodbench.sim._agent import EmptyReplyError, raw_record
+from moodbench.sim._completion import clean_completion_reply, render_completion_prompt
 from moodbench.sim._env_pool import tool_schema
-from moodbench.sim._tau2 import MultiToolMessage, ToolCall, UserMessage
+from moodbench.sim._tau2 import MultiToolMessage, ToolCall, ToolMessage, UserMessage
 
-UserFormat = Literal["tau2", "transcript"]  # moodbench._util.defaults.USER_FORMATS
+UserFormat = Literal["tau2", "transcript", "completion"]  # moodbench._util.defaults.USER_FORMATS
 
 TRANSCRIPT_LABELS = {"user": "Customer (you)", "assistant": "Agent", "tool": "Result of your action"}
 TRANSCRIPT_INSTRUCTION = (
@@ -45,6 +46,9 @@ class EmotionalUserSimulator(UserSimulator):
         user_format: UserFormat = "tau2",
     ):
         super().__init__(tools=tools, instructions=instructions, llm=llm, llm_args=llm_args)
+        if user_format == "completion" and tools:
+            raise ValueError("the completion user format gives the customer no tools, and this domain's customers act "
+                             "on their own device (telecom): use --user-format tau2 or transcript here")
         if client is None:
             raise ValueError("EmotionalUserSimulator needs a ModelClient")
         self.persona_block = persona_block
@@ -78,17 +82,37 @@ class EmotionalUserSimulator(UserSimulator):
             {"role": "user", "content": f"<conversation>\n{transcript}\n</conversation>\n\n{TRANSCRIPT_INSTRUCTION}"}
         ]
 
-    def _generate_next_message(self, message, state):
-        if isinstance(message, MultiToolMessage):
-            state.messages.extend(message.tool_messages)
-        else:
-            state.messages.append(message)
-        completion = self.client.complete(
+    def _completion_prompt(self, state) -> tuple[str, list[str]]:
+        """The ``completion`` format: the conversation as a transcript the customer's next line continues."""
+        turns = []
+        for m in state.messages:
+            if isinstance(m, ToolMessage):
+                turns.append(("tool", str(m.content or "")))
+            elif isinstance(m, UserMessage):
+                turns.append(("customer", m.content or ""))
+            elif m.content:
+                turns.append(("agent", m.content))
+        return render_completion_prompt(self.system_prompt, turns)
+
+    def _ask(self, state) -> Completion:
+        if self.user_format == "completion":
+            prompt, stop = self._completion_prompt(state)
+            completion = self.client.complete_text(prompt, stop=stop, seed=self.seed)
+            completion.content = clean_completion_reply(completion.content or "")
+            return completion
+        return self.client.complete(
             self._payload(state),
             tools=self._schemas,
             tool_choice="auto" if self._schemas else None,
             seed=self.seed,
         )
+
+    def _generate_next_message(self, message, state):
+        if isinstance(message, MultiToolMessage):
+            state.messages.extend(message.tool_messages)
+        else:
+            state.messages.append(message)
+        completion = self._ask(state)
         self.stats.add(completion, self._tool_names if self._schemas else None)
         raw_data = raw_record(completion, completion.content)
         usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}

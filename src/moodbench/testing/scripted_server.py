@@ -821,6 +821,48 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         backend.in_flight -= 1
 
 
+def text_as_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``/v1/completions`` body seen as the chat request the script knows how to answer.
+
+    The prompt is the "system" text (so role detection reads the customer's instructions in it), and
+    each earlier ``CUSTOMER:`` line of the transcript counts as one of the customer's own turns.
+    """
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        prompt = "".join(str(p) for p in prompt)
+    prompt = str(prompt or "")
+    own_turns = max(0, prompt.count("\nCUSTOMER:") - (1 if prompt.rstrip().endswith("CUSTOMER:") else 0))
+    messages = [{"role": "system", "content": prompt}, *({"role": "assistant", "content": "(earlier)"} for _ in range(own_turns))]
+    return {**body, "messages": messages}  # the prompt stays in the request log
+
+
+def chat_as_text(completion: dict[str, Any]) -> dict[str, Any]:
+    choices = [{"index": c.get("index", 0), "text": (c.get("message") or {}).get("content") or "",
+                "finish_reason": c.get("finish_reason"), "logprobs": None} for c in completion.get("choices") or []]
+    return {**completion, "object": "text_completion", "choices": choices}
+
+
+async def handle_text(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/completions``: the same script, faults and log as chat requests (no streaming)."""
+    backend = request.app[BACKEND_KEY]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error_response(400, "request body is not valid JSON")
+    if not isinstance(body, dict) or not isinstance(body.get("prompt"), (str, list)):
+        return _error_response(400, "request needs a 'prompt'")
+    plan = backend.plan(text_as_chat(body), request.headers.get("Authorization"))
+    if plan.delay_s > 0:
+        await asyncio.sleep(plan.delay_s)
+    if plan.reply is None:
+        _drop(request)
+        raise _Dropped()
+    if plan.reply.status != 200:
+        return _error_response(plan.reply.status, plan.reply.error or "error", plan.reply.retry_after_s)
+    assert plan.completion is not None
+    return _json_response(chat_as_text(plan.completion))
+
+
 _FLOOD_CHUNK = 64 * 1024
 
 
@@ -947,6 +989,7 @@ def build_app(backend: ScriptedBackend) -> web.Application:
     app[BACKEND_KEY] = backend
     for prefix in ("/v1", ""):  # some clients are configured without the /v1 suffix
         app.router.add_post(f"{prefix}/chat/completions", handle_chat)
+        app.router.add_post(f"{prefix}/completions", handle_text)
         app.router.add_get(f"{prefix}/models", handle_models)
     app.router.add_get("/health", handle_health)
     app.router.add_get("/stats", handle_stats)

@@ -1,0 +1,520 @@
+"""``steer calibrate``: which vector scales make the customer emotional and still a coherent customer.
+
+Why: a control vector's effect follows an inverted U. Planning measurements on the 0.5B (frustration,
+mean method): mean VADER compound +0.38 at scale 0, +0.04 at 0.8, -0.19 at 1.6 (stop tokens doubled),
+-0.55 at 3.0 as word salad. So the scale of each level is measured per model and emotion, not guessed.
+
+How: one ``llama-server`` per scale (``--control-vector-scaled FILE:SCALE`` on the vector's layer
+range; scale 0 runs without a vector and is the baseline). At each scale the customer model plays the
+same short scripted conversations (:func:`moodbench.steer._customer.agent_script`: tau2's greeting, the
+domain's identity question, a failed lookup, ...) for each task and seed, with tau2's own customer
+prompt for the task and NO emotion text, in the chosen message format. Per scale:
+
+* manipulation: VADER compound and the emotion's marker rate (hits per 100 words, the lexicons of
+  :mod:`moodbench.judges`), each as the mean paired difference to scale 0 over replies
+  paired by (task, turn, seed), with a task-clustered 95% bootstrap CI;
+* coherence: role confusion, echo, stop-token and empty rates (the probe's rule checks); the median
+  perplexity of the replies under the *unsteered* model (:mod:`._score`: catches word salad); the
+  repetition rate (share of a reply's word trigrams that repeat an earlier one: catches the loops
+  perplexity rewards, "it's even worse because it's even worse because ..."); and the goal overlap
+  (share of the scenario's reason-for-call content words the customer said in the conversation, the
+  measure of :mod:`moodbench.judges`: does it still pursue its task).
+
+Coherence thresholds (:data:`THRESHOLDS`; a scale is coherent when all hold, each vs scale 0):
+
+* median perplexity <= ``ppl_ratio_max`` (2.0) x scale 0's: word salad measured ~9,600 vs ~30-80
+  for fluent customer sentences (angry or calm), so a doubling is an early, safe sign of decay;
+* flagged-reply rate (role confusion, echo, empty, refusal, self-repeat, error) <= scale 0's +
+  ``flagged_increase_max`` (0.20);
+* stop rate (conversations that sent ``###STOP###``/transfer/out-of-scope within the script, all of
+  them premature) <= scale 0's + ``stop_increase_max`` (0.20): the planning run saw stops double at 1.6;
+* mean repetition rate <= scale 0's + ``repetition_increase_max`` (0.15);
+* goal overlap: not (mean < ``goal_ratio_min`` (0.5) x scale 0's AND the paired, task-clustered 95% CI
+  of the per-conversation difference entirely below 0), when scale 0's is at least 0.1. The CI matters:
+  with 8 conversations a scale with a few curt "Why?" replies dropped the mean by half by chance (CI
+  -0.49..+0.05), while the looping scales dropped it detectably (CI upper bound < -0.04);
+* at least ``min_replies_ratio`` (0.5) x scale 0's count of scored replies, so a scale that mostly
+  stops early is not judged on a handful.
+
+Levels: ``severe`` = the largest scale such that it and every smaller tested scale are coherent;
+``mild`` = severe/3 and ``moderate`` = 2*severe/3 (the vector's effect grows roughly linearly below
+the collapse, and fractions of the strongest coherent dose keep the levels ordered and spaced).
+``detected`` per scale says whether the manipulation is visible (VADER CI below 0 or marker CI above
+0); when it is not at ``severe`` the result carries a warning: that emotion did not reach the customer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from moodbench.emotions import Catalog
+from moodbench.steer._customer import FORMATS, AgentScript, CustomerTurn, agent_script, customer_conversation
+from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
+from moodbench.steer._errors import SteeringInputError, SteeringRunError
+from moodbench.steer._vector import Method, SteeringVector, build_vector, check_vector_path
+
+__all__ = [
+    "DEFAULT_SCALES",
+    "DEFAULT_TASKS",
+    "THRESHOLDS",
+    "Calibration",
+    "calibrate",
+    "calibration_path",
+    "choose_levels",
+    "goal_overlap",
+    "load_calibration",
+    "repetition_rate",
+    "summarize_scale",
+]
+
+THRESHOLDS: dict[str, float] = {
+    "ppl_ratio_max": 2.0,
+    "flagged_increase_max": 0.20,
+    "stop_increase_max": 0.20,
+    "repetition_increase_max": 0.15,
+    "goal_ratio_min": 0.5,
+    "min_replies_ratio": 0.5,
+}
+REPETITION_NGRAM = 3
+LEVEL_FRACTIONS: dict[str, float] = {"mild": 1 / 3, "moderate": 2 / 3, "severe": 1.0}
+
+
+@dataclass
+class Calibration:
+    """A calibration result (:meth:`to_dict` is the stored JSON)."""
+
+    model: str
+    emotion: str
+    vector: str
+    vector_sha256: str
+    method: str
+    layers: list[int]
+    format: str
+    tasks: list[str]
+    seeds: list[int]
+    turns: int
+    scales: list[dict[str, Any]]
+    levels: dict[str, float] | None
+    thresholds: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    created_at: str = ""
+    path: str | None = None
+    plot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "emotion": self.emotion, "vector": self.vector, "vector_sha256": self.vector_sha256,
+            "method": self.method, "layers": self.layers, "format": self.format, "tasks": self.tasks, "seeds": self.seeds,
+            "turns": self.turns, "scales": self.scales, "levels": self.levels, "thresholds": self.thresholds,
+            "level_fractions": LEVEL_FRACTIONS, "warnings": self.warnings, "seconds": self.seconds,
+            "created_at": self.created_at, "path": self.path, "plot": self.plot, "replies": self.replies,
+        }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def _family(emotion: str) -> list[str]:
+    from moodbench.judges import LEXICONS
+
+    return [emotion] if emotion in LEXICONS else list(LEXICONS)
+
+
+def _reply_scores(text: str, families: list[str]) -> dict[str, Any]:
+    from moodbench.judges import marker_hits, text_scores
+    from moodbench.results import strip_stop_tokens
+
+    clean = strip_stop_tokens(text)
+    if not clean:
+        return {"vader": None, "marker_rate": None, "markers": 0, "words": 0, "repetition": None}
+    s = text_scores([clean])
+    hits = sum(marker_hits(clean)[f] for f in families)
+    return {"vader": s["vader_compound"], "marker_rate": 100.0 * hits / s["words"] if s["words"] else 0.0, "markers": hits,
+            "words": s["words"], "repetition": repetition_rate(clean)}  # fmt: skip
+
+
+def repetition_rate(text: str, n: int = REPETITION_NGRAM) -> float:
+    """Share of the word n-grams of ``text`` that repeat an earlier n-gram of it (0 = no loop); pure function."""
+    from moodbench.judges import words as split_words
+
+    words = split_words(text)
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if len(grams) >= 2 else 0.0
+
+
+def goal_overlap(reason: str, replies: Sequence[str]) -> float:
+    """Share of the scenario's content words that the customer's replies mention (fidelity's measure)."""
+    from moodbench.judges import content_words
+
+    target = content_words(reason)
+    said: set[str] = set().union(*(content_words(r) for r in replies)) if replies else set()
+    return len(target & said) / len(target) if target else 1.0
+
+
+def _ci(base: list[float], variant: list[float], clusters: list[Any]) -> dict[str, Any]:
+    """The project's one paired inference (task-clustered t), applied to scale-0 vs scale-s replies."""
+    from moodbench.analysis import paired_effect
+
+    e = paired_effect(base, variant, clusters) if base else None
+    return {"mean": e.diff if e else None, "low": e.ci_low if e else None, "high": e.ci_high if e else None,
+            "n_pairs": e.n_pairs if e else 0, "n_clusters": e.n_tasks if e else 0}
+
+
+def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    index = {(r["task"], r["turn"], r["seed"]): r for r in base if r.get(key) is not None}
+    a, b, clusters = [], [], []
+    for r in rows:
+        k = (r["task"], r["turn"], r["seed"])
+        if r.get(key) is not None and k in index:
+            a.append(float(index[k][key]))
+            b.append(float(r[key]))
+            clusters.append(r["task"])
+    return _ci(a, b, clusters)
+
+
+def _paired_goal(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
+    """Goal overlap is per conversation: pair conversations by (task, seed), cluster by task."""
+    mine = {(r["task"], r["seed"]): r["goal_overlap"] for r in rows if r.get("goal_overlap") is not None}
+    theirs = {(r["task"], r["seed"]): r["goal_overlap"] for r in base if r.get("goal_overlap") is not None}
+    keys = sorted(set(mine) & set(theirs))
+    ci = _ci([theirs[k] for k in keys], [mine[k] for k in keys], [k[0] for k in keys])
+    return {"mean": ci["mean"], "low": ci["low"], "high": ci["high"]}
+
+
+def _rate(n: int, d: int) -> float | None:
+    return n / d if d else None
+
+
+def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int, base_rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """One scale's row of the result table (``base_rows``: scale 0's replies, None for scale 0 itself)."""
+    scored = [r for r in rows if r.get("vader") is not None]
+    ppl = [r["perplexity"] for r in rows if r.get("perplexity") is not None]
+    stops = len({(r["task"], r["seed"]) for r in rows if r["stop"]})
+    out: dict[str, Any] = {
+        "scale": scale,
+        "replies": len(rows),
+        "scored_replies": len(scored),
+        "vader_compound": statistics.fmean(r["vader"] for r in scored) if scored else None,
+        "markers": statistics.fmean(r["marker_rate"] for r in scored) if scored else None,
+        "marker_hits": sum(r["markers"] for r in rows),
+        "role_confusion": _rate(sum(r["role_confusion"] for r in rows), len(rows)),
+        "echo": _rate(sum(r["echo"] for r in rows), len(rows)),
+        "empty": _rate(sum(r["empty"] for r in rows), len(rows)),
+        "refusal": _rate(sum(r.get("refusal", False) for r in rows), len(rows)),
+        "self_repeat": _rate(sum(r.get("self_repeat", False) for r in rows), len(rows)),
+        "errors": sum(r["error"] is not None for r in rows),
+        "flagged": _rate(sum(_flagged(r) for r in rows), len(rows)),
+        "stop_rate": _rate(stops, conversations),
+        "perplexity": statistics.median(ppl) if ppl else None,
+        "repetition": statistics.fmean(r["repetition"] for r in scored) if scored else None,
+        "goal_overlap": _goal_mean(rows),
+        "mean_words": statistics.fmean(r["words"] for r in scored) if scored else None,
+    }
+    if base_rows is None:
+        out.update(vader_diff=0.0, ci=[0.0, 0.0], markers_diff=0.0, markers_ci=[0.0, 0.0], n_pairs=len(scored), detected=False)
+        return out
+    v = _paired(rows, base_rows, "vader")
+    m = _paired(rows, base_rows, "marker_rate")
+    g = _paired_goal(rows, base_rows)
+    out.update(goal_diff=g["mean"], goal_ci=[g["low"], g["high"]])
+    out.update(vader_diff=v["mean"], ci=[v["low"], v["high"]], markers_diff=m["mean"], markers_ci=[m["low"], m["high"]],
+               n_pairs=v["n_pairs"], n_clusters=v["n_clusters"])  # fmt: skip
+    out["detected"] = bool((v["high"] is not None and v["high"] < 0) or (m["low"] is not None and m["low"] > 0))
+    return out
+
+
+def _flagged(r: dict[str, Any]) -> bool:
+    """A reply with a fidelity problem other than a stop (stops have their own rate)."""
+    return bool(r["role_confusion"] or r["echo"] or r["empty"] or r.get("refusal") or r.get("self_repeat") or r["error"] is not None)
+
+
+def _goal_mean(rows: list[dict[str, Any]]) -> float | None:
+    per_conv = {(r["task"], r["seed"]): r["goal_overlap"] for r in rows if r.get("goal_overlap") is not None}
+    return statistics.fmean(per_conv.values()) if per_conv else None
+
+
+def _coherence(row: dict[str, Any], base: dict[str, Any], thresholds: dict[str, float]) -> tuple[bool, list[str]]:
+    """Whether a scale's replies are still a coherent customer, and which thresholds failed."""
+    why: list[str] = []
+    if base["perplexity"] and row["perplexity"] is not None:
+        ratio = row["perplexity"] / base["perplexity"]
+        row["perplexity_ratio"] = ratio
+        if ratio > thresholds["ppl_ratio_max"]:
+            why.append(f"perplexity {ratio:.1f}x scale 0's (max {thresholds['ppl_ratio_max']:g}x)")
+    elif row["scored_replies"]:
+        why.append("perplexity could not be measured")
+    if (row["flagged"] or 0) - (base["flagged"] or 0) > thresholds["flagged_increase_max"]:
+        why.append(f"flagged replies {row['flagged']:.0%} vs {base['flagged'] or 0:.0%} at scale 0")
+    if (row["stop_rate"] or 0) - (base["stop_rate"] or 0) > thresholds["stop_increase_max"]:
+        why.append(f"stop rate {row['stop_rate']:.0%} vs {base['stop_rate'] or 0:.0%} at scale 0")
+    if (row["repetition"] or 0) - (base["repetition"] or 0) > thresholds["repetition_increase_max"]:
+        why.append(f"repetition {row['repetition']:.2f} vs {base['repetition'] or 0:.2f} at scale 0")
+    base_goal = base.get("goal_overlap") or 0
+    goal_high = (row.get("goal_ci") or [None, None])[1]
+    if (base_goal >= 0.1 and (row.get("goal_overlap") or 0) < thresholds["goal_ratio_min"] * base_goal
+            and goal_high is not None and goal_high < 0):  # fmt: skip
+        why.append(f"goal overlap {row.get('goal_overlap') or 0:.2f} vs {base_goal:.2f} at scale 0 (CI of the drop below 0)")
+    if row["scored_replies"] < thresholds["min_replies_ratio"] * max(1, base["scored_replies"]):
+        why.append(f"only {row['scored_replies']} scored replies vs {base['scored_replies']} at scale 0")
+    return not why, why
+
+
+def choose_levels(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """mild/moderate/severe scales from rows with ``scale`` and ``coherent``; pure function (see module doc).
+
+    Positive scales are taken in increasing order; the first incoherent one ends the search. Negative
+    scales (towards the calm side of the pairs) are measured and reported but never a level. None when
+    no scale above 0 is coherent.
+    """
+    severe = None
+    for row in sorted((r for r in rows if r["scale"] > 0), key=lambda r: r["scale"]):
+        if not row["coherent"]:
+            break
+        severe = float(row["scale"])
+    if severe is None:
+        return None
+    return {level: round(severe * f, 3) for level, f in LEVEL_FRACTIONS.items()}
+
+
+# ------------------------------------------------------------------------------------------ running
+def _parse_tasks(tasks: Sequence[str]) -> list[AgentScript]:
+    from moodbench.steer._customer import _tau2_task
+
+    scripts = []
+    for spec in tasks:
+        domain, sep, task_id = spec.partition(":")
+        if not sep or not domain or not task_id:
+            raise SteeringInputError(f"task {spec!r} is not DOMAIN:TASK_ID; fix: e.g. --tasks retail:0,retail:1")
+        try:
+            _tau2_task(domain, task_id)
+        except Exception as exc:  # noqa: BLE001 - ConfigError (domain) or KeyError (task) from tau2's loaders
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            raise SteeringInputError(f"task {spec!r}: {why}; fix: use DOMAIN:TASK_ID of a tau2 task (e.g. retail:0)") from None
+        scripts.append(AgentScript(domain=domain, task_id=task_id, turns=()))
+    return scripts
+
+
+def _sweep_one(base_url: str, scripts: list[AgentScript], seeds: list[int], *, fmt: str, turns: int, max_tokens: int,
+               temperature: float, parallel: int) -> list[CustomerTurn]:  # fmt: skip
+    jobs = [(agent_script(s.domain, s.task_id, turns), seed) for s in scripts for seed in seeds]
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="calibrate") as pool:
+        convs = list(pool.map(lambda js: customer_conversation(base_url, js[0], fmt=fmt, seed=js[1], max_tokens=max_tokens,
+                                                                temperature=temperature), jobs))  # fmt: skip
+    return [t for conv in convs for t in conv]
+
+
+def _default_threads() -> int:
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
+
+
+def _say(console: Any, msg: str) -> None:
+    if console is not None:
+        console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
+def calibrate(
+    model: str | Path,
+    emotion: str,
+    *,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    seeds: int | Sequence[int] = 2,
+    turns: int = 3,
+    fmt: str = "tau2",
+    method: Method = "mean",
+    layers: tuple[int, int] | None = None,
+    vector: SteeringVector | None = None,
+    catalog: Catalog | None = None,
+    max_tokens: int = 64,
+    temperature: float = 0.7,
+    parallel: int = 2,
+    threads: int | None = None,
+    thresholds: dict[str, float] | None = None,
+    plot: bool = True,
+    save: bool = True,
+    console: Any = None,
+    log_dir: Path | None = None,
+) -> Calibration:
+    """Sweep ``scales`` for the (model, emotion) vector and map mild/moderate/severe to scales.
+
+    Builds the vector first when needed (cached). ``tasks`` are ``DOMAIN:TASK_ID`` of real tau2 tasks;
+    ``seeds`` a count (1..n) or explicit seeds: replies per scale = tasks x seeds x turns (fewer when a
+    customer stops early). ``fmt``: the customer message format (``tau2``, ``transcript``,
+    ``completion``) the run will use. The result is stored beside the vector as
+    ``<vector>.calibration.json`` (+ ``.png`` plot) unless ``save=False``.
+
+    ``threads`` per llama-server defaults to half the CPUs (at least 1): with all cores and other work
+    on the machine, llama.cpp's spinning thread barriers collapsed decoding from ~17 to 1-4 tokens/s
+    (measured on 2 shared cores), while one thread kept ~15-17.
+    """
+    from moodbench.serve.llamacpp import LlamaCppServer, LlamaCppServerError
+    from moodbench.steer._score import reply_perplexity
+
+    if fmt not in FORMATS:
+        raise SteeringInputError(f"unknown customer format {fmt!r}; fix: --format {' or --format '.join(FORMATS)}")
+    grid = sorted({float(s) for s in scales} | {0.0}, key=lambda s: (abs(s), s))
+    if len(grid) < 2:
+        raise SteeringInputError("calibration needs at least one scale besides 0; fix: e.g. --scales 0,1,2")
+    if turns < 1:
+        raise SteeringInputError("turns must be >= 1; fix: --turns 3")
+    seed_list = list(range(1, int(seeds) + 1)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise SteeringInputError("calibration needs at least one seed; fix: --seeds 2")
+    from moodbench.serve.install import LocalBackendMissing, llama_server_path
+
+    scripts = _parse_tasks(tasks)
+    reasons = {f"{s.domain}:{s.task_id}": _reason_for_call(s.domain, s.task_id) for s in scripts}
+    try:
+        llama_server_path()
+    except LocalBackendMissing as exc:
+        raise SteeringInputError(str(exc)) from None
+    vec = vector or build_vector(model, emotion, method=method, layers=layers, catalog=catalog, console=console)
+    check_vector_path(vec.vector)
+    limits = {**THRESHOLDS, **(thresholds or {})}
+    threads = threads or _default_threads()
+    families = _family(emotion)
+    logs = log_dir or vec.vector.parent / "logs"
+    t0 = time.monotonic()
+    conversations = len(scripts) * len(seed_list)
+    per_scale: dict[float, list[dict[str, Any]]] = {}
+
+    def server(scale: float) -> LlamaCppServer:
+        cv = [(vec.vector, scale)] if scale != 0 else []
+        return LlamaCppServer(vec.model_path, ctx=4096, parallel=max(1, parallel), threads=threads, control_vectors=cv,
+                              control_vector_layers=vec.layers if cv else None,
+                              log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}.log")  # fmt: skip
+
+    try:
+        baseline = server(0.0).start()
+    except LlamaCppServerError as exc:
+        raise SteeringRunError(str(exc)) from None
+    try:
+        for scale in grid:
+            _say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
+            t1 = time.monotonic()
+            if scale == 0:
+                got = _sweep_one(baseline.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
+                                 temperature=temperature, parallel=parallel)  # fmt: skip
+            else:
+                try:
+                    with server(scale) as srv:
+                        got = _sweep_one(srv.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
+                                         temperature=temperature, parallel=parallel)  # fmt: skip
+                except LlamaCppServerError as exc:
+                    raise SteeringRunError(str(exc)) from None
+            rows = [{**t.to_dict(), "scale": scale, **_reply_scores(t.reply or "", families)} for t in got]
+            for (task, _seed), conv in _by_conversation(rows).items():
+                overlap = goal_overlap(reasons[task], [_clean(r["reply"]) for r in conv])
+                for r in conv:
+                    r["goal_overlap"] = overlap
+            per_scale[scale] = rows
+            _say(console, f"  {len(rows)} replies in {time.monotonic() - t1:.0f}s")
+        # Perplexity under the unsteered model, for every reply of every scale (one server, sequential).
+        _say(console, "scoring replies with the unsteered model (perplexity) ...")
+        import httpx
+
+        with httpx.Client(timeout=300) as http:
+            for rows in per_scale.values():
+                for r in rows:
+                    r["perplexity"] = reply_perplexity(baseline.base_url, _clean(r["reply"]), client=http,
+                                                       max_tokens=max_tokens)["perplexity"]  # fmt: skip
+    finally:
+        baseline.stop()
+
+    base_rows = per_scale[0.0]
+    table = []
+    base = summarize_scale(0.0, base_rows, conversations, None)
+    base["coherent"], base["why_incoherent"] = True, []
+    table.append(base)
+    for scale in grid[1:]:
+        row = summarize_scale(scale, per_scale[scale], conversations, base_rows)
+        row["coherent"], row["why_incoherent"] = _coherence(row, base, limits)
+        table.append(row)
+    levels = choose_levels(table)
+    warnings: list[str] = []
+    if levels is None:
+        warnings.append(f"no scale above 0 kept the customer coherent: {emotion} cannot be steered on {vec.model} with this vector")
+    else:
+        severe_row = next(r for r in table if r["scale"] == levels["severe"])
+        if not severe_row["detected"]:
+            warnings.append(f"at the severe scale ({levels['severe']:g}) the manipulation is not detectable (VADER and marker "
+                            "CIs include 0): the emotion may not reach the customer")  # fmt: skip
+        if levels["severe"] == max(grid, key=abs):
+            warnings.append(f"the largest tested scale ({levels['severe']:g}) is still coherent: test larger scales to find the limit")
+    cal = Calibration(
+        model=vec.model, emotion=emotion, vector=str(vec.vector), vector_sha256=vec.sha256, method=vec.method,
+        layers=list(vec.layers), format=fmt, tasks=list(tasks), seeds=seed_list, turns=turns, scales=table, levels=levels,
+        thresholds=limits, warnings=warnings, replies=[r for rows in per_scale.values() for r in rows],
+        seconds=round(time.monotonic() - t0, 1), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    if save:
+        path = calibration_path(vec, fmt)
+        if plot:
+            from moodbench.steer._plot import plot_calibration
+
+            cal.plot = str(plot_calibration(cal, path.with_suffix(".png")))
+        cal.path = str(path)
+        path.write_text(json.dumps(_finite(cal.to_dict()), indent=2) + "\n")
+    return cal
+
+
+def calibration_path(vec: SteeringVector, fmt: str = "tau2") -> Path:
+    """``<vector>.calibration.json`` for the tau2 format, ``<vector>.<format>.calibration.json`` for the others."""
+    return vec.calibration_path if fmt == "tau2" else vec.vector.with_suffix(f".{fmt}.calibration.json")
+
+
+def load_calibration(vec: SteeringVector, fmt: str = "tau2") -> dict[str, Any] | None:
+    """The stored calibration of this vector (and format), or None."""
+    try:
+        data = json.loads(calibration_path(vec, fmt).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("vector_sha256") == vec.sha256 else None
+
+
+def _by_conversation(rows: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["task"], r["seed"]), []).append(r)
+    return out
+
+
+def _reason_for_call(domain: str, task_id: str) -> str:
+    from moodbench.steer._customer import _tau2_task
+
+    scenario = _tau2_task(domain, task_id).user_scenario.instructions
+    if isinstance(scenario, str):
+        return scenario
+    return str(getattr(scenario, "reason_for_call", None) or scenario)
+
+
+def _clean(text: str | None) -> str:
+    from moodbench.results import strip_stop_tokens
+
+    return strip_stop_tokens(text or "")
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None, so the stored JSON is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,98 @@
+"""Steering with the real llama.cpp binaries and the real 0.5B model: build, steered server, calibration.
+
+Marked ``localmodel`` and skipped (with the reason) when ``llama-server``, ``llama-cvector-generator``
+or the cached ``qwen2.5-0.5b`` GGUF is missing, like ``test_local_model_run.py``. Vectors and
+calibrations go to a temporary ``MOODBENCH_CACHE_DIR`` (the binaries and the model are passed in from
+the real cache), so the user's cache is left alone. Kept short for 2 CPU cores: one vector build
+(~15 s), two small server starts, one calibration of 2 scales x 1 conversation x 2 turns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from moodbench.serve.install import find_cvector_generator, find_llama_server
+from moodbench.serve.llamacpp import LlamaCppServer
+from moodbench.serve.models import ModelResolutionError, resolve_model
+from moodbench.steer import SteeringVector, build_vector, calibrate, load_calibration, render_completion_prompt
+from moodbench.steer._vector import vector_metadata
+
+MODEL = "qwen2.5-0.5b"
+pytestmark = pytest.mark.localmodel
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    server, generator = find_llama_server(), find_cvector_generator()
+    if server is None or generator is None:
+        pytest.skip("llama-server / llama-cvector-generator not installed: run scripts/install-local-backend.sh")
+    try:
+        model = resolve_model(MODEL, allow_download=False, allow_pip=False)
+    except ModelResolutionError:
+        pytest.skip(f"model {MODEL} not in the cache: run scripts/install-local-backend.sh (fetches it)")
+    cache = tmp_path_factory.mktemp("steer-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOODBENCH_CACHE_DIR", str(cache))
+        mp.setenv("MOODBENCH_LLAMA_SERVER", str(server))
+        mp.setenv("MOODBENCH_CVECTOR_GENERATOR", str(generator))
+        yield {"model": model, "cache": cache}
+
+
+@pytest.fixture(scope="module")
+def vector(env: dict[str, Path]) -> SteeringVector:
+    return build_vector(env["model"], "frustration")
+
+
+def test_vector_is_built_cached_and_a_second_call_returns_at_once(env: dict[str, Path], vector: SteeringVector) -> None:
+    assert vector.vector.is_file() and vector.vector.parent == env["cache"] / "vectors"
+    assert vector.layers == (8, 23) and vector.method == "mean" and vector.seconds > 0
+    meta = vector_metadata(vector.vector)
+    assert meta["general.architecture"] == "controlvector" and meta["controlvector.layer_count"] == 23
+    side = json.loads(vector.sidecar.read_text())
+    assert {"vector", "sha256", "model", "model_sha256", "emotion", "method", "layers", "pairs_sha256", "built_at",
+            "seconds"} <= set(side)  # fmt: skip
+    assert side["sha256"] == vector.sha256 and side["emotion"] == "frustration"
+    t0 = time.monotonic()
+    again = build_vector(env["model"], "frustration")
+    assert time.monotonic() - t0 < 3.0 and again.cached and again.vector == vector.vector and again.sha256 == vector.sha256
+
+
+def _complete(srv: LlamaCppServer, prompt: str, stop: list[str]) -> str:
+    body = {"model": srv.model_name, "prompt": prompt, "stop": stop, "max_tokens": 24, "temperature": 0, "seed": 1}
+    r = httpx.post(f"{srv.base_url}/completions", json=body, timeout=300)  # through the front: relayed unchanged
+    assert r.status_code == 200, r.text
+    return str(r.json()["choices"][0]["text"])
+
+
+def test_a_server_with_the_vector_answers_and_answers_differently(env: dict[str, Path], vector: SteeringVector,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    prompt, stop = render_completion_prompt("You are a customer. You want to return a broken lamp.",
+                                            [("agent", "Hi! How can I help you today?")])  # fmt: skip
+    with LlamaCppServer(env["model"], ctx=2048, parallel=1, threads=1, log_path=tmp_path / "plain.log") as srv:
+        plain = _complete(srv, prompt, stop)
+    with LlamaCppServer(env["model"], ctx=2048, parallel=1, threads=1, log_path=tmp_path / "steered.log",
+                        control_vectors=[(vector.vector, 2.0)], control_vector_layers=vector.layers) as srv:  # fmt: skip
+        assert f"{vector.vector}:2" in srv.command()
+        steered = _complete(srv, prompt, stop)
+    assert steered.strip() and steered != plain  # greedy decoding: only the vector can change the reply
+
+
+def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector: SteeringVector) -> None:
+    cal = calibrate(vector.model_path, "frustration", vector=vector, scales=(0, 1.5), tasks=("retail:0",), seeds=1, turns=2,
+                    max_tokens=32, parallel=1)  # fmt: skip
+    assert [r["scale"] for r in cal.scales] == [0.0, 1.5]
+    base, steered = cal.scales
+    for row in cal.scales:
+        assert row["replies"] >= 1 and 0 <= row["stop_rate"] <= 1 and isinstance(row["coherent"], bool)
+    assert base["vader_diff"] == 0.0 and steered["n_pairs"] >= 1 and steered["ci"][0] <= steered["ci"][1]
+    assert any(r["perplexity"] for r in cal.replies if r["reply"])  # scored by the unsteered model
+    assert cal.levels is None or set(cal.levels) == {"mild", "moderate", "severe"}
+    stored = load_calibration(vector)
+    assert stored is not None and stored["vector_sha256"] == vector.sha256 and stored["scales"][1]["scale"] == 1.5
+    assert Path(cal.plot or "").is_file() and Path(cal.plot or "").read_bytes()[:4] == b"\x89PNG"
