@@ -84,8 +84,9 @@ def test_a_server_with_the_vector_answers_and_answers_differently(env: dict[str,
 
 
 def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector: SteeringVector) -> None:
-    cal = calibrate(vector.model_path, "frustration", vector=vector, scales=(0, 1.5), tasks=("retail:0",), seeds=1, turns=2,
-                    max_tokens=32, parallel=1)  # fmt: skip
+    # two tasks: the interval is task-clustered, one task would give none
+    cal = calibrate(vector.model_path, "frustration", vector=vector, scales=(0, 1.5), tasks=("retail:0", "airline:5"), seeds=1,
+                    turns=1, max_tokens=32, parallel=1)  # fmt: skip
     assert [r["scale"] for r in cal.scales] == [0.0, 1.5]
     base, steered = cal.scales
     for row in cal.scales:
@@ -96,3 +97,46 @@ def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector
     stored = load_calibration(vector)
     assert stored is not None and stored["vector_sha256"] == vector.sha256 and stored["scales"][1]["scale"] == 1.5
     assert Path(cal.plot or "").is_file() and Path(cal.plot or "").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vector(env: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """From an empty vector cache, as on a fresh machine: the vector is built, the shipped calibration of the
+    built-in model gives the scale, one steered conversation and one control conversation are stored."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(env["model"].parent)
+    run_env = {**os.environ, "MOODBENCH_CACHE_DIR": str(cache)}
+    base = [sys.executable, "-m", "moodbench.cli", "run", "--agent-model", f"local/{MODEL}", "--domain", "mock", "--task-ids",
+            "create_task_1", "--variants", "control,frustration@steer", "--max-steps", "6", "--max-tokens", "96",
+            "--agent-args", '{"temperature": 0}', "--skip-preflight"]
+    refused = subprocess.run([*base, "--user-format", "transcript", "--out", str(tmp_path / "t")], capture_output=True,
+                             text=True, env=run_env, timeout=600)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "moodbench steer calibrate" in refused.stderr and "--format transcript" in refused.stderr  # no guessed scale
+    ok = subprocess.run([*base, "--out", str(tmp_path / "run")], capture_output=True, text=True, env=run_env, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
+    rows = {v: (json.loads(st) if st else None, json.loads(sim)) for v, st, sim in
+            con.execute("SELECT variant, steering, simulation FROM simulations")}
+    con.close()
+    steering, steered_sim = rows["frustration@steer"]
+    vectors = list((cache / "vectors").glob("*.gguf"))
+    assert len(vectors) == 1 and steering["vector"] == str(vectors[0])
+    assert steering["scale"] == 0.667 and steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64
+    assert rows["control"][0] is None
+
+    def customer_endpoints(sim: dict) -> set[str]:
+        return {m["raw_data"]["endpoint"] for m in sim["messages"] if m["role"] == "user" and m.get("raw_data")}
+
+    def agent_endpoints(sim: dict) -> set[str]:
+        return {m["raw_data"]["endpoint"] for m in sim["messages"] if m["role"] == "assistant" and m.get("raw_data")}
+
+    steered_customer, control_customer = customer_endpoints(steered_sim), customer_endpoints(rows["control"][1])
+    assert len(steered_customer) == 1 and steered_customer.isdisjoint(control_customer)
+    assert agent_endpoints(steered_sim) == control_customer  # the agent (and control's customer) stay unsteered

@@ -229,7 +229,8 @@ def test_scale_summary_pairs_replies_by_task_turn_seed() -> None:
     base = [r("a", 0, 0.5, 0), r("a", 1, 0.4, 0), r("b", 0, 0.6, 0), r("b", 1, 0.5, 0)]
     steered = [r("a", 0, -0.5, 10), r("a", 1, -0.4, 10), r("b", 0, -0.2, 10)]  # one reply fewer: unpaired, dropped
     row = summarize_scale(1.0, steered, 2, base)
-    assert row["n_pairs"] == 3 and row["vader_diff"] == pytest.approx(-0.8666, abs=1e-3)
+    # task-weighted, as every paired difference in moodbench: task a (-1.0, -0.8) -> -0.9, task b -> -0.8
+    assert row["n_pairs"] == 3 and row["vader_diff"] == pytest.approx(-0.85, abs=1e-9)
     assert row["detected"] and row["markers_diff"] == pytest.approx(10.0)
     assert summarize_scale(0.0, base, 2, None)["vader_diff"] == 0.0
 

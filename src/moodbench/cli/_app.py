@@ -188,27 +188,54 @@ def variants(
     domain: str = typer.Option("mock", "--domain", help="Domain of the task used with --show."),
     task_id: Optional[str] = typer.Option(None, "--task-id", help="Task used with --show (default: the domain's first)."),
     variants_file: Optional[list[Path]] = typer.Option(None, "--variants-file"),
+    user_model: Optional[str] = typer.Option(None, "--user-model", help="With a steered --show spec: the local/ customer "
+                                             "model whose control vector and calibrated scale to show."),
+    user_format: Optional[str] = typer.Option(None, "--user-format", help="With a steered --show spec: the customer format "
+                                              "the scale is calibrated for (default as in `moodbench run`)."),
 ) -> None:
-    """List variants and levels, or print the exact user prompt a spec produces."""
+    """List variants and levels, or print the exact user prompt (and, when steered, the vector and scale) a spec produces."""
     from moodbench.emotions import LEVELS, load_catalog
 
     with usage_errors():
         catalog = load_catalog(variants_file or [])
         if show is None:
-            table = Table(title="moodbench variants (spec: name[:level][+name[:level]...], default level moderate)")
+            table = Table(title="moodbench variants (spec: name[@steer|@both][:level][+...], default level moderate)")
             table.add_column("variant")
             table.add_column("levels")
+            table.add_column("steerable")
             table.add_column("description")
             table.add_column("source")
             for v in catalog.variants.values():
-                table.add_row(v.name, ", ".join(lv for lv in LEVELS if lv in v.levels) or "-", v.description, v.source)
+                table.add_row(v.name, ", ".join(lv for lv in LEVELS if lv in v.levels) or "-",
+                              f"{len(v.steering.pairs)} pairs" if v.steering else "-", v.description, v.source)
             out.print(table)
             return
         spec = catalog.parse(show)
         from moodbench.sim import user_prompt_for
 
         text = user_prompt_for(domain, task_id, catalog.persona_block(spec))
+        steering = _show_steering(spec, catalog, user_model, user_format) if spec.steered else None
     sys.stdout.write(text + "\n")
+    if steering:
+        sys.stdout.write(steering + "\n")
+
+
+def _show_steering(spec: Any, catalog: Any, user_model: str | None, user_format: str | None) -> str:
+    """The control vector and scale a run would add to this spec's customer, as text."""
+    from moodbench.experiment import ConfigError, RunConfig, make_plan
+    from moodbench.experiment._endpoints import steering_of
+
+    if not user_model or not user_model.startswith("local/"):
+        raise ConfigError(f"{spec.canonical} is steered: name the customer model with --user-model local/NAME "
+                          "(e.g. local/qwen2.5-0.5b) to see its vector and scale")
+    config = RunConfig(agent_model=user_model, user_model=user_model, variants=[spec.canonical],
+                       **({"user_format": user_format} if user_format else {}))
+    plan = make_plan(config.model_copy(update={"task_ids": None, "num_tasks": 1}))
+    (vec, info), = steering_of(plan, config, console).values()
+    return (f"<steering>\ncustomer model: {user_model} (customer format {config.user_format})\n"
+            f"vector: {vec.vector}\nsha256: {info.vector_sha256}\nemotion: {info.emotion}, level {spec.steered.level}, "
+            f"method {info.method}, layers {info.layers[0]}-{info.layers[1]}\nscale: {info.scale:g}\n"
+            f"llama-server {' '.join(vec.server_args(info.scale))}\n</steering>")
 
 
 @app.command()

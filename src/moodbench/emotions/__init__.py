@@ -8,7 +8,9 @@ user-simulator prompt. ``control`` renders to nothing, so the control prompt sta
 from moodbench.emotions._catalog import (
     DEFAULT_LEVEL,
     LEVELS,
+    METHODS,
     Catalog,
+    Part,
     SteeringData,
     SteeringPair,
     UnknownVariantError,
@@ -20,7 +22,9 @@ from moodbench.emotions._catalog import (
 __all__ = [
     "DEFAULT_LEVEL",
     "LEVELS",
+    "METHODS",
     "Catalog",
+    "Part",
     "SteeringData",
     "SteeringPair",
     "UnknownVariantError",

@@ -13,6 +13,7 @@ from moodbench._util.errors import UsageError
 from moodbench._util.files import read_user_text
 
 LEVELS: tuple[str, ...] = ("mild", "moderate", "severe")
+METHODS: tuple[str, ...] = ("prompt", "steer", "both")
 STEERING_MIN_PAIRS = 4
 STEERING_MAX_PAIRS = 200
 DEFAULT_LEVEL = "moderate"
@@ -113,10 +114,32 @@ class Variant(BaseModel):
 
 
 @dataclass(frozen=True)
-class VariantSpec:
-    """A parsed spec: an ordered tuple of (variant, level). Empty means control."""
+class Part:
+    """One emotion of a spec: which variant, at which level, and how it reaches the customer."""
 
-    parts: tuple[tuple[str, str], ...]
+    name: str
+    level: str = DEFAULT_LEVEL
+    method: str = "prompt"  # prompt: the persona block; steer: a control vector; both
+
+    @property
+    def prompted(self) -> bool:
+        return self.method in ("prompt", "both")
+
+    @property
+    def steered(self) -> bool:
+        return self.method in ("steer", "both")
+
+    @property
+    def canonical(self) -> str:
+        text = self.name if self.method == "prompt" else f"{self.name}@{self.method}"
+        return text if self.level == DEFAULT_LEVEL else f"{text}:{self.level}"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A parsed spec: an ordered tuple of parts. Empty means control."""
+
+    parts: tuple[Part, ...]
 
     @property
     def is_control(self) -> bool:
@@ -124,15 +147,18 @@ class VariantSpec:
 
     @property
     def canonical(self) -> str:
-        """The spec's stable name, used as a key in the store (``anger:severe+confusion``).
+        """The spec's stable name, used as a key in the store (``anger:severe+confusion``, ``frustration@steer``).
 
-        The default level is left implicit so ``anger`` and ``anger:moderate`` are the same cell.
+        The default level and method are left implicit so ``anger`` and ``anger:moderate`` are the same cell.
         """
         if self.is_control:
             return CONTROL
-        return "+".join(
-            name if level == DEFAULT_LEVEL else f"{name}:{level}" for name, level in self.parts
-        )
+        return "+".join(p.canonical for p in self.parts)
+
+    @property
+    def steered(self) -> Part | None:
+        """The part that reaches the customer as a control vector (at most one; see :meth:`Catalog.parse`)."""
+        return next((p for p in self.parts if p.steered), None)
 
     def __str__(self) -> str:
         return self.canonical
@@ -148,31 +174,48 @@ class Catalog:
         return list(self.variants)
 
     def parse(self, spec: str) -> VariantSpec:
-        """Parse ``a:level+b`` into a :class:`VariantSpec`, refusing unknown names and levels."""
+        """Parse ``a:level+b@steer`` into a :class:`VariantSpec`, refusing unknown names, levels and methods.
+
+        ``NAME[@METHOD][:LEVEL]`` per part: ``frustration`` (prompted, moderate), ``anger@steer:severe``
+        (a control vector alone), ``frustration@both:mild`` (prompted and steered). Parts join with ``+``.
+        """
         text = spec.strip()
         if not text:
             raise UnknownVariantError("empty variant spec; " + self._valid_names())
-        parts: list[tuple[str, str]] = []
+        parts: list[Part] = []
         for raw in text.split("+"):
-            name, _, level = raw.strip().partition(":")
-            name, level = name.strip(), (level.strip() or DEFAULT_LEVEL)
+            head, _, level = raw.strip().partition(":")
+            name, _, method = head.strip().partition("@")
+            name, level, method = name.strip(), (level.strip() or DEFAULT_LEVEL), (method.strip() or "prompt")
             if name not in self.variants:
                 raise UnknownVariantError(f"unknown variant {name!r} in spec {spec!r}; " + self._valid_names())
             if name == CONTROL:
-                if len(text.split("+")) > 1 or ":" in raw:
-                    raise UnknownVariantError("'control' takes no level and cannot be combined with other variants")
+                if len(text.split("+")) > 1 or ":" in raw or "@" in raw:
+                    raise UnknownVariantError("'control' takes no level or method and cannot be combined with other variants")
                 return VariantSpec(())
+            if method not in METHODS:
+                raise UnknownVariantError(f"unknown method {method!r} in {raw.strip()!r}; methods: "
+                                          "NAME (prompted), NAME@steer (a control vector), NAME@both")
             if level not in LEVELS:
                 raise UnknownVariantError(
                     f"unknown level {level!r} for variant {name!r}; valid levels: {', '.join(LEVELS)}"
                 )
-            if level not in self.variants[name].levels:
+            variant = self.variants[name]
+            if method in ("prompt", "both") and level not in variant.levels:
                 raise UnknownVariantError(
-                    f"variant {name!r} has no level {level!r}; it has: {', '.join(self.variants[name].levels)}"
+                    f"variant {name!r} has no level {level!r}; it has: {', '.join(variant.levels)}"
                 )
-            if any(n == name for n, _ in parts):
+            if method in ("steer", "both") and variant.steering is None:
+                raise UnknownVariantError(f"variant {name!r} has no 'steering:' pairs, so it cannot be steered; use "
+                                          f"{name!r} (prompted) or add contrastive pairs to its file")
+            if any(p.name == name for p in parts):
                 raise UnknownVariantError(f"variant {name!r} appears twice in spec {spec!r}")
-            parts.append((name, level))
+            parts.append(Part(name, level, method))
+        if sum(p.steered for p in parts) > 1:
+            raise UnknownVariantError(
+                f"{spec!r} steers more than one emotion: llama.cpp adds control vectors together and steered emotions "
+                "interfere, so moodbench steers one emotion per variant; steer one and prompt the others "
+                "(e.g. frustration@steer+confusion)")
         return VariantSpec(tuple(parts))
 
     def parse_many(self, specs: list[str] | str) -> list[VariantSpec]:
@@ -187,14 +230,16 @@ class Catalog:
         return parsed
 
     def persona_block(self, spec: VariantSpec) -> str | None:
-        """The text appended to tau2's user prompt, or None for control."""
-        if spec.is_control:
+        """The text appended to tau2's user prompt, or None when nothing is prompted (control, pure steering)."""
+        prompted = [p for p in spec.parts if p.prompted]
+        if not prompted:
             return None
-        body = "\n".join(self.variants[name].levels[level].strip() + "\n" for name, level in spec.parts)
+        body = "\n".join(self.variants[p.name].levels[p.level].strip() + "\n" for p in prompted)
         return BLOCK_HEADER + "\n" + body + "\n" + BLOCK_FOOTER
 
     def _valid_names(self) -> str:
-        return f"valid variants: {', '.join(self.variants)}; levels: {', '.join(LEVELS)} (e.g. anger:severe+confusion)"
+        return (f"valid variants: {', '.join(self.variants)}; levels: {', '.join(LEVELS)}; methods: @steer, @both "
+                "(e.g. anger:severe+confusion, frustration@steer)")
 
 
 def _load_file(path: Path | str, text: str, source: str) -> list[Variant]:
@@ -234,8 +279,9 @@ def load_catalog(extra_files: list[Path] | None = None) -> Catalog:
                 )
             if v.name in variants:  # a second definition would silently replace the first
                 raise UnknownVariantError(f"{p}: variant {v.name!r} is already defined in {variants[v.name].source}")
-            if not v.levels:
-                raise UnknownVariantError(f"{p}: variant {v.name!r} needs at least one level ({', '.join(LEVELS)})")
+            if not v.levels and v.steering is None:
+                raise UnknownVariantError(f"{p}: variant {v.name!r} needs at least one level ({', '.join(LEVELS)}) "
+                                          "or 'steering:' pairs")
             variants[v.name] = v
     # put control first, then the rest in file order
     ordered = {CONTROL: variants.pop(CONTROL)} if CONTROL in variants else {}

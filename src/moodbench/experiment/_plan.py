@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from moodbench.emotions import Catalog, UnknownVariantError, load_catalog
+from moodbench.emotions import Catalog, UnknownVariantError, VariantSpec, load_catalog
 from moodbench.experiment._config import ConfigError, RunConfig
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ class Plan:
     config: RunConfig
     catalog: Catalog
     variants: list[str]  # canonical specs, in the user's order
+    specs: dict[str, VariantSpec]  # canonical spec -> parsed spec
     tasks: dict[tuple[str, str], Task]
     all_cells: list[Cell]
     cells: list[Cell]  # this shard's
@@ -71,6 +72,13 @@ def make_plan(config: RunConfig) -> Plan:
     except UnknownVariantError as exc:
         raise ConfigError(str(exc)) from None
     variants = [s.canonical for s in specs]
+    steered = [s.canonical for s in specs if s.steered]
+    customer, _ = config.resolved_user_model()
+    if steered and not customer.startswith("local/"):
+        raise ConfigError(
+            f"{', '.join(steered)} steer the customer with a llama.cpp control vector, which needs an embedded local/ "
+            f"customer model (--user-model local/qwen2.5-0.5b); {customer} cannot be steered (vLLM and hosted APIs have "
+            "no control vectors). Use the prompted variant instead (e.g. 'frustration' rather than 'frustration@steer').")
     tasks: dict[tuple[str, str], Task] = {}
     order: list[tuple[str, str]] = []
     for domain in config.domains:
@@ -99,4 +107,5 @@ def make_plan(config: RunConfig) -> Plan:
     if config.shard_index:
         i, n = config.shard_index
         cells = shard_cells(all_cells, i, n)
-    return Plan(config=config, catalog=catalog, variants=variants, tasks=tasks, all_cells=all_cells, cells=cells)
+    return Plan(config=config, catalog=catalog, variants=variants, specs={s.canonical: s for s in specs}, tasks=tasks,
+                all_cells=all_cells, cells=cells)

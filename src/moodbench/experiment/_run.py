@@ -9,9 +9,10 @@ endpoints; run the missing cells; write the summary and close the manifest. The 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from moodbench._util.errors import UsageError
 from moodbench._util.secrets import secret_values, url_secrets
 from moodbench.experiment._config import ConfigError, RunConfig, config_diff
-from moodbench.experiment._endpoints import local_endpoints
+from moodbench.experiment._endpoints import SteeredCustomer, local_endpoints
 from moodbench.experiment._exit import ExitCode
 from moodbench.experiment._plan import Plan, make_plan
 from moodbench.experiment._rundir import RunLock, prepare_run_dir, remove_if_empty
@@ -103,6 +104,19 @@ def record_config(config: RunConfig, plan: Plan, store: Store, force_config: boo
     store.set_meta("plan", plan.meta())
 
 
+def record_steering(steered: dict[str, SteeredCustomer], store: Store, force_config: bool, run_dir: Path) -> None:
+    """Record what each steered variant adds to the customer (vector sha256, scale, layers); refuse a
+    resume whose vector or calibrated scale changed, since its conversations would measure another dose."""
+    now = {v: sc.steering.model_dump(mode="json", exclude={"vector"}) for v, sc in steered.items()}
+    before = store.get_meta("steering") or {}
+    changed = [f"  {v}: {json.dumps(before[v])} -> {json.dumps(now[v])}" for v in now if v in before and before[v] != now[v]]
+    if changed and not force_config:
+        raise ConfigError(f"{run_dir} was run with other steering for these variants (a rebuilt vector or a new "
+                          "calibration):\n" + "\n".join(changed) + "\nUse another --out, or --force-config to continue anyway.")
+    if now or before:
+        store.set_meta("steering", {**before, **now})
+
+
 def run(config: RunConfig, *, console: Console | None = None, force_config: bool = False, handle_signals: bool = False,
         freeze_gc: bool = False, spec_overrides: dict[str, Any] | None = None) -> RunResult:
     """Run (or resume) every missing cell of ``config`` into ``config.out``, exactly as ``moodbench run`` does.
@@ -123,9 +137,9 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     created = prepare_run_dir(config.out)
     stop = StopRequest()
     try:
-        with RunLock(config.out), signal_handlers(stop, handle_signals), local_endpoints(config, console) as ready:
-            return _run_ready(ready, plan, identity_config=config, console=console, force_config=force_config,
-                              freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop)
+        with RunLock(config.out), signal_handlers(stop, handle_signals), local_endpoints(config, console, plan) as ready:
+            return _run_ready(ready.config, plan, identity_config=config, console=console, force_config=force_config,
+                              freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop, steered=ready.steered)
     except UsageError:
         if created:
             remove_if_empty(config.out)
@@ -142,7 +156,8 @@ def _finish(run_dir: Path, manifest: Any, events: EventLog, exit_code: ExitCode,
 
 
 def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
-               freeze_gc: bool, spec_overrides: dict[str, Any] | None, stop: StopRequest) -> RunResult:
+               freeze_gc: bool, spec_overrides: dict[str, Any] | None, stop: StopRequest,
+               steered: dict[str, SteeredCustomer] | None = None) -> RunResult:
     from moodbench.doctor import run_preflight
     from moodbench.experiment._loop import run_loop
     from moodbench.llm import EndpointHealth, ModelClient
@@ -160,6 +175,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
 
     try:
         record_config(identity_config, plan, store, force_config)
+        record_steering(steered or {}, store, force_config, run_dir)
         finished = store.finished_keys()
         todo = [c for c in plan.cells if c.key not in finished]
         from moodbench.results._manifest import git_commit, versions
@@ -176,12 +192,15 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         elif todo:
             manifest(preflight={"skipped": True})
         health = EndpointHealth(config.max_consecutive_failures)
+        steered_clients = {v: ModelClient(replace(user_spec, model=f"openai/{sc.model_name}", base_urls=(sc.base_url,)), health)
+                           for v, sc in (steered or {}).items()}
         settings = ConversationSettings(
             catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent_spec, health),
             user_client=ModelClient(user_spec, health), judge_client=ModelClient(judge_spec, health),
             tool_choice=config.tool_choice, recover_text_tool_calls=bool(config.recover_text_tool_calls),
             user_format=config.user_format, max_steps=config.max_steps, max_errors=config.max_errors,
             base_seed=config.seed, shard=config.shard, judge_fidelity=config.judge_fidelity, freeze_gc=freeze_gc,
+            user_clients=steered_clients, steering={v: sc.steering for v, sc in (steered or {}).items()},
         )
         for v in plan.variants:  # parse once in this thread; workers only read
             settings.persona(v)

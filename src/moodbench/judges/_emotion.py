@@ -89,7 +89,7 @@ def _analyzer():
 
 def families_of(variant: str) -> list[str]:
     """Emotion families a variant spec names (``anger:severe+confusion`` -> anger, confusion)."""
-    names = [part.strip().partition(":")[0].strip() for part in variant.split("+")]
+    names = [part.strip().partition(":")[0].partition("@")[0].strip() for part in variant.split("+")]
     known = [n for n in names if n in LEXICONS]
     return known or list(LEXICONS)
 

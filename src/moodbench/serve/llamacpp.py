@@ -101,7 +101,7 @@ def plan_chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ForcedCall 
     tc = body.get("tool_choice")
     tools = [t for t in body.get("tools") or [] if _tool_name(t)]
     if isinstance(tc, dict):
-        fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+        fn: dict[str, Any] = tc["function"] if isinstance(tc.get("function"), dict) else {}
         name = fn.get("name") or tc.get("name")
         if tc.get("type") in ("auto", "none", "required") and not name:
             tc = tc["type"]
@@ -134,7 +134,7 @@ def _forced(body: dict[str, Any], allowed: list[dict[str, Any]]) -> tuple[dict[s
     upstream = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "parallel_tool_calls")}
     upstream["tool_choice"] = "none"
     upstream["response_format"] = {"type": "json_schema", "json_schema": {"name": "tool_call", "schema": schema}}
-    opts = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    opts: dict[str, Any] = body["stream_options"] if isinstance(body.get("stream_options"), dict) else {}
     forced = ForcedCall(
         tool_names=tuple(str(_tool_name(t)) for t in allowed),
         stream=bool(body.get("stream")),
@@ -174,7 +174,7 @@ def finish_forced_response(resp: dict[str, Any], forced: ForcedCall) -> dict[str
 
 def _as_sse(resp: dict[str, Any], forced: ForcedCall) -> bytes:
     """A finished chat completion as OpenAI-style ``chat.completion.chunk`` SSE events."""
-    base = {k: resp.get(k) for k in ("id", "created", "model", "system_fingerprint") if k in resp}
+    base: dict[str, Any] = {k: resp.get(k) for k in ("id", "created", "model", "system_fingerprint") if k in resp}
     base["object"] = "chat.completion.chunk"
     events: list[dict[str, Any]] = []
     for i, choice in enumerate(resp.get("choices") or []):
@@ -337,7 +337,7 @@ class _Front:
 def _read_body(h: BaseHTTPRequestHandler) -> bytes:
     """The request body, by Content-Length or chunked transfer encoding (some clients stream bodies)."""
     if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
@@ -718,7 +718,7 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
         raise KeyboardInterrupt
 
     # SIGINT too: a shell starts background jobs with SIGINT ignored, which would disable Ctrl-C handling.
-    old: dict[int, Any] = {}
+    old: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             old[sig] = signal.signal(sig, _term)
@@ -745,4 +745,4 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m moodbench.serve.llamacpp [MODEL]
-    raise SystemExit(serve_llamacpp(ServeOptions(backend="llamacpp", model=(sys.argv[1:] or [None])[0])))
+    raise SystemExit(serve_llamacpp(ServeOptions(backend="llamacpp", model=sys.argv[1] if len(sys.argv) > 1 else None)))

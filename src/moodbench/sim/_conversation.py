@@ -21,7 +21,7 @@ from tau2.orchestrator.orchestrator import Orchestrator
 from moodbench.emotions import Catalog
 from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
-from moodbench.results import ConversationRecord, ConversationStats, ExitReason, FidelityFlags, sha256
+from moodbench.results import ConversationRecord, ConversationStats, ExitReason, FidelityFlags, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
 from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
@@ -66,7 +66,13 @@ class ConversationSettings:
     shard: str | None = None
     judge_fidelity: bool = False
     freeze_gc: bool = False  # see sim._env_pool: the CLI opts in, a library call does not
+    # steered variants: their customer's own (steered) server, and what the vector adds, per variant
+    user_clients: dict[str, ModelClient] = field(default_factory=dict)
+    steering: dict[str, Steering] = field(default_factory=dict)
     persona_blocks: dict[str, str | None] = field(default_factory=dict)
+
+    def customer_client(self, variant: str) -> ModelClient:
+        return self.user_clients.get(variant, self.user_client)
 
     def persona(self, variant: str) -> str | None:
         if variant not in self.persona_blocks:
@@ -100,7 +106,7 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
     )
     user = registry.get_user_constructor(USER_NAME)(
         tools=user_tools or None, instructions=str(task.user_scenario), persona_block=s.persona(cell.variant),
-        client=s.user_client, user_format=s.user_format,
+        client=s.customer_client(cell.variant), user_format=s.user_format,
     )
     return _Participants(task, environment, agent, user)
 
@@ -251,7 +257,7 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
         reward_info=reward_info.model_dump(mode="json") if reward_info is not None else None,
         simulation=dumped,
         agent_prompt_sha256=sha256(prompts["agent"]), user_prompt_sha256=sha256(prompts["user"]),
-        agent_model=s.agent_client.spec.model, user_model=s.user_client.spec.model,
+        agent_model=s.agent_client.spec.model, user_model=s.customer_client(cell.variant).spec.model,
         agent_prompt_tokens=agent.prompt_tokens, agent_completion_tokens=agent.completion_tokens,
         user_prompt_tokens=user.prompt_tokens, user_completion_tokens=user.completion_tokens,
         cost_usd=agent.cost_usd + user.cost_usd,
@@ -260,7 +266,7 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
                                 turns=sum(1 for m in simulation.messages if isinstance(m, UserMessage) and m.content),
                                 messages=len(simulation.messages), judge=judge_record),
         flags=_fidelity(cell, p, dumped.get("messages") or [], s, ending, prompts["user"]),
-        error=ending.error, shard=s.shard,
+        error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant),
     )
     release_environment(cell.domain, p.environment)  # scored and recorded: its database is reused
     return record, prompts

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the real imports, for type checkers; at runtime names load on first use (see __getattr__)
     from moodbench.emotions import SteeringData, SteeringPair
+    from moodbench.sim._completion import STOP, clean_completion_reply, render_completion_prompt
     from moodbench.steer._calibrate import (
         THRESHOLDS,
         Calibration,
@@ -30,8 +31,8 @@ if TYPE_CHECKING:  # the real imports, for type checkers; at runtime names load 
         calibration_path,
         choose_levels,
         load_calibration,
+        shipped_calibration,
     )
-    from moodbench.steer._completion_format import STOP, clean_completion_reply, render_completion_prompt
     from moodbench.steer._contrast import contrast_prompts, escape_line, pairs_sha256
     from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
     from moodbench.steer._errors import SteeringError, SteeringInputError, SteeringRunError
@@ -64,6 +65,7 @@ __all__ = [
     "default_layers",
     "escape_line",
     "load_calibration",
+    "shipped_calibration",
     "pairs_sha256",
     "render_completion_prompt",
     "steering_for",
@@ -74,9 +76,9 @@ __all__ = [
 # startup, and importing the whole package (httpx, pydantic models, tau2) would slow every command.
 _WHERE: dict[str, str] = {
     **dict.fromkeys(("DEFAULT_SCALES", "DEFAULT_TASKS"), "moodbench.steer._defaults"),
-    **dict.fromkeys(("THRESHOLDS", "Calibration", "calibrate", "calibration_path", "choose_levels", "load_calibration"),
-                    "moodbench.steer._calibrate"),
-    **dict.fromkeys(("STOP", "clean_completion_reply", "render_completion_prompt"), "moodbench.steer._completion_format"),
+    **dict.fromkeys(("THRESHOLDS", "Calibration", "calibrate", "calibration_path", "choose_levels", "load_calibration",
+                     "shipped_calibration"), "moodbench.steer._calibrate"),
+    **dict.fromkeys(("STOP", "clean_completion_reply", "render_completion_prompt"), "moodbench.sim._completion"),
     **dict.fromkeys(("contrast_prompts", "escape_line", "pairs_sha256"), "moodbench.steer._contrast"),
     **dict.fromkeys(("SteeringError", "SteeringInputError", "SteeringRunError"), "moodbench.steer._errors"),
     **dict.fromkeys(("ChatTemplate", "ChatTemplateError"), "moodbench.steer._template"),

@@ -287,7 +287,7 @@ def choose_levels(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
 
 # ------------------------------------------------------------------------------------------ running
 def _parse_tasks(tasks: Sequence[str]) -> list[AgentScript]:
-    from moodbench.steer._customer import _tau2_task
+    from moodbench.sim import find_task
 
     scripts = []
     for spec in tasks:
@@ -295,8 +295,8 @@ def _parse_tasks(tasks: Sequence[str]) -> list[AgentScript]:
         if not sep or not domain or not task_id:
             raise SteeringInputError(f"task {spec!r} is not DOMAIN:TASK_ID; fix: e.g. --tasks retail:0,retail:1")
         try:
-            _tau2_task(domain, task_id)
-        except Exception as exc:  # noqa: BLE001 - ConfigError (domain) or KeyError (task) from tau2's loaders
+            find_task(domain, task_id)
+        except Exception as exc:  # noqa: BLE001 - UsageError (domain, task) from moodbench.sim
             why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             raise SteeringInputError(f"task {spec!r}: {why}; fix: use DOMAIN:TASK_ID of a tau2 task (e.g. retail:0)") from None
         scripts.append(AgentScript(domain=domain, task_id=task_id, turns=()))
@@ -479,12 +479,34 @@ def calibration_path(vec: SteeringVector, fmt: str = "tau2") -> Path:
 
 
 def load_calibration(vec: SteeringVector, fmt: str = "tau2") -> dict[str, Any] | None:
-    """The stored calibration of this vector (and format), or None."""
+    """The calibration of this vector (and format): your own (``moodbench steer calibrate``) if you
+    have one, else a shipped one measured for the same model file, pairs, method and layer range
+    (:func:`shipped_calibration`), else None."""
     try:
         data = json.loads(calibration_path(vec, fmt).read_text())
+        if data.get("vector_sha256") == vec.sha256:
+            return data
     except (OSError, ValueError):
-        return None
-    return data if data.get("vector_sha256") == vec.sha256 else None
+        pass
+    return shipped_calibration(vec, fmt)
+
+
+def shipped_calibration(vec: SteeringVector, fmt: str) -> dict[str, Any] | None:
+    """A calibration that ships with moodbench (``steer/data/*.calibration.json``), when it was measured
+    on the same model file (sha256), contrastive pairs (sha256), method, layer range and customer
+    format as ``vec``: a vector built from those is the same direction, so its levels apply. Each file
+    records how it was measured; ``moodbench steer calibrate`` replaces it with your own measurement."""
+    from importlib import resources
+
+    for entry in (resources.files("moodbench.steer") / "data").iterdir():
+        if not entry.name.endswith(".calibration.json"):
+            continue
+        data = json.loads(entry.read_text(encoding="utf-8"))
+        if (data.get("model_sha256") == vec.model_sha256 and data.get("pairs_sha256") == vec.pairs_sha256
+                and data.get("method") == vec.method and tuple(data.get("layers") or ()) == tuple(vec.layers)
+                and data.get("format") == fmt and data.get("emotion") == vec.emotion):
+            return {**data, "vector_sha256": vec.sha256, "shipped": entry.name}
+    return None
 
 
 def _by_conversation(rows: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
@@ -495,12 +517,10 @@ def _by_conversation(rows: list[dict[str, Any]]) -> dict[tuple[str, int], list[d
 
 
 def _reason_for_call(domain: str, task_id: str) -> str:
-    from moodbench.steer._customer import _tau2_task
+    """What the customer should get across (the words the fidelity rules look for)."""
+    from moodbench.sim import find_task, scenario_of
 
-    scenario = _tau2_task(domain, task_id).user_scenario.instructions
-    if isinstance(scenario, str):
-        return scenario
-    return str(getattr(scenario, "reason_for_call", None) or scenario)
+    return scenario_of(find_task(domain, task_id)).reason_for_call
 
 
 def _clean(text: str | None) -> str:

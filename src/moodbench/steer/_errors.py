@@ -8,6 +8,8 @@ start): the CLI exits 1 and the message carries the log's tail.
 
 from __future__ import annotations
 
+from moodbench._util.errors import UsageError
+
 __all__ = ["SteeringError", "SteeringInputError", "SteeringRunError"]
 
 
@@ -15,7 +17,7 @@ class SteeringError(RuntimeError):
     """Base class of the steering errors."""
 
 
-class SteeringInputError(SteeringError, ValueError):
+class SteeringInputError(SteeringError, UsageError):
     """Bad input: the message says what is wrong and how to fix it."""
 
 

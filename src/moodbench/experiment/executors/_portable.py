@@ -27,10 +27,14 @@ class _Client:
 
 def portable(settings: ConversationSettings, max_consecutive_failures: int) -> bytes:
     """Pickled description of ``settings`` (clients replaced by their specs)."""
-    fields = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        fields[f.name] = _Client(value.spec) if isinstance(value, ModelClient) else value
+    def describe(value: Any) -> Any:
+        if isinstance(value, ModelClient):
+            return _Client(value.spec)
+        if isinstance(value, dict) and value and all(isinstance(v, ModelClient) for v in value.values()):
+            return {k: _Client(v.spec) for k, v in value.items()}  # steered customers' clients, by variant
+        return value
+
+    fields = {f.name: describe(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
     return pickle.dumps((fields, max_consecutive_failures), protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -49,7 +53,14 @@ def rebuild(blob: bytes, share: int = 1) -> tuple[ConversationSettings, Endpoint
             spec = dataclasses.replace(spec, max_in_flight_per_endpoint=max(1, math.ceil(limit / share)))
         return ModelClient(spec, health)
 
-    values: dict[str, Any] = {k: client(v.spec) if isinstance(v, _Client) else v for k, v in fields.items()}
+    def live(value: Any) -> Any:
+        if isinstance(value, _Client):
+            return client(value.spec)
+        if isinstance(value, dict) and value and all(isinstance(v, _Client) for v in value.values()):
+            return {k: client(v.spec) for k, v in value.items()}
+        return value
+
+    values: dict[str, Any] = {k: live(v) for k, v in fields.items()}
     return ConversationSettings(**values), health
 
 
