@@ -270,7 +270,7 @@ def test_user_probe_recommends_the_format_without_echoes(probe_mod, tmp_path: Pa
                                                         "then": {"content": "I need a task called 'Important Meeting' for user_1, please."}}],
                                              "else": {"echo_last": True}}]}}}
     with start_scripted_server(script, tmp_path) as srv:
-        report = probe_mod.run_user_probe(_spec(srv), "mock", threads=4)
+        report = probe_mod.run_user_probe(_spec(srv), "mock", formats=("tau2", "transcript"), threads=4)
         user_requests = srv.requests("user")
     tau2, transcript = report.formats["tau2"], report.formats["transcript"]
     assert len(report.tasks) == 2 and len(user_requests) == 12
@@ -285,12 +285,32 @@ def test_user_probe_premature_stop_and_unusable(probe_mod, tmp_path: Path) -> No
     script = {"roles": {"user": {"turns": [{"match": [{"if_contains": "<conversation>", "in": "last", "then": {"content": "###STOP###"}}],
                                              "else": {"content": "How can I assist you today?"}}]}}}
     with start_scripted_server(script, tmp_path) as srv:
-        report = probe_mod.run_user_probe(_spec(srv), "mock", threads=4)
+        report = probe_mod.run_user_probe(_spec(srv), "mock", formats=("tau2", "transcript"), threads=4)
     tau2, transcript = report.formats["tau2"], report.formats["transcript"]
     assert (transcript.replies, transcript.premature_stop, transcript.flagged) == (2, 2, 2)  # stops at once, each conversation
     assert (tau2.replies, tau2.role_confusion, tau2.flagged, tau2.premature_stop) == (6, 6, 6, 0)
     assert not report.usable
     assert any("stronger --user-model" in a for a in report.advice)
+
+
+def test_user_probe_measures_the_completion_format_and_skips_it_where_customers_have_tools(probe_mod, tmp_path: Path) -> None:
+    # a chat-tuned small model: both chat formats answer like the agent; continued as a transcript it is the customer
+    script = {"roles": {"user": {"turns": [{"match": [{"if_contains": "TRANSCRIPT", "in": "system",
+                                                        "then": {"content": " I need a task called 'Important Meeting' for user_1."}}],
+                                             "else": {"content": "How can I assist you today?"}}]}}}
+    with start_scripted_server(script, tmp_path) as srv:
+        report = probe_mod.run_user_probe(_spec(srv), "mock", threads=4)
+        texts = [r for r in srv.requests("user") if "prompt" in r["body"]]
+    assert set(report.formats) == {"tau2", "transcript", "completion"}
+    completion = report.formats["completion"]
+    assert (completion.replies, completion.flagged, completion.role_confusion) == (6, 0, 0)
+    assert report.formats["tau2"].role_confusion == 6 and report.formats["transcript"].role_confusion == 6
+    assert report.recommended == "completion" and len(texts) == 6
+    assert all(t["body"]["prompt"].rstrip().endswith("CUSTOMER:") and t["body"]["stop"] for t in texts)
+    assert len({t["body"]["prompt"].split("<scenario>")[1][:200] for t in texts if "<scenario>" in t["body"]["prompt"]}) == 2
+    with start_scripted_server(script, tmp_path / "telecom") as srv:
+        telecom = probe_mod.run_user_probe(_spec(srv), "telecom", turns=1, threads=4)
+    assert "completion" not in telecom.formats and any("not probed: completion" in a for a in telecom.advice)
 
 
 # --------------------------------------------------------------------------- CLI

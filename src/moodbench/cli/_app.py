@@ -322,7 +322,7 @@ def probe(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the API key."),
     user: bool = typer.Option(False, "--user", help="Probe the model as the simulated customer instead of the agent."),
-    user_format: Optional[str] = typer.Option(None, "--user-format", help="With --user: tau2 or transcript (default: both, compared)."),
+    user_format: Optional[str] = typer.Option(None, "--user-format", help="With --user: tau2, transcript or completion (default: all, compared)."),
     threads: int = typer.Option(4, "--threads", min=1, help="Requests in flight at once."),
     timeout_s: float = typer.Option(defaults.TIMEOUT_S, "--timeout", help="Deadline per request in seconds."),
     max_tokens: int = typer.Option(defaults.MAX_TOKENS, "--max-tokens", min=1),

@@ -130,16 +130,38 @@ def _user_conversation(client: ModelClient, domain: str, task: Any, user_format:
     return out
 
 
+def _different_customers(tasks: Sequence[Any], n: int) -> list[Any]:
+    """``n`` tasks that need the agent to act, each with another customer (tau2's retail tasks 0-4 are
+    one person), so a format recommendation does not rest on one scenario."""
+    from moodbench.sim import task_needs_agent_tool
+
+    candidates = [t for t in tasks if task_needs_agent_tool(t)] or list(tasks)
+    chosen: list[Any] = []
+    seen: set[str] = set()
+    for t in candidates:
+        who = str(getattr(t.user_scenario.instructions, "known_info", None) or t.user_scenario)
+        if who not in seen:
+            seen.add(who)
+            chosen.append(t)
+        if len(chosen) == n:
+            break
+    return chosen or candidates[:n]
+
+
 def run_user_probe(spec: ModelSpec, domain: str, *, formats: Sequence[str] = USER_FORMATS, n_tasks: int = 2,
                    turns: int = USER_TURNS, threads: int = 4) -> UserProbeReport:
     """A few customer turns per task and format; rates of the fidelity problems per format."""
-    from moodbench.sim import load_domain_tasks, task_needs_agent_tool
+    from moodbench.sim import domain_tools, load_domain_tasks
 
     try:
         tasks = load_domain_tasks(domain, None)
     except Exception as exc:  # noqa: BLE001 - ConfigError names the valid domains
         raise ProbeError(str(exc)) from None
-    chosen = [t for t in tasks if task_needs_agent_tool(t)][:n_tasks] or tasks[:n_tasks]
+    skipped: list[str] = []
+    if "completion" in formats and domain_tools(domain)[1]:  # the completion format has no customer tools
+        formats = [f for f in formats if f != "completion"]
+        skipped.append(f"completion (its customer has no tools, and {domain} customers act on their own device)")
+    chosen = _different_customers(tasks, n_tasks)
     client = ModelClient(probe_spec(spec))
     jobs = [(f, t) for f in formats for t in chosen]
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="probe-user") as pool:
@@ -160,7 +182,7 @@ def run_user_probe(spec: ModelSpec, domain: str, *, formats: Sequence[str] = USE
     ranked = sorted(formats, key=lambda f: (stats[f].flagged_rate(), USER_FORMATS.index(f) if f in USER_FORMATS else 9))
     best = ranked[0] if ranked else None
     usable = best is not None and stats[best].flagged_rate() <= USER_FLAGGED_MAX
-    advice: list[str] = []
+    advice: list[str] = [f"not probed: {s}" for s in skipped]
     if best is not None and len(formats) > 1:
         advice.append(f"use --user-format {best} ({stats[best].flagged}/{stats[best].replies} replies flagged)")
     if not usable:
