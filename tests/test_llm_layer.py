@@ -309,3 +309,21 @@ def test_retry_after_spellings(headers: dict[str, str], low: float | None, high:
     exc.response = httpx.Response(429, headers=headers)  # type: ignore[attr-defined]
     got = _retry_after_seconds(exc)
     assert got is None if low is None else (low <= got <= high), got
+
+
+@pytest.mark.parametrize("transport", ["auto", "litellm"])
+def test_text_completions_go_to_v1_completions_with_stop_strings_retries_and_accounting(tmp_path: Path, transport: str) -> None:
+    """The completion customer format: a plain continuation, through the same retries and parsing as chat."""
+    from scripted import start_scripted_server
+
+    script = {"seed": 3, "faults": {"first_n_fail": 1},
+              "roles": {"judge": {"turns": [{"content": "<think>me first</think> I want my order refunded."}]}}}
+    with start_scripted_server(script, tmp_path) as srv:
+        completion = _client(srv, max_retries=2, transport=transport).complete_text(
+            "TRANSCRIPT\nAGENT: Hi! How can I help you today?\nCUSTOMER:", stop=["\nAGENT:"], seed=7)
+        logged = srv.requests()
+    assert completion.content == "I want my order refunded." and completion.think_stripped  # <think> removed
+    assert completion.attempts == 2 and [r["status"] for r in logged] == [500, 200]  # retried like a chat call
+    body = logged[-1]["body"]
+    assert body["prompt"].endswith("CUSTOMER:") and body["stop"] == ["\nAGENT:"] and body["seed"] == 7
+    assert completion.completion_tokens > 0 and completion.finish_reason == "stop"

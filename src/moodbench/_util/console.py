@@ -16,3 +16,10 @@ def stderr_console() -> Console:
     # off a terminal, messages are never wrapped (a path or a command split over two lines is
     # useless in a log); tables still fit in the 200 columns
     return Console(stderr=True, width=None if tty else 200, soft_wrap=not tty)
+
+
+def say(console: Console | None, text: str) -> None:
+    """Print a plain line (no markup, no highlighting, never wrapped) when there is a console; library
+    calls without one stay silent."""
+    if console is not None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)

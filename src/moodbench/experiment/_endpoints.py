@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from moodbench._util.console import say
 from moodbench.experiment._config import ConfigError, RunConfig
 from moodbench.results import Steering
 
@@ -48,9 +49,6 @@ class Endpoints:
     steered: dict[str, SteeredCustomer] = field(default_factory=dict)
 
 
-def _say(console: Console | None, text: str) -> None:
-    if console is not None:
-        console.print(text, highlight=False)
 
 
 def local_models(config: RunConfig) -> set[str]:
@@ -124,15 +122,15 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
         by_model: dict[str, Any] = {}
         for name in sorted(names):
             path = resolve_model(name[len(LOCAL_PREFIX):], console=console)
-            _say(console, f"starting local llama.cpp server for {name} ({path.name}) ...")
+            say(console, f"starting local llama.cpp server for {name} ({path.name}) ...")
             server = LlamaCppServer(path, threads=threads, log_path=config.out / f"llamacpp-{name.split('/')[-1]}.log")
             server.start()
             servers.append(server)
             by_model[name] = server
-            _say(console, f"  {name} served at {server.base_url}")
+            say(console, f"  {name} served at {server.base_url}")
         steered: dict[str, SteeredCustomer] = {}
         for variant, (vec, info) in steering.items():
-            _say(console, f"starting the steered customer for {variant} ({info.emotion} vector {info.vector_sha256[:12]}, "
+            say(console, f"starting the steered customer for {variant} ({info.emotion} vector {info.vector_sha256[:12]}, "
                           f"scale {info.scale:g}, layers {info.layers[0]}-{info.layers[1]}) ...")
             server = LlamaCppServer(vec.model_path, threads=threads, control_vectors=[(vec.vector, info.scale)],
                                     control_vector_layers=vec.layers,
@@ -140,7 +138,7 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
             server.start()
             servers.append(server)
             steered[variant] = SteeredCustomer(variant, server.base_url, server.model_name, info)
-            _say(console, f"  {variant}'s customer served at {server.base_url}")
+            say(console, f"  {variant}'s customer served at {server.base_url}")
         updates: dict[str, Any] = {}
         for role in ("agent", "user", "judge"):
             model = getattr(config, f"{role}_model")

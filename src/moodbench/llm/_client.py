@@ -261,14 +261,14 @@ def _make_transport(spec: ModelSpec) -> OpenAICompatTransport | LitellmTransport
 class _Call:
     """One ``complete()`` call across its attempts."""
 
-    messages: list[dict[str, Any]] | None  # a chat request, or
-    prompt: str | None  # a text completion (``/v1/completions``)
-    stop: list[str] | None
+    messages: list[dict[str, Any]] | None  # a chat request (None: a text completion of ``prompt``)
     tools: list[dict[str, Any]] | None
     tool_choice: str | dict | None
     recover: bool
     seed: int | None
     empty_left: int
+    prompt: str | None = None  # a text completion (``/v1/completions``)
+    stop: list[str] | None = None
     attempts: int = 0  # requests sent
     failures: int = 0  # of which failed
 
@@ -392,7 +392,7 @@ class ModelClient:
         seed: int | None = None,
     ) -> Completion:
         """Send one chat request; raise :class:`LLMCallError` only after every retry failed."""
-        call = _Call(messages, None, None, tools, tool_choice, recover_text_tool_calls, seed, empty_left=self.spec.empty_retries)
+        call = _Call(messages, tools, tool_choice, recover_text_tool_calls, seed, empty_left=self.spec.empty_retries)
         return self._run(call)
 
     def complete_text(self, prompt: str, *, stop: list[str] | None = None, seed: int | None = None) -> Completion:
@@ -402,7 +402,8 @@ class ModelClient:
         For servers and models that serve text completions (vLLM, llama.cpp, OpenAI-compatible
         servers); it is how a small local model plays the customer in the ``completion`` user format.
         """
-        call = _Call(None, prompt, list(stop) if stop else None, None, None, False, seed, empty_left=self.spec.empty_retries)
+        call = _Call(None, None, None, False, seed, empty_left=self.spec.empty_retries, prompt=prompt,
+                     stop=list(stop) if stop else None)
         return self._run(call)
 
     def _run(self, call: _Call) -> Completion:

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from moodbench._util.jsontext import json_values
+
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.DOTALL)
 _FENCED = re.compile(r"```(?:json|tool_call|javascript|js)?\s*\n?(.*?)```", re.DOTALL)
-_DECODER = json.JSONDecoder()
 
 
 def _as_call(obj: Any, tool_names: set[str]) -> tuple[str, dict] | None:
@@ -40,25 +41,9 @@ def _as_call(obj: Any, tool_names: set[str]) -> tuple[str, dict] | None:
     return name, args
 
 
-def _json_values(text: str) -> Iterable[Any]:
-    """Every JSON object or array that starts somewhere in ``text`` (outermost ones only)."""
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] in "{[":
-            try:
-                value, end = _DECODER.raw_decode(text, i)
-            except json.JSONDecodeError:
-                i += 1
-                continue
-            yield value
-            i = end
-        else:
-            i += 1
-
-
 def _calls_in(fragment: str, tool_names: set[str]) -> list[tuple[str, dict]]:
     calls: list[tuple[str, dict]] = []
-    for value in _json_values(fragment):
+    for value in json_values(fragment):
         items = value if isinstance(value, list) else [value]
         for item in items:
             call = _as_call(item, tool_names)

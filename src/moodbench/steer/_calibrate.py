@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from moodbench._util.console import say
 from moodbench.emotions import Catalog
 from moodbench.steer._customer import FORMATS, AgentScript, CustomerTurn, agent_script, customer_conversation
 from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
@@ -322,9 +323,6 @@ def _default_threads() -> int:
     return max(1, cpus // 2)
 
 
-def _say(console: Any, msg: str) -> None:
-    if console is not None:
-        console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
 def calibrate(
@@ -405,7 +403,7 @@ def calibrate(
         raise SteeringRunError(str(exc)) from None
     try:
         for scale in grid:
-            _say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
+            say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
             t1 = time.monotonic()
             if scale == 0:
                 got = _sweep_one(baseline.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
@@ -423,9 +421,9 @@ def calibrate(
                 for r in conv:
                     r["goal_overlap"] = overlap
             per_scale[scale] = rows
-            _say(console, f"  {len(rows)} replies in {time.monotonic() - t1:.0f}s")
+            say(console, f"  {len(rows)} replies in {time.monotonic() - t1:.0f}s")
         # Perplexity under the unsteered model, for every reply of every scale (one server, sequential).
-        _say(console, "scoring replies with the unsteered model (perplexity) ...")
+        say(console, "scoring replies with the unsteered model (perplexity) ...")
         import httpx
 
         with httpx.Client(timeout=300) as http:

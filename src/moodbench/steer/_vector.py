@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from moodbench._util.console import say
 from moodbench.emotions import Catalog, SteeringData, load_catalog
 from moodbench.serve.models import MODELS, ModelResolutionError, cache_root, resolve_model, sha256_file
 from moodbench.steer._contrast import contrast_prompts, escape_line, pairs_sha256
@@ -223,9 +224,6 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _say(console: Any, msg: str) -> None:
-    if console is not None:
-        console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------- build
@@ -276,7 +274,7 @@ def build_vector(
     with _lock(out.with_suffix(".lock")):
         if (hit := _load_cached(out, m.path)) is not None:  # built by someone else while we waited
             return hit
-        _say(console, f"Building the {emotion} control vector for {m.name} ({len(positive)} pairs, method {method}) ...")
+        say(console, f"Building the {emotion} control vector for {m.name} ({len(positive)} pairs, method {method}) ...")
         log = out.with_suffix(".log")
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="moodbench-cvector-") as tmp:
@@ -312,7 +310,7 @@ def build_vector(
         side_tmp = vec.sidecar.with_suffix(f".json.{os.getpid()}.tmp")
         side_tmp.write_text(json.dumps(record, indent=2) + "\n")
         os.replace(side_tmp, vec.sidecar)
-        _say(console, f"  built in {seconds:.1f}s: {out}")
+        say(console, f"  built in {seconds:.1f}s: {out}")
         return vec
 
 

@@ -785,6 +785,23 @@ class _Dropped(Exception):
     """Signals that the connection was closed on purpose and nothing must be written."""
 
 
+async def _planned(request: web.Request, backend: Any, body: dict[str, Any]) -> tuple[Any, web.Response | None]:
+    """Plan the reply to a (chat-shaped) request and act out its delay, drop or error status.
+
+    Returns ``(plan, None)`` when a completion is due, ``(plan, error response)`` otherwise; raises
+    :class:`_Dropped` after cutting the connection.
+    """
+    plan = backend.plan(body, request.headers.get("Authorization"))
+    if plan.delay_s > 0:
+        await asyncio.sleep(plan.delay_s)
+    if plan.reply is None:
+        _drop(request)
+        raise _Dropped()
+    if plan.reply.status != 200:
+        return plan, _error_response(plan.reply.status, plan.reply.error or "error", plan.reply.retry_after_s)
+    return plan, None
+
+
 async def handle_chat(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND_KEY]
     backend.in_flight += 1
@@ -796,14 +813,9 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
             return _error_response(400, "request body is not valid JSON")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error_response(400, "request needs a 'messages' list")
-        plan = backend.plan(body, request.headers.get("Authorization"))
-        if plan.delay_s > 0:
-            await asyncio.sleep(plan.delay_s)
-        if plan.reply is None:
-            _drop(request)
-            raise _Dropped()
-        if plan.reply.status != 200:
-            return _error_response(plan.reply.status, plan.reply.error or "error", plan.reply.retry_after_s)
+        plan, refusal = await _planned(request, backend, body)
+        if refusal is not None:
+            return refusal
         assert plan.completion is not None
         stream = bool(body.get("stream"))
         if plan.fault in REPLY_FAULTS:
@@ -851,14 +863,9 @@ async def handle_text(request: web.Request) -> web.StreamResponse:
         return _error_response(400, "request body is not valid JSON")
     if not isinstance(body, dict) or not isinstance(body.get("prompt"), (str, list)):
         return _error_response(400, "request needs a 'prompt'")
-    plan = backend.plan(text_as_chat(body), request.headers.get("Authorization"))
-    if plan.delay_s > 0:
-        await asyncio.sleep(plan.delay_s)
-    if plan.reply is None:
-        _drop(request)
-        raise _Dropped()
-    if plan.reply.status != 200:
-        return _error_response(plan.reply.status, plan.reply.error or "error", plan.reply.retry_after_s)
+    plan, refusal = await _planned(request, backend, text_as_chat(body))
+    if refusal is not None:
+        return refusal
     assert plan.completion is not None
     return _json_response(chat_as_text(plan.completion))
 
