@@ -51,6 +51,13 @@ def wait_for_requests(srv: ScriptedServer, n: int, proc: subprocess.Popen[str], 
         time.sleep(0.02)
 
 
+def _events_text(out: Path) -> str:
+    try:
+        return (out / "events.jsonl").read_text()
+    except OSError:
+        return ""
+
+
 def check_store(out: Path) -> dict[str, Any]:
     """Open the store the way a fresh reader would: integrity, finished-once, and per-cell counts."""
     con = sqlite3.connect(out / "results.sqlite")
@@ -113,7 +120,11 @@ def test_ctrl_c_once_stops_cleanly_twice_abandons_and_resume_completes(tmp_path:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
+        # the second Ctrl-C once the first was handled (its event is written), not after a guessed delay
+        deadline = time.monotonic() + 60
+        while '"event": "interrupt"' not in _events_text(out_slow) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the first Ctrl-C was never handled"
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)  # the agent replies would take 60 s
     assert proc.returncode == 130, stderr[-3000:]

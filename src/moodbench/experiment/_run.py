@@ -104,6 +104,19 @@ def record_config(config: RunConfig, plan: Plan, store: Store, force_config: boo
     store.set_meta("plan", plan.meta())
 
 
+def _all_stored(config: RunConfig, plan: Plan) -> bool:
+    """Every planned cell is already finished in ``config.out`` (and the stored experiment is this one)."""
+    db = Path(config.out) / "results.sqlite"
+    if not db.is_file():
+        return False
+    with Store(db, readonly=True) as store:
+        stored = store.get_meta("config")
+        if stored is None or {k: v for k, v in stored.items() if k in config.identity()} != config.identity():
+            return False  # a changed config: let the normal path refuse it (or --force-config go on)
+        finished = store.finished_keys()
+    return all(c.key in finished for c in plan.cells)
+
+
 def record_steering(steered: dict[str, SteeredCustomer], store: Store, force_config: bool, run_dir: Path) -> None:
     """Record what each steered variant adds to the customer (vector sha256, scale, layers); refuse a
     resume whose vector or calibrated scale changed, since its conversations would measure another dose."""
@@ -137,9 +150,13 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     created = prepare_run_dir(config.out)
     stop = StopRequest()
     try:
-        with RunLock(config.out), signal_handlers(stop, handle_signals), local_endpoints(config, console, plan) as ready:
-            return _run_ready(ready.config, plan, identity_config=config, console=console, force_config=force_config,
-                              freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop, steered=ready.steered)
+        with RunLock(config.out), signal_handlers(stop, handle_signals):
+            if _all_stored(config, plan):  # a finished run re-run: no server to start, only the summary to refresh
+                return _run_ready(config, plan, identity_config=config, console=console, force_config=force_config,
+                                  freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop)
+            with local_endpoints(config, console, plan) as ready:
+                return _run_ready(ready.config, plan, identity_config=config, console=console, force_config=force_config,
+                                  freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop, steered=ready.steered)
     except UsageError:
         if created:
             remove_if_empty(config.out)
