@@ -24,15 +24,17 @@ from moodbench.analysis import (
     family_size,
     manipulation_check,
     mde,
+    methods_comparison,
     paired_effect,
     planned_design,
     planned_mde,
     reward_effects,
+    steering_by_variant,
 )
 from moodbench.analysis import _stats as stats
 from moodbench.analysis._variants import families_spec
 from moodbench.judges import families_of, marker_hits, parse_judge, text_scores
-from moodbench.results import ConversationRecord, FidelityFlags, pass_hat_k
+from moodbench.results import ConversationRecord, FidelityFlags, Steering, pass_hat_k
 
 # --------------------------------------------------------------------------- McNemar
 
@@ -290,6 +292,40 @@ def test_dose_response_table_groups_by_emotion_and_method() -> None:
     assert score["slope"] > 0 and [lv["mean"] > 0 for lv in score["levels"]] == [False, True, True, True]
     sev = reward["levels"][3]
     assert sev["n_pairs"] == 48 and sev["diff"] == pytest.approx(sev["mean"] - reward["levels"][0]["mean"])
+
+
+def _steered(c: ConversationRecord, scale: float, sha: str = "ab" * 32) -> ConversationRecord:
+    return c.model_copy(update={"steering": Steering(emotion="frustration", vector_sha256=sha, scale=scale, layers=(4, 12), method="mean")})
+
+
+def test_steered_groups_carry_their_scales_and_mixed_doses_are_not_hidden() -> None:
+    """A steered level is a calibrated scale: dose rows name it; a variant steered with two scales has none."""
+    convs, i = [], 0
+    variants = ["control", "frustration@steer:mild", "frustration@steer:severe", "frustration:mild"]
+    for t in range(4):
+        for v in variants:
+            c = _conv(i := i + 1, f"t{t}", v, 0, 1.0, user=("Ugh. " if v != "control" else "") + "Please update my order.")
+            if v == "frustration@steer:mild":
+                c = _steered(c, 0.5)
+            elif v == "frustration@steer:severe":
+                c = _steered(c, 1.5 if t < 2 else 2.0)  # two doses under one name (e.g. merged runs)
+            convs.append(c)
+    st = steering_by_variant(convs)
+    assert set(st) == {"frustration@steer:mild", "frustration@steer:severe"}
+    mild, severe = st["frustration@steer:mild"], st["frustration@steer:severe"]
+    assert (mild["scale"], mild["vector_short"], mild["layers"], mild["vector_method"], mild["consistent"]) == (0.5, "ab" * 6, [4, 12], "mean", True)
+    assert not severe["consistent"] and severe["scale"] is None and severe["vector_sha256"] == "ab" * 32  # one vector, two scales
+    assert sorted((d["scale"], d["n_records"]) for d in severe["distinct"]) == [(1.5, 2), (2.0, 2)]
+    rows = dose_response_table(convs, "control", variants)
+    steer = next(r for r in rows if r["method"] == "steer" and r["outcome"] == "reward")
+    assert steer["scales"] == {"mild": 0.5, "severe": None} and steer["vector_sha256"] == "ab" * 32
+    assert [lv["scale"] for lv in steer["levels"]] == [0.0, 0.5, None]
+    assert not any(r["method"] == "prompt" for r in rows)  # one prompted level: no dose group
+    # the comparison reads the numbers it is given and adds none: one entry, rows by level then method
+    (entry,) = methods_comparison(convs, "control", variants, effects=[], checks=[], fidelity={"variants": {}, "warnings": []})
+    assert [(r["level_name"], r["method"]) for r in entry["rows"]] == [("mild", "prompt"), ("mild", "steer"), ("severe", "steer")]
+    assert entry["matched_levels"] == ["mild"] and all(r["reward"] is None and r["manipulation"] is None for r in entry["rows"])
+    assert methods_comparison(convs, "control", ["control", "frustration:mild"], effects=[], checks=[], fidelity={}) == []
 
 
 def test_planning_helpers() -> None:

@@ -44,6 +44,7 @@ from moodbench.analysis._manipulation import (
     manipulation_check,
     manipulation_family,
 )
+from moodbench.analysis._methods import comparison_summary, methods_comparison, steering_by_variant
 from moodbench.analysis._planning import (
     DEFAULT_BASELINE_SUCCESS,
     DEFAULT_EFFECT_SD,
@@ -87,6 +88,7 @@ __all__ = [
     "claim",
     "claim_effects",
     "claim_family",
+    "comparison_summary",
     "conversation_stats",
     "design_from_pilot",
     "dose_groups",
@@ -101,6 +103,7 @@ __all__ = [
     "manipulation_test",
     "mcnemar_exact",
     "mde",
+    "methods_comparison",
     "paired_effect",
     "pass_hat_k_paired",
     "pilot_design",
@@ -111,4 +114,5 @@ __all__ = [
     "reward_effects",
     "scope_design",
     "scopes_of",
+    "steering_by_variant",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LEVEL_NUMBERS", "Dose", "dose_of", "families_spec"]
+__all__ = ["LEVEL_NUMBERS", "Dose", "dose_of", "families_spec", "methods_of"]
 
 LEVEL_NUMBERS = {"mild": 1, "moderate": 2, "severe": 3}
 DEFAULT_LEVEL = "moderate"
@@ -48,3 +48,11 @@ def families_spec(spec: str) -> str:
         name, sep, level = part.partition(":")
         parts.append(name.partition("@")[0] + sep + level)
     return "+".join(parts)
+
+
+def methods_of(spec: str) -> list[str]:
+    """How each part of a spec reaches the customer: ``frustration@steer+confusion`` -> ["steer", "prompt"].
+
+    A variant whose parts are all ``steer`` gave the customer no persona block (the vector carries the emotion).
+    """
+    return [part.partition(":")[0].partition("@")[2].strip() or DEFAULT_METHOD for part in spec.split("+") if part.strip()]

@@ -4,7 +4,9 @@ The report puts the answer first: per emotion, the change in reward against the 
 with a task-clustered 95% interval, its Holm-adjusted p over a stated family and the *claim* that follows
 (``lower``, ``higher``, ``no_difference``, ``too_few``); beside it, never folded into it, whether the
 comparison is valid (did the customers sound emotional before the outcome, was the simulator behaving,
-were rows excluded). Everything is recomputed from the SQLite stores; the per-run summary table comes from
+were rows excluded). When an emotion is delivered more than one way (prompted, steered with a control vector,
+both), ``methods_comparison`` puts the methods side by side per level from those same numbers
+(:mod:`moodbench.analysis._methods`). Everything is recomputed from the SQLite stores; the per-run summary table comes from
 :func:`summary_for_run` itself, so it can never disagree with summary.json.
 
 :func:`report_data` computes the numbers (what ``moodbench report --json`` prints, fast: no pages, no
@@ -38,7 +40,9 @@ from moodbench.analysis import (
     dose_response_table,
     fidelity,
     manipulation_check,
+    methods_comparison,
     reward_effects,
+    steering_by_variant,
 )
 from moodbench.report._markdown import markdown
 from moodbench.report._render import ci, pval, render, signed, slug
@@ -174,6 +178,9 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
     a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
     a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
     a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, variants)]
+    a["steering"] = steering_by_variant(run.records)
+    a["methods_comparison"] = [{**tag, **m} for m in methods_comparison(
+        run.records, baseline, variants, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
     a["bottom_line"] = bottom_line(a)
     return a
 
@@ -233,6 +240,11 @@ def _warnings(analyses: list[dict[str, Any]]) -> list[dict[str, str]]:
                             f"({signed(aa['diff'])}, p {pval(aa['p'])}); trials may not be exchangeable (drift, caching, seeds)."})
         if a["trials"] < 2:
             out.append({"level": "info", "text": prefix + "one trial per task: no A/A split of the baseline (run with --trials >= 2 for it)."})
+        for v, st in a["steering"].items():
+            if not st["consistent"]:
+                out.append({"level": "warn", "text": prefix + f"{v}: its conversations were steered with {len(st['distinct'])} different "
+                            "vectors or scales (merged runs?); its scale is left blank and its effects mix doses: "
+                            + "; ".join(f"{d['vector_sha256'][:12]} x {d['scale']:g} ({d['n_records']})" for d in st["distinct"])})
         if a["judge"] and a["judge"].get("failed"):
             out.append({"level": "warn", "text": prefix + f"LLM judge failed on {a['judge']['failed']} conversation(s) (left out of the judge score)."})
     return out
@@ -261,7 +273,7 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
         analyses.append(_analyse(r, baseline, (judges or {}).get(r.slug)))
     warnings = _warnings(analyses)
     flat = {key: [x for a in analyses for x in a.pop(key)] for key in
-            ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response")}
+            ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response", "methods_comparison")}
     return {
         "schema": SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -275,6 +287,7 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
         "designs": flat["designs"],
         "manipulation": flat["manipulation_checks"],
         "dose_response": flat["dose_response"],
+        "methods_comparison": flat["methods_comparison"],
         "bottom_lines": [{"run": a["label"], "text": a["bottom_line"]} for a in analyses],
         "warnings": warnings,
         "runs": analyses,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from moodbench.report._render import ci, fmt, pval, signed
+from moodbench.report._render import ci, fmt, pct, pval, signed
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
 
@@ -89,15 +89,30 @@ def markdown(data: dict[str, Any]) -> str:
                     [[md_cell(m["run"]), md_cell(m["variant"]), md_cell(m["domain"]), f"{m['n_pairs']} / {m['n_tasks']}", _f(m["baseline_mean"]),
                       _f(m["variant_mean"]), signed(m["shift"]), signed(m["lower_bound"]), f"**{m['status']}**",
                       _secondary(m, "markers_own", "all")] for m in data["manipulation"]])
+    if data.get("methods_comparison"):
+        lines += ["", "## Prompted vs steered at matched levels", "",
+                  "Each row's numbers are those of the manipulation check, the fidelity table and the reward claims; methods are not "
+                  "tested against each other.", ""]
+        for mc in data["methods_comparison"]:
+            lines += [f"**{md_text(mc['run'])}: {md_text(mc['emotion'])}** ({md_text(', '.join(mc['methods']))}): {md_text(mc['summary'])}", ""]
+            lines += _table(["level", "method", "variant", "scale", "vector", "marker shift [95% CI]", "check", "flagged (vs baseline)",
+                             "Δ reward [95% CI]", "p (Holm)", "claim"],
+                            [_comparison_row(r) for r in mc["rows"]])
+            lines += ["", f"Baseline {md_text(mc['baseline'])}: {pct(mc['baseline_flagged_rate'])} flagged.", ""]
     if data["dose_response"]:
         lines += ["", "## Dose-response (level 0 = baseline, 1 mild, 2 moderate, 3 severe)", ""]
         for d in data["dose_response"]:
+            scales = ""
+            if d.get("scales"):
+                sha = (d.get("vector_sha256") or "")[:12] or "not one vector"
+                scales = f"; control vector {md_text(sha)}, scales " + ", ".join(f"{md_text(k)} {_scale(v)}" for k, v in d["scales"].items())
             lines += [f"**{md_text(d['run'])}: {md_text(d['emotion'])} by {md_text(d['method'])}, {md_text(d['label'])}**: slope "
                       f"{signed(d['slope'])} per level {ci(*d['ci'])}, p(Holm) {pval(d['p_adjusted'])}, claim {d['claim']} "
-                      f"({d['n_tasks']} tasks)", ""]
-            lines += _table(["level", "variant", "conversations", "mean", "Δ vs baseline (paired)", "95% CI"],
-                            [[f"{lv['level']} ({lv['level_name']})", md_cell(lv["variant"]), lv["n"], _f(lv["mean"]), signed(lv["diff"]),
-                              ci(*lv["ci"])] for lv in d["levels"]])
+                      f"({d['n_tasks']} tasks){scales}", ""]
+            steered = bool(d.get("scales"))
+            lines += _table(["level", "variant", *(["scale"] if steered else []), "conversations", "mean", "Δ vs baseline (paired)", "95% CI"],
+                            [[f"{lv['level']} ({lv['level_name']})", md_cell(lv["variant"]), *([_scale(lv.get("scale"))] if steered else []),
+                              lv["n"], _f(lv["mean"]), signed(lv["diff"]), ci(*lv["ci"])] for lv in d["levels"]])
             lines.append("")
     if data["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {md_text(w['text'])}" for w in data["warnings"]]
@@ -123,3 +138,23 @@ def markdown(data: dict[str, Any]) -> str:
 def _secondary(m: dict[str, Any], score: str, turns: str) -> str:
     s = next((x for x in m["secondary"] if x["score"] == score and x["turns"] == turns), None)
     return "–" if not s or s["diff"] is None else f"{signed(s['diff'])} {ci(*s['ci'])}"
+
+
+def _scale(x: Any) -> str:
+    return "–" if x is None else f"{x:g}"
+
+
+def _comparison_row(r: dict[str, Any]) -> list[Any]:
+    """One (level, method) row of the prompted-vs-steered table."""
+    st, m, f, w = r.get("steering"), r.get("manipulation"), r["fidelity"], r.get("reward")
+    if st is None:
+        vector = "–"
+    elif not st["consistent"]:
+        vector = f"mixed ({len(st['distinct'])})"
+    else:
+        vector = md_cell(st["vector_short"]) + (f" (layers {st['layers'][0]}-{st['layers'][1]})" if st.get("layers") else "")
+    gap = "–" if f["gap"] is None else f"{100 * f['gap']:+.0f} pts"
+    return [r["level_name"], md_cell(r["method"]), md_cell(r["variant"]), _scale(None if st is None else st["scale"]), vector,
+            "–" if m is None else f"{signed(m['shift'], 2)} {ci(m['ci'][0], m['ci'][1], 2)}", "–" if m is None else m["status"],
+            f"{pct(f['flagged_rate'])} ({gap})", "–" if w is None else f"{signed(w['diff'])} {ci(*w['ci'])}",
+            "–" if w is None else pval(w["p_adjusted"]), "–" if w is None else f"**{w['claim']}**"]

@@ -180,7 +180,9 @@ def dose_plot(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
             ys = [0.0 if lv["level"] == 0 else lv["diff"] for lv in pts]
             err = [[0.0 if lv["level"] == 0 else lv["diff"] - lv["ci"][0] for lv in pts], [0.0 if lv["level"] == 0 else lv["ci"][1] - lv["diff"] for lv in pts]]
             slope = "–" if r["slope"] is None else f"{r['slope']:+.3f}/level"
-            ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3, lw=1.4, label=f"{g[1]} ({g[2]}{', ' + g[0] if len(groups) > 1 else ''}): {slope}")
+            scales = "" if not r.get("scales") else " x " + "/".join("–" if v is None else f"{v:g}" for v in r["scales"].values())
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3, lw=1.4,
+                        label=f"{g[1]} ({g[2]}{scales}{', ' + g[0] if len(groups) > 1 else ''}): {slope}")
         ax.set_xticks([0, 1, 2, 3])
         ax.set_xticklabels(["baseline", "mild", "moderate", "severe"])
         ax.set_ylabel("Δ reward vs baseline" if outcome == "reward" else "Δ markers/100 words (early turns)")

@@ -3,8 +3,9 @@
 Static files (no server needed to read them; ``moodbench view`` only adds convenience) so a run's
 transcripts can be zipped and shared. Each page shows what a researcher needs to judge one
 conversation: who said what, every tool call with its arguments and result, the exact emotional
-block the customer was given (from the ``prompts`` table), how tau2 scored it, and the fidelity
-flags with their evidence. Pages link to the same task and trial under the other variants, since
+block the customer was given (from the ``prompts`` table) or, for a steered customer, the control vector
+added to its activations (sha256, scale, layers and method, from the record's ``steering``), how tau2
+scored it, and the fidelity flags with their evidence. Pages link to the same task and trial under the other variants, since
 effects are paired comparisons.
 """
 
@@ -21,7 +22,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from moodbench.analysis._variants import families_spec
+from moodbench.analysis._variants import families_spec, methods_of
 from moodbench.judges import families_of, text_scores
 from moodbench.report._render import render
 from moodbench.results import FLAG_NAMES, ConversationRecord, Run
@@ -138,6 +139,8 @@ def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path
                 run=run.label, run_slug=run_slug, c=c, outcome=outcome(c), description=c.exit_reason.description,
                 messages=_messages(c), reward=_reward(c.reward_info), flags=[(f, getattr(c.flags, f)) for f in FLAG_NAMES],
                 evidence=c.flags.evidence, emotion_block=block.group(0) if block else None,
+                steering=c.steering.model_dump(mode="json") if c.steering is not None else None,
+                prompted=c.variant != "control" and any(m in ("prompt", "both") for m in methods_of(c.variant)),
                 user_prompt=user_prompt, agent_prompt=agent_prompt, scores=scores, families=fam,
                 tokens={k: int(getattr(c, k)) for k in ("agent_prompt_tokens", "agent_completion_tokens",
                                                                "user_prompt_tokens", "user_completion_tokens")},
