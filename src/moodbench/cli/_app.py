@@ -228,13 +228,15 @@ def _show_steering(spec: Any, catalog: Any, user_model: str | None, user_format:
     if not user_model or not user_model.startswith("local/"):
         raise ConfigError(f"{spec.canonical} is steered: name the customer model with --user-model local/NAME "
                           "(e.g. local/qwen2.5-0.5b) to see its vector and scale")
-    config = RunConfig(agent_model=user_model, user_model=user_model, variants=[spec.canonical],
-                       **({"user_format": user_format} if user_format else {}))
+    fields: dict[str, Any] = {"agent_model": user_model, "user_model": user_model, "variants": [spec.canonical]}
+    if user_format:
+        fields["user_format"] = user_format
+    config = RunConfig(**fields)
     plan = make_plan(config.model_copy(update={"task_ids": None, "num_tasks": 1}))
     (vec, info), = steering_of(plan, config, console).values()
     return (f"<steering>\ncustomer model: {user_model} (customer format {config.user_format})\n"
             f"vector: {vec.vector}\nsha256: {info.vector_sha256}\nemotion: {info.emotion}, level {spec.steered.level}, "
-            f"method {info.method}, layers {info.layers[0]}-{info.layers[1]}\nscale: {info.scale:g}\n"
+            f"method {info.method}, layers {info.layers_text}\nscale: {info.scale:g}\n"
             f"llama-server {' '.join(vec.server_args(info.scale))}\n</steering>")
 
 

@@ -98,7 +98,7 @@ def steering_of(plan: Plan, config: RunConfig, console: Console | None) -> dict[
                               f"{config.user_format} found no scale that keeps the customer coherent; steer it with "
                               "--user-format completion (measured to keep small models in role), or prompt the emotion")
         scale = float(levels[part.level])
-        out[variant] = (vec, Steering(emotion=part.name, vector_sha256=vec.sha256, scale=scale, layers=tuple(vec.layers),
+        out[variant] = (vec, Steering(emotion=part.name, vector_sha256=vec.sha256, scale=scale, layers=(vec.layers[0], vec.layers[1]),
                                       method=vec.method, vector=str(vec.vector)))
     return out
 
@@ -131,7 +131,7 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
         steered: dict[str, SteeredCustomer] = {}
         for variant, (vec, info) in steering.items():
             say(console, f"starting the steered customer for {variant} ({info.emotion} vector {info.vector_sha256[:12]}, "
-                          f"scale {info.scale:g}, layers {info.layers[0]}-{info.layers[1]}) ...")
+                          f"scale {info.scale:g}, layers {info.layers_text}) ...")
             server = LlamaCppServer(vec.model_path, threads=threads, control_vectors=[(vec.vector, info.scale)],
                                     control_vector_layers=vec.layers,
                                     log_path=config.out / f"llamacpp-steer-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}.log")

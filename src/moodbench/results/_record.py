@@ -165,6 +165,11 @@ class Steering(BaseModel):
     method: str | None = None
     vector: str | None = None  # the file it was loaded from (for humans; the sha256 identifies it)
 
+    @property
+    def layers_text(self) -> str:
+        """The layer range as people write it (``8-23``), or ``?`` when a record predates it."""
+        return f"{self.layers[0]}-{self.layers[1]}" if self.layers else "?"
+
 
 class ConversationRecord(BaseModel):
     """One stored conversation: the matrix cell, its outcome, its transcript and its accounting.
