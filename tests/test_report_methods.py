@@ -441,6 +441,10 @@ def test_transcript_of_a_steered_conversation_names_its_vector(runs: dict[str, A
     assert 'id="emotion-block"' in page and 'id="steering"' in page and "scale 1.6" in _text(page)
     control = next(r for r in rows if r["variant"] == "control")
     assert 'id="steering"' not in next((out / "transcripts").glob(f"*/sim-{control['id']}.html")).read_text()
+    index = (out / "transcripts" / "index.html").read_text()  # the index marks steered rows with their scale
+    row_of = {m.group(1): m.group(0) for m in re.finditer(r'<tr data-run="[^"]*" data-variant="([^"]*)".*?</tr>', index, re.S)}
+    assert "steered ×0.4" in row_of["frustration@steer:mild"] and FRUSTRATION_SHA[:12] in row_of["frustration@steer:mild"]
+    assert "steered" not in _text(row_of["control"])
 
 
 # --------------------------------------------------------------------------- the summary's wording on hand-made numbers

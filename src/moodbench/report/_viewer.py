@@ -111,6 +111,8 @@ def _index_row(run: Run, c: ConversationRecord, href: str) -> dict[str, Any]:
         "reward": c.reward, "exit": c.exit_reason.value, "outcome": outcome(c),
         "flags": [f.replace("user_", "") for f in c.flags.raised()],
         "turns": c.stats.turns,
+        "steering": ({"scale": f"{c.steering.scale:g}", "sha": c.steering.vector_sha256[:12]}
+                     if c.steering is not None else None),
         "first_user": (c.user_texts[0][:140] + ("…" if len(c.user_texts[0]) > 140 else "") if c.user_texts else ""),
     }
 

@@ -150,34 +150,29 @@ def find_cvector_generator() -> Path | None:
     return _find(GENERATOR_TARGET, "MOODBENCH_CVECTOR_GENERATOR")
 
 
+def _missing(found: Path | None, env_var: str, what: str, how: str, binary: str) -> Path:
+    """``found``, or :class:`LocalBackendMissing` naming the binary, a bad ``env_var`` and the install command."""
+    if found is not None:
+        return found
+    env = os.environ.get(env_var)
+    extra = f" (${env_var}={env} is not an executable file)" if env else ""
+    raise LocalBackendMissing(f"{what} is not installed{extra}.\n{how}:\n    {INSTALL_HINT}\n"
+                              f"or point {env_var} at an existing {binary} binary.")
+
+
 def llama_server_path() -> Path:
     """The server binary, or :class:`LocalBackendMissing` saying how to install it."""
-    p = find_llama_server()
-    if p is None:
-        env = os.environ.get("MOODBENCH_LLAMA_SERVER")
-        extra = f" ($MOODBENCH_LLAMA_SERVER={env} is not an executable file)" if env else ""
-        raise LocalBackendMissing(
-            f"the local model backend (llama.cpp's llama-server) is not installed{extra}.\n"
-            f"Install it once (builds llama.cpp portably, with a progress bar: ~5-11 min on 2 cores):\n"
-            f"    {INSTALL_HINT}\n"
-            "or point MOODBENCH_LLAMA_SERVER at an existing llama-server binary."
-        )
-    return p
+    return _missing(find_llama_server(), "MOODBENCH_LLAMA_SERVER", "the local model backend (llama.cpp's llama-server)",
+                    "Install it once (builds llama.cpp portably, with a progress bar: ~5-11 min on 2 cores)",
+                    "llama-server")
 
 
 def cvector_generator_path() -> Path:
     """The control-vector generator binary, or :class:`LocalBackendMissing` saying how to install it."""
-    p = find_cvector_generator()
-    if p is None:
-        env = os.environ.get("MOODBENCH_CVECTOR_GENERATOR")
-        extra = f" ($MOODBENCH_CVECTOR_GENERATOR={env} is not an executable file)" if env else ""
-        raise LocalBackendMissing(
-            f"llama.cpp's llama-cvector-generator (builds steering vectors) is not installed{extra}.\n"
-            "It is built together with llama-server; an older cache that has only the server is rebuilt once:\n"
-            f"    {INSTALL_HINT}\n"
-            "or point MOODBENCH_CVECTOR_GENERATOR at an existing llama-cvector-generator binary."
-        )
-    return p
+    return _missing(find_cvector_generator(), "MOODBENCH_CVECTOR_GENERATOR",
+                    "llama.cpp's llama-cvector-generator (builds steering vectors)",
+                    "It is built together with llama-server; an older cache that has only the server is rebuilt once",
+                    "llama-cvector-generator")
 
 
 def ensure_local_backend() -> None:
