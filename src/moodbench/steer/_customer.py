@@ -117,12 +117,16 @@ def customer_conversation(
     max_tokens: int = 64,
     timeout_s: float = 600.0,
     model: str = "local",
+    persona_block: str | None = None,
 ) -> list[CustomerTurn]:
     """Play ``script`` against the customer model at ``base_url``; ends early at a stop token or error.
 
     The customer is the run's own simulator (:func:`moodbench.sim.customer_replies`, the format's real
     request through the model layer), so calibration measures exactly what a run would send.
     ``base_url`` is an OpenAI-compatible ``.../v1``. Every reply is checked with the probe's rules.
+    ``persona_block``: the prompted emotion (:meth:`moodbench.emotions.Catalog.persona_block`) appended to
+    the customer's prompt as a run appends it; None (calibration) sends tau2's prompt unchanged, so the
+    same checks can compare a prompted customer with a steered one.
     """
     from moodbench.doctor import check_customer_reply
     from moodbench.llm import ModelClient, ModelSpec
@@ -135,7 +139,7 @@ def customer_conversation(
     key = f"{script.domain}:{script.task_id}"
     out: list[CustomerTurn] = []
     replies = customer_replies(ModelClient(spec), script.domain, find_task(script.domain, script.task_id), fmt, script.turns,
-                               seed=seed)
+                               persona_block=persona_block, seed=seed)
     for k, reply in enumerate(replies):
         if reply.error is not None or reply.tool_calls:
             out.append(CustomerTurn(task=key, seed=seed, turn=k, agent=reply.agent, reply=None,
