@@ -113,7 +113,7 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     (cache / "models").symlink_to(env["model"].parent)
     run_env = {**os.environ, "MOODBENCH_CACHE_DIR": str(cache)}
     base = [sys.executable, "-m", "moodbench.cli", "run", "--agent-model", f"local/{MODEL}", "--domain", "mock", "--task-ids",
-            "create_task_1", "--variants", "control,frustration@steer", "--max-steps", "6", "--max-tokens", "96",
+            "create_task_1", "--variants", "control,frustration@steer", "--max-steps", "4", "--max-tokens", "64",
             "--agent-args", '{"temperature": 0}', "--skip-preflight"]
     refused = subprocess.run([*base, "--user-format", "transcript", "--out", str(tmp_path / "t")], capture_output=True,
                              text=True, env=run_env, timeout=600)
