@@ -140,3 +140,26 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     steered_customer, control_customer = customer_endpoints(steered_sim), customer_endpoints(rows["control"][1])
     assert len(steered_customer) == 1 and steered_customer.isdisjoint(control_customer)
     assert agent_endpoints(steered_sim) == control_customer  # the agent (and control's customer) stay unsteered
+
+
+def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next(vector: SteeringVector,
+                                                                                 tmp_path: Path) -> None:
+    """As measured for frustration on qwen2.5-1.5b (benchmarks/README.md): no scale kept the customer
+    coherent in the completion format. The run must not guess a scale, and must not advise the format it
+    already uses."""
+    from moodbench.experiment import ConfigError, RunConfig, make_plan
+    from moodbench.experiment._endpoints import steering_of
+    from moodbench.steer._calibrate import calibration_path
+
+    path = calibration_path(vector, "completion")
+    path.write_text(json.dumps({"vector_sha256": vector.sha256, "levels": None, "scales": []}))
+    try:
+        config = RunConfig(agent_model="openai/scripted", user_model=f"local/{MODEL}", domains=["mock"],
+                           task_ids=["create_task_1"], variants=["control", "frustration@steer"], out=tmp_path / "run")
+        with pytest.raises(ConfigError) as err:
+            steering_of(make_plan(config), config, None)
+    finally:
+        path.unlink()
+    msg = str(err.value)
+    assert "found no scale that keeps the customer coherent" in msg and "--scales 0,0.1,0.25,0.5" in msg
+    assert "frustration without @steer" in msg and "--user-format completion (" not in msg

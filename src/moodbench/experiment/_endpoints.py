@@ -94,9 +94,13 @@ def steering_of(plan: Plan, config: RunConfig, console: Console | None) -> dict[
                               f"{config.user_format}; run {fix}, then this command again")
         levels = cal.get("levels") or {}
         if part.level not in levels:
+            other = ("steer it with --user-format completion (measured to keep small models in role), "
+                     if config.user_format != "completion" else
+                     f"calibrate smaller scales (`moodbench steer calibrate --model {customer} --emotion {part.name} "
+                     "--format completion --scales 0,0.1,0.25,0.5`) or other layers (--layers A-B), ")
             raise ConfigError(f"{variant}: calibrating the {part.name} vector for {customer} with --user-format "
-                              f"{config.user_format} found no scale that keeps the customer coherent; steer it with "
-                              "--user-format completion (measured to keep small models in role), or prompt the emotion")
+                              f"{config.user_format} found no scale that keeps the customer coherent; {other}"
+                              f"or prompt the emotion ({part.name} without @steer)")
         scale = float(levels[part.level])
         out[variant] = (vec, Steering(emotion=part.name, vector_sha256=vec.sha256, scale=scale, layers=(vec.layers[0], vec.layers[1]),
                                       method=vec.method, vector=str(vec.vector)))
