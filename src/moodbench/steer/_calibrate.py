@@ -454,6 +454,11 @@ def calibrate(
                             "CIs include 0): the emotion may not reach the customer")  # fmt: skip
         if levels["severe"] == max(grid, key=abs):
             warnings.append(f"the largest tested scale ({levels['severe']:g}) is still coherent: test larger scales to find the limit")
+    if 1 / conversations > limits["stop_increase_max"]:
+        # measured: 4 tasks x 1 seed on qwen2.5-1.5b, a single stopped conversation (25%) failed a scale
+        warnings.append(f"{conversations} conversations per scale: one early stop ({1 / conversations:.0%}) would already exceed the "
+                        f"stop-rate limit (+{limits['stop_increase_max']:.0%}), so the coherence verdicts are fragile; "
+                        "give more --seeds or --tasks before concluding")  # fmt: skip
     cal = Calibration(
         model=vec.model, emotion=emotion, vector=str(vec.vector), vector_sha256=vec.sha256, method=vec.method,
         layers=list(vec.layers), format=fmt, tasks=list(tasks), seeds=seed_list, turns=turns, scales=table, levels=levels,
