@@ -37,8 +37,9 @@ like ``tests/test_steer_localmodel.py``. Calibrations are not saved into any cac
 so a steered run's calibration is never replaced by a benchmark.
 
 Run time (2 shared AMD EPYC cores, llama-server with 1 thread, 2 parallel slots, under ``nice -n 10``):
-``--quick`` for one 0.5B emotion ~1.5 min; the 0.5B, 5 scales + 3 prompted levels x 24 replies ~8-10 min
-per emotion (+ ~15 s vector build); the 1.5B about 2.5-3x that. See benchmarks/README.md for measured runs.
+``--quick`` for one 0.5B emotion ~1 min; 5 scales + 3 prompted levels measured 715-867 s per emotion for the
+0.5B with 2 seeds (24 replies per dose) and 692-761 s for the 1.5B with 1 seed (12 replies per dose), vector
+builds included (14-83 s). See benchmarks/README.md for the results.
 """
 
 from __future__ import annotations
