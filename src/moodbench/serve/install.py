@@ -163,7 +163,7 @@ def _missing(found: Path | None, env_var: str, what: str, how: str, binary: str)
 def llama_server_path() -> Path:
     """The server binary, or :class:`LocalBackendMissing` saying how to install it."""
     return _missing(find_llama_server(), "MOODBENCH_LLAMA_SERVER", "the local model backend (llama.cpp's llama-server)",
-                    "Install it once (builds llama.cpp portably, with a progress bar: ~5-11 min on 2 cores)",
+                    "Install it once (builds llama.cpp portably, with a progress bar: ~4.5-11 min on 2 cores)",
                     "llama-server")
 
 
