@@ -781,8 +781,10 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
     run = tmp_path / "run"
     shutil.copytree(data_dir / "run-b", run)
     assert not (run / "report").exists()
+    # started with SIGINT ignored, as a shell starts a background job: Ctrl-C (SIGINT) must still stop it
     proc = subprocess.Popen(CLI + ["view", str(run), "--port", "0", "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**_env(), "COLUMNS": "200"})
+                            text=True, env={**_env(), "COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     try:
         url = None
         deadline = time.monotonic() + 60

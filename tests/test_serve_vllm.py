@@ -161,13 +161,15 @@ ENTRY = textwrap.dedent("""
 
 
 def serve_in_subprocess(procs, tmp_path, **kw) -> tuple[subprocess.Popen, Path]:
-    """`serve_vllm` through `python -c` (how the CLI will call it), output to a file."""
+    """`serve_vllm` through `python -c` (how the CLI will call it), output to a file; started with SIGINT
+    ignored, as a shell starts a background job, so Ctrl-C (SIGINT) is tested where it is hardest."""
     kw.setdefault("backend", "vllm")
     kw.setdefault("startup_timeout", 20.0)
     out = tmp_path / f"serve-{len(procs)}.out"
     with open(out, "wb") as fh:
         p = subprocess.Popen([sys.executable, "-c", ENTRY, json.dumps(kw)], stdout=fh, stderr=subprocess.STDOUT,
-                             env=dict(os.environ), start_new_session=True)
+                             env=dict(os.environ), start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     procs.append(p)
     return p, out
 

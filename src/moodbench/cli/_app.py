@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import json
 import os
+import signal
 import sys
 import typing
 from collections.abc import Iterator
@@ -384,7 +385,15 @@ def probe(
 
 def main() -> None:
     """The console script: every command, with any :class:`UsageError` that escaped a command turned
-    into exit code 2 and its message (never a traceback)."""
+    into exit code 2 and its message (never a traceback).
+
+    SIGINT is restored first when it arrived ignored: a shell starts background jobs (and CI runners
+    often start their steps) with SIGINT ignored, children inherit that, and then ``kill -INT`` could not
+    give ``serve`` or ``view`` the graceful stop their docs promise (``run`` installs its own handler).
+    Measured: under ``bash -c './test' &`` the vLLM-serve and view Ctrl-C tests hung until killed.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         app()
     except UsageError as exc:

@@ -456,9 +456,11 @@ def _check_gpus(specs: list[LaunchSpec], opts: ServeOptions, console) -> None:
 def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int:
     started: list[_Running] = []
     kept: list[LaunchSpec] = []
-    previous = None
+    previous = previous_int = None
     try:
         previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited from a shell's background job
+            previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread
         previous = None
     try:
@@ -497,6 +499,8 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
         _stop_started(started)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _stop_started(started: list[_Running]) -> None:
