@@ -162,11 +162,14 @@ def _env() -> dict[str, str]:
 
 def _generate(root: Path) -> None:
     """Three real runs (in parallel) and their reports (the comparison one with the LLM judge) under ``root``."""
+    # one server per run: a server draws its seeded faults in request order, so two runs sharing one would
+    # split the faults by timing (seen: a transcript page count that differed once in a loaded ./test)
     srv = start_scripted_server(SCRIPT, root / "server")
-    dose = start_scripted_server(DOSE_SCRIPT, root / "server-dose")  # its own server: no faults, no shared fault sequence
+    srv_b = start_scripted_server(SCRIPT, root / "server-b")
+    dose = start_scripted_server(DOSE_SCRIPT, root / "server-dose")  # no faults
     try:
         procs = []
-        for name, args, url in (("run-a", RUN_A, srv.base_url), ("run-b", RUN_B, srv.base_url), ("run-dose", RUN_DOSE, dose.base_url)):
+        for name, args, url in (("run-a", RUN_A, srv.base_url), ("run-b", RUN_B, srv_b.base_url), ("run-dose", RUN_DOSE, dose.base_url)):
             log = (root / f"{name}.log").open("w")
             procs.append((name, log, subprocess.Popen(CLI + ["run", *args, *COMMON, "--agent-base-url", url, "--out", str(root / name)],
                                                       stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=root)))
@@ -183,6 +186,7 @@ def _generate(root: Path) -> None:
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     finally:
         srv.stop()
+        srv_b.stop()
         dose.stop()
 
 
