@@ -33,6 +33,18 @@ SRC_DIR = REPO_ROOT / "src"
 _counter = itertools.count()
 
 
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a ``moodbench`` subprocess in a test: this checkout's sources first, litellm's
+    bundled cost map (offline), loopback never proxied, matplotlib headless; ``extra`` on top."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.setdefault("MPLBACKEND", "Agg")
+    env.update(extra or {})
+    return env
+
+
 @dataclass
 class ScriptedServer:
     """Handle on one running server; usable directly or as a context manager that stops it."""

@@ -41,9 +41,9 @@ from scipy.stats import binomtest
 from scipy.stats import t as t_dist
 
 try:
-    from scripted import start_scripted_server
+    from scripted import cli_env, start_scripted_server
 except ImportError:  # tests/ became a package
-    from tests.scripted import start_scripted_server
+    from tests.scripted import cli_env, start_scripted_server
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -152,13 +152,6 @@ RUN_DOSE = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,updat
 COMMON = ["--concurrency", "1", "--max-retries", "0", "--skip-preflight"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    env.setdefault("MPLBACKEND", "Agg")
-    return env
-
 
 def _generate(root: Path) -> None:
     """Three real runs (in parallel) and their reports (the comparison one with the LLM judge) under ``root``."""
@@ -172,7 +165,7 @@ def _generate(root: Path) -> None:
         for name, args, url in (("run-a", RUN_A, srv.base_url), ("run-b", RUN_B, srv_b.base_url), ("run-dose", RUN_DOSE, dose.base_url)):
             log = (root / f"{name}.log").open("w")
             procs.append((name, log, subprocess.Popen(CLI + ["run", *args, *COMMON, "--agent-base-url", url, "--out", str(root / name)],
-                                                      stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=root)))
+                                                      stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=root)))
         for name, log, p in procs:
             rc = p.wait(timeout=300)
             log.close()
@@ -180,7 +173,7 @@ def _generate(root: Path) -> None:
         judge = ["--judge-model", "openai/judge", "--judge-base-url", srv.base_url]
         for out, runs, extra in (("report", ["run-a"], []), ("report-multi", ["run-a", "run-b"], judge), ("report-dose", ["run-dose"], [])):
             r = subprocess.run(CLI + ["report", *[str(root / x) for x in runs], "--out", str(root / out), *extra], capture_output=True,
-                               text=True, env={**_env(), "COLUMNS": "220"}, timeout=120, cwd=root)
+                               text=True, env={**cli_env(), "COLUMNS": "220"}, timeout=120, cwd=root)
             (root / f"{out}.stdout").write_text(r.stdout)
             (root / f"{out}.stderr").write_text(r.stderr)
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -487,10 +480,10 @@ def test_several_runs_side_by_side(data_dir: Path) -> None:
 
 def test_report_rejects_bad_input(data_dir: Path, tmp_path: Path) -> None:
     r = subprocess.run(CLI + ["report", str(data_dir / "run-a"), "--baseline", "nope", "--out", str(tmp_path / "x")],
-                       capture_output=True, text=True, env=_env(), timeout=60)
+                       capture_output=True, text=True, env=cli_env(), timeout=60)
     assert r.returncode == 2 and "nope" in r.stdout + r.stderr and "control, frustration" in r.stdout + r.stderr
     assert not (tmp_path / "x" / "report.html").exists()
-    r = subprocess.run(CLI + ["report", str(tmp_path)], capture_output=True, text=True, env=_env(), timeout=60)
+    r = subprocess.run(CLI + ["report", str(tmp_path)], capture_output=True, text=True, env=cli_env(), timeout=60)
     assert r.returncode == 2 and "not a run directory" in r.stdout + r.stderr
 
 
@@ -666,7 +659,7 @@ def test_markdown_escapes_run_data(data_dir: Path, tmp_path: Path) -> None:
     con.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps({**config, "agent_model": evil}),))
     con.commit()
     con.close()
-    r = subprocess.run(CLI + ["report", str(run), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=_env(), timeout=120)
+    r = subprocess.run(CLI + ["report", str(run), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "<img" not in md and "`tick`" not in md and "\nline2" not in md
@@ -764,13 +757,13 @@ def test_export_then_import_gives_the_same_effects(data_dir: Path, tmp_path: Pat
     for v in ("control", "frustration"):
         f = tmp_path / f"{v}.json"
         r = subprocess.run(CLI + ["export", str(data_dir / "run-a"), "--variant", v, "--out", str(f)], capture_output=True, text=True,
-                           env=_env(), timeout=120)
+                           env=cli_env(), timeout=120)
         assert r.returncode == 0, r.stderr
         files.append(f"{f}={v}")
     r = subprocess.run(CLI + ["import", "--format", "tau2", "--out", str(tmp_path / "run"), *files], capture_output=True, text=True,
-                       env=_env(), timeout=120)
+                       env=cli_env(), timeout=120)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(CLI + ["report", str(tmp_path / "run"), "--json"], capture_output=True, text=True, env=_env(), timeout=120)
+    r = subprocess.run(CLI + ["report", str(tmp_path / "run"), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert r.returncode == 0, r.stderr
     again = _effects(json.loads(r.stdout))["frustration"]
     original = _effects(_report(data_dir))["frustration"]
@@ -787,7 +780,7 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
     assert not (run / "report").exists()
     # started with SIGINT ignored, as a shell starts a background job: Ctrl-C (SIGINT) must still stop it
     proc = subprocess.Popen(CLI + ["view", str(run), "--port", "0", "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**_env(), "COLUMNS": "200"},
+                            text=True, env={**cli_env(), "COLUMNS": "200"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     try:
         url = None
@@ -822,7 +815,7 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
 
 
 def test_view_rejects_a_non_run_directory(tmp_path: Path) -> None:
-    r = subprocess.run(CLI + ["view", str(tmp_path), "--no-open", "--port", "0"], capture_output=True, text=True, env=_env(), timeout=60)
+    r = subprocess.run(CLI + ["view", str(tmp_path), "--no-open", "--port", "0"], capture_output=True, text=True, env=cli_env(), timeout=60)
     assert r.returncode == 2 and "not a run directory" in r.stdout + r.stderr
 
 

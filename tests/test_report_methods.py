@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -34,9 +33,9 @@ import pytest
 from scipy.stats import t as t_dist
 
 try:
-    from scripted import start_scripted_server
+    from scripted import cli_env, start_scripted_server
 except ImportError:  # tests/ became a package
-    from tests.scripted import start_scripted_server
+    from tests.scripted import cli_env, start_scripted_server
 
 from moodbench.analysis import comparison_summary, early_user_texts
 from moodbench.judges import text_scores
@@ -114,13 +113,6 @@ ALL = PROMPTED + list(STEERED)
 COPIES = {"small": 1, "big": 7}
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    env.setdefault("MPLBACKEND", "Agg")
-    return env
-
 
 def _copy(r: ConversationRecord, *, variant: str, task: str, user_prompt: str | None, steering: Steering | None,
           flag_role_confusion: bool = False) -> ConversationRecord:
@@ -174,18 +166,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     srv = start_scripted_server(SCRIPT, root / "server")
     try:
         r = subprocess.run(CLI + ["run", *RUN, "--agent-base-url", srv.base_url, "--out", str(root / "prompted")],
-                           capture_output=True, text=True, env=_env(), timeout=300, cwd=root)
+                           capture_output=True, text=True, env=cli_env(), timeout=300, cwd=root)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     finally:
         srv.stop()
     out: dict[str, Any] = {"root": root}
     for name, copies in COPIES.items():
         _store_steered(root / "prompted", root / name, copies)
-        r = subprocess.run(CLI + ["report", str(root / name), "--json"], capture_output=True, text=True, env=_env(), timeout=120)
+        r = subprocess.run(CLI + ["report", str(root / name), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120)
         assert r.returncode == 0, r.stderr[-3000:]
         out[name] = json.loads(r.stdout)
         r = subprocess.run(CLI + ["report", str(root / name), "--out", str(root / f"report-{name}")], capture_output=True, text=True,
-                           env={**_env(), "COLUMNS": "200"}, timeout=180)
+                           env={**cli_env(), "COLUMNS": "200"}, timeout=180)
         assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -376,7 +368,7 @@ def test_a_variant_steered_with_two_scales_has_no_scale_and_a_warning(runs: dict
         con.execute("UPDATE simulations SET steering=? WHERE id=?", (json.dumps({**json.loads(steering), "scale": 1.2}), rid))
     con.commit()
     con.close()
-    r = subprocess.run(CLI + ["report", str(run), "--json"], capture_output=True, text=True, env=_env(), timeout=120)
+    r = subprocess.run(CLI + ["report", str(run), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout)
     st = _row(_entry(report, "frustration"), "frustration@steer")["steering"]

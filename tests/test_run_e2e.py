@@ -30,21 +30,13 @@ from typing import Any
 
 import pytest
 
-from scripted import start_scripted_server
+from scripted import cli_env, start_scripted_server
 
 EXCLUDED = {"llm_error", "harness_error"}
 
 
 # =========================================================================== shared helpers
 
-
-def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a ``moodbench`` subprocess: offline litellm, loopback never proxied."""
-    env = dict(os.environ)
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra or {})
-    return env
 
 
 def moodbench(*args: Any, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
