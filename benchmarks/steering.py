@@ -52,7 +52,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -141,22 +140,20 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
     from moodbench.emotions import load_catalog
     from moodbench.serve.llamacpp import LlamaCppServer
     from moodbench.steer._calibrate import (
-        _by_conversation,
-        _clean,
+        _add_perplexity,
         _coherence,
         _default_threads,
         _family,
+        _parse_tasks,
         _reason_for_call,
-        _reply_scores,
-        goal_overlap,
+        _scored_rows,
+        _sweep_one,
         summarize_scale,
     )
-    from moodbench.steer._customer import agent_script, customer_conversation
-    from moodbench.steer._score import reply_perplexity
 
     catalog = load_catalog()
     families = _family(emotion)
-    scripts = [agent_script(*spec.split(":", 1), turns) for spec in tasks]
+    scripts = _parse_tasks(tasks)
     reasons = {spec: _reason_for_call(*spec.split(":", 1)) for spec in tasks}
     conversations = len(scripts) * len(seeds)
     table: list[dict[str, Any]] = []
@@ -166,19 +163,11 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
     with server as srv, httpx.Client(timeout=300) as http:
         for level in levels:
             block = catalog.persona_block(catalog.parse(f"{emotion}:{level}"))
-            jobs = [(s, seed, block) for s in scripts for seed in seeds]
             t1 = time.monotonic()
-            with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="prompted") as pool:
-                convs = list(pool.map(lambda j: customer_conversation(srv.base_url, j[0], fmt=FMT, seed=j[1], max_tokens=max_tokens,
-                                                                       temperature=temperature, persona_block=j[2]), jobs))  # fmt: skip
-            rows = [{**t.to_dict(), "scale": None, "level": level, **_reply_scores(t.reply or "", families)}
-                    for conv in convs for t in conv]  # fmt: skip
-            for (task, _seed), conv in _by_conversation(rows).items():
-                overlap = goal_overlap(reasons[task], [_clean(r["reply"]) for r in conv])
-                for r in conv:
-                    r["goal_overlap"] = overlap
-            for r in rows:
-                r["perplexity"] = reply_perplexity(srv.base_url, _clean(r["reply"]), client=http, max_tokens=max_tokens)["perplexity"]
+            got = _sweep_one(srv.base_url, scripts, list(seeds), fmt=FMT, turns=turns, max_tokens=max_tokens,
+                             temperature=temperature, parallel=parallel, persona_block=block)  # fmt: skip
+            rows = _scored_rows(got, {"scale": None, "level": level}, families, reasons)
+            _add_perplexity(srv.base_url, rows, max_tokens=max_tokens, client=http)
             row = summarize_scale(0.0, rows, conversations, base_rows)
             del row["scale"]
             row = {"level": level, **row}

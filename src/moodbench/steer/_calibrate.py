@@ -305,12 +305,35 @@ def _parse_tasks(tasks: Sequence[str]) -> list[AgentScript]:
 
 
 def _sweep_one(base_url: str, scripts: list[AgentScript], seeds: list[int], *, fmt: str, turns: int, max_tokens: int,
-               temperature: float, parallel: int) -> list[CustomerTurn]:  # fmt: skip
+               temperature: float, parallel: int, persona_block: str | None = None) -> list[CustomerTurn]:  # fmt: skip
+    """Every (task, seed) conversation against one server; ``persona_block``: a prompted emotion (the
+    steering benchmark's prompted arm), None for calibration (tau2's prompt unchanged)."""
     jobs = [(agent_script(s.domain, s.task_id, turns), seed) for s in scripts for seed in seeds]
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="calibrate") as pool:
         convs = list(pool.map(lambda js: customer_conversation(base_url, js[0], fmt=fmt, seed=js[1], max_tokens=max_tokens,
-                                                                temperature=temperature), jobs))  # fmt: skip
+                                                                temperature=temperature, persona_block=persona_block),
+                              jobs))  # fmt: skip
     return [t for conv in convs for t in conv]
+
+
+def _scored_rows(turns: list[CustomerTurn], dose: dict[str, Any], families: list[str],
+                 reasons: dict[str, str]) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per reply: its checks, ``dose`` (scale, or the benchmark's prompted level), the manipulation
+    scores and its conversation's goal overlap (per conversation: does the customer still pursue its task)."""
+    rows = [{**t.to_dict(), **dose, **_reply_scores(t.reply or "", families)} for t in turns]
+    for (task, _seed), conv in _by_conversation(rows).items():
+        overlap = goal_overlap(reasons[task], [_clean(r["reply"]) for r in conv])
+        for r in conv:
+            r["goal_overlap"] = overlap
+    return rows
+
+
+def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: int, client: Any) -> None:
+    """Each reply's perplexity under the (unsteered) model at ``base_url``, one request at a time."""
+    from moodbench.steer._score import reply_perplexity
+
+    for r in rows:
+        r["perplexity"] = reply_perplexity(base_url, _clean(r["reply"]), client=client, max_tokens=max_tokens)["perplexity"]
 
 
 def _default_threads() -> int:
@@ -321,8 +344,6 @@ def _default_threads() -> int:
     except AttributeError:  # pragma: no cover - non-Linux
         cpus = os.cpu_count() or 1
     return max(1, cpus // 2)
-
-
 
 
 def calibrate(
@@ -361,7 +382,6 @@ def calibrate(
     (measured on 2 shared cores), while one thread kept ~15-17.
     """
     from moodbench.serve.llamacpp import LlamaCppServer, LlamaCppServerError
-    from moodbench.steer._score import reply_perplexity
 
     if fmt not in FORMATS:
         raise SteeringInputError(f"unknown customer format {fmt!r}; fix: --format {' or --format '.join(FORMATS)}")
@@ -415,11 +435,7 @@ def calibrate(
                                          temperature=temperature, parallel=parallel)  # fmt: skip
                 except LlamaCppServerError as exc:
                     raise SteeringRunError(str(exc)) from None
-            rows = [{**t.to_dict(), "scale": scale, **_reply_scores(t.reply or "", families)} for t in got]
-            for (task, _seed), conv in _by_conversation(rows).items():
-                overlap = goal_overlap(reasons[task], [_clean(r["reply"]) for r in conv])
-                for r in conv:
-                    r["goal_overlap"] = overlap
+            rows = _scored_rows(got, {"scale": scale}, families, reasons)
             per_scale[scale] = rows
             say(console, f"  {len(rows)} replies in {time.monotonic() - t1:.0f}s")
         # Perplexity under the unsteered model, for every reply of every scale (one server, sequential).
@@ -428,9 +444,7 @@ def calibrate(
 
         with httpx.Client(timeout=300) as http:
             for rows in per_scale.values():
-                for r in rows:
-                    r["perplexity"] = reply_perplexity(baseline.base_url, _clean(r["reply"]), client=http,
-                                                       max_tokens=max_tokens)["perplexity"]  # fmt: skip
+                _add_perplexity(baseline.base_url, rows, max_tokens=max_tokens, client=http)
     finally:
         baseline.stop()
 
