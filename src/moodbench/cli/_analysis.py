@@ -28,7 +28,7 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content (claims, effects, pass^k, MDE, checks) on stdout; write no pages."),
 ) -> None:
     """Write report.html/.md/.json, plots and transcript pages: calibrated claims, manipulation check, fidelity, dose-response."""
-    from moodbench.report import report_command
+    from moodbench.cli._report import report_command
 
     raise typer.Exit(report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, console, as_json=as_json, stdout=out))
 
@@ -40,7 +40,7 @@ def view(
     no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser."),
 ) -> None:
     """Serve the run's transcripts and report on 127.0.0.1 (builds them if missing or stale)."""
-    from moodbench.report import view_command
+    from moodbench.cli._report import view_command
 
     raise typer.Exit(view_command(run_dir, port, not no_open, out))
 

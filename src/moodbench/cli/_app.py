@@ -402,6 +402,6 @@ def main() -> None:
 
 
 from moodbench.cli import _analysis  # noqa: E402,F401  (report, view, power, import: registered on app)
-from moodbench.steer._cli import steer_app  # noqa: E402  (moodbench steer build / calibrate)
+from moodbench.cli._steer import steer_app  # noqa: E402  (moodbench steer build / calibrate)
 
 app.add_typer(steer_app, name="steer")

@@ -6,7 +6,6 @@
 """
 
 from moodbench.report._builder import SCHEMA, ReportError, ReportResult, bottom_line, build_report, load_runs, report_data
-from moodbench.report._commands import print_headline, report_command, view_command
 from moodbench.report._markdown import md_cell, md_text
 from moodbench.report._viewer import start_server, write_transcripts
 
@@ -19,10 +18,7 @@ __all__ = [
     "load_runs",
     "md_cell",
     "md_text",
-    "print_headline",
-    "report_command",
     "report_data",
     "start_server",
-    "view_command",
     "write_transcripts",
 ]
