@@ -24,6 +24,7 @@ import pytest
 import yaml
 from rich.console import Console
 
+import moodbench.cli._serve_vllm as serve_cmd  # the foreground command lives in cli/; its probe is patched below
 import moodbench.serve.vllm as vllm_mod
 from moodbench._util.proc import pid_alive
 from moodbench.serve import health, parsers
@@ -33,9 +34,10 @@ from moodbench.serve.vllm import (
     ServeConfigError,
     build_vllm_commands,
     read_state,
-    serve_vllm,
-    stop_vllm,
 )
+
+# serve_vllm / stop_vllm are the command's functions (returning exit codes), called directly to keep these tests fast
+serve_vllm, stop_vllm = serve_cmd.serve_vllm, serve_cmd.stop_vllm
 
 REPO = Path(__file__).resolve().parents[1]
 FAKES = REPO / "tests" / "fakes"
@@ -153,7 +155,7 @@ ENTRY = textwrap.dedent("""
     from pathlib import Path
     from rich.console import Console
     from moodbench.serve.options import ServeOptions
-    from moodbench.serve.vllm import serve_vllm
+    from moodbench.cli._serve_vllm import serve_vllm
     kw = json.loads(sys.argv[1])
     if kw.get("log_dir"): kw["log_dir"] = Path(kw["log_dir"])
     sys.exit(serve_vllm(ServeOptions(**kw), Console(width=300)))
@@ -400,7 +402,7 @@ def test_reuse_replaces_a_wedged_server_we_started(env, procs):
     port = free_ports(1)
     (spec,) = build_vllm_commands(opts(model="Qwen/Qwen3-8B", port=port, log_dir=env / "logs"))
     spec.env["FAKE_VLLM_HANG"] = "1"  # listens, never answers
-    old = vllm_mod._start(spec)
+    old = vllm_mod.start_replica(spec)
     procs.append(old)
     wait_for(lambda: health.port_open("127.0.0.1", port), what="wedged server listening")
 
@@ -417,12 +419,12 @@ def test_reuse_replaces_a_wedged_server_we_started(env, procs):
 
 def test_wedged_ports_without_reuse_are_errors(env, procs, monkeypatch):
     monkeypatch.setattr(health, "probe", _fast_probe)
-    monkeypatch.setattr(vllm_mod, "probe", _fast_probe)
+    monkeypatch.setattr(serve_cmd, "probe", _fast_probe)
     port = free_ports(2)
     # ours, not answering: refuses without --reuse
     (spec,) = build_vllm_commands(opts(model="Qwen/Qwen3-8B", port=port, log_dir=env / "logs"))
     spec.env["FAKE_VLLM_HANG"] = "1"
-    procs.append(vllm_mod._start(spec))
+    procs.append(vllm_mod.start_replica(spec))
     wait_for(lambda: health.port_open("127.0.0.1", port), what="listening")
     c, buf = console()
     assert serve_vllm(opts(model="Qwen/Qwen3-8B", port=port), c) == 2

@@ -272,51 +272,6 @@ def merge(
     _print_summary(out_dir)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def serve(
-    ctx: typer.Context,
-    backend: str = typer.Option(..., "--backend", help="llamacpp (CPU, GGUF) or vllm (GPU)."),
-    model: Optional[str] = typer.Option(None, "--model", help="GGUF path or built-in name (llamacpp); Hugging Face id (vllm)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (default loopback only)."),
-    port: Optional[int] = typer.Option(None, "--port"),
-    ctx_size: int = typer.Option(16384, "--ctx", help="llamacpp context size."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp CPU threads."),
-    parallel: int = typer.Option(4, "--parallel", help="llamacpp slots (prompt cache per slot)."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel"),
-    replicas: int = typer.Option(1, "--replicas", help="vllm: servers on consecutive ports, one per GPU slice."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization"),
-    tool_call_parser: Optional[str] = typer.Option(None, "--tool-call-parser"),
-    reasoning_parser: Optional[str] = typer.Option(None, "--reasoning-parser"),
-    reuse: bool = typer.Option(False, "--reuse", help="Keep a healthy server already serving this model on the port."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact commands; change nothing."),
-    stop: bool = typer.Option(False, "--stop", help="Stop servers started by moodbench serve."),
-    startup_timeout: float = typer.Option(900.0, "--startup-timeout"),
-    log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
-    skypilot: Optional[Path] = typer.Option(None, "--skypilot", help="Write (and launch, if SkyPilot is set up) a SkyPilot task YAML."),
-    gpus: str = typer.Option("H100:1", "--gpus"),
-    cloud: Optional[str] = typer.Option(None, "--cloud"),
-) -> None:
-    """Start an OpenAI-compatible model server (extra vLLM arguments go after --)."""
-    from moodbench.serve.options import ServeOptions
-
-    opts = ServeOptions(backend=backend, model=model, host=host, port=port, ctx=ctx_size, threads=threads, parallel=parallel,
-                        tensor_parallel=tensor_parallel, replicas=replicas, max_model_len=max_model_len,
-                        gpu_memory_utilization=gpu_memory_utilization, tool_call_parser=tool_call_parser,
-                        reasoning_parser=reasoning_parser, reuse=reuse, dry_run=dry_run, stop=stop,
-                        startup_timeout=startup_timeout, log_dir=log_dir, extra_args=list(ctx.args), skypilot=skypilot,
-                        gpus=gpus, cloud=cloud)
-    if backend == "llamacpp":
-        from moodbench.serve.llamacpp import serve_llamacpp
-
-        raise typer.Exit(serve_llamacpp(opts, console))
-    if backend == "vllm":
-        from moodbench.serve.vllm import serve_vllm
-
-        raise typer.Exit(serve_vllm(opts, console))
-    _fail(f"unknown backend {backend!r}; valid backends: llamacpp, vllm")
-
-
 @app.command()
 def probe(
     model: str = typer.Option(..., "--model", help="litellm model string, e.g. openai/NAME or hosted_vllm/NAME."),
@@ -401,7 +356,7 @@ def main() -> None:
         raise SystemExit(2) from None
 
 
-from moodbench.cli import _analysis  # noqa: E402,F401  (report, view, power, import: registered on app)
+from moodbench.cli import _analysis, _serve  # noqa: E402,F401  (report, view, power, import, serve: registered on app)
 from moodbench.cli._steer import steer_app  # noqa: E402  (moodbench steer build / calibrate)
 
 app.add_typer(steer_app, name="steer")

@@ -46,14 +46,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-from moodbench.serve.install import LocalBackendMissing, llama_server_path
+from moodbench.serve.install import llama_server_path
 from moodbench.serve.models import (
-    DEFAULT_MODEL,
-    ModelResolutionError,
     cache_root,
-    resolve_model,
 )
-from moodbench.serve.options import ServeOptions
 
 __all__ = [
     "ForcedCall",
@@ -61,7 +57,6 @@ __all__ = [
     "LlamaCppServerError",
     "finish_forced_response",
     "plan_chat_request",
-    "serve_llamacpp",
 ]
 
 DEFAULT_PORT = 8080
@@ -362,7 +357,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -642,107 +637,3 @@ class LlamaCppServer:
     def __repr__(self) -> str:
         state = "running" if self.alive() else "stopped"
         return f"LlamaCppServer({self.model_path.name}, {self.base_url}, {state})"
-
-
-# ------------------------------------------------------------------------------------- foreground
-def _say(console: Any, msg: str, style: str | None = None) -> None:
-    if console is None:
-        print(msg, flush=True)
-    else:
-        console.print(msg, style=style, markup=False, highlight=False, soft_wrap=True)
-
-
-def _reuse_existing(host: str, port: int) -> str | None:
-    """The model id served at host:port if an OpenAI-compatible server already answers there."""
-    try:
-        conn = http.client.HTTPConnection(host, port, timeout=2)
-        conn.request("GET", "/v1/models")
-        resp = conn.getresponse()
-        data = json.loads(resp.read())
-        conn.close()
-        if resp.status == 200 and data.get("data"):
-            return str(data["data"][0].get("id"))
-    except (OSError, ValueError, AttributeError):
-        return None
-    return None
-
-
-def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
-    """``moodbench serve llamacpp``: resolve the model, start llama-server, block until Ctrl-C.
-
-    Returns a process exit code. Honours ``model``, ``host``, ``port`` (default 8080), ``ctx``,
-    ``threads``, ``parallel``, ``reuse`` (an answering server on the port is reused, nothing started),
-    ``dry_run`` (print the command only), ``startup_timeout``, ``log_dir`` and ``extra_args``
-    (appended to llama-server's argv).
-    """
-    port = opts.port or DEFAULT_PORT
-    if opts.stop:
-        _say(console, "llamacpp runs in the foreground: stop it with Ctrl-C in its terminal.", "yellow")
-        return 0
-    if opts.reuse and (name := _reuse_existing(opts.host, port)):
-        url = f"http://{opts.host}:{port}/v1"
-        _say(console, f"Reusing the server already at {url} (model {name}).", "green")
-        _say(console, f"moodbench run --agent-model openai/{name} --agent-base-url {url}")
-        return 0
-    try:
-        binary = llama_server_path()
-        model = resolve_model(opts.model or DEFAULT_MODEL, console=console)
-    except (LocalBackendMissing, ModelResolutionError) as e:
-        _say(console, f"error: {e}", "red")
-        return 1
-    log_dir = opts.log_dir or cache_root() / "logs"
-    srv = LlamaCppServer(
-        model,
-        host=opts.host,
-        port=port,
-        ctx=opts.ctx,
-        threads=opts.threads,
-        parallel=opts.parallel,
-        log_path=Path(log_dir) / f"llama-server-{port}.log",
-        binary=binary,
-        extra_args=opts.extra_args,
-    )
-    if opts.dry_run:
-        _say(console, " ".join(srv.command()))
-        return 0
-    if _port_in_use(opts.host, port):
-        _say(console, f"error: {opts.host}:{port} is already in use; pick another --port (or --reuse it).", "red")
-        return 1
-    if opts.host not in ("127.0.0.1", "localhost", "::1"):
-        _say(console, f"warning: binding {opts.host}: the server has no API key and is reachable from outside.", "yellow")
-
-    _say(console, f"Starting llama-server for {model.name} (ctx {opts.ctx}, {opts.parallel} slots); log: {srv.log_path}")
-    t0 = time.monotonic()
-
-    def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    # SIGINT too: a shell starts background jobs with SIGINT ignored, which would disable Ctrl-C handling.
-    old: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.signal(sig, _term)
-    try:
-        srv.start(timeout=opts.startup_timeout)
-        _say(console, f"Ready in {time.monotonic() - t0:.1f}s: {srv.base_url}  (model name: {srv.model_name})", "green")
-        _say(console, "Run the benchmark against it from another terminal:")
-        _say(console, f"  moodbench run --agent-model openai/{srv.model_name} --agent-base-url {srv.base_url}")
-        _say(console, "Press Ctrl-C to stop.")
-        while srv.alive():
-            time.sleep(0.5)
-        _say(console, f"llama-server exited unexpectedly.\n{srv.log_tail()}", "red")
-        return 1
-    except KeyboardInterrupt:
-        _say(console, "Stopping llama-server ...")
-        return 0
-    except LlamaCppServerError as e:
-        _say(console, f"error: {e}", "red")
-        return 1
-    finally:
-        srv.stop()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m moodbench.serve.llamacpp [MODEL]
-    raise SystemExit(serve_llamacpp(ServeOptions(backend="llamacpp", model=sys.argv[1] if len(sys.argv) > 1 else None)))

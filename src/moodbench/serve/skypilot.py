@@ -30,14 +30,11 @@ import dataclasses
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
-from rich.text import Text
 
-from .health import HealthError, wait_ready
 from .options import ServeOptions
 from .vllm import LaunchSpec, ServeConfigError, build_vllm_commands
 
@@ -50,10 +47,6 @@ def secret_names(environ=None) -> list[str]:
     reads ``VLLM_API_KEY`` like ``--api-key``)."""
     environ = os.environ if environ is None else environ
     return ["HF_TOKEN"] + (["VLLM_API_KEY"] if environ.get("VLLM_API_KEY") else [])
-
-
-def _plain(console, text: str = "", style: str | None = None) -> None:
-    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
 
 
 def gpu_count(gpus: str) -> float:
@@ -143,7 +136,7 @@ def cluster_name() -> str:
     return os.environ.get("MOODBENCH_SKY_CLUSTER") or DEFAULT_CLUSTER
 
 
-def _endpoint(cluster: str, port: int) -> str | None:
+def endpoint(cluster: str, port: int) -> str | None:
     try:
         out = subprocess.run(["sky", "status", "--endpoint", str(port), cluster],
                              capture_output=True, text=True, timeout=120, check=False)
@@ -156,69 +149,3 @@ def _endpoint(cluster: str, port: int) -> str | None:
     if not endpoint.startswith(("http://", "https://")):
         endpoint = "http://" + endpoint
     return endpoint.rstrip("/") + "/v1"
-
-
-def serve_skypilot(opts: ServeOptions, console) -> int:
-    cluster = cluster_name()
-    path = Path(opts.skypilot or "TASK.yaml").expanduser()
-    try:
-        text = render_task_yaml(opts, cluster, str(path))
-        specs = remote_specs(opts)
-    except ServeConfigError as exc:
-        _plain(console, f"Error: {exc}", style="bold red")
-        return exc.exit_code
-    launch = sky_launch_argv(path, cluster)
-    if opts.dry_run:
-        _plain(console, f"# dry run: would write {path}:")
-        _plain(console, text)
-        _plain(console, "# and run:")
-        _plain(console, shlex.join(launch))
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    _plain(console, f"Wrote SkyPilot task {path}")
-    if not shutil.which("sky"):
-        _plain(console, "SkyPilot's `sky` command is not on PATH (pip install 'skypilot[aws]' or your "
-                        "cloud's extra, then `sky check`). Launch with:")
-        _plain(console, "  " + shlex.join(launch))
-        _plain(console, f"then get the address with: sky status --endpoint {specs[0].port} {cluster}")
-        return 0
-    env = dict(os.environ)
-    for name in secret_names():
-        if name not in env:
-            _plain(console, f"Warning: {name} is not set here; launching with an empty {name} "
-                            f"(fine for public models, gated ones will fail to download).", style="yellow")
-            env[name] = ""
-    _plain(console, f"Launching: {shlex.join(launch)}", style="dim")
-    rc = subprocess.run(launch, env=env, check=False).returncode
-    if rc != 0:
-        _plain(console, f"Error: sky launch exited with code {rc}.", style="bold red")
-        return rc
-    urls = []
-    for s in specs:
-        url = _endpoint(cluster, s.port)
-        if url is None:
-            _plain(console, f"Error: could not get the endpoint of port {s.port} "
-                            f"(sky status --endpoint {s.port} {cluster}).", style="bold red")
-            return 1
-        urls.append(url)
-    with console.status(f"Waiting for vLLM on {cluster} (model download and load can take a while)..."):
-        for url in urls:
-            try:
-                wait_ready(url, opts.startup_timeout, api_key=os.environ.get("VLLM_API_KEY"), interval=5.0)
-            except HealthError as exc:
-                _plain(console, f"Error: {exc}. See `sky logs {cluster}`; stop with `sky down {cluster}`.",
-                       style="bold red")
-                return 1
-    _plain(console, f"vLLM is serving {specs[0].served_model} on SkyPilot cluster {cluster}:", style="bold green")
-    for url in urls:
-        _plain(console, f"  {url}")
-    _plain(console, "Run the benchmark against it with:")
-    agent = shlex.quote("hosted_vllm/" + specs[0].served_model)
-    _plain(console, f"  moodbench run --agent-model {agent} --agent-base-url {','.join(urls)}")
-    _plain(console, f"The cluster keeps running (and billing) until: sky down {cluster}", style="yellow")
-    if not os.environ.get("VLLM_API_KEY"):
-        _plain(console, "Note: the port is open to the internet and vLLM runs without an API key "
-                        "(export VLLM_API_KEY before launching to require one).", style="yellow")
-    return 0
-

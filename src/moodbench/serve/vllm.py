@@ -26,23 +26,19 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.text import Text
-
 from moodbench._util.paths import cache_root
-from moodbench._util.proc import killpg, pid_alive, terminate_group
 from moodbench._util.proc import log_tail as _log_tail
+from moodbench._util.proc import pid_alive, terminate_group
 
-from .health import AuthRequired, HealthError, list_models, port_open, probe
+from .health import port_open
 from .options import ServeOptions
-from .parsers import UnknownModelFamily, resolve_parsers, unknown_parser_warnings
+from .parsers import UnknownModelFamily, resolve_parsers
 
 DEFAULT_PORT = 8000
 STOP_GRACE_S = 20.0
@@ -159,7 +155,7 @@ def _write_state(spec: LaunchSpec, proc: subprocess.Popen) -> None:
     tmp.replace(path)
 
 
-def _remove_state(port: int, pid: int | None = None) -> None:
+def remove_state(port: int, pid: int | None = None) -> None:
     """Remove the record for ``port`` (only if it still names ``pid``, when given)."""
     path = state_path(port)
     if pid is not None:
@@ -295,305 +291,6 @@ def run_command_line(specs: list[LaunchSpec]) -> str:
     return f"moodbench run --agent-model {shlex.quote('hosted_vllm/' + specs[0].served_model)} --agent-base-url {urls}"
 
 
-# ----------------------------------------------------------------------------- the command
-
-
-def _plain(console, text: str = "", style: str | None = None) -> None:
-    """Print without rich markup/highlighting or wrapping, so commands stay copy-pasteable."""
-    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
-
-
-def _error(console, text: str) -> None:
-    _plain(console, f"Error: {text}", style="bold red")
-
-
-def _print_dry_run(specs: list[LaunchSpec], console) -> None:
-    _plain(console, f"# dry run: would start {len(specs)} vLLM server(s); nothing was started")
-    for s in specs:
-        _plain(console, f"# replica {s.replica}: {s.base_url}  (log: {s.log_path})")
-        _plain(console, s.display())
-    _plain(console, "# then:")
-    _plain(console, run_command_line(specs))
-
-
-def serve_vllm(opts: ServeOptions, console) -> int:
-    """The whole ``moodbench serve --backend vllm`` command; returns the exit code."""
-    if opts.stop:
-        return stop_vllm(opts, console)
-    if opts.skypilot is not None:
-        from .skypilot import serve_skypilot
-
-        return serve_skypilot(opts, console)
-    try:
-        specs = build_vllm_commands(opts)
-    except ServeConfigError as exc:
-        _error(console, str(exc))
-        return exc.exit_code
-    for warning in unknown_parser_warnings(resolve_parsers(opts.model or "", opts.tool_call_parser, opts.reasoning_parser)):
-        _plain(console, f"Warning: {warning}", style="yellow")
-    if opts.dry_run:
-        _print_dry_run(specs, console)
-        return 0
-    return _run_foreground(specs, opts, console)
-
-
-@dataclass
-class _Running:
-    spec: LaunchSpec
-    proc: subprocess.Popen
-    ready: bool = False
-
-
-def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
-    """"keep" (reuse the healthy server on the port) or "start"; ServeConfigError otherwise.
-    With --reuse, a server moodbench started that is not answering is stopped here."""
-    state = read_state(spec.port) or {}
-    ours = bool(state) and state_process_alive(state)
-    found = probe(spec.base_url, api_key=spec.api_key)
-    where = f"port {spec.port} ({spec.base_url})"
-    if found.state == "serving":
-        if spec.served_model in found.models:
-            if opts.reuse:
-                who = f" (pid {state['pid']}, started by moodbench)" if ours else ""
-                _plain(console, f"Reusing the server on {where}{who}: it already serves {spec.served_model}.")
-                return "keep"
-            raise ServeConfigError(
-                f"{where} already serves {spec.served_model}. Pass --reuse to use it as it is, "
-                f"--stop to stop it, or choose another --port."
-            )
-        raise ServeConfigError(
-            f"{where} already serves a different model: {', '.join(found.models)} "
-            f"(wanted {spec.served_model}). Stop it first"
-            + (" (moodbench serve --backend vllm --stop --port " + str(spec.port) + ")" if ours else "")
-            + " or choose another --port."
-        )
-    if found.state == "busy":
-        if ours and opts.reuse:
-            _plain(console, f"Replacing the server moodbench started on {where} (pid {state['pid']}): "
-                            f"it accepts connections but does not answer /v1/models ({found.detail}).",
-                   style="yellow")
-            _stop_recorded(state)
-            _wait_port_free(spec)
-            return "start"
-        if ours:
-            raise ServeConfigError(
-                f"the vLLM server moodbench started on {where} (pid {state['pid']}) does not answer "
-                f"/v1/models yet (still loading? log: {state.get('log')}). Wait for it, pass --reuse "
-                f"to replace it, or --stop it."
-            )
-        raise ServeConfigError(
-            f"{where} is busy: something listens there but does not answer /v1/models with a model "
-            f"list ({found.detail}), and moodbench did not start it. Choose another --port."
-        )
-    # nothing listening
-    if ours:
-        if opts.reuse:
-            _plain(console, f"Replacing the server moodbench started for {where} (pid {state['pid']}): "
-                            f"it is not listening.", style="yellow")
-            _stop_recorded(state)
-            return "start"
-        raise ServeConfigError(
-            f"a vLLM server moodbench started for {where} (pid {state['pid']}) is still starting "
-            f"(log: {state.get('log')}). Wait for it, pass --reuse to replace it, or --stop it."
-        )
-    if state is not None:
-        _remove_state(spec.port)  # stale record of a server that is gone
-    return "start"
-
-
-def _stop_recorded(state: Mapping, grace: float = STOP_GRACE_S) -> None:
-    pid = int(state["pid"])
-    if state.get("port") is not None:
-        _remove_state(int(state["port"]), pid)
-    if state_process_alive(state):
-        terminate_group(pid, int(state.get("pgid") or pid), grace=grace)
-
-
-def _wait_port_free(spec: LaunchSpec, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and port_open(spec.connect_host, spec.port, timeout=0.5):
-        time.sleep(0.2)
-
-
-def _start(spec: LaunchSpec) -> subprocess.Popen:
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(spec.log_path, "wb") as log:
-        log.write(f"# moodbench: {spec.display()}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            spec.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **spec.env},
-            start_new_session=True,  # own process group: Ctrl-C is ours to forward, killpg stops workers
-        )
-    _write_state(spec, proc)
-    return proc
-
-
-def _report_death(r: _Running, console, when: str) -> None:
-    _error(console, f"vLLM replica {r.spec.replica} (port {r.spec.port}) exited with code "
-                    f"{r.proc.returncode} {when}. Last lines of {r.spec.log_path}:")
-    _plain(console, log_tail(r.spec.log_path))
-
-
-def _check_gpus(specs: list[LaunchSpec], opts: ServeOptions, console) -> None:
-    """Warn (only) when nvidia-smi shows fewer GPUs than the replicas need."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") or not shutil.which("nvidia-smi"):
-        return
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return
-    have = sum(1 for line in out.splitlines() if line.startswith("GPU "))
-    need = len(specs) * max(1, opts.tensor_parallel)
-    if have and have < need:
-        _plain(console, f"Warning: {len(specs)} replica(s) x tensor-parallel {opts.tensor_parallel} "
-                        f"need {need} GPUs; nvidia-smi lists {have}.", style="yellow")
-
-
-def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int:
-    started: list[_Running] = []
-    kept: list[LaunchSpec] = []
-    previous = previous_int = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited from a shell's background job
-            previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        try:
-            plan = [(spec, _decide(spec, opts, console)) for spec in specs]
-        except ServeConfigError as exc:
-            _error(console, str(exc))
-            return exc.exit_code
-        to_start = [spec for spec, what in plan if what == "start"]
-        kept = [spec for spec, what in plan if what == "keep"]
-        if to_start:
-            exe = to_start[0].argv[0]
-            if not (shutil.which(exe) or (os.sep in exe and os.access(exe, os.X_OK))):
-                _error(console, f"`{exe}` was not found. Install vLLM (pip install vllm, on a CUDA "
-                                f"machine) or set MOODBENCH_VLLM_BIN to its executable.")
-                return 2
-            _check_gpus(to_start, opts, console)
-        for spec in to_start:
-            _plain(console, f"Starting replica {spec.replica} (log: {spec.log_path}): {spec.display()}", style="dim")
-            started.append(_Running(spec, _start(spec)))
-        if started:
-            rc = _wait_all_ready(started, opts, console)
-            if rc:
-                return rc
-        _print_ready(specs, started, kept, console)
-        if not started:
-            _plain(console, "Nothing was started here, so there is nothing to keep in the foreground.")
-            return 0
-        _plain(console, "Press Ctrl-C to stop the server(s) started here.", style="dim")
-        return _monitor(started, console)
-    except KeyboardInterrupt:
-        if started:
-            _plain(console, f"Stopping {len(started)} vLLM server(s)...")
-        return 0
-    finally:
-        _stop_started(started)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
-
-
-def _stop_started(started: list[_Running]) -> None:
-    """Stop what this command started; a second Ctrl-C while waiting kills at once."""
-    grace = STOP_GRACE_S
-    for r in started:
-        try:
-            if r.proc.poll() is None:
-                terminate_group(r.proc.pid, r.proc.pid, proc=r.proc, grace=grace)
-        except KeyboardInterrupt:
-            grace = 0.0
-            killpg(r.proc.pid, signal.SIGKILL)
-            r.proc.wait()
-        finally:
-            killpg(r.proc.pid, signal.SIGKILL)  # no-op unless workers outlived their leader
-            _remove_state(r.spec.port, r.proc.pid)
-
-
-def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int:
-    t0 = time.monotonic()
-    deadline = t0 + float(opts.startup_timeout)
-    model = started[0].spec.model
-    with console.status(f"Starting vLLM ({model})...") as status:
-        while True:
-            for r in started:
-                if r.ready:
-                    continue
-                if r.proc.poll() is not None:
-                    status.stop()
-                    _report_death(r, console, "during start-up")
-                    return 1
-                try:
-                    models = list_models(r.spec.base_url, timeout=2.0, api_key=r.spec.api_key)
-                except AuthRequired as exc:
-                    status.stop()
-                    _error(console, f"{exc}. Give the key with `-- --api-key KEY` or VLLM_API_KEY.")
-                    return 1
-                except HealthError:
-                    continue
-                if models:
-                    r.ready = True
-                    if r.spec.served_model not in models:
-                        _plain(console, f"Warning: replica {r.spec.replica} lists {models}, not "
-                                        f"{r.spec.served_model}.", style="yellow")
-            n_ready = sum(r.ready for r in started)
-            if n_ready == len(started):
-                return 0
-            elapsed = time.monotonic() - t0
-            if time.monotonic() > deadline:
-                status.stop()
-                for r in started:
-                    if not r.ready:
-                        _error(console, f"vLLM replica {r.spec.replica} (port {r.spec.port}) did not "
-                                        f"answer /v1/models within {opts.startup_timeout:g}s "
-                                        f"(--startup-timeout). Last lines of {r.spec.log_path}:")
-                        _plain(console, log_tail(r.spec.log_path))
-                return 1
-            status.update(f"Starting vLLM ({model}): {n_ready}/{len(started)} ready, {elapsed:.0f}s")
-            time.sleep(0.25)
-
-
-def _print_ready(specs: list[LaunchSpec], started: list[_Running], kept: list[LaunchSpec], console) -> None:
-    pids = {r.spec.port: r.proc.pid for r in started}
-    _plain(console, f"vLLM is serving {specs[0].served_model}:", style="bold green")
-    for s in specs:
-        how = f"pid {pids[s.port]}" if s.port in pids else "reused"
-        _plain(console, f"  {s.base_url}  ({how}, log: {s.log_path})")
-    if specs[0].host in ("0.0.0.0", "::"):  # noqa: S104 - recognising a wildcard bind, not binding one
-        import socket
-
-        _plain(console, f"  (listening on all interfaces: other machines use http://{socket.getfqdn()}:PORT/v1)")
-    _plain(console, "Run the benchmark against it with:")
-    _plain(console, "  " + run_command_line(specs))
-
-
-def _monitor(started: list[_Running], console) -> int:
-    while True:
-        for r in started:
-            if r.proc.poll() is None:
-                continue
-            if read_state(r.spec.port) is None:  # removed by `moodbench serve --stop`
-                _plain(console, f"Replica {r.spec.replica} (port {r.spec.port}) was stopped with --stop; "
-                                f"stopping the rest.")
-                return 0
-            _report_death(r, console, "while serving")
-            return 1
-        time.sleep(0.5)
-
-
 # ----------------------------------------------------------------------------- --stop
 
 
@@ -608,26 +305,32 @@ def recorded_servers() -> list[dict]:
     return out
 
 
-def stop_vllm(opts: ServeOptions, console, grace: float = STOP_GRACE_S) -> int:
-    """Stop the servers recorded in the state dir: all of them, or those on
-    ``opts.port .. opts.port + replicas - 1`` when a port is given, and only those serving
-    ``opts.model`` when a model is given."""
-    servers = recorded_servers()
-    if opts.port is not None:
-        ports = set(range(int(opts.port), int(opts.port) + max(1, int(opts.replicas or 1))))
-        servers = [s for s in servers if s.get("port") in ports]
-    if opts.model:
-        servers = [s for s in servers if opts.model in (s.get("model"), s.get("served_model"))]
-    if not servers:
-        _plain(console, f"No vLLM servers recorded in {state_dir()}"
-                        + (f" for port {opts.port}" if opts.port is not None else "") + ".")
-        return 0
-    for s in servers:
-        alive = state_process_alive(s)
-        if alive:
-            _stop_recorded(s, grace=grace)
-            _plain(console, f"Stopped vLLM on port {s['port']} (pid {s['pid']}, {s.get('model')}).")
-        else:
-            _remove_state(int(s["port"]))
-            _plain(console, f"Removed the stale record for port {s['port']} (pid {s['pid']} is gone).")
-    return 0
+def stop_recorded(state: Mapping, grace: float = STOP_GRACE_S) -> None:
+    pid = int(state["pid"])
+    if state.get("port") is not None:
+        remove_state(int(state["port"]), pid)
+    if state_process_alive(state):
+        terminate_group(pid, int(state.get("pgid") or pid), grace=grace)
+
+
+def wait_port_free(spec: LaunchSpec, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and port_open(spec.connect_host, spec.port, timeout=0.5):
+        time.sleep(0.2)
+
+
+def start_replica(spec: LaunchSpec) -> subprocess.Popen:
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log_path, "wb") as log:
+        log.write(f"# moodbench: {spec.display()}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **spec.env},
+            start_new_session=True,  # own process group: Ctrl-C is ours to forward, killpg stops workers
+        )
+    _write_state(spec, proc)
+    return proc
