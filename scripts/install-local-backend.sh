@@ -36,4 +36,4 @@ fi
 
 # Works whether or not moodbench itself is pip-installed in this venv.
 export PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}"
-exec "$py" -m moodbench.serve.install "$@"
+exec "$py" -m moodbench.cli install-backend "$@"

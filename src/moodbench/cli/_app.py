@@ -356,7 +356,7 @@ def main() -> None:
         raise SystemExit(2) from None
 
 
-from moodbench.cli import _analysis, _serve  # noqa: E402,F401  (report, view, power, import, serve: registered on app)
+from moodbench.cli import _analysis, _install, _serve  # noqa: E402,F401  (report, view, power, import, serve, install-backend)
 from moodbench.cli._steer import steer_app  # noqa: E402  (moodbench steer build / calibrate)
 
 app.add_typer(steer_app, name="steer")

@@ -23,13 +23,12 @@ Optionally (``--with-python``) the ``llama-cpp-python`` wheel is built the same 
 (``CMAKE_ARGS=-DGGML_NATIVE=OFF``, ``--no-cache-dir`` because pip otherwise reuses a cached native
 wheel and ignores CMAKE_ARGS), kept in ``<cache>/wheels`` and installed into the running interpreter.
 
-Command line: ``python -m moodbench.serve.install [--force] [--with-python] [--model NAME|--no-model]``
-(``scripts/install-local-backend.sh`` wraps it).
+Command line: ``moodbench install-backend [--force] [--with-python] [--model NAME|--no-model] [--check]``
+(``scripts/install-local-backend.sh`` wraps it; the command lives in :mod:`moodbench.cli._install`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -47,8 +46,6 @@ from typing import Any, Self
 
 from moodbench.serve.models import (
     DEFAULT_MODEL,
-    MODELS,
-    ModelResolutionError,
     cache_root,
     resolve_model,
 )
@@ -94,7 +91,7 @@ CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_CURL=OFF",
 )
 
-INSTALL_HINT = "scripts/install-local-backend.sh   (or: python -m moodbench.serve.install)"
+INSTALL_HINT = "scripts/install-local-backend.sh   (or: moodbench install-backend)"
 
 #: The cmake targets of the one combined build, and the binary each one produces under ``build/bin``.
 SERVER_TARGET = "llama-server"
@@ -485,32 +482,3 @@ def install_local_backend(
         path = resolve_model(model, console=console)
         _say(console, f"model {model}: {path}")
     return server
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m moodbench.serve.install", description=__doc__.splitlines()[0])
-    ap.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
-    ap.add_argument("--with-python", action="store_true", help="also install the llama-cpp-python binding")
-    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"model to fetch and verify ({', '.join(MODELS)})")
-    ap.add_argument("--no-model", action="store_true", help="do not fetch a model")
-    ap.add_argument("--check", action="store_true", help="only report whether the backend is installed")
-    args = ap.parse_args(argv)
-    if args.check:
-        p, g = find_llama_server(), find_cvector_generator()
-        print(p if p else f"llama-server not installed; run {INSTALL_HINT}")
-        print(g if g else f"llama-cvector-generator not installed; run {INSTALL_HINT}")
-        return 0 if p and g else 1
-    try:
-        server = install_local_backend(
-            force=args.force, with_python=args.with_python, model=None if args.no_model else args.model
-        )
-    except (RuntimeError, ModelResolutionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"llama-server: {server}")
-    print(f"llama-cvector-generator: {cached_generator_binary()}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
