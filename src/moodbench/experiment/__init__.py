@@ -16,7 +16,7 @@ from moodbench.experiment._config import (
     read_text_file,
 )
 from moodbench.experiment._endpoints import LOCAL_PREFIX, local_endpoints
-from moodbench.experiment._exit import ExitCode
+from moodbench._util.exitcodes import ExitCode
 from moodbench.experiment._plan import Cell, Plan, make_plan, shard_cells
 from moodbench.experiment._run import RunResult, check_environment, model_specs, run
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from moodbench.experiment._exit import ExitCode
+from moodbench._util.exitcodes import ExitCode
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
