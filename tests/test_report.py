@@ -811,7 +811,7 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait()
-    assert rc == 0
+    assert rc == 130  # Ctrl-C exits 130 in every command (cli/_exit.py)
 
 
 def test_view_rejects_a_non_run_directory(tmp_path: Path) -> None:

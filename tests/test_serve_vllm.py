@@ -342,8 +342,8 @@ def test_replicas_ports_gpus_loopback_and_ctrl_c(env, procs):
     if other:
         assert not health.port_open(other, port, timeout=0.5)
 
-    os.kill(p.pid, signal.SIGINT)  # Ctrl-C
-    assert p.wait(timeout=30) == 0, out.read_text()
+    os.kill(p.pid, signal.SIGINT)  # Ctrl-C: 130, as in `moodbench run`
+    assert p.wait(timeout=30) == 130, out.read_text()
     for r in recs:
         assert pid_gone(r["pid"])
         assert read_state(r["port"]) is None
@@ -414,7 +414,7 @@ def test_reuse_replaces_a_wedged_server_we_started(env, procs):
     new_pid = read_state(port)["pid"]
     assert new_pid != old.pid and _serves(port) == ["Qwen/Qwen3-8B"]
     os.kill(p.pid, signal.SIGINT)
-    assert p.wait(timeout=30) == 0
+    assert p.wait(timeout=30) == 130
 
 
 def test_wedged_ports_without_reuse_are_errors(env, procs, monkeypatch):

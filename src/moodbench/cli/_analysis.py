@@ -15,7 +15,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from moodbench.cli._app import _fail, app, console, out, usage_errors
+from moodbench.cli._app import app
+from moodbench.cli._exit import command_errors, console, fail, out
 
 
 @app.command()
@@ -52,9 +53,9 @@ def _ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        _fail(f"{flag} must be whole numbers separated by commas, e.g. {flag} 20,40,80 (got {text!r})")
+        fail(f"{flag} must be whole numbers separated by commas, e.g. {flag} 20,40,80 (got {text!r})")
     if not values or any(v < 1 for v in values):
-        _fail(f"{flag} needs at least one number >= 1 (got {text!r})")
+        fail(f"{flag} needs at least one number >= 1 (got {text!r})")
     return values
 
 
@@ -62,9 +63,9 @@ def _floats(text: str, flag: str) -> list[float]:
     try:
         values = [float(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        _fail(f"{flag} must be numbers separated by commas, e.g. {flag} 0.05,0.1 (got {text!r})")
+        fail(f"{flag} must be numbers separated by commas, e.g. {flag} 0.05,0.1 (got {text!r})")
     if not values or any(not 0 < v <= 1 for v in values):
-        _fail(f"{flag} are drops in mean reward and must lie in (0, 1] (got {text!r})")
+        fail(f"{flag} are drops in mean reward and must lie in (0, 1] (got {text!r})")
     return values
 
 
@@ -75,13 +76,13 @@ def _pilot(run_dir: Path, baseline: str, alpha: float, power_: float) -> tuple[A
     try:
         run = load_run(run_dir, with_payload=False)
     except StoreError as exc:
-        _fail(f"--pilot: {exc}")
+        fail(f"--pilot: {exc}")
     if baseline not in run.variants:
-        _fail(f"--pilot {run_dir}: no variant {baseline!r} (its variants: {', '.join(run.variants) or 'none'}); pick one with --baseline")
+        fail(f"--pilot {run_dir}: no variant {baseline!r} (its variants: {', '.join(run.variants) or 'none'}); pick one with --baseline")
     try:
         design = pilot_design(run.records, baseline, run.variants, alpha=alpha, power=power_)
     except ValueError as exc:
-        _fail(f"--pilot {run_dir}: {exc}; run the baseline first")
+        fail(f"--pilot {run_dir}: {exc}; run the baseline first")
     others = [v for v in run.variants if v != baseline]
     info = {"run_dir": str(run_dir), "baseline": baseline, "tasks": design.tasks, "variants": others, "domains": run.domains,
             "conversations": sum(1 for r in run.records if not r.excluded)}
@@ -118,7 +119,7 @@ def power(
 
     task_list, trial_list, effect_list = _ints(tasks, "--tasks"), _ints(trials, "--trials"), _floats(effects, "--effects")
     if not 0 < alpha < 1 or not 0 < power_ < 1:
-        _fail("--alpha and --power must lie strictly between 0 and 1")
+        fail("--alpha and --power must lie strictly between 0 and 1")
     pilot_info = None
     try:
         if pilot is not None:
@@ -145,7 +146,7 @@ def power(
         if not 0 < design.baseline_success < 1:
             raise ValueError("--baseline-success must lie strictly between 0 and 1")
     except ValueError as exc:
-        _fail(f"{exc}; see moodbench power --help")
+        fail(f"{exc}; see moodbench power --help")
     rows = power_table(design, task_list, trial_list, effect_list)
     defaults = [name for name, value in (("baseline_success", baseline_success), ("icc", icc), ("pair_corr", pair_corr),
                                          ("effect_sd", effect_sd)) if value is None] if pilot is None else []
@@ -192,8 +193,8 @@ def import_(
 ) -> None:
     """Bring tau2 Results files into a run directory so summary, report and view work on them (pairs on domain, task, trial)."""
     if fmt != "tau2":
-        _fail(f"unknown format {fmt!r}; valid formats: tau2")
-    with usage_errors():
+        fail(f"unknown format {fmt!r}; valid formats: tau2")
+    with command_errors():
         from moodbench.sim._interchange import import_tau2, parse_import_items
 
         result = import_tau2(out_dir, parse_import_items(items))

@@ -1,50 +1,30 @@
 """The ``moodbench`` command. Thin: parse flags, call the library, map errors to exit codes.
 
-Exit codes: 0 ok, 2 bad input (nothing was run), 3 preflight refused the setup, 4 endpoint down
-(finished work stored; re-run to resume), 130 interrupted.
+Exit codes: the one table in :mod:`moodbench.cli._exit` (0 ok, 1 failed, 2 bad input, 3 preflight,
+4 endpoint down, 130 interrupted, 143 terminated).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
 import signal
 import sys
-import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from moodbench._util import defaults
-from moodbench._util.console import stderr_console
 from moodbench._util.defaults import USER_FORMATS
 from moodbench._util.errors import UsageError
+from moodbench.cli._exit import ExitCode, command_errors, console, exit_code_for, fail, out
 from moodbench.cli._run_options import config_values, option_parameters
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Measure how emotional customers change tool-calling agents on tau2 domains.")
-console = stderr_console()
-out = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _fail(message: str, code: int = 2) -> typing.NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def usage_errors() -> Iterator[None]:
-    """Any :class:`UsageError` (bad config, unusable run directory, unknown variant...) -> exit 2."""
-    try:
-        yield
-    except UsageError as exc:
-        _fail(str(exc))
 
 
 def _spec_overrides() -> dict[str, Any]:
@@ -60,9 +40,9 @@ def _spec_overrides() -> dict[str, Any]:
         try:
             seconds = float(value)
         except ValueError:
-            _fail(f"environment variable {env} must be a number of seconds, got {value!r}")
+            fail(f"environment variable {env} must be a number of seconds, got {value!r}")
         if seconds < 0:
-            _fail(f"environment variable {env} must not be negative")
+            fail(f"environment variable {env} must not be negative")
         out[key] = seconds
     return out
 
@@ -91,15 +71,15 @@ def run(
     """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
     from moodbench._util.secrets import secret_values
     from moodbench.doctor import PreflightError
-    from moodbench.experiment import ExitCode, build_config, load_config_file
+    from moodbench.experiment import build_config, load_config_file
     from moodbench.experiment import run as run_experiment
 
-    with usage_errors():
+    with command_errors():
         file_values = load_config_file(config_file) if config_file else {}
         config = build_config(file_values, config_values(flags), origin="config" if config_file else "option")
         if dry_run:
             _print_plan(config)
-            raise typer.Exit(0)
+            raise typer.Exit(ExitCode.OK)
         _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
         try:
             result = run_experiment(config, console=console, force_config=force_config, handle_signals=True, freeze_gc=True,
@@ -109,7 +89,7 @@ def run(
             for line in exc.advice:
                 console.print(f"  advice: {line}", highlight=False)
             console.print("nothing was run; details in manifest.json (\"preflight\"); --skip-preflight skips these checks")
-            raise typer.Exit(int(ExitCode.PREFLIGHT)) from None
+            raise typer.Exit(ExitCode.PREFLIGHT) from None
     if result.ok:
         console.print(f"[green]done[/]: {result.finished} new conversation(s) stored in {result.run_dir}")
         _print_summary(result.run_dir)
@@ -173,8 +153,8 @@ def _print_summary(run_dir: Path) -> None:
 def summary(run_dir: Path = typer.Argument(..., help="A run directory."), as_json: bool = typer.Option(False, "--json", help="Print summary.json.")) -> None:
     """Print the per-variant table of a run (recomputed from its store)."""
     if not (run_dir / "results.sqlite").is_file():
-        _fail(f"{run_dir} is not a run directory (no results.sqlite)")
-    with usage_errors():
+        fail(f"{run_dir} is not a run directory (no results.sqlite)")
+    with command_errors():
         if as_json:
             from moodbench.results import write_summary
 
@@ -197,7 +177,7 @@ def variants(
     """List variants and levels, or print the exact user prompt (and, when steered, the vector and scale) a spec produces."""
     from moodbench.emotions import LEVELS, load_catalog
 
-    with usage_errors():
+    with command_errors():
         catalog = load_catalog(variants_file or [])
         if show is None:
             table = Table(title="moodbench variants (spec: name[@steer|@both][:level][+...], default level moderate)")
@@ -250,8 +230,8 @@ def export(
 ) -> None:
     """Export a run in another tool's format."""
     if fmt != "tau2":
-        _fail(f"unknown format {fmt!r}; valid formats: tau2")
-    with usage_errors():
+        fail(f"unknown format {fmt!r}; valid formats: tau2")
+    with command_errors():
         from moodbench.sim import export_tau2
 
         n = export_tau2(run_dir, out_file, variant=variant)
@@ -266,7 +246,7 @@ def merge(
     """Combine shard run directories into one run directory."""
     from moodbench.results import merge_runs
 
-    with usage_errors():
+    with command_errors():
         n = merge_runs(out_dir, shard_dirs)
     console.print(f"merged {n} simulation(s) into {out_dir}")
     _print_summary(out_dir)
@@ -294,19 +274,19 @@ def probe(
     import os
 
     if api_key_env and not os.environ.get(api_key_env):
-        _fail(f"environment variable {api_key_env} (named by --api-key-env) is not set; export it first")
+        fail(f"environment variable {api_key_env} (named by --api-key-env) is not set; export it first")
     if model.startswith("local/"):
-        _fail("probe talks to a running server: start it with `moodbench serve --backend llamacpp --model "
+        fail("probe talks to a running server: start it with `moodbench serve --backend llamacpp --model "
               f"{model[len('local/'):]}` and pass --model openai/NAME --base-url URL")
     if user_format is not None and user_format not in USER_FORMATS:
-        _fail(f"unknown --user-format {user_format!r}; valid: {', '.join(USER_FORMATS)}")
+        fail(f"unknown --user-format {user_format!r}; valid: {', '.join(USER_FORMATS)}")
     try:
         extra = json.loads(args) if args else {}
     except json.JSONDecodeError as exc:
-        _fail(f"--args is not valid JSON ({exc.msg})")
+        fail(f"--args is not valid JSON ({exc.msg})")
         return
     if not isinstance(extra, dict):
-        _fail("--args must be a JSON object")
+        fail("--args must be a JSON object")
     from moodbench.doctor import ProbeError, check_endpoint, render_report, render_user_report, run_probe, run_user_probe
     from moodbench.llm import ModelSpec
 
@@ -315,7 +295,7 @@ def probe(
     endpoint = check_endpoint("agent" if not user else "user", model, base_url,
                               api_key=os.environ.get(api_key_env) if api_key_env else None, timeout=min(10.0, timeout_s))
     if not endpoint.ok:
-        _fail(f"{base_url}: {endpoint.error}", code=3)
+        fail(f"{base_url}: {endpoint.error}", ExitCode.PREFLIGHT)
     try:
         if user:
             formats = (user_format,) if user_format else USER_FORMATS
@@ -325,22 +305,22 @@ def probe(
                 sys.stdout.write(json.dumps(ureport.to_dict(), indent=2, default=str) + "\n")
             else:
                 render_user_report(ureport, out)
-            raise typer.Exit(0 if ureport.usable else 1)
+            raise typer.Exit(ExitCode.OK if ureport.usable else ExitCode.FAILED)
         report = run_probe(spec, domain, threads=threads)
     except ProbeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     report.endpoint = endpoint
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     else:
         render_report(report, out)
-    raise typer.Exit(0 if report.verdict.verdict == "ok" else 1)
+    raise typer.Exit(ExitCode.OK if report.verdict.verdict == "ok" else ExitCode.FAILED)
 
 
 def main() -> None:
     """The console script: every command, with any :class:`UsageError` that escaped a command turned
-    into exit code 2 and its message (never a traceback).
+    into its message and exit code 2 through :func:`moodbench.cli._exit.exit_code_for` (never a traceback).
 
     SIGINT is restored first when it arrived ignored: a shell starts background jobs (and CI runners
     often start their steps) with SIGINT ignored, children inherit that, and then ``kill -INT`` could not
@@ -352,8 +332,8 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise SystemExit(2) from None
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+        raise SystemExit(exit_code_for(exc)) from None
 
 
 from moodbench.cli import _analysis, _install, _serve  # noqa: E402,F401  (report, view, power, import, serve, install-backend)

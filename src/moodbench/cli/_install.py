@@ -12,6 +12,7 @@ import sys
 import typer
 
 from moodbench.cli._app import app
+from moodbench.cli._exit import ExitCode
 from moodbench.serve.install import (
     INSTALL_HINT,
     cached_generator_binary,
@@ -35,11 +36,11 @@ def install_backend(
         p, g = find_llama_server(), find_cvector_generator()
         print(p if p else f"llama-server not installed; run {INSTALL_HINT}")
         print(g if g else f"llama-cvector-generator not installed; run {INSTALL_HINT}")
-        raise typer.Exit(0 if p and g else 1)
+        raise typer.Exit(ExitCode.OK if p and g else ExitCode.FAILED)
     try:
         server = install_local_backend(force=force, with_python=with_python, model=None if no_model else model)
     except (RuntimeError, ModelResolutionError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     print(f"llama-server: {server}")
     print(f"llama-cvector-generator: {cached_generator_binary()}")

@@ -1,6 +1,7 @@
-"""``moodbench report`` and ``moodbench view``, as plain functions (the typer commands are thin shims).
+"""``moodbench report`` and ``moodbench view``, as plain functions (the typer commands in :mod:`._analysis` are thin shims).
 
-Exit codes follow the CLI's: 0 ok, 2 bad input (nothing written).
+Exit codes follow the CLI's table (:mod:`moodbench.cli._exit`): 0 ok, 2 bad input (nothing written);
+``view`` ends with 130 on Ctrl-C and 143 on SIGTERM, like ``run`` and ``serve``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from moodbench._util.exitcodes import ExitCode
 from moodbench.report._render import ci, fmt, pval, signed
 
 TRUST_STYLE = {"ok": "green", "caution": "yellow", "unreliable": "bold red"}
@@ -83,16 +85,16 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
             data = report_data(runs, baseline, judges, say)
             sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
             sys.stdout.flush()
-            return 0
+            return ExitCode.OK
         out_dir = Path(out) if out else _default_out(run_dirs)
         result = build_report(run_dirs, out_dir, baseline=baseline, judge_model=judge_model, judge_base_url=judge_base_url, progress=say)
     except ReportError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        return 2
+        return ExitCode.USAGE
     print_headline(result.data, stdout or console)
     console.print(f"report: {result.html}  (also {result.markdown.name}, {result.json.name}, plots/)", highlight=False, markup=False)
     console.print(f"transcripts: {result.index}   ({result.seconds:.1f}s)", highlight=False, markup=False)
-    return 0
+    return ExitCode.OK
 
 
 def _needs_build(run_dir: Path, out: Path) -> bool:
@@ -115,7 +117,7 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
     run_dir = Path(run_dir)
     if not (run_dir / "results.sqlite").exists():
         console.print(f"[bold red]error:[/] {run_dir} is not a run directory (no results.sqlite)", highlight=False)
-        return 2
+        return ExitCode.USAGE
     out = run_dir / "report"
     if _needs_build(run_dir, out):
         variants = list(summary_for_run(run_dir).get("variants", {}))
@@ -125,12 +127,12 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
             build_report([run_dir], out, baseline=baseline)
         except ReportError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            return 2
+            return ExitCode.USAGE
     try:
         server = start_server(out, port)
     except OSError as exc:
         console.print(f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False)
-        return 2
+        return ExitCode.USAGE
     base = f"http://127.0.0.1:{server.server_address[1]}"
     console.print(f"serving {out} at {base}/", highlight=False)
     console.print(f"transcripts: {base}/transcripts/index.html", highlight=False)
@@ -139,15 +141,16 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
     if open_browser:
         open_in_browser(f"{base}/transcripts/index.html")
     stop = threading.Event()
+    code = ExitCode.TERMINATED  # the loop below ends on SIGTERM (stop set) or Ctrl-C (KeyboardInterrupt)
     if threading.current_thread() is threading.main_thread() and os.name == "posix":
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
-        pass
+        code = ExitCode.INTERRUPTED
     finally:
         server.shutdown()
         server.server_close()
     console.print("stopped", highlight=False)
-    return 0
+    return code

@@ -22,7 +22,9 @@ from typing import Any, Optional
 import typer
 from rich.text import Text
 
-from moodbench.cli._app import _fail, app, console
+from moodbench._util.exitcodes import ExitCode, Interrupted, exit_code_of
+from moodbench.cli._app import app
+from moodbench.cli._exit import console, fail
 from moodbench.serve.health import HealthError, wait_ready
 from moodbench.serve.install import LocalBackendMissing, llama_server_path
 from moodbench.serve.llamacpp import DEFAULT_PORT, LlamaCppServer, LlamaCppServerError, port_in_use
@@ -77,7 +79,7 @@ def serve(
         from moodbench.cli._serve_vllm import serve_vllm
 
         raise typer.Exit(serve_vllm(opts, console))
-    _fail(f"unknown backend {backend!r}; valid backends: llamacpp, vllm")
+    fail(f"unknown backend {backend!r}; valid backends: llamacpp, vllm")
 
 
 def _say(console: Any, msg: str, style: str | None = None) -> None:
@@ -105,7 +107,8 @@ def _reuse_existing(host: str, port: int) -> str | None:
 def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     """``moodbench serve llamacpp``: resolve the model, start llama-server, block until Ctrl-C.
 
-    Returns a process exit code. Honours ``model``, ``host``, ``port`` (default 8080), ``ctx``,
+    Returns its exit code (:mod:`moodbench.cli._exit`: 2 for a missing binary, an unknown model or a
+    taken port, 1 when the server fails, 130/143 after Ctrl-C/SIGTERM). Honours ``model``, ``host``, ``port`` (default 8080), ``ctx``,
     ``threads``, ``parallel``, ``reuse`` (an answering server on the port is reused, nothing started),
     ``dry_run`` (print the command only), ``startup_timeout``, ``log_dir`` and ``extra_args``
     (appended to llama-server's argv).
@@ -113,18 +116,18 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     port = opts.port or DEFAULT_PORT
     if opts.stop:
         _say(console, "llamacpp runs in the foreground: stop it with Ctrl-C in its terminal.", "yellow")
-        return 0
+        return ExitCode.OK
     if opts.reuse and (name := _reuse_existing(opts.host, port)):
         url = f"http://{opts.host}:{port}/v1"
         _say(console, f"Reusing the server already at {url} (model {name}).", "green")
         _say(console, f"moodbench run --agent-model openai/{name} --agent-base-url {url}")
-        return 0
+        return ExitCode.OK
     try:
         binary = llama_server_path()
         model = resolve_model(opts.model or DEFAULT_MODEL, console=console)
-    except (LocalBackendMissing, ModelResolutionError) as e:
+    except (LocalBackendMissing, ModelResolutionError) as e:  # both are the user's to fix, as in `steer` and `run`
         _say(console, f"error: {e}", "red")
-        return 1
+        return ExitCode.USAGE
     log_dir = opts.log_dir or cache_root() / "logs"
     srv = LlamaCppServer(
         model,
@@ -139,10 +142,10 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     )
     if opts.dry_run:
         _say(console, " ".join(srv.command()))
-        return 0
+        return ExitCode.OK
     if port_in_use(opts.host, port):
         _say(console, f"error: {opts.host}:{port} is already in use; pick another --port (or --reuse it).", "red")
-        return 1
+        return ExitCode.USAGE
     if opts.host not in ("127.0.0.1", "localhost", "::1"):
         _say(console, f"warning: binding {opts.host}: the server has no API key and is reachable from outside.", "yellow")
 
@@ -150,7 +153,7 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     t0 = time.monotonic()
 
     def _term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     # SIGINT too: a shell starts background jobs with SIGINT ignored, which would disable Ctrl-C handling.
     old: dict[signal.Signals, Any] = {}
@@ -166,13 +169,13 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
         while srv.alive():
             time.sleep(0.5)
         _say(console, f"llama-server exited unexpectedly.\n{srv.log_tail()}", "red")
-        return 1
-    except KeyboardInterrupt:
+        return ExitCode.FAILED
+    except KeyboardInterrupt as exc:
         _say(console, "Stopping llama-server ...")
-        return 0
+        return exit_code_of(exc)
     except LlamaCppServerError as e:
         _say(console, f"error: {e}", "red")
-        return 1
+        return ExitCode.FAILED
     finally:
         srv.stop()
         for sig, handler in old.items():
@@ -185,6 +188,7 @@ def _plain(console, text: str = "", style: str | None = None) -> None:
 
 
 def serve_skypilot(opts: ServeOptions, console) -> int:
+    """``serve --backend vllm --skypilot FILE``: write the task, launch it when ``sky`` is here, wait, print the URLs."""
     cluster = cluster_name()
     path = Path(opts.skypilot or "TASK.yaml").expanduser()
     try:
@@ -192,14 +196,14 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
         specs = remote_specs(opts)
     except ServeConfigError as exc:
         _plain(console, f"Error: {exc}", style="bold red")
-        return exc.exit_code
+        return ExitCode.USAGE
     launch = sky_launch_argv(path, cluster)
     if opts.dry_run:
         _plain(console, f"# dry run: would write {path}:")
         _plain(console, text)
         _plain(console, "# and run:")
         _plain(console, shlex.join(launch))
-        return 0
+        return ExitCode.OK
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     _plain(console, f"Wrote SkyPilot task {path}")
@@ -208,7 +212,7 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
                         "cloud's extra, then `sky check`). Launch with:")
         _plain(console, "  " + shlex.join(launch))
         _plain(console, f"then get the address with: sky status --endpoint {specs[0].port} {cluster}")
-        return 0
+        return ExitCode.OK
     env = dict(os.environ)
     for name in secret_names():
         if name not in env:
@@ -226,7 +230,7 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
         if url is None:
             _plain(console, f"Error: could not get the endpoint of port {s.port} "
                             f"(sky status --endpoint {s.port} {cluster}).", style="bold red")
-            return 1
+            return ExitCode.FAILED
         urls.append(url)
     with console.status(f"Waiting for vLLM on {cluster} (model download and load can take a while)..."):
         for url in urls:
@@ -235,7 +239,7 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
             except HealthError as exc:
                 _plain(console, f"Error: {exc}. See `sky logs {cluster}`; stop with `sky down {cluster}`.",
                        style="bold red")
-                return 1
+                return ExitCode.FAILED
     _plain(console, f"vLLM is serving {specs[0].served_model} on SkyPilot cluster {cluster}:", style="bold green")
     for url in urls:
         _plain(console, f"  {url}")
@@ -246,4 +250,4 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
     if not os.environ.get("VLLM_API_KEY"):
         _plain(console, "Note: the port is open to the internet and vLLM runs without an API key "
                         "(export VLLM_API_KEY before launching to require one).", style="yellow")
-    return 0
+    return ExitCode.OK

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
+from moodbench._util.exitcodes import ExitCode, Interrupted, exit_code_of
 from moodbench._util.proc import killpg, terminate_group
 from moodbench.serve.health import AuthRequired, HealthError, list_models, probe
 from moodbench.serve.options import ServeOptions
@@ -67,12 +68,12 @@ def serve_vllm(opts: ServeOptions, console) -> int:
         specs = build_vllm_commands(opts)
     except ServeConfigError as exc:
         _error(console, str(exc))
-        return exc.exit_code
+        return ExitCode.USAGE
     for warning in unknown_parser_warnings(resolve_parsers(opts.model or "", opts.tool_call_parser, opts.reasoning_parser)):
         _plain(console, f"Warning: {warning}", style="yellow")
     if opts.dry_run:
         _print_dry_run(specs, console)
-        return 0
+        return ExitCode.OK
     return _run_foreground(specs, opts, console)
 
 
@@ -176,7 +177,7 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
             plan = [(spec, _decide(spec, opts, console)) for spec in specs]
         except ServeConfigError as exc:
             _error(console, str(exc))
-            return exc.exit_code
+            return ExitCode.USAGE
         to_start = [spec for spec, what in plan if what == "start"]
         kept = [spec for spec, what in plan if what == "keep"]
         if to_start:
@@ -184,7 +185,7 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
             if not (shutil.which(exe) or (os.sep in exe and os.access(exe, os.X_OK))):
                 _error(console, f"`{exe}` was not found. Install vLLM (pip install vllm, on a CUDA "
                                 f"machine) or set MOODBENCH_VLLM_BIN to its executable.")
-                return 2
+                return ExitCode.USAGE
             _check_gpus(to_start, opts, console)
         for spec in to_start:
             _plain(console, f"Starting replica {spec.replica} (log: {spec.log_path}): {spec.display()}", style="dim")
@@ -196,13 +197,13 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
         _print_ready(specs, started, kept, console)
         if not started:
             _plain(console, "Nothing was started here, so there is nothing to keep in the foreground.")
-            return 0
+            return ExitCode.OK
         _plain(console, "Press Ctrl-C to stop the server(s) started here.", style="dim")
         return _monitor(started, console)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if started:
             _plain(console, f"Stopping {len(started)} vLLM server(s)...")
-        return 0
+        return exit_code_of(exc)
     finally:
         _stop_started(started)
         if previous is not None:
@@ -228,7 +229,7 @@ def _stop_started(started: list[_Running]) -> None:
 
 
 def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
 def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int:
@@ -243,13 +244,13 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                 if r.proc.poll() is not None:
                     status.stop()
                     _report_death(r, console, "during start-up")
-                    return 1
+                    return ExitCode.FAILED
                 try:
                     models = list_models(r.spec.base_url, timeout=2.0, api_key=r.spec.api_key)
                 except AuthRequired as exc:
                     status.stop()
                     _error(console, f"{exc}. Give the key with `-- --api-key KEY` or VLLM_API_KEY.")
-                    return 1
+                    return ExitCode.FAILED
                 except HealthError:
                     continue
                 if models:
@@ -259,7 +260,7 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                                         f"{r.spec.served_model}.", style="yellow")
             n_ready = sum(r.ready for r in started)
             if n_ready == len(started):
-                return 0
+                return ExitCode.OK
             elapsed = time.monotonic() - t0
             if time.monotonic() > deadline:
                 status.stop()
@@ -269,7 +270,7 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                                         f"answer /v1/models within {opts.startup_timeout:g}s "
                                         f"(--startup-timeout). Last lines of {r.spec.log_path}:")
                         _plain(console, log_tail(r.spec.log_path))
-                return 1
+                return ExitCode.FAILED
             status.update(f"Starting vLLM ({model}): {n_ready}/{len(started)} ready, {elapsed:.0f}s")
             time.sleep(0.25)
 
@@ -296,9 +297,9 @@ def _monitor(started: list[_Running], console) -> int:
             if read_state(r.spec.port) is None:  # removed by `moodbench serve --stop`
                 _plain(console, f"Replica {r.spec.replica} (port {r.spec.port}) was stopped with --stop; "
                                 f"stopping the rest.")
-                return 0
+                return ExitCode.OK
             _report_death(r, console, "while serving")
-            return 1
+            return ExitCode.FAILED
         time.sleep(0.5)
 
 
@@ -316,7 +317,7 @@ def stop_vllm(opts: ServeOptions, console, grace: float = STOP_GRACE_S) -> int:
     if not servers:
         _plain(console, f"No vLLM servers recorded in {state_dir()}"
                         + (f" for port {opts.port}" if opts.port is not None else "") + ".")
-        return 0
+        return ExitCode.OK
     for s in servers:
         alive = state_process_alive(s)
         if alive:
@@ -325,4 +326,4 @@ def stop_vllm(opts: ServeOptions, console, grace: float = STOP_GRACE_S) -> int:
         else:
             remove_state(int(s["port"]))
             _plain(console, f"Removed the stale record for port {s['port']} (pid {s['pid']} is gone).")
-    return 0
+    return ExitCode.OK

@@ -1,8 +1,8 @@
 """``moodbench steer``: build and calibrate control vectors that give the simulated customer an emotion.
 
-Thin, like :mod:`moodbench.cli`: parse flags, call :func:`moodbench.steer.build_vector` /
-:func:`moodbench.steer.calibrate`, print. Exit codes: 0 ok, 1 a tool failed while running (the message
-carries its log tail), 2 bad input (unknown emotion or model, an emotion without steering pairs, a
+Thin, like the rest of :mod:`moodbench.cli`: parse flags, call :func:`moodbench.steer.build_vector` /
+:func:`moodbench.steer.calibrate`, print. Exit codes (the table in :mod:`moodbench.cli._exit`): 0 ok,
+1 a tool failed while running (the message carries its log tail), 2 bad input (unknown emotion or model, an emotion without steering pairs, a
 missing llama.cpp binary, malformed flags): the message names the problem and the fix, no traceback.
 Mounted in the main app with ``app.add_typer(steer_app, name="steer")``.
 """
@@ -10,15 +10,14 @@ Mounted in the main app with ``app.add_typer(steer_app, name="steer")``.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from moodbench._util.console import stderr_console
+from moodbench.cli._exit import ExitCode, console, fail, out
 from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
 
 __all__ = ["steer_app"]
@@ -29,13 +28,6 @@ steer_app = typer.Typer(
     rich_markup_mode="rich",
     help="Steer the simulated customer with llama.cpp control vectors: build a vector per emotion, calibrate its scales.",
 )
-_err = stderr_console()
-_out = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def parse_layers(text: str | None) -> tuple[int, int] | None:
@@ -68,7 +60,7 @@ def _catalog(variants_file: list[Path] | None) -> Any:
     try:
         return load_catalog(list(variants_file or []))
     except UnknownVariantError as exc:
-        _fail(f"{exc}\nfix: correct the variants file (see the header comment of a built-in variant file)")
+        fail(f"{exc}\nfix: correct the variants file (see the header comment of a built-in variant file)")
 
 
 def _run(fn: Any) -> Any:
@@ -78,9 +70,9 @@ def _run(fn: Any) -> Any:
     try:
         return fn()
     except SteeringInputError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), ExitCode.USAGE)
     except SteeringRunError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), ExitCode.FAILED)
 
 
 _MODEL_HELP = "A built-in model (qwen2.5-0.5b, qwen2.5-1.5b, smollm2-135m) or the path of a .gguf file."
@@ -102,18 +94,18 @@ def build_cmd(
     try:
         rng = parse_layers(layers)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     catalog = _catalog(variants_file)
     vec = _run(lambda: build_vector(model, emotion, method=method, layers=rng, catalog=catalog,  # type: ignore[arg-type]
-                                    console=None if as_json else _err))  # fmt: skip
+                                    console=None if as_json else console))  # fmt: skip
     if as_json:
         typer.echo(json.dumps({"vector": str(vec.vector), "sha256": vec.sha256, "model": vec.model, "emotion": vec.emotion,
                                     "method": vec.method, "layers": list(vec.layers), "cached": vec.cached,
                                     "seconds": vec.seconds}))  # fmt: skip
         return
     state = "cached" if vec.cached else f"built in {vec.seconds:.1f}s"
-    _out.print(f"{vec.emotion} vector for {vec.model} ({vec.method}, layers {vec.layers[0]}-{vec.layers[1]}, {state}):", highlight=False)
-    _out.print(str(vec.vector), highlight=False, soft_wrap=True)
+    out.print(f"{vec.emotion} vector for {vec.model} ({vec.method}, layers {vec.layers[0]}-{vec.layers[1]}, {state}):", highlight=False)
+    out.print(str(vec.vector), highlight=False, soft_wrap=True)
 
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
@@ -164,15 +156,15 @@ def calibrate_cmd(
     try:
         grid, rng = parse_scales(scales), parse_layers(layers)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     catalog = _catalog(variants_file)
     cal = _run(lambda: calibrate(model, emotion, scales=grid, tasks=task_list, seeds=seeds, turns=turns, fmt=fmt,
-                                 method=method, layers=rng, catalog=catalog, console=None if as_json else _err))  # type: ignore[arg-type]  # fmt: skip
+                                 method=method, layers=rng, catalog=catalog, console=None if as_json else console))  # type: ignore[arg-type]  # fmt: skip
     result = cal.to_dict()
     if as_json:
         typer.echo(json.dumps(result))
         return
-    render_calibration(result, _out)
-    _out.print(f"result: {cal.path}", highlight=False, soft_wrap=True)
-    _out.print(f"plot:   {cal.plot}", highlight=False, soft_wrap=True)
+    render_calibration(result, out)
+    out.print(f"result: {cal.path}", highlight=False, soft_wrap=True)
+    out.print(f"plot:   {cal.plot}", highlight=False, soft_wrap=True)

@@ -6,6 +6,7 @@ preflight), runs the missing cells on an executor (threads, processes or Ray) an
 results through :mod:`moodbench.results`.
 """
 
+from moodbench._util.exitcodes import ExitCode
 from moodbench.experiment._config import (
     ConfigError,
     RunConfig,
@@ -16,7 +17,6 @@ from moodbench.experiment._config import (
     read_text_file,
 )
 from moodbench.experiment._endpoints import LOCAL_PREFIX, local_endpoints
-from moodbench._util.exitcodes import ExitCode
 from moodbench.experiment._plan import Cell, Plan, make_plan, shard_cells
 from moodbench.experiment._run import RunResult, check_environment, model_specs, run
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from moodbench._util.secrets import scrub
 from moodbench._util.exitcodes import ExitCode
+from moodbench._util.secrets import scrub
 from moodbench.experiment._plan import Cell
 from moodbench.experiment._progress import RunProgress
 from moodbench.experiment._signals import Interrupted, StopRequest

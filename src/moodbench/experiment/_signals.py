@@ -19,18 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from moodbench._util.exitcodes import ExitCode
+from moodbench._util.exitcodes import ExitCode, Interrupted, exit_code_of
+
+__all__ = ["SIGNALS", "Interrupted", "StopRequest", "exit_code_of", "signal_handlers"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised where waiting for a graceful stop makes no sense (outside the conversation loop, or a
-    second signal): the run ends now, still writing what it has."""
-
-    def __init__(self, signum: int | None = None):
-        super().__init__(signal.Signals(signum).name if signum else "interrupted")
-        self.signum = signum
 
 
 class StopRequest:
@@ -55,11 +48,6 @@ class StopRequest:
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else "interrupt"
-
-
-def exit_code_of(exc: BaseException) -> ExitCode:
-    signum = getattr(exc, "signum", None)
-    return ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
 
 
 @contextmanager

@@ -44,6 +44,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from moodbench._util.errors import UsageError
 from moodbench.serve.models import (
     DEFAULT_MODEL,
     cache_root,
@@ -99,8 +100,8 @@ GENERATOR_TARGET = "llama-cvector-generator"
 BUILD_TARGETS: tuple[str, ...] = (SERVER_TARGET, GENERATOR_TARGET)
 
 
-class LocalBackendMissing(RuntimeError):
-    """The llama.cpp server binary is not installed; the message carries the install command."""
+class LocalBackendMissing(UsageError, RuntimeError):
+    """A llama.cpp binary is not installed; the message carries the install command (exit 2 in every command)."""
 
 
 # ------------------------------------------------------------------------------------------ paths

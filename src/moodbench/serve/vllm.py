@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moodbench._util.errors import UsageError
 from moodbench._util.paths import cache_root
 from moodbench._util.proc import log_tail as _log_tail
 from moodbench._util.proc import pid_alive, terminate_group
@@ -60,10 +61,8 @@ _OWNED_FLAGS = {
 }
 
 
-class ServeConfigError(Exception):
-    """A usage problem reported to the user with exit code 2 (nothing was started)."""
-
-    exit_code = 2
+class ServeConfigError(UsageError):
+    """A usage problem (bad options, a taken port): exit code 2 like every UsageError; nothing was started."""
 
 
 @dataclass
