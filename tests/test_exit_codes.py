@@ -11,7 +11,6 @@ import signal
 from pathlib import Path
 
 import pytest
-from scripted import REPO_ROOT, run_cli
 
 from moodbench import UsageError
 from moodbench._util.exitcodes import ExitCode, Interrupted
@@ -24,6 +23,7 @@ from moodbench.results import StoreError
 from moodbench.serve.install import LocalBackendMissing
 from moodbench.serve.vllm import ServeConfigError
 from moodbench.steer import SteeringInputError, SteeringRunError
+from scripted import REPO_ROOT, run_cli
 
 
 @pytest.mark.parametrize(
