@@ -4,6 +4,8 @@ Kept in a dependency-free module: the CLI builds its options from the run config
 and must not pay for importing the model layer (litellm) to learn a default.
 """
 
+from typing import Literal, get_args
+
 MAX_TOKENS = 2048  # sent with every request: server defaults (vLLM's 16) truncate replies
 TIMEOUT_S = 120.0  # whole-request deadline per model call
 MAX_RETRIES = 4  # retries per model call on 429/5xx/timeouts
@@ -14,4 +16,6 @@ MAX_CONSECUTIVE_FAILURES = 25  # failed requests in a row before an endpoint cou
 CONCURRENCY = 4
 STOP_GRACE_S = 25.0  # schedulers send SIGKILL 30 s after SIGTERM (Slurm, Kubernetes defaults)
 SEED = 300
-USER_FORMATS = ("tau2", "transcript", "completion")  # how the customer model sees the conversation (see sim._user)
+# how the customer model sees the conversation (see sim._user); the type and its values, one home
+UserFormat = Literal["tau2", "transcript", "completion"]
+USER_FORMATS: tuple[UserFormat, ...] = get_args(UserFormat)

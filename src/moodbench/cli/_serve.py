@@ -40,19 +40,21 @@ from moodbench.serve.skypilot import (
     sky_launch_argv,
 )
 
+_DEFAULTS = ServeOptions(backend="")  # the flags show ServeOptions' defaults: one home for each
+
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def serve(
     ctx: typer.Context,
     backend: str = typer.Option(..., "--backend", help="llamacpp (CPU, GGUF) or vllm (GPU)."),
     model: Optional[str] = typer.Option(None, "--model", help="GGUF path or built-in name (llamacpp); Hugging Face id (vllm)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (default loopback only)."),
+    host: str = typer.Option(_DEFAULTS.host, "--host", help="Bind address (default loopback only)."),
     port: Optional[int] = typer.Option(None, "--port"),
-    ctx_size: int = typer.Option(16384, "--ctx", help="llamacpp context size."),
+    ctx_size: int = typer.Option(_DEFAULTS.ctx, "--ctx", help="llamacpp context size."),
     threads: Optional[int] = typer.Option(None, "--threads", help="llamacpp CPU threads."),
-    parallel: int = typer.Option(4, "--parallel", help="llamacpp slots (prompt cache per slot)."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel"),
-    replicas: int = typer.Option(1, "--replicas", help="vllm: servers on consecutive ports, one per GPU slice."),
+    parallel: int = typer.Option(_DEFAULTS.parallel, "--parallel", help="llamacpp slots (prompt cache per slot)."),
+    tensor_parallel: int = typer.Option(_DEFAULTS.tensor_parallel, "--tensor-parallel"),
+    replicas: int = typer.Option(_DEFAULTS.replicas, "--replicas", help="vllm: servers on consecutive ports, one per GPU slice."),
     max_model_len: Optional[int] = typer.Option(None, "--max-model-len"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization"),
     tool_call_parser: Optional[str] = typer.Option(None, "--tool-call-parser"),
@@ -60,10 +62,10 @@ def serve(
     reuse: bool = typer.Option(False, "--reuse", help="Keep a healthy server already serving this model on the port."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the exact commands; change nothing."),
     stop: bool = typer.Option(False, "--stop", help="Stop servers started by moodbench serve."),
-    startup_timeout: float = typer.Option(900.0, "--startup-timeout"),
+    startup_timeout: float = typer.Option(_DEFAULTS.startup_timeout, "--startup-timeout"),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
     skypilot: Optional[Path] = typer.Option(None, "--skypilot", help="Write (and launch, if SkyPilot is set up) a SkyPilot task YAML."),
-    gpus: str = typer.Option("H100:1", "--gpus"),
+    gpus: str = typer.Option(_DEFAULTS.gpus, "--gpus"),
     cloud: Optional[str] = typer.Option(None, "--cloud"),
 ) -> None:
     """Start an OpenAI-compatible model server (extra vLLM arguments go after --)."""

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moodbench._util import defaults
+from moodbench._util.defaults import UserFormat
 from moodbench._util.diff import dict_diff
 from moodbench._util.errors import UsageError
 from moodbench._util.files import read_user_text
@@ -113,7 +114,7 @@ class RunConfig(BaseModel):
                                                    "tool every turn and speaks only through a respond_to_user tool.")
     recover_text_tool_calls: bool | None = opt(None, "Turn tool calls written as text into real calls (default: on for "
                                                      "local models, off otherwise).")
-    user_format: Literal["tau2", "transcript", "completion"] = opt(
+    user_format: UserFormat = opt(
         None, "How the customer model sees the conversation: tau2 (tau2's role-flipped chat), transcript (one chat message "
               "holding the conversation) or completion (a transcript continued through /v1/completions; keeps small models "
               "in the customer role). Default: completion for local/ customer models, tau2 otherwise.")

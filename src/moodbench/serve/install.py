@@ -55,7 +55,6 @@ __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",
     "BuildProgress",
     "LocalBackendMissing",
-    "build_cvector_generator",
     "build_llama_server",
     "build_local_binaries",
     "cached_generator_binary",
@@ -425,11 +424,6 @@ def build_local_binaries(*, force: bool = False, console: Any = None, jobs: int 
 def build_llama_server(*, force: bool = False, console: Any = None, jobs: int | None = None) -> Path:
     """Build (once, together with the generator) and return the cached portable ``llama-server`` binary."""
     return build_local_binaries(force=force, console=console, jobs=jobs)[SERVER_TARGET]
-
-
-def build_cvector_generator(*, force: bool = False, console: Any = None, jobs: int | None = None) -> Path:
-    """Build (once, together with the server) and return the cached ``llama-cvector-generator`` binary."""
-    return build_local_binaries(force=force, console=console, jobs=jobs)[GENERATOR_TARGET]
 
 
 def _cached_wheel() -> Path | None:

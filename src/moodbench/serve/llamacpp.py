@@ -43,6 +43,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from moodbench._util.proc import log_tail as _log_tail
+from moodbench._util.proc import terminate_group
 from moodbench.serve._forced import ForcedCall, finish_forced_response, plan_chat_request
 from moodbench.serve._front import _Front
 from moodbench.serve.install import llama_server_path
@@ -307,14 +309,7 @@ class LlamaCppServer:
             self._front = None
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            terminate_group(proc.pid, proc.pid, proc=proc, grace=timeout)
         if self._log_fh is not None:
             with contextlib.suppress(OSError):
                 self._log_fh.close()
@@ -323,23 +318,11 @@ class LlamaCppServer:
             atexit.unregister(self.stop)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
+        """The end of the server's log (read from its last 64 KiB, however long the log grew)."""
+        if not self.log_path.exists():
             return f"(no log at {self.log_path})"
-        return f"--- last {min(lines, len(text))} lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
-
-    def rss_bytes(self) -> int | None:
-        """Resident memory of llama-server (Linux /proc), for reports."""
-        if self._proc is None:
-            return None
-        try:
-            for line in Path(f"/proc/{self._proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+        text = _log_tail(self.log_path, lines)
+        return f"--- last {min(lines, len(text.splitlines()))} lines of {self.log_path} ---\n{text}"
 
     def __enter__(self) -> Self:
         self.start()

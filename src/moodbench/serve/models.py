@@ -409,13 +409,3 @@ def resolve_model(
         + "\n  - ".join(tried)
         + f"\nYou can also download {m.hf_repo}/{m.hf_filename} yourself and pass its path."
     )
-
-
-def describe_models(models: Mapping[str, LocalModel] | None = None) -> list[tuple[str, str, bool]]:
-    """(name, description, cached?) for each built-in model; for ``--help``-style listings."""
-    table = MODELS if models is None else models
-    out = []
-    for name, m in table.items():
-        path = models_dir() / f"{name}.gguf"
-        out.append((name, m.description, path.exists() and path.stat().st_size == m.size))
-    return out

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from tau2.environment.environment import Environment
 from tau2.orchestrator.orchestrator import Orchestrator
 
+from moodbench._util import defaults
+from moodbench._util.defaults import UserFormat
 from moodbench.emotions import Catalog
 from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
@@ -59,10 +61,10 @@ class ConversationSettings:
     judge_client: ModelClient | None
     tool_choice: str = "auto"
     recover_text_tool_calls: bool = False
-    user_format: str = "tau2"
-    max_steps: int = 100
-    max_errors: int = 10
-    base_seed: int = 300
+    user_format: UserFormat = "tau2"
+    max_steps: int = defaults.MAX_STEPS
+    max_errors: int = defaults.MAX_ERRORS
+    base_seed: int = defaults.SEED
     shard: str | None = None
     judge_fidelity: bool = False
     freeze_gc: bool = False  # see sim._env_pool: the CLI opts in, a library call does not

@@ -8,11 +8,10 @@ tau2's prompt, and every emotional prompt can be audited against it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from tau2.user.user_simulator import UserSimulator
 from tau2.utils.llm_utils import to_litellm_messages
 
+from moodbench._util.defaults import UserFormat
 from moodbench.judges import render_transcript
 from moodbench.llm import Completion, ModelClient
 from moodbench.results import RoleStats
@@ -20,8 +19,6 @@ from moodbench.sim._agent import EmptyReplyError, raw_record
 from moodbench.sim._completion import clean_completion_reply, render_completion_prompt
 from moodbench.sim._env_pool import tool_schema
 from moodbench.sim._tau2 import MultiToolMessage, ToolCall, ToolMessage, UserMessage
-
-UserFormat = Literal["tau2", "transcript", "completion"]  # moodbench._util.defaults.USER_FORMATS
 
 TRANSCRIPT_LABELS = {"user": "Customer (you)", "assistant": "Agent", "tool": "Result of your action"}
 TRANSCRIPT_INSTRUCTION = (

@@ -24,13 +24,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from moodbench._util.defaults import USER_FORMATS
 
 __all__ = ["FORMATS", "AgentScript", "CustomerTurn", "agent_script", "customer_conversation", "customer_system_prompt"]
 
-Format = Literal["tau2", "transcript", "completion"]
 FORMATS: tuple[str, ...] = USER_FORMATS
 
 #: An agent turn that gives an emotional customer something to react to (a failed lookup), used as the
