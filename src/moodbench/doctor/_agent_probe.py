@@ -304,38 +304,34 @@ def _parser_hint(model: str) -> str:
     return "the --tool-call-parser for the model's family (docs/vllm-parsers.md)"
 
 
-def decide(modes: dict[str, ModeStats], model: str = "") -> Verdict:
-    """Apply the verdict rules of the module docstring to per-mode statistics."""
-    probed = [m for m in MODES if m in modes]
-    reasons: list[str] = []
+def _mode_notes(m: str, s: ModeStats) -> list[str]:
+    """What is worth knowing about one mode's replies, whatever the verdict."""
     notes: list[str] = []
-    parser = _parser_hint(model)
-    for m in probed:
-        s = modes[m]
-        if s.errors:
-            notes.append(f"{m}: {s.errors}/{s.cases} request(s) failed")
-        if s.missed_calls:
-            notes.append(f"{m}: no call in {s.missed_calls}/{s.tool_cases} case(s) that needed one")
-        if s.unwanted_calls:
-            notes.append(f"{m}: called a tool in {s.unwanted_calls}/{s.answer_cases} case(s) that needed a plain answer")
-        if s.think:
-            notes.append(f"{m}: {s.think} repl(ies) carried <think> output (moodbench strips it; it costs tokens: "
-                         "keep --max-tokens high, or use vLLM's --reasoning-parser)")
-        if s.duplicate_calls:
-            notes.append(f"{m}: {s.duplicate_calls} repl(ies) repeated the same call")
-        if s.empty:
-            notes.append(f"{m}: {s.empty} empty repl(ies)")
-        if s.invented_text_calls:
-            notes.append(f"{m}: {s.invented_text_calls} call(s) written as text named tools that do not exist "
-                         f"({', '.join(repr(n) for n in s.invented_names[:6])})")
-        if s.invalid_names or s.invalid_json or s.schema_errors:
-            notes.append(f"{m}: {s.invalid_names} unknown tool name(s), {s.invalid_json} non-JSON argument(s), "
-                         f"{s.schema_errors} schema mismatch(es)")
-    another = "try another model (larger, or tuned for tool calling)"
-    answered = [m for m in probed if modes[m].errors < modes[m].cases]
-    if not answered:
-        return Verdict(VERDICT_UNUSABLE, ["no request succeeded"],
-                       ["the endpoint answered no chat request: read the server's log (wrong model name? context too small?)"], notes)
+    if s.errors:
+        notes.append(f"{m}: {s.errors}/{s.cases} request(s) failed")
+    if s.missed_calls:
+        notes.append(f"{m}: no call in {s.missed_calls}/{s.tool_cases} case(s) that needed one")
+    if s.unwanted_calls:
+        notes.append(f"{m}: called a tool in {s.unwanted_calls}/{s.answer_cases} case(s) that needed a plain answer")
+    if s.think:
+        notes.append(f"{m}: {s.think} repl(ies) carried <think> output (moodbench strips it; it costs tokens: "
+                     "keep --max-tokens high, or use vLLM's --reasoning-parser)")
+    if s.duplicate_calls:
+        notes.append(f"{m}: {s.duplicate_calls} repl(ies) repeated the same call")
+    if s.empty:
+        notes.append(f"{m}: {s.empty} empty repl(ies)")
+    if s.invented_text_calls:
+        notes.append(f"{m}: {s.invented_text_calls} call(s) written as text named tools that do not exist "
+                     f"({', '.join(repr(n) for n in s.invented_names[:6])})")
+    if s.invalid_names or s.invalid_json or s.schema_errors:
+        notes.append(f"{m}: {s.invalid_names} unknown tool name(s), {s.invalid_json} non-JSON argument(s), "
+                     f"{s.schema_errors} schema mismatch(es)")
+    return notes
+
+
+def _unusable_reasons(modes: dict[str, ModeStats], probed: list[str], answered: list[str]) -> list[str]:
+    """Why the model cannot act as an agent at all (empty: it can, in some mode)."""
+    reasons: list[str] = []
     called = [m for m in answered if modes[m].tool_cases_called() > 0]
     if len(probed) >= 2 and not called:
         reasons.append("no tool call in any case, under tool_choice auto or required")
@@ -344,25 +340,47 @@ def decide(modes: dict[str, ModeStats], model: str = "") -> Verdict:
                        + ", ".join(f"{m} {modes[m].right_tool}/{modes[m].answered_tool_cases}" for m in answered) + ")")
     elif called and all(modes[m].broken_rate() >= BROKEN_CALLS_MAX for m in called):
         reasons.append("at least half of its calls were broken (unknown tool, non-JSON or schema-mismatched arguments) in every mode")
+    return reasons
+
+
+def _never_auto(auto: ModeStats, modes: dict[str, ModeStats], parser: str, another: str, notes: list[str]) -> Verdict:
+    """The verdict for a model that calls no tool under tool_choice=auto, with what required did instead."""
+    why = ("every tool_choice=auto request failed" if auto.errors == auto.cases
+           else f"no tool call in {auto.answered_tool_cases} case(s) that needed one under tool_choice=auto")
+    if auto.invented_text_calls:
+        why += f" (it wrote {auto.invented_text_calls} call(s) as text, naming tools that do not exist)"
+    req = modes.get("required")
+    if req is not None and req.tool_cases_called():
+        why += f", but {req.tool_cases_called()}/{req.tool_cases} under required"
+    over = ""
+    if req is not None and req.answer_cases and req.unwanted_calls * 2 >= req.answer_cases:
+        over = (f"; expect over-calling: under required it called a real tool in {req.unwanted_calls}/{req.answer_cases} "
+                "case(s) that needed a plain answer instead of respond_to_user")
+    advice = [("run with --tool-choice required (an ablation: the agent must call a tool every turn and speaks "
+               "through respond_to_user; report it as such)" + over),
+              f"on vLLM serve with --enable-auto-tool-choice and {parser}", another]
+    return Verdict(VERDICT_NEVER_AUTO, [why], advice, notes)
+
+
+def decide(modes: dict[str, ModeStats], model: str = "") -> Verdict:
+    """Apply the verdict rules of the module docstring to per-mode statistics."""
+    probed = [m for m in MODES if m in modes]
+    reasons: list[str] = []
+    notes: list[str] = []
+    parser = _parser_hint(model)
+    for m in probed:
+        notes += _mode_notes(m, modes[m])
+    another = "try another model (larger, or tuned for tool calling)"
+    answered = [m for m in probed if modes[m].errors < modes[m].cases]
+    if not answered:
+        return Verdict(VERDICT_UNUSABLE, ["no request succeeded"],
+                       ["the endpoint answered no chat request: read the server's log (wrong model name? context too small?)"], notes)
+    reasons += _unusable_reasons(modes, probed, answered)
     if reasons:
         return Verdict(VERDICT_UNUSABLE, reasons, [another, f"on vLLM check {parser} and the chat template"], notes)
     auto = modes.get("auto")
     if auto is not None and auto.tool_cases_called() == 0:
-        why = ("every tool_choice=auto request failed" if auto.errors == auto.cases
-               else f"no tool call in {auto.answered_tool_cases} case(s) that needed one under tool_choice=auto")
-        if auto.invented_text_calls:
-            why += f" (it wrote {auto.invented_text_calls} call(s) as text, naming tools that do not exist)"
-        req = modes.get("required")
-        if req is not None and req.tool_cases_called():
-            why += f", but {req.tool_cases_called()}/{req.tool_cases} under required"
-        over = ""
-        if req is not None and req.answer_cases and req.unwanted_calls * 2 >= req.answer_cases:
-            over = (f"; expect over-calling: under required it called a real tool in {req.unwanted_calls}/{req.answer_cases} "
-                    "case(s) that needed a plain answer instead of respond_to_user")
-        advice = [("run with --tool-choice required (an ablation: the agent must call a tool every turn and speaks "
-                   "through respond_to_user; report it as such)" + over),
-                  f"on vLLM serve with --enable-auto-tool-choice and {parser}", another]
-        return Verdict(VERDICT_NEVER_AUTO, [why], advice, notes)
+        return _never_auto(auto, modes, parser, another, notes)
     key = "auto" if auto is not None else (probed[0] if len(probed) == 1 else None)
     if key is not None and modes[key].tool_cases_text > 0:
         s = modes[key]

@@ -127,36 +127,42 @@ def validate_script(script: Any) -> None:
     if not isinstance(roles, dict):
         raise ScriptError("script.roles must be a mapping of role name -> role spec")
     for name, spec in roles.items():
-        where = f"roles.{name}"
-        if not isinstance(spec, dict):
-            raise ScriptError(f"{where} must be a mapping")
-        _check_keys(spec, ROLE_KEYS, where)
-        turns = spec.get("turns", [])
-        if not isinstance(turns, list):
-            raise ScriptError(f"{where}.turns must be a list")
-        for i, resp in enumerate(turns):
-            validate_response(resp, f"{where}.turns[{i}]")
-        after = spec.get("after", "repeat_last")
-        if isinstance(after, str):
-            if after not in ("repeat_last", "cycle"):
-                raise ScriptError(f"{where}.after must be 'repeat_last', 'cycle' or a response")
-        else:
-            validate_response(after, f"{where}.after")
-        if "detect" in spec:
-            try:
-                re.compile(spec["detect"])
-            except (re.error, TypeError) as exc:
-                raise ScriptError(f"{where}.detect is not a valid regex: {exc}") from exc
-        if "model" in spec and not isinstance(spec["model"], str):
-            raise ScriptError(f"{where}.model must be a string")
-        if name not in ROLES_BUILTIN and "detect" not in spec and "model" not in spec:
-            raise ScriptError(f"{where}: a custom role needs 'detect' or 'model' to ever be chosen")
-    faults = script.get("faults", {})
+        _validate_role(name, spec)
+    _validate_faults(script.get("faults", {}))
+
+
+def _validate_role(name: str, spec: Any) -> None:
+    where = f"roles.{name}"
+    if not isinstance(spec, dict):
+        raise ScriptError(f"{where} must be a mapping")
+    _check_keys(spec, ROLE_KEYS, where)
+    turns = spec.get("turns", [])
+    if not isinstance(turns, list):
+        raise ScriptError(f"{where}.turns must be a list")
+    for i, resp in enumerate(turns):
+        validate_response(resp, f"{where}.turns[{i}]")
+    after = spec.get("after", "repeat_last")
+    if isinstance(after, str):
+        if after not in ("repeat_last", "cycle"):
+            raise ScriptError(f"{where}.after must be 'repeat_last', 'cycle' or a response")
+    else:
+        validate_response(after, f"{where}.after")
+    if "detect" in spec:
+        try:
+            re.compile(spec["detect"])
+        except (re.error, TypeError) as exc:
+            raise ScriptError(f"{where}.detect is not a valid regex: {exc}") from exc
+    if "model" in spec and not isinstance(spec["model"], str):
+        raise ScriptError(f"{where}.model must be a string")
+    if name not in ROLES_BUILTIN and "detect" not in spec and "model" not in spec:
+        raise ScriptError(f"{where}: a custom role needs 'detect' or 'model' to ever be chosen")
+
+
+def _validate_faults(faults: Any) -> None:
     if not isinstance(faults, dict):
         raise ScriptError("script.faults must be a mapping")
     _check_keys(faults, FAULT_KEYS, "faults")
-    for key in ("error_500_rate", "error_429_rate", "timeout_rate", "drop_rate", "drip_rate", "huge_rate", "endless_rate",
-                "malformed_tool_call_rate"):
+    for key in sorted(k for k in FAULT_KEYS if k.endswith("_rate")):
         rate = faults.get(key, 0.0)
         if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise ScriptError(f"faults.{key} must be a number in [0, 1]")
@@ -194,41 +200,50 @@ def validate_response(resp: Any, where: str) -> None:
         if resp.get("style", "bare") not in TEXT_TOOL_STYLES:
             raise ScriptError(f"{where}.style must be one of {TEXT_TOOL_STYLES}")
     if "by_tool_choice" in resp:
-        branches = resp["by_tool_choice"]
-        if not isinstance(branches, dict) or not branches:
-            raise ScriptError(f"{where}.by_tool_choice must be a non-empty mapping")
-        for choice, sub in branches.items():
-            if choice not in TOOL_CHOICES:
-                raise ScriptError(f"{where}.by_tool_choice keys must be among {TOOL_CHOICES}")
-            validate_response(sub, f"{where}.by_tool_choice.{choice}")
+        _validate_branches(resp["by_tool_choice"], where)
     if "match" in resp:
-        rules = resp["match"]
-        if not isinstance(rules, list):
-            raise ScriptError(f"{where}.match must be a list")
-        for i, rule in enumerate(rules):
-            rwhere = f"{where}.match[{i}]"
-            if not isinstance(rule, dict) or "then" not in rule:
-                raise ScriptError(f"{rwhere} must be a mapping with 'then'")
-            _check_keys(rule, {"if_contains", "if_regex", "in", "then"}, rwhere)
-            if "if_contains" not in rule and "if_regex" not in rule:
-                raise ScriptError(f"{rwhere} needs 'if_contains' or 'if_regex'")
-            if "if_contains" in rule and not isinstance(rule["if_contains"], str):
-                raise ScriptError(f"{rwhere}.if_contains must be a string")
-            if "if_regex" in rule:
-                try:
-                    re.compile(rule["if_regex"])
-                except (re.error, TypeError) as exc:
-                    raise ScriptError(f"{rwhere}.if_regex is not a valid regex: {exc}") from exc
-            if rule.get("in", "any") not in ("any", "last", "system", "all"):
-                raise ScriptError(f"{rwhere}.in must be 'any', 'last', 'system' or 'all'")
-            validate_response(rule["then"], f"{rwhere}.then")
-        if "else" not in resp:
-            raise ScriptError(f"{where}: 'match' needs an 'else' so every request gets an answer")
-        validate_response(resp["else"], f"{where}.else")
+        _validate_match(resp, where)
     if "status" in resp and (not isinstance(resp["status"], int) or not 400 <= resp["status"] <= 599):
         raise ScriptError(f"{where}.status must be an HTTP error code (400-599)")
     if "delay_ms" in resp and (not isinstance(resp["delay_ms"], (int, float)) or resp["delay_ms"] < 0):
         raise ScriptError(f"{where}.delay_ms must be a non-negative number")
+
+
+def _validate_branches(branches: Any, where: str) -> None:
+    """``by_tool_choice``: a non-empty mapping from auto/required/none to a response."""
+    if not isinstance(branches, dict) or not branches:
+        raise ScriptError(f"{where}.by_tool_choice must be a non-empty mapping")
+    for choice, sub in branches.items():
+        if choice not in TOOL_CHOICES:
+            raise ScriptError(f"{where}.by_tool_choice keys must be among {TOOL_CHOICES}")
+        validate_response(sub, f"{where}.by_tool_choice.{choice}")
+
+
+def _validate_match(resp: dict[str, Any], where: str) -> None:
+    """``match`` rules (each ``if_contains`` or ``if_regex``, ``in``, ``then``) and the ``else`` every match needs."""
+    rules = resp["match"]
+    if not isinstance(rules, list):
+        raise ScriptError(f"{where}.match must be a list")
+    for i, rule in enumerate(rules):
+        rwhere = f"{where}.match[{i}]"
+        if not isinstance(rule, dict) or "then" not in rule:
+            raise ScriptError(f"{rwhere} must be a mapping with 'then'")
+        _check_keys(rule, {"if_contains", "if_regex", "in", "then"}, rwhere)
+        if "if_contains" not in rule and "if_regex" not in rule:
+            raise ScriptError(f"{rwhere} needs 'if_contains' or 'if_regex'")
+        if "if_contains" in rule and not isinstance(rule["if_contains"], str):
+            raise ScriptError(f"{rwhere}.if_contains must be a string")
+        if "if_regex" in rule:
+            try:
+                re.compile(rule["if_regex"])
+            except (re.error, TypeError) as exc:
+                raise ScriptError(f"{rwhere}.if_regex is not a valid regex: {exc}") from exc
+        if rule.get("in", "any") not in ("any", "last", "system", "all"):
+            raise ScriptError(f"{rwhere}.in must be 'any', 'last', 'system' or 'all'")
+        validate_response(rule["then"], f"{rwhere}.then")
+    if "else" not in resp:
+        raise ScriptError(f"{where}: 'match' needs an 'else' so every request gets an answer")
+    validate_response(resp["else"], f"{where}.else")
 
 
 def _validate_call(call: Any, where: str) -> None:
