@@ -71,3 +71,72 @@ def test_public_names_resolve() -> None:
 
     for name in moodbench.__all__:
         assert getattr(moodbench, name) is not None
+
+
+# --------------------------------------------------------------------------- layering
+
+# Who may import whom (besides `_util`, which every package may import), read from every import
+# statement of the sources (inside functions and under TYPE_CHECKING included). docs/architecture.md's
+# package table must state the same sets; a new edge is a decision: add it here and there.
+ALLOWED_IMPORTS: dict[str, set[str]] = {
+    "_util": set(),
+    "emotions": set(),
+    "llm": set(),
+    "serve": set(),
+    "testing": set(),
+    "results": {"llm"},
+    "judges": {"llm", "results"},
+    "analysis": {"judges", "results"},
+    "report": {"analysis", "judges", "results"},
+    "sim": {"emotions", "judges", "llm", "results"},
+    "doctor": {"judges", "llm", "results", "serve", "sim"},
+    "steer": {"analysis", "doctor", "emotions", "judges", "llm", "results", "serve", "sim"},
+    "experiment": {"doctor", "emotions", "llm", "results", "serve", "sim", "steer"},
+    "cli": {"analysis", "doctor", "emotions", "experiment", "llm", "report", "results", "serve", "sim", "steer"},
+    "__init__.py": {"experiment", "report", "results"},  # moodbench's lazy top-level names
+}
+
+
+def _package_imports() -> dict[str, dict[str, list[str]]]:
+    """package -> imported moodbench package -> where (file:line), from the AST of every source file."""
+    import ast
+
+    found: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        pkg = rel.parts[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level:  # relative: resolve against the file's package
+                base = ["moodbench", *rel.parts[:-1]][: len(rel.parts) - node.level + 1]
+                names = [".".join([*base, *([node.module] if node.module else [])])]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "moodbench" and len(parts) > 1 and parts[1] not in (pkg, "_util"):
+                    found.setdefault(pkg, {}).setdefault(parts[1], []).append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_packages_import_only_what_the_map_allows() -> None:
+    assert set(ALLOWED_IMPORTS) == {p.name for p in SRC.iterdir() if p.name in ROOT and p.name != "py.typed"}
+    bad = [f"{pkg} -> {dep} ({', '.join(where[:3])})" for pkg, deps in _package_imports().items()
+           for dep, where in deps.items() if dep not in ALLOWED_IMPORTS[pkg]]
+    assert not bad, "imports the layering does not allow (tests/test_architecture.py ALLOWED_IMPORTS):\n" + "\n".join(bad)
+
+
+def test_the_allowed_imports_have_no_cycle() -> None:
+    import graphlib
+
+    graphlib.TopologicalSorter(ALLOWED_IMPORTS).static_order()  # raises CycleError on a cycle
+
+
+def test_docs_architecture_table_states_the_map() -> None:
+    text = (SRC.parent.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z_]+)` \|[^\n]*\| ([^|\n]*) \|$", text, flags=re.M)
+    stated = {pkg: {m for m in re.findall(r"`([a-z_]+)`", cell) if m != "_util"} for pkg, cell in rows}
+    assert stated == {pkg: deps for pkg, deps in ALLOWED_IMPORTS.items() if pkg != "__init__.py"}

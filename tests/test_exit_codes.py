@@ -15,9 +15,8 @@ import pytest
 from moodbench import UsageError
 from moodbench._util.exitcodes import ExitCode, Interrupted
 from moodbench.cli._exit import exit_code_for
-from moodbench.doctor import PreflightError
 from moodbench.emotions import UnknownVariantError
-from moodbench.experiment import ConfigError
+from moodbench.experiment import ConfigError, PreflightError
 from moodbench.report import ReportError
 from moodbench.results import StoreError
 from moodbench.serve.install import LocalBackendMissing

@@ -122,9 +122,10 @@ def test_run_refuses_dead_user_endpoint(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def pf():
-    from moodbench import doctor  # litellm import: once per worker
+    # run_preflight is the runner's own step (private to moodbench.experiment), called here in-process
+    from moodbench.experiment import _preflight  # litellm import: once per worker
 
-    return doctor
+    return _preflight
 
 
 def _config(tmp_path: Path, **flags: Any):

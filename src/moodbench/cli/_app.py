@@ -70,8 +70,7 @@ def run(
 ) -> None:
     """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
     from moodbench._util.secrets import secret_values
-    from moodbench.doctor import PreflightError
-    from moodbench.experiment import build_config, load_config_file
+    from moodbench.experiment import PreflightError, build_config, load_config_file
     from moodbench.experiment import run as run_experiment
 
     with command_errors():

@@ -7,7 +7,7 @@ and SIGTERM 143 in ``run``, ``serve`` and ``view``):
 ============================================  ====
 any :class:`~moodbench._util.errors.UsageError` (bad input, a missing binary, ``ServeConfigError``,
 ``SteeringInputError``, ``ConfigError``, ``ReportError``...): nothing was run                       2
-:class:`moodbench.doctor.PreflightError`: the setup cannot work, nothing was run                    3
+:class:`moodbench.experiment.PreflightError`: the setup cannot work, nothing was run                    3
 an endpoint stopped answering during a run (:attr:`RunResult.exit_code`)                           4
 Ctrl-C (``KeyboardInterrupt``) / SIGTERM (:class:`~moodbench._util.exitcodes.Interrupted`)    130 / 143
 a tool failed while running, or a check's verdict is not ok                                        1
@@ -41,7 +41,7 @@ def exit_code_for(exc: BaseException) -> ExitCode | None:
         return ExitCode.USAGE
     if isinstance(exc, KeyboardInterrupt):
         return exit_code_of(exc)
-    from moodbench.doctor import PreflightError  # loaded only once something failed
+    from moodbench.experiment import PreflightError  # loaded only once something failed
 
     if isinstance(exc, PreflightError):
         return ExitCode.PREFLIGHT

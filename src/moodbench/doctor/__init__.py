@@ -3,7 +3,8 @@
 The system this project replaces spent GPU-hours on a model that never called a tool under
 ``tool_choice="auto"``. The agent probe sends a fixed battery of tool decisions from a tau2 domain
 and says whether (and how) the model calls tools; the user probe checks the model as the simulated
-customer; preflight runs a short version of both checks before a run's first conversation.
+customer; a run's preflight (:mod:`moodbench.experiment`) runs a short version of both before its first
+conversation.
 """
 
 from moodbench.doctor._agent_probe import (
@@ -24,7 +25,6 @@ from moodbench.doctor._agent_probe import (
 )
 from moodbench.doctor._cases import CASES, ProbeCase, cases_for, probe_domains
 from moodbench.doctor._endpoints import OPENAI_COMPATIBLE, EndpointCheck, check_endpoint, split_model
-from moodbench.doctor._preflight import PreflightError, check_endpoints, run_preflight
 from moodbench.doctor._render import render_report, render_user_report
 from moodbench.doctor._user_probe import (
     USER_FLAGGED_MAX,
@@ -50,7 +50,6 @@ __all__ = [
     "CaseResult",
     "EndpointCheck",
     "ModeStats",
-    "PreflightError",
     "ProbeCase",
     "ProbeError",
     "ProbeReport",
@@ -60,13 +59,11 @@ __all__ = [
     "Verdict",
     "cases_for",
     "check_endpoint",
-    "check_endpoints",
     "decide",
     "probe_domains",
     "probe_spec",
     "render_report",
     "render_user_report",
-    "run_preflight",
     "run_probe",
     "run_user_probe",
     "split_model",

@@ -17,8 +17,10 @@ from moodbench.experiment._config import (
     read_text_file,
 )
 from moodbench.experiment._endpoints import LOCAL_PREFIX, local_endpoints
-from moodbench.experiment._plan import Cell, Plan, make_plan, shard_cells
+from moodbench.experiment._plan import Plan, make_plan, shard_cells
+from moodbench.experiment._preflight import PreflightError
 from moodbench.experiment._run import RunResult, check_environment, model_specs, run
+from moodbench.results import Cell
 
 __all__ = [
     "LOCAL_PREFIX",
@@ -26,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ExitCode",
     "Plan",
+    "PreflightError",
     "RunConfig",
     "RunResult",
     "build_config",

@@ -5,33 +5,15 @@ Everything that can be wrong with the input is checked here, before any model is
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from moodbench.emotions import Catalog, UnknownVariantError, VariantSpec, load_catalog
 from moodbench.experiment._config import ConfigError, RunConfig
+from moodbench.results import Cell
 
 if TYPE_CHECKING:
     from moodbench.sim import Task
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One conversation of the matrix: domain x task x variant x trial."""
-
-    domain: str
-    task_id: str
-    variant: str
-    trial: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.domain}|{self.task_id}|{self.variant}|{self.trial}"
-
-    def seed(self, base: int) -> int:
-        """Same seed for every variant of a task and trial, so variants form matched pairs."""
-        return base + zlib.crc32(f"{self.domain}|{self.task_id}|{self.trial}".encode()) % 1_000_000
 
 
 @dataclass

@@ -142,7 +142,7 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     (``transport="litellm"``, ``backoff_base_s``...), for tests, benchmarks and debugging.
 
     Raises :class:`ConfigError` (bad input or an unusable run directory; nothing was run, nothing
-    of the user's was changed) and :class:`moodbench.doctor.PreflightError` (the setup cannot work;
+    of the user's was changed) and :class:`moodbench.experiment.PreflightError` (the setup cannot work;
     nothing was run).
     """
     check_environment(config)
@@ -175,8 +175,8 @@ def _finish(run_dir: Path, manifest: Any, events: EventLog, exit_code: ExitCode,
 def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
                freeze_gc: bool, spec_overrides: dict[str, Any] | None, stop: StopRequest,
                steered: dict[str, SteeredCustomer] | None = None) -> RunResult:
-    from moodbench.doctor import run_preflight
     from moodbench.experiment._loop import run_loop
+    from moodbench.experiment._preflight import run_preflight
     from moodbench.llm import EndpointHealth, ModelClient
     from moodbench.sim import ConversationSettings
 

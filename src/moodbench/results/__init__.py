@@ -5,6 +5,7 @@ failed attempts as history), ``events.jsonl``, ``manifest.json`` and ``summary.j
 writes and reads them; it knows nothing about tau2 or models.
 """
 
+from moodbench.results._cell import Cell
 from moodbench.results._events import EventLog
 from moodbench.results._load import Run, load_run
 from moodbench.results._manifest import read_manifest, write_manifest
@@ -27,6 +28,7 @@ from moodbench.results._store import Store, StoreError, sha256
 from moodbench.results._summary import compute_summary, max_k, pass_hat_k, summary_for_run, write_summary
 
 __all__ = [
+    "Cell",
     "DESCRIPTIONS",
     "FLAG_NAMES",
     "STOP_TOKENS",

@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tau2.environment.environment import Environment
 from tau2.orchestrator.orchestrator import Orchestrator
@@ -23,7 +23,7 @@ from moodbench._util.defaults import UserFormat
 from moodbench.emotions import Catalog
 from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
-from moodbench.results import ConversationRecord, ConversationStats, ExitReason, FidelityFlags, Steering, sha256
+from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, FidelityFlags, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
 from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
@@ -31,9 +31,6 @@ from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, RewardInfo, SimulationRun, Task, TerminationReason, UserMessage, registry
 from moodbench.sim._user import EmotionalUserSimulator
-
-if TYPE_CHECKING:
-    from moodbench.experiment import Cell
 
 AGENT_NAME = "moodbench_agent"
 USER_NAME = "moodbench_user"

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
-from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
+from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
@@ -181,7 +181,7 @@ def _record(results: Results, sim: SimulationRun, task: Task, variant: str, tria
             exit_reason, error = ExitReason.HARNESS_ERROR, "the Results file stores no reward for this simulation"
     cost = (sim.agent_cost or 0.0) + (sim.user_cost or 0.0)
     record = ConversationRecord(
-        cell_key=f"{domain}|{sim.task_id}|{variant}|{trial}", domain=domain, task_id=sim.task_id, variant=variant, trial=trial,
+        cell_key=Cell(domain, sim.task_id, variant, trial).key, domain=domain, task_id=sim.task_id, variant=variant, trial=trial,
         seed=sim.seed, reward=reward, exit_reason=exit_reason, termination_reason=termination,
         reward_info=sim.reward_info.model_dump(mode="json") if sim.reward_info is not None else None, simulation=dumped,
         agent_prompt_sha256=sha256(prompts["agent"]) if "agent" in prompts else None,

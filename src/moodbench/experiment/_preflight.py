@@ -35,7 +35,7 @@ from moodbench._util.secrets import scrub
 if TYPE_CHECKING:  # the model layer imports litellm (seconds): the CLI imports this module for PreflightError only
     from rich.console import Console
 
-    from moodbench.doctor._endpoints import EndpointCheck
+    from moodbench.doctor import EndpointCheck
     from moodbench.experiment import RunConfig
     from moodbench.llm import ModelSpec
     from moodbench.results import EventLog, Store
@@ -50,7 +50,7 @@ class PreflightError(RuntimeError):
 
 def check_endpoints(config: RunConfig, api_key: str | None = None) -> list[EndpointCheck]:
     """One check per distinct (model, base URL) of the run's roles; roles sharing one are named together."""
-    from moodbench.doctor._endpoints import check_endpoint
+    from moodbench.doctor import check_endpoint
 
     um, uu = config.resolved_user_model()
     jm, ju = config.resolved_judge_model()
@@ -82,8 +82,7 @@ def _refusal_message(mode: str, recover: bool, stats: Any, verdict: Any) -> str:
 def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events: EventLog,
                   console: Console | None = None, secrets: list[str] | None = None) -> dict[str, Any]:
     """Check endpoints and the agent's tool calling; record the result; raise :class:`PreflightError` to refuse."""
-    from moodbench.doctor._agent_probe import MODES, ModeStats, ProbeError, decide, run_probe
-    from moodbench.doctor._cases import cases_for
+    from moodbench.doctor import MODES, ModeStats, ProbeError, cases_for, decide, run_probe
 
     def say(text: str) -> None:
         if console is not None:
