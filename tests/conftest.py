@@ -8,9 +8,6 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))  # so tests can `from scripted import start_scripted_server`
-
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("MOODBENCH_CACHE_DIR", str(Path.home() / ".cache" / "moodbench"))
 

@@ -2,7 +2,7 @@
 
 Lives outside conftest.py so any test (or benchmark) can import it directly:
 
-    from scripted import start_scripted_server   # or: from tests.scripted import ...
+    from scripted import start_scripted_server   # tests/ is on pytest's pythonpath (pyproject.toml)
 
     with start_scripted_server({"roles": {...}}, tmp_path) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="x")

@@ -23,6 +23,7 @@ MODEL = "qwen2.5-0.5b"
 
 @pytest.mark.localmodel
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the run below may take up to 1200 s on a small CPU (pyproject default 300 s)
 def test_local_model_conversation_is_stored_with_tool_calls_user_reply_and_reward(tmp_path: Path) -> None:
     if find_llama_server() is None:
         pytest.skip("llama-server not installed: run scripts/install-local-backend.sh")

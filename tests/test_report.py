@@ -40,10 +40,7 @@ import pytest
 from scipy.stats import binomtest
 from scipy.stats import t as t_dist
 
-try:
-    from scripted import cli_env, start_scripted_server
-except ImportError:  # tests/ became a package
-    from tests.scripted import cli_env, start_scripted_server
+from scripted import cli_env, start_scripted_server
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"

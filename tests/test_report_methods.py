@@ -32,14 +32,10 @@ from typing import Any
 import pytest
 from scipy.stats import t as t_dist
 
-try:
-    from scripted import cli_env, start_scripted_server
-except ImportError:  # tests/ became a package
-    from tests.scripted import cli_env, start_scripted_server
-
 from moodbench.analysis import comparison_summary, early_user_texts
 from moodbench.judges import text_scores
 from moodbench.results import ConversationRecord, Steering, Store
+from scripted import cli_env, start_scripted_server
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "moodbench.cli"]

@@ -1,4 +1,4 @@
-"""moodbench.scoring gives exactly tau2's RewardInfo, on trajectories that do and don't write.
+"""moodbench.sim's reward (``sim/_reward.score_simulation``) gives exactly tau2's RewardInfo, on trajectories that do and don't write.
 
 Trajectories are built the way tau2's orchestrator builds them: an environment set to the task's
 initial state, each tool call answered by ``environment.get_response``. For every task several

@@ -22,10 +22,7 @@ import httpx
 import openai
 import pytest
 
-try:
-    from scripted import SRC_DIR, ScriptedServer, start_scripted_server
-except ImportError:  # tests/ became a package
-    from tests.scripted import SRC_DIR, ScriptedServer, start_scripted_server
+from scripted import SRC_DIR, ScriptedServer, start_scripted_server
 
 AGENT_SYSTEM = (
     "<instructions>\nYou are a customer service agent that helps the user according to the <policy> provided "

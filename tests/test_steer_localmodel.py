@@ -24,7 +24,8 @@ from moodbench.steer import SteeringVector, build_vector, calibrate, load_calibr
 from moodbench.steer._vector import vector_metadata
 
 MODEL = "qwen2.5-0.5b"
-pytestmark = pytest.mark.localmodel
+# real builds, sweeps and runs on the CPU: their subprocesses may take up to 2 x 600 s (pyproject default 300 s)
+pytestmark = [pytest.mark.localmodel, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")

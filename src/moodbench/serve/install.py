@@ -4,7 +4,7 @@ Why a C++ binary and not the Python binding: llama.cpp's own ``llama-server`` ac
 multi-turn tool conversation tau2 sends (assistant ``content: null`` + ``tool_calls``, ``tool`` results),
 enforces ``tool_choice: "required"`` with a grammar, and keeps one KV cache per slot so the agent's and
 the simulated customer's long prompts are each processed once. ``python -m llama_cpp.server`` rejects
-those follow-up turns (HTTP 500) and ignores "required" (see docs/notes and serve/llamacpp.py).
+those follow-up turns (HTTP 500) and ignores "required" (measured: see :mod:`moodbench.serve.llamacpp`'s docstring).
 
 How: the llama.cpp sources vendored in the ``llama-cpp-python`` sdist on PyPI (a pinned release, so the
 build is reproducible and reachable wherever PyPI is) are compiled with cmake, in ONE build with two
