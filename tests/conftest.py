@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from scripted import CLI
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("MOODBENCH_CACHE_DIR", str(Path.home() / ".cache" / "moodbench"))
@@ -15,4 +16,4 @@ os.environ.setdefault("MOODBENCH_CACHE_DIR", str(Path.home() / ".cache" / "moodb
 @pytest.fixture
 def moodbench_bin() -> list[str]:
     """The CLI as a real subprocess (the installed console script's module form)."""
-    return [sys.executable, "-m", "moodbench.cli"]
+    return list(CLI)

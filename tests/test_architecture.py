@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from scripted import CLI
+
 SRC = Path(__file__).resolve().parent.parent / "src" / "moodbench"
 ROOT = {"__init__.py", "py.typed", "_util", "analysis", "cli", "doctor", "emotions", "experiment", "judges", "llm",
         "report", "results", "serve", "sim", "steer", "testing"}
@@ -56,7 +58,7 @@ def test_run_options_are_the_config_fields_with_their_defaults() -> None:
     from moodbench.experiment import RunConfig
 
     env = {**os.environ, "COLUMNS": "400", "PYTHONPATH": str(SRC.parent), "NO_COLOR": "1", "TERM": "dumb"}
-    res = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--help"], capture_output=True, text=True, env=env,
+    res = subprocess.run([*CLI, "run", "--help"], capture_output=True, text=True, env=env,
                          timeout=120, check=True)
     text = re.sub(r"\s+", " ", res.stdout.replace("│", " "))
     for name, field in RunConfig.model_fields.items():

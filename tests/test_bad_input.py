@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from scripted import start_scripted_server
+from scripted import CLI, start_scripted_server
 
-MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
+MOODBENCH = CLI
 
 
 def test_bad_input_exits_2_before_any_model_is_called(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from scripted import start_scripted_server
+from scripted import CLI, start_scripted_server
 from test_run_e2e import explain, moodbench, squashed, words
 
 SCRIPT: dict[str, Any] = {
@@ -222,12 +222,11 @@ def test_repeated_task_ids_are_refused() -> None:
 
 def test_dry_run_prints_the_matrix_and_the_mde_and_writes_nothing(tmp_path: Path) -> None:
     import subprocess
-    import sys
 
     from moodbench.analysis import planned_mde
 
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--agent-model", "openai/x", "--agent-base-url",
+    res = subprocess.run([*CLI, "run", "--agent-model", "openai/x", "--agent-base-url",
                           "http://127.0.0.1:9/v1", "--domain", "retail", "--num-tasks", "40", "--trials", "3",
                           "--variants", "control,frustration,anger", "--dry-run", "--out", str(out)],
                          capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
@@ -237,6 +236,6 @@ def test_dry_run_prints_the_matrix_and_the_mde_and_writes_nothing(tmp_path: Path
     expected = planned_mde(40, 3, ["frustration", "anger"], ["retail"])
     assert expected is not None and f"Minimum detectable drop in mean reward: {expected:.3f}" in text
     assert not out.exists()  # nothing written, nothing called (the base URL is a closed port)
-    small = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--agent-model", "openai/x", "--domain", "mock",
+    small = subprocess.run([*CLI, "run", "--agent-model", "openai/x", "--domain", "mock",
                             "--num-tasks", "3", "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=180)
     assert small.returncode == 0 and "below the smallest design that supports a claim" in " ".join(small.stdout.split())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
+
+from scripted import CLI
 
 
 def test_assertion_on_missing_entity_is_a_failed_task_not_a_harness_error(tmp_path) -> None:
@@ -18,7 +19,7 @@ def test_assertion_on_missing_entity_is_a_failed_task_not_a_harness_error(tmp_pa
     }}
     with start_scripted_server(script, tmp_path) as srv:
         out = tmp_path / "run"
-        proc = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--domain", "mock",
+        proc = subprocess.run([*CLI, "run", "--domain", "mock",
                                "--task-ids", "create_task_1_with_env_assertions", "--variants", "control",
                                "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url, "--skip-preflight",
                                "--out", str(out)], capture_output=True, text=True, timeout=300)

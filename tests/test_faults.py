@@ -15,7 +15,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import MOCK_EXAMPLE_AGENT, MOCK_EXAMPLE_USER
-from scripted import ScriptedServer, start_scripted_server
+from scripted import CLI, ScriptedServer, start_scripted_server
 
-MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
+MOODBENCH = CLI
 
 # The working mock example: create_task_1 succeeds, update_task_1 fails (the agent creates instead).
 AGENT = MOCK_EXAMPLE_AGENT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -12,6 +11,7 @@ from moodbench.judges import fidelity_flags
 from moodbench.results import FidelityFlags
 from moodbench.sim import scenario_of
 from moodbench.sim._tau2 import AssistantMessage, SimulationRun, Task, ToolCall, ToolMessage, UserMessage, load_tasks
+from scripted import CLI
 
 RETAIL = {t.id: t for t in load_tasks("retail")}
 MOCK = {t.id: t for t in load_tasks("mock")}
@@ -108,7 +108,7 @@ def test_echoing_customer_is_flagged_in_summary(tmp_path) -> None:
     }}
     with start_scripted_server(script, tmp_path) as srv:
         out = tmp_path / "run"
-        proc = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--domain", "mock", "--task-ids", "create_task_1",
+        proc = subprocess.run([*CLI, "run", "--domain", "mock", "--task-ids", "create_task_1",
                                "--variants", "control", "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
                                "--max-steps", "8", "--skip-preflight", "--out", str(out)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
@@ -129,7 +129,7 @@ def test_fidelity_judge_verdict_is_stored(tmp_path) -> None:
     }}
     with start_scripted_server(script, tmp_path) as srv:
         out = tmp_path / "run"
-        proc = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--domain", "mock", "--task-ids", "create_task_1",
+        proc = subprocess.run([*CLI, "run", "--domain", "mock", "--task-ids", "create_task_1",
                                "--variants", "frustration", "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
                                "--judge-fidelity", "--skip-preflight", "--out", str(out)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import mock_example_script
-from scripted import ScriptedServer, start_scripted_server
+from scripted import CLI, ScriptedServer, start_scripted_server
 
-MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
+MOODBENCH = CLI
 TASKS = "create_task_1,update_task_1"
 
 

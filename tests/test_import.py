@@ -21,16 +21,15 @@ import os
 import random
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from scripted import CLI
 from tau2_results import Conv, results_json, write
 
-CLI = [sys.executable, "-m", "moodbench.cli"]
 IDS = [f"t{i:02d}" for i in range(24)]
 ANGRY = "This is unacceptable, I want a manager right now. ###STOP###"
 FRUSTRATED = "This is ridiculous, I've been waiting forever."

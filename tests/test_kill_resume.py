@@ -15,7 +15,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,9 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import MOCK_EXAMPLE_AGENT, MOCK_EXAMPLE_USER
-from scripted import ScriptedServer, start_scripted_server
+from scripted import CLI, ScriptedServer, start_scripted_server
 
-MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
+MOODBENCH = CLI
 SEED = int(os.environ.get("MOODBENCH_KILL_SEED", "20240607"))
 
 AGENT = MOCK_EXAMPLE_AGENT

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from moodbench.serve.install import find_llama_server
 from moodbench.serve.models import ModelResolutionError, resolve_model
+from scripted import CLI
 
 MODEL = "qwen2.5-0.5b"
 
@@ -35,7 +35,7 @@ def test_local_model_conversation_is_stored_with_tool_calls_user_reply_and_rewar
     # tool_choice=required: the server's front forces a grammar-constrained call, so the agent's first
     # turn is a real tool call whatever this small model would do under auto.
     proc = subprocess.run(
-        [sys.executable, "-m", "moodbench.cli", "run", "--agent-model", f"local/{MODEL}", "--domain", "mock",
+        [*CLI, "run", "--agent-model", f"local/{MODEL}", "--domain", "mock",
          "--task-ids", "create_task_1", "--variants", "frustration", "--tool-choice", "required",
          "--max-steps", "8", "--max-tokens", "96", "--agent-args", '{"temperature": 0}', "--skip-preflight",
          "--out", str(out)],

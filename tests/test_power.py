@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +15,7 @@ from statsmodels.stats.power import TTestPower
 
 from moodbench.analysis._inference import MIN_PAIRS, MIN_TASKS, paired_effect
 from moodbench.analysis._power import Design, design_from_pilot, mde, power_at, power_table, task_sd_at
+from scripted import CLI
 
 
 def test_within_and_task_variance_formula():
@@ -183,7 +183,7 @@ def test_design_validation():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "moodbench.cli", "power", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([*CLI, "power", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "200"})
 
 

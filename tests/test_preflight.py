@@ -14,14 +14,13 @@ import os
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripted import start_scripted_server
+from scripted import CLI, start_scripted_server
 from test_probe import agent_script, never_under_auto, text_calls
 
 # The working mock example (see the project notes): the agent's first model call is turn 1.
@@ -44,7 +43,7 @@ def _free_port() -> int:
 def _run(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
                COLUMNS="200")
-    cmd = [sys.executable, "-m", "moodbench.cli", "run", "--domain", "mock", "--task-ids", "create_task_1", "--variants", "control",
+    cmd = [*CLI, "run", "--domain", "mock", "--task-ids", "create_task_1", "--variants", "control",
            "--trials", "1", "--max-retries", "0", "--out", str(out), *args]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tempfile.gettempdir())
 

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from moodbench.doctor import ProbeCase, cases_for
-from scripted import start_scripted_server
+from scripted import CLI, start_scripted_server
 
 # Correct first calls for the mock domain's tool cases (arguments match the tools' schemas).
 MOCK_CALLS: dict[str, dict[str, Any]] = {
@@ -319,7 +318,7 @@ def test_user_probe_measures_the_completion_format_and_skips_it_where_customers_
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
                COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "moodbench.cli", "probe", *args], check=False, capture_output=True, text=True,
+    return subprocess.run([*CLI, "probe", *args], check=False, capture_output=True, text=True,
                           timeout=180, env=env, cwd=tempfile.gettempdir())
 
 

@@ -26,7 +26,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -40,11 +39,10 @@ import pytest
 from scipy.stats import binomtest
 from scipy.stats import t as t_dist
 
-from scripted import cli_env, start_scripted_server
+from scripted import CLI, cli_env, start_scripted_server
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-CLI = [sys.executable, "-m", "moodbench.cli"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXCLUDED = ("llm_error", "harness_error")
 

@@ -23,7 +23,6 @@ import json
 import re
 import sqlite3
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import stdev
@@ -35,10 +34,9 @@ from scipy.stats import t as t_dist
 from moodbench.analysis import comparison_summary, early_user_texts
 from moodbench.judges import text_scores
 from moodbench.results import ConversationRecord, Steering, Store
-from scripted import cli_env, start_scripted_server
+from scripted import CLI, cli_env, start_scripted_server
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "moodbench.cli"]
 EXCLUDED = ("llm_error", "harness_error")
 
 # --------------------------------------------------------------------------- the scripted prompted run

@@ -19,7 +19,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from scripted import cli_env, start_scripted_server
+from scripted import CLI, cli_env, start_scripted_server
 
 EXCLUDED = {"llm_error", "harness_error"}
 
@@ -42,7 +41,7 @@ EXCLUDED = {"llm_error", "harness_error"}
 def moodbench(*args: Any, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real CLI (``python -m moodbench.cli``) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "moodbench.cli", *[str(a) for a in args]],
+        [*CLI, *[str(a) for a in args]],
         capture_output=True, text=True, timeout=timeout, env=cli_env(env), cwd=tempfile.gettempdir(),
     )
 
@@ -50,7 +49,7 @@ def moodbench(*args: Any, env: dict[str, str] | None = None, timeout: float = 30
 def popen_moodbench(*args: Any) -> subprocess.Popen[str]:
     """Start the CLI without waiting (for shards that run side by side)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "moodbench.cli", *[str(a) for a in args]],
+        [*CLI, *[str(a) for a in args]],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tempfile.gettempdir(),
     )
 

@@ -13,14 +13,13 @@ import os
 import secrets
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from scripted import start_scripted_server
+from scripted import CLI, start_scripted_server
 
-MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
+MOODBENCH = CLI
 OPENING = "Please create a task called 'Important Meeting' for user_1."
 CREATE = {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]}
 

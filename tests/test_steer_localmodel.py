@@ -22,6 +22,7 @@ from moodbench.serve.llamacpp import LlamaCppServer
 from moodbench.serve.models import ModelResolutionError, resolve_model
 from moodbench.steer import SteeringVector, build_vector, calibrate, load_calibration, render_completion_prompt
 from moodbench.steer._vector import vector_metadata
+from scripted import CLI
 
 MODEL = "qwen2.5-0.5b"
 # real builds, sweeps and runs on the CPU: their subprocesses may take up to 2 x 600 s (pyproject default 300 s)
@@ -108,13 +109,12 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     import os
     import sqlite3
     import subprocess
-    import sys
 
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "models").symlink_to(env["model"].parent)
     run_env = {**os.environ, "MOODBENCH_CACHE_DIR": str(cache)}
-    base = [sys.executable, "-m", "moodbench.cli", "run", "--agent-model", f"local/{MODEL}", "--domain", "mock", "--task-ids",
+    base = [*CLI, "run", "--agent-model", f"local/{MODEL}", "--domain", "mock", "--task-ids",
             "create_task_1", "--variants", "control,frustration@steer", "--max-steps", "4", "--max-tokens", "64",
             "--agent-args", '{"temperature": 0}', "--skip-preflight"]
     refused = subprocess.run([*base, "--user-format", "transcript", "--out", str(tmp_path / "t")], capture_output=True,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from moodbench.experiment._run import record_steering
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
 from moodbench.results import Steering, Store
 from moodbench.testing.scripts import mock_example_script
-from scripted import start_scripted_server
+from scripted import CLI, start_scripted_server
 
 CATALOG = load_catalog()
 
@@ -84,7 +83,7 @@ def test_steering_needs_a_local_customer_model(tmp_path: Path) -> None:
     config = RunConfig(agent_model="openai/scripted", variants=["control", "frustration@steer"], out=tmp_path / "run")
     with pytest.raises(ConfigError, match="needs an embedded local/ customer model"):
         make_plan(config)
-    res = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--agent-model", "hosted_vllm/Qwen/Qwen2.5-7B",
+    res = subprocess.run([*CLI, "run", "--agent-model", "hosted_vllm/Qwen/Qwen2.5-7B",
                           "--agent-base-url", "http://127.0.0.1:9/v1", "--variants", "control,frustration@steer",
                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=180)
     assert res.returncode == 2 and "vLLM and hosted APIs have no control vectors" in " ".join(res.stderr.split())

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 from moodbench.results import ConversationRecord, ExitReason, Store, summary_for_run
+from scripted import CLI
 
 # The first release's table, as results.sqlite files on users' disks have it.
 V1_SCHEMA = """
@@ -80,7 +80,7 @@ def test_a_first_release_store_takes_new_records_and_merges(tmp_path: Path) -> N
         assert store.insert(retry) is True
         assert store.finished_keys() == {"mock|create_task_1|control|0", "mock|create_task_1|frustration|0"}
     merged = tmp_path / "merged"
-    env_cmd = [sys.executable, "-m", "moodbench.cli"]
+    env_cmd = list(CLI)
     res = subprocess.run([*env_cmd, "merge", str(merged), str(run)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     res = subprocess.run([*env_cmd, "summary", str(merged), "--json"], capture_output=True, text=True, timeout=120)
