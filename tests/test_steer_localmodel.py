@@ -150,7 +150,7 @@ def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next
     coherent in the completion format. The run must not guess a scale, and must not advise the format it
     already uses."""
     from moodbench.experiment import ConfigError, RunConfig, make_plan
-    from moodbench.experiment._endpoints import steering_of
+    from moodbench.experiment._local_servers import steering_of
     from moodbench.steer._calibrate import calibration_path
 
     path = calibration_path(vector, "completion")

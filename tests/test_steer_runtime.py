@@ -15,7 +15,7 @@ import pytest
 
 from moodbench.emotions import UnknownVariantError, load_catalog
 from moodbench.experiment import Cell, ConfigError, RunConfig, make_plan
-from moodbench.experiment._endpoints import SteeredCustomer
+from moodbench.experiment._local_servers import SteeredCustomer
 from moodbench.experiment._run import record_steering
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
 from moodbench.results import Steering, Store

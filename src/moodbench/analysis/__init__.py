@@ -44,7 +44,6 @@ from moodbench.analysis._manipulation import (
     manipulation_check,
     manipulation_family,
 )
-from moodbench.analysis._methods import comparison_summary, methods_comparison, steering_by_variant
 from moodbench.analysis._planning import (
     DEFAULT_BASELINE_SUCCESS,
     DEFAULT_EFFECT_SD,
@@ -56,6 +55,7 @@ from moodbench.analysis._planning import (
     planned_mde,
 )
 from moodbench.analysis._power import POWER, Design, design_from_pilot, mde, power_at, power_table
+from moodbench.analysis._prompted_vs_steered import comparison_summary, methods_comparison, steering_by_variant
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
 

@@ -23,7 +23,7 @@ from typing import Any
 from moodbench.analysis._claims import POOLED, matched_pairs, scored_index
 from moodbench.analysis._inference import ALPHA, MIN_TASKS, adjust_pvalues, dose_response, paired_effect
 from moodbench.analysis._manipulation import PRIMARY, early_user_texts
-from moodbench.analysis._methods import steering_by_variant
+from moodbench.analysis._prompted_vs_steered import steering_by_variant
 from moodbench.analysis._variants import Dose, dose_of, families_spec
 from moodbench.judges import families_of, text_scores
 from moodbench.results import ConversationRecord

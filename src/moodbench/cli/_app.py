@@ -203,7 +203,7 @@ def variants(
 def _show_steering(spec: Any, catalog: Any, user_model: str | None, user_format: str | None) -> str:
     """The control vector and scale a run would add to this spec's customer, as text."""
     from moodbench.experiment import ConfigError, RunConfig, make_plan
-    from moodbench.experiment._endpoints import steering_of
+    from moodbench.experiment._local_servers import steering_of
 
     if not user_model or not user_model.startswith("local/"):
         raise ConfigError(f"{spec.canonical} is steered: name the customer model with --user-model local/NAME "

@@ -24,7 +24,7 @@ from moodbench.doctor._agent_probe import (
     summarize,
 )
 from moodbench.doctor._cases import CASES, ProbeCase, cases_for, probe_domains
-from moodbench.doctor._endpoints import OPENAI_COMPATIBLE, EndpointCheck, check_endpoint, split_model
+from moodbench.doctor._endpoint_check import OPENAI_COMPATIBLE, EndpointCheck, check_endpoint, split_model
 from moodbench.doctor._render import render_report, render_user_report
 from moodbench.doctor._user_probe import (
     USER_FLAGGED_MAX,

@@ -51,7 +51,7 @@ from typing import Any
 from moodbench._util.errors import UsageError
 from moodbench._util.jsontext import json_values
 from moodbench.doctor._cases import ProbeCase, cases_for, probe_domains
-from moodbench.doctor._endpoints import EndpointCheck, split_model
+from moodbench.doctor._endpoint_check import EndpointCheck, split_model
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient, ModelSpec, recover_text_tool_calls
 
 MODES = ("auto", "required")

@@ -18,7 +18,7 @@ from typing import Any
 
 from moodbench._util.defaults import USER_FORMATS
 from moodbench.doctor._agent_probe import ProbeError, probe_spec
-from moodbench.doctor._endpoints import EndpointCheck
+from moodbench.doctor._endpoint_check import EndpointCheck
 from moodbench.llm import ModelClient, ModelSpec
 
 USER_FLAGGED_MAX = 0.5

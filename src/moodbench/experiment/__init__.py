@@ -16,7 +16,7 @@ from moodbench.experiment._config import (
     load_config_file,
     read_text_file,
 )
-from moodbench.experiment._endpoints import LOCAL_PREFIX, local_endpoints
+from moodbench.experiment._local_servers import LOCAL_PREFIX, local_endpoints
 from moodbench.experiment._plan import Plan, make_plan, shard_cells
 from moodbench.experiment._preflight import PreflightError
 from moodbench.experiment._run import RunResult, check_environment, model_specs, run

@@ -21,7 +21,7 @@ from moodbench._util.errors import UsageError
 from moodbench._util.exitcodes import ExitCode
 from moodbench._util.secrets import secret_values, url_secrets
 from moodbench.experiment._config import ConfigError, RunConfig, config_diff
-from moodbench.experiment._endpoints import SteeredCustomer, local_endpoints
+from moodbench.experiment._local_servers import SteeredCustomer, local_endpoints
 from moodbench.experiment._plan import Plan, make_plan
 from moodbench.experiment._rundir import RunLock, prepare_run_dir, remove_if_empty
 from moodbench.experiment._signals import StopRequest, exit_code_of, signal_handlers

@@ -6,7 +6,7 @@ with a task-clustered 95% interval, its Holm-adjusted p over a stated family and
 comparison is valid (did the customers sound emotional before the outcome, was the simulator behaving,
 were rows excluded). When an emotion is delivered more than one way (prompted, steered with a control vector,
 both), ``methods_comparison`` puts the methods side by side per level from those same numbers
-(:mod:`moodbench.analysis._methods`). Everything is recomputed from the SQLite stores; the per-run summary table comes from
+(:mod:`moodbench.analysis._prompted_vs_steered`). Everything is recomputed from the SQLite stores; the per-run summary table comes from
 :func:`summary_for_run` itself, so it can never disagree with summary.json.
 
 :func:`report_data` computes the numbers (what ``moodbench report --json`` prints, fast: no pages, no
