@@ -126,14 +126,14 @@ def _coherence_cis(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]]) 
             "repetition_diff": rep["mean"], "repetition_ci": [rep["low"], rep["high"]]}  # fmt: skip
 
 
-def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]], base_row: dict[str, Any], *,
+def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]], *,
                  levels: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], turns: int, max_tokens: int,
                  temperature: float, parallel: int, threads: int | None, thresholds: dict[str, float],
                  log_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     """The unsteered model with the emotion prompted at each level, scored exactly as a calibration scale.
 
-    ``base_rows``/``base_row``: the calibration's scale-0 replies and table row, so the prompted and the
-    steered differences share one baseline. Returns (table rows, replies).
+    ``base_rows``: the calibration's scale-0 replies, so the prompted and the steered differences share one
+    baseline; coherence by the calibration's credible-excess rule (``steer/_coherence.judge_one``). Returns (table rows, replies).
     """
     import httpx
 
@@ -141,7 +141,6 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
     from moodbench.serve.llamacpp import LlamaCppServer
     from moodbench.steer._calibrate import (
         _add_perplexity,
-        _coherence,
         _default_threads,
         _family,
         _parse_tasks,
@@ -150,6 +149,7 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
         _sweep_one,
         summarize_scale,
     )
+    from moodbench.steer._coherence import judge_one
 
     catalog = load_catalog()
     families = _family(emotion)
@@ -171,7 +171,7 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
             row = summarize_scale(0.0, rows, conversations, base_rows)
             del row["scale"]
             row = {"level": level, **row}
-            row["coherent"], row["why_incoherent"] = _coherence(row, base_row, thresholds)
+            row["coherent"], row["why_incoherent"] = judge_one(rows, base_rows, thresholds)
             row.update(_coherence_cis(rows, base_rows))
             row["seconds"] = round(time.monotonic() - t1, 1)
             print(f"  prompted {level}: {len(rows)} replies in {row['seconds']:.0f}s", flush=True)
@@ -203,7 +203,7 @@ def measure(model: str, emotion: str, args: argparse.Namespace) -> dict[str, Any
         steered.append({**row, **extra})
     t1 = time.monotonic()
     prompted, prompted_replies = prompted_arm(
-        vec.model_path, emotion, base_rows, cal.scales[0], levels=args.levels, tasks=args.tasks, seeds=cal.seeds,
+        vec.model_path, emotion, base_rows, levels=args.levels, tasks=args.tasks, seeds=cal.seeds,
         turns=args.turns, max_tokens=args.max_tokens, temperature=args.temperature, parallel=args.parallel,
         threads=args.threads, thresholds=cal.thresholds, log_dir=log_dir)  # fmt: skip
     block: dict[str, Any] = {

@@ -97,6 +97,7 @@ def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector
     assert any(r["perplexity"] for r in cal.replies if r["reply"])  # scored by the unsteered model
     assert cal.levels is None or set(cal.levels) == {"mild", "moderate", "severe"}
     assert any("2 conversations per scale: one early stop (50%)" in w for w in cal.warnings)  # too small to conclude
+    assert [m["scale"] for m in cal.evidence["manipulation"]] == [1.5] and "checks" in steered
     stored = load_calibration(vector)
     assert stored is not None and stored["vector_sha256"] == vector.sha256 and stored["scales"][1]["scale"] == 1.5
     assert Path(cal.plot or "").is_file() and Path(cal.plot or "").read_bytes()[:4] == b"\x89PNG"

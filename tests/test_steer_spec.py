@@ -235,29 +235,6 @@ def test_scale_summary_pairs_replies_by_task_turn_seed() -> None:
     assert summarize_scale(0.0, base, 2, None)["vader_diff"] == 0.0
 
 
-def _summary(**kw: object) -> dict:
-    row = {"scale": 1.0, "perplexity": 20.0, "flagged": 0.1, "stop_rate": 0.0, "repetition": 0.0, "goal_overlap": 0.3,
-           "goal_ci": [-0.2, 0.1], "scored_replies": 24}  # fmt: skip
-    return {**row, **kw}
-
-
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [({"perplexity": 50.0}, "perplexity 2.5x"), ({"flagged": 0.35}, "flagged replies"), ({"stop_rate": 0.25}, "stop rate"),
-     ({"repetition": 0.2}, "repetition"), ({"goal_overlap": 0.1, "goal_ci": [-0.4, -0.05]}, "goal overlap"),
-     ({"scored_replies": 10}, "only 10 scored")],
-)  # fmt: skip
-def test_each_coherence_threshold_can_fail_a_scale(change: dict, reason: str) -> None:
-    from moodbench.steer._calibrate import THRESHOLDS, _coherence
-
-    base = _summary(scale=0.0)
-    assert _coherence(_summary(), base, THRESHOLDS) == (True, [])
-    ok, why = _coherence(_summary(**change), base, THRESHOLDS)
-    assert not ok and len(why) == 1 and reason in why[0]
-    # a halved goal overlap whose drop is within the noise (CI includes 0) is not a failure
-    assert _coherence(_summary(goal_overlap=0.1, goal_ci=[-0.4, 0.05]), base, THRESHOLDS)[0]
-
-
 def test_repetition_and_goal_measures() -> None:
     assert repetition_rate("it is even worse because it is even worse because it is even worse") > 0.4
     assert repetition_rate("I would like to exchange my keyboard for a clicky one") == 0.0

@@ -132,6 +132,10 @@ def render_calibration(result: dict[str, Any], console: Console) -> None:
     levels = result.get("levels")
     if levels:
         console.print("levels: " + ", ".join(f"{k} = {v:g}" for k, v in levels.items()), highlight=False)
+    bound = (result.get("evidence") or {}).get("bounded_by")
+    if bound:
+        console.print(f"severe is bounded by scale {bound['scale']:g}: " + "; ".join(bound["checks"]), highlight=False,
+                      soft_wrap=True)  # fmt: skip
     for w in result.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
 

@@ -20,27 +20,23 @@ prompt for the task and NO emotion text, in the chosen message format. Per scale
   (share of the scenario's reason-for-call content words the customer said in the conversation, the
   measure of :mod:`moodbench.judges`: does it still pursue its task).
 
-Coherence thresholds (:data:`THRESHOLDS`; a scale is coherent when all hold, each vs scale 0):
+Coherence (:mod:`moodbench.steer._coherence`): each check (flagged replies, early stops, repetition,
+goal overlap, perplexity under the unsteered model) is a paired, task-clustered difference to scale 0;
+the differences are fitted isotonic in the scale (harm grows with the dose), and a scale is incoherent
+only when the fitted excess is above the check's practical margin (:data:`THRESHOLDS`: flagged +0.20,
+stops +0.20, repetition +0.15, perplexity x2, goal overlap halved) AND its 95% interval excludes 0. The
+first such scale is the onset: it and every scale above it are incoherent; notes name a scale that
+passed on its own above the onset, and one below it that failed the margin on its own but not credibly.
+Why: the earlier point rule turned one or two noisy replies into a cliff (the same design gave severe
+1.0, 1.5 and "cannot be steered"). A scale with fewer than ``min_replies_ratio`` (0.5) x scale 0's
+scored replies is not judged on a handful and counts as incoherent.
 
-* median perplexity <= ``ppl_ratio_max`` (2.0) x scale 0's: word salad measured ~9,600 vs ~30-80
-  for fluent customer sentences (angry or calm), so a doubling is an early, safe sign of decay;
-* flagged-reply rate (role confusion, echo, empty, refusal, self-repeat, error) <= scale 0's +
-  ``flagged_increase_max`` (0.20);
-* stop rate (conversations that sent ``###STOP###``/transfer/out-of-scope within the script, all of
-  them premature) <= scale 0's + ``stop_increase_max`` (0.20): the planning run saw stops double at 1.6;
-* mean repetition rate <= scale 0's + ``repetition_increase_max`` (0.15);
-* goal overlap: not (mean < ``goal_ratio_min`` (0.5) x scale 0's AND the paired, task-clustered 95% CI
-  of the per-conversation difference entirely below 0), when scale 0's is at least 0.1. The CI matters:
-  with 8 conversations a scale with a few curt "Why?" replies dropped the mean by half by chance (CI
-  -0.49..+0.05), while the looping scales dropped it detectably (CI upper bound < -0.04);
-* at least ``min_replies_ratio`` (0.5) x scale 0's count of scored replies, so a scale that mostly
-  stops early is not judged on a handful.
-
-Levels: ``severe`` = the largest scale such that it and every smaller tested scale are coherent;
-``mild`` = severe/3 and ``moderate`` = 2*severe/3 (the vector's effect grows roughly linearly below
-the collapse, and fractions of the strongest coherent dose keep the levels ordered and spaced).
-``detected`` per scale says whether the manipulation is visible (VADER CI below 0 or marker CI above
-0); when it is not at ``severe`` the result carries a warning: that emotion did not reach the customer.
+Levels: ``severe`` = the largest positive scale below the onset; ``mild`` = severe/3 and ``moderate`` =
+2*severe/3 (the vector's effect grows roughly linearly below the collapse, and fractions of the strongest
+coherent dose keep the levels ordered and spaced). The result's ``evidence`` holds the manipulation
+interval at every scale, the checks that bounded severe, and, when the sweep is too small to decide (a
+check on fewer than 2 tasks, or no detectable manipulation), the design that would decide
+(:func:`moodbench.steer._coherence.suggest_tasks`).
 """
 
 from __future__ import annotations
@@ -107,6 +103,7 @@ class Calibration:
     levels: dict[str, float] | None
     thresholds: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
     replies: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     created_at: str = ""
@@ -118,7 +115,7 @@ class Calibration:
             "model": self.model, "emotion": self.emotion, "vector": self.vector, "vector_sha256": self.vector_sha256,
             "method": self.method, "layers": self.layers, "format": self.format, "tasks": self.tasks, "seeds": self.seeds,
             "turns": self.turns, "scales": self.scales, "levels": self.levels, "thresholds": self.thresholds,
-            "level_fractions": LEVEL_FRACTIONS, "warnings": self.warnings, "seconds": self.seconds,
+            "level_fractions": LEVEL_FRACTIONS, "warnings": self.warnings, "evidence": self.evidence, "seconds": self.seconds,
             "created_at": self.created_at, "path": self.path, "plot": self.plot, "replies": self.replies,
         }  # fmt: skip
 
@@ -167,7 +164,7 @@ def _ci(base: list[float], variant: list[float], clusters: list[Any]) -> dict[st
 
     e = paired_effect(base, variant, clusters) if base else None
     return {"mean": e.diff if e else None, "low": e.ci_low if e else None, "high": e.ci_high if e else None,
-            "n_pairs": e.n_pairs if e else 0, "n_clusters": e.n_tasks if e else 0}
+            "se": e.se if e else None, "n_pairs": e.n_pairs if e else 0, "n_clusters": e.n_tasks if e else 0}
 
 
 def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -227,8 +224,8 @@ def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int
     m = _paired(rows, base_rows, "marker_rate")
     g = _paired_goal(rows, base_rows)
     out.update(goal_diff=g["mean"], goal_ci=[g["low"], g["high"]])
-    out.update(vader_diff=v["mean"], ci=[v["low"], v["high"]], markers_diff=m["mean"], markers_ci=[m["low"], m["high"]],
-               n_pairs=v["n_pairs"], n_clusters=v["n_clusters"])  # fmt: skip
+    out.update(vader_diff=v["mean"], ci=[v["low"], v["high"]], vader_se=v["se"], markers_diff=m["mean"],
+               markers_ci=[m["low"], m["high"]], n_pairs=v["n_pairs"], n_clusters=v["n_clusters"])  # fmt: skip
     out["detected"] = bool((v["high"] is not None and v["high"] < 0) or (m["low"] is not None and m["low"] > 0))
     return out
 
@@ -243,36 +240,11 @@ def _goal_mean(rows: list[dict[str, Any]]) -> float | None:
     return statistics.fmean(per_conv.values()) if per_conv else None
 
 
-def _coherence(row: dict[str, Any], base: dict[str, Any], thresholds: dict[str, float]) -> tuple[bool, list[str]]:
-    """Whether a scale's replies are still a coherent customer, and which thresholds failed."""
-    why: list[str] = []
-    if base["perplexity"] and row["perplexity"] is not None:
-        ratio = row["perplexity"] / base["perplexity"]
-        row["perplexity_ratio"] = ratio
-        if ratio > thresholds["ppl_ratio_max"]:
-            why.append(f"perplexity {ratio:.1f}x scale 0's (max {thresholds['ppl_ratio_max']:g}x)")
-    elif row["scored_replies"]:
-        why.append("perplexity could not be measured")
-    if (row["flagged"] or 0) - (base["flagged"] or 0) > thresholds["flagged_increase_max"]:
-        why.append(f"flagged replies {row['flagged']:.0%} vs {base['flagged'] or 0:.0%} at scale 0")
-    if (row["stop_rate"] or 0) - (base["stop_rate"] or 0) > thresholds["stop_increase_max"]:
-        why.append(f"stop rate {row['stop_rate']:.0%} vs {base['stop_rate'] or 0:.0%} at scale 0")
-    if (row["repetition"] or 0) - (base["repetition"] or 0) > thresholds["repetition_increase_max"]:
-        why.append(f"repetition {row['repetition']:.2f} vs {base['repetition'] or 0:.2f} at scale 0")
-    base_goal = base.get("goal_overlap") or 0
-    goal_high = (row.get("goal_ci") or [None, None])[1]
-    if (base_goal >= 0.1 and (row.get("goal_overlap") or 0) < thresholds["goal_ratio_min"] * base_goal
-            and goal_high is not None and goal_high < 0):  # fmt: skip
-        why.append(f"goal overlap {row.get('goal_overlap') or 0:.2f} vs {base_goal:.2f} at scale 0 (CI of the drop below 0)")
-    if row["scored_replies"] < thresholds["min_replies_ratio"] * max(1, base["scored_replies"]):
-        why.append(f"only {row['scored_replies']} scored replies vs {base['scored_replies']} at scale 0")
-    return not why, why
-
-
 def choose_levels(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     """mild/moderate/severe scales from rows with ``scale`` and ``coherent``; pure function (see module doc).
 
-    Positive scales are taken in increasing order; the first incoherent one ends the search. Negative
+    Positive scales are taken in increasing order; the first incoherent one ends the search (the rows'
+    ``coherent`` come from :func:`moodbench.steer._coherence.decide`, which is already monotone). Negative
     scales (towards the calm side of the pairs) are measured and reported but never a level. None when
     no scale above 0 is coherent.
     """
@@ -284,6 +256,69 @@ def choose_levels(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     if severe is None:
         return None
     return {level: round(severe * f, 3) for level, f in LEVEL_FRACTIONS.items()}
+
+
+MIN_VADER_EFFECT = 0.10  # the smallest tone change worth detecting when a sweep detected none (VADER compound)
+
+
+def judge_sweep(per_scale: dict[float, list[dict[str, Any]]], conversations: int, limits: dict[str, float], *, n_tasks: int,
+                seeds: int, grid: Sequence[float]) -> tuple[list[dict[str, Any]], dict[str, float] | None, dict[str, Any], list[str]]:  # fmt: skip
+    """The table, levels, evidence and warnings of a sweep's scored replies; pure function (tested on
+    replies with a known truth). Coherence: :func:`moodbench.steer._coherence.decide`."""
+    from moodbench.steer._coherence import decide, suggest_tasks
+
+    base_rows = per_scale[0.0]
+    decision = decide(per_scale, limits)
+    base = summarize_scale(0.0, base_rows, conversations, None)
+    base["coherent"], base["why_incoherent"] = True, []
+    table = [base]
+    for scale in sorted((s for s in per_scale if s != 0), key=lambda s: (abs(s), s)):
+        row = summarize_scale(scale, per_scale[scale], conversations, base_rows)
+        row["coherent"], row["why_incoherent"] = decision.coherent[scale], decision.why[scale]
+        row["checks"] = {name: c.to_dict() for name, c in decision.checks[scale].items()}
+        table.append(row)
+    levels = choose_levels(table)
+    warnings: list[str] = list(decision.notes)
+    positive = sorted(s for s in per_scale if s > 0)
+    evidence: dict[str, Any] = {
+        "rule": "coherence: paired task-clustered differences to scale 0, isotonic in the scale, incoherent when the fitted "
+                "excess is above its margin and its 95% interval above 0 (steer/_coherence.py)",
+        "bounded_by": ({"scale": decision.onset, "checks": decision.bounded_by} if decision.onset is not None else None),
+        "manipulation": [{"scale": r["scale"], "vader_diff": r["vader_diff"], "ci": r["ci"], "markers_diff": r["markers_diff"],
+                          "markers_ci": r["markers_ci"], "detected": r["detected"]} for r in table[1:] if r["scale"] > 0],
+        "notes": decision.notes,
+        "suggested_design": None,
+    }  # fmt: skip
+    if decision.undecided:
+        need = max(2, n_tasks + 1)
+        evidence["suggested_design"] = {"tasks": need, "seeds": seeds}
+        warnings.append(f"too small to decide: {', '.join(decision.undecided)} measured on fewer than 2 tasks, so no interval "
+                        f"can be given; fix: calibrate on at least {need} tasks (--tasks)")  # fmt: skip
+    if levels is None:
+        first = positive[0] if positive else None
+        if first is not None and decision.onset == first:
+            warnings.append(f"the smallest tested scale ({first:g}) is already credibly incoherent ({'; '.join(decision.bounded_by)}): "
+                            f"try smaller scales (e.g. --scales 0,{first / 4:g},{first / 2:g}), other layers or the prompt")  # fmt: skip
+        else:
+            warnings.append("no scale above 0 was tested; fix: e.g. --scales 0,0.5,1,1.5")
+    else:
+        severe_row = next(r for r in table if r["scale"] == levels["severe"])
+        if decision.onset is None and levels["severe"] == max(grid, key=abs):
+            warnings.append(f"the largest tested scale ({levels['severe']:g}) is still coherent: test larger scales to find the limit")
+        if not any(r["detected"] for r in table[1:] if 0 < r["scale"] <= levels["severe"]):
+            target = max(abs(severe_row.get("vader_diff") or 0.0), MIN_VADER_EFFECT)
+            more = suggest_tasks(n_tasks, severe_row.get("vader_se"), target)
+            if more is not None:
+                evidence["suggested_design"] = {"tasks": more, "seeds": seeds}
+            warnings.append(f"the manipulation is not detectable at any coherent scale up to severe ({levels['severe']:g}; VADER and "
+                            "marker CIs include 0): the emotion may not reach the customer"
+                            + (f"; a VADER change of {-target:+.2f} would need about {more} tasks x {seeds} seeds to detect"
+                               if more else ""))  # fmt: skip
+    if 1 / conversations > limits["stop_increase_max"]:
+        warnings.append(f"{conversations} conversations per scale: one early stop ({1 / conversations:.0%}) is already above the "
+                        f"stop-rate margin (+{limits['stop_increase_max']:.0%}); only a credible excess counts, but so few "
+                        "conversations rarely make one: give more --seeds or --tasks before concluding")  # fmt: skip
+    return table, levels, evidence, warnings
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -448,35 +483,12 @@ def calibrate(
     finally:
         baseline.stop()
 
-    base_rows = per_scale[0.0]
-    table = []
-    base = summarize_scale(0.0, base_rows, conversations, None)
-    base["coherent"], base["why_incoherent"] = True, []
-    table.append(base)
-    for scale in grid[1:]:
-        row = summarize_scale(scale, per_scale[scale], conversations, base_rows)
-        row["coherent"], row["why_incoherent"] = _coherence(row, base, limits)
-        table.append(row)
-    levels = choose_levels(table)
-    warnings: list[str] = []
-    if levels is None:
-        warnings.append(f"no scale above 0 kept the customer coherent: {emotion} cannot be steered on {vec.model} with this vector")
-    else:
-        severe_row = next(r for r in table if r["scale"] == levels["severe"])
-        if not severe_row["detected"]:
-            warnings.append(f"at the severe scale ({levels['severe']:g}) the manipulation is not detectable (VADER and marker "
-                            "CIs include 0): the emotion may not reach the customer")  # fmt: skip
-        if levels["severe"] == max(grid, key=abs):
-            warnings.append(f"the largest tested scale ({levels['severe']:g}) is still coherent: test larger scales to find the limit")
-    if 1 / conversations > limits["stop_increase_max"]:
-        # measured: 4 tasks x 1 seed on qwen2.5-1.5b, a single stopped conversation (25%) failed a scale
-        warnings.append(f"{conversations} conversations per scale: one early stop ({1 / conversations:.0%}) would already exceed the "
-                        f"stop-rate limit (+{limits['stop_increase_max']:.0%}), so the coherence verdicts are fragile; "
-                        "give more --seeds or --tasks before concluding")  # fmt: skip
+    table, levels, evidence, warnings = judge_sweep(per_scale, conversations, limits, n_tasks=len(scripts),
+                                                    seeds=len(seed_list), grid=grid)  # fmt: skip
     cal = Calibration(
         model=vec.model, emotion=emotion, vector=str(vec.vector), vector_sha256=vec.sha256, method=vec.method,
         layers=list(vec.layers), format=fmt, tasks=list(tasks), seeds=seed_list, turns=turns, scales=table, levels=levels,
-        thresholds=limits, warnings=warnings, replies=[r for rows in per_scale.values() for r in rows],
+        thresholds=limits, warnings=warnings, evidence=evidence, replies=[r for rows in per_scale.values() for r in rows],
         seconds=round(time.monotonic() - t0, 1), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )  # fmt: skip
     if save:
