@@ -31,6 +31,7 @@ EXIT_COLORS = {
     "context_window_exceeded": "#674ea7",
     "llm_error": "#222222",
     "harness_error": "#ff00aa",
+    "infrastructure_error": "#999999",
 }
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 110})
 
