@@ -38,13 +38,16 @@ from moodbench.analysis._inference import (
 from moodbench.analysis._manipulation import (
     EARLY_TURNS,
     MIN_EFFECT,
+    NOT_APPLICABLE,
     PRIMARY,
     SCORES,
+    declared_emotions,
     early_user_texts,
     manipulation_check,
     manipulation_family,
 )
 from moodbench.analysis._methods import comparison_summary, methods_comparison, steering_by_variant
+from moodbench.analysis._pairing import FACTS_MISSING_MAX, pairing_checks
 from moodbench.analysis._planning import (
     DEFAULT_BASELINE_SUCCESS,
     DEFAULT_EFFECT_SD,
@@ -68,6 +71,8 @@ __all__ = [
     "DEFAULT_ICC",
     "DEFAULT_PAIR_CORR",
     "EARLY_TURNS",
+    "FACTS_MISSING_MAX",
+    "NOT_APPLICABLE",
     "FIDELITY_MAX_FLAGGED",
     "FIDELITY_MAX_GAP",
     "METHOD",
@@ -95,6 +100,7 @@ __all__ = [
     "dose_of",
     "dose_response",
     "dose_response_table",
+    "declared_emotions",
     "early_user_texts",
     "family_size",
     "fidelity",
@@ -105,6 +111,7 @@ __all__ = [
     "mde",
     "methods_comparison",
     "paired_effect",
+    "pairing_checks",
     "pass_hat_k_paired",
     "pilot_design",
     "planned_design",
