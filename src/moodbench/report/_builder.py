@@ -208,10 +208,11 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
     a["designs"] = [{**tag, **d} for d in rew["designs"]]
     a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
     a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
-    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, variants)]
+    emotional = [v for v in variants if v == baseline or v in emotions]  # doses and methods only of declared emotions
+    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, emotional)]
     a["steering"] = steering_by_variant(run.records)
     a["methods_comparison"] = [{**tag, **m} for m in methods_comparison(
-        run.records, baseline, variants, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
+        run.records, baseline, emotional, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
     a["bottom_line"] = bottom_line(a)
     return a
 
