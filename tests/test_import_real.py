@@ -105,7 +105,7 @@ def _tau2_compute(path: Path) -> Any:
 def test_summary_reproduces_tau2s_own_metrics_per_file(run: dict[str, Any], files: dict[str, Path]) -> None:
     rows = {(f["variant"], f["domain"]): f for f in run["summary"]["tau2_files"]}
     assert len(rows) == len(ITEMS) and all(f["matches"] and not f["differences"] for f in rows.values())
-    for name, variant in ITEMS:
+    for name, _ in ITEMS:
         if name.startswith("adaptive"):  # no info block: the installed tau2 cannot read it at all
             continue
         row = next(f for f in rows.values() if f["file"].endswith(name + ".json"))
