@@ -69,7 +69,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def imported(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run = tmp_path_factory.mktemp("imported") / "run"
-    r = _run("import", "--format", "tau2", "--out", str(run), f"{files['control']}=control", f"{files['frustration']}=frustration",
+    r = _run("import", "--format", "tau2", "--emotions", "--out", str(run), f"{files['control']}=control", f"{files['frustration']}=frustration",
              f"{files['anxiety']}=anxiety", f"{files['anger']}=anger:severe", f"{files['impatience']}=impatience")
     assert r.returncode == 0, r.stdout + r.stderr
     t0 = time.perf_counter()
@@ -91,7 +91,8 @@ def test_import_writes_a_run_directory_that_summary_reads(imported: dict[str, An
     data = json.loads(summary.stdout)
     assert list(data["variants"]) == ["control", "frustration", "anxiety", "anger:severe", "impatience"]
     assert data["trials"] == 3 and data["variants"]["control"]["planned"] == 72 and data["variants"]["frustration"]["done"] == 71
-    assert data["variants"]["anxiety"]["exit_reasons"].get("harness_error") == 1  # tau2's skipped sample: excluded
+    assert data["variants"]["anxiety"]["exit_reasons"].get("infrastructure_error") == 1  # tau2's skipped sample: not run, excluded
+    assert data["variants"]["anxiety"]["excluded"] == 1 and data["variants"]["anxiety"]["scored"] == 71
     con = sqlite3.connect(run / "results.sqlite")
     rows = con.execute("SELECT exit_reason, termination_reason, flags, agent_model, seed FROM simulations WHERE variant='frustration'").fetchall()
     assert {r[1] for r in rows} == {"user_stop"} and {r[3] for r in rows} == {"openai/agent-x"}
@@ -216,7 +217,8 @@ def test_import_bad_input_cases(files: dict[str, Path], tmp_path: Path) -> None:
     listed.write_text("[]")
     assert "not a tau2 Results file" in _refused(out, [(listed, "control")])
     assert "no such file" in _refused(out, [(tmp_path / "nope.json", "control")])
-    assert "more than once" in _refused(out, [(files["control"], "control"), (files["anxiety"], "control")])
+    assert "given two files of domain 'mock'" in _refused(out, [(files["control"], "control"), (files["anxiety"], "control")])
+    assert "named more than once" in _refused(out, [(files["control"], "control"), (files["control"], "anxiety")])
     bad = tmp_path / "missing-task.json"
     bad.write_text(results_json([Conv("t00", 0, 1.0), Conv("zz", 0, 1.0)], ["t00"]))
     msg = _refused(out, [(bad, "control")])
@@ -242,7 +244,7 @@ def test_import_adds_variants_to_a_run_but_never_twice(files: dict[str, Path], t
     import_tau2(run, [(files["control"], "control")])
     before = (run / "results.sqlite").read_bytes()
     r = _run("import", "--out", str(run), f"{files['frustration']}=frustration", f"{files['anxiety']}=control")
-    assert r.returncode == 2 and "'control' is already in" in r.stderr and str(files["anxiety"]) in r.stderr
+    assert r.returncode == 2 and "'control' already has 'mock' conversations in" in r.stderr and str(files["anxiety"]) in r.stderr
     assert (run / "results.sqlite").read_bytes() == before  # untouched
     bad = tmp_path / "bad.json"
     bad.write_text("[]")

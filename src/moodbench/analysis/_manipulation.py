@@ -31,8 +31,8 @@ from moodbench.analysis._variants import families_spec
 from moodbench.judges import DEFAULT_FAMILIES, LEXICONS, families_of, text_scores
 from moodbench.results import ConversationRecord, strip_stop_tokens
 
-__all__ = ["EARLY_TURNS", "MIN_EFFECT", "PRIMARY", "SCORES", "Score", "early_user_texts", "manipulation_check",
-           "manipulation_family"]
+__all__ = ["EARLY_TURNS", "MIN_EFFECT", "NOT_APPLICABLE", "PRIMARY", "SCORES", "Score", "declared_emotions", "early_user_texts",
+           "manipulation_check", "manipulation_family"]
 
 EARLY_TURNS = 2  # at most this many customer turns, and only those before the agent's first tool result
 MIN_EFFECT = 1.0  # markers per 100 words: about one more emotion word in a 100-word opening than the baseline's
@@ -71,6 +71,23 @@ def early_user_texts(messages: Sequence[Mapping[str, Any]], limit: int = EARLY_T
                 if len(out) >= limit:
                     break
     return out
+
+
+NOT_APPLICABLE = "not_applicable"
+
+
+def declared_emotions(config: Mapping[str, Any], variants: Sequence[str], baseline: str) -> dict[str, str]:
+    """Which variants are emotions, and which spec each is, as the run itself declares it (never guessed from a name).
+
+    A moodbench run's variants are emotion specs its runner parsed against the catalog (``control`` gives none).
+    An imported run declares its emotions at import (``moodbench import --emotions``, stored as ``emotions``);
+    without that, its variants are agents, prompts or settings compared with the baseline, and the check does
+    not apply to them.
+    """
+    if "emotions" in config or config.get("imports"):
+        declared = config.get("emotions") or {}
+        return {v: str(declared[v]) for v in variants if v in declared and v != baseline}
+    return {v: v for v in variants if v not in (baseline, "control")}
 
 
 def manipulation_family(comparisons: Sequence[Comparison], *, direction: int, min_effect: float,
@@ -132,19 +149,28 @@ def _mean(values: list[float]) -> float | None:
 
 
 def manipulation_check(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str], domains: Sequence[str],
-                       judge: Mapping[str, Any] | None = None, *, alpha: float = ALPHA) -> dict[str, Any]:
+                       judge: Mapping[str, Any] | None = None, *, alpha: float = ALPHA,
+                       emotions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The check per variant and scope (each domain and pooled), with secondary scores as context.
 
-    Returns ``{"primary": ..., "checks": [...], "means": {...}, "judge": ...}``; ``checks`` rows carry
-    ``status`` (passed / failed / too_few) from the primary score on early turns only.
+    ``emotions``: the variants that are emotions and their specs (:func:`declared_emotions`); the others are
+    listed under ``not_applicable`` and never checked. None treats every variant but the baseline as its own spec.
+
+    Returns ``{"primary": ..., "checks": [...], "not_applicable": [...], "means": {...}, "judge": ...}``; ``checks``
+    rows carry ``status`` (passed / failed / too_few) from the primary score on early turns only.
     """
     judge_scores = (judge or {}).get("scores", {})
     scorer = _Scorer(judge_scores)
     index = scored_index(records)
     base = index.get(baseline, {})
-    others = [v for v in variants if v != baseline]
+    specs = dict(emotions) if emotions is not None else {v: v for v in variants if v != baseline}
+    others = [v for v in variants if v != baseline and v in specs]
+    skipped = [{"variant": v, "status": NOT_APPLICABLE,
+                "reason": "not an emotion: an agent, prompt or setting compared with the baseline, so there is no emotion to check"}
+               for v in variants if v != baseline and v not in specs]
+    variants = [baseline] + others if baseline in variants else others
     scope_list = scopes_of(list(domains))
-    fams = {v: (families_of(families_spec(v)) if v != baseline else list(DEFAULT_FAMILIES)) for v in variants}
+    fams = {v: (families_of(families_spec(specs[v])) if v != baseline else list(DEFAULT_FAMILIES)) for v in variants}
     cells = [(v, s, matched_pairs(base, index.get(v, {}), s)) for v in others for s in scope_list]
 
     comparisons = [_score_comparison(pairs, _bind(scorer, PRIMARY.key, "early", fams[v])) for v, _, pairs in cells]
@@ -179,6 +205,7 @@ def manipulation_check(records: Sequence[ConversationRecord], baseline: str, var
                     "direction": PRIMARY.direction, "min_effect": PRIMARY.min_effect, "alpha": alpha,
                     "family_size": results[0].family_size if results else 0, "scopes": scope_list},
         "checks": checks,
+        "not_applicable": skipped,
         "means": means,
         "lexicons": {k: list(v) for k, v in LEXICONS.items()},
         "judge": {k: v for k, v in (judge or {}).items() if k != "scores"} or None,

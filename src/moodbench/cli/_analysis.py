@@ -187,9 +187,13 @@ def power(
 
 @app.command("import")
 def import_(
-    items: list[str] = typer.Argument(..., help="FILE=VARIANT pairs: a tau2 Results JSON and the variant it ran (e.g. base.json=control angry.json=anger)."),
+    items: list[str] = typer.Argument(..., help="FILE=VARIANT pairs: a tau2 Results JSON and the variant it ran; one file per "
+                                      "variant and domain (e.g. airline.json=control retail.json=control airline-b.json=agent-b)."),
     fmt: str = typer.Option("tau2", "--format", help="tau2: Results JSON written by `tau2 run` or `moodbench export`."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory to create or add the variants to."),
+    emotions: bool = typer.Option(False, "--emotions", help="The variant names are emotion specs (e.g. frustration:severe) whose "
+                                  "customers were given those emotions: the report runs the manipulation check on them. "
+                                  "Without it, imported variants are compared as plain variants (agents, prompts, settings)."),
 ) -> None:
     """Bring tau2 Results files into a run directory so summary, report and view work on them (pairs on domain, task, trial)."""
     if fmt != "tau2":
@@ -197,7 +201,7 @@ def import_(
     with command_errors():
         from moodbench.sim._interchange import import_tau2, parse_import_items
 
-        result = import_tau2(out_dir, parse_import_items(items))
+        result = import_tau2(out_dir, parse_import_items(items), emotions=emotions)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
     console.print(f"imported {sum(result.counts.values())} simulation(s) into {result.run_dir}: "

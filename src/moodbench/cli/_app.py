@@ -139,13 +139,23 @@ def _print_summary(run_dir: Path) -> None:
     data = summary_for_run(run_dir)
     trials = data.get("trials", 1)
     table = Table(title=f"moodbench summary: {run_dir}")
-    for col in ["variant", "done/planned", "avg reward"] + [f"pass^{k}" for k in range(1, trials + 1)] + ["flagged sim.", "exit reasons"]:
+    for col in ["variant", "agent / customer", "done/planned", "avg reward"] + [f"pass^{k}" for k in range(1, trials + 1)] + [
+            "flagged sim.", "exit reasons"]:
         table.add_column(col)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for name, v in data["variants"].items():
-        fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-        table.add_row(name, f"{v['done']}/{v['planned']}", fmt(v["avg_reward"]), *[fmt(v["pass_hat_k"].get(str(k))) for k in range(1, trials + 1)],
+        models = f"{', '.join(v.get('agent_models') or ['?'])} / {', '.join(v.get('user_models') or ['?'])}"
+        table.add_row(name, models, f"{v['done']}/{v['planned']}", fmt(v["avg_reward"]),
+                      *[fmt(v["pass_hat_k"].get(str(k))) for k in range(1, trials + 1)],
                       f"{v['fidelity']['flagged']}/{v['done']}", ", ".join(f"{k}={n}" for k, n in v["exit_reasons"].items()))
     out.print(table)
+    for f in data.get("tau2_files", []):  # imported files: does moodbench reproduce tau2's own metrics?
+        t = f["tau2"]
+        head = (f"{f['variant']} / {f['domain']} ({f['file']}; tau2 {f.get('tau2_git_commit') or 'version unknown'}): tau2's metrics "
+                f"avg_reward {fmt(t['avg_reward'])}, " + ", ".join(f"pass^{k} {fmt(x)}" for k, x in t["pass_hat_k"].items())
+                + f" on {t['simulations']} simulation(s)" + (f", {t['not_run']} not run (infrastructure error, left out)" if t["not_run"] else "")
+                + (f", {t['no_reward']} without a reward" if t["no_reward"] else ""))
+        out.print(head + (": reproduced" if f["matches"] else ": differs: " + "; ".join(f["differences"])), highlight=False, markup=False)
 
 
 @app.command()

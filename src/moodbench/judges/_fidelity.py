@@ -83,8 +83,18 @@ def _text(m: Mapping[str, Any]) -> str | None:
     return c if isinstance(c, str) and c else None
 
 
-def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, user_prompt: str | None = None) -> FidelityFlags:
-    """Flags plus the evidence behind each, for one conversation's messages (tau2 message JSON)."""
+SOLO_SKIPPED = "no simulated customer (tau2 solo run): the customer-fidelity rules do not apply"
+
+
+def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, user_prompt: str | None = None,
+                   *, solo: bool = False) -> FidelityFlags:
+    """Flags plus the evidence behind each, for one conversation's messages (tau2 message JSON).
+
+    ``solo``: tau2's solo mode (the agent works the ticket alone, a dummy user says nothing); every rule here
+    is about the simulated customer, so none is applied and the evidence says why.
+    """
+    if solo:
+        return FidelityFlags(evidence={"skipped": SOLO_SKIPPED})
     user_turns = [(i, t) for i, m in enumerate(messages) if m.get("role") == "user" and (t := _text(m))]
     evidence: dict[str, Any] = {}
 

@@ -33,14 +33,17 @@ from moodbench.analysis import (
     METHOD,
     MIN_PAIRS,
     MIN_TASKS,
+    NOT_APPLICABLE,
     POOLED,
     POWER,
     PRIMARY,
     conversation_stats,
+    declared_emotions,
     dose_response_table,
     fidelity,
     manipulation_check,
     methods_comparison,
+    pairing_checks,
     reward_effects,
     steering_by_variant,
 )
@@ -53,7 +56,8 @@ EXCLUDED_SHARE_CAUTION = 0.10  # more than 10% of a variant's planned conversati
 TRUST_ORDER = {"ok": 0, "caution": 1, "unreliable": 2}
 SHORT = {"manipulation_failed": "manipulation check failed", "manipulation_too_few": "manipulation not checkable",
          "low_fidelity": "simulator fidelity too low", "fidelity_gap": "fidelity differs from baseline",
-         "excluded": "many conversations excluded"}
+         "excluded": "many conversations excluded", "customer_differs": "different customer simulator",
+         "pairing_suspect": "conversations do not match their task ids"}
 ESTIMAND = ("task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
             "variant reward - baseline reward; then the mean over tasks")
 
@@ -141,9 +145,30 @@ def _caveats(row: dict[str, Any], a: dict[str, Any], manip: dict[tuple[str, str]
     s = a["summary"]["variants"].get(v, {})
     planned, excluded = s.get("planned") or 0, s.get("excluded") or 0
     if planned and excluded / planned > EXCLUDED_SHARE_CAUTION:
-        add("caution", "excluded", f"{excluded}/{planned} of {v!r} conversations excluded (llm_error/harness_error)")
+        add("caution", "excluded", f"{excluded}/{planned} of {v!r} conversations excluded ({_excluded_why(s)})")
+    p = next((x for x in a["pairing"] if x["variant"] == v), None)
+    if p is not None:
+        for side in ("baseline", "variant"):
+            f = p["facts"][side]
+            if f["suspect"]:
+                add("unreliable", "pairing_suspect", f"{f['missing']}/{f['checked']} of the {side}'s ({p[side]!r}) conversations never "
+                    "mention any scenario fact of their task (user id, order/reservation id, phone): they may not belong to the "
+                    "task ids they are paired on")
+        c = p["customer"]
+        if c["differs"]:
+            add("caution", "customer_differs", f"the customer simulator differs: baseline {_cust(c['baseline'])}, {v} {_cust(c['variant'])}; "
+                "a difference may come from the customer, not the agent")
     out.sort(key=lambda c: -TRUST_ORDER[c["level"]])
     return level, out
+
+
+def _cust(c: dict[str, Any]) -> str:
+    return " / ".join(x for x in (", ".join(c["models"]), ", ".join(c["implementations"])) if x) or "unknown"
+
+
+def _excluded_why(s: dict[str, Any]) -> str:
+    reasons = {k: n for k, n in s.get("exit_reasons", {}).items() if k in ("llm_error", "harness_error", "infrastructure_error")}
+    return ", ".join(f"{k}={n}" for k, n in reasons.items()) or "no reward"
 
 
 # --------------------------------------------------------------------------- one run
@@ -157,19 +182,25 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
         "agent_model": cfg.get("agent_model"), "user_model": cfg.get("user_model") or cfg.get("agent_model"),
         "judge_model": cfg.get("judge_model"), "source": cfg.get("source"),
         "trials": run.trials, "domains": domains, "variants": variants, "baseline": baseline,
-        "conversations": len(run.records), "summary": run.summary,
+        "conversations": len(run.records), "summary": run.summary, "imports": cfg.get("imports") or [],
         "excluded": {v: sum(1 for r in run.records if r.variant == v and r.excluded) for v in variants},
         "conversation_stats": conversation_stats(run.records, variants),
         "fidelity": fidelity(run.records, baseline, variants),
         "judge": {k: v for k, v in (judge or {}).items() if k != "scores"} or None,
     }
+    emotions = declared_emotions(cfg, variants, baseline)
+    a["emotions"] = emotions
+    a["models"] = {v: {"agent": s.get("agent_models", []), "customer": s.get("user_models", []),
+                       "tau2": sorted({str(x.get("tau2_git_commit")) for x in s.get("sources", []) if x.get("tau2_git_commit")})}
+                   for v, s in run.summary["variants"].items()}
+    a["pairing"] = pairing_checks(run.records, baseline, variants, cfg)
     rew = reward_effects(run.records, baseline, variants, domains)
-    manip = manipulation_check(run.records, baseline, variants, domains, judge)
+    manip = manipulation_check(run.records, baseline, variants, domains, judge, emotions=emotions)
     a["manipulation"] = {k: v for k, v in manip.items() if k != "checks"}
     by_key = {(m["variant"], m["domain"]): m for m in manip["checks"]}
     for row in rew["effects"]:
         m = by_key.get((row["variant"], row["domain"]))
-        row["manipulation"] = None if m is None else m["status"]
+        row["manipulation"] = (None if m is None else m["status"]) if row["variant"] in emotions else NOT_APPLICABLE
         row["trust"], row["caveats"] = _caveats(row, a, by_key)
     tag = {"run": run.label}
     a["effects"] = [{**tag, **r} for r in rew["effects"]]
@@ -177,10 +208,11 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
     a["designs"] = [{**tag, **d} for d in rew["designs"]]
     a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
     a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
-    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, variants)]
+    emotional = [v for v in variants if v == baseline or v in emotions]  # doses and methods only of declared emotions
+    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, emotional)]
     a["steering"] = steering_by_variant(run.records)
     a["methods_comparison"] = [{**tag, **m} for m in methods_comparison(
-        run.records, baseline, variants, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
+        run.records, baseline, emotional, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
     a["bottom_line"] = bottom_line(a)
     return a
 
@@ -207,7 +239,10 @@ def bottom_line(a: dict[str, Any]) -> str:
     if same:
         mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else "")
         parts.append(f"No difference claimed for {', '.join(same)} (the data are compatible with no change{mde_txt}).")
-    few = [r for r in rows if r["claim"] == "too_few"]
+    none = {p["variant"] for p in a.get("pairing", []) if p["no_shared_task"]}
+    for v in sorted(none):
+        parts.append(f"{v} and the baseline {a['baseline']} share no task: there is nothing to compare.")
+    few = [r for r in rows if r["claim"] == "too_few" and r["variant"] not in none]
     if few:
         parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in few)
                      + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
@@ -231,8 +266,32 @@ def _warnings(analyses: list[dict[str, Any]]) -> list[dict[str, str]]:
             out.append({"level": "bad" if w["kind"] == "low_fidelity" else "warn", "text": prefix + w["message"]})
         excl = {v: n for v, n in a["excluded"].items() if n}
         if excl:
-            out.append({"level": "warn", "text": prefix + "excluded from all effects (llm_error/harness_error, re-run to retry): "
-                        + ", ".join(f"{v}={n}" for v, n in excl.items())})
+            imported = bool(a.get("imports"))
+            out.append({"level": "warn", "text": prefix + "excluded from all effects ("
+                        + ("imported: tau2 infrastructure errors and skipped samples, as tau2's metrics leave them out; they cannot be "
+                           "re-run here" if imported else "llm_error/harness_error, re-run to retry") + "): "
+                        + ", ".join(f"{v}={n} ({_excluded_why(a['summary']['variants'].get(v, {}))})" for v, n in excl.items())})
+        for p in a["pairing"]:
+            v, b = p["variant"], p["baseline"]
+            if p["no_shared_task"]:
+                out.append({"level": "bad", "text": prefix + f"{v} and the baseline {b} share no task: no pair can form, nothing is compared."})
+                continue
+            for side, key in ((b, "only_baseline"), (v, "only_variant")):
+                u = p[key]
+                if u["n"]:
+                    out.append({"level": "info", "text": prefix + f"{v} vs {b}: {u['n']} task(s) only in {side}, left unpaired: "
+                                + ", ".join(u["tasks"]) + (f" and {u['more']} more" if u["more"] else "")})
+            for side in ("baseline", "variant"):
+                f = p["facts"][side]
+                if f["suspect"]:
+                    out.append({"level": "bad", "text": prefix + f"{p[side]}: {f['missing']} of {f['checked']} conversations never mention a "
+                                "scenario fact of their task (its user id, order or reservation ids, phone number), e.g. "
+                                + "; ".join(f["examples"][:2]) + ": the file's task ids may not match its conversations, so its pairs "
+                                "may compare different tasks."})
+            if p["customer"]["differs"]:
+                c = p["customer"]
+                out.append({"level": "warn", "text": prefix + f"{v} vs {b}: different customer simulators (baseline {_cust(c['baseline'])}; "
+                            f"{v} {_cust(c['variant'])}): the difference may come from the customer, not the agent."})
         for d in a["designs"]:
             aa = d.get("aa")
             if aa and aa.get("p") is not None and aa["p"] < ALPHA:
@@ -278,6 +337,8 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
         "schema": SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "baseline": baseline,
+        # "emotion" when some variant is a declared emotion; "variant" for agent-vs-agent or prompt-vs-prompt comparisons
+        "framing": "emotion" if any(a["emotions"] for a in analyses) else "variant",
         "estimand": ESTIMAND,
         "method": METHOD,
         "thresholds": _thresholds(),
@@ -354,7 +415,8 @@ def _figures(data: dict[str, Any], plot_dir: Path) -> dict[str, dict[str, str]]:
     headline = [e for e in data["effects"] if e["domain"] == POOLED]
     mdes = {d["run"]: d["mde"] for d in data["designs"] if d["domain"] == POOLED}
     figures = {
-        "effects": plots.effect_plot(headline, labels, plot_dir / "effects.png", mdes),
+        "effects": plots.effect_plot(headline, labels, plot_dir / "effects.png", mdes,
+                                     title=None if data.get("framing") == "emotion" else "Reward difference of each variant vs the baseline"),
         "exit_reasons": plots.exit_reason_plot(
             [((f"{a['label']} / " if len(labels) > 1 else "") + v, s["exit_reasons"]) for a in data["runs"] for v, s in a["summary"]["variants"].items()],
             plot_dir / "exit_reasons.png"),

@@ -46,7 +46,8 @@ def markdown(data: dict[str, Any]) -> str:
     t = data["thresholds"]
     lines = ["# moodbench report", "",
              f"Generated {md_text(data['generated_at'])} from {len(data['runs'])} run(s); baseline {md_text(data['baseline'])}.", "",
-             "## The answer: effect of each emotion on reward (variant − baseline, on matched pairs)", ""]
+             ("## The answer: effect of each emotion on reward (variant − baseline, on matched pairs)" if data.get("framing") == "emotion"
+              else "## The answer: effect of each variant on reward (variant − baseline, on matched pairs)"), ""]
     for b in data["bottom_lines"]:
         lines += [((f"**{md_text(b['run'])}**: " if multi else "") + md_text(b["text"])), ""]
     head = ["run", "variant", "baseline (paired)", "variant (paired)", "Δ reward", "95% CI", "p", "p (Holm)", "claim",
@@ -89,6 +90,11 @@ def markdown(data: dict[str, Any]) -> str:
                     [[md_cell(m["run"]), md_cell(m["variant"]), md_cell(m["domain"]), f"{m['n_pairs']} / {m['n_tasks']}", _f(m["baseline_mean"]),
                       _f(m["variant_mean"]), signed(m["shift"]), signed(m["lower_bound"]), f"**{m['status']}**",
                       _secondary(m, "markers_own", "all")] for m in data["manipulation"]])
+    for a in data["runs"]:
+        na = a["manipulation"].get("not_applicable") or []
+        if na:
+            lines += ["", (f"{md_text(a['label'])}: " if multi else "") + "The manipulation check does not apply to "
+                      + md_text(", ".join(x["variant"] for x in na)) + ": " + md_text(na[0]["reason"]) + "."]
     if data.get("methods_comparison"):
         lines += ["", "## Prompted vs steered at matched levels", "",
                   "Each row's numbers are those of the manipulation check, the fidelity table and the reward claims; methods are not "
@@ -119,7 +125,9 @@ def markdown(data: dict[str, Any]) -> str:
     for a in data["runs"]:
         trials = a["trials"]
         lines += ["", f"## Run: {md_text(a['label'])}", "",
-                  (f"{md_text(a['run_dir'])}; agent {md_text(a['agent_model'])}, customer {md_text(a['user_model'])}, "
+                  (f"{md_text(a['run_dir'])}; " + "; ".join(
+                      f"{md_text(v)}: agent {md_text(', '.join(mo['agent']) or '?')}, customer {md_text(', '.join(mo['customer']) or '?')}"
+                      + (f", tau2 {md_text(', '.join(mo['tau2']))}" if mo["tau2"] else "") for v, mo in a["models"].items()) + "; "
                    f"{trials} trial(s), domains {md_text(', '.join(a['domains']))}. All scored conversations (= summary.json):"), ""]
         lines += _table(["variant", "done/planned", "excluded", "avg reward", *[f"pass^{k}" for k in range(1, trials + 1)], "flagged",
                          "exit reasons"],

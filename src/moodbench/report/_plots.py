@@ -31,6 +31,7 @@ EXIT_COLORS = {
     "context_window_exceeded": "#674ea7",
     "llm_error": "#222222",
     "harness_error": "#ff00aa",
+    "infrastructure_error": "#999999",
 }
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 110})
 
@@ -53,7 +54,8 @@ def _offsets(n: int, width: float = 0.6) -> list[float]:
 CLAIM_STYLE = {"lower": ("o", 1.0), "higher": ("o", 1.0), "no_difference": ("o", 0.8), "too_few": ("o", 0.35)}
 
 
-def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: dict[str, float | None] | None = None) -> dict[str, str]:
+def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: dict[str, float | None] | None = None,
+                title: str | None = None) -> dict[str, str]:
     """Reward difference vs baseline with its task-clustered 95% CI, pooled scope; filled = all pairs, hollow =
     pairs without simulator flags. Faint points are ``too_few``; the dashed line is the run's MDE (a drop the
     design detects with 80% power), context for a ``no_difference``, never a threshold for a claim."""
@@ -86,7 +88,7 @@ def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: d
     lim = max([abs(x) for r in rows for x in r["ci"] if x is not None] + [abs(m) for m in (mdes or {}).values() if m] + [0.1])
     ax.set_xlim(-min(1.0, lim * 1.15 + 0.02), min(1.0, lim * 1.15 + 0.02))
     ax.set_xlabel("difference in mean reward vs baseline (variant − baseline), task-clustered 95% CI")
-    ax.set_title("Effect of the customer's emotion on the agent's reward")
+    ax.set_title(title or "Effect of the customer's emotion on the agent's reward")
     handles = [Line2D([], [], marker="o", color="#444", ls="none", label="all pairs"),
                Line2D([], [], marker="o", mfc="white", color="#444", ls="none", label="without simulator-flagged pairs"),
                Line2D([], [], marker="o", color="#444", alpha=0.35, ls="none", label="too few tasks/pairs for a claim")]

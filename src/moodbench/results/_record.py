@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:  # the model layer imports litellm; records must load without it
     from moodbench.llm import Completion
 
-#: tau2 counts a conversation as a success at reward 1 (rewards are products of 0/1 parts, so a
-#: float a hair below 1 is still 1).
-SUCCESS_THRESHOLD = 1.0 - 1e-9
+#: tau2's own rule (``tau2.metrics.agent_metrics.is_successful``): a success is a reward within 1e-6 of 1
+#: (rewards are products of 0/1 parts, so a float a hair off 1 is still 1).
+SUCCESS_TOLERANCE = 1e-6
 
 #: The customer's end-of-conversation tokens (tau2's ``STOP``, ``TRANSFER``, ``OUT_OF_SCOPE``);
 #: ``tests/test_record.py`` checks them against tau2's own constants.
@@ -27,7 +27,7 @@ STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
 
 
 def is_success(reward: float | None) -> bool:
-    return reward is not None and reward >= SUCCESS_THRESHOLD
+    return reward is not None and abs(reward - 1.0) <= SUCCESS_TOLERANCE
 
 
 class ExitReason(StrEnum):
@@ -50,6 +50,11 @@ class ExitReason(StrEnum):
     CONTEXT_WINDOW_EXCEEDED = "context_window_exceeded"
     LLM_ERROR = "llm_error"
     HARNESS_ERROR = "harness_error"
+    #: Only in imported tau2 files: tau2 recorded that the simulation never ran to an end (termination
+    #: ``infrastructure_error``, or a sample skipped after an error). Such a record has no reward, so it is
+    #: left out of every average (``ConversationRecord.excluded``) as tau2's metrics leave it out; it is not
+    #: ``excluded`` here because nothing can re-run it.
+    INFRASTRUCTURE_ERROR = "infrastructure_error"
 
     @property
     def excluded(self) -> bool:
@@ -80,6 +85,8 @@ _DESCRIPTIONS: dict[ExitReason, str] = {
     ExitReason.CONTEXT_WINDOW_EXCEEDED: "the conversation outgrew the model's context window",
     ExitReason.LLM_ERROR: "the endpoint failed after retries; excluded from averages and re-run on resume",
     ExitReason.HARNESS_ERROR: "an unexpected error inside moodbench or tau2 (traceback stored); excluded and re-run on resume",
+    ExitReason.INFRASTRUCTURE_ERROR: "imported: tau2 recorded that the simulation never ran to an end (infrastructure error or "
+                                     "skipped sample); no reward, left out of averages and pass^k as tau2 does; cannot be re-run",
 }
 DESCRIPTIONS: dict[str, str] = {r.value: d for r, d in _DESCRIPTIONS.items()}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moodbench._util.files import atomic_write_text
-from moodbench.results._record import FLAG_NAMES, ConversationRecord
+from moodbench.results._record import FLAG_NAMES, ConversationRecord, ExitReason
 from moodbench.results._store import Store
 
 TOKEN_FIELDS = ("agent_prompt_tokens", "agent_completion_tokens", "user_prompt_tokens", "user_completion_tokens")
@@ -58,7 +58,10 @@ def _block(records: list[ConversationRecord], planned: int, trials: int) -> dict
         "planned": planned,
         "done": done,
         "scored": len(scored),
-        "excluded": len(records) - done,
+        "excluded": len(records) - len(scored),  # every record left out of the averages, whatever the reason
+        "not_run": sum(1 for r in records if r.exit_reason is ExitReason.INFRASTRUCTURE_ERROR),
+        "agent_models": sorted({r.agent_model for r in records if r.agent_model}),
+        "user_models": sorted({r.user_model for r in records if r.user_model}),
         "avg_reward": (sum(r.reward or 0.0 for r in scored) / len(scored)) if scored else None,
         "pass_hat_k": {str(k): pass_hat_k(by_task, k) for k in range(1, trials + 1)},
         "exit_reasons": dict(sorted(Counter(r.exit_reason.value for r in records).items())),
@@ -88,11 +91,56 @@ def compute_summary(records: Iterable[ConversationRecord], planned: dict[str, di
     }
 
 
+def tau2_reproduction(records: list[ConversationRecord], imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per imported file: tau2's own metrics (computed from the raw file at import, by tau2's rule) beside
+    moodbench's numbers for the same simulations, and why they differ where they do."""
+    out = []
+    for imp in imports:
+        tau2 = imp.get("tau2_metrics")
+        if not tau2:
+            continue
+        scored = [r for r in records if r.variant == imp["variant"] and r.domain == imp["domain"] and not r.excluded]
+        by_task: dict[str, list[bool]] = defaultdict(list)
+        for r in scored:
+            by_task[r.task_id].append(r.success)
+        avg = (sum(r.reward or 0.0 for r in scored) / len(scored)) if scored else None
+        pk = {k: pass_hat_k(by_task, int(k)) for k in tau2["pass_hat_k"]}
+        ours = {"avg_reward": avg, "pass_hat_k": pk, "simulations": len(scored)}
+        why = []
+        a, b = tau2.get("avg_reward"), avg
+        if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > 1e-9):
+            why.append(f"avg_reward {_f(b)} here vs {_f(a)} by tau2's rule: " + (
+                f"{tau2['no_reward']} simulation(s) without a reward count as 0 here (as tau2's pass^k counts them) and are "
+                "skipped by tau2's mean" if tau2.get("no_reward") else "unexplained; please report it"))
+        for k, v in tau2["pass_hat_k"].items():
+            mine = pk.get(k)
+            if mine is None or abs(mine - v) > 1e-9:
+                why.append(f"pass^{k} {_f(mine)} here vs {_f(v)} by tau2's rule (unexplained; please report it)")
+        out.append({k: imp.get(k) for k in ("file", "variant", "domain", "agent_model", "user_model", "agent_implementation",
+                                            "user_implementation", "tau2_git_commit", "num_trials", "trials_found", "solo")}
+                   | {"tau2": tau2, "moodbench": ours, "matches": not why, "differences": why})
+    return out
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def summary_of_store(store: Store) -> dict[str, Any]:
     plan = store.get_meta("plan") or {}
     config = store.get_meta("config") or {}
-    return compute_summary(store.records(), plan.get("planned", {}), int(config.get("trials", 1)),
+    records = list(store.records())
+    data = compute_summary(records, plan.get("planned", {}), int(config.get("trials", 1)),
                            plan.get("variants", config.get("variants", [])), plan.get("domains", config.get("domains", [])))
+    imports = list(config.get("imports") or [])
+    if imports:
+        data["tau2_files"] = tau2_reproduction(records, imports)
+        for imp in imports:
+            block = data["variants"].get(imp["variant"])
+            if block is not None:
+                block.setdefault("sources", []).append({k: imp.get(k) for k in (
+                    "file", "domain", "agent_model", "user_model", "agent_implementation", "user_implementation", "tau2_git_commit")})
+    return data
 
 
 def summary_for_run(run_dir: Path) -> dict[str, Any]:

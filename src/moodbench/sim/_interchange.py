@@ -1,12 +1,24 @@
 """tau2's Results JSON in and out: ``moodbench export`` (opens in ``tau2 view``) and ``moodbench import``.
 
-Import turns the Results files a ``tau2 run`` wrote (or moodbench's own export) into a run directory, one
-file per variant, so ``summary``, ``report`` and ``view`` work on them and tau2 users get paired,
-task-clustered error bars: pairs form on (domain, task id, trial). Records are built the way the runner
-builds them: the exit reason from tau2's termination reason and reward through the same classifier, the
-simulator-fidelity flags recomputed from the messages, the prompts reconstructed where the file says
-enough (tau2's own agent and user simulator). Everything is read and checked before anything is written,
-and the run directory is written next to its final place and moved in, so a bad file leaves nothing behind.
+Import turns the Results files tau2 users have (``tau2 run`` output of any release, leaderboard submissions,
+moodbench's own export) into a run directory, one or more files per variant (one per domain), so
+``summary``, ``report`` and ``view`` work on them and tau2 users get paired, task-clustered error bars:
+pairs form on (domain, task id, trial). The installed tau2's models check each simulation, its messages and
+each task, but the file is read tolerantly: fields newer than the installed tau2 are ignored, a termination
+reason it does not know (``infrastructure_error``, ``timeout``, ...) is kept as written, and a file without
+``info``/``tasks`` (some submissions) takes its tasks from the installed tau2 domain it names. The conventions
+are tau2's: success is ``|reward - 1| <= 1e-6``; a simulation tau2 marks ``infrastructure_error`` (or a skipped
+sample) is left out of averages and pass^k; a simulation stored without a reward is a failure (reward 0), as
+tau2's pass^k and the leaderboard count it. Per file, tau2's own metrics are computed from the raw file by
+tau2's rule and stored, so ``summary`` can show whether moodbench reproduces them.
+
+Records are built the way the runner builds them: the exit reason from tau2's termination reason and reward
+through the same classifier, the simulator-fidelity flags recomputed from the messages (none for tau2's solo
+mode, which has no simulated customer), the prompts reconstructed where the file says enough (tau2's own
+agent and user simulator), and whether the conversation mentions its task's scenario facts (user ids, order
+ids, phone numbers), so the report can flag files whose conversations do not match their task ids.
+Everything is read and checked before anything is written, and the run directory is written next to its
+final place and moved in, so a bad file leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -17,9 +29,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import comb
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +40,31 @@ from pydantic import ValidationError
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
-from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
+from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, Store, is_success, sha256, write_summary
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
 
-__all__ = ["ImportedRun", "export_tau2", "import_tau2", "parse_import_items"]
+__all__ = ["ImportedRun", "export_tau2", "import_tau2", "parse_import_items", "task_facts", "tau2_file_metrics"]
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
+NOT_RUN = "infrastructure_error"  # tau2's termination reason for a simulation that never ran to an end
+SOLO_USERS = ("dummy_user",)  # tau2's user in solo mode: it never speaks
+
+
+def _variant_models(records: list[ConversationRecord]) -> tuple[str | None, str | None]:
+    """The agent and customer models of these records (the most common, when a variant mixes several)."""
+    agents = Counter(r.agent_model for r in records if r.agent_model)
+    users = Counter(r.user_model for r in records if r.user_model)
+    return (agents.most_common(1)[0][0] if agents else None), (users.most_common(1)[0][0] if users else None)
 
 
 def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> int:
-    """Write the run's final conversations (optionally of one variant) as tau2 Results JSON."""
+    """Write the run's final conversations (optionally of one variant) as tau2 Results JSON.
+
+    ``agent_info.llm`` / ``user_info.llm`` are the models of the exported conversations themselves (each
+    variant of an imported agent comparison has its own), not the run's first model.
+    """
     from tau2.data_model.simulation import AgentInfo, Info, UserInfo
     from tau2.environment.environment import EnvironmentInfo
 
@@ -51,12 +77,18 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
             present = sorted({r.variant for r in store.records()})
             if variant not in present:
                 raise UsageError(f"no variant {variant!r} in {run_dir}; its variants: {', '.join(present) or '(none)'}")
-        sims, domains, task_ids = [], set(), set()
+        sims: list[Any] = []
+        domains, task_ids = set(), set()
+        chosen = []
         for record in store.records(with_payload=True):
             if (variant is not None and record.variant != variant) or record.simulation is None:
                 continue
-            sim = SimulationRun.model_validate(record.simulation)
-            sim.trial = record.trial
+            chosen.append(record)
+            try:
+                sim: Any = SimulationRun.model_validate(record.simulation)
+                sim.trial = record.trial
+            except ValidationError:  # newer than this tau2 (e.g. infrastructure_error): kept as the file had it
+                sim = {**record.simulation, "trial": record.trial}
             sims.append(sim)
             domains.add(record.domain)
             task_ids.add((record.domain, record.task_id))
@@ -64,20 +96,24 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
     for d in sorted(domains):
         tasks += [t for t in load_domain_tasks(d, config.get("task_split")) if (d, t.id) in task_ids]
     domain = sorted(domains)[0] if domains else (config.get("domains") or ["mock"])[0]
+    agent_model, user_model = _variant_models(chosen)
+    agent_model = agent_model or config.get("agent_model")
+    user_model = user_model or config.get("user_model") or agent_model
     info = Info(
         git_commit="moodbench",
         num_trials=int(config.get("trials", 1)),
         max_steps=int(config.get("max_steps", 100)),
         max_errors=int(config.get("max_errors", 10)),
-        user_info=UserInfo(implementation="moodbench_user", llm=config.get("user_model") or config.get("agent_model"),
-                           llm_args={"variant": variant or "all"}),
-        agent_info=AgentInfo(implementation="moodbench_agent", llm=config.get("agent_model"), llm_args=config.get("agent_args") or {}),
+        user_info=UserInfo(implementation="moodbench_user", llm=user_model, llm_args={"variant": variant or "all"}),
+        agent_info=AgentInfo(implementation="moodbench_agent", llm=agent_model, llm_args=config.get("agent_args") or {}),
         environment_info=EnvironmentInfo(domain_name=domain, policy="", tool_defs=None),
         seed=config.get("seed"),
     )
-    results = Results(info=info, tasks=tasks, simulations=sims)
+    valid = [s for s in sims if isinstance(s, SimulationRun)]
+    data = json.loads(Results(info=info, tasks=tasks, simulations=valid).model_dump_json())
+    data["simulations"] = [s.model_dump(mode="json") if isinstance(s, SimulationRun) else s for s in sims]
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(results.model_dump_json(indent=2))
+    out_file.write_text(json.dumps(data, indent=2))
     json.loads(out_file.read_text())  # fail loudly here rather than in tau2 view
     return len(sims)
 
@@ -110,104 +146,293 @@ class ImportedRun:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Source:
+    """How a file was made, read tolerantly from tau2's ``info`` (or what a file without one carries)."""
+
+    domain: str
+    agent_model: str | None
+    user_model: str | None
+    agent_impl: str | None
+    user_impl: str | None
+    git_commit: str | None
+    num_trials: int | None
+    max_steps: int | None
+    max_errors: int | None
+    seed: int | None
+    policy: str
+    guidelines: str | None
+    has_info: bool
+
+    @property
+    def solo(self) -> bool:
+        """tau2's solo mode: the agent works alone, a dummy user never speaks."""
+        return (self.user_impl or "") in SOLO_USERS or "solo" in (self.agent_impl or "")
+
+
+@dataclass
+class _Sim:
+    sim: SimulationRun
+    termination: str | None  # as the file wrote it (the installed tau2 may not know it)
+    reward: float | None  # as the file wrote it
+
+
 @dataclass
 class _File:
     path: Path
     variant: str
     sha256: str
-    results: Results
+    source: _Source
+    num_sims: int
     records: list[tuple[ConversationRecord, dict[str, str]]]
+    tau2_metrics: dict[str, Any]
     notes: list[str]
 
 
-def _load_results(path: Path) -> tuple[Results, str]:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file; give the Results JSON that `tau2 run` wrote (data/simulations/*.json)")
-    raw = path.read_bytes()
+def _str(x: Any) -> str | None:
+    return x if isinstance(x, str) and x else None
+
+
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _source(path: Path, data: dict[str, Any]) -> tuple[_Source, list[str]]:
+    info = data.get("info")
+    if isinstance(info, dict):
+        env, agent, user = (_dict(info.get(k)) for k in ("environment_info", "agent_info", "user_info"))
+        domain = _str(env.get("domain_name"))
+        if domain is None:
+            raise UsageError(f"{path}: its info.environment_info names no domain_name, so its tasks cannot be known; "
+                             "moodbench cannot import it")
+        return _Source(domain, _str(agent.get("llm")), _str(user.get("llm")), _str(agent.get("implementation")),
+                       _str(user.get("implementation")), _str(info.get("git_commit")), _int(info.get("num_trials")),
+                       _int(info.get("max_steps")), _int(info.get("max_errors")), _int(info.get("seed")),
+                       _str(env.get("policy")) or "", _str(user.get("global_simulation_guidelines")), True), []
+    domain = _str(data.get("domain"))
+    if domain is None:
+        raise UsageError(f"{path} has no tau2 `info` block and names no `domain`, so the tau2 domain of its tasks cannot be "
+                         "known; moodbench cannot import it")
+    agent_model = _str(data.get("model"))
+    return (_Source(domain, agent_model, None, _str(data.get("agent")), None, None, None, None, None, None, "", None, False),
+            [f"{path.name}: no tau2 `info` block: domain {domain!r} and agent {agent_model or 'unknown'} from its top-level "
+             "fields; the customer model and tau2 version are unknown"])
+
+
+def _tasks(path: Path, data: dict[str, Any], domain: str) -> tuple[dict[str, Task], list[str]]:
+    raw = data.get("tasks")
+    if raw is None:
+        tasks = load_domain_tasks(domain)
+        return {t.id: t for t in tasks}, [f"{path.name}: carries no tasks; matched against the installed tau2's {domain!r} tasks"]
+    if not isinstance(raw, list):
+        raise UsageError(f"{path}: `tasks` is a {type(raw).__name__}, not a list of tau2 tasks; moodbench cannot import it")
+    out: dict[str, Task] = {}
+    for i, t in enumerate(raw):
+        try:
+            task = Task.model_validate(t)
+        except ValidationError as exc:
+            raise UsageError(f"{path}: task {i} is not a tau2 task this tau2 can read ({_first_error(exc)}); moodbench cannot "
+                             "import it") from None
+        out[task.id] = task
+    return out, []
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err.get("loc", ()))
+    return f"{where}: {err.get('msg')}; {exc.error_count()} error(s)"
+
+
+def _sim(path: Path, i: int, raw: Any) -> _Sim:
+    """One simulation, checked with the installed tau2's model but tolerant of what newer tau2 releases write."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: simulation {i} is a {type(raw).__name__}, not a tau2 simulation; moodbench cannot import it")
+    if raw.get("task_id") in (None, ""):
+        raise UsageError(f"{path}: simulation {i} ({raw.get('id', 'no id')}) has no task_id, so it cannot be matched to a task "
+                         "or paired with another variant; files of the tau2 version that stored only id, messages and reward "
+                         "cannot be imported")
+    d = dict(raw)
+    d["task_id"] = str(d["task_id"])
+    term = d.get("termination_reason")
+    if term not in _known_terminations():
+        d["termination_reason"] = "agent_error"  # only to pass the installed model; the file's own value is kept below
+    for key, default in (("start_time", ""), ("end_time", ""), ("duration", 0.0)):
+        if d.get(key) is None:
+            d[key] = default
+    for key in ("agent_cost", "user_cost"):
+        if not isinstance(d.get(key), (int, float)):
+            d[key] = None
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"{path} is not JSON ({exc}); give the Results file that `tau2 run` or `moodbench export` wrote") from None
-    if not isinstance(data, dict) or not {"info", "tasks", "simulations"} <= set(data):
-        keys = ", ".join(sorted(data)[:8]) if isinstance(data, dict) else type(data).__name__
-        raise UsageError(f"{path} is not a tau2 Results file (it needs the keys info, tasks, simulations; it has: {keys}); give the "
-                         "Results JSON that `tau2 run` wrote (not its *_results.json metrics summary)")
-    try:
-        return Results.model_validate(data), hashlib.sha256(raw).hexdigest()
+        sim = SimulationRun.model_validate(d)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err.get("loc", ()))
-        raise UsageError(f"{path} is not a valid tau2 Results file: {where}: {err.get('msg')} ({exc.error_count()} error(s)); "
-                         "it may come from an incompatible tau2 version: re-save it with this tau2 (Results.load / save)") from None
+        raise UsageError(f"{path}: simulation {i} ({d.get('id')}) does not read as a tau2 simulation ({_first_error(exc)}); "
+                         "moodbench cannot import this file") from None
+    reward_info = raw.get("reward_info")
+    reward = reward_info.get("reward") if isinstance(reward_info, dict) else None
+    return _Sim(sim, term if isinstance(term, str) else None, float(reward) if isinstance(reward, (int, float)) else None)
 
 
-def _prompts(results: Results, task: Task) -> dict[str, str]:
+_KNOWN: set[str] = set()
+
+
+def _known_terminations() -> set[str]:
+    if not _KNOWN:
+        from tau2.data_model.simulation import TerminationReason
+
+        _KNOWN.update(t.value for t in TerminationReason)
+    return _KNOWN
+
+
+def _prompts(src: _Source, task: Task) -> dict[str, str]:
     """tau2's own system prompts, rebuilt from what the file stores (only for tau2's standard agent and user)."""
     out: dict[str, str] = {}
-    info = results.info
-    policy = info.environment_info.policy if info.environment_info else ""
-    if policy and info.agent_info.implementation == "llm_agent":
+    if src.policy and src.agent_impl == "llm_agent":
         from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
 
-        out["agent"] = SYSTEM_PROMPT.format(domain_policy=policy, agent_instruction=AGENT_INSTRUCTION)
-    guidelines = info.user_info.global_simulation_guidelines
-    if guidelines and info.user_info.implementation == "user_simulator":
+        out["agent"] = SYSTEM_PROMPT.format(domain_policy=src.policy, agent_instruction=AGENT_INSTRUCTION)
+    if src.guidelines and src.user_impl == "user_simulator":
         from tau2.user.user_simulator import SYSTEM_PROMPT as USER_PROMPT
 
-        out["user"] = USER_PROMPT.format(global_user_sim_guidelines=guidelines, instructions=task.user_scenario)
+        out["user"] = USER_PROMPT.format(global_user_sim_guidelines=src.guidelines, instructions=task.user_scenario)
     return out
 
 
-def _record(results: Results, sim: SimulationRun, task: Task, variant: str, trial: int, domain: str) -> tuple[ConversationRecord, dict[str, str]]:
+_FACT = re.compile(r"[#A-Za-z0-9][A-Za-z0-9_.@+-]*[0-9][A-Za-z0-9_.@+-]*")
+
+
+def task_facts(task: Task) -> list[str]:
+    """Identifiers in the task's customer scenario (user ids, order and reservation ids, phone numbers, emails):
+    a conversation of this task mentions at least one of them. Longest first, ``#`` dropped."""
+    text = json.dumps(task.user_scenario.model_dump(mode="json"), ensure_ascii=False)
+    facts = set()
+    for m in _FACT.findall(text):
+        m = m.strip(".-+").lstrip("#")
+        if len(m) >= 6 and re.search(r"[A-Za-z_-]", m) and re.search(r"[0-9]", m):
+            facts.add(m)
+    return sorted(facts, key=lambda f: (-len(f), f))
+
+
+def _facts_found(facts: list[str], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    parts = []
+    for m in messages:
+        if isinstance(m.get("content"), str):
+            parts.append(m["content"])
+        for tc in m.get("tool_calls") or []:
+            parts.append(json.dumps(tc.get("arguments"), ensure_ascii=False))
+    text = "\n".join(parts).lower()
+    found = [f for f in facts if f.lower() in text]
+    return {"n": len(facts), "found": len(found), "checked": facts[:5]}
+
+
+def _record(src: _Source, s: _Sim, task: Task, variant: str, trial: int) -> tuple[ConversationRecord, dict[str, str]]:
     from moodbench.sim._conversation import scenario_of
 
+    sim = s.sim
     dumped = sim.model_dump(mode="json")
     dumped["trial"] = trial
+    dumped["termination_reason"] = s.termination
     messages = dumped.get("messages") or []
-    reward = sim.reward_info.reward if sim.reward_info is not None else None
-    termination = getattr(sim.termination_reason, "value", sim.termination_reason)
-    prompts = _prompts(results, task)
+    reward = s.reward
+    prompts = _prompts(src, task)
     error = None
-    if sim.skipped:
-        exit_reason, error = ExitReason.HARNESS_ERROR, "tau2 skipped this sample after an error (skip_failed_samples)"
+    if sim.skipped or s.termination == NOT_RUN:
+        exit_reason, reward = ExitReason.INFRASTRUCTURE_ERROR, None
+        error = ("tau2 skipped this sample after an error (skip_failed_samples)" if sim.skipped else
+                 "tau2 recorded an infrastructure error: the simulation never ran to an end")
     else:
+        if reward is None:
+            reward = 0.0
+            error = ("the file stores no reward for this simulation: counted as a failure (reward 0), as tau2's pass^k and "
+                     "the leaderboard count it")
         last_user = next((m.content for m in reversed(sim.messages) if isinstance(m, UserMessage) and m.content), None)
         calls = [tc for m in sim.messages if isinstance(m, AssistantMessage) for tc in (m.tool_calls or [])]
         exit_reason = classify(OutcomeInputs(
-            reward=reward, termination_reason=termination, last_user_text=last_user, agent_tool_calls=len(calls),
+            reward=reward, termination_reason=s.termination, last_user_text=last_user, agent_tool_calls=len(calls),
             agent_invalid_calls=0, task_needs_agent_tool=task_needs_agent_tool(task),
             transferred=any(tc.name == "transfer_to_human_agents" for tc in calls)))
-        if reward is None and not exit_reason.excluded and exit_reason not in (ExitReason.AGENT_ERROR, ExitReason.USER_ERROR):
-            exit_reason, error = ExitReason.HARNESS_ERROR, "the Results file stores no reward for this simulation"
     cost = (sim.agent_cost or 0.0) + (sim.user_cost or 0.0)
+    flags = fidelity_flags(messages, scenario_of(task), user_prompt=prompts.get("user"), solo=src.solo)
+    flags.evidence["task_facts"] = _facts_found(task_facts(task), messages)
     record = ConversationRecord(
-        cell_key=Cell(domain, sim.task_id, variant, trial).key, domain=domain, task_id=sim.task_id, variant=variant, trial=trial,
-        seed=sim.seed, reward=reward, exit_reason=exit_reason, termination_reason=termination,
+        cell_key=Cell(src.domain, sim.task_id, variant, trial).key, domain=src.domain, task_id=sim.task_id, variant=variant,
+        trial=trial, seed=sim.seed, reward=reward, exit_reason=exit_reason, termination_reason=s.termination,
         reward_info=sim.reward_info.model_dump(mode="json") if sim.reward_info is not None else None, simulation=dumped,
         agent_prompt_sha256=sha256(prompts["agent"]) if "agent" in prompts else None,
         user_prompt_sha256=sha256(prompts["user"]) if "user" in prompts else None,
-        agent_model=results.info.agent_info.llm, user_model=results.info.user_info.llm, cost_usd=cost,
-        wall_seconds=sim.duration, started_at=sim.start_time, finished_at=sim.end_time,
+        agent_model=src.agent_model, user_model=src.user_model, cost_usd=cost,
+        wall_seconds=sim.duration, started_at=sim.start_time or None, finished_at=sim.end_time or None,
         stats=ConversationStats(turns=sum(1 for m in sim.messages if isinstance(m, UserMessage) and m.content), messages=len(sim.messages)),
-        flags=fidelity_flags(messages, scenario_of(task), user_prompt=prompts.get("user")),
-        error=error,
+        flags=flags, error=error,
     )
     return record, prompts
 
 
+TAU2_RULE = ("tau2's metrics (upstream tau2 agent_metrics): infrastructure errors and skipped samples left out; success "
+             "|reward - 1| <= 1e-6, a missing reward a failure; avg_reward the mean of the stored rewards (a missing one skipped); "
+             "pass^k per task C(c,k)/C(n,k), mean over tasks, k up to num_trials lowered to the smallest trial count of any task")
+
+
+def tau2_file_metrics(sims: Sequence[tuple[str, str | None, float | None, bool]], num_trials: int | None) -> dict[str, Any]:
+    """What tau2's own metrics report for one Results file, from its raw (task id, termination, reward, skipped) rows.
+
+    This follows tau2's rule (:data:`TAU2_RULE`) on the raw file, so ``summary`` can show whether moodbench's
+    numbers for the same simulations reproduce it (they differ exactly where a reward is missing: tau2's mean
+    skips it, moodbench counts it as 0 like tau2's pass^k does).
+    """
+    evaluated = [(t, r) for t, term, r, skipped in sims if term != NOT_RUN and not skipped]
+    rewards = [r for _, r in evaluated if r is not None]
+    by_task: dict[str, list[bool]] = defaultdict(list)
+    for t, r in evaluated:
+        by_task[t].append(r is not None and is_success(r))
+    k_max = min((len(v) for v in by_task.values()), default=0)
+    if num_trials:
+        k_max = min(k_max, num_trials)
+    return {
+        "rule": TAU2_RULE,
+        "simulations": len(evaluated), "tasks": len(by_task), "not_run": len(sims) - len(evaluated),
+        "no_reward": len(evaluated) - len(rewards),
+        "avg_reward": sum(rewards) / len(rewards) if rewards else None,
+        "pass_hat_k": {str(k): sum(comb(sum(v), k) / comb(len(v), k) for v in by_task.values()) / len(by_task)
+                       for k in range(1, k_max + 1)},
+    }
+
+
 def _read(path: Path, variant: str) -> _File:
-    results, digest = _load_results(path)
-    domain = results.info.environment_info.domain_name
-    tasks = {t.id: t for t in results.tasks}
-    notes: list[str] = []
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file; give the Results JSON that `tau2 run` wrote (data/simulations/*.json)")
+    raw_bytes = path.read_bytes()
+    try:
+        data = json.loads(raw_bytes)
+    except ValueError as exc:
+        raise UsageError(f"{path} is not JSON ({exc}); give the Results file that `tau2 run` or `moodbench export` wrote") from None
+    if not isinstance(data, dict) or not isinstance(data.get("simulations"), list):
+        keys = ", ".join(sorted(data)[:8]) if isinstance(data, dict) else type(data).__name__
+        raise UsageError(f"{path} is not a tau2 Results file (it needs a `simulations` list, with `info` and `tasks`; it has: "
+                         f"{keys}); give the Results JSON that `tau2 run` wrote (not its *_results.json metrics summary)")
+    src, notes = _source(path, data)
+    tasks, more = _tasks(path, data, src.domain)
+    notes += more
+    sims = [_sim(path, i, raw) for i, raw in enumerate(data["simulations"])]
+    if not sims:
+        raise UsageError(f"{path}: the file holds no simulations; nothing to import")
+    unknown = sorted({s.termination for s in sims if s.termination and s.termination not in _known_terminations()} - {NOT_RUN})
+    if unknown:
+        notes.append(f"{path.name}: termination reason(s) newer than this tau2 kept as written: {', '.join(unknown)}")
     seen: set[tuple[str, int]] = set()
     next_trial: dict[str, int] = defaultdict(int)
+    per_task: Counter[str] = Counter()
     records = []
-    for i, sim in enumerate(results.simulations):
+    for i, s in enumerate(sims):
+        sim = s.sim
         task = tasks.get(sim.task_id)
         if task is None:
-            raise UsageError(f"{path}: simulation {i} ({sim.id}) is of task {sim.task_id!r}, which is not among the file's "
-                             f"{len(tasks)} task(s); the file was cut or edited: re-export it from tau2 with its tasks")
+            where = "the file's" if src.has_info and data.get("tasks") is not None else f"the installed tau2's {src.domain!r}"
+            raise UsageError(f"{path}: simulation {i} ({sim.id}) is of task {sim.task_id!r}, which is not among {where} "
+                             f"{len(tasks)} task(s); its conversations cannot be scored or paired, so the file cannot be imported")
         trial = sim.trial
         if trial is None:  # older tau2 files: number the trials of each task in file order
             trial = next_trial[sim.task_id]
@@ -219,14 +444,18 @@ def _read(path: Path, variant: str) -> _File:
                              "task and trial (import reruns as another variant, or keep one)")
         if not sim.skipped:
             seen.add((sim.task_id, trial))
-        records.append(_record(results, sim, task, variant, trial, domain))
-    if not records:
-        raise UsageError(f"{path}: the file holds no simulations; nothing to import")
-    return _File(path, variant, digest, results, records, sorted(set(notes)))
+        per_task[sim.task_id] += 1
+        records.append(_record(src, s, task, variant, trial))
+    found = max(per_task.values())
+    if src.num_trials is not None and src.num_trials != found:
+        notes.append(f"{path.name}: its info says num_trials {src.num_trials}; it holds at most {found} simulation(s) per task, "
+                     f"so {found} trial(s) are counted")
+    metrics = tau2_file_metrics([(s.sim.task_id, s.termination, s.reward, bool(s.sim.skipped)) for s in sims], src.num_trials)
+    return _File(path, variant, hashlib.sha256(raw_bytes).hexdigest(), src, len(sims), records, metrics, sorted(set(notes)))
 
 
-def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
-    """(config, plan, variants) of an existing run directory; empty for a new one."""
+def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[tuple[str, str]]]:
+    """(config, plan, {(variant, domain)}) of an existing run directory; empty for a new one."""
     if not run_dir.exists():
         return {}, {}, set()
     if not run_dir.is_dir():
@@ -237,36 +466,48 @@ def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
         return {}, {}, set()
     with Store(run_dir / "results.sqlite") as store:
         config, plan = store.get_meta("config") or {}, store.get_meta("plan") or {}
-        variants = {r.variant for r in store.records()} | set(plan.get("variants") or [])
-    return config, plan, variants
+        present = {(r.variant, r.domain) for r in store.records()}
+    return config, plan, present
 
 
-def _meta(config: dict[str, Any], plan: dict[str, Any], files: list[_File]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _trials_found(records: list[ConversationRecord]) -> int:
+    per: Counter[tuple[str, str, str]] = Counter((r.variant, r.domain, r.task_id) for r in records)
+    return max(per.values(), default=1)
+
+
+def _meta(config: dict[str, Any], plan: dict[str, Any], files: list[_File],
+          emotions: dict[str, str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     variants = list(plan.get("variants") or config.get("variants") or [])
     domains = list(plan.get("domains") or config.get("domains") or [])
     planned: dict[str, dict[str, int]] = {d: dict(v) for d, v in (plan.get("planned") or {}).items()}
-    trials = int(config.get("trials") or 1) if config else 1
     imports = list(config.get("imports") or [])
     for f in files:
-        variants.append(f.variant)
+        if f.variant not in variants:
+            variants.append(f.variant)
         for r, _ in f.records:
             if r.domain not in domains:
                 domains.append(r.domain)
             planned.setdefault(r.domain, {}).setdefault(f.variant, 0)
             planned[r.domain][f.variant] += 1
-        trials = max(trials, int(f.results.info.num_trials or 1), 1 + max(r.trial for r, _ in f.records))
+        s = f.source
         imports.append({"file": str(f.path), "variant": f.variant, "sha256": f.sha256, "simulations": len(f.records),
-                        "agent_model": f.results.info.agent_info.llm, "user_model": f.results.info.user_info.llm,
-                        "domain": f.results.info.environment_info.domain_name, "tau2_git_commit": f.results.info.git_commit})
-    first = files[0].results.info
+                        "domain": s.domain, "agent_model": s.agent_model, "user_model": s.user_model,
+                        "agent_implementation": s.agent_impl, "user_implementation": s.user_impl, "solo": s.solo,
+                        "tau2_git_commit": s.git_commit, "num_trials": s.num_trials, "trials_found": _trials_found([r for r, _ in f.records]),
+                        "tau2_metrics": f.tau2_metrics})
+    trials = max([int(config.get("trials") or 0)] + [_trials_found([r for r, _ in f.records]) for f in files])
+    first = files[0].source
+    declared = dict(config.get("emotions") or {})
+    if emotions is not None:
+        declared.update(emotions)
     new_config = {
         "source": config.get("source", "tau2 import"),
-        "agent_model": config.get("agent_model", first.agent_info.llm),
-        "user_model": config.get("user_model", first.user_info.llm),
+        "agent_model": config.get("agent_model", first.agent_model),
+        "user_model": config.get("user_model", first.user_model),
         "max_steps": config.get("max_steps", first.max_steps), "max_errors": config.get("max_errors", first.max_errors),
         "seed": config.get("seed", first.seed),
-        **{k: v for k, v in config.items() if k not in ("variants", "domains", "trials", "imports")},
-        "variants": variants, "domains": domains, "trials": trials, "imports": imports,
+        **{k: v for k, v in config.items() if k not in ("variants", "domains", "trials", "imports", "emotions")},
+        "variants": variants, "domains": domains, "trials": max(1, trials), "imports": imports, "emotions": declared,
     }
     cells = sum(len(f.records) for f in files)
     new_plan = {**plan, "planned": planned, "variants": variants, "domains": domains,
@@ -274,27 +515,57 @@ def _meta(config: dict[str, Any], plan: dict[str, Any], files: list[_File]) -> t
     return new_config, new_plan
 
 
-def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]]) -> ImportedRun:
-    """Import tau2 Results files, one per variant, into ``run_dir`` (new, empty, or an existing run).
+def _declared_emotions(variants: Sequence[str]) -> dict[str, str]:
+    """``--emotions``: each variant name must be an emotion spec of moodbench's catalog (or ``control``)."""
+    from moodbench.emotions import UnknownVariantError, load_catalog
 
-    Raises :class:`UsageError` (exit 2) naming the file and the fix for a file that is not tau2 Results, a
-    simulation whose task is missing from the file, a variant named twice or already in ``run_dir``. All
-    files are read and checked first; the directory is then written beside its target and moved into place.
+    catalog = load_catalog()
+    out: dict[str, str] = {}
+    for v in dict.fromkeys(variants):
+        try:
+            spec = catalog.parse(v)
+        except UnknownVariantError as exc:
+            raise UsageError(f"--emotions: variant {v!r} is not an emotion spec of moodbench's catalog ({exc}); import it "
+                             "without --emotions to compare it as a plain variant") from None
+        if not spec.is_control:
+            out[v] = spec.canonical
+    return out
+
+
+def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]], *, emotions: bool = False) -> ImportedRun:
+    """Import tau2 Results files into ``run_dir`` (new, empty, or an existing run): one file per variant and domain.
+
+    A variant may span several files of different domains (tau2 writes one file per domain). ``emotions``
+    declares that the variant names are emotion specs whose customers were given those emotions (the report
+    then runs the manipulation check on them); without it, imported variants are plain variants (agents,
+    prompts, settings) and the report compares each with the baseline without speaking of emotions.
+
+    Raises :class:`UsageError` (exit 2) naming the file and the problem for a file that is not tau2 Results, a
+    simulation without a task id or whose task is unknown, two files for one variant and domain, or a variant
+    and domain already in ``run_dir``. All files are read and checked first; the directory is then written
+    beside its target and moved into place.
     """
     run_dir = Path(run_dir)
     if not items:
         raise UsageError("nothing to import: give FILE=VARIANT, e.g. results/control.json=control results/angry.json=anger")
-    variants = [v for _, v in items]
-    twice = sorted({v for v in variants if variants.count(v) > 1})
+    paths = [Path(p).resolve() for p, _ in items]
+    twice = sorted({str(p) for p in paths if paths.count(p) > 1})
     if twice:
-        raise UsageError(f"variant(s) {', '.join(twice)} named more than once; each file is one variant (FILE=VARIANT)")
+        raise UsageError(f"{twice[0]} is named more than once; each file is imported once (FILE=VARIANT)")
+    declared = _declared_emotions([v for _, v in items]) if emotions else None
     config, plan, present = _existing(run_dir)
-    clash = [(p, v) for p, v in items if v in present]
-    if clash:
-        p, v = clash[0]
-        raise UsageError(f"{p}: variant {v!r} is already in {run_dir}; import it under another name ({p}={v}-2) or into a new --out")
     files = [_read(Path(p), v) for p, v in items]
-    new_config, new_plan = _meta(config, plan, files)
+    by_cell: dict[tuple[str, str], list[_File]] = defaultdict(list)
+    for f in files:
+        by_cell[(f.variant, f.source.domain)].append(f)
+    for (v, d), fs in by_cell.items():
+        if len(fs) > 1:
+            raise UsageError(f"variant {v!r} is given two files of domain {d!r} ({fs[0].path}, {fs[1].path}); a variant takes one "
+                             "file per domain: merge them with tau2 first or import one as another variant")
+        if (v, d) in present:
+            raise UsageError(f"{fs[0].path}: variant {v!r} already has {d!r} conversations in {run_dir}; import this file as another "
+                             f"variant ({fs[0].path}={v}-2) or into a new --out")
+    new_config, new_plan = _meta(config, plan, files, declared)
 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=run_dir.parent))
@@ -325,6 +596,8 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]]) -> ImportedRun
             os.replace(stage, run_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    counts = {f.variant: len(f.records) for f in files}
-    return ImportedRun(run_dir=run_dir, counts=counts, domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
+    counts: dict[str, int] = defaultdict(int)
+    for f in files:
+        counts[f.variant] += len(f.records)
+    return ImportedRun(run_dir=run_dir, counts=dict(counts), domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
                        prompts=len(prompts_seen), notes=[n for f in files for n in f.notes])
