@@ -218,6 +218,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
             user_format=config.user_format, max_steps=config.max_steps, max_errors=config.max_errors,
             base_seed=config.seed, shard=config.shard, judge_fidelity=config.judge_fidelity, freeze_gc=freeze_gc,
             user_clients=steered_clients, steering={v: sc.steering for v, sc in (steered or {}).items()},
+            agent=config.agent, plugins=tuple(config.plugins),
         )
         for v in plan.variants:  # parse once in this thread; workers only read
             settings.persona(v)

@@ -14,6 +14,7 @@ from moodbench.results._record import (
     FLAG_NAMES,
     STOP_TOKENS,
     SUCCESS_THRESHOLD,
+    AgentImpl,
     ConversationRecord,
     ConversationStats,
     ExitReason,
@@ -28,6 +29,7 @@ from moodbench.results._summary import compute_summary, max_k, pass_hat_k, summa
 
 __all__ = [
     "DESCRIPTIONS",
+    "AgentImpl",
     "FLAG_NAMES",
     "STOP_TOKENS",
     "SUCCESS_THRESHOLD",
