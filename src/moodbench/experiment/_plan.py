@@ -121,6 +121,8 @@ def _check_agent(config: RunConfig) -> AgentImpl:
     from moodbench.llm import ModelClient, ModelSpec
     from moodbench.sim import check_agent
 
+    if config.agent is None:
+        return check_agent(None, config.plugins, config.domains[0], None)
     spec = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), api_key_env=config.api_key_env,
                      args=dict(config.agent_args), max_tokens=config.max_tokens, timeout_s=config.timeout_s,
                      max_retries=config.max_retries)

@@ -243,13 +243,15 @@ def message_stats(messages: list[Any], tool_names: set[str]) -> RoleStats:
     return stats
 
 
-def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: ModelClient) -> AgentImpl:
+def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: ModelClient | None) -> AgentImpl:
     """Resolve the run's agent and build it once on ``domain``'s tools and policy, before anything runs, so a
     bad class or a constructor that raises is exit 2 at once instead of a failed conversation per cell."""
     from moodbench.sim._env_pool import domain_tools, new_environment
 
     choice = resolve_agent(name, tuple(plugins))
     if not choice.builtin:
+        if client is None:
+            raise ValueError("check_agent needs the agent model's client to build a user's agent class")
         tools, _ = domain_tools(domain)
         construct_agent(choice, tools, new_environment(domain).get_policy(), client)
     return choice.impl
