@@ -102,6 +102,8 @@ def test_example_agent_by_registered_name_on_the_example_domain(tmp_path: Path) 
         assert again.returncode == 0 and "0 conversation(s) to run, 4 already stored" in words(again.stderr), explain(again)
         summary = moodbench("summary", out, "--json", path=[AGENTS, DOMAINS])
         assert summary.returncode == 0 and json.loads(summary.stdout)["variants"]["control"]["done"] == 2, explain(summary)
+    report = moodbench("report", out, "--json")  # reading a run needs no plugin
+    assert report.returncode == 0 and json.loads(report.stdout)["baseline"] == "control", explain(report)
 
     # export needs the plugin that registers the run's domain, and says so
     exported = tmp_path / "helpdesk.json"
@@ -188,6 +190,7 @@ BAD_AGENTS = """
     (["--agent", "no_such_agent_name"], ["agent 'no_such_agent_name' is not registered in tau2's registry", "llm_agent"]),
     (["--agent", "llm_agent_solo"], ["solo or ground-truth agent"]),
     (["--domain", "helpdesk"], ["unknown domain 'helpdesk'", "--plugin"]),
+    (["--agent", "llm_agent", "--tool-choice", "required"], ["--tool-choice required", "takes no tool_choice"]),
 ])
 def test_bad_plugins_exit_2_naming_the_plugin_and_the_problem(tmp_path: Path, extra: list[str], said: list[str]) -> None:
     folder = _write(tmp_path / "mods", "bad_agents", BAD_AGENTS)

@@ -126,4 +126,4 @@ def _check_agent(config: RunConfig) -> AgentImpl:
     spec = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), api_key_env=config.api_key_env,
                      args=dict(config.agent_args), max_tokens=config.max_tokens, timeout_s=config.timeout_s,
                      max_retries=config.max_retries)
-    return check_agent(config.agent, config.plugins, config.domains[0], ModelClient(spec))
+    return check_agent(config.agent, config.plugins, config.domains[0], ModelClient(spec), tool_choice=config.tool_choice)

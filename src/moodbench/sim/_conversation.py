@@ -126,7 +126,8 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
             tool_choice=s.tool_choice, recover_text_tool_calls=s.recover_text_tool_calls,
         )
     else:
-        agent = construct_agent(choice, tools, environment.get_policy(), s.agent_client)
+        agent = construct_agent(choice, tools, environment.get_policy(), s.agent_client, tool_choice=s.tool_choice,
+                                recover_text_tool_calls=s.recover_text_tool_calls)
     user = registry.get_user_constructor(USER_NAME)(
         tools=user_tools or None, instructions=str(task.user_scenario), persona_block=s.persona(cell.variant),
         client=s.customer_client(cell.variant), user_format=s.user_format,

@@ -43,7 +43,7 @@ BUILTIN_AGENT = "moodbench_agent"
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _QUALNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Constructor arguments moodbench fills by name (tau2's own agents take the first four).
-AGENT_ARGS = ("tools", "domain_policy", "llm", "llm_args", "client")
+AGENT_ARGS = ("tools", "domain_policy", "llm", "llm_args", "client", "tool_choice", "recover_text_tool_calls")
 _lock = threading.RLock()
 
 
@@ -78,7 +78,8 @@ def load_plugins(names: Sequence[str]) -> None:
     """Import the plugin modules ``names`` (in order; a module already imported is not imported again),
     so whatever they register in tau2's registry (agents, domains, task sets) exists in this process."""
     for name in names:
-        _import(name, f"plugin {name!r}")
+        if name not in sys.modules:  # every conversation asks; only the first import in a process does work
+            _import(name, f"plugin {name!r}")
 
 
 def module_sha256(module: Any) -> str | None:
@@ -190,13 +191,15 @@ def resolve_agent(name: str | None, plugins: tuple[str, ...] = ()) -> AgentChoic
     return AgentChoice(name=name, cls=cls, impl=_describe(name, cls))
 
 
-def agent_kwargs(cls: type, tools: list[Any], domain_policy: str, client: ModelClient) -> dict[str, Any]:
+def agent_kwargs(cls: type, tools: list[Any], domain_policy: str, client: ModelClient, *, tool_choice: str = "auto",
+                 recover_text_tool_calls: bool = False) -> dict[str, Any]:
     """The constructor arguments moodbench gives a user's agent class, by name (see README).
 
     ``tools`` and ``domain_policy`` as tau2 gives them; ``llm`` (the agent model's litellm string) and
     ``llm_args`` (its base URL, key, timeout, max_tokens, retries and ``--agent-args``) for classes that
     call models themselves, as tau2's ``LLMAgent`` does; ``client``, moodbench's model layer for the
-    agent model, to classes that ask for it by name.
+    agent model, to classes that ask for it by name; ``tool_choice`` and ``recover_text_tool_calls`` (the run's
+    ``--tool-choice`` and ``--recover-text-tool-calls``) to classes that name them, as moodbench's own agent does.
     """
     try:
         params = inspect.signature(cls).parameters
@@ -210,13 +213,20 @@ def agent_kwargs(cls: type, tools: list[Any], domain_policy: str, client: ModelC
         kwargs["llm_args"] = client.litellm_args()
     if "client" in params:
         kwargs["client"] = client
+    if "tool_choice" in params:
+        kwargs["tool_choice"] = tool_choice
+    if "recover_text_tool_calls" in params:
+        kwargs["recover_text_tool_calls"] = recover_text_tool_calls
     return kwargs
 
 
-def construct_agent(choice: AgentChoice, tools: list[Any], domain_policy: str, client: ModelClient) -> BaseAgent:
+def construct_agent(choice: AgentChoice, tools: list[Any], domain_policy: str, client: ModelClient, *,
+                    tool_choice: str = "auto", recover_text_tool_calls: bool = False) -> BaseAgent:
     """An instance of the user's agent class; a constructor that raises is a :class:`PluginError`."""
+    kwargs = agent_kwargs(choice.cls, tools, domain_policy, client, tool_choice=tool_choice,
+                          recover_text_tool_calls=recover_text_tool_calls)
     try:
-        return choice.cls(**agent_kwargs(choice.cls, tools, domain_policy, client))
+        return choice.cls(**kwargs)
     except Exception as exc:  # noqa: BLE001 - the user's constructor: any error is theirs to fix
         raise PluginError(f"agent {choice.name!r} ({choice.impl.cls}): its constructor raised {type(exc).__name__}: "
                           f"{client.redact(str(exc))}{_where(exc)}") from None
@@ -243,7 +253,8 @@ def message_stats(messages: list[Any], tool_names: set[str]) -> RoleStats:
     return stats
 
 
-def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: ModelClient | None) -> AgentImpl:
+def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: ModelClient | None, *,
+                tool_choice: str = "auto") -> AgentImpl:
     """Resolve the run's agent and build it once on ``domain``'s tools and policy, before anything runs, so a
     bad class or a constructor that raises is exit 2 at once instead of a failed conversation per cell."""
     from moodbench.sim._env_pool import domain_tools, new_environment
@@ -252,6 +263,10 @@ def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: M
     if not choice.builtin:
         if client is None:
             raise ValueError("check_agent needs the agent model's client to build a user's agent class")
+        if tool_choice != "auto" and "tool_choice" not in inspect.signature(choice.cls).parameters:
+            raise PluginError(f"--tool-choice {tool_choice} is applied by the agent, and agent {name!r} ({choice.impl.cls}) "
+                              "takes no tool_choice argument; drop --tool-choice, or accept tool_choice in its constructor "
+                              "(moodbench's own agent does)")
         tools, _ = domain_tools(domain)
-        construct_agent(choice, tools, new_environment(domain).get_policy(), client)
+        construct_agent(choice, tools, new_environment(domain).get_policy(), client, tool_choice=tool_choice)
     return choice.impl
