@@ -222,6 +222,21 @@ def test_agent_code_raising_mid_conversation_is_the_agents_failure(tmp_path: Pat
     assert "agent class bad_agents:CrashingAgent raised KeyError" in row["error"]
 
 
+def test_a_failed_model_call_inside_the_users_agent_is_an_llm_error(tmp_path: Path) -> None:
+    """tau2's LLMAgent calls litellm itself; a 500 there is the endpoint's fault: llm_error, re-run on resume."""
+    script = {**HELPDESK_SCRIPT, "faults": {"error_500_rate": 1.0, "roles": ["agent"]}}
+    with start_scripted_server(script, tmp_path) as srv:
+        res = moodbench("run", "--plugin", "helpdesk", "--domain", "helpdesk", "--task-ids", "locked_out_1", "--variants",
+                        "control", "--agent", "calm_agent:DeescalatingAgent", "--agent-model", "openai/scripted",
+                        "--agent-base-url", srv.base_url, "--skip-preflight", "--max-retries", "0", "--out", tmp_path / "run",
+                        path=[AGENTS, DOMAINS])
+        assert srv.requests(role="agent") and all(r["status"] == 500 for r in srv.requests(role="agent"))
+    assert res.returncode == 0, explain(res)
+    (row,) = rows(tmp_path / "run")
+    assert row["exit_reason"] == "llm_error", row["error"]
+    assert "agent class calm_agent:DeescalatingAgent raised" in row["error"]
+
+
 def test_changed_agent_code_is_refused_on_resume(tmp_path: Path) -> None:
     folder = tmp_path / "mods"
     folder.mkdir()

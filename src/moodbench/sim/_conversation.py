@@ -177,8 +177,8 @@ def _foreign_agent_error(p: _Participants, s: ConversationSettings, exc: Excepti
     frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)]
     if not mro & set(frames):
         return None  # the agent was not running
-    detail = s.agent_client.redact(f"agent class {p.choice.impl.cls} raised {type(exc).__name__}: {exc}\n"
-                                   + traceback.format_exc())[-4000:]
+    head = f"agent class {p.choice.impl.cls} raised {type(exc).__name__}: {str(exc)[:500]}\n"
+    detail = s.agent_client.redact(head + traceback.format_exc()[-3400:])
     if (type(exc).__module__ or "").split(".")[0] in ("litellm", "openai", "httpx"):
         return _Ending(ExitReason.LLM_ERROR, detail)
     ours = {"tau2", "moodbench"}
