@@ -47,6 +47,17 @@ def _spec_overrides() -> dict[str, Any]:
     return out
 
 
+_PLUGIN_HELP = "Python module to import first (repeatable): it may register tau2 domains (and agents) in tau2's registry."
+
+
+def _load_plugins(plugins: list[str] | None) -> None:
+    """Import the modules named by ``--plugin`` (a bad one is exit 2 naming it); only moodbench.sim imports tau2."""
+    if plugins:
+        from moodbench.sim import load_plugins
+
+        load_plugins([p for item in plugins for p in item.split(",") if p.strip()])
+
+
 def _redact_tau2_logs(secrets: list[str]) -> None:
     """tau2 logs conversation content through loguru when MOODBENCH_TAU2_LOGS=1; scrub secrets there too."""
     if not secrets or os.environ.get("MOODBENCH_TAU2_LOGS") != "1":
@@ -182,11 +193,13 @@ def variants(
                                              "model whose control vector and calibrated scale to show."),
     user_format: Optional[str] = typer.Option(None, "--user-format", help="With a steered --show spec: the customer format "
                                               "the scale is calibrated for (default as in `moodbench run`)."),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
 ) -> None:
     """List variants and levels, or print the exact user prompt (and, when steered, the vector and scale) a spec produces."""
     from moodbench.emotions import LEVELS, load_catalog
 
     with command_errors():
+        _load_plugins(plugins)
         catalog = load_catalog(variants_file or [])
         if show is None:
             table = Table(title="moodbench variants (spec: name[@steer|@both][:level][+...], default level moderate)")
@@ -236,11 +249,13 @@ def export(
     fmt: str = typer.Option("tau2", "--format", help="tau2: tau2's Results JSON (opens in `tau2 view`)."),
     out_file: Path = typer.Option(..., "--out", help="File to write."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Only this variant (tau2 files hold one configuration)."),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP + " Needed for a run of a plugin's domain."),
 ) -> None:
     """Export a run in another tool's format."""
     if fmt != "tau2":
         fail(f"unknown format {fmt!r}; valid formats: tau2")
     with command_errors():
+        _load_plugins(plugins)
         from moodbench.sim import export_tau2
 
         n = export_tau2(run_dir, out_file, variant=variant)
@@ -274,6 +289,7 @@ def probe(
     timeout_s: float = typer.Option(defaults.TIMEOUT_S, "--timeout", help="Deadline per request in seconds."),
     max_tokens: int = typer.Option(defaults.MAX_TOKENS, "--max-tokens", min=1),
     args: Optional[str] = typer.Option(None, "--args", help="JSON of extra request parameters, e.g. '{\"temperature\": 0}'."),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
 ) -> None:
     """Check that a model can act as a tau2 agent (tool calls under auto/required) or, with --user, as the customer.
 
@@ -299,6 +315,8 @@ def probe(
     from moodbench.doctor import ProbeError, check_endpoint, render_report, render_user_report, run_probe, run_user_probe
     from moodbench.llm import ModelSpec
 
+    with command_errors():
+        _load_plugins(plugins)
     spec = ModelSpec(model=model, base_urls=(base_url,) if base_url else (), api_key_env=api_key_env, args=extra,
                      max_tokens=max_tokens, timeout_s=timeout_s)
     endpoint = check_endpoint("agent" if not user else "user", model, base_url,

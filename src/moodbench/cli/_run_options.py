@@ -41,6 +41,8 @@ def _cli_type(name: str, field: FieldInfo) -> Any:
     base = _base(field.annotation)
     if base is list and typing.get_args(_strip_none(field.annotation)) == (Path,):
         return Optional[list[Path]]
+    if base is list and field_cli(name).get("repeatable"):
+        return Optional[list[str]]
     if base in (bool, int, float, Path):
         return Optional[base]
     return Optional[str]  # str, Literal choices, comma-separated lists, JSON objects: validated by RunConfig

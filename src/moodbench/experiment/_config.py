@@ -31,14 +31,15 @@ class ConfigError(UsageError):
 
 
 def opt(default: Any = None, help: str = "", *, flag: str | None = None, execution: bool = False,
-        **constraints: Any) -> Any:
+        repeatable: bool = False, **constraints: Any) -> Any:
     """A RunConfig field with its command-line face: ``flag`` (default: ``--field-name``) and ``help``.
 
     The ``moodbench run`` options are generated from these fields, so a field's name, default and
     help exist in one place. ``execution``: the field changes how a run executes, not what it
     measures, so changing it on resume is allowed (it is not part of the run's identity).
+    ``repeatable``: a list field whose flag is given once per value (``--plugin a --plugin b``).
     """
-    extra: dict[str, Any] = {"flag": flag, "execution": execution}
+    extra: dict[str, Any] = {"flag": flag, "execution": execution, "repeatable": repeatable}
     if callable(default) and not isinstance(default, type):
         return Field(default_factory=default, description=help, json_schema_extra=extra, **constraints)
     if default in (list, dict):
@@ -118,6 +119,12 @@ class RunConfig(BaseModel):
         None, "How the customer model sees the conversation: tau2 (tau2's role-flipped chat), transcript (one chat message "
               "holding the conversation) or completion (a transcript continued through /v1/completions; keeps small models "
               "in the customer role). Default: completion for local/ customer models, tau2 otherwise.")
+    agent: str | None = opt(None, "The agent under test: a tau2 agent class as package.module:Class, or a name in tau2's "
+                                  "registry (tau2's llm_agent, or one a --plugin registers). Default: moodbench's own agent "
+                                  "(tau2's LLMAgent calling the agent model through moodbench's model layer).")
+    plugins: list[str] = opt(list, "Python module to import before anything else (repeatable; e.g. mypkg.tau2_plugin): it "
+                                   "may register tau2 agents, domains and task sets, usable as --agent and --domain.",
+                             flag="--plugin", repeatable=True)
     judge_fidelity: bool = opt(False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion "
                                       "at the intended level?).")
 
@@ -146,6 +153,20 @@ class RunConfig(BaseModel):
     @classmethod
     def _lists(cls, v: Any) -> Any:
         return _split_list(v)
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugin_list(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):  # --plugin a --plugin b,c
+            return [p for item in v for p in (_split_list(item) if isinstance(item, str) else [item])]
+        return _split_list(v)
+
+    @field_validator("agent")
+    @classmethod
+    def _agent(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("--agent is empty; give package.module:Class or a registered agent name (or leave it out)")
+        return v.strip() if v else v
 
     @field_validator("agent_base_url", "user_base_url", "judge_base_url")
     @classmethod
@@ -238,6 +259,8 @@ class RunConfig(BaseModel):
         """The fields that make two runs the same experiment (used to refuse a changed config)."""
         data = json.loads(self.model_dump_json())
         data["variants_file"] = [_file_digest(p) for p in self.variants_file]
+        if not data.get("plugins"):  # runs stored before --plugin existed are the same experiment
+            data.pop("plugins", None)
         for key in ("agent_base_url", "user_base_url", "judge_base_url"):  # credentials in a URL never reach disk
             if data.get(key):
                 data[key] = [redact_url(u) for u in data[key]]
@@ -260,7 +283,7 @@ def is_execution_field(name: str) -> bool:
 
 
 def _normalise_keys(data: dict[str, Any]) -> dict[str, Any]:
-    aliases = {"domain": "domains", "variant": "variants", "task_id": "task_ids"}
+    aliases = {"domain": "domains", "variant": "variants", "task_id": "task_ids", "plugin": "plugins"}
     out = {}
     for k, v in data.items():
         key = str(k).replace("-", "_")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodbench.emotions import Catalog, UnknownVariantError, VariantSpec, load_catalog
 from moodbench.experiment._config import ConfigError, RunConfig
-from moodbench.results import Cell
+from moodbench.results import AgentImpl, Cell
 
 if TYPE_CHECKING:
     from moodbench.sim import Task
@@ -25,6 +25,7 @@ class Plan:
     tasks: dict[tuple[str, str], Task]
     all_cells: list[Cell]
     cells: list[Cell]  # this shard's
+    agent_impl: AgentImpl | None = None  # the agent class the conversations use (--agent), checked
 
     def planned(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -46,7 +47,9 @@ def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
 
 def make_plan(config: RunConfig) -> Plan:
     """Resolve tasks (tau2 is imported here, not before) and variants; apply the shard."""
-    from moodbench.sim import domain_tools, load_domain_tasks
+    from moodbench.sim import domain_tools, load_domain_tasks, load_plugins
+
+    load_plugins(config.plugins)  # first: they may register the domains and the agent named below
 
     try:
         catalog = load_catalog(list(config.variants_file))
@@ -83,6 +86,7 @@ def make_plan(config: RunConfig) -> Plan:
         for t in chosen:
             tasks[(domain, t.id)] = t
             order.append((domain, t.id))
+    agent_impl = _check_agent(config)
     # trial-major, then task, then variant: paired cells finish close together
     all_cells = [Cell(d, tid, v, trial) for trial in range(config.trials) for d, tid in order for v in variants]
     cells = all_cells
@@ -90,4 +94,17 @@ def make_plan(config: RunConfig) -> Plan:
         i, n = config.shard_index
         cells = shard_cells(all_cells, i, n)
     return Plan(config=config, catalog=catalog, variants=variants, specs={s.canonical: s for s in specs}, tasks=tasks,
-                all_cells=all_cells, cells=cells)
+                all_cells=all_cells, cells=cells, agent_impl=agent_impl)
+
+
+def _check_agent(config: RunConfig) -> AgentImpl:
+    """The run's agent class, resolved and built once on the first domain (a bad one is exit 2 here)."""
+    from moodbench.llm import ModelClient, ModelSpec
+    from moodbench.sim import check_agent
+
+    if config.agent is None:
+        return check_agent(None, config.plugins, config.domains[0], None)
+    spec = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), api_key_env=config.api_key_env,
+                     args=dict(config.agent_args), max_tokens=config.max_tokens, timeout_s=config.timeout_s,
+                     max_retries=config.max_retries)
+    return check_agent(config.agent, config.plugins, config.domains[0], ModelClient(spec), tool_choice=config.tool_choice)

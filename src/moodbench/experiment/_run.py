@@ -130,6 +130,20 @@ def record_steering(steered: dict[str, SteeredCustomer], store: Store, force_con
         store.set_meta("steering", {**before, **now})
 
 
+def record_agent(plan: Plan, store: Store, force_config: bool, run_dir: Path) -> None:
+    """Record the agent class the run uses (class, version, sha256 of its module file); refuse a resume whose
+    agent code changed, since its conversations would measure another agent in the same run."""
+    if plan.agent_impl is None or plan.config.agent is None:  # moodbench's own agent: upgrading moodbench is allowed
+        return
+    now = plan.agent_impl.model_dump(mode="json")
+    before = store.get_meta("agent")
+    if before is not None and before != now and not force_config:
+        changed = [f"  {k}: {json.dumps(before.get(k))} -> {json.dumps(now.get(k))}" for k in now if before.get(k) != now.get(k)]
+        raise ConfigError(f"{run_dir} was run with another version of the agent class:\n" + "\n".join(changed)
+                          + "\nUse another --out, or --force-config to continue anyway (records keep each version).")
+    store.set_meta("agent", now)
+
+
 def run(config: RunConfig, *, console: Console | None = None, force_config: bool = False, handle_signals: bool = False,
         freeze_gc: bool = False, spec_overrides: dict[str, Any] | None = None) -> RunResult:
     """Run (or resume) every missing cell of ``config`` into ``config.out``, exactly as ``moodbench run`` does.
@@ -193,6 +207,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
     try:
         record_config(identity_config, plan, store, force_config)
         record_steering(steered or {}, store, force_config, run_dir)
+        record_agent(plan, store, force_config, run_dir)
         finished = store.finished_keys()
         todo = [c for c in plan.cells if c.key not in finished]
         from moodbench.results._manifest import git_commit, versions
@@ -218,6 +233,7 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
             user_format=config.user_format, max_steps=config.max_steps, max_errors=config.max_errors,
             base_seed=config.seed, shard=config.shard, judge_fidelity=config.judge_fidelity, freeze_gc=freeze_gc,
             user_clients=steered_clients, steering={v: sc.steering for v, sc in (steered or {}).items()},
+            agent=config.agent, plugins=tuple(config.plugins),
         )
         for v in plan.variants:  # parse once in this thread; workers only read
             settings.persona(v)

@@ -368,6 +368,15 @@ class ModelClient:
             kw["api_key"] = _PLACEHOLDER_KEY
         return kw
 
+    def litellm_args(self) -> dict[str, Any]:
+        """The litellm arguments (without ``model``) that reach this model: for code that calls the model
+        itself (a user's tau2 agent class given ``llm``/``llm_args``), with the same key rule (a custom base
+        URL never gets a key from the environment unless ``api_key_env`` names it) and the first base URL."""
+        kw = self._kwargs(self.spec.base_urls[0] if self.spec.base_urls else None)
+        kw.pop("model", None)
+        kw["num_retries"] = self.spec.max_retries  # no moodbench retry loop around such calls
+        return kw
+
     def _retrying(self, call: _Call) -> tenacity.Retrying:
         """The retry policy of one call: tenacity decides, the breaker's event does the sleeping.
 

@@ -15,6 +15,7 @@ from moodbench.results._record import (
     FLAG_NAMES,
     STOP_TOKENS,
     SUCCESS_TOLERANCE,
+    AgentImpl,
     ConversationRecord,
     ConversationStats,
     ExitReason,
@@ -30,6 +31,7 @@ from moodbench.results._summary import compute_summary, max_k, pass_hat_k, summa
 __all__ = [
     "Cell",
     "DESCRIPTIONS",
+    "AgentImpl",
     "FLAG_NAMES",
     "STOP_TOKENS",
     "SUCCESS_TOLERANCE",

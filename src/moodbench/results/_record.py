@@ -178,6 +178,17 @@ class Steering(BaseModel):
         return f"{self.layers[0]}-{self.layers[1]}" if self.layers else "?"
 
 
+class AgentImpl(BaseModel):
+    """Which agent class played the agent (``--agent``): moodbench's own or a user's tau2 agent class."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str  # as the run named it: a tau2 registry name or package.module:Class
+    cls: str  # module:QualName of the class
+    version: str | None = None  # "distribution version" when an installed distribution provides it
+    sha256: str | None = None  # of the class's module file: identifies unreleased code
+
+
 class ConversationRecord(BaseModel):
     """One stored conversation: the matrix cell, its outcome, its transcript and its accounting.
 
@@ -217,6 +228,7 @@ class ConversationRecord(BaseModel):
     error: str | None = None
     shard: str | None = None
     steering: Steering | None = None
+    agent_impl: AgentImpl | None = None  # None: recorded before --agent existed (moodbench's own agent)
 
     # -- what a record means ----------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ from moodbench.sim._conversation import ConversationSettings, register, run_cell
 from moodbench.sim._env_pool import domain_template, domain_tools, new_environment
 from moodbench.sim._interchange import export_tau2
 from moodbench.sim._outcome import OutcomeInputs, classify
+from moodbench.sim._plugins import BUILTIN_AGENT, AgentChoice, PluginError, check_agent, load_plugins, resolve_agent
 from moodbench.sim._probing import (
     GREETING,
     CustomerReply,
@@ -28,21 +29,25 @@ from moodbench.sim._tau2 import OUT_OF_SCOPE_TOKEN, STOP_TOKEN, TRANSFER_TOKEN, 
 from moodbench.sim._user import EmotionalUserSimulator
 
 __all__ = [
+    "BUILTIN_AGENT",
     "GREETING",
     "OUT_OF_SCOPE_TOKEN",
     "RESPOND_TOOL",
     "STOP_TOKEN",
     "TRANSFER_TOKEN",
     "USER_FORMATS",
+    "AgentChoice",
     "ConversationSettings",
     "CustomerReply",
     "EmotionalUserSimulator",
     "EmptyReplyError",
     "MoodbenchAgent",
     "OutcomeInputs",
+    "PluginError",
     "Task",
     "agent_setup",
     "agent_turn_messages",
+    "check_agent",
     "classify",
     "customer_replies",
     "customer_system_prompt",
@@ -52,8 +57,10 @@ __all__ = [
     "find_task",
     "known_domains",
     "load_domain_tasks",
+    "load_plugins",
     "new_environment",
     "register",
+    "resolve_agent",
     "run_cell",
     "scenario_of",
     "task_needs_agent_tool",

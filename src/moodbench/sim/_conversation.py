@@ -9,12 +9,14 @@ as an exception that stops the run. The steps are separate functions: participan
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tau2.agent.base import BaseAgent
 from tau2.environment.environment import Environment
 from tau2.orchestrator.orchestrator import Orchestrator
 
@@ -23,11 +25,12 @@ from moodbench._util.defaults import UserFormat
 from moodbench.emotions import Catalog
 from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
-from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, FidelityFlags, Steering, sha256
+from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, FidelityFlags, RoleStats, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
 from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
 from moodbench.sim._outcome import OutcomeInputs, classify
+from moodbench.sim._plugins import AgentChoice, construct_agent, load_plugins, message_stats, resolve_agent
 from moodbench.sim._tasks import task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, RewardInfo, SimulationRun, Task, TerminationReason, UserMessage, registry
 from moodbench.sim._user import EmotionalUserSimulator
@@ -69,6 +72,9 @@ class ConversationSettings:
     user_clients: dict[str, ModelClient] = field(default_factory=dict)
     steering: dict[str, Steering] = field(default_factory=dict)
     persona_blocks: dict[str, str | None] = field(default_factory=dict)
+    # --agent / --plugin: names only (imported in whichever process runs the conversation), see sim._plugins
+    agent: str | None = None
+    plugins: tuple[str, ...] = ()
 
     def customer_client(self, variant: str) -> ModelClient:
         return self.user_clients.get(variant, self.user_client)
@@ -83,31 +89,49 @@ class ConversationSettings:
 class _Participants:
     task: Task
     environment: Environment
-    agent: MoodbenchAgent
+    agent: BaseAgent  # moodbench's MoodbenchAgent, or the user's tau2 agent class (--agent)
     user: EmotionalUserSimulator
+    choice: AgentChoice
+    tool_names: set[str] = field(default_factory=set)
 
     @property
     def prompts(self) -> dict[str, str]:
-        return {"agent": self.agent.system_prompt, "user": self.user.system_prompt}
+        agent_prompt = getattr(self.agent, "system_prompt", None)
+        if not isinstance(agent_prompt, str):  # a class without tau2's system_prompt: name it instead
+            agent_prompt = f"(agent class {self.choice.impl.cls} exposes no system_prompt)"
+        return {"agent": agent_prompt, "user": self.user.system_prompt}
+
+    def agent_stats(self, simulation: SimulationRun) -> RoleStats:
+        """moodbench's agent counts its calls as it makes them; another class's are read from its messages."""
+        if isinstance(self.agent, MoodbenchAgent):
+            return self.agent.stats
+        return message_stats(simulation.messages, self.tool_names)
 
 
 def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
     """Environment, agent and user for one conversation, all through tau2's registry."""
     register()
+    load_plugins(s.plugins)  # their domains must exist in this process's registry (workers too)
     task = s.tasks[(cell.domain, cell.task_id)]
     # tau2's constructor, fed a per-process template DB (pooled: handed back after scoring), tool
     # schemas built once per domain; see sim._env_pool
     environment = new_environment(cell.domain, pooled=True, freeze_gc=s.freeze_gc)
     tools, user_tools = domain_tools(cell.domain)
-    agent = registry.get_agent_constructor(AGENT_NAME)(
-        tools=tools, domain_policy=environment.get_policy(), client=s.agent_client,
-        tool_choice=s.tool_choice, recover_text_tool_calls=s.recover_text_tool_calls,
-    )
+    choice = resolve_agent(s.agent, s.plugins)
+    agent: BaseAgent
+    if choice.builtin:
+        agent = registry.get_agent_constructor(AGENT_NAME)(
+            tools=tools, domain_policy=environment.get_policy(), client=s.agent_client,
+            tool_choice=s.tool_choice, recover_text_tool_calls=s.recover_text_tool_calls,
+        )
+    else:
+        agent = construct_agent(choice, tools, environment.get_policy(), s.agent_client, tool_choice=s.tool_choice,
+                                recover_text_tool_calls=s.recover_text_tool_calls)
     user = registry.get_user_constructor(USER_NAME)(
         tools=user_tools or None, instructions=str(task.user_scenario), persona_block=s.persona(cell.variant),
         client=s.customer_client(cell.variant), user_format=s.user_format,
     )
-    return _Participants(task, environment, agent, user)
+    return _Participants(task, environment, agent, user, choice, {t.name for t in tools})
 
 
 def _now() -> str:
@@ -135,10 +159,36 @@ def _orchestrate(cell: Cell, p: _Participants, s: ConversationSettings, seed: in
         ending = _Ending(ExitReason.CONTEXT_WINDOW_EXCEEDED, f"{type(exc).__name__}: {exc}")
     except EmptyReplyError as exc:
         ending = _Ending(ExitReason.AGENT_ERROR if exc.role == "agent" else ExitReason.USER_ERROR, f"{type(exc).__name__}: {exc}")
-    except Exception:  # noqa: BLE001 - a bug must cost one cell, not the run
-        ending = _Ending(ExitReason.HARNESS_ERROR, p.agent.client.redact(traceback.format_exc())[-4000:])
+    except Exception as exc:  # noqa: BLE001 - a bug must cost one cell, not the run
+        ending = _foreign_agent_error(p, s, exc) or _Ending(ExitReason.HARNESS_ERROR, s.agent_client.redact(traceback.format_exc())[-4000:])
     reason = TerminationReason.USER_ERROR if ending.forced == ExitReason.USER_ERROR else TerminationReason.AGENT_ERROR
     return _partial(orchestrator, cell, seed, started_at, t0, reason), ending
+
+
+def _foreign_agent_error(p: _Participants, s: ConversationSettings, exc: Exception) -> _Ending | None:
+    """An exception raised while a user's agent class was running: a model call that failed there (litellm,
+    openai, httpx) is ``llm_error`` (excluded, re-run on resume); an error raised by the user's own code
+    (the nearest frame of the class's modules or tau2's and moodbench's is theirs) is the agent's failure
+    (``agent_error``, scored). None: anything else (a harness error, as with moodbench's own agent)."""
+    if p.choice.builtin:
+        return None
+    mro = {getattr(sys.modules.get(c.__module__), "__file__", None) for c in type(p.agent).__mro__} - {None}
+    frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)]
+    if not mro & set(frames):
+        return None  # the agent was not running
+    head = f"agent class {p.choice.impl.cls} raised {type(exc).__name__}: {str(exc)[:500]}\n"
+    detail = s.agent_client.redact(head + traceback.format_exc()[-3400:])
+    if (type(exc).__module__ or "").split(".")[0] in ("litellm", "openai", "httpx"):
+        return _Ending(ExitReason.LLM_ERROR, detail)
+    ours = {"tau2", "moodbench"}
+    users = {f for c in type(p.agent).__mro__ if c.__module__.split(".")[0] not in ours | {"builtins", "abc", "typing"}
+             for f in [getattr(sys.modules.get(c.__module__), "__file__", None)] if f}
+    for filename in reversed(frames):
+        if filename in users:
+            return _Ending(ExitReason.AGENT_ERROR, detail)
+        if any(f"/{pkg}/" in filename.replace("\\", "/") for pkg in ours):
+            return None
+    return None
 
 
 def _partial(orch: Orchestrator, cell: Cell, seed: int, started_at: str, t0: float, reason: TerminationReason) -> SimulationRun:
@@ -196,7 +246,8 @@ def _value(x: Any) -> str | None:
     return getattr(x, "value", x)
 
 
-def _exit_reason(p: _Participants, simulation: SimulationRun, reward: float | None, ending: _Ending) -> ExitReason:
+def _exit_reason(p: _Participants, simulation: SimulationRun, reward: float | None, ending: _Ending,
+                 agent: RoleStats) -> ExitReason:
     if ending.forced is not None and ending.forced in (*_NOT_SCORED, ExitReason.CONTEXT_WINDOW_EXCEEDED):
         return ending.forced
     messages = simulation.messages
@@ -207,8 +258,8 @@ def _exit_reason(p: _Participants, simulation: SimulationRun, reward: float | No
         reward=reward,
         termination_reason=ending.forced.value if ending.forced else _value(simulation.termination_reason),
         last_user_text=last_user,
-        agent_tool_calls=p.agent.stats.tool_calls,
-        agent_invalid_calls=p.agent.stats.invalid_json_calls + p.agent.stats.unknown_tool_calls,
+        agent_tool_calls=agent.tool_calls,
+        agent_invalid_calls=agent.invalid_json_calls + agent.unknown_tool_calls,
         task_needs_agent_tool=task_needs_agent_tool(p.task),
         transferred=transferred,
     ))
@@ -247,9 +298,9 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
     simulation, ending = _orchestrate(cell, p, s, seed, started_at, t0)
     reward_info, judge_record = _score(cell, p, simulation, s, ending)
     reward = reward_info.reward if reward_info is not None and ending.forced not in _NOT_SCORED else None
-    exit_reason = _exit_reason(p, simulation, reward, ending)
+    agent, user = p.agent_stats(simulation), p.user.stats
+    exit_reason = _exit_reason(p, simulation, reward, ending, agent)
     dumped = simulation.model_dump(mode="json")
-    agent, user = p.agent.stats, p.user.stats
     record = ConversationRecord(
         cell_key=cell.key, domain=cell.domain, task_id=cell.task_id, variant=cell.variant, trial=cell.trial, seed=seed,
         reward=reward, exit_reason=exit_reason, termination_reason=_value(simulation.termination_reason),
@@ -261,11 +312,11 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
         user_prompt_tokens=user.prompt_tokens, user_completion_tokens=user.completion_tokens,
         cost_usd=agent.cost_usd + user.cost_usd,
         wall_seconds=round(time.perf_counter() - t0, 4), started_at=started_at, finished_at=_now(),
-        stats=ConversationStats(agent=agent, user=user, respond_tool_uses=p.agent.respond_tool_uses,
+        stats=ConversationStats(agent=agent, user=user, respond_tool_uses=getattr(p.agent, "respond_tool_uses", 0),
                                 turns=sum(1 for m in simulation.messages if isinstance(m, UserMessage) and m.content),
                                 messages=len(simulation.messages), judge=judge_record),
         flags=_fidelity(cell, p, dumped.get("messages") or [], s, ending, prompts["user"]),
-        error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant),
+        error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant), agent_impl=p.choice.impl,
     )
     release_environment(cell.domain, p.environment)  # scored and recorded: its database is reused
     return record, prompts

@@ -105,7 +105,8 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
         max_steps=int(config.get("max_steps", 100)),
         max_errors=int(config.get("max_errors", 10)),
         user_info=UserInfo(implementation="moodbench_user", llm=user_model, llm_args={"variant": variant or "all"}),
-        agent_info=AgentInfo(implementation="moodbench_agent", llm=agent_model, llm_args=config.get("agent_args") or {}),
+        agent_info=AgentInfo(implementation=config.get("agent") or "moodbench_agent", llm=agent_model,
+                             llm_args=config.get("agent_args") or {}),
         environment_info=EnvironmentInfo(domain_name=domain, policy="", tool_defs=None),
         seed=config.get("seed"),
     )

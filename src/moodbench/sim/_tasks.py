@@ -13,7 +13,8 @@ def known_domains() -> list[str]:
 def load_domain_tasks(domain: str, split: str | None = None) -> list[Task]:
     """The tasks of ``domain`` (optionally one tau2 task split), in tau2's order."""
     if domain not in known_domains():
-        raise UsageError(f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())}")
+        raise UsageError(f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())} (a domain of your own is "
+                         "registered by a plugin module: name it with --plugin MODULE)")
     try:
         return list(load_tasks(domain, split) if split else load_tasks(domain))
     except Exception as exc:  # noqa: BLE001 - tau2 raises assorted errors for bad splits
