@@ -46,6 +46,7 @@ from moodbench.analysis._manipulation import (
     manipulation_check,
     manipulation_family,
 )
+from moodbench.analysis._pairing import FACTS_MISSING_MAX, pairing_checks
 from moodbench.analysis._planning import (
     DEFAULT_BASELINE_SUCCESS,
     DEFAULT_EFFECT_SD,
