@@ -7,6 +7,15 @@ to report.json unchanged. One inference stands behind every claim: the task-clus
 ``benchmarks/calibration.py`` measures the same functions on simulated experiments.
 """
 
+from moodbench.analysis._anatomy import (
+    APOLOGY_LEXICON,
+    DESCRIPTIVE,
+    EMPATHY_LEXICON,
+    MEASURES,
+    anatomy_effects,
+    conversation_anatomy,
+    flipping_tasks,
+)
 from moodbench.analysis._claims import (
     POOLED,
     SUBSETS,
@@ -18,6 +27,7 @@ from moodbench.analysis._claims import (
     scopes_of,
 )
 from moodbench.analysis._conversations import FIDELITY_MAX_FLAGGED, FIDELITY_MAX_GAP, conversation_stats, fidelity
+from moodbench.analysis._delivery import DELIVERY_MAX_GAP, delivery, delivery_effects
 from moodbench.analysis._dose import dose_groups, dose_response_table
 from moodbench.analysis._inference import (
     ALPHA,
@@ -60,6 +70,16 @@ from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
 
 __all__ = [
+    "delivery_effects",
+    "delivery",
+    "DELIVERY_MAX_GAP",
+    "flipping_tasks",
+    "conversation_anatomy",
+    "anatomy_effects",
+    "MEASURES",
+    "EMPATHY_LEXICON",
+    "DESCRIPTIVE",
+    "APOLOGY_LEXICON",
     "ALPHA",
     "CLAIMS",
     "CONFIDENCE",

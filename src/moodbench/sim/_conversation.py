@@ -25,6 +25,7 @@ from moodbench.results import ConversationRecord, ConversationStats, ExitReason,
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
 from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
+from moodbench.sim._facts import task_facts
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, RewardInfo, SimulationRun, Task, TerminationReason, UserMessage, registry
@@ -267,6 +268,7 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
                                 messages=len(simulation.messages), judge=judge_record),
         flags=_fidelity(cell, p, dumped.get("messages") or [], s, ending, prompts["user"]),
         error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant),
+        task_facts=task_facts(p.task, simulation.messages, p.environment),
     )
     release_environment(cell.domain, p.environment)  # scored and recorded: its database is reused
     return record, prompts

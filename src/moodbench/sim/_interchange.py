@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
-from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
+from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, TaskFacts, sha256, write_summary
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
@@ -191,8 +191,17 @@ def _record(results: Results, sim: SimulationRun, task: Task, variant: str, tria
         stats=ConversationStats(turns=sum(1 for m in sim.messages if isinstance(m, UserMessage) and m.content), messages=len(sim.messages)),
         flags=fidelity_flags(messages, scenario_of(task), user_prompt=prompts.get("user")),
         error=error,
+        task_facts=_task_facts(task, sim, domain),
     )
     return record, prompts
+
+
+def _task_facts(task: Task, sim: SimulationRun, domain: str) -> TaskFacts | None:
+    """The failure anatomy's task facts (sim._facts); none for a domain this tau2 does not know."""
+    from moodbench.sim._facts import task_facts
+    from moodbench.sim._tasks import known_domains
+
+    return task_facts(task, sim.messages, domain=domain) if domain in known_domains() else None
 
 
 def _read(path: Path, variant: str) -> _File:
