@@ -108,6 +108,7 @@ def _needs_build(run_dir: Path, out: Path) -> bool:
 
 def view_command(run_dir: Path, port: int, open_browser: bool, console: Console) -> int:
     """Serve RUN_DIR/report on 127.0.0.1 (building it first when missing or stale) until interrupted."""
+    from moodbench.report._anatomy_section import pair_pages
     from moodbench.report._builder import ReportError, build_report
     from moodbench.report._viewer import open_in_browser, start_server
     from moodbench.results import summary_for_run
@@ -127,7 +128,7 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
             console.print(f"[bold red]error:[/] {exc}", highlight=False)
             return 2
     try:
-        server = start_server(out, port)
+        server = start_server(out, port, pair_page=pair_pages([run_dir]))
     except OSError as exc:
         console.print(f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False)
         return 2

@@ -191,3 +191,42 @@ def dose_plot(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
     fig.suptitle("Dose-response: effect per intensity level, paired with the baseline (95% CI)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def anatomy_plot(rows: list[dict[str, Any]], runs: list[str], measures: list[str], path: Path) -> dict[str, str]:
+    """Failure anatomy: one small panel per measure (reward components first, then agent behaviours), the paired
+    difference variant − baseline with its task-clustered 95% CI per variant (descriptive, no claims)."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows)) or ["–"]
+    shown = [m for m in measures if any(r["measure"] == m and r["diff"] is not None for r in rows)] or measures[:1]
+    cols = min(5, len(shown))
+    nrows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols + 1.0, (0.32 * len(variants) + 0.9) * nrows + 0.6),
+                             sharey=True, squeeze=False)
+    offs = _offsets(len(runs), 0.4)
+    for i, ax in enumerate(ax for row in axes for ax in row):
+        if i >= len(shown):
+            ax.axis("off")
+            continue
+        m = shown[i]
+        ax.axvline(0, color="#444", lw=0.8, zorder=1)
+        for ri, run in enumerate(runs):
+            for vi, v in enumerate(variants):
+                r = next((x for x in rows if x["run"] == run and x["variant"] == v and x["measure"] == m), None)
+                if r is None or r["diff"] is None:
+                    continue
+                lo, hi = r["ci"]
+                err = None if lo is None else [[r["diff"] - lo], [hi - r["diff"]]]
+                ax.errorbar(r["diff"], vi + offs[ri], xerr=err, fmt="o", ms=4, capsize=2, lw=1.2,
+                            color=RUN_COLORS[ri % len(RUN_COLORS)])
+        ax.set_title(m.replace("_", " "), fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", color="#eeeeee", lw=0.5)
+    axes[0][0].set_yticks(range(len(variants)))
+    axes[0][0].set_yticklabels(variants)
+    axes[0][0].invert_yaxis()
+    fig.suptitle("How the agent failed: variant − baseline per measure, task-clustered 95% CI (descriptive)", fontsize=10)
+    if len(runs) > 1:
+        fig.legend(handles=[Line2D([], [], marker="o", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=run)
+                            for i, run in enumerate(runs)], loc="lower center", ncol=min(4, len(runs)), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
