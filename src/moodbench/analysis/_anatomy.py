@@ -238,9 +238,12 @@ def paired_rows(pairs: Sequence[Pair], measures: dict[str, str], value: Callable
 
 
 def anatomy_effects(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str],
-                    measure: Callable[[ConversationRecord], dict[str, float | None]] | None = None) -> list[dict[str, Any]]:
-    """Per variant and measure, the paired difference against the baseline (all domains pooled)."""
-    cache: dict[int, dict[str, float | None]] = {}
+                    measure: Callable[[ConversationRecord], dict[str, float | None]] | None = None,
+                    cache: dict[int, dict[str, float | None]] | None = None) -> list[dict[str, Any]]:
+    """Per variant and measure, the paired difference against the baseline (all domains pooled).
+
+    ``cache``: record id() -> measures, filled here, for callers that show the same conversations again."""
+    cache = {} if cache is None else cache
 
     def value(c: ConversationRecord) -> dict[str, float | None]:
         key = id(c)

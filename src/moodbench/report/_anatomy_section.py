@@ -10,6 +10,7 @@ one plot, writes report.md's section and the side-by-side pages of the pairs tha
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from moodbench.analysis._anatomy import (
 from moodbench.analysis._delivery import DELIVERY_MAX_GAP, delivery, delivery_effects
 from moodbench.report._markdown import md_cell, md_text
 from moodbench.report._render import ci, fmt, pct, render, signed
-from moodbench.results import ConversationRecord, Run
+from moodbench.results import STOP_TOKENS, ConversationRecord, Run
 
 __all__ = ["PAIR_PAGE", "add_anatomy", "anatomy_markdown", "anatomy_pages", "first_divergence", "pair_pages", "render_pair"]
 
@@ -49,15 +50,18 @@ def pair_name(base_id: int | None, var_id: int | None) -> str:
 # --------------------------------------------------------------------------- report.json
 
 
-def add_anatomy(data: dict[str, Any], runs: list[Run], baseline: str) -> None:
-    """Add ``data["anatomy"]`` (fields only added, never renamed) and a warning per delivery caveat."""
+def add_anatomy(data: dict[str, Any], runs: list[Run], baseline: str) -> dict[int, dict[str, float | None]]:
+    """Add ``data["anatomy"]`` (fields only added, never renamed) and a warning per delivery caveat.
+
+    Returns the per-conversation measures (by record ``id()``), for :func:`anatomy_pages`."""
+    cache: dict[int, dict[str, float | None]] = {}
     effects: list[dict[str, Any]] = []
     flips: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     multi = len(runs) > 1
     for run in runs:
         tag = {"run": run.label}
-        effects += [{**tag, **r} for r in anatomy_effects(run.records, baseline, run.variants)]
+        effects += [{**tag, **r} for r in anatomy_effects(run.records, baseline, run.variants, cache=cache)]
         for f in flipping_tasks(run.records, baseline, run.variants):
             for x in f["flips"]:
                 x["page"] = f"transcripts/{run.slug}/{pair_name(x['baseline_id'], x['variant_id'])}"
@@ -78,13 +82,17 @@ def add_anatomy(data: dict[str, Any], runs: list[Run], baseline: str) -> None:
                         "delivery_max_gap": DELIVERY_MAX_GAP},
         "effects": effects, "flipping_tasks": flips, "delivery": deliveries,
     }
+    return cache
 
 
 # --------------------------------------------------------------------------- pages
 
 
-def anatomy_pages(runs: list[Run], data: dict[str, Any], out: Path) -> dict[str, dict[str, str]]:
-    """The section's plot and the side-by-side page of every flipped pair; returns the figure."""
+def anatomy_pages(runs: list[Run], data: dict[str, Any], out: Path,
+                  measured: dict[int, dict[str, float | None]] | None = None) -> dict[str, dict[str, str]]:
+    """The section's plot and the side-by-side page of every flipped pair; returns the figure.
+
+    ``measured``: what :func:`add_anatomy` returned (saves measuring the flipped conversations again)."""
     from moodbench.report._plots import anatomy_plot
 
     an = data["anatomy"]
@@ -97,9 +105,9 @@ def anatomy_pages(runs: list[Run], data: dict[str, Any], out: Path) -> dict[str,
         for x in f["flips"]:
             b, v = records.get(x["baseline_id"]), records.get(x["variant_id"])
             if b is not None and v is not None:
-                (folder / pair_name(b.id, v.id)).write_text(render_pair(run, b, v), encoding="utf-8")
+                (folder / pair_name(b.id, v.id)).write_text(render_pair(run, b, v, measured), encoding="utf-8")
     labels = [r.label for r in runs]
-    return {"anatomy": anatomy_plot(an["effects"], labels, list(MEASURES), Path(out) / "plots" / "anatomy.png")}
+    return {"anatomy": anatomy_plot(an["effects"], labels, [list(COMPONENTS), list(BEHAVIOURS)], Path(out) / "plots" / "anatomy.png")}
 
 
 def _comparable(m: dict[str, Any]) -> tuple[Any, ...]:
@@ -115,18 +123,43 @@ def first_divergence(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> int | 
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _side(run: Run, c: ConversationRecord) -> dict[str, Any]:
-    from moodbench.report._viewer import _messages, _reward, outcome, page_name
+_LABELS = {"assistant": "Agent", "user": "Customer", "tool": "Tool result"}
+FOLD_AT = 600  # characters of a tool result shown open
 
+
+def _messages(c: ConversationRecord) -> list[dict[str, Any]]:
+    """The transcript as the pair page shows it: tool results and arguments as stored (compact JSON, not
+    re-indented as on the single-conversation page: a report writes many of these pages)."""
+    out = []
+    for m in c.messages:
+        role = str(m.get("role"))
+        content = m.get("content") if isinstance(m.get("content"), str) else None
+        badges = []
+        if (m.get("raw_data") or {}).get("invalid_json_arguments"):
+            badges.append("invalid JSON arguments")
+        if content and any(t in content for t in STOP_TOKENS):
+            badges.append("ends the conversation")
+        out.append({"role": role, "label": _LABELS.get(role, role), "content": content, "error": bool(m.get("error")),
+                    "folded": role == "tool" and len(content or "") > FOLD_AT, "badges": badges,
+                    "tool_calls": [{"name": tc.get("name"), "arguments": tc.get("arguments") if isinstance(tc.get("arguments"), str)
+                                    else json.dumps(tc.get("arguments") or {}, ensure_ascii=False)} for tc in (m.get("tool_calls") or [])]})
+    return out
+
+
+def _side(run: Run, c: ConversationRecord, measured: dict[int, dict[str, float | None]] | None) -> dict[str, Any]:
+    from moodbench.report._viewer import _reward, outcome, page_name
+
+    known = (measured or {}).get(id(c))
     return {"c": c, "outcome": outcome(c), "messages": _messages(c), "reward": _reward(c.reward_info),
-            "anatomy": conversation_anatomy(c), "delivery": delivery(c), "page": page_name(c),
+            "anatomy": known if known is not None else conversation_anatomy(c), "delivery": delivery(c), "page": page_name(c),
             "gold": [a.model_dump() for a in c.task_facts.gold_actions] if c.task_facts else [],
             "writes": [w.model_dump() for w in c.task_facts.write_calls] if c.task_facts else []}
 
 
-def render_pair(run: Run, base: ConversationRecord, var: ConversationRecord) -> str:
+def render_pair(run: Run, base: ConversationRecord, var: ConversationRecord,
+                measured: dict[int, dict[str, float | None]] | None = None) -> str:
     """The side-by-side page of one matched pair: baseline left, variant right, first divergent message marked."""
-    left, right = _side(run, base), _side(run, var)
+    left, right = _side(run, base, measured), _side(run, var, measured)
     n = max(len(left["messages"]), len(right["messages"]))
     rows = [(left["messages"][i] if i < len(left["messages"]) else None, right["messages"][i] if i < len(right["messages"]) else None)
             for i in range(n)]

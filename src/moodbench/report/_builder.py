@@ -316,16 +316,17 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     judges = judge_runs(runs, judge_model, judge_base_url, out, say)
     data = report_data(runs, baseline, judges, say)
+    measured = None
     if anatomy:
         say("failure anatomy")
-        add_anatomy(data, runs, baseline)
+        measured = add_anatomy(data, runs, baseline)
     json_path, md_path, html_path = out / "report.json", out / "report.md", out / "report.html"
     index = out / "transcripts" / "index.html"
     if pages:
         say("drawing plots")
         figures = _figures(data, out / "plots")
         if anatomy:
-            figures.update(anatomy_pages(runs, data, out))
+            figures.update(anatomy_pages(runs, data, out, measured))
         data["plots"] = {k: v["file"] for k, v in figures.items()}
         say("writing transcript pages")
         from moodbench.report._viewer import write_transcripts
