@@ -199,6 +199,11 @@ def test_report_section(built: Path, report: dict[str, Any]) -> None:
     assert d["frustration"]["reward_all"]["diff"] == pytest.approx(-1 / 3)
     assert not d["anger"]["delivered_less"]
     assert any("stated less of the task's facts" in w["text"] for w in report["warnings"])
+    headline = next(e for e in report["effects"] if e["variant"] == "frustration" and e["domain"] == "all" and e["subset"] == "all")
+    assert "delivered_less" in [c["kind"] for c in headline["caveats"]] and headline["trust"] != "ok"
+    assert "claim" in headline  # the caveat sits beside the claim, which the anatomy never changes
+    angry = next(e for e in report["effects"] if e["variant"] == "anger" and e["domain"] == "all" and e["subset"] == "all")
+    assert "delivered_less" not in [c["kind"] for c in angry["caveats"]]
     flip = next(f for f in an["flipping_tasks"] if f["variant"] == "frustration")
     page = built / "report" / flip["flips"][0]["page"]
     html = page.read_text()
@@ -208,6 +213,15 @@ def test_report_section(built: Path, report: dict[str, Any]) -> None:
     page_html = (built / "report" / "report.html").read_text()
     assert 'id="anatomy-table"' in page_html and 'id="plot-anatomy"' in page_html and 'class="pair-link"' in page_html
     assert (built / "report" / "plots" / "anatomy.png").stat().st_size > 1000
+
+
+def test_report_json_on_stdout_has_the_anatomy(built: Path, report: dict[str, Any]) -> None:
+    r = subprocess.run(CLI + ["report", str(built / "run"), "--json"], capture_output=True, text=True, env=cli_env(), timeout=300,
+                       cwd=built)
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = json.loads(r.stdout)
+    assert printed["anatomy"]["effects"] == report["anatomy"]["effects"]
+    assert printed["anatomy"]["flipping_tasks"] == report["anatomy"]["flipping_tasks"]
 
 
 def test_first_divergence(records: dict[tuple[str, str], ConversationRecord]) -> None:

@@ -284,7 +284,7 @@ def test_report_command_prints_headline_and_writes_files(data_dir: Path) -> None
     # self-contained: inline CSS, embedded images, nothing fetched from a network
     assert "<style>" in html_text and not re.search(r"""(src|href)=["']https?://""", html_text)
     assert not re.search(r"<link[^>]+stylesheet", html_text)
-    assert html_text.count('src="data:image/png;base64,') == 3
+    assert html_text.count('src="data:image/png;base64,') == 4  # effects, exit reasons, manipulation, failure anatomy
 
 
 def test_report_numbers_match_summary_json(data_dir: Path) -> None:

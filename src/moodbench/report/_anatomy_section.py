@@ -74,6 +74,7 @@ def add_anatomy(data: dict[str, Any], runs: list[Run], baseline: str) -> dict[in
             if d["caveat"]:
                 data.setdefault("warnings", []).append(
                     {"level": "warn", "text": (f"{run.label}: " if multi else "") + d["caveat"]})
+                _caveat_effects(data, run.label, d)
     data["anatomy"] = {
         "status": DESCRIPTIVE, "method": METHOD, "measures": MEASURES,
         "components": list(COMPONENTS), "behaviours": list(BEHAVIOURS),
@@ -83,6 +84,22 @@ def add_anatomy(data: dict[str, Any], runs: list[Run], baseline: str) -> dict[in
         "effects": effects, "flipping_tasks": flips, "delivery": deliveries,
     }
     return cache
+
+
+def _caveat_effects(data: dict[str, Any], label: str, d: dict[str, Any]) -> None:
+    """Put the delivery caveat beside the variant's pooled reward effects (``caveats``; trust at least caution).
+
+    The claim is untouched: like every validity caveat it says how far to believe it, and the effect on the pairs
+    where both customers stated every fact stands beside it in the section."""
+    full = d["reward_all_delivered"]
+    text = (f"{d['caveat']} (there: {signed(full['diff'])} {ci(*full['ci'])} on {full['n_pairs']} pairs; "
+            f"all pairs {signed(d['reward_all']['diff'])})")
+    for e in data.get("effects", []):
+        if e.get("run") == label and e.get("variant") == d["variant"] and e.get("domain") == POOLED:
+            e.setdefault("caveats", []).append({"kind": "delivered_less", "level": "caution",
+                                                "short": "customer delivered less", "text": text})
+            if e.get("trust") == "ok":
+                e["trust"] = "caution"
 
 
 # --------------------------------------------------------------------------- pages

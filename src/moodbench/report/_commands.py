@@ -69,6 +69,7 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
     ``as_json``: compute the numbers only (no pages, plots or transcript files) and print report.json's
     content on standard output, for scripts.
     """
+    from moodbench.report._anatomy_section import add_anatomy
     from moodbench.report._builder import ReportError, build_report, judge_runs, load_runs, report_data
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -81,6 +82,7 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
             runs = load_runs(run_dirs, baseline)
             judges = judge_runs(runs, judge_model, judge_base_url, Path(out) if out else None, say)
             data = report_data(runs, baseline, judges, say)
+            add_anatomy(data, runs, baseline)  # report.json's "anatomy", as build_report adds it
             sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
             sys.stdout.flush()
             return 0
