@@ -20,6 +20,7 @@ the delivery caveat, the flipping tasks with their side-by-side pages, report.md
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -259,3 +260,22 @@ def test_identifier_pattern() -> None:
             {"role": "tool", "content": '{"user_id": "mei_lee_1"}'},
             {"role": "assistant", "tool_calls": [{"name": "x", "arguments": {"user_id": "mei_lee_1", "item_ids": ["99887766"]}}]}]
     assert hallucinated_ids(msgs) == ["99887766"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (./test installs it with apt-get when run as root)")
+def test_pair_page_renders_in_chromium(built: Path, report: dict[str, Any], tmp_path: Path) -> None:
+    flip = next(f for f in report["anatomy"]["flipping_tasks"] if f["variant"] == "impatience")
+    page = built / "report" / flip["flips"][0]["page"]
+    r = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not [line for line in r.stderr.splitlines() if "CONSOLE" in line]
+    dom = r.stdout
+    # baseline left, variant right; the impatient pair diverges at the customer's first words, and the unrequested
+    # write shows as "not in gold" on the variant's side
+    assert dom.index("baseline: control") < dom.index("variant: impatience")
+    assert 'id="diverge"' in dom and "not in gold" in dom and '"status": "pending"' in dom

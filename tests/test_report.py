@@ -575,7 +575,7 @@ def test_report_renders_in_chromium(data_dir: Path, tmp_path: Path) -> None:
     probe, console = _probe_page(page, "", tmp_path / "profile")
     assert console == "", "console output while loading the report:\n" + console
     images = {i[0]: i for i in probe["images"]}
-    assert set(images) == {"plot-effects", "plot-manipulation", "plot-exit"}
+    assert set(images) == {"plot-effects", "plot-manipulation", "plot-exit", "plot-anatomy"}
     assert all(i[1] and i[2] > 300 for i in images.values()), images  # decoded, real width
     tables = dict((t[0], t[1]) for t in probe["tables"] if t[0])
     assert tables["headline"] == 1 + 1 + 3  # header, baseline, three variants
