@@ -279,7 +279,7 @@ def test_report_command_prints_headline_and_writes_files(data_dir: Path) -> None
     # self-contained: inline CSS, embedded images, nothing fetched from a network
     assert "<style>" in html_text and not re.search(r"""(src|href)=["']https?://""", html_text)
     assert not re.search(r"<link[^>]+stylesheet", html_text)
-    assert html_text.count('src="data:image/png;base64,') == 3
+    assert html_text.count('src="data:image/png;base64,') == 4  # effects, exit reasons, manipulation, failure anatomy
 
 
 def test_report_numbers_match_summary_json(data_dir: Path) -> None:
@@ -570,7 +570,7 @@ def test_report_renders_in_chromium(data_dir: Path, tmp_path: Path) -> None:
     probe, console = _probe_page(page, "", tmp_path / "profile")
     assert console == "", "console output while loading the report:\n" + console
     images = {i[0]: i for i in probe["images"]}
-    assert set(images) == {"plot-effects", "plot-manipulation", "plot-exit"}
+    assert set(images) == {"plot-effects", "plot-manipulation", "plot-exit", "plot-anatomy"}
     assert all(i[1] and i[2] > 300 for i in images.values()), images  # decoded, real width
     tables = dict((t[0], t[1]) for t in probe["tables"] if t[0])
     assert tables["headline"] == 1 + 1 + 3  # header, baseline, three variants

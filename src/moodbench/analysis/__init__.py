@@ -7,6 +7,15 @@ to report.json unchanged. One inference stands behind every claim: the task-clus
 ``benchmarks/calibration.py`` measures the same functions on simulated experiments.
 """
 
+from moodbench.analysis._anatomy import (
+    APOLOGY_LEXICON,
+    DESCRIPTIVE,
+    EMPATHY_LEXICON,
+    MEASURES,
+    anatomy_effects,
+    conversation_anatomy,
+    flipping_tasks,
+)
 from moodbench.analysis._claims import (
     POOLED,
     SUBSETS,
@@ -18,6 +27,7 @@ from moodbench.analysis._claims import (
     scopes_of,
 )
 from moodbench.analysis._conversations import FIDELITY_MAX_FLAGGED, FIDELITY_MAX_GAP, conversation_stats, fidelity
+from moodbench.analysis._delivery import DELIVERY_MAX_GAP, delivery, delivery_effects
 from moodbench.analysis._dose import dose_groups, dose_response_table
 from moodbench.analysis._inference import (
     ALPHA,
@@ -64,17 +74,22 @@ from moodbench.analysis._variants import Dose, dose_of
 
 __all__ = [
     "ALPHA",
+    "APOLOGY_LEXICON",
     "CLAIMS",
     "CONFIDENCE",
     "DEFAULT_BASELINE_SUCCESS",
     "DEFAULT_EFFECT_SD",
     "DEFAULT_ICC",
     "DEFAULT_PAIR_CORR",
+    "DELIVERY_MAX_GAP",
+    "DESCRIPTIVE",
     "EARLY_TURNS",
     "FACTS_MISSING_MAX",
     "NOT_APPLICABLE",
+    "EMPATHY_LEXICON",
     "FIDELITY_MAX_FLAGGED",
     "FIDELITY_MAX_GAP",
+    "MEASURES",
     "METHOD",
     "MIN_EFFECT",
     "MIN_PAIRS",
@@ -90,11 +105,15 @@ __all__ = [
     "Dose",
     "aa_split",
     "adjust_pvalues",
+    "anatomy_effects",
     "claim",
     "claim_effects",
     "claim_family",
     "comparison_summary",
+    "conversation_anatomy",
     "conversation_stats",
+    "delivery",
+    "delivery_effects",
     "design_from_pilot",
     "dose_groups",
     "dose_of",
@@ -104,6 +123,7 @@ __all__ = [
     "early_user_texts",
     "family_size",
     "fidelity",
+    "flipping_tasks",
     "manipulation_check",
     "manipulation_family",
     "manipulation_test",

@@ -71,6 +71,7 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
     ``as_json``: compute the numbers only (no pages, plots or transcript files) and print report.json's
     content on standard output, for scripts.
     """
+    from moodbench.report._anatomy_section import add_anatomy
     from moodbench.report._builder import ReportError, build_report, judge_runs, load_runs, report_data
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -83,6 +84,7 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
             runs = load_runs(run_dirs, baseline)
             judges = judge_runs(runs, judge_model, judge_base_url, Path(out) if out else None, say)
             data = report_data(runs, baseline, judges, say)
+            add_anatomy(data, runs, baseline)  # report.json's "anatomy", as build_report adds it
             sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
             sys.stdout.flush()
             return ExitCode.OK
@@ -110,6 +112,7 @@ def _needs_build(run_dir: Path, out: Path) -> bool:
 
 def view_command(run_dir: Path, port: int, open_browser: bool, console: Console) -> int:
     """Serve RUN_DIR/report on 127.0.0.1 (building it first when missing or stale) until interrupted."""
+    from moodbench.report._anatomy_section import pair_pages
     from moodbench.report._builder import ReportError, build_report
     from moodbench.report._viewer import open_in_browser, start_server
     from moodbench.results import summary_for_run
@@ -129,7 +132,7 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
             console.print(f"[bold red]error:[/] {exc}", highlight=False)
             return ExitCode.USAGE
     try:
-        server = start_server(out, port)
+        server = start_server(out, port, pair_page=pair_pages([run_dir]))
     except OSError as exc:
         console.print(f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False)
         return ExitCode.USAGE

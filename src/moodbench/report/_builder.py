@@ -47,6 +47,7 @@ from moodbench.analysis import (
     reward_effects,
     steering_by_variant,
 )
+from moodbench.report._anatomy_section import add_anatomy, anatomy_markdown, anatomy_pages
 from moodbench.report._markdown import markdown
 from moodbench.report._render import ci, pval, render, signed, slug
 from moodbench.results import DESCRIPTIONS, FLAG_NAMES, Run, StoreError, load_run
@@ -364,8 +365,11 @@ def build_report(
     *,
     progress: Callable[[str], None] | None = None,
     pages: bool = True,
+    anatomy: bool = True,
 ) -> ReportResult:
-    """Write report.json, and with ``pages`` also report.md, report.html, plots/*.png and transcripts/ under ``out``."""
+    """Write report.json, and with ``pages`` also report.md, report.html, plots/*.png and transcripts/ under ``out``.
+
+    ``anatomy``: add the descriptive "How the agent failed" section (report._anatomy_section)."""
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     runs = load_runs([Path(d) for d in run_dirs], baseline)
@@ -373,17 +377,23 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     judges = judge_runs(runs, judge_model, judge_base_url, out, say)
     data = report_data(runs, baseline, judges, say)
+    measured = None
+    if anatomy:
+        say("failure anatomy")
+        measured = add_anatomy(data, runs, baseline)
     json_path, md_path, html_path = out / "report.json", out / "report.md", out / "report.html"
     index = out / "transcripts" / "index.html"
     if pages:
         say("drawing plots")
         figures = _figures(data, out / "plots")
+        if anatomy:
+            figures.update(anatomy_pages(runs, data, out, measured))
         data["plots"] = {k: v["file"] for k, v in figures.items()}
         say("writing transcript pages")
         from moodbench.report._viewer import write_transcripts
 
         index = write_transcripts(runs, data["runs"], out)
-        md_path.write_text(markdown(data), encoding="utf-8")
+        md_path.write_text(markdown(data) + anatomy_markdown(data), encoding="utf-8")
         html_path.write_text(render(
             "report.html.j2", data=data, figures=figures, descriptions=DESCRIPTIONS, flag_names=FLAG_NAMES,
             multi=len(runs) > 1, primary=PRIMARY, pooled=POOLED,

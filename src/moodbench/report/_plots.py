@@ -36,9 +36,9 @@ EXIT_COLORS = {
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 110})
 
 
-def _save(fig: Any, path: Path) -> dict[str, str]:
+def _save(fig: Any, path: Path, tight: bool = True) -> dict[str, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    fig.savefig(path, format="png", bbox_inches="tight" if tight else None)
     plt.close(fig)
     data = path.read_bytes()
     return {"file": f"{path.parent.name}/{path.name}", "base64": base64.b64encode(data).decode("ascii")}
@@ -193,3 +193,55 @@ def dose_plot(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
     fig.suptitle("Dose-response: effect per intensity level, paired with the baseline (95% CI)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def anatomy_plot(rows: list[dict[str, Any]], runs: list[str], groups: list[list[str]], path: Path) -> dict[str, str]:
+    """Failure anatomy: the paired difference variant − baseline with its task-clustered 95% CI, one row per measure,
+    one color per variant (marker per run); left the reward components (share passed), right the agent behaviours
+    (per conversation, symmetric-log axis so counts and 0/1 rates share it). Descriptive: no claims.
+
+    Two axes rather than one per measure: the plot is drawn on every report, and small multiples cost seconds."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    index = {(r["run"], r["variant"], r["measure"]): r for r in rows}
+    nv, nr = max(len(variants), 1), max(len(runs), 1)
+    heights = [max(len(g), 1) for g in groups]
+    fig, axes = plt.subplots(1, len(groups), figsize=(11.5, 0.3 * max(heights) * max(1.0, (nv * nr) ** 0.5) + 1.6), squeeze=False)
+    offs = _offsets(nv * nr, 0.6)
+    for ax, measures, title in zip(axes[0], groups, ("reward components (share passed)", "agent behaviour (per conversation)")):
+        ax.axvline(0, color="#444", lw=0.8, zorder=1)
+        for vi, v in enumerate(variants):
+            for ri, run in enumerate(runs):  # one errorbar call per series: a report draws this plot every time
+                pts = [(r["diff"], mi + offs[vi * nr + ri], r["ci"]) for mi, m in enumerate(measures)
+                       if (r := index.get((run, v, m))) is not None and r["diff"] is not None]
+                if not pts:
+                    continue
+                lo = [d - (c[0] if c[0] is not None else d) for d, _, c in pts]
+                hi = [(c[1] if c[1] is not None else d) - d for d, _, c in pts]
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], xerr=[lo, hi], fmt=RUN_MARKERS[ri % len(RUN_MARKERS)], ms=4,
+                            capsize=2, lw=1.1, ls="none", color=RUN_COLORS[vi % len(RUN_COLORS)])
+        ax.set_yticks(range(len(measures)))
+        ax.set_yticklabels([m.replace("_", " ") + ("" if any(r["measure"] == m and r["diff"] is not None for r in rows) else " (n/a)")
+                            for m in measures])
+        ax.set_ylim(len(measures) - 0.5, -0.5)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", color="#eeeeee", lw=0.5)
+    if len(groups) > 1:  # behaviours: symmetric log beyond +-1, readable tick labels
+        ax = axes[0][1]
+        lim = max([abs(x) for r in rows if r["measure"] in groups[1] for x in (r["diff"], *r["ci"]) if x is not None] + [1.0]) * 1.15
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(-lim, lim)
+        ticks = [t for t in (-100, -30, -10, -3, -1, -0.5, 0, 0.5, 1, 3, 10, 30, 100) if abs(t) <= lim]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    handles = [Line2D([], [], marker="o", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=v) for i, v in enumerate(variants)]
+    if len(runs) > 1:
+        handles += [Line2D([], [], marker=RUN_MARKERS[i % len(RUN_MARKERS)], color="#444", ls="none", label=run) for i, run in enumerate(runs)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)) or 1, frameon=False, fontsize=8)
+    fig.suptitle("How the agent failed: variant − baseline, task-clustered 95% CI (descriptive)", fontsize=11)
+    fig.subplots_adjust(left=0.15, right=0.98, top=0.88, bottom=0.16, wspace=0.5)
+    return _save(fig, path, tight=False)  # laid out by hand: a tight box draws the figure twice

@@ -12,15 +12,18 @@ effects are paired comparisons.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import re
 import threading
 import webbrowser
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from moodbench.analysis._variants import families_spec, methods_of
 from moodbench.judges import families_of, text_scores
@@ -176,6 +179,8 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
     """
 
     allowed_hosts: frozenset[str] = frozenset()
+    # side-by-side pages of any matched pair, rendered on demand (report._anatomy_section.pair_page)
+    pair_page: Callable[[str, int, int], str | None] | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -189,14 +194,38 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
             self.send_error(421, "Misdirected Request", "this viewer answers only http://127.0.0.1, localhost or [::1] on its own port")
             return None
         path = self.translate_path(self.path)
+        if self.pair_page is not None and not os.path.exists(path):
+            pair = _pair_request(self.path)
+            if pair is not None:
+                return self._send_page(self.pair_page(*pair))
         if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in ("index.html", "index.htm")):
             self.send_error(404, "Not Found")
             return None
         return super().send_head()
 
+    def _send_page(self, page: str | None) -> Any:
+        if page is None:
+            self.send_error(404, "Not Found", "no such pair of conversations (same run, task and trial)")
+            return None
+        body = page.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
+
     def list_directory(self, path: Any) -> Any:
         self.send_error(404, "Not Found")
         return None
+
+
+_PAIR_URL = re.compile(r"^/transcripts/([A-Za-z0-9._-]+)/pair-(\d{1,12})-(\d{1,12})\.html$")
+
+
+def _pair_request(url: str) -> tuple[str, int, int] | None:
+    """(run slug, baseline id, variant id) of a side-by-side page URL, else None."""
+    m = _PAIR_URL.match(urlsplit(url).path)
+    return None if m is None else (m.group(1), int(m.group(2)), int(m.group(3)))
 
 
 def _allowed_hosts(port: int) -> frozenset[str]:
@@ -206,8 +235,11 @@ def _allowed_hosts(port: int) -> frozenset[str]:
     return frozenset(names)
 
 
-def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1",
+                 pair_page: Callable[[str, int, int], str | None] | None = None) -> ThreadingHTTPServer:
     """Serve ``directory`` read-only on loopback from a daemon thread; ``port=0`` picks a free port.
+
+    ``pair_page``: renders ``transcripts/RUN/pair-BASEID-VARID.html`` for any matched pair the report did not write.
 
     Requests whose ``Host`` is not a loopback name with the bound port get 421; folders are not listed.
     """
@@ -216,6 +248,7 @@ def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1") -> Thr
 
     server = ThreadingHTTPServer((host, port), functools.partial(Handler, directory=str(directory)))
     Handler.allowed_hosts = _allowed_hosts(int(server.server_address[1]))
+    Handler.pair_page = staticmethod(pair_page) if pair_page is not None else None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="moodbench-view", daemon=True).start()
     return server

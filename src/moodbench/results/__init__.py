@@ -7,6 +7,7 @@ writes and reads them; it knows nothing about tau2 or models.
 
 from moodbench.results._cell import Cell
 from moodbench.results._events import EventLog
+from moodbench.results._facts import GoldAction, ScenarioFact, TaskFacts, WriteCall
 from moodbench.results._load import Run, load_run
 from moodbench.results._manifest import read_manifest, write_manifest
 from moodbench.results._merge import merge_runs
@@ -40,11 +41,15 @@ __all__ = [
     "EventLog",
     "ExitReason",
     "FidelityFlags",
+    "GoldAction",
     "RoleStats",
+    "ScenarioFact",
     "Run",
     "Steering",
     "Store",
     "StoreError",
+    "TaskFacts",
+    "WriteCall",
     "compute_summary",
     "is_success",
     "load_run",

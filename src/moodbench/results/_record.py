@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moodbench.results._facts import TaskFacts
+
 if TYPE_CHECKING:  # the model layer imports litellm; records must load without it
     from moodbench.llm import Completion
 
@@ -229,6 +231,7 @@ class ConversationRecord(BaseModel):
     shard: str | None = None
     steering: Steering | None = None
     agent_impl: AgentImpl | None = None  # None: recorded before --agent existed (moodbench's own agent)
+    task_facts: TaskFacts | None = None  # gold actions, scenario facts, write calls (results._facts)
 
     # -- what a record means ----------------------------------------------------------------
     @property

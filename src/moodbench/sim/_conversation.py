@@ -29,6 +29,7 @@ from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitR
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
 from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
+from moodbench.sim._facts import task_facts
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._plugins import AgentChoice, construct_agent, load_plugins, message_stats, resolve_agent
 from moodbench.sim._tasks import task_needs_agent_tool
@@ -317,6 +318,7 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
                                 messages=len(simulation.messages), judge=judge_record),
         flags=_fidelity(cell, p, dumped.get("messages") or [], s, ending, prompts["user"]),
         error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant), agent_impl=p.choice.impl,
+        task_facts=task_facts(p.task, simulation.messages, p.environment),
     )
     release_environment(cell.domain, p.environment)  # scored and recorded: its database is reused
     return record, prompts

@@ -40,7 +40,17 @@ from pydantic import ValidationError
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
-from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, Store, is_success, sha256, write_summary
+from moodbench.results import (
+    Cell,
+    ConversationRecord,
+    ConversationStats,
+    ExitReason,
+    Store,
+    TaskFacts,
+    is_success,
+    sha256,
+    write_summary,
+)
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
@@ -367,7 +377,7 @@ def _record(src: _Source, s: _Sim, task: Task, variant: str, trial: int) -> tupl
         agent_model=src.agent_model, user_model=src.user_model, cost_usd=cost,
         wall_seconds=sim.duration, started_at=sim.start_time or None, finished_at=sim.end_time or None,
         stats=ConversationStats(turns=sum(1 for m in sim.messages if isinstance(m, UserMessage) and m.content), messages=len(sim.messages)),
-        flags=flags, error=error,
+        flags=flags, error=error, task_facts=_task_facts(task, sim, src.domain),
     )
     return record, prompts
 
@@ -400,6 +410,12 @@ def tau2_file_metrics(sims: Sequence[tuple[str, str | None, float | None, bool]]
         "pass_hat_k": {str(k): sum(comb(sum(v), k) / comb(len(v), k) for v in by_task.values()) / len(by_task)
                        for k in range(1, k_max + 1)},
     }
+def _task_facts(task: Task, sim: SimulationRun, domain: str) -> TaskFacts | None:
+    """The failure anatomy's task facts (sim._facts); none for a domain this tau2 does not know."""
+    from moodbench.sim._facts import task_facts
+    from moodbench.sim._tasks import known_domains
+
+    return task_facts(task, sim.messages, domain=domain) if domain in known_domains() else None
 
 
 def _read(path: Path, variant: str) -> _File:
