@@ -81,8 +81,10 @@ class ReportResult:
 
 
 def _labels(runs: list[Run]) -> None:
-    """Name runs after their agent model; fall back to the directory name where that is ambiguous."""
-    models = [str(r.config.get("agent_model") or r.run_dir.name) for r in runs]
+    """Name runs after their agent model; fall back to the directory name where that is ambiguous (or where an
+    imported run holds several agents: its first file's model would name them all)."""
+    models = [str(r.run_dir.name if len({i.get("agent_model") for i in r.config.get("imports") or []}) > 1
+                  else r.config.get("agent_model") or r.run_dir.name) for r in runs]
     used: set[str] = set()
     for r, model in zip(runs, models):
         label = model if models.count(model) == 1 else f"{model} [{r.run_dir.name}]"
