@@ -170,6 +170,7 @@ def test_pairing_is_checked_and_explained(run: dict[str, Any]) -> None:
     assert pairing["langchain"]["customer"]["differs"] and not pairing["ft"]["customer"]["differs"]
     assert "customer_differs" in {c["kind"] for c in effect["langchain"]["caveats"]}
     assert "customer_differs" not in {c["kind"] for c in effect["ft"]["caveats"]}
+    assert pairing["adaptive"]["customer"]["unknown"] and "customer_differs" in {c["kind"] for c in effect["adaptive"]["caveats"]}
     # unpaired tasks per variant, and "share no task" said plainly
     assert pairing["claude"]["only_variant"]["tasks"] == ["airline/40"] and pairing["claude"]["only_baseline"]["n"] == 2
     assert pairing["whissle"]["no_shared_task"] and pairing["whissle"]["shared_tasks"] == 0
