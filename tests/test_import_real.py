@@ -136,7 +136,9 @@ def test_each_variant_carries_its_own_models(run: dict[str, Any], tmp_path: Path
     assert len(exported["simulations"]) == 3
     r = _run("export", str(run["dir"]), "--out", str(tmp_path / "a.json"), "--variant", "adaptive")
     assert r.returncode == 0, r.stderr
-    sims = json.loads((tmp_path / "a.json").read_text())["simulations"]
+    exported = json.loads((tmp_path / "a.json").read_text())
+    sims = exported["simulations"]
+    assert exported["info"]["agent_info"]["llm"] == "claude-opus-4-6" and exported["info"]["user_info"]["llm"] is None  # unknown
     assert sorted(s["termination_reason"] for s in sims) == ["infrastructure_error", "user_stop"]  # kept as tau2 wrote it
 
 
