@@ -440,8 +440,9 @@ def _read(path: Path, variant: str) -> _File:
                 notes.append(f"{path.name}: simulations carry no trial number; numbered per task in file order")
         next_trial[sim.task_id] = max(next_trial[sim.task_id], trial + 1)
         if (sim.task_id, trial) in seen and not sim.skipped:
-            raise UsageError(f"{path}: task {sim.task_id!r} trial {trial} appears twice; a Results file holds one simulation per "
-                             "task and trial (import reruns as another variant, or keep one)")
+            raise UsageError(f"{path}: task {sim.task_id!r} trial {trial} appears twice (simulation {i}, {sim.id}); a Results file "
+                             "holds one simulation per task and trial, so its pairs would be ambiguous: split the file so that each "
+                             "copy is in its own file and import them as two variants")
         if not sim.skipped:
             seen.add((sim.task_id, trial))
         per_task[sim.task_id] += 1
