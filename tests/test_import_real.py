@@ -125,6 +125,7 @@ def test_each_variant_carries_its_own_models(run: dict[str, Any], tmp_path: Path
     assert v["langchain"]["agent_models"] == ["openai/gpt-oss-120b"] and v["langchain"]["user_models"] == ["openai/gpt-oss-120b"]
     assert v["claude"]["user_models"] == ["gpt-4.1"] and v["whissle"]["user_models"] == ["gpt-4o"]
     assert {s["tau2_git_commit"] for s in v["ft"]["sources"]} == {"b02b509367e8436f956c334741ac7cf7c9f5dabe"}
+    assert run["report"]["runs"][0]["label"] == "run"  # several agents: named after the directory, not the first file's agent
     models = next(a for a in run["report"]["runs"])["models"]
     assert models["ft"]["agent"] == [FT] and models["whissle"]["tau2"] == ["121283b87f0e5e14917e9fea3a6411e90408a6e1"]
     out = tmp_path / "ft.json"
@@ -135,7 +136,9 @@ def test_each_variant_carries_its_own_models(run: dict[str, Any], tmp_path: Path
     assert len(exported["simulations"]) == 3
     r = _run("export", str(run["dir"]), "--out", str(tmp_path / "a.json"), "--variant", "adaptive")
     assert r.returncode == 0, r.stderr
-    sims = json.loads((tmp_path / "a.json").read_text())["simulations"]
+    exported = json.loads((tmp_path / "a.json").read_text())
+    sims = exported["simulations"]
+    assert exported["info"]["agent_info"]["llm"] == "claude-opus-4-6" and exported["info"]["user_info"]["llm"] is None  # unknown
     assert sorted(s["termination_reason"] for s in sims) == ["infrastructure_error", "user_stop"]  # kept as tau2 wrote it
 
 
@@ -152,6 +155,8 @@ def test_agent_comparisons_are_not_framed_as_emotions(run: dict[str, Any], tmp_p
     assert "how each variant changes the agent's reward against the baseline" in html and "customer's emotion changes" not in html
     assert 'id="manipulation-not-applicable"' in html and "n/a (not an emotion)" in html
     assert "effect of each variant on reward" in (tmp_path / "rep" / "report.md").read_text()
+    pages = [p.read_text() for p in (tmp_path / "rep" / "transcripts").glob("*/sim-*.html")]
+    assert len(pages) == 17 and sum(FT in p for p in pages) == 3  # each transcript names its own conversation's agent
 
 
 def test_pairing_is_checked_and_explained(run: dict[str, Any]) -> None:
@@ -167,6 +172,7 @@ def test_pairing_is_checked_and_explained(run: dict[str, Any]) -> None:
     assert pairing["langchain"]["customer"]["differs"] and not pairing["ft"]["customer"]["differs"]
     assert "customer_differs" in {c["kind"] for c in effect["langchain"]["caveats"]}
     assert "customer_differs" not in {c["kind"] for c in effect["ft"]["caveats"]}
+    assert pairing["adaptive"]["customer"]["unknown"] and "customer_differs" in {c["kind"] for c in effect["adaptive"]["caveats"]}
     # unpaired tasks per variant, and "share no task" said plainly
     assert pairing["claude"]["only_variant"]["tasks"] == ["airline/40"] and pairing["claude"]["only_baseline"]["n"] == 2
     assert pairing["whissle"]["no_shared_task"] and pairing["whissle"]["shared_tasks"] == 0

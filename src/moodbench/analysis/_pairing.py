@@ -77,6 +77,8 @@ def pairing_checks(records: Sequence[ConversationRecord], baseline: str, variant
             "no_shared_task": bool(base_tasks and tasks and not (base_tasks & tasks)),
             "only_baseline": _named(base_tasks - tasks), "only_variant": _named(tasks - base_tasks),
             "facts": {"baseline": base_facts, "variant": _facts(recs)},
-            "customer": {"baseline": base_cust, "variant": cust, "differs": differs},
+            "customer": {"baseline": base_cust, "variant": cust, "differs": differs,
+                         # one side's file does not say which customer simulator it used: a difference cannot be ruled out
+                         "unknown": bool(base_cust["models"]) != bool(cust["models"])},
         })
     return rows

@@ -82,8 +82,10 @@ class ReportResult:
 
 
 def _labels(runs: list[Run]) -> None:
-    """Name runs after their agent model; fall back to the directory name where that is ambiguous."""
-    models = [str(r.config.get("agent_model") or r.run_dir.name) for r in runs]
+    """Name runs after their agent model; fall back to the directory name where that is ambiguous (or where an
+    imported run holds several agents: its first file's model would name them all)."""
+    models = [str(r.run_dir.name if len({i.get("agent_model") for i in r.config.get("imports") or []}) > 1
+                  else r.config.get("agent_model") or r.run_dir.name) for r in runs]
     used: set[str] = set()
     for r, model in zip(runs, models):
         label = model if models.count(model) == 1 else f"{model} [{r.run_dir.name}]"
@@ -156,9 +158,10 @@ def _caveats(row: dict[str, Any], a: dict[str, Any], manip: dict[tuple[str, str]
                     "mention any scenario fact of their task (user id, order/reservation id, phone): they may not belong to the "
                     "task ids they are paired on")
         c = p["customer"]
-        if c["differs"]:
-            add("caution", "customer_differs", f"the customer simulator differs: baseline {_cust(c['baseline'])}, {v} {_cust(c['variant'])}; "
-                "a difference may come from the customer, not the agent")
+        if c["differs"] or c.get("unknown"):
+            add("caution", "customer_differs", ("the customer simulator differs" if c["differs"] else "the customer simulator of one side "
+                "is unknown (its file does not name it), so it may differ") + f": baseline {_cust(c['baseline'])}, {v} "
+                f"{_cust(c['variant'])}; a difference may come from the customer, not the agent")
     out.sort(key=lambda c: -TRUST_ORDER[c["level"]])
     return level, out
 
@@ -289,9 +292,10 @@ def _warnings(analyses: list[dict[str, Any]]) -> list[dict[str, str]]:
                                 "scenario fact of their task (its user id, order or reservation ids, phone number), e.g. "
                                 + "; ".join(f["examples"][:2]) + ": the file's task ids may not match its conversations, so its pairs "
                                 "may compare different tasks."})
-            if p["customer"]["differs"]:
-                c = p["customer"]
-                out.append({"level": "warn", "text": prefix + f"{v} vs {b}: different customer simulators (baseline {_cust(c['baseline'])}; "
+            c = p["customer"]
+            if c["differs"] or c.get("unknown"):
+                out.append({"level": "warn", "text": prefix + f"{v} vs {b}: " + ("different customer simulators" if c["differs"] else
+                            "one side's customer simulator is unknown") + f" (baseline {_cust(c['baseline'])}; "
                             f"{v} {_cust(c['variant'])}): the difference may come from the customer, not the agent."})
         for d in a["designs"]:
             aa = d.get("aa")

@@ -107,8 +107,9 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
         tasks += [t for t in load_domain_tasks(d, config.get("task_split")) if (d, t.id) in task_ids]
     domain = sorted(domains)[0] if domains else (config.get("domains") or ["mock"])[0]
     agent_model, user_model = _variant_models(chosen)
-    agent_model = agent_model or config.get("agent_model")
-    user_model = user_model or config.get("user_model") or agent_model
+    if not config.get("imports"):  # a moodbench run: its config names the models; an imported file that did not stays unnamed
+        agent_model = agent_model or config.get("agent_model")
+        user_model = user_model or config.get("user_model") or agent_model
     info = Info(
         git_commit="moodbench",
         num_trials=int(config.get("trials", 1)),
@@ -194,7 +195,6 @@ class _File:
     variant: str
     sha256: str
     source: _Source
-    num_sims: int
     records: list[tuple[ConversationRecord, dict[str, str]]]
     tau2_metrics: dict[str, Any]
     notes: list[str]
@@ -457,8 +457,9 @@ def _read(path: Path, variant: str) -> _File:
                 notes.append(f"{path.name}: simulations carry no trial number; numbered per task in file order")
         next_trial[sim.task_id] = max(next_trial[sim.task_id], trial + 1)
         if (sim.task_id, trial) in seen and not sim.skipped:
-            raise UsageError(f"{path}: task {sim.task_id!r} trial {trial} appears twice; a Results file holds one simulation per "
-                             "task and trial (import reruns as another variant, or keep one)")
+            raise UsageError(f"{path}: task {sim.task_id!r} trial {trial} appears twice (simulation {i}, {sim.id}); a Results file "
+                             "holds one simulation per task and trial, so its pairs would be ambiguous: split the file so that each "
+                             "copy is in its own file and import them as two variants")
         if not sim.skipped:
             seen.add((sim.task_id, trial))
         per_task[sim.task_id] += 1
@@ -468,7 +469,7 @@ def _read(path: Path, variant: str) -> _File:
         notes.append(f"{path.name}: its info says num_trials {src.num_trials}; it holds at most {found} simulation(s) per task, "
                      f"so {found} trial(s) are counted")
     metrics = tau2_file_metrics([(s.sim.task_id, s.termination, s.reward, bool(s.sim.skipped)) for s in sims], src.num_trials)
-    return _File(path, variant, hashlib.sha256(raw_bytes).hexdigest(), src, len(sims), records, metrics, sorted(set(notes)))
+    return _File(path, variant, hashlib.sha256(raw_bytes).hexdigest(), src, records, metrics, sorted(set(notes)))
 
 
 def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[tuple[str, str]]]:
