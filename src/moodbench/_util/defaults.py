@@ -15,3 +15,6 @@ CONCURRENCY = 4
 STOP_GRACE_S = 25.0  # schedulers send SIGKILL 30 s after SIGTERM (Slurm, Kubernetes defaults)
 SEED = 300
 USER_FORMATS = ("tau2", "transcript", "completion")  # how the customer model sees the conversation (see sim._user)
+MAX_TRIALS = 1000  # trials per task and variant: pass^k tables have a column per k
+MAX_SEED = 2**31 - 1_000_001  # per-cell seeds add up to 999,999 and must stay a 32-bit int for every server
+MAX_CELLS = 1_000_000  # conversations in one plan: a bigger matrix is a typo, and would not fit in memory

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
+from moodbench._util.bounds import MAX_USER_FILE_BYTES
 from moodbench._util.errors import UsageError
 
 
 def read_user_text(path: Path, what: str, error: type[UsageError] = UsageError) -> str:
-    """A user's UTF-8 text file (config, variants), or ``error`` saying what is wrong with the path."""
+    """A user's UTF-8 text file (config, variants), or ``error`` saying what is wrong with the path.
+
+    Only a regular file of at most ``MAX_USER_FILE_BYTES`` is read: ``/dev/zero`` would fill memory and
+    a FIFO would block forever, so both are refused before they are opened."""
     path = Path(path)
     if path.is_dir():
         raise error(f"{what} {path} is a directory; give the path of a file")
     if not path.exists():
         raise error(f"{what} {path} does not exist")
     try:
-        return path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise error(f"{what} {path} is not a regular file (a device, FIFO or socket); give the path of a text file")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_USER_FILE_BYTES + 1)
+        if len(raw) > MAX_USER_FILE_BYTES:
+            raise error(f"{what} {path} is larger than {MAX_USER_FILE_BYTES // (1024 * 1024)} MiB; no real {what} is, "
+                        "check the path")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:

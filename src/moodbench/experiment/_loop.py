@@ -23,7 +23,7 @@ from moodbench.experiment._exit import ExitCode
 from moodbench.experiment._plan import Cell
 from moodbench.experiment._progress import RunProgress
 from moodbench.experiment._signals import Interrupted, StopRequest
-from moodbench.results import ConversationRecord, EventLog, ExitReason, Store, sha256
+from moodbench.results import ConversationRecord, EventLog, ExitReason, Store, sha256, storable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -105,6 +105,7 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                         # a scrubbed prompt is stored under its own hash; the record must point at it
                         record.agent_prompt_sha256 = sha256(prompts["agent"])
                         record.user_prompt_sha256 = sha256(prompts["user"])
+                record = storable(record)  # bounded and encodable, or a harness_error saying why
                 record.attempt = store.attempts(cell.key) + 1
                 ok = store.insert(record, prompts)
                 stored += int(ok)
