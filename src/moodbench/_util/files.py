@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 import stat
 import tempfile
 from pathlib import Path
@@ -54,3 +56,27 @@ def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+# Why a write to a run directory can fail that the user can fix: (errno names, SQLite result names) -> advice.
+_WRITE_PROBLEMS: tuple[tuple[frozenset[int], frozenset[str], str], ...] = (
+    (frozenset({errno.ENOSPC, errno.EDQUOT}), frozenset({"SQLITE_FULL"}), "the disk (or your quota) is full; free some space"),
+    (frozenset({errno.EFBIG}), frozenset(), "a file grew past the size limit set for this process (ulimit -f); raise it"),
+    (frozenset({errno.EROFS}), frozenset({"SQLITE_READONLY"}), "the file system is read-only; use a writable --out"),
+    (frozenset({errno.EACCES, errno.EPERM}), frozenset({"SQLITE_CANTOPEN"}), "permission denied; use a directory you can write"),
+    (frozenset({errno.ENAMETOOLONG}), frozenset(), "the path is too long for the file system; choose a shorter name"),
+    (frozenset(), frozenset({"SQLITE_IOERR"}), "the disk reported an I/O error (often: full, or a size limit); free space or "
+     "check the disk"),
+)
+
+
+def write_problem(exc: BaseException) -> str | None:
+    """What the user can do about a failed write (disk full, read-only, permissions, a name too
+    long), or None when ``exc`` is not such a failure (then it is a bug, and stays a traceback)."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.Error) else ""
+    for codes, names, advice in _WRITE_PROBLEMS:
+        if code in codes or any(name.startswith(n) for n in names):
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return f"{detail} ({advice})"
+    return None

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from moodbench._util.errors import UsageError
+from moodbench._util.files import write_problem
 from moodbench.results._record import ConversationRecord, ExitReason
 
 SCHEMA_VERSION = 2  # 1: the first release's hand-written table; 2: columns derived from the record
@@ -159,6 +160,9 @@ class Store:
             self._columns = [r["name"] for r in self.conn.execute("PRAGMA table_info(simulations)")]
         except sqlite3.DatabaseError as exc:
             self._give_up()
+            problem = write_problem(exc) if not readonly else None
+            if problem:  # the disk is full or read-only: the store is fine, the place is not
+                raise StoreError(f"cannot write {self.path}: {problem}") from None
             raise _unusable(self.path, f"is not a readable moodbench store ({exc})") from None
         except StoreError:
             self._give_up()

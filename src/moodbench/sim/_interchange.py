@@ -27,7 +27,8 @@ from pydantic import ValidationError
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
-from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
+from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, sha256, storable, write_summary
+from moodbench.sim._import_bounds import check_results_bounds
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
@@ -126,8 +127,9 @@ def _load_results(path: Path) -> tuple[Results, str]:
     raw = path.read_bytes()
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"{path} is not JSON ({exc}); give the Results file that `tau2 run` or `moodbench export` wrote") from None
+    check_results_bounds(data, path)
     if not isinstance(data, dict) or not {"info", "tasks", "simulations"} <= set(data):
         keys = ", ".join(sorted(data)[:8]) if isinstance(data, dict) else type(data).__name__
         raise UsageError(f"{path} is not a tau2 Results file (it needs the keys info, tasks, simulations; it has: {keys}); give the "
@@ -310,7 +312,7 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]]) -> ImportedRun
             store.set_meta("plan", new_plan)
             for f in files:
                 for record, prompts in f.records:
-                    store.insert(record, prompts)
+                    store.insert(storable(record), prompts)
                     prompts_seen.update(sha256(t) for t in prompts.values())
         write_summary(stage)
         if run_dir.exists():
