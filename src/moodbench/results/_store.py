@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from moodbench._util.bounds import clean_strings
 from moodbench._util.errors import UsageError
 from moodbench._util.files import write_problem
 from moodbench.results._record import ConversationRecord, ExitReason
@@ -103,7 +104,10 @@ def _from_row(row: sqlite3.Row) -> ConversationRecord:
     for key in row.keys():
         value = row[key]
         if key in JSON_COLUMNS and isinstance(value, str):
+            surrogates = "\\ud" in value or "\\uD" in value  # stored before replies were cleaned: clean them here
             value = json.loads(value) if value else None
+            if surrogates:
+                value = clean_strings(value)
         if value is not None:  # NULL: the field's default (older rows lack newer columns' values)
             data[key] = value
     return ConversationRecord.model_validate(data)
