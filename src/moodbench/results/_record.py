@@ -8,7 +8,6 @@ counts as a success) lives here, once.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -311,15 +310,15 @@ def storable(record: ConversationRecord) -> ConversationRecord:
     try:
         for name in _INT_FIELDS:
             check_int(getattr(record, name), name, low=INT64_MIN, high=INT64_MAX)
-        for name in ("reward_info", "simulation", "stats", "flags", "steering"):
-            value = getattr(record, name)
-            check_tree(value.model_dump(mode="python") if isinstance(value, BaseModel) else value, name,
-                       max_depth=MAX_RECORD_DEPTH, max_nodes=None)
-        data = record.model_dump(mode="json")
+        for name in ("reward_info", "simulation"):  # what tau2 and the models filled in (the rest is ours)
+            check_tree(getattr(record, name), name, max_depth=MAX_RECORD_DEPTH, max_nodes=None)
         try:
-            json.dumps(data, ensure_ascii=False).encode("utf-8")  # one C-speed pass finds any lone surrogate
-        except UnicodeEncodeError:
-            record = ConversationRecord.model_validate(clean_strings(data))
+            record.model_dump_json()  # one pass in pydantic's core: refuses lone surrogates (and anything unstorable)
+        except ValueError as exc:
+            if "surrogate" not in str(exc):
+                raise
+            record = ConversationRecord.model_validate(clean_strings(record.model_dump(mode="json")))
+            record.model_dump_json()
     except (BoundError, ValueError, TypeError, RecursionError) as exc:
         return ConversationRecord.crashed(
             cell_key=record.cell_key, domain=record.domain, task_id=record.task_id, variant=record.variant,
