@@ -19,3 +19,6 @@ SEED = 300
 # how the customer model sees the conversation (see sim._user); the type and its values, one home
 UserFormat = Literal["tau2", "transcript", "completion"]
 USER_FORMATS: tuple[UserFormat, ...] = get_args(UserFormat)
+MAX_TRIALS = 1000  # trials per task and variant: pass^k tables have a column per k
+MAX_SEED = 2**31 - 1_000_001  # per-cell seeds add up to 999,999 and must stay a 32-bit int for every server
+MAX_CELLS = 1_000_000  # conversations in one plan: a bigger matrix is a typo, and would not fit in memory

@@ -29,9 +29,23 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content (claims, effects, pass^k, MDE, checks) on stdout; write no pages."),
 ) -> None:
     """Write report.html/.md/.json, plots and transcript pages: calibrated claims, manipulation check, fidelity, dose-response."""
+    from moodbench._util.files import write_problem
     from moodbench.cli._report import report_command
+    from moodbench.experiment._config import _url_problem
 
-    raise typer.Exit(report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, console, as_json=as_json, stdout=out))
+    problem = _url_problem(judge_base_url) if judge_base_url else None
+    if problem:
+        from moodbench._util.secrets import redact_url
+
+        fail(f"--judge-base-url {redact_url(judge_base_url or '')!r} is not a usable base URL ({problem}); "
+              "example: http://127.0.0.1:8000/v1")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is a file; give a directory for the report (it writes several files)")
+    try:
+        code = report_command(run_dirs, out_dir, baseline, judge_model, judge_base_url, console, as_json=as_json, stdout=out)
+    except OSError as exc:
+        fail(f"cannot write the report{f' to {out_dir}' if out_dir else ''}: {write_problem(exc) or exc}; choose another --out")
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -49,13 +63,20 @@ def view(
 # --------------------------------------------------------------------------- power
 
 
+# Tasks and trials a design table may name: far above any experiment, far below where the power
+# formulas' floating point (scipy's t distribution) breaks down.
+_MAX_DESIGN = 1_000_000
+
+
 def _ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        fail(f"{flag} must be whole numbers separated by commas, e.g. {flag} 20,40,80 (got {text!r})")
+        fail(f"{flag} must be whole numbers separated by commas, e.g. {flag} 20,40,80 (got {text[:80]!r})")
     if not values or any(v < 1 for v in values):
-        fail(f"{flag} needs at least one number >= 1 (got {text!r})")
+        fail(f"{flag} needs at least one number >= 1 (got {text[:80]!r})")
+    if any(v > _MAX_DESIGN for v in values) or len(values) > 100:
+        fail(f"{flag} takes at most 100 numbers of at most {_MAX_DESIGN:,} each (got {text[:80]!r})")
     return values
 
 
@@ -144,6 +165,10 @@ def power(
                             icc=DEFAULT_ICC if icc is None else icc, pair_corr=DEFAULT_PAIR_CORR if pair_corr is None else pair_corr,
                             effect_sd=DEFAULT_EFFECT_SD if effect_sd is None else effect_sd)
         if not 0 < design.baseline_success < 1:
+            if pilot is not None and baseline_success is None:  # the pilot measured it; the user gave no option
+                raise ValueError(f"the pilot's {baseline!r} conversations {'all' if design.baseline_success >= 1 else 'never'} "
+                                 f"succeeded ({pilot_info['conversations'] if pilot_info else 0} scored conversation(s)), so "
+                                 "they cannot estimate a success rate: run a larger pilot, or give --baseline-success")
             raise ValueError("--baseline-success must lie strictly between 0 and 1")
     except ValueError as exc:
         fail(f"{exc}; see moodbench power --help")

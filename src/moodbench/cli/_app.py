@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from moodbench._util import defaults
@@ -95,18 +96,19 @@ def run(
             result = run_experiment(config, console=console, force_config=force_config, handle_signals=True, freeze_gc=True,
                                     spec_overrides=_spec_overrides())
         except PreflightError as exc:
-            console.print(f"[bold red]preflight refused the setup[/] (exit {int(ExitCode.PREFLIGHT)}): {exc}", highlight=False)
+            console.print(f"[bold red]preflight refused the setup[/] (exit {int(ExitCode.PREFLIGHT)}): {escape(str(exc))}",
+                          highlight=False)
             for line in exc.advice:
-                console.print(f"  advice: {line}", highlight=False)
+                console.print(f"  advice: {line}", highlight=False, markup=False)
             console.print("nothing was run; details in manifest.json (\"preflight\"); --skip-preflight skips these checks")
             raise typer.Exit(ExitCode.PREFLIGHT) from None
     if result.ok:
-        console.print(f"[green]done[/]: {result.finished} new conversation(s) stored in {result.run_dir}")
+        console.print(f"[green]done[/]: {result.finished} new conversation(s) stored in {escape(str(result.run_dir))}")
         _print_summary(result.run_dir)
-        console.print(f"results: {result.run_dir / 'results.sqlite'}   summary: {result.run_dir / 'summary.json'}")
+        console.print(f"results: {result.run_dir / 'results.sqlite'}   summary: {result.run_dir / 'summary.json'}", markup=False)
     else:
-        console.print(f"[bold red]stopped[/] (exit {int(result.exit_code)}): {result.message}")
-        console.print(f"resume with the same command; finished conversations are kept in {result.run_dir}")
+        console.print(f"[bold red]stopped[/] (exit {int(result.exit_code)}): {escape(result.message)}")
+        console.print(f"resume with the same command; finished conversations are kept in {result.run_dir}", markup=False)
     raise typer.Exit(int(result.exit_code))
 
 
@@ -254,12 +256,18 @@ def export(
     """Export a run in another tool's format."""
     if fmt != "tau2":
         fail(f"unknown format {fmt!r}; valid formats: tau2")
+    if out_file.is_dir():
+        fail(f"--out {out_file} is a directory; give the path of the JSON file to write")
     with command_errors():
         _load_plugins(plugins)
+        from moodbench._util.files import write_problem
         from moodbench.sim import export_tau2
 
-        n = export_tau2(run_dir, out_file, variant=variant)
-    console.print(f"wrote {n} simulation(s) to {out_file}")
+        try:
+            n = export_tau2(run_dir, out_file, variant=variant)
+        except OSError as exc:
+            fail(f"cannot write {out_file}: {write_problem(exc) or exc.strerror or exc}; choose another --out")
+    console.print(f"wrote {n} simulation(s) to {out_file}", markup=False)
 
 
 @app.command()
@@ -272,7 +280,7 @@ def merge(
 
     with command_errors():
         n = merge_runs(out_dir, shard_dirs)
-    console.print(f"merged {n} simulation(s) into {out_dir}")
+    console.print(f"merged {n} simulation(s) into {out_dir}", markup=False)
     _print_summary(out_dir)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from moodbench._util.bounds import BoundError, load_yaml
 from moodbench._util.errors import UsageError
 from moodbench._util.files import read_user_text
 
@@ -243,10 +244,12 @@ class Catalog:
 
 
 def _load_file(path: Path | str, text: str, source: str) -> list[Variant]:
-    try:  # libyaml's parser when PyYAML has it: ~10x faster on big files
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    try:  # bounded: an alias bomb or a key given twice is refused (libyaml's parser when PyYAML has it)
+        data = load_yaml(text, f"variants file {path}")
     except yaml.YAMLError as exc:
         raise UnknownVariantError(f"{path}: not valid YAML: {exc}") from exc
+    except BoundError as exc:
+        raise UnknownVariantError(f"{path}: {exc}") from None
     items = data if isinstance(data, list) else (data.get("variants") if isinstance(data, dict) and "variants" in data else [data])
     if not isinstance(items, list):
         raise UnknownVariantError(f"{path}: 'variants' must be a list of variants (name, description, levels), got {items!r:.80}")

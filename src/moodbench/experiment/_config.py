@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moodbench._util import defaults
+from moodbench._util.bounds import BoundError, check_tree, load_yaml
 from moodbench._util.defaults import UserFormat
 from moodbench._util.diff import dict_diff
 from moodbench._util.errors import UsageError
@@ -90,10 +91,11 @@ class RunConfig(BaseModel):
     variants: list[str] = opt(lambda: ["control", "frustration"],
                               "Variant specs, comma-separated: control,frustration,anger:severe,anxiety:mild+confusion.")
     variants_file: list[Path] = opt(list, "YAML file with your own variants (repeatable).")
-    trials: int = opt(1, "Trials per task and variant (pass^k needs k <= trials).", ge=1)
-    max_steps: int = opt(defaults.MAX_STEPS, "tau2 max steps per conversation.", ge=1)
-    max_errors: int = opt(defaults.MAX_ERRORS, "tau2 max tool errors per conversation.", ge=1)
-    seed: int = opt(defaults.SEED, "Base seed; each task/trial gets a seed shared by all its variants.")
+    trials: int = opt(1, "Trials per task and variant (pass^k needs k <= trials).", ge=1, le=defaults.MAX_TRIALS)
+    max_steps: int = opt(defaults.MAX_STEPS, "tau2 max steps per conversation.", ge=1, le=100_000)
+    max_errors: int = opt(defaults.MAX_ERRORS, "tau2 max tool errors per conversation.", ge=1, le=100_000)
+    seed: int = opt(defaults.SEED, "Base seed; each task/trial gets a seed shared by all its variants.", ge=0,
+                    le=defaults.MAX_SEED)
     shard: str | None = opt(None, "I/N: run only shard I of N (1-based); combine shards with `moodbench merge`.")
 
     # models
@@ -108,7 +110,8 @@ class RunConfig(BaseModel):
     user_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the customer's model.")
     judge_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the judge's model.")
     api_key_env: str | None = opt(None, "Name of the environment variable holding the API key (never the key itself).")
-    max_tokens: int = opt(defaults.MAX_TOKENS, "max_tokens per reply, so server defaults never truncate.", ge=1)
+    max_tokens: int = opt(defaults.MAX_TOKENS, "max_tokens per reply, so server defaults never truncate.", ge=1,
+                          le=10_000_000)
 
     # agent and user behaviour
     tool_choice: Literal["auto", "required"] = opt("auto", "auto, or required: an ablation where the agent must call a "
@@ -137,14 +140,18 @@ class RunConfig(BaseModel):
                                         "default: a private local instance.", execution=True)
     max_concurrency_per_endpoint: int | None = opt(None, "At most this many requests in flight per base URL (replica); "
                                                          "requests go to the least busy replica.", execution=True, ge=1)
-    timeout_s: float = opt(defaults.TIMEOUT_S, "Deadline per model request in seconds.", flag="--timeout", execution=True, gt=0)
+    timeout_s: float = opt(defaults.TIMEOUT_S, "Deadline per model request in seconds.", flag="--timeout", execution=True, gt=0,
+                          le=86_400)
     max_response_bytes: int = opt(defaults.MAX_RESPONSE_BYTES, "A model reply larger than this many bytes ends the request "
-                                  "as an error without reading the rest.", execution=True, ge=1024)
-    max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0)
+                                  "as an error without reading the rest.", execution=True, ge=1024,
+                                  le=2**31)
+    max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0,
+                           le=1000)
     max_consecutive_failures: int = opt(defaults.MAX_CONSECUTIVE_FAILURES, "Stop starting conversations after this many "
-                                        "failed requests in a row.", execution=True, ge=0)
+                                        "failed requests in a row.", execution=True, ge=0, le=10**9)
     stop_grace_s: float = opt(defaults.STOP_GRACE_S, "After Ctrl-C or SIGTERM, running conversations get this long to "
-                              "finish before they are abandoned (re-run on resume).", flag="--stop-grace", execution=True, ge=0)
+                              "finish before they are abandoned (re-run on resume).", flag="--stop-grace", execution=True, ge=0,
+                              le=86_400)
     skip_preflight: bool = opt(False, "Skip the endpoint and tool-calling checks before the first conversation.",
                                flag="--skip-preflight/--preflight", execution=True)
     out: Path = opt(Path("runs/latest"), "Run directory (results.sqlite, manifest, events, summary).", execution=True)
@@ -194,7 +201,13 @@ class RunConfig(BaseModel):
                 v = json.loads(v) if v.strip() else {}
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc.msg}); example: '{{\"temperature\": 0.0}}'") from exc
+            except RecursionError:  # thousands of levels: json gives up before any check of ours
+                raise ValueError("JSON nested too deep; request parameters are a few levels deep at most") from None
         if isinstance(v, dict):
+            try:
+                check_tree(v, "the request parameters")
+            except BoundError as exc:
+                raise ValueError(str(exc)) from None
             secret = secret_keys(v)
             if secret:
                 key = secret[0].rsplit(".", 1)[-1].split("[")[0]
@@ -299,9 +312,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a dict of RunConfig keys (unchecked)."""
     text = read_text_file(path, "config file")
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+            check_tree(data, f"config file {path}")
+        else:
+            data = load_yaml(text, f"config file {path}")  # duplicate keys and alias bombs refused
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, BoundError, RecursionError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -23,7 +23,7 @@ from moodbench._util.secrets import scrub
 from moodbench.experiment._plan import Cell
 from moodbench.experiment._progress import RunProgress
 from moodbench.experiment._signals import Interrupted, StopRequest
-from moodbench.results import ConversationRecord, EventLog, ExitReason, Store, sha256
+from moodbench.results import ConversationRecord, EventLog, ExitReason, Store, sha256, storable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,14 +55,18 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
     the running ones (they are simply not stored, so resume re-runs them). Every way out returns
     normally, so the caller writes the summary, manifest and events.
     """
-    from moodbench.experiment.executors import make_executor
+    from moodbench.experiment.executors import ExecutorStartError, make_executor
 
     pending = list(reversed(todo))
     running: dict[str, Cell] = {}
     stored = 0
     reasons: Counter[str] = Counter()
-    workers = make_executor(executor, settings, concurrency=max(1, min(concurrency, len(todo))), health=health,
-                            ray_address=ray_address)
+    try:
+        workers = make_executor(executor, settings, concurrency=max(1, min(concurrency, len(todo))), health=health,
+                                ray_address=ray_address)
+    except ExecutorStartError as not_started:  # nothing ran; the caller still writes the summary and closes the manifest
+        events.emit("executor_failed", executor=executor, error=str(not_started))
+        return LoopOutcome(ExitCode.USAGE, str(not_started), 0)
     stop.wake = lambda: workers.results.put(_WAKE)
     stop.in_loop = True
     stopping_since: float | None = None
@@ -105,6 +109,7 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                         # a scrubbed prompt is stored under its own hash; the record must point at it
                         record.agent_prompt_sha256 = sha256(prompts["agent"])
                         record.user_prompt_sha256 = sha256(prompts["user"])
+                record = storable(record)  # bounded and encodable, or a harness_error saying why
                 record.attempt = store.attempts(cell.key) + 1
                 ok = store.insert(record, prompts)
                 stored += int(ok)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from moodbench._util import defaults
 from moodbench.emotions import Catalog, UnknownVariantError, VariantSpec, load_catalog
 from moodbench.experiment._config import ConfigError, RunConfig
 from moodbench.results import AgentImpl, Cell
@@ -87,6 +88,11 @@ def make_plan(config: RunConfig) -> Plan:
             tasks[(domain, t.id)] = t
             order.append((domain, t.id))
     agent_impl = _check_agent(config)
+    planned = len(order) * len(variants) * config.trials  # counted before a cell is built
+    if planned > defaults.MAX_CELLS:
+        raise ConfigError(f"the plan has {planned:,} conversations ({len(order)} task(s) x {len(variants)} variant(s) x "
+                          f"{config.trials} trial(s)), more than the {defaults.MAX_CELLS:,} one run can hold; fewer "
+                          "tasks or trials, or split the experiment into several runs")
     # trial-major, then task, then variant: paired cells finish close together
     all_cells = [Cell(d, tid, v, trial) for trial in range(config.trials) for d, tid in order for v in variants]
     cells = all_cells

@@ -42,4 +42,4 @@ class RunProgress:
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=1, last=text)
         elif self.console is not None:
-            self.console.print(f"[{self.count}/{self.total}] {text} ({record.wall_seconds or 0:.1f}s)", highlight=False)
+            self.console.print(f"[{self.count}/{self.total}] {text} ({record.wall_seconds or 0:.1f}s)", highlight=False, markup=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodbench._util.errors import UsageError
 from moodbench._util.exitcodes import ExitCode
+from moodbench._util.files import write_problem
 from moodbench._util.secrets import secret_values, url_secrets
 from moodbench.experiment._config import ConfigError, RunConfig, config_diff
 from moodbench.experiment._local_servers import SteeredCustomer, local_endpoints
@@ -161,7 +163,10 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     """
     check_environment(config)
     plan = make_plan(config)  # every input error surfaces before a directory or a server is made
-    created = prepare_run_dir(config.out)
+    try:
+        created = prepare_run_dir(config.out)
+    except OSError as exc:  # a name too long for the file system, a path through a file...
+        raise ConfigError(f"cannot use --out {config.out}: {write_problem(exc) or exc}; choose another --out") from None
     stop = StopRequest()
     try:
         with RunLock(config.out), signal_handlers(stop, handle_signals):
@@ -175,6 +180,12 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
         if created:
             remove_if_empty(config.out)
         raise
+    except (OSError, sqlite3.Error) as exc:  # the disk filled up, the directory became read-only...
+        problem = write_problem(exc)
+        if problem is None:
+            raise
+        raise ConfigError(f"cannot write the run directory {config.out}: {problem}. Every conversation finished before this "
+                          "is stored; fix that and re-run the same command to resume") from None
     except KeyboardInterrupt as exc:  # while local servers started, before the run directory was opened
         return RunResult(exit_code_of(exc), Path(config.out), 0, 0, "interrupted before the run started")
 

@@ -7,8 +7,8 @@ documented in the README ("Simulator fidelity").
 
 from __future__ import annotations
 
-import difflib
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,9 +73,23 @@ def looks_like_agent(text: str) -> bool:
     return bool(AGENT_PHRASE.search(text))
 
 
+def _shingles(text: str) -> Counter[tuple[str, ...]]:
+    """Word pairs of ``text`` (its words when it has only one)."""
+    w = words(text)
+    return Counter(zip(w, w[1:])) if len(w) > 1 else Counter((x,) for x in w)
+
+
+def echo_similarity(agent_text: str, customer_text: str) -> float:
+    """How much of the two turns is the same words in the same order: the Dice coefficient of their
+    word-pair multisets (1.0 for a verbatim copy). Linear in the texts' length, so a 1 MB turn costs
+    milliseconds (difflib's SequenceMatcher, used before, is quadratic: 30 KB turns took a minute)."""
+    a, b = _shingles(strip_stop_tokens(agent_text)), _shingles(strip_stop_tokens(customer_text))
+    total = sum(a.values()) + sum(b.values())
+    return 2 * sum((a & b).values()) / total if total else 0.0
+
+
 def is_echo(agent_text: str, customer_text: str) -> bool:
-    a, b = strip_stop_tokens(agent_text).lower(), strip_stop_tokens(customer_text).lower()
-    return len(b) >= 20 and difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= ECHO_SIMILARITY
+    return len(strip_stop_tokens(customer_text)) >= 20 and echo_similarity(agent_text, customer_text) >= ECHO_SIMILARITY
 
 
 def _text(m: Mapping[str, Any]) -> str | None:
@@ -102,9 +116,12 @@ def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, us
     evidence["role_confusion_turns"] = len(confusion)
 
     echoes = 0
-    for i, t in user_turns:
-        prev = next((p for p in reversed(messages[:i]) if p.get("role") == "assistant" and _text(p)), None)
-        if prev is not None and is_echo(_text(prev) or "", t):
+    previous_agent: str | None = None  # the agent's last text before each customer turn (one pass)
+    for m in messages:
+        role, text = m.get("role"), _text(m)
+        if role == "assistant" and text:
+            previous_agent = text
+        elif role == "user" and text and previous_agent is not None and is_echo(previous_agent, text):
             echoes += 1
     evidence["echo_turns"] = echoes
 

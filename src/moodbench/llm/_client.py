@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import random
 import threading
@@ -32,6 +33,7 @@ import tenacity
 # redact_text and secret_values are also imported from here by runner.py until it moves to
 # moodbench._util.secrets, where they are defined.
 from moodbench._util import defaults
+from moodbench._util.bounds import BoundError, check_tree, clean_strings, clean_text
 from moodbench._util.secrets import redact_text, redact_url, secret_values, url_secrets
 from moodbench.llm._fast import OpenAICompatTransport, fast_path_allowed
 from moodbench.llm._http import RequestBudget
@@ -56,6 +58,32 @@ _RETRYABLE = (
 _RETRYABLE_STATUS = {408, 409, 425, 429}
 # What OpenAI-compatible local servers get when the user named no key: *a* key, never a real one.
 _PLACEHOLDER_KEY = "sk-no-key-required"
+# A token count above this in a reply's usage is a broken (or hostile) server, not a real request: it
+# would overflow SQLite's integers once summed. Negative counts are refused too.
+MAX_REPORTED_TOKENS = 2**31 - 1
+
+
+def _token_count(usage: Any, name: str) -> int:
+    """``usage.<name>`` as a count in ``0..MAX_REPORTED_TOKENS``; ValueError (a malformed reply) otherwise."""
+    value = getattr(usage, name, 0) or 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REPORTED_TOKENS:
+        raise ValueError(f"usage.{name} is {str(value)[:40]!r}, not a token count (0..{MAX_REPORTED_TOKENS})")
+    return value
+
+
+def _tool_arguments(raw_args: str) -> tuple[dict[str, Any], bool]:
+    """(arguments, valid): a JSON object within :data:`moodbench._util.bounds.MAX_DEPTH` levels, else ``({}, False)``
+    (an invalid tool call the conversation records, not a crash in the store's serializer)."""
+    try:
+        args = json.loads(raw_args) if raw_args and raw_args.strip() else {}
+        if not isinstance(args, dict):
+            return {}, False
+        check_tree(args, "tool-call arguments", max_nodes=None)
+    except (json.JSONDecodeError, RecursionError, BoundError):
+        return {}, False
+    return clean_strings(args), True
 
 
 class LLMCallError(RuntimeError):
@@ -522,20 +550,22 @@ class ModelClient:
         # litellm already moves <think> blocks (and vLLM's reasoning parser output) into
         # reasoning_content; put them back into the raw record so nothing the model wrote is lost.
         reasoning = getattr(msg, "reasoning_content", None)
-        raw_content = f"<think>{reasoning}</think>{msg.content or ''}" if reasoning else msg.content
-        content, stripped = strip_thinking(msg.content)
+        # A lone surrogate (a "\ud800" escape) cannot be written as UTF-8: replaced here, or one reply
+        # makes the whole run unreportable.
+        text = clean_text(msg.content) if isinstance(msg.content, str) else msg.content
+        reasoning = clean_text(reasoning) if isinstance(reasoning, str) else reasoning
+        raw_content = f"<think>{reasoning}</think>{text or ''}" if reasoning else text
+        content, stripped = strip_thinking(text)
         stripped = stripped or bool(reasoning)
         calls: list[ParsedToolCall] = []
         for i, tc in enumerate(msg.tool_calls or []):
-            raw_args = tc.function.arguments if isinstance(tc.function.arguments, str) else json.dumps(tc.function.arguments)
             try:
-                args = json.loads(raw_args) if raw_args and raw_args.strip() else {}
-                valid = isinstance(args, dict)
-                if not valid:
-                    args = {}
-            except json.JSONDecodeError:
-                args, valid = {}, False
-            calls.append(ParsedToolCall(id=tc.id or f"call_{i}", name=tc.function.name or "", arguments=args,
+                raw_args = tc.function.arguments if isinstance(tc.function.arguments, str) else json.dumps(tc.function.arguments)
+            except (TypeError, ValueError, RecursionError):
+                raw_args = ""
+            raw_args = clean_text(raw_args)
+            args, valid = _tool_arguments(raw_args)
+            calls.append(ParsedToolCall(id=clean_text(tc.id or f"call_{i}"), name=clean_text(tc.function.name or ""), arguments=args,
                                         raw_arguments=raw_args or "", valid_json=valid))
         recovered = 0
         if not calls and recover and tools and content:
@@ -547,8 +577,10 @@ class ModelClient:
             if recovered:
                 content = None
         usage = getattr(response, "usage", None)
+        prompt_tokens, completion_tokens = _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
         try:
             cost = float(litellm.completion_cost(completion_response=response) or 0.0)
+            cost = cost if math.isfinite(cost) and cost >= 0 else 0.0
         except Exception:  # noqa: BLE001 - unknown local models have no price
             cost = 0.0
         try:
@@ -561,8 +593,8 @@ class ModelClient:
             tool_calls=calls,
             think_stripped=stripped,
             recovered_text_calls=recovered,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             cost_usd=cost,
             latency_s=latency,
             attempts=attempts,

@@ -114,7 +114,7 @@ class OpenAICompatTransport:
             raise _status_error(_as_read(resp, content), model, provider)
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise litellm.InternalServerError(f"reply is not JSON: {content[:300]!r}", llm_provider=provider, model=model,
                                               response=_as_read(resp, content)) from None
         if not isinstance(data, dict):

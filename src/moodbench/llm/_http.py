@@ -14,7 +14,9 @@ HTTP handler, both handed such a client):
   deadline ends even a request whose headers drip in (a network-backend wrapper inside httpcore's
   pool, see :func:`_clamp_network`);
 * the body is counted as it streams in and the request ends the moment it passes the limit
-  (a ``Content-Length`` above it ends it before the body is read);
+  (a ``Content-Length`` above it ends it before the body is read); a compressed body is inflated
+  here, a bounded piece at a time, and its *inflated* size is what counts (a 0.6 MB gzip reply that
+  inflates to 600 MB ends at the limit), so only encodings this module can bound are asked for;
 * the budget records why a request ended (``tripped``) and how many requests it covered, so the
   caller can tell its own deadline from any other timeout however an SDK re-wraps the exception.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import http.cookiejar
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -200,14 +203,78 @@ def _clamp_network(transport: httpx.BaseTransport) -> bool:
 # --------------------------------------------------------------------------- the httpx layer
 
 
-class _LimitedStream(httpx.SyncByteStream):
-    """A response body that ends at its budget's deadline or size limit, whoever reads it."""
+# What a deadline client accepts: the encodings it can inflate within the size limit (httpx would also
+# ask for br and zstd when their packages are installed, and inflate them whole).
+ACCEPT_ENCODING = "gzip, deflate"
 
-    def __init__(self, inner: httpx.SyncByteStream, budget: RequestBudget, request: httpx.Request):
+
+class _Inflater:
+    """One ``Content-Encoding`` (gzip or deflate) undone with a cap on what each piece may inflate to."""
+
+    def __init__(self, encoding: str):
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._raw_fallback = not self._gzip  # "deflate" is zlib-wrapped by the RFC, raw by some servers
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes, limit: int) -> bytes | None:
+        """The inflated ``data``; None when it would pass ``limit`` bytes (the rest is never inflated)."""
+        try:
+            out = self._z.decompress(data, limit + 1)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise
+            self._raw_fallback = False
+            self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._z.decompress(data, limit + 1)
+        self._raw_fallback = False
+        if len(out) > limit or self._z.unconsumed_tail:
+            return None
+        return out
+
+    def flush(self, limit: int) -> bytes | None:
+        out = self._z.flush()
+        return None if len(out) > limit else out
+
+
+def _encodings(response: httpx.Response) -> list[str]:
+    """The response's content codings, outermost last (``identity`` dropped)."""
+    value = response.headers.get("content-encoding", "")
+    return [e.strip().lower() for e in value.split(",") if e.strip() and e.strip().lower() != "identity"]
+
+
+class _LimitedStream(httpx.SyncByteStream):
+    """A response body that ends at its budget's deadline or size limit, whoever reads it; with
+    ``encodings``, inflated here and limited by its inflated size."""
+
+    def __init__(self, inner: httpx.SyncByteStream, budget: RequestBudget, request: httpx.Request,
+                 encodings: list[str] | None = None):
         self._inner = inner
         self._budget = budget
         self._request = request
         self._received = 0
+        self._inflaters = [_Inflater(e) for e in reversed(encodings or [])]
+
+    def _too_large(self) -> ReplyTooLarge:
+        self._budget.tripped = "size"
+        return ReplyTooLarge(self._budget.size_message() + (" (inflated)" if self._inflaters else ""), request=self._request)
+
+    def _inflate(self, chunk: bytes, *, final: bool = False) -> bytes:
+        limit = self._budget.max_bytes
+        assert limit is not None
+        for inflater in self._inflaters:
+            left = limit - self._received
+            try:
+                out = inflater.feed(chunk, left)
+                if out is not None and final:
+                    tail = inflater.flush(left - len(out))
+                    out = None if tail is None else out + tail
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"the reply's Content-Encoding could not be decoded: {exc}",
+                                          request=self._request) from None
+            if out is None:
+                raise self._too_large()
+            chunk = out
+        return chunk
 
     def __iter__(self) -> Iterator[bytes]:
         budget = self._budget
@@ -222,14 +289,19 @@ class _LimitedStream(httpx.SyncByteStream):
                 try:
                     chunk = next(chunks)
                 except StopIteration:
+                    if self._inflaters:
+                        rest = self._inflate(b"", final=True)
+                        if rest:
+                            yield rest
                     return
                 except httpx.TimeoutException:
                     _note_timeout()
                     raise
+            if self._inflaters:
+                chunk = self._inflate(chunk)
             self._received += len(chunk)
             if budget.max_bytes is not None and self._received > budget.max_bytes:
-                budget.tripped = "size"
-                raise ReplyTooLarge(budget.size_message(), request=self._request)
+                raise self._too_large()
             yield chunk
 
     def close(self) -> None:
@@ -259,6 +331,8 @@ class DeadlineTransport(httpx.BaseTransport):
             value = timeouts.get(phase)
             timeouts[phase] = remaining if value is None else min(value, remaining)
         request.extensions["timeout"] = timeouts
+        if budget.max_bytes is not None:
+            request.headers["Accept-Encoding"] = ACCEPT_ENCODING
         try:
             response = self._inner.handle_request(request)
         except httpx.TimeoutException:
@@ -270,8 +344,19 @@ class DeadlineTransport(httpx.BaseTransport):
             budget.tripped = "size"
             raise ReplyTooLarge(f"{budget.size_message()} (Content-Length: {length})", request=request)
         assert isinstance(response.stream, httpx.SyncByteStream)
-        return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=_LimitedStream(response.stream, budget, request), extensions=response.extensions)
+        headers = response.headers
+        encodings = _encodings(response) if budget.max_bytes is not None else []
+        if encodings:
+            unknown = [e for e in encodings if e not in ("gzip", "x-gzip", "deflate")]
+            if unknown:
+                response.close()
+                raise httpx.DecodingError(f"the reply is encoded as {', '.join(unknown)}, which was not asked for (only "
+                                          f"{ACCEPT_ENCODING}) and cannot be size-limited", request=request)
+            # inflated below; httpx must not inflate it again
+            headers = httpx.Headers([(k, v) for k, v in response.headers.multi_items()
+                                     if k.lower() not in ("content-encoding", "content-length")])
+        return httpx.Response(status_code=response.status_code, headers=headers,
+                              stream=_LimitedStream(response.stream, budget, request, encodings), extensions=response.extensions)
 
     def close(self) -> None:
         self._inner.close()

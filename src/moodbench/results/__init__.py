@@ -24,6 +24,7 @@ from moodbench.results._record import (
     RoleStats,
     Steering,
     is_success,
+    storable,
     strip_stop_tokens,
 )
 from moodbench.results._store import Store, StoreError, sha256
@@ -58,6 +59,7 @@ __all__ = [
     "pass_hat_k",
     "read_manifest",
     "sha256",
+    "storable",
     "strip_stop_tokens",
     "summary_for_run",
     "write_manifest",

@@ -8,12 +8,15 @@ counts as a success) lives here, once.
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from moodbench._util.bounds import INT64_MAX, INT64_MIN, BoundError, check_int, check_tree, clean_strings
 from moodbench.results._facts import TaskFacts
 
 if TYPE_CHECKING:  # the model layer imports litellm; records must load without it
@@ -233,6 +236,23 @@ class ConversationRecord(BaseModel):
     agent_impl: AgentImpl | None = None  # None: recorded before --agent existed (moodbench's own agent)
     task_facts: TaskFacts | None = None  # gold actions, scenario facts, write calls (results._facts)
 
+    @model_validator(mode="after")
+    def _finite_numbers(self) -> ConversationRecord:
+        """A NaN or infinite reward (a broken evaluator, a crafted tau2 file) says nothing about the agent
+        and would poison every mean: the conversation is excluded (``harness_error``, re-run on resume)
+        with the reason stated. Non-finite costs and durations are dropped the same way. Runs on every
+        record built or read back, so analysis and report never meet such a number."""
+        if self.reward is not None and not math.isfinite(self.reward):
+            why = f"the evaluator's reward was {self.reward} (not a finite number); excluded from every average"
+            self.reward = None
+            self.exit_reason = ExitReason.HARNESS_ERROR
+            self.error = f"{why}; {self.error}" if self.error else why
+        if not math.isfinite(self.cost_usd):
+            self.cost_usd = 0.0
+        if self.wall_seconds is not None and not math.isfinite(self.wall_seconds):
+            self.wall_seconds = None
+        return self
+
     # -- what a record means ----------------------------------------------------------------
     @property
     def excluded(self) -> bool:
@@ -291,6 +311,42 @@ class ConversationRecord(BaseModel):
         return cls(cell_key=cell_key, domain=domain, task_id=task_id, variant=variant, trial=trial,
                    exit_reason=ExitReason.HARNESS_ERROR, wall_seconds=0.0, error=error, finished_at=finished_at,
                    shard=shard)
+
+
+# Integer fields a store keeps as SQLite INTEGERs (64-bit); checked before an INSERT could overflow.
+_INT_FIELDS = ("trial", "seed", "attempt", "agent_prompt_tokens", "agent_completion_tokens", "user_prompt_tokens",
+               "user_completion_tokens")
+# JSON fields nest no deeper than this (a tau2 transcript nests about 8 levels; pydantic gives up at 255).
+MAX_RECORD_DEPTH = 128
+
+
+def storable(record: ConversationRecord) -> ConversationRecord:
+    """``record`` made safe to store, or a ``harness_error`` record saying why it could not be.
+
+    The last check before the store: lone surrogates in any text are replaced (they cannot be written
+    as UTF-8 and would make every report of the run fail), and a value the store cannot hold (an
+    integer past 64 bits, JSON nested past :data:`MAX_RECORD_DEPTH`) ends this conversation as
+    ``harness_error`` with the reason, instead of ending the run with a traceback.
+    """
+    try:
+        for name in _INT_FIELDS:
+            check_int(getattr(record, name), name, low=INT64_MIN, high=INT64_MAX)
+        for name in ("reward_info", "simulation"):  # what tau2 and the models filled in (the rest is ours)
+            check_tree(getattr(record, name), name, max_depth=MAX_RECORD_DEPTH, max_nodes=None)
+        try:
+            record.model_dump_json()  # one pass in pydantic's core: refuses lone surrogates (and anything unstorable)
+        except ValueError as exc:
+            if "surrogate" not in str(exc):
+                raise
+            record = ConversationRecord.model_validate(clean_strings(record.model_dump(mode="json")))
+            record.model_dump_json()
+    except (BoundError, ValueError, TypeError, RecursionError) as exc:
+        return ConversationRecord.crashed(
+            cell_key=record.cell_key, domain=record.domain, task_id=record.task_id, variant=record.variant,
+            trial=record.trial if INT64_MIN <= record.trial <= INT64_MAX else 0,
+            error=f"the conversation could not be stored as it came back: {str(exc)[:500]}",
+            finished_at=record.finished_at or datetime.now(UTC).isoformat(timespec="seconds"), shard=record.shard)
+    return record
 
 
 def strip_stop_tokens(text: str) -> str:

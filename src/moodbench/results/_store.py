@@ -22,7 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from moodbench._util.bounds import clean_strings
 from moodbench._util.errors import UsageError
+from moodbench._util.files import write_problem
 from moodbench.results._record import ConversationRecord, ExitReason
 
 SCHEMA_VERSION = 2  # 1: the first release's hand-written table; 2: columns derived from the record
@@ -102,7 +104,10 @@ def _from_row(row: sqlite3.Row) -> ConversationRecord:
     for key in row.keys():
         value = row[key]
         if key in JSON_COLUMNS and isinstance(value, str):
+            surrogates = "\\ud" in value or "\\uD" in value  # stored before replies were cleaned: clean them here
             value = json.loads(value) if value else None
+            if surrogates:
+                value = clean_strings(value)
         if value is not None:  # NULL: the field's default (older rows lack newer columns' values)
             data[key] = value
     return ConversationRecord.model_validate(data)
@@ -159,6 +164,9 @@ class Store:
             self._columns = [r["name"] for r in self.conn.execute("PRAGMA table_info(simulations)")]
         except sqlite3.DatabaseError as exc:
             self._give_up()
+            problem = write_problem(exc) if not readonly else None
+            if problem:  # the disk is full or read-only: the store is fine, the place is not
+                raise StoreError(f"cannot write {self.path}: {problem}") from None
             raise _unusable(self.path, f"is not a readable moodbench store ({exc})") from None
         except StoreError:
             self._give_up()

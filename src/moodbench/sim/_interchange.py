@@ -49,8 +49,10 @@ from moodbench.results import (
     TaskFacts,
     is_success,
     sha256,
+    storable,
     write_summary,
 )
+from moodbench.sim._import_bounds import check_results_bounds
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
@@ -424,8 +426,9 @@ def _read(path: Path, variant: str) -> _File:
     raw_bytes = path.read_bytes()
     try:
         data = json.loads(raw_bytes)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"{path} is not JSON ({exc}); give the Results file that `tau2 run` or `moodbench export` wrote") from None
+    check_results_bounds(data, path)
     if not isinstance(data, dict) or not isinstance(data.get("simulations"), list):
         keys = ", ".join(sorted(data)[:8]) if isinstance(data, dict) else type(data).__name__
         raise UsageError(f"{path} is not a tau2 Results file (it needs a `simulations` list, with `info` and `tasks`; it has: "
@@ -599,7 +602,7 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]], *, emotions: b
             store.set_meta("plan", new_plan)
             for f in files:
                 for record, prompts in f.records:
-                    store.insert(record, prompts)
+                    store.insert(storable(record), prompts)
                     prompts_seen.update(sha256(t) for t in prompts.values())
         write_summary(stage)
         if run_dir.exists():

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 EXECUTORS = ("thread", "process", "ray")
 
 
+class ExecutorStartError(RuntimeError):
+    """The executor could not start (Ray did not start or could not be reached); nothing was run.
+    The message says what to check; the run ends with its summary and manifest written (exit 2)."""
+
+
 class Executor(Protocol):
     results: Any  # a queue.SimpleQueue of (cell, result, exception)
 
@@ -55,4 +60,4 @@ def make_executor(kind: str, settings: ConversationSettings, *, concurrency: int
     raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "ExecutorStartError", "make_executor"]

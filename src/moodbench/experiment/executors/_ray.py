@@ -18,10 +18,12 @@ from __future__ import annotations
 import ipaddress
 import math
 import queue
+import socket
 import threading
 from typing import Any
 
 from moodbench.experiment._plan import Cell
+from moodbench.experiment.executors import ExecutorStartError
 from moodbench.experiment.executors._portable import RemoteError, merge_health, portable, rebuild, run_one, to_result
 from moodbench.llm import EndpointHealth
 from moodbench.sim import ConversationSettings
@@ -54,6 +56,19 @@ def _loopback_node(address: str) -> dict[str, str]:
         return {}
 
 
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail at once when nothing listens at a ``host:port`` Ray address (``auto`` and URLs are left to Ray)."""
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ExecutorStartError(f"--executor ray: nothing answers at --ray-address {address} ({exc.strerror or exc}); start "
+                                 "the cluster there first (`ray start --head --port PORT`), or use --executor process on "
+                                 "one machine") from None
+
+
 class RayExecutor:
     """The runner's worker interface over Ray actors (see module docstring)."""
 
@@ -68,12 +83,21 @@ class RayExecutor:
         self._health = health
         self._owns_ray = False
         if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR", **_loopback_node(address))
-            else:
-                # a private instance talks over loopback only
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
-                self._owns_ray = True
+            try:
+                if address:
+                    _reachable(address)  # Ray itself retries an absent cluster for minutes
+                    ray.init(address=address, log_to_driver=False, logging_level="ERROR", **_loopback_node(address))
+                else:
+                    # a private instance talks over loopback only
+                    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+                    self._owns_ray = True
+            except ExecutorStartError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds (timeouts, ConnectionError, RuntimeError)
+                where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+                raise ExecutorStartError(
+                    f"--executor ray: could not {where} ({type(exc).__name__}: {str(exc)[:300]}); check that Ray runs there "
+                    "(`ray status`), or use --executor process on one machine") from None
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         n = max(1, min(workers or cpus, concurrency))
         per_actor = math.ceil(concurrency / n)
