@@ -35,6 +35,7 @@ from moodbench.serve.vllm import (
     build_vllm_commands,
     read_state,
 )
+from scripted import cli_env
 
 # serve_vllm / stop_vllm are the command's functions (returning exit codes), called directly to keep these tests fast
 serve_vllm, stop_vllm = serve_cmd.serve_vllm, serve_cmd.stop_vllm
@@ -170,7 +171,7 @@ def serve_in_subprocess(procs, tmp_path, **kw) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"serve-{len(procs)}.out"
     with open(out, "wb") as fh:
         p = subprocess.Popen([sys.executable, "-c", ENTRY, json.dumps(kw)], stdout=fh, stderr=subprocess.STDOUT,
-                             env=dict(os.environ), start_new_session=True,
+                             env=cli_env(), start_new_session=True,  # this checkout's sources first
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     procs.append(p)
     return p, out

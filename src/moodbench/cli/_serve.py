@@ -25,20 +25,7 @@ from rich.text import Text
 from moodbench._util.exitcodes import ExitCode, Interrupted, exit_code_of
 from moodbench.cli._app import app
 from moodbench.cli._exit import console, fail
-from moodbench.serve.health import HealthError, wait_ready
-from moodbench.serve.install import LocalBackendMissing, llama_server_path
-from moodbench.serve.llamacpp import DEFAULT_PORT, LlamaCppServer, LlamaCppServerError, port_in_use
-from moodbench.serve.models import DEFAULT_MODEL, ModelResolutionError, cache_root, resolve_model
 from moodbench.serve.options import ServeOptions
-from moodbench.serve.skypilot import (
-    ServeConfigError,
-    cluster_name,
-    endpoint,
-    remote_specs,
-    render_task_yaml,
-    secret_names,
-    sky_launch_argv,
-)
 
 _DEFAULTS = ServeOptions(backend="")  # the flags show ServeOptions' defaults: one home for each
 
@@ -115,6 +102,10 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     ``dry_run`` (print the command only), ``startup_timeout``, ``log_dir`` and ``extra_args``
     (appended to llama-server's argv).
     """
+    from moodbench.serve.install import LocalBackendMissing, llama_server_path
+    from moodbench.serve.llamacpp import DEFAULT_PORT, LlamaCppServer, LlamaCppServerError, port_in_use
+    from moodbench.serve.models import DEFAULT_MODEL, ModelResolutionError, cache_root, resolve_model
+
     port = opts.port or DEFAULT_PORT
     if opts.stop:
         _say(console, "llamacpp runs in the foreground: stop it with Ctrl-C in its terminal.", "yellow")
@@ -191,6 +182,18 @@ def _plain(console, text: str = "", style: str | None = None) -> None:
 
 def serve_skypilot(opts: ServeOptions, console) -> int:
     """``serve --backend vllm --skypilot FILE``: write the task, launch it when ``sky`` is here, wait, print the URLs."""
+    # here, not at the top: httpx and YAML would slow every `moodbench` command's start
+    from moodbench.serve.health import HealthError, wait_ready
+    from moodbench.serve.skypilot import (
+        ServeConfigError,
+        cluster_name,
+        endpoint,
+        remote_specs,
+        render_task_yaml,
+        secret_names,
+        sky_launch_argv,
+    )
+
     cluster = cluster_name()
     path = Path(opts.skypilot or "TASK.yaml").expanduser()
     try:
