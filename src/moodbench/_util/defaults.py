@@ -19,3 +19,8 @@ SEED = 300
 # how the customer model sees the conversation (see sim._user); the type and its values, one home
 UserFormat = Literal["tau2", "transcript", "completion"]
 USER_FORMATS: tuple[UserFormat, ...] = get_args(UserFormat)
+#: Vector scales a steering calibration tries; 0 is the unsteered baseline (planning: coherence collapses past ~2).
+STEER_SCALES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: Real tau2 tasks a calibration's customers play, whose customers need the agent to act (so every early stop
+#: is premature): four different customers (retail tasks 0-4 all share one), one calling to complain (airline:5).
+STEER_TASKS: tuple[str, ...] = ("retail:0", "retail:5", "retail:10", "airline:5")
