@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,13 +29,13 @@ SCRIPT = {
         }
     }
 }
-TOOLS = [{"type": "function", "function": {"name": "get_order", "description": "Look up an order.",
+TOOLS: list[dict[str, Any]] = [{"type": "function", "function": {"name": "get_order", "description": "Look up an order.",
                                            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
                                                           "required": ["order_id"]}}}]
 
 
 def _history(turn: int) -> list[dict]:
-    msgs = [{"role": "system", "content": "<policy>help</policy>"}, {"role": "user", "content": "where is my order?"}]
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": "<policy>help</policy>"}, {"role": "user", "content": "where is my order?"}]
     if turn:
         msgs += [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
                                                                          "function": {"name": "get_order", "arguments": "{\"order_id\": \"#W1\"}"}}]},

@@ -151,6 +151,13 @@ def _serves(port: int) -> list[str]:
         return []
 
 
+def _state(port: int) -> dict:
+    """The record moodbench serve keeps for a server it started on ``port`` (there must be one)."""
+    state = read_state(port)
+    assert state is not None, f"no record for port {port}"
+    return state
+
+
 ENTRY = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -333,7 +340,7 @@ def test_replicas_ports_gpus_loopback_and_ctrl_c(env, procs):
     assert all(r["argv"][r["argv"].index("--tensor-parallel-size") + 1] == "2" for r in recs)
     for r in recs:
         assert _serves(r["port"]) == ["Qwen/Qwen2.5-0.5B-Instruct"]
-        state = read_state(r["port"])
+        state = _state(r["port"])
         assert state["pid"] == r["pid"] and Path(state["log"]) == env / "logs" / f"vllm-{r['port']}.log"
         assert "Starting vLLM API server" in Path(state["log"]).read_text()
     urls = f"http://127.0.0.1:{port}/v1,http://127.0.0.1:{port + 1}/v1"
@@ -365,12 +372,12 @@ def test_reuse_keeps_same_model_then_stop_via_state_file(env, procs):
     port = free_ports(1)
     first, out = serve_in_subprocess(procs, env, model="Qwen/Qwen3-8B", port=port)
     wait_for(lambda: "Press Ctrl-C" in out.read_text() or first.poll() is not None, what="ready")
-    pid = read_state(port)["pid"]
+    pid = _state(port)["pid"]
 
     c, buf = console()
     assert serve_vllm(opts(model="Qwen/Qwen3-8B", port=port, reuse=True), c) == 0
     assert "Reusing" in buf.getvalue() and f"pid {pid}" in buf.getvalue()
-    assert read_state(port)["pid"] == pid and len(records(env / "record.jsonl")) == 1  # nothing restarted
+    assert _state(port)["pid"] == pid and len(records(env / "record.jsonl")) == 1  # nothing restarted
 
     # without --reuse the same request is refused rather than clashing on the port
     c, buf = console()
@@ -412,7 +419,7 @@ def test_reuse_replaces_a_wedged_server_we_started(env, procs):
     text = out.read_text()
     assert "Replacing" in text, text
     assert old.wait(timeout=10) is not None
-    new_pid = read_state(port)["pid"]
+    new_pid = _state(port)["pid"]
     assert new_pid != old.pid and _serves(port) == ["Qwen/Qwen3-8B"]
     os.kill(p.pid, signal.SIGINT)
     assert p.wait(timeout=30) == 130

@@ -128,6 +128,7 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
             con.execute("SELECT variant, steering, simulation FROM simulations")}
     con.close()
     steering, steered_sim = rows["frustration@steer"]
+    assert steering is not None
     vectors = list((cache / "vectors").glob("*.gguf"))
     assert len(vectors) == 1 and steering["vector"] == str(vectors[0])
     assert steering["scale"] == 0.667 and steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64

@@ -41,7 +41,7 @@ def test_steered_specs_parse_to_canonical_names(spec: str, canonical: str, promp
     parsed = CATALOG.parse(spec)
     assert parsed.canonical == canonical
     assert [p.name for p in parsed.parts if p.prompted] == prompted
-    assert (parsed.steered.name, parsed.steered.level) == steered if steered else parsed.steered is None
+    assert (parsed.steered is not None and (parsed.steered.name, parsed.steered.level) == steered) if steered else parsed.steered is None
     block = CATALOG.persona_block(parsed)
     assert (block is None) == (not prompted)  # a steered-only customer gets tau2's prompt, byte for byte
     if prompted:
