@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
+
+# the two transports are private to llm; these tests compare them on the same requests
 from moodbench.llm._fast import OpenAICompatTransport, transport_for
 from moodbench.llm._litellm import LitellmTransport
 from scripted import start_scripted_server

@@ -23,8 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from moodbench.llm._textcalls import recover_text_tool_calls
-from moodbench.llm._thinking import strip_thinking
+from moodbench.llm import recover_text_tool_calls, strip_thinking
 
 TOOLS = ["get_user_details", "cancel_order", "transfer_to_human_agents"]
 CALL = {"name": "get_user_details", "arguments": {"user_id": "sara_1"}}

@@ -21,7 +21,7 @@ from moodbench.serve.install import find_cvector_generator, find_llama_server
 from moodbench.serve.llamacpp import LlamaCppServer
 from moodbench.serve.models import ModelResolutionError, resolve_model
 from moodbench.steer import SteeringVector, build_vector, calibrate, load_calibration, render_completion_prompt
-from moodbench.steer._vector import vector_metadata
+from moodbench.steer._vector import vector_metadata  # the sidecar reader is private; the test checks what it wrote
 from scripted import CLI
 
 MODEL = "qwen2.5-0.5b"
@@ -152,7 +152,7 @@ def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next
     already uses."""
     from moodbench.experiment import ConfigError, RunConfig, make_plan
     from moodbench.experiment._local_servers import steering_of
-    from moodbench.steer._calibrate import calibration_path
+    from moodbench.steer import calibration_path
 
     path = calibration_path(vector, "completion")
     path.write_text(json.dumps({"vector_sha256": vector.sha256, "levels": None, "scales": []}))

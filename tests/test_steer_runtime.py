@@ -15,6 +15,8 @@ import pytest
 
 from moodbench.emotions import UnknownVariantError, load_catalog
 from moodbench.experiment import Cell, ConfigError, RunConfig, make_plan
+
+# the runner's steering records are private to experiment; tested as units here
 from moodbench.experiment._local_servers import SteeredCustomer
 from moodbench.experiment._run import record_steering
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
