@@ -51,6 +51,7 @@ from moodbench.analysis._planning import (
     DEFAULT_PAIR_CORR,
     family_size,
     pilot_design,
+    pilot_with_assumptions,
     planned_design,
     planned_mde,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "paired_effect",
     "pass_hat_k_paired",
     "pilot_design",
+    "pilot_with_assumptions",
     "planned_design",
     "planned_mde",
     "power_at",
