@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine
-from moodbench.steer._defaults import DEFAULT_TASKS
+from moodbench._util.defaults import STEER_TASKS as DEFAULT_TASKS
 
 FMT = "completion"
 LEVELS: tuple[str, ...] = ("mild", "moderate", "severe")

@@ -30,16 +30,12 @@ from typing import Any
 
 import pytest
 
-try:
-    from scripted import cli_env, start_scripted_server
-except ImportError:  # tests/ became a package
-    from tests.scripted import cli_env, start_scripted_server
-
 from moodbench.analysis import anatomy_effects, conversation_anatomy, delivery, flipping_tasks
 from moodbench.analysis._anatomy import hallucinated_ids, is_identifier
 from moodbench.report._anatomy_section import first_divergence, pair_pages
 from moodbench.report._viewer import start_server
 from moodbench.results import ConversationRecord, load_run
+from scripted import cli_env, start_scripted_server
 
 CLI = [sys.executable, "-m", "moodbench.cli"]
 TASKS = ("create_task_1", "update_task_1", "impossible_task_1")
@@ -255,7 +251,7 @@ def test_viewer_renders_any_pair(built: Path, records: dict[tuple[str, str], Con
 def test_identifier_pattern() -> None:
     assert all(is_identifier(s) for s in ("user_1", "#W2378156", "1151293680", "credit_card_9513926", "HAT170", "task_2"))
     assert not any(is_identifier(s) for s in ("2024-05-15", "completed", "Important Meeting", "10:30", "a1"))
-    msgs = [{"role": "user", "content": "My order is #W1234567"},
+    msgs: list[dict[str, Any]] = [{"role": "user", "content": "My order is #W1234567"},
             {"role": "assistant", "tool_calls": [{"name": "get_order_details", "arguments": {"order_id": "#W1234567"}}]},
             {"role": "tool", "content": '{"user_id": "mei_lee_1"}'},
             {"role": "assistant", "tool_calls": [{"name": "x", "arguments": {"user_id": "mei_lee_1", "item_ids": ["99887766"]}}]}]

@@ -142,7 +142,7 @@ class Ctx:
 
     tmp: Path
     shared: dict[str, Any]
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     def cli(self, *args: Any, env: dict[str, str] | None = None, timeout: float = 240,
             preexec_fn: Callable[[], None] | None = None) -> Done:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
+
+# the two transports are private to llm; these tests compare them on the same requests
 from moodbench.llm._fast import OpenAICompatTransport, transport_for
 from moodbench.llm._litellm import LitellmTransport
 from scripted import start_scripted_server
@@ -28,13 +31,13 @@ SCRIPT = {
         }
     }
 }
-TOOLS = [{"type": "function", "function": {"name": "get_order", "description": "Look up an order.",
+TOOLS: list[dict[str, Any]] = [{"type": "function", "function": {"name": "get_order", "description": "Look up an order.",
                                            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
                                                           "required": ["order_id"]}}}]
 
 
 def _history(turn: int) -> list[dict]:
-    msgs = [{"role": "system", "content": "<policy>help</policy>"}, {"role": "user", "content": "where is my order?"}]
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": "<policy>help</policy>"}, {"role": "user", "content": "where is my order?"}]
     if turn:
         msgs += [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
                                                                          "function": {"name": "get_order", "arguments": "{\"order_id\": \"#W1\"}"}}]},

@@ -89,7 +89,7 @@ def test_sigkill_at_random_moments_then_resume_stores_every_cell_once(tmp_path: 
             wait_for_requests(srv, len(srv.requests()) + k, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-            state = check_store(out) if (out / "results.sqlite").exists() else {"finished": set(), "rows": 0}
+            state: dict[str, Any] = check_store(out) if (out / "results.sqlite").exists() else {"finished": set(), "rows": 0}
             assert len(state["finished"]) >= stored_before  # nothing stored is ever lost
             stored_before = len(state["finished"])
         proc = start(cmd)

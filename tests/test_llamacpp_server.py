@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -42,7 +42,7 @@ from moodbench.serve.models import ModelResolutionError, resolve_model
 
 MODEL = "qwen2.5-0.5b"
 
-TOOLS = [
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
@@ -324,7 +324,7 @@ def test_binds_loopback_only(server: LlamaCppServer) -> None:
 
 @pytest.mark.localmodel
 def test_two_turn_tool_conversation(server: LlamaCppServer) -> None:
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
     r1 = _chat(server, messages, tool_choice="auto")
     assert r1.status_code == 200, r1.text
     msg1 = r1.json()["choices"][0]["message"]

@@ -87,7 +87,7 @@ def test_urls_are_redacted_and_their_credentials_listed() -> None:
 
 
 def test_scrub_is_deep_and_leaves_its_input_alone() -> None:
-    obj = {"a": [f"x{KEY}y", {"b": (KEY, 3)}], KEY: None, "n": 1.5}
+    obj: dict[str, Any] = {"a": [f"x{KEY}y", {"b": (KEY, 3)}], KEY: None, "n": 1.5}
     out = scrub(obj, [KEY])
     assert out == {"a": ["x***y", {"b": ("***", 3)}], "***": None, "n": 1.5}
     assert obj["a"][0] == f"x{KEY}y"

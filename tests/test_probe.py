@@ -29,8 +29,8 @@ MOCK_CALLS: dict[str, dict[str, Any]] = {
     "mock-list-users": {"name": "get_users", "arguments": {}},
     "mock-delete-task": {"name": "transfer_to_human_agents", "arguments": {"summary": "The user wants task_1 deleted."}},
 }
-SAY = {"content": "Happy to help with that."}
-SAY_REQUIRED = {"tool_calls": [{"name": "respond_to_user", "arguments": {"message": "Happy to help with that."}}]}
+SAY: dict[str, Any] = {"content": "Happy to help with that."}
+SAY_REQUIRED: dict[str, Any] = {"tool_calls": [{"name": "respond_to_user", "arguments": {"message": "Happy to help with that."}}]}
 
 
 def agent_script(domain: str, reply: Callable[[ProbeCase], dict[str, Any]], models: list[str] | None = None) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def text_calls(case: ProbeCase) -> dict[str, Any]:
 
 def messy(case: ProbeCase) -> dict[str, Any]:
     """One defect per case (the same under both modes)."""
-    return {
+    defects: dict[str, dict[str, Any]] = {
         "mock-create-task": {"think": "the user wants a task", "tool_calls": [MOCK_CALLS["mock-create-task"]]},
         "mock-complete-task": {"tool_calls": [{"name": "update_task", "arguments": {"task_id": "task_1"}}]},  # no such tool
         "mock-list-users": {"tool_calls": [{"name": "get_users", "arguments": "{bad json"}]},
@@ -76,7 +76,8 @@ def messy(case: ProbeCase) -> dict[str, Any]:
         "mock-thanks": {"tool_calls": [{"name": "get_users", "arguments": {}}, {"name": "get_users", "arguments": {}}]},  # unwanted, duplicate
         "mock-policy-status": {"think": "statuses...", "content": "A task can be pending or completed."},
         "mock-compliment": {"text_tool_call": {"name": "give_compliment", "arguments": {"to": "user_1"}}, "style": "fenced"},
-    }[case.id]
+    }
+    return defects[case.id]
 
 
 @pytest.fixture(scope="module")

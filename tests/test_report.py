@@ -302,10 +302,12 @@ def test_report_numbers_match_summary_json(data_dir: Path) -> None:
             assert cells[f"pass^{k}"][0] == f"{s['pass_hat_k'][str(k)]:.3f}"
         assert cells["done/planned"][0] == f"{s['done']}/{s['planned']}"
     # exit-reason links carry the counts; every one matches summary.json
-    seen = defaultdict(dict)
+    seen: defaultdict[str, dict[str, int]] = defaultdict(dict)
     for attrs, _text in parsed.anchors:
         if "data-reason" in attrs and "run=" in attrs.get("href", ""):
-            variant = re.search(r"variant=([^&]+)", html.unescape(attrs["href"])).group(1)
+            found = re.search(r"variant=([^&]+)", html.unescape(attrs["href"]))
+            assert found, attrs
+            variant = found.group(1)
             seen[variant][attrs["data-reason"]] = int(attrs["data-count"])
     assert dict(seen) == {v: s["exit_reasons"] for v, s in summary["variants"].items()}
     # the headline table shows the *paired* means (the same pairs as the difference), not the run table's
@@ -488,7 +490,7 @@ def test_report_rejects_bad_input(data_dir: Path, tmp_path: Path) -> None:
 def test_transcript_pages_show_the_conversation(data_dir: Path) -> None:
     out = data_dir / "report"
     con = sqlite3.connect(data_dir / "run-a" / "results.sqlite")
-    final = {}
+    final: dict[str, tuple[int, str]] = {}
     for rid, key, exit_reason in con.execute("SELECT id, cell_key, exit_reason FROM simulations ORDER BY id"):
         if key not in final or final[key][1] in EXCLUDED:
             final[key] = (rid, exit_reason)
@@ -501,7 +503,9 @@ def test_transcript_pages_show_the_conversation(data_dir: Path) -> None:
     rid = con.execute("SELECT id FROM simulations WHERE variant='frustration' AND task_id='create_task_1' AND trial=0").fetchone()[0]
     page = next(p for p in pages if p.name == f"sim-{rid}.html").read_text()
     prompt = con.execute("SELECT text FROM prompts p JOIN simulations s ON s.user_prompt_sha256 = p.sha256 WHERE s.id=?", (rid,)).fetchone()[0]
-    block = re.search(r"<emotional_state>.*?</emotional_state>", prompt, re.DOTALL).group(0)
+    emotional = re.search(r"<emotional_state>.*?</emotional_state>", prompt, re.DOTALL)
+    assert emotional, prompt
+    block = emotional.group(0)
     assert block in html.unescape(page)
     assert "This is ridiculous, I&#39;ve been waiting forever." in page
     assert "Could you tell me again exactly what you need?" in page
@@ -525,6 +529,7 @@ def test_transcript_pages_show_the_conversation(data_dir: Path) -> None:
 
 
 def _chromium(args: list[str], profile: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM, "the browser tests skip without chromium"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
            "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -782,6 +787,7 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
         deadline = time.monotonic() + 60
         lines = []
         while time.monotonic() < deadline and url is None:
+            assert proc.stdout is not None
             line = proc.stdout.readline()
             if not line:
                 break
@@ -793,7 +799,9 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
         with opener.open(url, timeout=10) as resp:
             body = resp.read().decode()
         assert resp.status == 200 and "8 simulation(s)" in body
-        sim = re.search(r'href="([^"]+/sim-\d+\.html)"', body).group(1)
+        link = re.search(r'href="([^"]+/sim-\d+\.html)"', body)
+        assert link, body[:2000]
+        sim = link.group(1)
         with opener.open(url.rsplit("/", 1)[0] + "/" + sim, timeout=10) as resp:
             assert "Conversation" in resp.read().decode()
         with opener.open(url.replace("transcripts/index.html", "report.html"), timeout=10) as resp:

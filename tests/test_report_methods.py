@@ -145,8 +145,8 @@ def _store_steered(source: Path, out: Path, copies: int) -> None:
                                             user_prompt=None if method == "both" else r.user_prompt_sha256,
                                             flag_role_confusion=steered == "frustration@steer:mild" and r.trial == 0))
                 for c in stored:
-                    store.insert(c, {role: prompts[d] for role, d in (("user", c.user_prompt_sha256), ("agent", c.agent_prompt_sha256))
-                                     if d in prompts and prompts[d] is not None})
+                    store.insert(c, {role: text for role, d in (("user", c.user_prompt_sha256), ("agent", c.agent_prompt_sha256))
+                                     if d is not None and (text := prompts.get(d)) is not None})
                     planned[c.variant] += 1
         store.set_meta("config", {**config, "variants": ALL, "task_ids": [f"{t}~{k}" if k else t for k in range(copies) for t in tasks]})
         store.set_meta("plan", {**plan, "variants": ALL, "planned": {"mock": dict(planned)}, "cells": sum(planned.values()),

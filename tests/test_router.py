@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
-from moodbench.llm._router import EndpointRouter
+from moodbench.llm._router import EndpointRouter  # private to llm: the router is tested as a unit
 from scripted import start_scripted_server
 
 SCRIPT = {"roles": {"agent": {"turns": [{"content": "hello"}], "after": "repeat_last"}}}

@@ -145,7 +145,7 @@ class RunOutcome:
         return [e["body"] for e in self.requests(role)]
 
 
-def run_against_script(workdir: Path, script: dict[str, Any], args: Callable[[str, Path], list[str]]) -> RunOutcome:
+def run_against_script(workdir: Path, script: dict[str, Any], args: Callable[[str, Path], list[Any]]) -> RunOutcome:
     """Start a scripted server, run ``moodbench`` with ``args(base_url, run_dir)``, stop the server."""
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = workdir / "run"
@@ -157,7 +157,7 @@ def run_against_script(workdir: Path, script: dict[str, Any], args: Callable[[st
 
 
 def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, script: dict[str, Any],
-               args: Callable[[str, Path], list[str]]) -> RunOutcome:
+               args: Callable[[str, Path], list[Any]]) -> RunOutcome:
     """:func:`run_against_script` once per pytest session, whichever xdist worker asks first.
 
     Module fixtures are per worker under xdist, so two workers would each pay for the same run; a

@@ -16,7 +16,7 @@ import pytest
 from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
 from moodbench.sim import domain_template
-from moodbench.sim._reward import GOLD, score_simulation
+from moodbench.sim._reward import GOLD, score_simulation  # sim's reward, compared with tau2's evaluator itself
 from moodbench.sim._tau2 import (
     AssistantMessage,
     SimulationRun,

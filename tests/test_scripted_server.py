@@ -144,7 +144,7 @@ def http(main_server: ScriptedServer) -> Any:
 @pytest.fixture(scope="module")
 def oai(main_server: ScriptedServer) -> openai.OpenAI:
     return openai.OpenAI(
-        base_url=main_server.base_url, api_key="none", max_retries=0, http_client=httpx.Client(trust_env=False)
+        base_url=main_server.base_url, api_key="none", max_retries=0, http_client=openai.DefaultHttpxClient(trust_env=False)
     )
 
 
@@ -413,7 +413,7 @@ def test_429_retry_after_and_fault_roles(tmp_path: Path) -> None:
         assert resp.json()["error"]["code"] == 429
         assert message_of(chat(c, convo(USER_SYSTEM, ("user", "hi"))))["content"] == "fine"
         client = openai.OpenAI(
-            base_url=srv.base_url, api_key="x", max_retries=0, http_client=httpx.Client(trust_env=False)
+            base_url=srv.base_url, api_key="x", max_retries=0, http_client=openai.DefaultHttpxClient(trust_env=False)
         )
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="scripted", messages=convo(AGENT_SYSTEM, ("user", "hi")))
@@ -434,7 +434,7 @@ def test_drop_closes_connection(tmp_path: Path) -> None:
         with httpx.Client(base_url=srv.base_url, trust_env=False) as c, pytest.raises(httpx.RemoteProtocolError):
             chat(c, convo(AGENT_SYSTEM, ("user", "hi")))
         client = openai.OpenAI(
-            base_url=srv.base_url, api_key="x", max_retries=0, http_client=httpx.Client(trust_env=False)
+            base_url=srv.base_url, api_key="x", max_retries=0, http_client=openai.DefaultHttpxClient(trust_env=False)
         )
         with pytest.raises(openai.APIConnectionError):
             client.chat.completions.create(model="scripted", messages=convo(AGENT_SYSTEM, ("user", "hi")))
@@ -471,7 +471,7 @@ def test_first_n_fail_then_openai_sdk_retries(tmp_path: Path) -> None:
         with httpx.Client(base_url=srv.base_url, trust_env=False) as c:
             assert chat(c, convo(AGENT_SYSTEM)).status_code == 500
         client = openai.OpenAI(
-            base_url=srv.base_url, api_key="x", max_retries=2, http_client=httpx.Client(trust_env=False)
+            base_url=srv.base_url, api_key="x", max_retries=2, http_client=openai.DefaultHttpxClient(trust_env=False)
         )
         completion = client.chat.completions.create(model="scripted", messages=convo(AGENT_SYSTEM))
         assert completion.choices[0].message.content == "recovered"

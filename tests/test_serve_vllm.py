@@ -35,6 +35,7 @@ from moodbench.serve.vllm import (
     build_vllm_commands,
     read_state,
 )
+from scripted import cli_env
 
 # serve_vllm / stop_vllm are the command's functions (returning exit codes), called directly to keep these tests fast
 serve_vllm, stop_vllm = serve_cmd.serve_vllm, serve_cmd.stop_vllm
@@ -150,6 +151,13 @@ def _serves(port: int) -> list[str]:
         return []
 
 
+def _state(port: int) -> dict:
+    """The record moodbench serve keeps for a server it started on ``port`` (there must be one)."""
+    state = read_state(port)
+    assert state is not None, f"no record for port {port}"
+    return state
+
+
 ENTRY = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -170,7 +178,7 @@ def serve_in_subprocess(procs, tmp_path, **kw) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"serve-{len(procs)}.out"
     with open(out, "wb") as fh:
         p = subprocess.Popen([sys.executable, "-c", ENTRY, json.dumps(kw)], stdout=fh, stderr=subprocess.STDOUT,
-                             env=dict(os.environ), start_new_session=True,
+                             env=cli_env(), start_new_session=True,  # this checkout's sources first
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
     procs.append(p)
     return p, out
@@ -332,7 +340,7 @@ def test_replicas_ports_gpus_loopback_and_ctrl_c(env, procs):
     assert all(r["argv"][r["argv"].index("--tensor-parallel-size") + 1] == "2" for r in recs)
     for r in recs:
         assert _serves(r["port"]) == ["Qwen/Qwen2.5-0.5B-Instruct"]
-        state = read_state(r["port"])
+        state = _state(r["port"])
         assert state["pid"] == r["pid"] and Path(state["log"]) == env / "logs" / f"vllm-{r['port']}.log"
         assert "Starting vLLM API server" in Path(state["log"]).read_text()
     urls = f"http://127.0.0.1:{port}/v1,http://127.0.0.1:{port + 1}/v1"
@@ -364,12 +372,12 @@ def test_reuse_keeps_same_model_then_stop_via_state_file(env, procs):
     port = free_ports(1)
     first, out = serve_in_subprocess(procs, env, model="Qwen/Qwen3-8B", port=port)
     wait_for(lambda: "Press Ctrl-C" in out.read_text() or first.poll() is not None, what="ready")
-    pid = read_state(port)["pid"]
+    pid = _state(port)["pid"]
 
     c, buf = console()
     assert serve_vllm(opts(model="Qwen/Qwen3-8B", port=port, reuse=True), c) == 0
     assert "Reusing" in buf.getvalue() and f"pid {pid}" in buf.getvalue()
-    assert read_state(port)["pid"] == pid and len(records(env / "record.jsonl")) == 1  # nothing restarted
+    assert _state(port)["pid"] == pid and len(records(env / "record.jsonl")) == 1  # nothing restarted
 
     # without --reuse the same request is refused rather than clashing on the port
     c, buf = console()
@@ -411,7 +419,7 @@ def test_reuse_replaces_a_wedged_server_we_started(env, procs):
     text = out.read_text()
     assert "Replacing" in text, text
     assert old.wait(timeout=10) is not None
-    new_pid = read_state(port)["pid"]
+    new_pid = _state(port)["pid"]
     assert new_pid != old.pid and _serves(port) == ["Qwen/Qwen3-8B"]
     os.kill(p.pid, signal.SIGINT)
     assert p.wait(timeout=30) == 130

@@ -102,7 +102,7 @@ def test_one_task_is_too_small_to_decide_and_says_what_would_be() -> None:
     [({"flag": 0.9}, "flagged"), ({"stop": 1.0}, "stop"), ({"repetition": 0.5}, "repetition"), ({"goal": 0.0}, "goal_overlap"),
      ({"ppl": 1000.0}, "perplexity")],
 )  # fmt: skip
-def test_each_check_can_credibly_fail_a_scale_and_only_that_one(change: dict[str, float], check: str) -> None:
+def test_each_check_can_credibly_fail_a_scale_and_only_that_one(change: dict[str, Any], check: str) -> None:
     rng = random.Random(5)
     base = _replies(0.0, rng, tasks=[f"retail:{i}" for i in range(8)])
     same = _replies(1.0, rng, tasks=[f"retail:{i}" for i in range(8)])

@@ -21,7 +21,7 @@ from moodbench.serve.install import find_cvector_generator, find_llama_server
 from moodbench.serve.llamacpp import LlamaCppServer
 from moodbench.serve.models import ModelResolutionError, resolve_model
 from moodbench.steer import SteeringVector, build_vector, calibrate, load_calibration, render_completion_prompt
-from moodbench.steer._vector import vector_metadata
+from moodbench.steer._vector import vector_metadata  # the sidecar reader is private; the test checks what it wrote
 from scripted import CLI
 
 MODEL = "qwen2.5-0.5b"
@@ -129,6 +129,7 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
             con.execute("SELECT variant, steering, simulation FROM simulations")}
     con.close()
     steering, steered_sim = rows["frustration@steer"]
+    assert steering is not None
     vectors = list((cache / "vectors").glob("*.gguf"))
     assert len(vectors) == 1 and steering["vector"] == str(vectors[0])
     assert steering["scale"] == 0.667 and steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64
@@ -152,7 +153,7 @@ def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next
     already uses."""
     from moodbench.experiment import ConfigError, RunConfig, make_plan
     from moodbench.experiment._local_servers import steering_of
-    from moodbench.steer._calibrate import calibration_path
+    from moodbench.steer import calibration_path
 
     path = calibration_path(vector, "completion")
     path.write_text(json.dumps({"vector_sha256": vector.sha256, "levels": None, "scales": []}))

@@ -15,6 +15,8 @@ import pytest
 
 from moodbench.emotions import UnknownVariantError, load_catalog
 from moodbench.experiment import Cell, ConfigError, RunConfig, make_plan
+
+# the runner's steering records are private to experiment; tested as units here
 from moodbench.experiment._local_servers import SteeredCustomer
 from moodbench.experiment._run import record_steering
 from moodbench.llm import EndpointHealth, ModelClient, ModelSpec
@@ -41,7 +43,7 @@ def test_steered_specs_parse_to_canonical_names(spec: str, canonical: str, promp
     parsed = CATALOG.parse(spec)
     assert parsed.canonical == canonical
     assert [p.name for p in parsed.parts if p.prompted] == prompted
-    assert (parsed.steered.name, parsed.steered.level) == steered if steered else parsed.steered is None
+    assert (parsed.steered is not None and (parsed.steered.name, parsed.steered.level) == steered) if steered else parsed.steered is None
     block = CATALOG.persona_block(parsed)
     assert (block is None) == (not prompted)  # a steered-only customer gets tau2's prompt, byte for byte
     if prompted:

@@ -21,16 +21,18 @@ from moodbench.steer import (
     choose_levels,
     clean_completion_reply,
     contrast_prompts,
+    default_layers,
     escape_line,
     pairs_sha256,
     render_completion_prompt,
     steering_for,
 )
+
+# the calibration's scoring pieces, the GGUF reader and the grammar are private helpers tested as units
 from moodbench.steer._calibrate import goal_overlap, repetition_rate, summarize_scale
 from moodbench.steer._contrast import unescape_line
 from moodbench.steer._gguf import GGUFError, read_metadata
 from moodbench.steer._score import token_grammar
-from moodbench.steer._vector import default_layers
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from moodbench.steer._contrast import pairs_sha256
-from moodbench.steer._vector import steering_for
+from moodbench.steer import pairs_sha256, steering_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "src" / "moodbench" / "steer" / "data"

@@ -57,7 +57,7 @@ def level_text(variant: str, level: str) -> str:
     return BUILTIN[variant]["levels"][level].strip()
 
 
-def _variant_run_args(url: str, out: Path) -> list[str]:
+def _variant_run_args(url: str, out: Path) -> list[Any]:  # moodbench() str()s them
     custom = out.parent / "stoic.yaml"
     custom.write_text(CUSTOM_VARIANT, encoding="utf-8")
     return ["run", "--domain", "mock,retail", "--num-tasks", 1, "--variants", ",".join(SPECS), "--variants-file", custom,

@@ -22,3 +22,8 @@ USER_FORMATS: tuple[UserFormat, ...] = get_args(UserFormat)
 MAX_TRIALS = 1000  # trials per task and variant: pass^k tables have a column per k
 MAX_SEED = 2**31 - 1_000_001  # per-cell seeds add up to 999,999 and must stay a 32-bit int for every server
 MAX_CELLS = 1_000_000  # conversations in one plan: a bigger matrix is a typo, and would not fit in memory
+#: Vector scales a steering calibration tries; 0 is the unsteered baseline (planning: coherence collapses past ~2).
+STEER_SCALES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: Real tau2 tasks a calibration's customers play, whose customers need the agent to act (so every early stop
+#: is premature): four different customers (retail tasks 0-4 all share one), one calling to complain (airline:5).
+STEER_TASKS: tuple[str, ...] = ("retail:0", "retail:5", "retail:10", "airline:5")

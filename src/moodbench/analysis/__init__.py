@@ -64,6 +64,7 @@ from moodbench.analysis._planning import (
     DEFAULT_PAIR_CORR,
     family_size,
     pilot_design,
+    pilot_with_assumptions,
     planned_design,
     planned_mde,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "pairing_checks",
     "pass_hat_k_paired",
     "pilot_design",
+    "pilot_with_assumptions",
     "planned_design",
     "planned_mde",
     "power_at",

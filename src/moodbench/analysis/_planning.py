@@ -115,3 +115,25 @@ def pilot_design(records: Sequence[ConversationRecord], baseline: str, variants:
             diffs[(v, x.task_key)].append(value - centre)
     design = design_from_pilot(base, dict(diffs) if diffs else None, family_size=family, alpha=alpha, power=power)
     return replace(design, tasks=len(base))
+
+
+def pilot_with_assumptions(pilot: Design, *, family: int, pilot_has_variants: bool, baseline_success: float | None = None,
+                           icc: float | None = None, pair_corr: float | None = None,
+                           effect_sd: float | None = None) -> Design:
+    """A pilot's design with the user's stated assumptions on top (``moodbench power --pilot ... --icc X``).
+
+    A stated ``icc``, ``pair_corr`` or ``baseline_success`` makes the pilot's measured pair-difference
+    variance no longer apply; a stated ``baseline_success`` replaces the pilot's outcome variance; a pilot
+    without variants cannot see how tasks react, so its effect spread falls back to the default unless
+    stated.
+    """
+    stated = {k: v for k, v in (("baseline_success", baseline_success), ("icc", icc), ("pair_corr", pair_corr),
+                                ("effect_sd", effect_sd)) if v is not None}
+    overrides: dict[str, Any] = dict(stated)
+    if {"icc", "pair_corr", "baseline_success"} & set(stated):
+        overrides["diff_within_var"] = None
+    if not pilot_has_variants and effect_sd is None:
+        overrides["effect_sd"] = DEFAULT_EFFECT_SD
+    if "baseline_success" in stated:
+        overrides["outcome_var"] = None
+    return replace(pilot, family_size=family, **overrides)

@@ -128,15 +128,7 @@ def power(
     as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON on stdout."),
 ) -> None:
     """Minimum detectable effect and power before spending GPU hours (same formula the report's MDE uses)."""
-    from moodbench.analysis import (
-        DEFAULT_BASELINE_SUCCESS,
-        DEFAULT_EFFECT_SD,
-        DEFAULT_ICC,
-        DEFAULT_PAIR_CORR,
-        family_size,
-        mde,
-        power_table,
-    )
+    from moodbench.analysis import family_size, mde, pilot_with_assumptions, planned_design, power_table
 
     task_list, trial_list, effect_list = _ints(tasks, "--tasks"), _ints(trials, "--trials"), _floats(effects, "--effects")
     if not 0 < alpha < 1 or not 0 < power_ < 1:
@@ -147,23 +139,12 @@ def power(
             base, pilot_info = _pilot(pilot, baseline, alpha, power_)
             n_var = variants or max(1, len(pilot_info["variants"]))
             n_dom = domains or max(1, len(pilot_info["domains"]))
-            overrides: dict[str, Any] = {k: v for k, v in (("baseline_success", baseline_success), ("icc", icc), ("pair_corr", pair_corr),
-                                                            ("effect_sd", effect_sd)) if v is not None}
-            if {"icc", "pair_corr", "baseline_success"} & set(overrides):  # the pilot's measured difference variance no longer applies
-                overrides["diff_within_var"] = None
-            if not pilot_info["variants"] and effect_sd is None:  # a baseline-only pilot cannot see how tasks react
-                overrides["effect_sd"] = DEFAULT_EFFECT_SD
-            if "baseline_success" in overrides:
-                overrides["outcome_var"] = None
-            design = replace(base, family_size=family_size(n_var, n_dom), **overrides)
+            design = pilot_with_assumptions(base, family=family_size(n_var, n_dom), pilot_has_variants=bool(pilot_info["variants"]),
+                                            baseline_success=baseline_success, icc=icc, pair_corr=pair_corr, effect_sd=effect_sd)
         else:
-            from moodbench.analysis import Design
-
             n_var, n_dom = variants or 1, domains or 1
-            design = Design(tasks=task_list[0], trials=trial_list[0], family_size=family_size(n_var, n_dom), alpha=alpha, power=power_,
-                            baseline_success=DEFAULT_BASELINE_SUCCESS if baseline_success is None else baseline_success,
-                            icc=DEFAULT_ICC if icc is None else icc, pair_corr=DEFAULT_PAIR_CORR if pair_corr is None else pair_corr,
-                            effect_sd=DEFAULT_EFFECT_SD if effect_sd is None else effect_sd)
+            design = planned_design(task_list[0], trial_list[0], n_var, n_dom, baseline_success=baseline_success, icc=icc,
+                                    pair_corr=pair_corr, effect_sd=effect_sd, alpha=alpha, power=power_)
         if not 0 < design.baseline_success < 1:
             if pilot is not None and baseline_success is None:  # the pilot measured it; the user gave no option
                 raise ValueError(f"the pilot's {baseline!r} conversations {'all' if design.baseline_success >= 1 else 'never'} "

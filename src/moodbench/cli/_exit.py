@@ -24,12 +24,13 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from moodbench._util.console import stderr_console
 from moodbench._util.errors import UsageError
 from moodbench._util.exitcodes import ExitCode, exit_code_of
 
-__all__ = ["ExitCode", "command_errors", "console", "exit_code_for", "fail", "out"]
+__all__ = ["ExitCode", "command_errors", "console", "exit_code_for", "fail", "out", "say"]
 
 console = stderr_console()  # messages, progress, errors
 out = Console(width=None if sys.stdout.isatty() else 160)  # a command's result (tables), on standard output
@@ -46,6 +47,12 @@ def exit_code_for(exc: BaseException) -> ExitCode | None:
     if isinstance(exc, PreflightError):
         return ExitCode.PREFLIGHT
     return None
+
+
+def say(to: Console | None, text: str = "", style: str | None = None) -> None:
+    """Print ``text`` literally on ``to`` (default: standard error): no markup, no highlighting, no wrapping,
+    so paths, URLs and command lines a command prints stay copy-pasteable."""
+    (to or console).print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:

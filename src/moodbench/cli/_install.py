@@ -13,13 +13,6 @@ import typer
 
 from moodbench.cli._app import app
 from moodbench.cli._exit import ExitCode
-from moodbench.serve.install import (
-    INSTALL_HINT,
-    cached_generator_binary,
-    find_cvector_generator,
-    find_llama_server,
-    install_local_backend,
-)
 from moodbench.serve.models import DEFAULT_MODEL, MODELS, ModelResolutionError
 
 
@@ -32,6 +25,14 @@ def install_backend(
     check: bool = typer.Option(False, "--check", help="Only report whether the backend is installed."),
 ) -> None:
     """Build the local llama.cpp backend once (portable, cached, with a progress bar) and fetch a model."""
+    from moodbench.serve.install import (
+        INSTALL_HINT,
+        cached_generator_binary,
+        find_cvector_generator,
+        find_llama_server,
+        install_local_backend,
+    )
+
     if check:
         p, g = find_llama_server(), find_cvector_generator()
         print(p if p else f"llama-server not installed; run {INSTALL_HINT}")

@@ -20,25 +20,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.text import Text
 
 from moodbench._util.exitcodes import ExitCode, Interrupted, exit_code_of
 from moodbench.cli._app import app
-from moodbench.cli._exit import console, fail
-from moodbench.serve.health import HealthError, wait_ready
-from moodbench.serve.install import LocalBackendMissing, llama_server_path
-from moodbench.serve.llamacpp import DEFAULT_PORT, LlamaCppServer, LlamaCppServerError, port_in_use
-from moodbench.serve.models import DEFAULT_MODEL, ModelResolutionError, cache_root, resolve_model
+from moodbench.cli._exit import console, fail, say
 from moodbench.serve.options import ServeOptions
-from moodbench.serve.skypilot import (
-    ServeConfigError,
-    cluster_name,
-    endpoint,
-    remote_specs,
-    render_task_yaml,
-    secret_names,
-    sky_launch_argv,
-)
 
 _DEFAULTS = ServeOptions(backend="")  # the flags show ServeOptions' defaults: one home for each
 
@@ -84,13 +70,6 @@ def serve(
     fail(f"unknown backend {backend!r}; valid backends: llamacpp, vllm")
 
 
-def _say(console: Any, msg: str, style: str | None = None) -> None:
-    if console is None:
-        print(msg, flush=True)
-    else:
-        console.print(msg, style=style, markup=False, highlight=False, soft_wrap=True)
-
-
 def _reuse_existing(host: str, port: int) -> str | None:
     """The model id served at host:port if an OpenAI-compatible server already answers there."""
     try:
@@ -115,20 +94,24 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
     ``dry_run`` (print the command only), ``startup_timeout``, ``log_dir`` and ``extra_args``
     (appended to llama-server's argv).
     """
+    from moodbench.serve.install import LocalBackendMissing, llama_server_path
+    from moodbench.serve.llamacpp import DEFAULT_PORT, LlamaCppServer, LlamaCppServerError, port_in_use
+    from moodbench.serve.models import DEFAULT_MODEL, ModelResolutionError, cache_root, resolve_model
+
     port = opts.port or DEFAULT_PORT
     if opts.stop:
-        _say(console, "llamacpp runs in the foreground: stop it with Ctrl-C in its terminal.", "yellow")
+        say(console, "llamacpp runs in the foreground: stop it with Ctrl-C in its terminal.", "yellow")
         return ExitCode.OK
     if opts.reuse and (name := _reuse_existing(opts.host, port)):
         url = f"http://{opts.host}:{port}/v1"
-        _say(console, f"Reusing the server already at {url} (model {name}).", "green")
-        _say(console, f"moodbench run --agent-model openai/{name} --agent-base-url {url}")
+        say(console, f"Reusing the server already at {url} (model {name}).", "green")
+        say(console, f"moodbench run --agent-model openai/{name} --agent-base-url {url}")
         return ExitCode.OK
     try:
         binary = llama_server_path()
         model = resolve_model(opts.model or DEFAULT_MODEL, console=console)
     except (LocalBackendMissing, ModelResolutionError) as e:  # both are the user's to fix, as in `steer` and `run`
-        _say(console, f"error: {e}", "red")
+        say(console, f"error: {e}", "red")
         return ExitCode.USAGE
     log_dir = opts.log_dir or cache_root() / "logs"
     srv = LlamaCppServer(
@@ -143,15 +126,15 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
         extra_args=opts.extra_args,
     )
     if opts.dry_run:
-        _say(console, " ".join(srv.command()))
+        say(console, " ".join(srv.command()))
         return ExitCode.OK
     if port_in_use(opts.host, port):
-        _say(console, f"error: {opts.host}:{port} is already in use; pick another --port (or --reuse it).", "red")
+        say(console, f"error: {opts.host}:{port} is already in use; pick another --port (or --reuse it).", "red")
         return ExitCode.USAGE
     if opts.host not in ("127.0.0.1", "localhost", "::1"):
-        _say(console, f"warning: binding {opts.host}: the server has no API key and is reachable from outside.", "yellow")
+        say(console, f"warning: binding {opts.host}: the server has no API key and is reachable from outside.", "yellow")
 
-    _say(console, f"Starting llama-server for {model.name} (ctx {opts.ctx}, {opts.parallel} slots); log: {srv.log_path}")
+    say(console, f"Starting llama-server for {model.name} (ctx {opts.ctx}, {opts.parallel} slots); log: {srv.log_path}")
     t0 = time.monotonic()
 
     def _term(signum: int, frame: Any) -> None:
@@ -164,19 +147,19 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
             old[sig] = signal.signal(sig, _term)
     try:
         srv.start(timeout=opts.startup_timeout)
-        _say(console, f"Ready in {time.monotonic() - t0:.1f}s: {srv.base_url}  (model name: {srv.model_name})", "green")
-        _say(console, "Run the benchmark against it from another terminal:")
-        _say(console, f"  moodbench run --agent-model openai/{srv.model_name} --agent-base-url {srv.base_url}")
-        _say(console, "Press Ctrl-C to stop.")
+        say(console, f"Ready in {time.monotonic() - t0:.1f}s: {srv.base_url}  (model name: {srv.model_name})", "green")
+        say(console, "Run the benchmark against it from another terminal:")
+        say(console, f"  moodbench run --agent-model openai/{srv.model_name} --agent-base-url {srv.base_url}")
+        say(console, "Press Ctrl-C to stop.")
         while srv.alive():
             time.sleep(0.5)
-        _say(console, f"llama-server exited unexpectedly.\n{srv.log_tail()}", "red")
+        say(console, f"llama-server exited unexpectedly.\n{srv.log_tail()}", "red")
         return ExitCode.FAILED
     except KeyboardInterrupt as exc:
-        _say(console, "Stopping llama-server ...")
+        say(console, "Stopping llama-server ...")
         return exit_code_of(exc)
     except LlamaCppServerError as e:
-        _say(console, f"error: {e}", "red")
+        say(console, f"error: {e}", "red")
         return ExitCode.FAILED
     finally:
         srv.stop()
@@ -184,53 +167,60 @@ def serve_llamacpp(opts: ServeOptions, console: Any = None) -> int:
             signal.signal(sig, handler)
 
 
-def _plain(console, text: str = "", style: str | None = None) -> None:
-    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
-
-
-
 def serve_skypilot(opts: ServeOptions, console) -> int:
     """``serve --backend vllm --skypilot FILE``: write the task, launch it when ``sky`` is here, wait, print the URLs."""
+    # here, not at the top: httpx and YAML would slow every `moodbench` command's start
+    from moodbench.serve.health import HealthError, wait_ready
+    from moodbench.serve.skypilot import (
+        ServeConfigError,
+        cluster_name,
+        endpoint,
+        remote_specs,
+        render_task_yaml,
+        secret_names,
+        sky_launch_argv,
+    )
+
     cluster = cluster_name()
     path = Path(opts.skypilot or "TASK.yaml").expanduser()
     try:
         text = render_task_yaml(opts, cluster, str(path))
         specs = remote_specs(opts)
     except ServeConfigError as exc:
-        _plain(console, f"Error: {exc}", style="bold red")
+        say(console, f"Error: {exc}", style="bold red")
         return ExitCode.USAGE
     launch = sky_launch_argv(path, cluster)
     if opts.dry_run:
-        _plain(console, f"# dry run: would write {path}:")
-        _plain(console, text)
-        _plain(console, "# and run:")
-        _plain(console, shlex.join(launch))
+        say(console, f"# dry run: would write {path}:")
+        say(console, text)
+        say(console, "# and run:")
+        say(console, shlex.join(launch))
         return ExitCode.OK
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    _plain(console, f"Wrote SkyPilot task {path}")
+    say(console, f"Wrote SkyPilot task {path}")
     if not shutil.which("sky"):
-        _plain(console, "SkyPilot's `sky` command is not on PATH (pip install 'skypilot[aws]' or your "
+        say(console, "SkyPilot's `sky` command is not on PATH (pip install 'skypilot[aws]' or your "
                         "cloud's extra, then `sky check`). Launch with:")
-        _plain(console, "  " + shlex.join(launch))
-        _plain(console, f"then get the address with: sky status --endpoint {specs[0].port} {cluster}")
+        say(console, "  " + shlex.join(launch))
+        say(console, f"then get the address with: sky status --endpoint {specs[0].port} {cluster}")
         return ExitCode.OK
     env = dict(os.environ)
     for name in secret_names():
         if name not in env:
-            _plain(console, f"Warning: {name} is not set here; launching with an empty {name} "
+            say(console, f"Warning: {name} is not set here; launching with an empty {name} "
                             f"(fine for public models, gated ones will fail to download).", style="yellow")
             env[name] = ""
-    _plain(console, f"Launching: {shlex.join(launch)}", style="dim")
+    say(console, f"Launching: {shlex.join(launch)}", style="dim")
     rc = subprocess.run(launch, env=env, check=False).returncode
     if rc != 0:
-        _plain(console, f"Error: sky launch exited with code {rc}.", style="bold red")
+        say(console, f"Error: sky launch exited with code {rc}.", style="bold red")
         return rc
     urls = []
     for s in specs:
         url = endpoint(cluster, s.port)
         if url is None:
-            _plain(console, f"Error: could not get the endpoint of port {s.port} "
+            say(console, f"Error: could not get the endpoint of port {s.port} "
                             f"(sky status --endpoint {s.port} {cluster}).", style="bold red")
             return ExitCode.FAILED
         urls.append(url)
@@ -239,17 +229,17 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
             try:
                 wait_ready(url, opts.startup_timeout, api_key=os.environ.get("VLLM_API_KEY"), interval=5.0)
             except HealthError as exc:
-                _plain(console, f"Error: {exc}. See `sky logs {cluster}`; stop with `sky down {cluster}`.",
+                say(console, f"Error: {exc}. See `sky logs {cluster}`; stop with `sky down {cluster}`.",
                        style="bold red")
                 return ExitCode.FAILED
-    _plain(console, f"vLLM is serving {specs[0].served_model} on SkyPilot cluster {cluster}:", style="bold green")
+    say(console, f"vLLM is serving {specs[0].served_model} on SkyPilot cluster {cluster}:", style="bold green")
     for url in urls:
-        _plain(console, f"  {url}")
-    _plain(console, "Run the benchmark against it with:")
+        say(console, f"  {url}")
+    say(console, "Run the benchmark against it with:")
     agent = shlex.quote("hosted_vllm/" + specs[0].served_model)
-    _plain(console, f"  moodbench run --agent-model {agent} --agent-base-url {','.join(urls)}")
-    _plain(console, f"The cluster keeps running (and billing) until: sky down {cluster}", style="yellow")
+    say(console, f"  moodbench run --agent-model {agent} --agent-base-url {','.join(urls)}")
+    say(console, f"The cluster keeps running (and billing) until: sky down {cluster}", style="yellow")
     if not os.environ.get("VLLM_API_KEY"):
-        _plain(console, "Note: the port is open to the internet and vLLM runs without an API key "
+        say(console, "Note: the port is open to the internet and vLLM runs without an API key "
                         "(export VLLM_API_KEY before launching to require one).", style="yellow")
     return ExitCode.OK

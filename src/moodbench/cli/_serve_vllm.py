@@ -13,10 +13,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from rich.text import Text
-
 from moodbench._util.exitcodes import ExitCode, Interrupted, exit_code_of
 from moodbench._util.proc import killpg, terminate_group
+from moodbench.cli._exit import say
 from moodbench.serve.health import AuthRequired, HealthError, list_models, probe
 from moodbench.serve.options import ServeOptions
 from moodbench.serve.parsers import resolve_parsers, unknown_parser_warnings
@@ -38,22 +37,17 @@ from moodbench.serve.vllm import (
 )
 
 
-def _plain(console, text: str = "", style: str | None = None) -> None:
-    """Print without rich markup/highlighting or wrapping, so commands stay copy-pasteable."""
-    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
-
-
 def _error(console, text: str) -> None:
-    _plain(console, f"Error: {text}", style="bold red")
+    say(console, f"Error: {text}", style="bold red")
 
 
 def _print_dry_run(specs: list[LaunchSpec], console) -> None:
-    _plain(console, f"# dry run: would start {len(specs)} vLLM server(s); nothing was started")
+    say(console, f"# dry run: would start {len(specs)} vLLM server(s); nothing was started")
     for s in specs:
-        _plain(console, f"# replica {s.replica}: {s.base_url}  (log: {s.log_path})")
-        _plain(console, s.display())
-    _plain(console, "# then:")
-    _plain(console, run_command_line(specs))
+        say(console, f"# replica {s.replica}: {s.base_url}  (log: {s.log_path})")
+        say(console, s.display())
+    say(console, "# then:")
+    say(console, run_command_line(specs))
 
 
 def serve_vllm(opts: ServeOptions, console) -> int:
@@ -70,7 +64,7 @@ def serve_vllm(opts: ServeOptions, console) -> int:
         _error(console, str(exc))
         return ExitCode.USAGE
     for warning in unknown_parser_warnings(resolve_parsers(opts.model or "", opts.tool_call_parser, opts.reasoning_parser)):
-        _plain(console, f"Warning: {warning}", style="yellow")
+        say(console, f"Warning: {warning}", style="yellow")
     if opts.dry_run:
         _print_dry_run(specs, console)
         return ExitCode.OK
@@ -95,7 +89,7 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
         if spec.served_model in found.models:
             if opts.reuse:
                 who = f" (pid {state['pid']}, started by moodbench)" if ours else ""
-                _plain(console, f"Reusing the server on {where}{who}: it already serves {spec.served_model}.")
+                say(console, f"Reusing the server on {where}{who}: it already serves {spec.served_model}.")
                 return "keep"
             raise ServeConfigError(
                 f"{where} already serves {spec.served_model}. Pass --reuse to use it as it is, "
@@ -109,7 +103,7 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
         )
     if found.state == "busy":
         if ours and opts.reuse:
-            _plain(console, f"Replacing the server moodbench started on {where} (pid {state['pid']}): "
+            say(console, f"Replacing the server moodbench started on {where} (pid {state['pid']}): "
                             f"it accepts connections but does not answer /v1/models ({found.detail}).",
                    style="yellow")
             stop_recorded(state)
@@ -128,7 +122,7 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
     # nothing listening
     if ours:
         if opts.reuse:
-            _plain(console, f"Replacing the server moodbench started for {where} (pid {state['pid']}): "
+            say(console, f"Replacing the server moodbench started for {where} (pid {state['pid']}): "
                             f"it is not listening.", style="yellow")
             stop_recorded(state)
             return "start"
@@ -144,7 +138,7 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
 def _report_death(r: _Running, console, when: str) -> None:
     _error(console, f"vLLM replica {r.spec.replica} (port {r.spec.port}) exited with code "
                     f"{r.proc.returncode} {when}. Last lines of {r.spec.log_path}:")
-    _plain(console, log_tail(r.spec.log_path))
+    say(console, log_tail(r.spec.log_path))
 
 
 def _check_gpus(specs: list[LaunchSpec], opts: ServeOptions, console) -> None:
@@ -158,7 +152,7 @@ def _check_gpus(specs: list[LaunchSpec], opts: ServeOptions, console) -> None:
     have = sum(1 for line in out.splitlines() if line.startswith("GPU "))
     need = len(specs) * max(1, opts.tensor_parallel)
     if have and have < need:
-        _plain(console, f"Warning: {len(specs)} replica(s) x tensor-parallel {opts.tensor_parallel} "
+        say(console, f"Warning: {len(specs)} replica(s) x tensor-parallel {opts.tensor_parallel} "
                         f"need {need} GPUs; nvidia-smi lists {have}.", style="yellow")
 
 
@@ -188,7 +182,7 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
                 return ExitCode.USAGE
             _check_gpus(to_start, opts, console)
         for spec in to_start:
-            _plain(console, f"Starting replica {spec.replica} (log: {spec.log_path}): {spec.display()}", style="dim")
+            say(console, f"Starting replica {spec.replica} (log: {spec.log_path}): {spec.display()}", style="dim")
             started.append(_Running(spec, start_replica(spec)))
         if started:
             rc = _wait_all_ready(started, opts, console)
@@ -196,13 +190,13 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
                 return rc
         _print_ready(specs, started, kept, console)
         if not started:
-            _plain(console, "Nothing was started here, so there is nothing to keep in the foreground.")
+            say(console, "Nothing was started here, so there is nothing to keep in the foreground.")
             return ExitCode.OK
-        _plain(console, "Press Ctrl-C to stop the server(s) started here.", style="dim")
+        say(console, "Press Ctrl-C to stop the server(s) started here.", style="dim")
         return _monitor(started, console)
     except KeyboardInterrupt as exc:
         if started:
-            _plain(console, f"Stopping {len(started)} vLLM server(s)...")
+            say(console, f"Stopping {len(started)} vLLM server(s)...")
         return exit_code_of(exc)
     finally:
         _stop_started(started)
@@ -256,7 +250,7 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                 if models:
                     r.ready = True
                     if r.spec.served_model not in models:
-                        _plain(console, f"Warning: replica {r.spec.replica} lists {models}, not "
+                        say(console, f"Warning: replica {r.spec.replica} lists {models}, not "
                                         f"{r.spec.served_model}.", style="yellow")
             n_ready = sum(r.ready for r in started)
             if n_ready == len(started):
@@ -269,7 +263,7 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                         _error(console, f"vLLM replica {r.spec.replica} (port {r.spec.port}) did not "
                                         f"answer /v1/models within {opts.startup_timeout:g}s "
                                         f"(--startup-timeout). Last lines of {r.spec.log_path}:")
-                        _plain(console, log_tail(r.spec.log_path))
+                        say(console, log_tail(r.spec.log_path))
                 return ExitCode.FAILED
             status.update(f"Starting vLLM ({model}): {n_ready}/{len(started)} ready, {elapsed:.0f}s")
             time.sleep(0.25)
@@ -277,16 +271,16 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
 
 def _print_ready(specs: list[LaunchSpec], started: list[_Running], kept: list[LaunchSpec], console) -> None:
     pids = {r.spec.port: r.proc.pid for r in started}
-    _plain(console, f"vLLM is serving {specs[0].served_model}:", style="bold green")
+    say(console, f"vLLM is serving {specs[0].served_model}:", style="bold green")
     for s in specs:
         how = f"pid {pids[s.port]}" if s.port in pids else "reused"
-        _plain(console, f"  {s.base_url}  ({how}, log: {s.log_path})")
+        say(console, f"  {s.base_url}  ({how}, log: {s.log_path})")
     if specs[0].host in ("0.0.0.0", "::"):  # noqa: S104 - recognising a wildcard bind, not binding one
         import socket
 
-        _plain(console, f"  (listening on all interfaces: other machines use http://{socket.getfqdn()}:PORT/v1)")
-    _plain(console, "Run the benchmark against it with:")
-    _plain(console, "  " + run_command_line(specs))
+        say(console, f"  (listening on all interfaces: other machines use http://{socket.getfqdn()}:PORT/v1)")
+    say(console, "Run the benchmark against it with:")
+    say(console, "  " + run_command_line(specs))
 
 
 def _monitor(started: list[_Running], console) -> int:
@@ -295,7 +289,7 @@ def _monitor(started: list[_Running], console) -> int:
             if r.proc.poll() is None:
                 continue
             if read_state(r.spec.port) is None:  # removed by `moodbench serve --stop`
-                _plain(console, f"Replica {r.spec.replica} (port {r.spec.port}) was stopped with --stop; "
+                say(console, f"Replica {r.spec.replica} (port {r.spec.port}) was stopped with --stop; "
                                 f"stopping the rest.")
                 return ExitCode.OK
             _report_death(r, console, "while serving")
@@ -315,15 +309,15 @@ def stop_vllm(opts: ServeOptions, console, grace: float = STOP_GRACE_S) -> int:
     if opts.model:
         servers = [s for s in servers if opts.model in (s.get("model"), s.get("served_model"))]
     if not servers:
-        _plain(console, f"No vLLM servers recorded in {state_dir()}"
+        say(console, f"No vLLM servers recorded in {state_dir()}"
                         + (f" for port {opts.port}" if opts.port is not None else "") + ".")
         return ExitCode.OK
     for s in servers:
         alive = state_process_alive(s)
         if alive:
             stop_recorded(s, grace=grace)
-            _plain(console, f"Stopped vLLM on port {s['port']} (pid {s['pid']}, {s.get('model')}).")
+            say(console, f"Stopped vLLM on port {s['port']} (pid {s['pid']}, {s.get('model')}).")
         else:
             remove_state(int(s["port"]))
-            _plain(console, f"Removed the stale record for port {s['port']} (pid {s['pid']} is gone).")
+            say(console, f"Removed the stale record for port {s['port']} (pid {s['pid']} is gone).")
     return ExitCode.OK

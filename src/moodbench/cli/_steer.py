@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from moodbench._util.defaults import STEER_SCALES, STEER_TASKS
 from moodbench.cli._exit import ExitCode, console, fail, out
-from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
 
 __all__ = ["steer_app"]
 
@@ -65,7 +65,7 @@ def _catalog(variants_file: list[Path] | None) -> Any:
 
 def _run(fn: Any) -> Any:
     """Call ``fn`` and map the steering errors to exit codes."""
-    from moodbench.steer._errors import SteeringInputError, SteeringRunError
+    from moodbench.steer import SteeringInputError, SteeringRunError
 
     try:
         return fn()
@@ -89,7 +89,7 @@ def build_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Build (once; cached) the control vector of an emotion for a model with llama-cvector-generator."""
-    from moodbench.steer._vector import build_vector
+    from moodbench.steer import build_vector
 
     try:
         rng = parse_layers(layers)
@@ -144,8 +144,8 @@ def render_calibration(result: dict[str, Any], console: Console) -> None:
 def calibrate_cmd(
     model: str = typer.Option("qwen2.5-0.5b", "--model", help=_MODEL_HELP),
     emotion: str = typer.Option(..., "--emotion", help=_EMOTION_HELP),
-    scales: str = typer.Option(",".join(f"{s:g}" for s in DEFAULT_SCALES), "--scales", help="Comma-separated vector scales to test (0 = unsteered baseline)."),
-    tasks: str = typer.Option(",".join(DEFAULT_TASKS), "--tasks", help="tau2 tasks as DOMAIN:TASK_ID, comma-separated."),
+    scales: str = typer.Option(",".join(f"{s:g}" for s in STEER_SCALES), "--scales", help="Comma-separated vector scales to test (0 = unsteered baseline)."),
+    tasks: str = typer.Option(",".join(STEER_TASKS), "--tasks", help="tau2 tasks as DOMAIN:TASK_ID, comma-separated."),
     seeds: int = typer.Option(2, "--seeds", help="Conversations per task and scale (seeds 1..N)."),
     turns: int = typer.Option(3, "--turns", help="Scripted agent turns per conversation (1-4)."),
     fmt: str = typer.Option("tau2", "--format", help="Customer message format the run will use: tau2, transcript or completion."),
@@ -155,7 +155,7 @@ def calibrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Sweep vector scales (one llama-server each) and map mild/moderate/severe to the coherent ones."""
-    from moodbench.steer._calibrate import calibrate
+    from moodbench.steer import calibrate
 
     try:
         grid, rng = parse_scales(scales), parse_layers(layers)

@@ -16,29 +16,24 @@ A steered server serves one variant: start one :class:`moodbench.serve.llamacpp.
 steered variant with ``control_vectors=[(vector.vector, scale)]`` and ``control_vector_layers=vector.layers``.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the real imports, for type checkers; at runtime names load on first use (see __getattr__)
-    from moodbench.emotions import SteeringData, SteeringPair
-    from moodbench.sim._completion import STOP, clean_completion_reply, render_completion_prompt
-    from moodbench.steer._calibrate import (
-        THRESHOLDS,
-        Calibration,
-        calibrate,
-        calibration_path,
-        choose_levels,
-        load_calibration,
-        shipped_calibration,
-    )
-    from moodbench.steer._contrast import contrast_prompts, escape_line, pairs_sha256
-    from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
-    from moodbench.steer._errors import SteeringError, SteeringInputError, SteeringRunError
-    from moodbench.steer._formats import compare_formats
-    from moodbench.steer._template import ChatTemplate, ChatTemplateError
-    from moodbench.steer._vector import METHODS, SteeringVector, build_vector, default_layers, steering_for, vectors_dir
+from moodbench._util.defaults import STEER_SCALES as DEFAULT_SCALES
+from moodbench._util.defaults import STEER_TASKS as DEFAULT_TASKS
+from moodbench.emotions import SteeringData, SteeringPair
+from moodbench.sim._completion import STOP, clean_completion_reply, render_completion_prompt
+from moodbench.steer._calibrate import (
+    THRESHOLDS,
+    Calibration,
+    calibrate,
+    calibration_path,
+    choose_levels,
+    load_calibration,
+    shipped_calibration,
+)
+from moodbench.steer._contrast import contrast_prompts, escape_line, pairs_sha256
+from moodbench.steer._errors import SteeringError, SteeringInputError, SteeringRunError
+from moodbench.steer._formats import compare_formats
+from moodbench.steer._template import ChatTemplate, ChatTemplateError
+from moodbench.steer._vector import METHODS, SteeringVector, build_vector, default_layers, steering_for, vectors_dir
 
 __all__ = [
     "DEFAULT_SCALES",
@@ -71,28 +66,3 @@ __all__ = [
     "steering_for",
     "vectors_dir",
 ]
-
-# Attribute -> module, loaded on first access (PEP 562): ``moodbench.cli`` mounts the steer commands at
-# startup, and importing the whole package (httpx, pydantic models, tau2) would slow every command.
-_WHERE: dict[str, str] = {
-    **dict.fromkeys(("DEFAULT_SCALES", "DEFAULT_TASKS"), "moodbench.steer._defaults"),
-    **dict.fromkeys(("THRESHOLDS", "Calibration", "calibrate", "calibration_path", "choose_levels", "load_calibration",
-                     "shipped_calibration"), "moodbench.steer._calibrate"),
-    **dict.fromkeys(("STOP", "clean_completion_reply", "render_completion_prompt"), "moodbench.sim._completion"),
-    **dict.fromkeys(("contrast_prompts", "escape_line", "pairs_sha256"), "moodbench.steer._contrast"),
-    **dict.fromkeys(("SteeringError", "SteeringInputError", "SteeringRunError"), "moodbench.steer._errors"),
-    **dict.fromkeys(("ChatTemplate", "ChatTemplateError"), "moodbench.steer._template"),
-    **dict.fromkeys(("METHODS", "SteeringVector", "build_vector", "default_layers", "steering_for", "vectors_dir"),
-                    "moodbench.steer._vector"),
-    **dict.fromkeys(("SteeringData", "SteeringPair"), "moodbench.emotions"),
-    "compare_formats": "moodbench.steer._formats",
-}
-
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
-    globals()[name] = value
-    return value

@@ -53,9 +53,10 @@ from pathlib import Path
 from typing import Any
 
 from moodbench._util.console import say
+from moodbench._util.defaults import STEER_SCALES as DEFAULT_SCALES
+from moodbench._util.defaults import STEER_TASKS as DEFAULT_TASKS
 from moodbench.emotions import Catalog
 from moodbench.steer._customer import FORMATS, AgentScript, CustomerTurn, agent_script, customer_conversation
-from moodbench.steer._defaults import DEFAULT_SCALES, DEFAULT_TASKS
 from moodbench.steer._errors import SteeringInputError, SteeringRunError
 from moodbench.steer._vector import Method, SteeringVector, build_vector, check_vector_path
 
