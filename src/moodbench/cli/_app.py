@@ -34,7 +34,10 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2) -> typing.NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from moodbench._util.secrets import mask, secret_values
+
+    console.print("[bold red]error:[/] ", highlight=False, end="")
+    console.print(mask(message, secret_values()), highlight=False, markup=False)
     raise typer.Exit(code)
 
 
@@ -175,10 +178,10 @@ def summary(run_dir: Path = typer.Argument(..., help="A run directory."), as_jso
     if not (run_dir / "results.sqlite").is_file():
         _fail(f"{run_dir} is not a run directory (no results.sqlite)")
     with usage_errors():
-        if as_json:
-            from moodbench.results import write_summary
+        if as_json:  # printed, not written: summary reads (a read-only directory, a run writing it)
+            from moodbench.results import summary_for_run
 
-            out.print_json(json.dumps(write_summary(run_dir)))
+            out.print_json(json.dumps(summary_for_run(run_dir)))
         else:
             _print_summary(run_dir)
 
@@ -247,6 +250,7 @@ def export(
     fmt: str = typer.Option("tau2", "--format", help="tau2: tau2's Results JSON (opens in `tau2 view`)."),
     out_file: Path = typer.Option(..., "--out", help="File to write."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Only this variant (tau2 files hold one configuration)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists (never a run directory's own files)."),
 ) -> None:
     """Export a run in another tool's format."""
     if fmt != "tau2":
@@ -254,7 +258,7 @@ def export(
     with usage_errors():
         from moodbench.sim import export_tau2
 
-        n = export_tau2(run_dir, out_file, variant=variant)
+        n = export_tau2(run_dir, out_file, variant=variant, force=force)
     console.print(f"wrote {n} simulation(s) to {out_file}")
 
 
@@ -367,7 +371,7 @@ def probe(
             ureport = run_user_probe(spec, domain, formats=formats, threads=threads)
             ureport.endpoint = endpoint
             if as_json:
-                sys.stdout.write(json.dumps(ureport.to_dict(), indent=2, default=str) + "\n")
+                sys.stdout.write(json.dumps(_masked(ureport.to_dict(), base_url, api_key_env), indent=2, default=str) + "\n")
             else:
                 render_user_report(ureport, out)
             raise typer.Exit(0 if ureport.usable else 1)
@@ -377,10 +381,17 @@ def probe(
         return
     report.endpoint = endpoint
     if as_json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(_masked(report.to_dict(), base_url, api_key_env), indent=2, default=str) + "\n")
     else:
         render_report(report, out)
     raise typer.Exit(0 if report.verdict.verdict == "ok" else 1)
+
+
+def _masked(data: Any, base_url: str | None, api_key_env: str | None) -> Any:
+    """A probe report fit to print: the URL's credentials and the named key masked (as in the text output)."""
+    from moodbench._util.secrets import mask, secret_values, url_secrets
+
+    return mask(data, [*url_secrets(base_url or ""), *secret_values((api_key_env,) if api_key_env else ())])
 
 
 def main() -> None:
@@ -397,7 +408,10 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from moodbench._util.secrets import mask, secret_values
+
+        console.print("[bold red]error:[/] ", highlight=False, end="")
+        console.print(mask(str(exc), secret_values()), highlight=False, markup=False)
         raise SystemExit(2) from None
 
 

@@ -552,8 +552,8 @@ class ModelClient:
             tool_calls=calls,
             think_stripped=stripped,
             recovered_text_calls=recovered,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            prompt_tokens=_token_count(getattr(usage, "prompt_tokens", 0)),
+            completion_tokens=_token_count(getattr(usage, "completion_tokens", 0)),
             cost_usd=cost,
             latency_s=latency,
             attempts=attempts,
@@ -561,3 +561,11 @@ class ModelClient:
             finish_reason=getattr(choice, "finish_reason", None),
             raw=raw,
         )
+
+
+def _token_count(value: Any) -> int:
+    """An endpoint's token count as stored: a whole number in [0, 2^63); anything else (negative, huge,
+    fractional, text) is unknown, 0, never a stored negative or an overflow in the writer."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return 0
+    return int(value) if 0 <= value < 2**63 and float(value).is_integer() else 0

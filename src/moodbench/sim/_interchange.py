@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
 from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
+from moodbench.results._lock import LOCK_NAME, RunLock, check_export_target, write_export
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
@@ -37,14 +38,17 @@ __all__ = ["ImportedRun", "export_tau2", "import_tau2", "parse_import_items"]
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
 
 
-def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> int:
-    """Write the run's final conversations (optionally of one variant) as tau2 Results JSON."""
+def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None, *, force: bool = False) -> int:
+    """Write the run's final conversations (optionally of one variant) as tau2 Results JSON.
+
+    ``out_file`` must not exist unless ``force`` (see :func:`moodbench.results.write_export`)."""
     from tau2.data_model.simulation import AgentInfo, Info, UserInfo
     from tau2.environment.environment import EnvironmentInfo
 
     db = Path(run_dir) / "results.sqlite"
     if not db.is_file():  # opening a Store would create an empty run directory and export nothing
         raise UsageError(f"{run_dir} is not a run directory (no results.sqlite)")
+    check_export_target(Path(out_file), force=force)  # before the work: a refused target costs nothing
     with Store(db, readonly=True) as store:
         config = store.get_meta("config") or {}
         if variant is not None:
@@ -76,9 +80,9 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
         seed=config.get("seed"),
     )
     results = Results(info=info, tasks=tasks, simulations=sims)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(results.model_dump_json(indent=2))
-    json.loads(out_file.read_text())  # fail loudly here rather than in tau2 view
+    text = results.model_dump_json(indent=2)
+    json.loads(text)  # fail loudly here rather than in tau2 view
+    write_export(out_file, text, force=force)
     return len(sims)
 
 
@@ -232,10 +236,10 @@ def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
     if not run_dir.is_dir():
         raise UsageError(f"--out {run_dir} is a file; give a directory for the run")
     if not (run_dir / "results.sqlite").is_file():
-        if any(run_dir.iterdir()):
+        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             raise UsageError(f"--out {run_dir} exists and is not a run directory (no results.sqlite); give a new or empty directory")
         return {}, {}, set()
-    with Store(run_dir / "results.sqlite") as store:
+    with Store(run_dir / "results.sqlite", readonly=True) as store:
         config, plan = store.get_meta("config") or {}, store.get_meta("plan") or {}
         variants = {r.variant for r in store.records()} | set(plan.get("variants") or [])
     return config, plan, variants
@@ -288,6 +292,24 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]]) -> ImportedRun
     twice = sorted({v for v in variants if variants.count(v) > 1})
     if twice:
         raise UsageError(f"variant(s) {', '.join(twice)} named more than once; each file is one variant (FILE=VARIANT)")
+    _existing(run_dir)  # a file or a foreign directory is refused before anything is created
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir, create=False, what="moodbench import") as lock:  # no run may write it meanwhile
+        try:
+            files, new_config, new_plan, prompts_seen = _import_locked(run_dir, items)
+        except BaseException:
+            if created:
+                lock.remove_dir_if_empty()
+            raise
+    counts = {f.variant: len(f.records) for f in files}
+    return ImportedRun(run_dir=run_dir, counts=counts, domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
+                       prompts=len(prompts_seen), notes=[n for f in files for n in f.notes])
+
+
+def _import_locked(run_dir: Path, items: Sequence[tuple[Path, str]]) -> tuple[list[_File], dict[str, Any], dict[str, Any], set[str]]:
+    """The import proper, run while holding ``run_dir``'s lock: read and check every file, build the new
+    run directory beside it and swap it in."""
     config, plan, present = _existing(run_dir)
     clash = [(p, v) for p, v in items if v in present]
     if clash:
@@ -295,16 +317,14 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]]) -> ImportedRun
         raise UsageError(f"{p}: variant {v!r} is already in {run_dir}; import it under another name ({p}={v}-2) or into a new --out")
     files = [_read(Path(p), v) for p, v in items]
     new_config, new_plan = _meta(config, plan, files)
-
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=run_dir.parent))
     stage = tmp / "run"
+    prompts_seen: set[str] = set()
     try:
         if (run_dir / "results.sqlite").is_file():
-            shutil.copytree(run_dir, stage)
+            shutil.copytree(run_dir, stage, symlinks=True)  # a link is copied as a link, never followed
         else:
             stage.mkdir()
-        prompts_seen: set[str] = set()
         with Store(stage / "results.sqlite") as store:
             store.set_meta("config", new_config)
             store.set_meta("plan", new_plan)
@@ -313,18 +333,13 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]]) -> ImportedRun
                     store.insert(record, prompts)
                     prompts_seen.update(sha256(t) for t in prompts.values())
         write_summary(stage)
-        if run_dir.exists():
-            old = tmp / "old"
-            os.replace(run_dir, old)
-            try:
-                os.replace(stage, run_dir)
-            except OSError:
-                os.replace(old, run_dir)  # put the original back before reporting the failure
-                raise
-        else:
+        old = tmp / "old"
+        os.replace(run_dir, old)
+        try:
             os.replace(stage, run_dir)
+        except OSError:
+            os.replace(old, run_dir)  # put the original back before reporting the failure
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    counts = {f.variant: len(f.records) for f in files}
-    return ImportedRun(run_dir=run_dir, counts=counts, domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
-                       prompts=len(prompts_seen), notes=[n for f in files for n in f.notes])
+    return files, new_config, new_plan, prompts_seen
