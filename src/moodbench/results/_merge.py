@@ -75,8 +75,11 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
         if diff:
             raise StoreError(f"{d} is a different experiment than {shard_dirs[0]}:\n" + "\n".join(diff))
     _check_out(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.merge-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.merge-", dir=out_dir.parent))
+    except OSError as exc:
+        raise StoreError(f"cannot write beside {out_dir}: {exc.strerror or exc}; merge into a writable directory") from None
     stage = tmp / "run"
     stage.mkdir()
     n = 0
