@@ -179,6 +179,22 @@ def merge_into_foreign_dir(tmp_path: Path, env: Env) -> None:
     assert digest_tree(out) == before and sorted(p.name for p in out.iterdir()) == ["events.jsonl", "manifest.json", "summary.json"]
 
 
+def report_into_user_folder(tmp_path: Path, env: Env) -> None:
+    mine = tmp_path / "docs"
+    mine.mkdir()
+    (mine / "report.html").write_text("my own page")
+    (mine / "notes.txt").write_text("mine")
+    before = digest_tree(mine)
+    res = cli("report", env.run, "--out", mine)
+    assert res.returncode == 2 and "not a moodbench report folder" in res.stderr, explain(res)
+    assert digest_tree(mine) == before
+    again = cli("report", env.run, "--out", tmp_path / "fresh")
+    assert again.returncode == 0, explain(again)
+    (tmp_path / "fresh" / "my-notes.txt").write_text("kept")  # an earlier report folder with a file of mine: rewritten, mine kept
+    third = cli("report", env.run, "--out", tmp_path / "fresh")
+    assert third.returncode == 0 and (tmp_path / "fresh" / "my-notes.txt").read_text() == "kept", explain(third)
+
+
 def racing_runs_keep_the_lock(tmp_path: Path, env: Env) -> None:
     with start_scripted_server(mock_example_script(latency_ms=1500), tmp_path / "slow") as srv:
         for attempt in range(2):
@@ -525,6 +541,9 @@ ATTACKS: list[Attack] = [
     Attack("merge-into-foreign-dir", "20.3", "merge wrote into any non-empty directory without results.sqlite, replacing "
            "the user's manifest.json and summary.json", "`moodbench merge DIR_WITH_MY_FILES SHARD`",
            "exit 2; the directory's files unchanged", merge_into_foreign_dir),
+    Attack("report-into-user-folder", "20 (must hold 2)", "report --out a folder of the user's overwrote its report.html",
+           "`moodbench report R --out ~/docs` (holding report.html)", "exit 2, the folder unchanged; an earlier report "
+           "folder is rewritten, files the user added to it kept", report_into_user_folder),
     Attack("racing-runs-keep-the-lock", "20.4", "two runs started at once on a new --out: the loser's cleanup unlinked "
            "the winner's lock file, so a later run wrote concurrently", "start 4 `moodbench run --out NEW` at once",
            "the losers exit 2; the lock file stays and a later run is refused naming the winner", racing_runs_keep_the_lock),

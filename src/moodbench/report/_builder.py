@@ -347,6 +347,22 @@ def _build(runs: list[Run], out: Path, baseline: str, judge_model: str | None, j
                         seconds=time.perf_counter() - t0)
 
 
+_REPORT_FILES = frozenset({"report.json", "report.md", "report.html", "plots", "transcripts"})
+
+
+def _report_folder(out: Path) -> bool:
+    """Empty, only what a report writes, or an earlier moodbench report (its report.json says so)."""
+    names = {p.name for p in out.iterdir()}
+    if all(n in _REPORT_FILES or n.startswith("judge-cache-") for n in names):
+        return True
+    try:
+        fd = os.open(out / "report.json", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        return SCHEMA.split("/")[0].encode() in fh.read(200)
+
+
 @contextlib.contextmanager
 def report_target(out: Path) -> Iterator[None]:
     """Where the report goes, made safe: a file there is refused; inside a run directory (``RUN/report``)
@@ -354,6 +370,10 @@ def report_target(out: Path) -> Iterator[None]:
     the run's lock is held while writing, so no other command writes the run directory meanwhile."""
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} is a file; give a folder for the report pages")
+    if out.is_dir() and not out.is_symlink() and not _report_folder(out):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ReportError(f"--out {out} is not empty and not a moodbench report folder (it holds {shown}); moodbench "
+                          "overwrites no file it did not write. Choose a new folder")
     run_dir = run_dir_of(out)
     if run_dir is None:
         yield
