@@ -51,7 +51,7 @@ def report(
 @app.command()
 def view(
     run_dir: Path = typer.Argument(..., help="A run directory."),
-    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port on 127.0.0.1 (0 picks a free one)."),
     no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser."),
 ) -> None:
     """Serve the run's transcripts and report on 127.0.0.1 (builds them if missing or stale)."""

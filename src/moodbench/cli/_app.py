@@ -177,10 +177,10 @@ def summary(run_dir: Path = typer.Argument(..., help="A run directory."), as_jso
     if not (run_dir / "results.sqlite").is_file():
         fail(f"{run_dir} is not a run directory (no results.sqlite)")
     with command_errors():
-        if as_json:
-            from moodbench.results import write_summary
+        if as_json:  # printed, not written: summary reads (a read-only directory, a run writing it)
+            from moodbench.results import summary_for_run
 
-            out.print_json(json.dumps(write_summary(run_dir)))
+            out.print_json(json.dumps(summary_for_run(run_dir)))
         else:
             _print_summary(run_dir)
 
@@ -252,6 +252,7 @@ def export(
     out_file: Path = typer.Option(..., "--out", help="File to write."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Only this variant (tau2 files hold one configuration)."),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP + " Needed for a run of a plugin's domain."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists (never a run directory's own files)."),
 ) -> None:
     """Export a run in another tool's format."""
     if fmt != "tau2":
@@ -264,7 +265,7 @@ def export(
         from moodbench.sim import export_tau2
 
         try:
-            n = export_tau2(run_dir, out_file, variant=variant)
+            n = export_tau2(run_dir, out_file, variant=variant, force=force)
         except OSError as exc:
             fail(f"cannot write {out_file}: {write_problem(exc) or exc.strerror or exc}; choose another --out")
     console.print(f"wrote {n} simulation(s) to {out_file}", markup=False)
@@ -337,7 +338,7 @@ def probe(
             ureport = run_user_probe(spec, domain, formats=formats, threads=threads)
             ureport.endpoint = endpoint
             if as_json:
-                sys.stdout.write(json.dumps(ureport.to_dict(), indent=2, default=str) + "\n")
+                sys.stdout.write(json.dumps(_masked(ureport.to_dict(), base_url, api_key_env), indent=2, default=str) + "\n")
             else:
                 render_user_report(ureport, out)
             raise typer.Exit(ExitCode.OK if ureport.usable else ExitCode.FAILED)
@@ -347,10 +348,17 @@ def probe(
         return
     report.endpoint = endpoint
     if as_json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(_masked(report.to_dict(), base_url, api_key_env), indent=2, default=str) + "\n")
     else:
         render_report(report, out)
     raise typer.Exit(ExitCode.OK if report.verdict.verdict == "ok" else ExitCode.FAILED)
+
+
+def _masked(data: Any, base_url: str | None, api_key_env: str | None) -> Any:
+    """A probe report fit to print: the URL's credentials and the named key masked (as in the text output)."""
+    from moodbench._util.secrets import mask, secret_values, url_secrets
+
+    return mask(data, [*url_secrets(base_url or ""), *secret_values((api_key_env,) if api_key_env else ())])
 
 
 def main() -> None:
@@ -367,7 +375,10 @@ def main() -> None:
     try:
         app()
     except UsageError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+        from moodbench._util.secrets import mask, secret_values
+
+        console.print("[bold red]error:[/] ", highlight=False, end="")
+        console.print(mask(str(exc), secret_values()), highlight=False, markup=False)
         raise SystemExit(exit_code_for(exc)) from None
 
 

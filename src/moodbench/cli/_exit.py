@@ -56,8 +56,10 @@ def say(to: Console | None, text: str = "", style: str | None = None) -> None:
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
-    """Print ``error: message`` on standard error (the message shown literally) and exit with ``code``."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on standard error (the message shown literally, secrets masked) and exit with ``code``."""
+    from moodbench._util.secrets import mask, secret_values
+
+    console.print(f"[bold red]error:[/] {escape(mask(message, secret_values()))}", highlight=False, soft_wrap=True)
     raise typer.Exit(int(code))
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from moodbench._util.exitcodes import ExitCode
+from moodbench._util.secrets import mask, secret_values
 from moodbench.report._render import ci, fmt, pval, signed
 
 TRUST_STYLE = {"ok": "green", "caution": "yellow", "unreliable": "bold red"}
@@ -91,7 +92,7 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
         out_dir = Path(out) if out else _default_out(run_dirs)
         result = build_report(run_dirs, out_dir, baseline=baseline, judge_model=judge_model, judge_base_url=judge_base_url, progress=say)
     except ReportError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(mask(str(exc), secret_values()))}", highlight=False)
         return ExitCode.USAGE
     print_headline(result.data, stdout or console)
     console.print(f"report: {result.html}  (also {result.markdown.name}, {result.json.name}, plots/)", highlight=False, markup=False)
@@ -112,25 +113,29 @@ def _needs_build(run_dir: Path, out: Path) -> bool:
 
 def view_command(run_dir: Path, port: int, open_browser: bool, console: Console) -> int:
     """Serve RUN_DIR/report on 127.0.0.1 (building it first when missing or stale) until interrupted."""
+    from moodbench._util.errors import UsageError
     from moodbench.report._anatomy_section import pair_pages
-    from moodbench.report._builder import ReportError, build_report
+    from moodbench.report._builder import build_report
     from moodbench.report._viewer import open_in_browser, start_server
     from moodbench.results import summary_for_run
+    from moodbench.results._lock import refuse_symlinks
 
     run_dir = Path(run_dir)
     if not (run_dir / "results.sqlite").exists():
         console.print(f"[bold red]error:[/] {run_dir} is not a run directory (no results.sqlite)", highlight=False)
         return ExitCode.USAGE
     out = run_dir / "report"
-    if _needs_build(run_dir, out):
-        variants = list(summary_for_run(run_dir).get("variants", {}))
-        baseline = "control" if "control" in variants or not variants else variants[0]
-        console.print(f"building the report and transcript pages in {out} (baseline {baseline!r})", highlight=False)
-        try:
+    try:
+        refuse_symlinks(out, "the report folder")  # served pages must be the run's own, not a link's target
+        if _needs_build(run_dir, out):
+            variants = list(summary_for_run(run_dir).get("variants", {}))
+            baseline = "control" if "control" in variants or not variants else variants[0]
+            console.print(f"building the report and transcript pages in {out} (baseline {baseline!r})", highlight=False)
             build_report([run_dir], out, baseline=baseline)
-        except ReportError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            return ExitCode.USAGE
+    except UsageError as exc:  # a symlink, another writer holding the run directory, a bad run (ReportError)
+        console.print("[bold red]error:[/] ", highlight=False, end="")
+        console.print(mask(str(exc), secret_values()), highlight=False, markup=False)
+        return ExitCode.USAGE
     try:
         server = start_server(out, port, pair_page=pair_pages([run_dir]))
     except OSError as exc:

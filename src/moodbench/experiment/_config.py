@@ -109,7 +109,12 @@ class RunConfig(BaseModel):
     agent_args: dict[str, Any] = opt(dict, "JSON of extra request parameters, e.g. '{\"temperature\": 0}'.")
     user_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the customer's model.")
     judge_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the judge's model.")
-    api_key_env: str | None = opt(None, "Name of the environment variable holding the API key (never the key itself).")
+    api_key_env: str | None = opt(None, "Name of the environment variable holding the agent's API key (never the key "
+                                        "itself); also sent to the customer and judge when they use the agent's endpoint.")
+    user_api_key_env: str | None = opt(None, "Variable holding the key for the customer's own endpoint (--user-base-url or "
+                                             "another provider); the agent's key never goes there.", execution=True)
+    judge_api_key_env: str | None = opt(None, "Variable holding the key for the judge's own endpoint (--judge-base-url or "
+                                              "another provider); the agent's key never goes there.", execution=True)
     max_tokens: int = opt(defaults.MAX_TOKENS, "max_tokens per reply, so server defaults never truncate.", ge=1,
                           le=10_000_000)
 
@@ -268,6 +273,18 @@ class RunConfig(BaseModel):
             return self.agent_model, list(self.agent_base_url)
         return self.judge_model, list(self.judge_base_url or ([] if self.judge_model != self.agent_model else self.agent_base_url))
 
+    def key_env(self, role: str) -> str | None:
+        """The variable whose key goes to ``role``'s endpoint: the agent gets ``api_key_env``; the customer and
+        judge get their own variable, else the agent's only when they talk to the agent's endpoint (the same
+        origins, or no base URL and the same provider): a key reaches only the servers it was named for."""
+        if role == "agent":
+            return self.api_key_env
+        own = self.user_api_key_env if role == "user" else self.judge_api_key_env
+        if own:
+            return own
+        model, urls = self.resolved_user_model() if role == "user" else self.resolved_judge_model()
+        return self.api_key_env if _same_endpoint(self.agent_model, list(self.agent_base_url), model, urls) else None
+
     def identity(self) -> dict[str, Any]:
         """The fields that make two runs the same experiment (used to refuse a changed config)."""
         data = json.loads(self.model_dump_json())
@@ -349,3 +366,16 @@ def build_config(file_values: dict[str, Any], overrides: dict[str, Any], origin:
 
 
 config_diff = dict_diff  # the lines ``moodbench run`` shows when a run directory holds another experiment
+
+
+def _same_endpoint(agent_model: str, agent_urls: list[str], model: str, urls: list[str]) -> bool:
+    def origin(url: str) -> tuple[str, str]:
+        try:
+            parts = urlsplit(url)
+            return parts.scheme.lower(), (parts.hostname or "") + f":{parts.port or ''}"
+        except ValueError:
+            return url, ""
+
+    if urls or agent_urls:
+        return bool(urls) and {origin(u) for u in urls} <= {origin(u) for u in agent_urls}
+    return model.split("/", 1)[0] == agent_model.split("/", 1)[0]

@@ -103,9 +103,12 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                     events.emit("cell_crashed", cell=cell.key, error=(record.error or "")[-500:])
                 else:
                     record, prompts = result
-                    if secrets:  # the last line before disk: a provider echoing a key cannot leak it
-                        record = ConversationRecord.model_validate(scrub(record.model_dump(mode="json"), secrets))
-                        prompts = scrub(prompts, secrets)
+                    # the last line before disk: a provider echoing a key, or a signed URL in a reply, cannot leak
+                    dumped = record.model_dump(mode="json")
+                    if (clean := scrub(dumped, secrets)) is not dumped:
+                        record = ConversationRecord.model_validate(clean)
+                    if prompts and (clean_prompts := scrub(prompts, secrets)) is not prompts:
+                        prompts = clean_prompts
                         # a scrubbed prompt is stored under its own hash; the record must point at it
                         record.agent_prompt_sha256 = sha256(prompts["agent"])
                         record.user_prompt_sha256 = sha256(prompts["user"])

@@ -49,7 +49,8 @@ class PreflightError(RuntimeError):
 
 
 def check_endpoints(config: RunConfig, api_key: str | None = None) -> list[EndpointCheck]:
-    """One check per distinct (model, base URL) of the run's roles; roles sharing one are named together."""
+    """One check per distinct (model, base URL) of the run's roles; roles sharing one are named together.
+    Each endpoint gets only the key named for its role (``RunConfig.key_env``); ``api_key`` is unused."""
     from moodbench.doctor import check_endpoint
 
     um, uu = config.resolved_user_model()
@@ -62,7 +63,8 @@ def check_endpoints(config: RunConfig, api_key: str | None = None) -> list[Endpo
     timeout = min(10.0, config.timeout_s)
     checks = []
     for (model, url), roles in pairs.items():
-        check = check_endpoint(roles[0], model, url, api_key=api_key, timeout=timeout)
+        env = config.key_env(roles[0])
+        check = check_endpoint(roles[0], model, url, api_key=os.environ.get(env) if env else None, timeout=timeout)
         check.role = ",".join(roles)
         checks.append(check)
     return checks

@@ -25,7 +25,7 @@ from moodbench._util.secrets import secret_values, url_secrets
 from moodbench.experiment._config import ConfigError, RunConfig, config_diff
 from moodbench.experiment._local_servers import SteeredCustomer, local_endpoints
 from moodbench.experiment._plan import Plan, make_plan
-from moodbench.experiment._rundir import RunLock, prepare_run_dir, remove_if_empty
+from moodbench.experiment._rundir import RunLock, prepare_run_dir
 from moodbench.experiment._signals import StopRequest, exit_code_of, signal_handlers
 from moodbench.results import EventLog, Store, read_manifest, write_manifest, write_summary
 
@@ -53,7 +53,7 @@ class RunResult:
 def run_secrets(*configs: RunConfig) -> list[str]:
     """Everything to keep out of the run directory: key values from the environment and
     credentials written into base URLs (``http://user:KEY@host/v1``), longest first."""
-    found = set(secret_values(tuple(c.api_key_env for c in configs if c.api_key_env)))
+    found = set(secret_values(tuple(n for c in configs for n in (c.api_key_env, c.user_api_key_env, c.judge_api_key_env) if n)))
     for c in configs:
         for url in [*c.agent_base_url, *(c.user_base_url or []), *(c.judge_base_url or [])]:
             found.update(url_secrets(url))
@@ -66,8 +66,10 @@ def _now() -> str:
 
 def check_environment(config: RunConfig) -> None:
     """Fail before any model call on what the user can fix without a run directory: the key variable."""
-    if config.api_key_env and not os.environ.get(config.api_key_env):
-        raise ConfigError(f"environment variable {config.api_key_env} (named by --api-key-env) is not set; export it first")
+    for flag, name in (("--api-key-env", config.api_key_env), ("--user-api-key-env", config.user_api_key_env),
+                       ("--judge-api-key-env", config.judge_api_key_env)):
+        if name and not os.environ.get(name):
+            raise ConfigError(f"environment variable {name} (named by {flag}) is not set; export it first")
 
 
 def model_specs(config: RunConfig, *, overrides: dict[str, Any] | None = None) -> tuple[ModelSpec, ModelSpec, ModelSpec]:
@@ -78,16 +80,19 @@ def model_specs(config: RunConfig, *, overrides: dict[str, Any] | None = None) -
     """
     from moodbench.llm import ModelSpec
 
-    common: dict[str, Any] = dict(api_key_env=config.api_key_env, max_tokens=config.max_tokens,
+    common: dict[str, Any] = dict(max_tokens=config.max_tokens,
                                   timeout_s=config.timeout_s, max_retries=config.max_retries,
                                   max_response_bytes=config.max_response_bytes,
                                   max_in_flight_per_endpoint=config.max_concurrency_per_endpoint, **(overrides or {}))
-    agent = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), args=dict(config.agent_args), **common)
+    # each role gets only the key named for its endpoint (RunConfig.key_env): never the agent's key on another server
+    agent = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), args=dict(config.agent_args),
+                      api_key_env=config.key_env("agent"), **common)
     um, uu = config.resolved_user_model()
     user_args = config.user_args or (config.agent_args if config.user_model is None else {})
-    user = ModelSpec(model=um, base_urls=tuple(uu), args=dict(user_args), **common)
+    user = ModelSpec(model=um, base_urls=tuple(uu), args=dict(user_args), api_key_env=config.key_env("user"), **common)
     jm, ju = config.resolved_judge_model()
-    judge = ModelSpec(model=jm, base_urls=tuple(ju), args={"temperature": 0.0, **config.judge_args}, **common)
+    judge = ModelSpec(model=jm, base_urls=tuple(ju), args={"temperature": 0.0, **config.judge_args},
+                      api_key_env=config.key_env("judge"), **common)
     return agent, user, judge
 
 
@@ -169,17 +174,18 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
         raise ConfigError(f"cannot use --out {config.out}: {write_problem(exc) or exc}; choose another --out") from None
     stop = StopRequest()
     try:
-        with RunLock(config.out), signal_handlers(stop, handle_signals):
-            if _all_stored(config, plan):  # a finished run re-run: no server to start, only the summary to refresh
-                return _run_ready(config, plan, identity_config=config, console=console, force_config=force_config,
-                                  freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop)
-            with local_endpoints(config, console, plan) as ready:
-                return _run_ready(ready.config, plan, identity_config=config, console=console, force_config=force_config,
-                                  freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop, steered=ready.steered)
-    except UsageError:
-        if created:
-            remove_if_empty(config.out)
-        raise
+        with RunLock(config.out) as lock, signal_handlers(stop, handle_signals):
+            try:
+                if _all_stored(config, plan):  # a finished run re-run: no server to start, only the summary to refresh
+                    return _run_ready(config, plan, identity_config=config, console=console, force_config=force_config,
+                                      freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop)
+                with local_endpoints(config, console, plan) as ready:
+                    return _run_ready(ready.config, plan, identity_config=config, console=console, force_config=force_config,
+                                      freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop, steered=ready.steered)
+            except UsageError:
+                if created:  # under the lock: a run refused at the lock never removes what another run holds
+                    lock.remove_dir_if_empty()
+                raise
     except (OSError, sqlite3.Error) as exc:  # the disk filled up, the directory became read-only...
         problem = write_problem(exc)
         if problem is None:
@@ -235,7 +241,8 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         elif todo:
             manifest(preflight={"skipped": True})
         health = EndpointHealth(config.max_consecutive_failures)
-        steered_clients = {v: ModelClient(replace(user_spec, model=f"openai/{sc.model_name}", base_urls=(sc.base_url,)), health)
+        steered_clients = {v: ModelClient(replace(user_spec, model=f"openai/{sc.model_name}", base_urls=(sc.base_url,),
+                                                  api_key_env=None), health)  # moodbench's own local server: no key
                            for v, sc in (steered or {}).items()}
         settings = ConversationSettings(
             catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent_spec, health),

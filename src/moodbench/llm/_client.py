@@ -602,3 +602,4 @@ class ModelClient:
             finish_reason=getattr(choice, "finish_reason", None),
             raw=raw,
         )
+

@@ -15,15 +15,18 @@ plots); :func:`build_report` adds report.json, report.md, report.html, plots and
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from moodbench._util.errors import UsageError
+from moodbench._util.secrets import mask, secret_values
 from moodbench.analysis import (
     ALPHA,
     CONFIDENCE,
@@ -51,6 +54,7 @@ from moodbench.report._anatomy_section import add_anatomy, anatomy_markdown, ana
 from moodbench.report._markdown import markdown
 from moodbench.report._render import ci, pval, render, signed, slug
 from moodbench.results import DESCRIPTIONS, FLAG_NAMES, Run, StoreError, load_run
+from moodbench.results._lock import RunLock, refuse_symlinks, run_dir_of
 
 SCHEMA = "moodbench-report/2"
 EXCLUDED_SHARE_CAUTION = 0.10  # more than 10% of a variant's planned conversations excluded: say so
@@ -338,7 +342,7 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
     warnings = _warnings(analyses)
     flat = {key: [x for a in analyses for x in a.pop(key)] for key in
             ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response", "methods_comparison")}
-    return {
+    return mask({
         "schema": SCHEMA,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "baseline": baseline,
@@ -357,7 +361,7 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
         "bottom_lines": [{"run": a["label"], "text": a["bottom_line"]} for a in analyses],
         "warnings": warnings,
         "runs": analyses,
-    }
+    }, secret_values())  # the judge's URL, errors quoting an endpoint: nothing shown or written holds a credential
 
 
 def build_report(
@@ -378,6 +382,17 @@ def build_report(
     say = progress or (lambda _msg: None)
     runs = load_runs([Path(d) for d in run_dirs], baseline)
     out = Path(out)
+    try:
+        with report_target(out):
+            return _build(runs, out, baseline, judge_model, judge_base_url, say, pages, anatomy, t0)
+    except StoreError as exc:  # another writer holds the run directory, or a symlink in it
+        raise ReportError(str(exc)) from None
+    except OSError as exc:
+        raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}; choose another --out") from None
+
+
+def _build(runs: list[Run], out: Path, baseline: str, judge_model: str | None, judge_base_url: str | None,
+           say: Callable[[str], None], pages: bool, anatomy: bool, t0: float) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     judges = judge_runs(runs, judge_model, judge_base_url, out, say)
     data = report_data(runs, baseline, judges, say)
@@ -405,6 +420,47 @@ def build_report(
     json_path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return ReportResult(out_dir=out, html=html_path, markdown=md_path, json=json_path, index=index, data=data,
                         seconds=time.perf_counter() - t0)
+
+
+_REPORT_FILES = frozenset({"report.json", "report.md", "report.html", "plots", "transcripts"})
+
+
+def _report_folder(out: Path) -> bool:
+    """Empty, only what a report writes, or an earlier moodbench report (its report.json says so)."""
+    names = {p.name for p in out.iterdir()}
+    if all(n in _REPORT_FILES or n.startswith("judge-cache-") for n in names):
+        return True
+    try:
+        fd = os.open(out / "report.json", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        return SCHEMA.split("/")[0].encode() in fh.read(200)
+
+
+@contextlib.contextmanager
+def report_target(out: Path) -> Iterator[None]:
+    """Where the report goes, made safe: a file there is refused; inside a run directory (``RUN/report``)
+    nothing may be a symlink (it would carry the pages, and the viewer, anywhere on the machine) and
+    the run's lock is held while writing, so no other command writes the run directory meanwhile."""
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file; give a folder for the report pages")
+    if out.is_dir() and not out.is_symlink() and not _report_folder(out):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ReportError(f"--out {out} is not empty and not a moodbench report folder (it holds {shown}); moodbench "
+                          "overwrites no file it did not write. Choose a new folder")
+    run_dir = run_dir_of(out)
+    if run_dir is None:
+        yield
+        return
+    rel = Path(os.path.abspath(out)).relative_to(run_dir)
+    for i in range(1, len(rel.parts)):
+        if (run_dir / Path(*rel.parts[:i])).is_symlink():
+            refuse_symlinks(run_dir / Path(*rel.parts[:i]), "a folder on the report's path")
+    refuse_symlinks(out, "the report folder")
+    with RunLock(run_dir, create=False, what="moodbench report"):
+        refuse_symlinks(out, "the report folder")  # again, now that no other moodbench writer can change it
+        yield
 
 
 def judge_runs(runs: list[Run], judge_model: str | None, judge_base_url: str | None, cache_dir: Path | None,

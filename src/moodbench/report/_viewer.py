@@ -169,18 +169,27 @@ def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
+# A connection that has not sent its request within this many seconds is closed, and at most this many
+# are served at once (more are closed at once): 300 half-sent requests cannot hold 300 threads.
+REQUEST_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 32
+
+
 class _ViewerHandler(SimpleHTTPRequestHandler):
     """Read-only files from one folder, for loopback clients that name this server.
 
-    Two protections a plain ``http.server`` lacks: the ``Host`` header must be a loopback name with the served
+    Protections a plain ``http.server`` lacks: the ``Host`` header must be a loopback name with the served
     port (else 421), so a web page on another origin that rebinds its DNS name to 127.0.0.1 cannot read the
-    transcripts through the victim's browser; and a folder is never listed (404 unless it has an index.html),
-    so only the pages the report wrote are reachable.
+    transcripts through the victim's browser; a folder is never listed (404 unless it has an index.html),
+    so only the pages the report wrote are reachable; nothing is served through a symlink (a link
+    planted in a shared run directory, ``x -> /``, would otherwise serve any readable file); a path that
+    cannot name a file (a NUL byte) is a 400; a connection idle for :data:`REQUEST_TIMEOUT_S` is closed.
     """
 
     allowed_hosts: frozenset[str] = frozenset()
     # side-by-side pages of any matched pair, rendered on demand (report._anatomy_section.pair_page)
     pair_page: Callable[[str, int, int], str | None] | None = None
+    timeout = REQUEST_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -189,19 +198,43 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
         host = (self.headers.get("Host") or "").strip().lower()
         return host in self.allowed_hosts
 
+    def _through_symlink(self, path: str) -> bool:
+        """Whether ``path`` (inside the served folder) or any folder between it and the root is a symlink."""
+        root = os.path.abspath(self.directory)
+        rel = os.path.relpath(os.path.abspath(path), root)
+        if rel.startswith(os.pardir):
+            return True
+        if os.path.islink(root):
+            return True
+        current = root
+        for part in ([] if rel == os.curdir else rel.split(os.sep)):
+            current = os.path.join(current, part)
+            if os.path.islink(current):
+                return True
+        return False
+
     def send_head(self) -> Any:
         if not self._host_ok():
             self.send_error(421, "Misdirected Request", "this viewer answers only http://127.0.0.1, localhost or [::1] on its own port")
             return None
-        path = self.translate_path(self.path)
-        if self.pair_page is not None and not os.path.exists(path):
-            pair = _pair_request(self.path)
-            if pair is not None:
-                return self._send_page(self.pair_page(*pair))
-        if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in ("index.html", "index.htm")):
-            self.send_error(404, "Not Found")
+        try:
+            path = self.translate_path(self.path)
+            if "\x00" in path:
+                raise ValueError("NUL in path")
+            if self._through_symlink(path):
+                self.send_error(404, "Not Found")
+                return None
+            if self.pair_page is not None and not os.path.exists(path):
+                pair = _pair_request(self.path)
+                if pair is not None:
+                    return self._send_page(self.pair_page(*pair))
+            if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in ("index.html", "index.htm")):
+                self.send_error(404, "Not Found")
+                return None
+            return super().send_head()
+        except (ValueError, UnicodeError):
+            self.send_error(400, "Bad Request", "the path does not name a file")
             return None
-        return super().send_head()
 
     def _send_page(self, page: str | None) -> Any:
         if page is None:
@@ -228,6 +261,33 @@ def _pair_request(url: str) -> tuple[str, int, int] | None:
     return None if m is None else (m.group(1), int(m.group(2)), int(m.group(3)))
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most :data:`MAX_CONNECTIONS` at once; further connections are closed at once."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def _allowed_hosts(port: int) -> frozenset[str]:
     names = {f"{n}:{port}" for n in LOOPBACK_NAMES}
     if port == 80:
@@ -241,15 +301,15 @@ def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1",
 
     ``pair_page``: renders ``transcripts/RUN/pair-BASEID-VARID.html`` for any matched pair the report did not write.
 
-    Requests whose ``Host`` is not a loopback name with the bound port get 421; folders are not listed.
+    Requests whose ``Host`` is not a loopback name with the bound port get 421; folders are not listed; nothing
+    is served through a symlink; connections time out and are bounded in number.
     """
     class Handler(_ViewerHandler):  # one class per server: it knows its own port
         pass
 
-    server = ThreadingHTTPServer((host, port), functools.partial(Handler, directory=str(directory)))
+    server = _BoundedServer((host, port), functools.partial(Handler, directory=str(directory)))
     Handler.allowed_hosts = _allowed_hosts(int(server.server_address[1]))
     Handler.pair_page = staticmethod(pair_page) if pair_page is not None else None
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="moodbench-view", daemon=True).start()
     return server
 

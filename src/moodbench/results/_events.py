@@ -36,6 +36,11 @@ class EventLog:
     def __init__(self, path: Path, secrets: list[str] | None = None):
         self.path = Path(path)
         self._secrets = list(secrets or [])
+        if self.path.is_symlink():  # appending (and trimming) through it would change a file outside the run
+            from moodbench.results._store import StoreError
+
+            raise StoreError(f"{self.path} is a symlink; moodbench writes nothing through a symlink in a run directory. "
+                             "Remove it, or choose another --out")
         _drop_cut_line(self.path)
         self._lock = threading.Lock()
         self._fh = self.path.open("a", encoding="utf-8")

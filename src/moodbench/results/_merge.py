@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from moodbench._util.diff import dict_diff
+from moodbench.results._lock import RunLock
 from moodbench.results._store import Store, StoreError
 from moodbench.results._summary import write_summary
 
@@ -28,8 +32,35 @@ def _check_shards(dirs: list[Path], shards: list[str | None]) -> None:
         seen[key] = d
 
 
+def _read_own(path: Path) -> bytes | None:
+    """A file of a shard's run directory, never through a symlink (which could point anywhere)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"{path} cannot be read ({exc.strerror or exc}); moodbench reads no symlink in a run directory") from None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _check_out(out_dir: Path) -> None:
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise StoreError(f"{out_dir} is not a directory; merge into a new directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        what = "already holds a run" if (out_dir / "results.sqlite").exists() else "is not empty"
+        raise StoreError(f"{out_dir} {what}; merge into a new directory (nothing was changed)")
+
+
 def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
-    """Copy every record (failed attempts too) and prompt of the shards into a new run directory."""
+    """Copy every record (failed attempts too) and prompt of the shards into a new run directory.
+
+    ``out_dir`` must be new or empty. The merged run is built in a staging directory beside it (holding
+    its own run lock) and moved into place with one ``rename`` at the end, so a merge killed at any
+    moment leaves no partial run that looks real (only a ``.NAME.merge-*`` folder to delete), and a
+    directory that became non-empty meanwhile (another command wrote it) is refused, not overwritten.
+    """
+    out_dir = Path(out_dir)
     configs, plans = [], []
     for d in shard_dirs:
         if not (d / "results.sqlite").is_file():
@@ -43,31 +74,48 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
         diff = dict_diff(base, {k: v for k, v in c.items() if k != "shard"})
         if diff:
             raise StoreError(f"{d} is a different experiment than {shard_dirs[0]}:\n" + "\n".join(diff))
-    if (out_dir / "results.sqlite").exists():
-        raise StoreError(f"{out_dir} already holds a run; merge into a new directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.merge-", dir=out_dir.parent))
+    except OSError as exc:
+        raise StoreError(f"cannot write beside {out_dir}: {exc.strerror or exc}; merge into a writable directory") from None
+    stage = tmp / "run"
+    stage.mkdir()
     n = 0
-    with Store(out_dir / "results.sqlite") as target:
-        planned: dict[str, dict[str, int]] = {}
-        for p in plans:
-            for dom, per in p.get("planned", {}).items():
-                for v, k in per.items():
-                    planned.setdefault(dom, {}).setdefault(v, 0)
-                    planned[dom][v] += k
-        target.set_meta("config", {**base, "shard": None})
-        target.set_meta("plan", {**plans[0], "planned": planned, "cells": sum(p.get("cells", 0) for p in plans)})
-        for d in shard_dirs:
-            with Store(d / "results.sqlite", readonly=True) as src:
-                for record in src.records(final_only=False, with_payload=True):
-                    prompts = {role: text for role in ("agent", "user")
-                               if (text := src.prompt(getattr(record, f"{role}_prompt_sha256") or ""))}
-                    n += int(target.insert(record, prompts))
-    with (out_dir / "events.jsonl").open("a") as fh:
-        for d in shard_dirs:
-            ev = d / "events.jsonl"
-            if ev.exists():
-                fh.write(ev.read_text())
-    if (shard_dirs[0] / "manifest.json").exists():
-        shutil.copy(shard_dirs[0] / "manifest.json", out_dir / "manifest.json")
-    write_summary(out_dir)
+    try:
+        with RunLock(stage, create=False, what="moodbench merge"):
+            with Store(stage / "results.sqlite") as target:
+                planned: dict[str, dict[str, int]] = {}
+                for p in plans:
+                    for dom, per in p.get("planned", {}).items():
+                        for v, k in per.items():
+                            planned.setdefault(dom, {}).setdefault(v, 0)
+                            planned[dom][v] += k
+                target.set_meta("config", {**base, "shard": None})
+                target.set_meta("plan", {**plans[0], "planned": planned, "cells": sum(p.get("cells", 0) for p in plans)})
+                for d in shard_dirs:
+                    with Store(d / "results.sqlite", readonly=True) as src:
+                        for record in src.records(final_only=False, with_payload=True):
+                            prompts = {role: text for role in ("agent", "user")
+                                       if (text := src.prompt(getattr(record, f"{role}_prompt_sha256") or ""))}
+                            n += int(target.insert(record, prompts))
+                target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with (stage / "events.jsonl").open("ab") as fh:
+                for d in shard_dirs:
+                    fh.write(_read_own(d / "events.jsonl") or b"")
+            manifest = _read_own(shard_dirs[0] / "manifest.json")
+            if manifest is not None:
+                (stage / "manifest.json").write_bytes(manifest)
+            write_summary(stage)
+        _check_out(out_dir)
+        try:
+            os.rename(stage, out_dir)  # atomic; onto an existing directory only when it is still empty
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise StoreError(f"{out_dir} was written by another command during the merge; nothing was changed. "
+                                 "Merge into a new directory") from None
+            raise StoreError(f"cannot move the merged run into {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return n

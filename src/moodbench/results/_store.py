@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +137,9 @@ class Store:
     def __init__(self, path: Path, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        self._copy_dir: str | None = None
+        if self.path.is_symlink():
+            raise _unusable(self.path, "is a symlink; moodbench reads and writes no symlink in a run directory")
         existed = self.path.exists()
         if existed and self.path.is_dir():
             raise _unusable(self.path, "is a directory, not a moodbench store")
@@ -147,7 +153,7 @@ class Store:
         self._new_sidecars = [p for p in sidecars if not p.exists()]
         try:
             if readonly:
-                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+                self.conn = self._connect_readonly()
             else:
                 self.conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
@@ -172,10 +178,27 @@ class Store:
             self._give_up()
             raise
 
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A read-only connection that also works where the directory cannot be written (an archive, a
+        read-only mount), where SQLite cannot make the ``-shm`` index a WAL store wants: a store without
+        pending WAL content is opened ``immutable``; one with it is read from a private copy of the two
+        files (SQLite replays the WAL there), so no row is missed and nothing is written beside it."""
+        uri = self.path.absolute().as_uri()
+        if os.access(self.path.parent, os.W_OK):
+            return sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30.0, isolation_level=None)
+        self._copy_dir = tempfile.mkdtemp(prefix="moodbench-readonly-")
+        copy = Path(self._copy_dir) / self.path.name
+        shutil.copyfile(self.path, copy, follow_symlinks=False)
+        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"), follow_symlinks=False)
+        return sqlite3.connect(f"{copy.as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+
     def _give_up(self) -> None:
         """Close a file that turned out not to be a usable store, and remove the (empty) WAL files
         SQLite made for it, so the user's file is left exactly as it was."""
-        self.conn.close()
+        self.close()
         for p in self._new_sidecars:
             try:
                 if p.name.endswith("-shm") or p.stat().st_size == 0:
@@ -213,6 +236,9 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        if self._copy_dir is not None:
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
+            self._copy_dir = None
 
     def __enter__(self) -> Store:
         return self

@@ -52,6 +52,7 @@ from moodbench.results import (
     storable,
     write_summary,
 )
+from moodbench.results._lock import LOCK_NAME, RunLock, check_export_target, write_export
 from moodbench.sim._import_bounds import check_results_bounds
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
@@ -71,11 +72,12 @@ def _variant_models(records: list[ConversationRecord]) -> tuple[str | None, str 
     return (agents.most_common(1)[0][0] if agents else None), (users.most_common(1)[0][0] if users else None)
 
 
-def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> int:
+def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None, *, force: bool = False) -> int:
     """Write the run's final conversations (optionally of one variant) as tau2 Results JSON.
 
     ``agent_info.llm`` / ``user_info.llm`` are the models of the exported conversations themselves (each
-    variant of an imported agent comparison has its own), not the run's first model.
+    variant of an imported agent comparison has its own), not the run's first model. ``out_file`` must not
+    exist unless ``force`` (see :func:`moodbench.results.write_export`).
     """
     from tau2.data_model.simulation import AgentInfo, Info, UserInfo
     from tau2.environment.environment import EnvironmentInfo
@@ -83,6 +85,7 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
     db = Path(run_dir) / "results.sqlite"
     if not db.is_file():  # opening a Store would create an empty run directory and export nothing
         raise UsageError(f"{run_dir} is not a run directory (no results.sqlite)")
+    check_export_target(Path(out_file), force=force)  # before the work: a refused target costs nothing
     with Store(db, readonly=True) as store:
         config = store.get_meta("config") or {}
         if variant is not None:
@@ -126,9 +129,9 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None) -> in
     valid = [s for s in sims if isinstance(s, SimulationRun)]
     data = json.loads(Results(info=info, tasks=tasks, simulations=valid).model_dump_json())
     data["simulations"] = [s.model_dump(mode="json") if isinstance(s, SimulationRun) else s for s in sims]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(data, indent=2))
-    json.loads(out_file.read_text())  # fail loudly here rather than in tau2 view
+    text = json.dumps(data, indent=2)
+    json.loads(text)  # fail loudly here rather than in tau2 view
+    write_export(out_file, text, force=force)
     return len(sims)
 
 
@@ -482,10 +485,10 @@ def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[tuple[
     if not run_dir.is_dir():
         raise UsageError(f"--out {run_dir} is a file; give a directory for the run")
     if not (run_dir / "results.sqlite").is_file():
-        if any(run_dir.iterdir()):
+        if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
             raise UsageError(f"--out {run_dir} exists and is not a run directory (no results.sqlite); give a new or empty directory")
         return {}, {}, set()
-    with Store(run_dir / "results.sqlite") as store:
+    with Store(run_dir / "results.sqlite", readonly=True) as store:
         config, plan = store.get_meta("config") or {}, store.get_meta("plan") or {}
         present = {(r.variant, r.domain) for r in store.records()}
     return config, plan, present
@@ -574,6 +577,27 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]], *, emotions: b
     if twice:
         raise UsageError(f"{twice[0]} is named more than once; each file is imported once (FILE=VARIANT)")
     declared = _declared_emotions([v for _, v in items]) if emotions else None
+    _existing(run_dir)  # a file or a foreign directory is refused before anything is created
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir, create=False, what="moodbench import") as lock:  # no run may write it meanwhile
+        try:
+            files, new_config, new_plan, prompts_seen = _import_locked(run_dir, items, declared)
+        except BaseException:
+            if created:
+                lock.remove_dir_if_empty()
+            raise
+    counts: dict[str, int] = defaultdict(int)
+    for f in files:
+        counts[f.variant] += len(f.records)
+    return ImportedRun(run_dir=run_dir, counts=dict(counts), domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
+                       prompts=len(prompts_seen), notes=[n for f in files for n in f.notes])
+
+
+def _import_locked(run_dir: Path, items: Sequence[tuple[Path, str]],
+                   declared: dict[str, str] | None) -> tuple[list[_File], dict[str, Any], dict[str, Any], set[str]]:
+    """The import proper, run while holding ``run_dir``'s lock: read and check every file, build the new
+    run directory beside it and swap it in."""
     config, plan, present = _existing(run_dir)
     files = [_read(Path(p), v) for p, v in items]
     by_cell: dict[tuple[str, str], list[_File]] = defaultdict(list)
@@ -588,15 +612,14 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]], *, emotions: b
                              f"variant ({fs[0].path}={v}-2) or into a new --out")
     new_config, new_plan = _meta(config, plan, files, declared)
 
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=run_dir.parent))
     stage = tmp / "run"
+    prompts_seen: set[str] = set()
     try:
         if (run_dir / "results.sqlite").is_file():
-            shutil.copytree(run_dir, stage)
+            shutil.copytree(run_dir, stage, symlinks=True)  # a link is copied as a link, never followed
         else:
             stage.mkdir()
-        prompts_seen: set[str] = set()
         with Store(stage / "results.sqlite") as store:
             store.set_meta("config", new_config)
             store.set_meta("plan", new_plan)
@@ -605,20 +628,13 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]], *, emotions: b
                     store.insert(storable(record), prompts)
                     prompts_seen.update(sha256(t) for t in prompts.values())
         write_summary(stage)
-        if run_dir.exists():
-            old = tmp / "old"
-            os.replace(run_dir, old)
-            try:
-                os.replace(stage, run_dir)
-            except OSError:
-                os.replace(old, run_dir)  # put the original back before reporting the failure
-                raise
-        else:
+        old = tmp / "old"
+        os.replace(run_dir, old)
+        try:
             os.replace(stage, run_dir)
+        except OSError:
+            os.replace(old, run_dir)  # put the original back before reporting the failure
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    counts: dict[str, int] = defaultdict(int)
-    for f in files:
-        counts[f.variant] += len(f.records)
-    return ImportedRun(run_dir=run_dir, counts=dict(counts), domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
-                       prompts=len(prompts_seen), notes=[n for f in files for n in f.notes])
+    return files, new_config, new_plan, prompts_seen
