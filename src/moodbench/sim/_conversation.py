@@ -23,7 +23,7 @@ from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
 from moodbench.results import ConversationRecord, ConversationStats, ExitReason, FidelityFlags, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
-from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
+from moodbench.sim._env_pool import domain_tools, new_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._tasks import task_needs_agent_tool
@@ -96,9 +96,9 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
     """Environment, agent and user for one conversation, all through tau2's registry."""
     register()
     task = s.tasks[(cell.domain, cell.task_id)]
-    # tau2's constructor, fed a per-process template DB (pooled: handed back after scoring), tool
+    # tau2's constructor, fed a copy-on-access database sharing a per-process template, tool
     # schemas built once per domain; see sim._env_pool
-    environment = new_environment(cell.domain, pooled=True, freeze_gc=s.freeze_gc)
+    environment = new_environment(cell.domain, freeze_gc=s.freeze_gc)
     tools, user_tools = domain_tools(cell.domain)
     agent = registry.get_agent_constructor(AGENT_NAME)(
         tools=tools, domain_policy=environment.get_policy(), client=s.agent_client,
@@ -268,5 +268,4 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
         flags=_fidelity(cell, p, dumped.get("messages") or [], s, ending, prompts["user"]),
         error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant),
     )
-    release_environment(cell.domain, p.environment)  # scored and recorded: its database is reused
     return record, prompts
