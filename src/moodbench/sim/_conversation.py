@@ -19,14 +19,14 @@ from tau2.environment.environment import Environment
 from tau2.orchestrator.orchestrator import Orchestrator
 
 from moodbench.emotions import Catalog
-from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
+from moodbench.judges import fidelity_flags, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
 from moodbench.results import ConversationRecord, ConversationStats, ExitReason, FidelityFlags, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
 from moodbench.sim._env_pool import domain_tools, new_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
 from moodbench.sim._outcome import OutcomeInputs, classify
-from moodbench.sim._tasks import task_needs_agent_tool
+from moodbench.sim._tasks import scenario_of, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, RewardInfo, SimulationRun, Task, TerminationReason, UserMessage, registry
 from moodbench.sim._user import EmotionalUserSimulator
 
@@ -213,18 +213,6 @@ def _exit_reason(p: _Participants, simulation: SimulationRun, reward: float | No
         task_needs_agent_tool=task_needs_agent_tool(p.task),
         transferred=transferred,
     ))
-
-
-def scenario_of(task: Task) -> Scenario:
-    """What the fidelity rules need to know about a task's customer."""
-    scenario = task.user_scenario.instructions
-    if isinstance(scenario, str):
-        reason = scenario
-    else:
-        text = " ".join(str(getattr(scenario, f, "") or "") for f in ("reason_for_call", "known_info", "task_instructions"))
-        reason = str(getattr(scenario, "reason_for_call", None) or text)
-    gold = task.evaluation_criteria.actions if task.evaluation_criteria and task.evaluation_criteria.actions else []
-    return Scenario(reason_for_call=reason, needs_agent_write=any(a.requestor == "assistant" and is_write(a.name) for a in gold))
 
 
 def _fidelity(cell: Cell, p: _Participants, messages: list[dict[str, Any]], s: ConversationSettings, ending: _Ending,

@@ -24,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from tau2.data_model.message import AssistantMessage, UserMessage  # data models only: no registry, no litellm
+from tau2.data_model.simulation import Results, SimulationRun
+from tau2.data_model.tasks import Task
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
 from moodbench.results import ConversationRecord, ConversationStats, ExitReason, Store, sha256, write_summary
 from moodbench.sim._outcome import OutcomeInputs, classify
-from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
-from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
+from moodbench.sim._prompt_texts import tau2_constant
+from moodbench.sim._tasks import load_domain_tasks, scenario_of, task_needs_agent_tool
 
 __all__ = ["ImportedRun", "export_tau2", "import_tau2", "parse_import_items"]
 
@@ -147,20 +150,15 @@ def _prompts(results: Results, task: Task) -> dict[str, str]:
     info = results.info
     policy = info.environment_info.policy if info.environment_info else ""
     if policy and info.agent_info.implementation == "llm_agent":
-        from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
-
-        out["agent"] = SYSTEM_PROMPT.format(domain_policy=policy, agent_instruction=AGENT_INSTRUCTION)
+        prompt, instruction = (tau2_constant("tau2.agent.llm_agent", n) for n in ("SYSTEM_PROMPT", "AGENT_INSTRUCTION"))
+        out["agent"] = prompt.format(domain_policy=policy, agent_instruction=instruction)
     guidelines = info.user_info.global_simulation_guidelines
     if guidelines and info.user_info.implementation == "user_simulator":
-        from tau2.user.user_simulator import SYSTEM_PROMPT as USER_PROMPT
-
-        out["user"] = USER_PROMPT.format(global_user_sim_guidelines=guidelines, instructions=task.user_scenario)
+        out["user"] = tau2_constant("tau2.user.user_simulator", "SYSTEM_PROMPT").format(global_user_sim_guidelines=guidelines, instructions=task.user_scenario)
     return out
 
 
 def _record(results: Results, sim: SimulationRun, task: Task, variant: str, trial: int, domain: str) -> tuple[ConversationRecord, dict[str, str]]:
-    from moodbench.sim._conversation import scenario_of
-
     dumped = sim.model_dump(mode="json")
     dumped["trial"] = trial
     messages = dumped.get("messages") or []
