@@ -108,7 +108,6 @@ def _needs_build(run_dir: Path, out: Path) -> bool:
 
 def view_command(run_dir: Path, port: int, open_browser: bool, console: Console) -> int:
     """Serve RUN_DIR/report on 127.0.0.1 (building it first when missing or stale) until interrupted."""
-    from moodbench.report._builder import ReportError, build_report
     from moodbench.report._viewer import open_in_browser, start_server
     from moodbench.results import summary_for_run
 
@@ -118,6 +117,8 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
         return 2
     out = run_dir / "report"
     if _needs_build(run_dir, out):
+        from moodbench.report._builder import ReportError, build_report  # statistics and plots: only to build
+
         variants = list(summary_for_run(run_dir).get("variants", {}))
         baseline = "control" if "control" in variants or not variants else variants[0]
         console.print(f"building the report and transcript pages in {out} (baseline {baseline!r})", highlight=False)
