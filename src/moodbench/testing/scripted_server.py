@@ -519,6 +519,8 @@ class ScriptedBackend:
         self.in_flight = 0
         self.max_in_flight = 0
         self.started = time.time()
+        self.first_request_at: float | None = None  # wall clock: a run's span as its endpoint saw it
+        self.last_reply_at: float | None = None
 
     @property
     def down(self) -> bool:
@@ -707,6 +709,8 @@ class ScriptedBackend:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "uptime_s": time.time() - self.started,
+            "first_request_at": self.first_request_at,
+            "last_reply_at": self.last_reply_at,
         }
 
 
@@ -806,6 +810,8 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND_KEY]
     backend.in_flight += 1
     backend.max_in_flight = max(backend.max_in_flight, backend.in_flight)
+    if backend.first_request_at is None:
+        backend.first_request_at = time.time()
     try:
         try:
             body = await request.json()
@@ -831,6 +837,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         return _json_response(plan.completion)
     finally:
         backend.in_flight -= 1
+        backend.last_reply_at = time.time()
 
 
 def text_as_chat(body: dict[str, Any]) -> dict[str, Any]:
