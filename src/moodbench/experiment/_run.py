@@ -149,7 +149,7 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     from moodbench.experiment.executors import prestart, resolve_executor
 
     # worker processes' forkserver imports tau2 while this process does the same for the plan
-    prestart(resolve_executor(config.executor, config.concurrency))
+    prestart(resolve_executor(config.executor, min(config.concurrency, _most_cells(config))))
     plan = make_plan(config)  # every input error surfaces before a directory or a server is made
     created = prepare_run_dir(config.out)
     stop = StopRequest()
@@ -174,6 +174,12 @@ def _finish(run_dir: Path, manifest: Any, events: EventLog, exit_code: ExitCode,
     write_summary(run_dir)
     manifest(finished_at=_now(), exit_code=int(exit_code))
     events.emit("run_finished", exit_code=int(exit_code), finished=stored, message=message)
+
+
+def _most_cells(config: RunConfig) -> int:
+    """An upper bound of the plan's cells, known before tau2 is imported (for the executor's head start)."""
+    tasks = len(config.task_ids) if config.task_ids else (config.num_tasks or 10**6)
+    return len(config.domains) * tasks * len(config.variants) * config.trials
 
 
 def _prestart_workers(config: RunConfig, settings: Any, todo: list[Any], health: Any) -> Any:
