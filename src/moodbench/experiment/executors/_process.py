@@ -206,7 +206,7 @@ class ProcessExecutor:
 
     def close(self) -> None:
         """Stop the workers: at once if the run was abandoned, else after their current cells."""
-        self._started.wait()
+        self._started.wait(timeout=0 if self._health.cancelled else 120)  # a worker still starting watches our pid
         if self._health.cancelled:
             for p in self._procs:
                 if p.pid is not None:
