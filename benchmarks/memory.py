@@ -1,7 +1,7 @@
 """Memory per concurrent conversation: airline (tau2's largest database), all conversations in flight.
 
-    .venv/bin/python benchmarks/memory.py                           # 16 and 64 in flight, thread executor
-    .venv/bin/python benchmarks/memory.py --concurrency 16,256 --executor process
+    .venv/bin/python benchmarks/memory.py                           # 16 and 256 in flight, default executor
+    .venv/bin/python benchmarks/memory.py --concurrency 16,256 --executor thread
 
 For each concurrency N, N airline conversations run at once against a scripted server slow enough
 (``--latency-ms``) that all N are in flight together (the server's high-water mark of requests in
@@ -50,7 +50,7 @@ def measure(n: int, a: argparse.Namespace, tmp: Path) -> dict:
     args = [sys.executable, "-m", "moodbench.cli", "run", "--domain", "airline", "--task-ids", AIRLINE_TASKS,
             "--variants", "control", "--trials", str(-(-n // len(ids))), "--concurrency", str(n),
             "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url, "--out", str(out),
-            "--skip-preflight", "--max-retries", "0", "--executor", a.executor]
+            "--skip-preflight", "--max-retries", "0", *(["--executor", a.executor] if a.executor != "default" else [])]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     peak = 0
     samples: list[int] = []
@@ -80,15 +80,17 @@ def measure(n: int, a: argparse.Namespace, tmp: Path) -> dict:
         stats = srv.stats()
     finally:
         srv.stop()
+    manifest = json.loads((out / "manifest.json").read_text())
     return {"concurrency": n, "peak_mib": round(peak / 2**20, 1), "max_in_flight_at_server": stats.get("max_in_flight"),
-            "requests": stats.get("requests")}
+            "requests": stats.get("requests"), "executor_used": manifest.get("executor_used"),
+            "load_average_after": round(os.getloadavg()[0], 2)}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--concurrency", default="16,64", help="comma-separated N (all N in flight at once)")
+    p.add_argument("--concurrency", default="16,256", help="comma-separated N (all N in flight at once)")
     p.add_argument("--latency-ms", type=float, default=3000.0, help="server latency: long enough for every start to overlap")
-    p.add_argument("--executor", default="thread")
+    p.add_argument("--executor", default="default", help="default (no flag, as a user types it), thread, process")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="moodbench-mem-"))
@@ -97,7 +99,7 @@ def main() -> int:
     for n in [int(x) for x in a.concurrency.split(",")]:
         r = measure(n, a, tmp)
         results.append(r)
-        print(f"{n} airline conversations in flight ({a.executor}): peak {r['peak_mib']} MiB "
+        print(f"{n} airline conversations in flight ({a.executor} -> {r['executor_used']}): peak {r['peak_mib']} MiB "
               f"(server saw up to {r['max_in_flight_at_server']} requests at once)", flush=True)
     out = {"machine": machine(), "executor": a.executor, "runs": results}
     if len(results) >= 2:

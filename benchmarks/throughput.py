@@ -50,7 +50,7 @@ def child_moodbench(a: argparse.Namespace) -> dict:
     from moodbench.results import Store
 
     ids = a.task_ids.split(",")
-    extra = {"executor": a.executor} if a.executor != "thread" else {}
+    extra = {"executor": a.executor} if a.executor not in ("default", "") else {}
     out = Path(a.out)
     cfg = RunConfig(domains=[a.domain], task_ids=ids, variants=["control"], trials=math.ceil(a.n / len(ids)),
                     concurrency=a.concurrency, agent_model="openai/scripted", agent_base_url=[a.base_url],
@@ -163,30 +163,40 @@ def measure_cpu(a: argparse.Namespace, tmp: Path) -> dict:
 
 
 def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> dict:
-    srv = start_server(retail_script(a.flow, latency_ms=a.latency_ms), tmp)
+    """Each moodbench executor (``default``: no executor flag, as a user types it) and tau2, one after
+    another, each against a fresh server so its first request and last reply bound its own run."""
     out: dict = {"concurrency": concurrency}
-    try:
-        kinds = ("moodbench", "tau2") if not a.skip_tau2 else ("moodbench",)
-        for kind in kinds:
-            n = a.conversations or max(4 * concurrency, 64)
-            if kind == "tau2":
-                n = min(n, a.tau2_conversations or max(2 * concurrency, 64))
-            before = srv.stats().get("requests", 0)
-            r, cpu = _child(kind, srv.base_url, n, concurrency, a, tmp)
-            requests = srv.stats().get("requests", 0) - before
-            calls = requests / max(1, r["n"])
-            ideal = concurrency / (calls * a.latency_ms / 1000.0)
-            rate = steady_rate(r["finish"]) or r["n"] / (r["t1"] - r["t0"])
-            out[kind] = {"conversations": r["n"], "calls_per_conversation": round(calls, 2), "ideal_per_s": round(ideal, 2),
-                         "steady_per_s": round(rate, 2), "efficiency": round(rate / ideal, 3),
-                         "overall_per_s": round(r["n"] / (r["t1"] - r["t0"]), 2), "exit_reasons": r["exit_reasons"],
-                         # forkserver workers are not our children: their CPU escapes RUSAGE_CHILDREN
-                         "cpu_ms_per_conversation_incl_startup": (round(cpu / max(1, r["n"]) * 1000, 1)
-                                                                   if kind == "tau2" or a.executor == "thread" else None)}
-    finally:
-        srv.stop()
-    if "tau2" in out:
-        out["ratio_completions_per_s"] = round(out["moodbench"]["steady_per_s"] / out["tau2"]["steady_per_s"], 2)
+    runs = [("moodbench", ex) for ex in a.executors] + ([] if a.skip_tau2 else [("tau2", "")])
+    for kind, executor in runs:
+        n = a.conversations or max(4 * concurrency, 64)
+        if kind == "tau2":
+            n = min(n, a.tau2_conversations or max(2 * concurrency, 64))
+        srv = start_server(retail_script(a.flow, latency_ms=a.latency_ms), tmp)
+        try:
+            started = time.time()
+            r, cpu = _child(kind, srv.base_url, n, concurrency, a, tmp, executor=executor or None)
+            stats = srv.stats()
+        finally:
+            srv.stop()
+        calls = stats.get("requests", 0) / max(1, r["n"])
+        ideal = concurrency / (calls * a.latency_ms / 1000.0)
+        rate = steady_rate(r["finish"]) or r["n"] / (r["t1"] - r["t0"])
+        span = (stats["last_reply_at"] - stats["first_request_at"]) if stats.get("first_request_at") else None
+        whole = r["n"] / span if span else None
+        name = f"moodbench[{executor}]" if kind == "moodbench" else "tau2"
+        out[name] = {"conversations": r["n"], "calls_per_conversation": round(calls, 2), "ideal_per_s": round(ideal, 2),
+                     "steady_per_s": round(rate, 2), "steady_efficiency": round(rate / ideal, 3),
+                     "whole_run_per_s": round(whole, 2) if whole else None,
+                     "whole_run_efficiency": round(whole / ideal, 3) if whole else None,
+                     "first_request_after_s": round(stats["first_request_at"] - started, 2) if stats.get("first_request_at") else None,
+                     "process_wall_s": round(time.time() - started, 2), "exit_reasons": r["exit_reasons"],
+                     # forkserver workers are not our children: their CPU escapes RUSAGE_CHILDREN
+                     "cpu_ms_per_conversation_incl_startup": (round(cpu / max(1, r["n"]) * 1000, 1)
+                                                               if kind == "tau2" or executor == "thread" else None),
+                     "load_average_after": round(os.getloadavg()[0], 2)}
+    ref = next((out[k] for k in out if k.startswith("moodbench[")), None)
+    if ref is not None and "tau2" in out:
+        out["ratio_completions_per_s"] = round(ref["steady_per_s"] / out["tau2"]["steady_per_s"], 2)
     return out
 
 
@@ -201,7 +211,9 @@ def main() -> int:
     p.add_argument("--latency-ms", type=float, default=200.0)
     p.add_argument("--conversations", type=int, default=0, help="moodbench conversations per throughput run (default 4 x concurrency)")
     p.add_argument("--tau2-conversations", type=int, default=0, help="tau2 conversations per throughput run (default 2 x concurrency)")
-    p.add_argument("--executor", default="thread", help="moodbench executor: thread or process")
+    p.add_argument("--executor", default="default,thread,process",
+                   help="comma-separated moodbench executors for the throughput runs: default (no flag, as a user types it), "
+                        "thread, process, ray")
     p.add_argument("--skip-tau2", action="store_true")
     p.add_argument("--skip-cpu", action="store_true")
     p.add_argument("--profile", action="store_true", help="only profile moodbench (cProfile, sequential) and exit")
@@ -214,6 +226,7 @@ def main() -> int:
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
 
+    a.executors = [x.strip() for x in a.executor.split(",") if x.strip()]
     if a.child:
         a.concurrency = int(a.concurrency)
         fn = {"moodbench": child_moodbench, "tau2": child_tau2, "profile": child_profile}[a.child]
@@ -222,7 +235,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="moodbench-bench-"))
     print(f"machine: {machine()}")
-    print(f"domain {a.domain}, tasks {a.task_ids}, flow {a.flow}, moodbench executor {a.executor}")
+    print(f"domain {a.domain}, tasks {a.task_ids}, flow {a.flow}, moodbench executors {', '.join(a.executors)}")
     if a.profile:
         srv = start_server(retail_script(a.flow, latency_ms=0), tmp)
         try:
@@ -259,13 +272,12 @@ def main() -> int:
     for c in [int(x) for x in a.concurrency.split(",") if x.strip()]:
         r = measure_throughput(a, tmp, c)
         results["throughput"].append(r)
-        for kind in ("moodbench", "tau2"):
-            if kind in r:
-                k = r[kind]
-                print(f"concurrency {c} {kind}: {k['steady_per_s']}/s steady (ideal {k['ideal_per_s']}/s, "
-                      f"{k['calls_per_conversation']} calls/conv), efficiency {k['efficiency']}, "
-                      f"{k['conversations']} conversations, {k['cpu_ms_per_conversation_incl_startup']} ms CPU/conv "
-                      f"(start-up included), {k['exit_reasons']}", flush=True)
+        for kind in [k for k in r if k.startswith("moodbench[") or k == "tau2"]:
+            k = r[kind]
+            print(f"concurrency {c} {kind}: efficiency whole run {k['whole_run_efficiency']} ({k['whole_run_per_s']}/s, first "
+                  f"request to last reply), steady {k['steady_efficiency']} ({k['steady_per_s']}/s); ideal {k['ideal_per_s']}/s "
+                  f"({k['calls_per_conversation']} calls/conv); first request {k['first_request_after_s']} s after launch; "
+                  f"{k['conversations']} conversations, {k['exit_reasons']}, load {k['load_average_after']}", flush=True)
         if "ratio_completions_per_s" in r:
             print(f"concurrency {c}: moodbench/tau2 completions per second = {r['ratio_completions_per_s']}x", flush=True)
     print(json.dumps(results, indent=1, default=str))

@@ -31,6 +31,26 @@ def test_process_executor_matches_threads_and_resumes(tmp_path: Path, moodbench_
         assert rows(tmp_path / "proc") == expected
 
 
+def test_default_executor_picks_processes_for_many_conversations_in_flight(tmp_path: Path, moodbench_bin: list[str]) -> None:
+    """No --executor flag: 16 in flight on >= 2 cores run in worker processes (pre-started during preflight),
+    4 in flight on threads; the rows are the thread executor's either way."""
+    import json
+
+    from moodbench.experiment.executors import resolve_executor, usable_cores
+
+    assert resolve_executor("thread", 256) == "thread" and resolve_executor("process", 1) == "process"
+    assert resolve_executor("auto", 4) == "thread"
+    with start_scripted_server(SCRIPT, tmp_path) as srv:
+        # 32 conversations (concurrency is capped by the conversations to run); the preflight is skipped by ARGS
+        run(moodbench_bin, srv.base_url, tmp_path / "threads", "--executor", "thread", "--trials", "8")
+        expected = rows(tmp_path / "threads")
+        run(moodbench_bin, srv.base_url, tmp_path / "auto", "--concurrency", "16", "--trials", "8")
+        run(moodbench_bin, srv.base_url, tmp_path / "small", "--trials", "8")
+    assert rows(tmp_path / "auto") == expected == rows(tmp_path / "small")
+    used = {name: json.loads((tmp_path / name / "manifest.json").read_text())["executor_used"] for name in ("auto", "small")}
+    assert used == {"auto": "process" if usable_cores() >= 2 else "thread", "small": "thread"}
+
+
 @pytest.mark.slow
 def test_process_executor_shards_like_threads(tmp_path: Path, moodbench_bin: list[str]) -> None:
     """Shard 2/2 holds the cells the thread executor's shard 2/2 holds, with the same rows."""

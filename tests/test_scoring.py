@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+from tau2.utils.utils import get_dict_hash
 
 from moodbench.sim import domain_template
 from moodbench.sim._reward import GOLD, score_simulation  # sim's reward, compared with tau2's evaluator itself
@@ -154,22 +155,47 @@ def test_template_copies_are_independent() -> None:
     assert tpl.new_environment().get_db_hash() == registry.get_env_constructor("retail")().get_db_hash()
 
 
-def test_pooled_database_is_pristine_after_a_scored_conversation() -> None:
-    """Scoring shares its record diff with the pool; the restored database equals a fresh one."""
-    tpl = domain_template("retail")
-    fresh = registry.get_env_constructor("retail")().get_db_hash()
-    task = next(t for t in tasks("retail") if any(a.name.startswith(_WRITES) for a in _actions(t)))
-    other = next(a for t in tasks("retail") if t.id != task.id for a in _actions(t) if a.name.startswith(_WRITES))
-    env = tpl.new_environment(pooled=True)
-    sim, env = build_trajectory("retail", task, _actions(task) + [other], [], TerminationReason.USER_STOP, env=env)
+@pytest.mark.parametrize("domain", ["retail", "airline"])
+def test_shared_database_scores_like_tau2_and_leaves_the_template_pristine(domain: str) -> None:
+    """A copy-on-access database: writes land in the conversation's own records, scoring equals tau2's,
+    the template and the next conversation's database stay in the initial state."""
+    tpl = domain_template(domain)
+    assert tpl.shares_db
+    fresh = registry.get_env_constructor(domain)().get_db_hash()
+    task = next(t for t in tasks(domain) if any(a.name.startswith(_WRITES) for a in _actions(t)))
+    env = tpl.new_environment()
+    sim, env = build_trajectory(domain, task, _actions(task), [], TerminationReason.USER_STOP, env=env)
     assert env.get_db_hash() != fresh  # the conversation wrote
-    expected = evaluate_simulation(simulation=sim, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain="retail")
-    assert score_simulation(sim, task, "retail", environment=env).model_dump() == expected.model_dump()
-    db = env.tools.db
-    tpl.release(env)
-    again = tpl.new_environment(pooled=True)
-    assert again.tools.db is db and again.get_db_hash() == fresh
-    tpl.release(again)
+    expected = evaluate_simulation(simulation=sim, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=domain)
+    assert score_simulation(sim, task, domain, environment=env).model_dump() == expected.model_dump()
+    assert tpl.agent_db is not None and tpl.agent_db.record_fields is not None
+    copied = sum(len(getattr(env.tools.db, f).owned()) for f in tpl.agent_db.record_fields)
+    total = sum(len(getattr(env.tools.db, f)) for f in tpl.agent_db.record_fields)
+    # only the records the tools reached were copied (retail's user lookups by email iterate the users)
+    assert 0 < copied < total / (2 if domain == "retail" else 20)
+    again = tpl.new_environment()
+    assert again.get_db_hash() == fresh
+    assert get_dict_hash(tpl.agent_db.model_cls.model_validate(tpl.agent_db.dump).model_dump()) == fresh  # template untouched
+
+
+def test_shared_records_never_hand_out_the_template() -> None:
+    """Every way of reaching a record from Python (index, get, iteration, dict(), {**}, pop, copy) gives the
+    conversation's own copy; a change through any of them leaves the next database pristine."""
+    tpl = domain_template("retail")
+    assert tpl.agent_db is not None
+    shared: Any = tpl.agent_db.records["orders"]
+    key = next(iter(shared))
+    env = tpl.new_environment()
+    orders = env.tools.db.orders
+    views: list[Any] = [orders[key], orders.get(key), dict(orders)[key], {**orders}[key], dict(orders.items())[key],
+             next(v for k, v in orders.items() if k == key), orders.copy()[key]]
+    assert all(v is not shared[key] for v in views) and all(v is views[0] for v in views)
+    views[0].status = "changed-by-test"
+    assert shared[key].status != "changed-by-test"
+    assert tpl.new_environment().tools.db.orders[key].status == shared[key].status
+    popped = tpl.new_environment().tools.db.users
+    user_key = next(iter(popped))
+    assert popped.pop(user_key) is not tpl.agent_db.records["users"][user_key] and user_key not in popped
 
 
 @pytest.mark.slow

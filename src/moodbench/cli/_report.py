@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +112,24 @@ def _needs_build(run_dir: Path, out: Path) -> bool:
     return newest > marker.stat().st_mtime
 
 
+def _pair_page(run_dirs: list[Path]) -> Callable[[str, int, int], str | None]:
+    """The viewer's side-by-side pages, whose renderer (statistics included) loads on the first pair asked for,
+    so serving a built report stays light."""
+    renderer: list[Callable[[str, int, int], str | None]] = []
+
+    def page(run_slug: str, base_id: int, var_id: int) -> str | None:
+        if not renderer:
+            from moodbench.report._anatomy_section import pair_pages
+
+            renderer.append(pair_pages(run_dirs))
+        return renderer[0](run_slug, base_id, var_id)
+
+    return page
+
+
 def view_command(run_dir: Path, port: int, open_browser: bool, console: Console) -> int:
     """Serve RUN_DIR/report on 127.0.0.1 (building it first when missing or stale) until interrupted."""
     from moodbench._util.errors import UsageError
-    from moodbench.report._anatomy_section import pair_pages
-    from moodbench.report._builder import build_report
     from moodbench.report._viewer import open_in_browser, start_server
     from moodbench.results import summary_for_run
     from moodbench.results._lock import refuse_symlinks
@@ -128,6 +142,8 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
     try:
         refuse_symlinks(out, "the report folder")  # served pages must be the run's own, not a link's target
         if _needs_build(run_dir, out):
+            from moodbench.report._builder import build_report  # statistics and plots: only to build
+
             variants = list(summary_for_run(run_dir).get("variants", {}))
             baseline = "control" if "control" in variants or not variants else variants[0]
             console.print(f"building the report and transcript pages in {out} (baseline {baseline!r})", highlight=False)
@@ -137,7 +153,7 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
         console.print(mask(str(exc), secret_values()), highlight=False, markup=False)
         return ExitCode.USAGE
     try:
-        server = start_server(out, port, pair_page=pair_pages([run_dir]))
+        server = start_server(out, port, pair_page=_pair_page([run_dir]))
     except OSError as exc:
         console.print(f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False)
         return ExitCode.USAGE

@@ -138,9 +138,10 @@ class RunConfig(BaseModel):
 
     # execution only (not part of the experiment's identity)
     concurrency: int = opt(defaults.CONCURRENCY, "Conversations in flight at once.", execution=True, ge=1, le=4096)
-    executor: Literal["thread", "process", "ray"] = opt(
-        "thread", "Where conversations run: thread (one process), process (worker processes: all cores) or ray "
-                  "(a Ray cluster).", execution=True)
+    executor: Literal["auto", "thread", "process", "ray"] = opt(
+        "auto", "Where conversations run: thread (one process), process (worker processes: all cores), ray "
+                "(a Ray cluster), or auto (process when the run keeps >= 16 conversations in flight on >= 2 cores, "
+                "else thread).", execution=True)
     ray_address: str | None = opt(None, "Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379, or auto); "
                                         "default: a private local instance.", execution=True)
     max_concurrency_per_endpoint: int | None = opt(None, "At most this many requests in flight per base URL (replica); "

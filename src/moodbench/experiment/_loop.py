@@ -28,6 +28,7 @@ from moodbench.results import ConversationRecord, EventLog, ExitReason, Store, s
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from moodbench.experiment.executors import Executor
     from moodbench.llm import EndpointHealth
     from moodbench.sim import ConversationSettings
 
@@ -47,13 +48,15 @@ def _now() -> str:
 
 def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, events: EventLog, console: Console | None,
              *, concurrency: int, health: EndpointHealth, total: int, already: int, secrets: list[str], stop: StopRequest,
-             grace_s: float, executor: str = "thread", ray_address: str | None = None) -> LoopOutcome:
+             grace_s: float, executor: str = "thread", ray_address: str | None = None,
+             prestarted: Executor | None = None) -> LoopOutcome:
     """Run ``todo`` and store every result.
 
     A stop request (first Ctrl-C or SIGTERM): start nothing new, let running conversations finish
     for up to ``grace_s`` and store them. A second signal or the end of the grace period abandons
     the running ones (they are simply not stored, so resume re-runs them). Every way out returns
-    normally, so the caller writes the summary, manifest and events.
+    normally, so the caller writes the summary, manifest and events. ``prestarted``: an executor the
+    caller already started (worker processes warming up during preflight); it is closed here.
     """
     from moodbench.experiment.executors import ExecutorStartError, make_executor
 
@@ -62,8 +65,8 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
     stored = 0
     reasons: Counter[str] = Counter()
     try:
-        workers = make_executor(executor, settings, concurrency=max(1, min(concurrency, len(todo))), health=health,
-                                ray_address=ray_address)
+        workers = prestarted or make_executor(executor, settings, concurrency=max(1, min(concurrency, len(todo))),
+                                              health=health, ray_address=ray_address)
     except ExecutorStartError as not_started:  # nothing ran; the caller still writes the summary and closes the manifest
         events.emit("executor_failed", executor=executor, error=str(not_started))
         return LoopOutcome(ExitCode.USAGE, str(not_started), 0)

@@ -167,6 +167,10 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
     nothing was run).
     """
     check_environment(config)
+    from moodbench.experiment.executors import prestart, resolve_executor
+
+    # worker processes' forkserver imports tau2 while this process does the same for the plan
+    prestart(resolve_executor(config.executor, min(config.concurrency, _most_cells(config))))
     plan = make_plan(config)  # every input error surfaces before a directory or a server is made
     try:
         created = prepare_run_dir(config.out)
@@ -203,6 +207,23 @@ def _finish(run_dir: Path, manifest: Any, events: EventLog, exit_code: ExitCode,
     events.emit("run_finished", exit_code=int(exit_code), finished=stored, message=message)
 
 
+def _most_cells(config: RunConfig) -> int:
+    """An upper bound of the plan's cells, known before tau2 is imported (for the executor's head start)."""
+    tasks = len(config.task_ids) if config.task_ids else (config.num_tasks or 10**6)
+    return len(config.domains) * tasks * len(config.variants) * config.trials
+
+
+def _prestart_workers(config: RunConfig, settings: Any, todo: list[Any], health: Any) -> Any:
+    """A ``process`` executor started before preflight, so its workers are ready when preflight ends
+    (None for other executors, which start in the conversation loop as before)."""
+    from moodbench.experiment.executors import make_executor, resolve_executor
+
+    concurrency = max(1, min(config.concurrency, len(todo)))
+    if not todo or resolve_executor(config.executor, concurrency) != "process":
+        return None
+    return make_executor("process", settings, concurrency=concurrency, health=health)
+
+
 def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
                freeze_gc: bool, spec_overrides: dict[str, Any] | None, stop: StopRequest,
                steered: dict[str, SteeredCustomer] | None = None) -> RunResult:
@@ -233,13 +254,6 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
                  cells_todo=len(todo))
         events.emit("run_started", cells=len(plan.cells), todo=len(todo), resumed=len(plan.cells) - len(todo))
         agent_spec, user_spec, judge_spec = model_specs(config, overrides=spec_overrides)
-        if todo and not config.skip_preflight:
-            try:
-                run_preflight(config, agent_spec, store, events, console=console, secrets=secrets)
-            finally:  # a refusal is recorded too: the manifest says why nothing ran
-                manifest(preflight=store.get_meta("preflight"))
-        elif todo:
-            manifest(preflight={"skipped": True})
         health = EndpointHealth(config.max_consecutive_failures)
         steered_clients = {v: ModelClient(replace(user_spec, model=f"openai/{sc.model_name}", base_urls=(sc.base_url,),
                                                   api_key_env=None), health)  # moodbench's own local server: no key
@@ -255,12 +269,31 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         )
         for v in plan.variants:  # parse once in this thread; workers only read
             settings.persona(v)
+        prestarted = _prestart_workers(config, settings, todo, health)
+        if todo:
+            from moodbench.experiment.executors import resolve_executor
+
+            manifest(executor_used=resolve_executor(config.executor, max(1, min(config.concurrency, len(todo)))))
+        try:
+            if todo and not config.skip_preflight:
+                try:
+                    run_preflight(config, agent_spec, store, events, console=console, secrets=secrets)
+                finally:  # a refusal is recorded too: the manifest says why nothing ran
+                    manifest(preflight=store.get_meta("preflight"))
+            elif todo:
+                manifest(preflight={"skipped": True})
+        except BaseException:
+            if prestarted is not None:
+                health.cancel()
+                prestarted.close()
+            raise
         already = len(plan.cells) - len(todo)
         if console is not None:
             console.print(f"moodbench: {len(todo)} conversation(s) to run, {already} already stored in {run_dir}")
         outcome = run_loop(todo, settings, store, events, console, concurrency=config.concurrency, health=health,
                            total=len(plan.cells), already=already, secrets=secrets, executor=config.executor,
-                           ray_address=config.ray_address, stop=stop, grace_s=config.stop_grace_s) if todo else None
+                           ray_address=config.ray_address, stop=stop, grace_s=config.stop_grace_s,
+                           prestarted=prestarted) if todo else None
         exit_code = outcome.exit_code if outcome else ExitCode.OK
         message = outcome.message if outcome else ""
         stored = outcome.stored if outcome else 0

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from moodbench.analysis._variants import families_spec, methods_of
-from moodbench.judges import families_of, text_scores
 from moodbench.report._render import render
 from moodbench.results import FLAG_NAMES, ConversationRecord, Run
 
@@ -122,6 +120,9 @@ def _index_row(run: Run, c: ConversationRecord, href: str) -> dict[str, Any]:
 
 def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path) -> Path:
     """Write ``out/transcripts/index.html`` and one page per final row; return the index path."""
+    from moodbench.analysis._variants import families_spec, methods_of  # here: serving pages needs no statistics
+    from moodbench.judges import families_of, text_scores
+
     root = Path(out) / "transcripts"
     root.mkdir(parents=True, exist_ok=True)
     index_rows: list[dict[str, Any]] = []

@@ -23,16 +23,16 @@ from tau2.orchestrator.orchestrator import Orchestrator
 from moodbench._util import defaults
 from moodbench._util.defaults import UserFormat
 from moodbench.emotions import Catalog
-from moodbench.judges import Scenario, fidelity_flags, is_write, judge_fidelity
+from moodbench.judges import fidelity_flags, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
 from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, FidelityFlags, RoleStats, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
-from moodbench.sim._env_pool import domain_tools, new_environment, release_environment
+from moodbench.sim._env_pool import domain_tools, new_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
 from moodbench.sim._facts import task_facts
 from moodbench.sim._outcome import OutcomeInputs, classify
 from moodbench.sim._plugins import AgentChoice, construct_agent, load_plugins, message_stats, resolve_agent
-from moodbench.sim._tasks import task_needs_agent_tool
+from moodbench.sim._tasks import scenario_of, task_needs_agent_tool
 from moodbench.sim._tau2 import AssistantMessage, RewardInfo, SimulationRun, Task, TerminationReason, UserMessage, registry
 from moodbench.sim._user import EmotionalUserSimulator
 
@@ -114,9 +114,9 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
     register()
     load_plugins(s.plugins)  # their domains must exist in this process's registry (workers too)
     task = s.tasks[(cell.domain, cell.task_id)]
-    # tau2's constructor, fed a per-process template DB (pooled: handed back after scoring), tool
+    # tau2's constructor, fed a copy-on-access database sharing a per-process template, tool
     # schemas built once per domain; see sim._env_pool
-    environment = new_environment(cell.domain, pooled=True, freeze_gc=s.freeze_gc)
+    environment = new_environment(cell.domain, freeze_gc=s.freeze_gc)
     tools, user_tools = domain_tools(cell.domain)
     choice = resolve_agent(s.agent, s.plugins)
     agent: BaseAgent
@@ -266,18 +266,6 @@ def _exit_reason(p: _Participants, simulation: SimulationRun, reward: float | No
     ))
 
 
-def scenario_of(task: Task) -> Scenario:
-    """What the fidelity rules need to know about a task's customer."""
-    scenario = task.user_scenario.instructions
-    if isinstance(scenario, str):
-        reason = scenario
-    else:
-        text = " ".join(str(getattr(scenario, f, "") or "") for f in ("reason_for_call", "known_info", "task_instructions"))
-        reason = str(getattr(scenario, "reason_for_call", None) or text)
-    gold = task.evaluation_criteria.actions if task.evaluation_criteria and task.evaluation_criteria.actions else []
-    return Scenario(reason_for_call=reason, needs_agent_write=any(a.requestor == "assistant" and is_write(a.name) for a in gold))
-
-
 def _fidelity(cell: Cell, p: _Participants, messages: list[dict[str, Any]], s: ConversationSettings, ending: _Ending,
               user_prompt: str) -> FidelityFlags:
     flags = fidelity_flags(messages, scenario_of(p.task), user_prompt=user_prompt)
@@ -320,5 +308,4 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
         error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant), agent_impl=p.choice.impl,
         task_facts=task_facts(p.task, simulation.messages, p.environment),
     )
-    release_environment(cell.domain, p.environment)  # scored and recorded: its database is reused
     return record, prompts

@@ -5,9 +5,12 @@ every call (~40 ms of CPU for retail, ~110 ms for airline) and its toolkits rebu
 JSON schema whenever ``get_tools()`` is asked. A run builds thousands of identical environments, so
 this module loads each domain once per process and then:
 
-* hands each conversation a fresh database validated from the template's dump (retail ~20 ms),
-  through the domain constructor's own ``db=`` / ``user_db=`` parameters, so tau2 still builds the
-  environment, its toolkits and its policy;
+* hands each conversation a database through the domain constructor's own ``db=`` parameter, so
+  tau2 still builds the environment, its toolkits and its policy. For databases made of
+  ``dict[str, record]`` fields (airline, retail, mock) it is copy-on-access (:class:`SharedRecords`):
+  the conversation's database starts as references to the template's records and copies only the
+  records it reads (an airline database is 19 MiB and a conversation reads a handful of records);
+  other databases (telecom) are validated from the template's dump;
 * keeps one list of tool objects per domain, built from an environment of its own (never from the
   template), because the agent and user only read tool schemas; tools run through the
   conversation's environment.
@@ -22,7 +25,6 @@ import gc
 import inspect
 import json
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,113 @@ from moodbench.sim._tau2 import registry
 def canonical(value: Any) -> str:
     """tau2's canonical JSON of a dumped value (the string ``get_dict_hash`` hashes), for one record."""
     return json.dumps(value, sort_keys=True, default=str)
+
+
+class SharedRecords(dict):
+    """One ``dict[str, record]`` field of a conversation's database, sharing the template's records.
+
+    A new database starts as dicts of references to the template's (never modified) records: no
+    record is copied until this conversation reads it through Python (``db[key]``, ``get``,
+    ``values()``, ``items()``, ``pop``...), and then only that record, validated from the template's
+    dump exactly as a load from disk would build it, replaces the reference. Tools change records
+    in place after reading them, so every record a tool can reach is already this conversation's
+    own. Iterating values or items makes every record private first (a flight search on airline
+    copies the flights; safe for any domain, whatever its tools do with what they iterate).
+
+    Serialisation (pydantic's ``model_dump``, hence tau2's ``get_db_hash``) reads the dict at the C
+    level and sees the template's record for every key not yet copied: equal to a private copy by
+    construction, so hashes are those of a fully copied database (checked when the template is built).
+    """
+
+    __slots__ = ("_dump", "_own")
+
+    def __init__(self, shared: dict[str, BaseModel], dump: dict[str, Any]):
+        super().__init__(shared)
+        self._dump = dump  # the template's dump of this field (read-only, shared)
+        self._own: set[str] = set()
+
+    def _private(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if key not in self._own:
+            value = type(value).model_validate(self._dump[key])
+            dict.__setitem__(self, key, value)
+            self._own.add(key)
+        return value
+
+    def _own_all(self) -> None:
+        for key in list(dict.keys(self)):
+            if key not in self._own:
+                self._private(key)
+
+    def owned(self) -> list[str]:
+        """Keys whose record this conversation may have changed (copied or set); the rest are the template's."""
+        return [k for k in self._own if dict.__contains__(self, k)]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._private(key)
+
+    def __iter__(self) -> Any:
+        # Overriding __iter__ (even as dict's own) makes ``dict(x)`` and ``{**x}`` go through
+        # keys() and __getitem__, so they too hand out private records, never the template's.
+        return dict.__iter__(self)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._private(key) if dict.__contains__(self, key) else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        self._own.add(key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return self._private(key)
+        self[key] = default
+        return default
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if dict.__contains__(self, key):
+            value = self._private(key)
+            dict.__delitem__(self, key)
+            return value
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        key = next(reversed(dict.keys(self)))
+        return key, self.pop(key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def values(self) -> Any:
+        self._own_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._own_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        self._own_all()
+        return dict(dict.items(self))
+
+    def __copy__(self) -> dict[str, Any]:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        import copy
+
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self) -> Any:
+        return dict, (self.copy(),)
+
+    def __ior__(self, other: Any) -> SharedRecords:
+        self.update(other)
+        return self
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        return {**self.copy(), **dict(other)}
 
 
 @dataclass
@@ -55,18 +164,29 @@ class DBTemplate:
     exact_hash: str
     record_fields: tuple[str, ...] | None
     record_json: dict[str, dict[str, str]] = field(default_factory=dict)
-    _adapters: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, dict[str, BaseModel]] = field(default_factory=dict)  # the template's own records, never lent out
 
     @classmethod
     def of(cls, db: BaseModel) -> DBTemplate:
         dump = db.model_dump()
         fields = _record_fields(db, dump)
         record_json = {f: {k: r.model_dump_json() for k, r in getattr(db, f).items()} for f in fields} if fields else {}
-        return cls(model_cls=type(db), dump=dump, exact_hash=get_dict_hash(dump), record_fields=fields, record_json=record_json)
+        records = {f: dict(getattr(db, f)) for f in fields} if fields else {}
+        return cls(model_cls=type(db), dump=dump, exact_hash=get_dict_hash(dump), record_fields=fields, record_json=record_json,
+                   records=records)
 
     def copy(self) -> BaseModel:
         """A new, independent database equal to the template (validated from its dump)."""
         return self.model_cls.model_validate(self.dump)
+
+    def share(self) -> BaseModel:
+        """A new database equal to the template whose records are copied on access (:class:`SharedRecords`).
+
+        Only for record-structured databases (``record_fields`` set).
+        """
+        assert self.record_fields is not None
+        fields: dict[str, Any] = {f: SharedRecords(self.records[f], self.dump[f]) for f in self.record_fields}
+        return self.model_cls.model_construct(**fields)
 
     def changed_records(self, db: BaseModel) -> dict[tuple[str, str], BaseModel | None]:
         """Records of ``db`` whose pydantic JSON differs from the template's (``None``: key removed).
@@ -78,43 +198,18 @@ class DBTemplate:
         for f in self.record_fields:
             current: dict[str, BaseModel] = getattr(db, f)
             template = self.record_json[f]
-            for key, record in current.items():
+            if isinstance(current, SharedRecords):  # records never copied are the template's own
+                candidates = [(key, dict.__getitem__(current, key)) for key in current.owned()]
+            else:
+                candidates = list(current.items())
+            for key, record in candidates:
                 if record.model_dump_json() != template.get(key):
                     changed[(f, key)] = record
-            if len(current) != len(template) or any(k not in current for k in template):
+            if len(current) != len(template) or any(not dict.__contains__(current, k) for k in template):
                 for key in template:
                     if key not in current:
                         changed[(f, key)] = None
         return changed
-
-    def restore(self, db: BaseModel, changed: dict[tuple[str, str], BaseModel | None] | None = None) -> None:
-        """Put a record-structured database back into the template's state, in place.
-
-        Only the records that differ are rebuilt (validated from the template's dump), and each
-        field's key order is made the template's again, so the database is indistinguishable
-        from a fresh copy at the cost of the change detection (a few ms) instead of a copy.
-        """
-        assert self.record_fields is not None
-        if changed is None:
-            changed = self.changed_records(db)
-        from pydantic import TypeAdapter
-
-        for (f, key), _ in changed.items():
-            current: dict[str, Any] = getattr(db, f)
-            original = self.dump[f].get(key)
-            if original is None:
-                current.pop(key, None)
-            else:
-                adapter = self._adapters.get(f)
-                if adapter is None:
-                    adapter = self._adapters[f] = TypeAdapter(self.model_cls.model_fields[f].annotation)  # type: ignore[arg-type]
-                current[key] = adapter.validate_python({key: original})[key]
-        for f in self.record_fields:
-            current = getattr(db, f)
-            if list(current) != list(self.dump[f]):
-                ordered = {k: current[k] for k in self.dump[f]}
-                current.clear()
-                current.update(ordered)
 
     def template_canonical(self, f: str, key: str) -> str | None:
         value = self.dump[f].get(key)
@@ -149,68 +244,25 @@ class DomainTemplate:
     takes_user_db: bool
     tools: list[Any]
     user_tools: list[Any] | None
-    _pool: list[BaseModel] = field(default_factory=list)
-    _lent: weakref.WeakKeyDictionary[Environment, BaseModel] = field(default_factory=weakref.WeakKeyDictionary)
-    _final: weakref.WeakKeyDictionary[Environment, Any] = field(default_factory=weakref.WeakKeyDictionary)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    shares_db: bool = False  # agent database copy-on-access (SharedRecords), checked in _build
+    _frozen: bool = False
 
-    @property
-    def poolable(self) -> bool:
-        return self.takes_db and self.agent_db is not None and self.agent_db.record_fields is not None
-
-    def new_environment(self, *, pooled: bool = False, freeze_gc: bool = False) -> Environment:
+    def new_environment(self, *, freeze_gc: bool = False) -> Environment:
         """A fresh environment in the domain's initial state, built by tau2's own constructor.
 
-        ``pooled``: reuse a database given back with :meth:`release` (restored to the initial
-        state) instead of copying the template; the caller must :meth:`release` the environment.
-        ``freeze_gc``: move long-lived objects out of the cyclic GC's reach when the pool grows
-        (see :func:`_freeze_long_lived`); a process-wide act, so only the CLI's runs opt in.
+        ``freeze_gc``: the first time, move the templates (hundreds of thousands of long-lived
+        objects) out of the cyclic GC's reach (see :func:`_freeze_long_lived`); a process-wide
+        act, so only the CLI's runs opt in.
         """
+        if freeze_gc and not self._frozen:
+            self._frozen = True
+            _freeze_long_lived()
         kwargs: dict[str, Any] = {}
-        db = None
         if self.takes_db and self.agent_db is not None:
-            if pooled and self.poolable:
-                with self._lock:
-                    db = self._pool.pop() if self._pool else None
-            if db is None:
-                db = self.agent_db.copy()
-                if pooled and self.poolable and freeze_gc:
-                    _freeze_long_lived()  # the pool keeps it (and the template) for the rest of the run
-            kwargs["db"] = db
+            kwargs["db"] = self.agent_db.share() if self.shares_db else self.agent_db.copy()
         if self.takes_user_db and self.user_db is not None:
             kwargs["user_db"] = self.user_db.copy()
-        env = self.constructor(**kwargs)
-        if pooled and self.poolable:
-            with self._lock:
-                self._lent[env] = kwargs["db"]
-        return env
-
-    def note_final_state(self, env: Environment, changed: dict[tuple[str, str], BaseModel | None]) -> None:
-        """Scoring computed which records of ``env``'s database differ from the template, and no
-        tool will run in ``env`` again: :meth:`release` may restore from this instead of diffing
-        the database a second time (~8 ms for retail, ~24 ms for airline)."""
-        with self._lock:
-            if env in self._lent:
-                self._final[env] = (env.tools.db, changed)
-
-    def release(self, env: Environment) -> None:
-        """Give back the database of an environment from ``new_environment(pooled=True)``.
-
-        Call it only when nothing will use ``env`` again. The database is restored to the
-        initial state (only changed records are rebuilt) and reused by a later conversation.
-        """
-        with self._lock:
-            db = self._lent.pop(env, None)
-            final = self._final.pop(env, None)
-        if db is None or self.agent_db is None:
-            return
-        changed = final[1] if final is not None and final[0] is db else None  # else: diff it here
-        try:
-            self.agent_db.restore(db, changed)
-        except Exception:  # noqa: BLE001 - a database that cannot be restored is simply dropped
-            return
-        with self._lock:
-            self._pool.append(db)
+        return self.constructor(**kwargs)
 
 
 def _build(domain: str) -> DomainTemplate:
@@ -235,18 +287,26 @@ def _build(domain: str) -> DomainTemplate:
     if (agent_db is not None and probe.get_db_hash() != agent_db.exact_hash) or (
             user_db is not None and probe.get_user_db_hash() != user_db.exact_hash):
         tpl.takes_db = tpl.takes_user_db = False
+        return tpl
+    # The same for a shared database, before and after every record was copied by access.
+    if tpl.takes_db and agent_db is not None and agent_db.record_fields is not None:
+        tpl.shares_db = True
+        probe = tpl.new_environment()
+        first = probe.get_db_hash()
+        for f in agent_db.record_fields:
+            getattr(probe.tools.db, f).values()
+        if first != agent_db.exact_hash or probe.get_db_hash() != agent_db.exact_hash:
+            tpl.shares_db = False
     return tpl
 
 
 def _freeze_long_lived() -> None:
     """Move every object alive now out of the cyclic garbage collector's reach (``gc.freeze``).
 
-    A retail database is ~100k Python objects, an airline one ~200k, and a run keeps one per
-    conversation in flight (the pool) for its whole length. Every full collection walks all of
-    them: at 64-256 conversations in flight that was ~45 ms of CPU per conversation, more than
-    the conversation itself. Templates and pooled databases are frozen when they are created;
-    objects frozen by the way are still freed by reference counting, only cycles among them
-    would wait (and the pool stops growing once it covers the concurrency).
+    A retail database is ~100k Python objects, an airline one ~200k. Every full collection walks
+    all of them: at 64-256 conversations in flight that was ~45 ms of CPU per conversation, more
+    than the conversation itself. The templates live for the whole run, so they are frozen once;
+    objects frozen by the way are still freed by reference counting, only cycles among them wait.
     """
     gc.freeze()
 
@@ -266,17 +326,9 @@ def domain_template(domain: str) -> DomainTemplate:
     return tpl
 
 
-def new_environment(domain: str, *, pooled: bool = False, freeze_gc: bool = False) -> Environment:
-    """A fresh tau2 environment of ``domain`` in its initial state (cheap after the first).
-
-    ``pooled=True``: its database is reused later once :func:`release_environment` gives it back.
-    """
-    return domain_template(domain).new_environment(pooled=pooled, freeze_gc=freeze_gc)
-
-
-def release_environment(domain: str, env: Environment) -> None:
-    """Hand back the database of a pooled environment that will not be used again."""
-    domain_template(domain).release(env)
+def new_environment(domain: str, *, freeze_gc: bool = False) -> Environment:
+    """A fresh tau2 environment of ``domain`` in its initial state (cheap after the first)."""
+    return domain_template(domain).new_environment(freeze_gc=freeze_gc)
 
 
 _schema_json: dict[int, tuple[Any, str]] = {}

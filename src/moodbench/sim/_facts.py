@@ -128,7 +128,7 @@ def write_calls(messages: Sequence[Any], task: Task, env: Environment) -> list[W
 @lru_cache(maxsize=16)
 def _typing_environment(domain: str) -> Environment:
     """An environment used only to ask tool types (imported runs have none of their own)."""
-    return new_environment(domain, pooled=False)
+    return new_environment(domain)
 
 
 def task_facts(task: Task, messages: Sequence[Any], env: Environment | None = None, domain: str | None = None) -> TaskFacts:

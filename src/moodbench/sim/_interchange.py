@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from tau2.data_model.message import AssistantMessage, UserMessage  # data models only: no registry, no litellm
+from tau2.data_model.simulation import Results, SimulationRun
+from tau2.data_model.tasks import Task
 
 from moodbench._util.errors import UsageError
 from moodbench.judges import fidelity_flags
@@ -55,8 +58,8 @@ from moodbench.results import (
 from moodbench.results._lock import LOCK_NAME, RunLock, check_export_target, write_export
 from moodbench.sim._import_bounds import check_results_bounds
 from moodbench.sim._outcome import OutcomeInputs, classify
-from moodbench.sim._tasks import load_domain_tasks, task_needs_agent_tool
-from moodbench.sim._tau2 import AssistantMessage, Results, SimulationRun, Task, UserMessage
+from moodbench.sim._prompt_texts import tau2_constant
+from moodbench.sim._tasks import load_domain_tasks, scenario_of, task_needs_agent_tool
 
 __all__ = ["ImportedRun", "export_tau2", "import_tau2", "parse_import_items", "task_facts", "tau2_file_metrics"]
 
@@ -307,13 +310,11 @@ def _prompts(src: _Source, task: Task) -> dict[str, str]:
     """tau2's own system prompts, rebuilt from what the file stores (only for tau2's standard agent and user)."""
     out: dict[str, str] = {}
     if src.policy and src.agent_impl == "llm_agent":
-        from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
-
-        out["agent"] = SYSTEM_PROMPT.format(domain_policy=src.policy, agent_instruction=AGENT_INSTRUCTION)
+        prompt, instruction = (tau2_constant("tau2.agent.llm_agent", n) for n in ("SYSTEM_PROMPT", "AGENT_INSTRUCTION"))
+        out["agent"] = prompt.format(domain_policy=src.policy, agent_instruction=instruction)
     if src.guidelines and src.user_impl == "user_simulator":
-        from tau2.user.user_simulator import SYSTEM_PROMPT as USER_PROMPT
-
-        out["user"] = USER_PROMPT.format(global_user_sim_guidelines=src.guidelines, instructions=task.user_scenario)
+        user_prompt = tau2_constant("tau2.user.user_simulator", "SYSTEM_PROMPT")
+        out["user"] = user_prompt.format(global_user_sim_guidelines=src.guidelines, instructions=task.user_scenario)
     return out
 
 
@@ -345,8 +346,6 @@ def _facts_found(facts: list[str], messages: list[dict[str, Any]]) -> dict[str, 
 
 
 def _record(src: _Source, s: _Sim, task: Task, variant: str, trial: int) -> tuple[ConversationRecord, dict[str, str]]:
-    from moodbench.sim._conversation import scenario_of
-
     sim = s.sim
     dumped = sim.model_dump(mode="json")
     dumped["trial"] = trial

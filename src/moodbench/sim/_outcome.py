@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tau2.user.base import OUT_OF_SCOPE as OUT_OF_SCOPE_TOKEN
+from tau2.user.base import TRANSFER as TRANSFER_TOKEN
+
 from moodbench.results import ExitReason, is_success
-from moodbench.sim._tau2 import OUT_OF_SCOPE_TOKEN, TRANSFER_TOKEN
 
 
 @dataclass(frozen=True)

@@ -176,20 +176,12 @@ def environment_reward(domain: str, task: Task, trajectory: list[Message], envir
         return RewardInfo(reward=1.0, db_check=DBCheck(db_match=True, db_reward=1.0),
                           info={"note": "No expected actions or env assertions"})
     tpl = domain_template(domain)
-    live = environment is not None
     if environment is None:
         data, actions, _ = _initial(task)
         environment = tpl.new_environment()
         environment.set_state(initialization_data=data, initialization_actions=actions, message_history=trajectory)
     gold = GOLD.get(domain, task)
-    if live and not crit.env_assertions and tpl.poolable and tpl.agent_db is not None and type(environment.tools.db) is tpl.agent_db.model_cls:
-        # Nothing runs in the conversation's environment after this: the record diff is shared
-        # with the environment pool, which restores the database from it instead of diffing again.
-        records = tpl.agent_db.changed_records(environment.tools.db)
-        tpl.note_final_state(environment, records)
-        agent_state = db_state(environment.tools.db, tpl.agent_db, records=records)
-    else:
-        agent_state = _state_of(environment, "agent", tpl.agent_db)
+    agent_state = _state_of(environment, "agent", tpl.agent_db)
     agent_match = same_db(agent_state, gold.agent, tpl.agent_db)
     user_match = same_db(_state_of(environment, "user", tpl.user_db), gold.user, tpl.user_db)
     db_match = agent_match and user_match

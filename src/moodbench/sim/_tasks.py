@@ -1,12 +1,19 @@
-"""tau2's domains and tasks, as moodbench asks for them (unknown names become usage errors)."""
+"""tau2's domains and tasks, as moodbench asks for them (unknown names become usage errors).
+
+What only reads a task (``scenario_of``, ``task_needs_agent_tool``) needs tau2's data models, not its
+registry, so reading a Results file stays cheap."""
 
 from __future__ import annotations
 
+from tau2.data_model.tasks import Task
+
 from moodbench._util.errors import UsageError
-from moodbench.sim._tau2 import Task, load_tasks, registry
+from moodbench.judges import Scenario, is_write
 
 
 def known_domains() -> list[str]:
+    from moodbench.sim._tau2 import registry  # tau2's registry imports litellm (~5 s): only when asked
+
     return list(registry.get_domains())
 
 
@@ -15,6 +22,8 @@ def load_domain_tasks(domain: str, split: str | None = None) -> list[Task]:
     if domain not in known_domains():
         raise UsageError(f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())} (a domain of your own is "
                          "registered by a plugin module: name it with --plugin MODULE)")
+    from moodbench.sim._tau2 import load_tasks
+
     try:
         return list(load_tasks(domain, split) if split else load_tasks(domain))
     except Exception as exc:  # noqa: BLE001 - tau2 raises assorted errors for bad splits
@@ -36,3 +45,15 @@ def find_task(domain: str, task_id: str | None, split: str | None = None) -> Tas
         if t.id == task_id:
             return t
     raise UsageError(f"unknown task id {task_id!r} in domain {domain!r}; valid ids: {', '.join(t.id for t in tasks[:60])}")
+
+
+def scenario_of(task: Task) -> Scenario:
+    """What the fidelity rules need to know about a task's customer."""
+    scenario = task.user_scenario.instructions
+    if isinstance(scenario, str):
+        reason = scenario
+    else:
+        text = " ".join(str(getattr(scenario, f, "") or "") for f in ("reason_for_call", "known_info", "task_instructions"))
+        reason = str(getattr(scenario, "reason_for_call", None) or text)
+    gold = task.evaluation_criteria.actions if task.evaluation_criteria and task.evaluation_criteria.actions else []
+    return Scenario(reason_for_call=reason, needs_agent_write=any(a.requestor == "assistant" and is_write(a.name) for a in gold))

@@ -1,21 +1,12 @@
 """One place that imports tau2, quietly.
 
-tau2's registry logs a JSON dump of itself at import and litellm fetches a remote cost map for ~10 s
-when offline; both are noise for a CLI. Importing tau2 only through this module keeps those side
-effects switched off everywhere (CLI, workers, tests) without touching tau2 itself.
+Importing tau2 (registry, runner: they pull in litellm, ~5 s) only through this module keeps tau2's
+log noise and litellm's remote cost-map fetch off (:mod:`._quiet`). Modules that need only tau2's
+data models (Results, messages, tasks) import those directly, so reading a Results file costs no
+litellm import.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from loguru import logger as _loguru
-
-# loguru's per-library switch: tau2's own logging stays silent unless MOODBENCH_TAU2_LOGS=1.
-if os.environ.get("MOODBENCH_TAU2_LOGS") != "1":
-    _loguru.disable("tau2")
 
 from tau2.data_model.message import (
     AssistantMessage,
@@ -36,6 +27,8 @@ from tau2.data_model.simulation import (
 from tau2.data_model.tasks import RewardType, Task
 from tau2.registry import registry
 from tau2.run import load_tasks
+
+from moodbench.sim import _quiet  # noqa: F401  (before tau2: quiet and offline)
 
 __all__ = [
     "AssistantMessage",

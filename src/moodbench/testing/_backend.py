@@ -228,6 +228,8 @@ class ScriptedBackend:
         self.by_fault: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.first_request_at: float | None = None  # wall clock: a run's span as its endpoint saw it
+        self.last_reply_at: float | None = None
         self.started = time.time()
 
     @property
@@ -417,6 +419,8 @@ class ScriptedBackend:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "uptime_s": time.time() - self.started,
+            "first_request_at": self.first_request_at,
+            "last_reply_at": self.last_reply_at,
         }
 
 

@@ -66,6 +66,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,8 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND_KEY]
     backend.in_flight += 1
     backend.max_in_flight = max(backend.max_in_flight, backend.in_flight)
+    if backend.first_request_at is None:
+        backend.first_request_at = time.time()
     try:
         try:
             body = await request.json()
@@ -197,6 +200,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
         return _json_response(plan.completion)
     finally:
         backend.in_flight -= 1
+        backend.last_reply_at = time.time()
 
 
 def text_as_chat(body: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ conversations just as it does with threads.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from moodbench.experiment._plan import Cell
@@ -25,7 +26,39 @@ from moodbench.llm import EndpointHealth
 if TYPE_CHECKING:
     from moodbench.sim import ConversationSettings
 
-EXECUTORS = ("thread", "process", "ray")
+EXECUTORS = ("auto", "thread", "process", "ray")
+
+# ``auto`` picks processes from this many conversations in flight. Measured on 2 cores against a 200 ms
+# server (benchmarks/throughput.py, README "Scale"): threads lose a third of the rate at 64 in flight
+# to the GIL, while worker processes (pre-started during preflight) cost one extra import of tau2 in
+# the forkserver, which overlaps the main process's own; below 16 in flight one core keeps up.
+AUTO_PROCESS_MIN_CONCURRENCY = 16
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_executor(kind: str, concurrency: int) -> str:
+    """The executor ``kind`` names; ``auto``: ``process`` for >= 16 conversations in flight on >= 2 cores, else ``thread``."""
+    if kind != "auto":
+        return kind
+    return "process" if concurrency >= AUTO_PROCESS_MIN_CONCURRENCY and usable_cores() >= 2 else "thread"
+
+
+def prestart(kind: str) -> None:
+    """Start what a ``process`` executor will fork its workers from, now, so its imports overlap the caller's.
+
+    The forkserver imports tau2 and moodbench once (seconds); started before the run loads its tasks,
+    both imports run side by side instead of one after the other. A no-op for other executors.
+    """
+    if kind == "process":
+        from moodbench.experiment.executors._process import start_forkserver
+
+        start_forkserver()
 
 
 class ExecutorStartError(RuntimeError):
@@ -44,6 +77,7 @@ class Executor(Protocol):
 def make_executor(kind: str, settings: ConversationSettings, *, concurrency: int, health: EndpointHealth,
                   ray_address: str | None = None, workers: int | None = None) -> Executor:
     """An executor of ``kind`` running up to ``concurrency`` conversations of ``settings`` at once."""
+    kind = resolve_executor(kind, concurrency)
     if kind == "thread":
         from moodbench.experiment.executors._thread import ThreadExecutor
         from moodbench.sim import run_cell
@@ -60,4 +94,13 @@ def make_executor(kind: str, settings: ConversationSettings, *, concurrency: int
     raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorStartError", "make_executor"]
+__all__ = [
+    "AUTO_PROCESS_MIN_CONCURRENCY",
+    "EXECUTORS",
+    "Executor",
+    "ExecutorStartError",
+    "make_executor",
+    "prestart",
+    "resolve_executor",
+    "usable_cores",
+]

@@ -42,11 +42,25 @@ def default_workers(concurrency: int) -> int:
     override = os.environ.get("MOODBENCH_WORKERS", "").strip()
     if override.isdigit() and int(override) > 0:
         return max(1, min(int(override), concurrency))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(2 * cores, math.ceil(concurrency / 8)))
+    from moodbench.experiment.executors import usable_cores
+
+    return max(1, min(2 * usable_cores(), math.ceil(concurrency / 8)))
+
+
+_PRELOAD = ["moodbench.experiment.executors._portable"]
+
+
+def start_forkserver() -> None:
+    """Start multiprocessing's forkserver with moodbench and tau2 preloaded, without waiting for it.
+
+    Workers are forked from it (milliseconds each) once its imports are done; ``ensure_running``
+    returns at once, so the caller goes on with its own work meanwhile.
+    """
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    forkserver.ensure_running()
 
 
 def _watch_parent(parent_pid: int, every_s: float = 0.5) -> None:
@@ -104,14 +118,19 @@ class ProcessExecutor:
         n = workers or default_workers(concurrency)
         self._threads_per_worker = math.ceil(concurrency / n)
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["moodbench.experiment.executors._portable"])
+        ctx.set_forkserver_preload(_PRELOAD)
         self._jobs = ctx.Queue()
         self._out = ctx.Queue()
         blob = portable(settings, health.max_consecutive_failures)
         self._procs = [ctx.Process(target=_worker_main, args=(blob, self._jobs, self._out, self._threads_per_worker, n, os.getpid()),
                                    name=f"moodbench-worker-{i}", daemon=True) for i in range(n)]
-        for p in self._procs:
-            p.start()
+        # Starting a worker waits for the forkserver's imports (seconds on first use): done on a thread,
+        # so a caller that creates the executor early (during preflight) is not held up. Cells
+        # submitted meanwhile wait in the queue.
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._starter = threading.Thread(target=self._start_workers, name="moodbench-worker-start", daemon=True)
+        self._starter.start()
         self._ids = itertools.count()
         self._cells: dict[int, Cell] = {}
         self._owner: dict[int, int] = {}  # cell id -> worker pid that took it
@@ -119,6 +138,15 @@ class ProcessExecutor:
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._read, name="moodbench-results", daemon=True)
         self._reader.start()
+
+    def _start_workers(self) -> None:
+        try:
+            for p in self._procs:
+                p.start()
+        except BaseException as exc:  # noqa: BLE001 - reported as every cell's error by the reader
+            self._start_error = exc
+        finally:
+            self._started.set()
 
     def submit(self, cell: Cell) -> None:
         idx = next(self._ids)
@@ -150,6 +178,15 @@ class ProcessExecutor:
             self.results.put(to_result(cell, status, payload))
 
     def _reap_dead(self) -> None:
+        if not self._started.is_set():
+            return
+        if self._start_error is not None:
+            with self._lock:
+                failed = list(self._cells.values())
+                self._cells.clear()
+            for lost_cell in failed:
+                self.results.put((lost_cell, None, RemoteError(f"worker processes could not start: {self._start_error!r}")))
+            return
         dead = {p.pid: p.exitcode for p in self._procs if p.exitcode is not None}
         if not dead:
             return
@@ -169,13 +206,17 @@ class ProcessExecutor:
 
     def close(self) -> None:
         """Stop the workers: at once if the run was abandoned, else after their current cells."""
+        self._started.wait(timeout=0 if self._health.cancelled else 120)  # a worker still starting watches our pid
         if self._health.cancelled:
             for p in self._procs:
-                p.kill()
+                if p.pid is not None:
+                    p.kill()
         else:
             for _ in range(len(self._procs) * self._threads_per_worker):
                 self._jobs.put(None)
             for p in self._procs:
+                if p.pid is None:
+                    continue
                 p.join(timeout=10)
                 if p.exitcode is None:
                     p.kill()
