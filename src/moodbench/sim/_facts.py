@@ -20,17 +20,19 @@ neither tau2 nor the task files, also for imported runs.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
+from tau2.data_model.message import AssistantMessage  # data models and environments only: no registry, no litellm
+from tau2.data_model.tasks import Task
 from tau2.environment.environment import Environment
 from tau2.environment.toolkit import ToolType
 
 from moodbench.results import GoldAction, ScenarioFact, TaskFacts, WriteCall
 from moodbench.results._facts import mentions
-from moodbench.sim._env_pool import new_environment
-from moodbench.sim._tau2 import AssistantMessage, Task
 
 #: words that state a requested change, by the first word of the gold write tool's name (tau2's naming);
 #: a verb not listed must be said itself.
@@ -126,8 +128,23 @@ def write_calls(messages: Sequence[Any], task: Task, env: Environment) -> list[W
 
 
 @lru_cache(maxsize=16)
-def _typing_environment(domain: str) -> Environment:
-    """An environment used only to ask tool types (imported runs have none of their own)."""
+def _typing_environment(domain: str) -> Environment | None:
+    """An environment used only to ask tool types (imported runs have none of their own), or None for a
+    domain nobody registered. A built-in domain is built by tau2's own constructor for it
+    (``tau2.domains.<domain>.environment.get_environment``, what tau2's registry registers), so reading a
+    Results file never loads the registry, which imports litellm (~5 s); a plugin's domain through the registry."""
+    try:
+        builtin = importlib.util.find_spec(f"tau2.domains.{domain}.environment") is not None
+    except (ImportError, ValueError):
+        builtin = False
+    if builtin:
+        return importlib.import_module(f"tau2.domains.{domain}.environment").get_environment()
+    from moodbench.sim._tasks import known_domains
+
+    if domain not in known_domains():
+        return None
+    from moodbench.sim._env_pool import new_environment
+
     return new_environment(domain)
 
 
@@ -138,6 +155,8 @@ def task_facts(task: Task, messages: Sequence[Any], env: Environment | None = No
         if domain is None:
             raise ValueError("task_facts needs an environment or a domain")
         env = _typing_environment(domain)
+        if env is None:
+            raise ValueError(f"no tau2 domain {domain!r} to ask tool types of")
     gold = [GoldAction(name=a.name, requestor=a.requestor, arguments=dict(a.arguments), write=_is_write(env, a.requestor, a.name))
             for a in _gold(task)]
     writes = [a.name for a in gold if a.write and a.requestor == "assistant"]

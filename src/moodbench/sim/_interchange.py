@@ -416,10 +416,10 @@ def tau2_file_metrics(sims: Sequence[tuple[str, str | None, float | None, bool]]
     }
 def _task_facts(task: Task, sim: SimulationRun, domain: str) -> TaskFacts | None:
     """The failure anatomy's task facts (sim._facts); none for a domain this tau2 does not know."""
-    from moodbench.sim._facts import task_facts
-    from moodbench.sim._tasks import known_domains
+    from moodbench.sim._facts import _typing_environment, task_facts
 
-    return task_facts(task, sim.messages, domain=domain) if domain in known_domains() else None
+    env = _typing_environment(domain)
+    return task_facts(task, sim.messages, env) if env is not None else None
 
 
 def _read(path: Path, variant: str) -> _File:
