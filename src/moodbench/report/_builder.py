@@ -36,9 +36,11 @@ from moodbench.analysis import (
     POOLED,
     POWER,
     PRIMARY,
+    ReportFamily,
     conversation_stats,
     dose_response_table,
     fidelity,
+    finish_reward_effects,
     manipulation_check,
     methods_comparison,
     reward_effects,
@@ -53,7 +55,9 @@ EXCLUDED_SHARE_CAUTION = 0.10  # more than 10% of a variant's planned conversati
 TRUST_ORDER = {"ok": 0, "caution": 1, "unreliable": 2}
 SHORT = {"manipulation_failed": "manipulation check failed", "manipulation_too_few": "manipulation not checkable",
          "low_fidelity": "simulator fidelity too low", "fidelity_gap": "fidelity differs from baseline",
-         "excluded": "many conversations excluded"}
+         "excluded": "many conversations excluded", "exclusions_differ": "exclusions differ from the baseline",
+         "exclusions_outcome": "excluded conversations ran longer", "claim_withdrawn": "sign not robust to exclusions",
+         "no_spread": "no spread: the data cannot say more"}
 ESTIMAND = ("task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
             "variant reward - baseline reward; then the mean over tasks")
 
@@ -142,14 +146,38 @@ def _caveats(row: dict[str, Any], a: dict[str, Any], manip: dict[tuple[str, str]
     planned, excluded = s.get("planned") or 0, s.get("excluded") or 0
     if planned and excluded / planned > EXCLUDED_SHARE_CAUTION:
         add("caution", "excluded", f"{excluded}/{planned} of {v!r} conversations excluded (llm_error/harness_error)")
+    _missing_caveats(row, add)
     out.sort(key=lambda c: -TRUST_ORDER[c["level"]])
     return level, out
+
+
+def _missing_caveats(row: dict[str, Any], add: Callable[[str, str, str], None]) -> None:
+    """Caveats from the comparison's own exclusions (``exclusions`` of the row) and from the family's gates."""
+    x = row.get("exclusions")
+    if x:
+        b = x["bounds"] or {}
+        lo, hi = (b.get("as_failures") or {}).get("diff"), (b.get("as_successes") or {}).get("diff")
+        bounds = f"; with the excluded conversations as failures {signed(lo)}, as successes {signed(hi)}"
+        if "exclusions_differ" in x["concerns"]:
+            add("caution", "exclusions_differ",
+                f"{x['excluded_variant']}/{x['pairs_run']} of {row['variant']!r} conversations excluded against "
+                f"{x['excluded_baseline']}/{x['pairs_run']} of the baseline's (Fisher p {pval(x['p_rate'])}){bounds}")
+        if "exclusions_outcome" in x["concerns"]:
+            add("caution", "exclusions_outcome",
+                f"excluded conversations ran longer than scored ones ({x['turns_excluded_mean']:.1f} vs "
+                f"{x['turns_scored_mean']:.1f} turns): they may hide outcomes{bounds}")
+    if row.get("claim_withdrawn"):
+        add("caution", "claim_withdrawn", row["claim_withdrawn"])
+    reason = row.get("no_claim_reason") or ""
+    if row.get("claim") == "too_few" and reason.startswith("every task"):
+        add("caution", "no_spread", reason)
 
 
 # --------------------------------------------------------------------------- one run
 
 
-def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str, Any]:
+def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: ReportFamily) -> dict[str, Any]:
+    """Every number of one run; its claim-bearing tests join the report's ``family`` (decided later, together)."""
     variants, domains = run.variants, run.domains
     cfg = run.config
     a: dict[str, Any] = {
@@ -163,9 +191,19 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
         "fidelity": fidelity(run.records, baseline, variants),
         "judge": {k: v for k, v in (judge or {}).items() if k != "scores"} or None,
     }
-    rew = reward_effects(run.records, baseline, variants, domains)
+    rew = reward_effects(run.records, baseline, variants, domains, family=family)
     manip = manipulation_check(run.records, baseline, variants, domains, judge)
     a["manipulation"] = {k: v for k, v in manip.items() if k != "checks"}
+    a["dose_response"] = dose_response_table(run.records, baseline, variants, family=family)
+    a["steering"] = steering_by_variant(run.records)
+    a["_pending"] = (run, rew, manip)
+    return a
+
+
+def _finish(a: dict[str, Any], family_size: int) -> None:
+    """After the report's family is decided: MDEs at its size, caveats, methods side by side, the bottom line."""
+    run, rew, manip = a.pop("_pending")
+    finish_reward_effects(rew, family_size)
     by_key = {(m["variant"], m["domain"]): m for m in manip["checks"]}
     for row in rew["effects"]:
         m = by_key.get((row["variant"], row["domain"]))
@@ -177,12 +215,11 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
     a["designs"] = [{**tag, **d} for d in rew["designs"]]
     a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
     a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
-    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, variants)]
-    a["steering"] = steering_by_variant(run.records)
+    a["dose_response"] = [{**tag, **d} for d in a["dose_response"]]
     a["methods_comparison"] = [{**tag, **m} for m in methods_comparison(
-        run.records, baseline, variants, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
+        run.records, a["baseline"], run.variants, effects=rew["effects"], checks=manip["checks"],
+        fidelity=a["fidelity"])]
     a["bottom_line"] = bottom_line(a)
-    return a
 
 
 def _primary(a: dict[str, Any]) -> list[dict[str, Any]]:
@@ -205,15 +242,21 @@ def bottom_line(a: dict[str, Any]) -> str:
                      f"p(Holm) {pval(r['p_adjusted'])}{cav}.")
     same = [r["variant"] for r in rows if r["claim"] == "no_difference"]
     if same:
-        mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else "")
+        mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else
+                   (f"; no MDE: {design['mde_note']}" if design.get("mde_note") else ""))
         parts.append(f"No difference claimed for {', '.join(same)} (the data are compatible with no change{mde_txt}).")
     few = [r for r in rows if r["claim"] == "too_few"]
     if few:
         parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in few)
                      + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
-    if fam.get("size"):
+    withdrawn = [r["variant"] for r in rows if r.get("claim_withdrawn")]
+    if withdrawn:
+        parts.append(f"Not stated as findings because their sign changes when excluded conversations count as failures or "
+                     f"successes: {', '.join(withdrawn)}.")
+    if fam.get("family_size"):
         left = fam["planned"] - fam["size"]
-        parts.append(f"Family: {fam['size']} comparison(s) ({fam['members']}" + (f"; {left} too_few left out" if left else "")
+        parts.append(f"Family: one for the whole report, {fam['family_size']} test(s), {fam['size']} of them this run's reward "
+                     f"comparisons ({fam['members']}" + (f"; {left} too_few left out" if left else "")
                      + f"), Holm, alpha {fam['alpha']:g}.")
     return " ".join(parts)
 
@@ -256,7 +299,7 @@ def _warnings(analyses: list[dict[str, Any]]) -> list[dict[str, str]]:
 def _thresholds() -> dict[str, Any]:
     return {
         "alpha": ALPHA, "confidence": CONFIDENCE, "min_tasks": MIN_TASKS, "min_pairs": MIN_PAIRS, "power": POWER,
-        "multiplicity": "holm", "manipulation_score": PRIMARY.key, "manipulation_min_effect": PRIMARY.min_effect,
+        "multiplicity": "holm", "family": "one per report: every claim of every run (reward all/unflagged, dose trends)", "manipulation_score": PRIMARY.key, "manipulation_min_effect": PRIMARY.min_effect,
         "manipulation_early_turns": EARLY_TURNS,
         "fidelity_max_flagged": FIDELITY_MAX_FLAGGED, "fidelity_max_gap": FIDELITY_MAX_GAP,
         "excluded_share_caution": EXCLUDED_SHARE_CAUTION,
@@ -268,9 +311,13 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
     """Every number of the report, in report.json's documented shape (``docs/statistics.md``)."""
     say = progress or (lambda _msg: None)
     analyses = []
+    family = ReportFamily(ALPHA)
     for r in runs:
         say(f"analysing {r.label}: {len(r.records)} conversation(s)")
-        analyses.append(_analyse(r, baseline, (judges or {}).get(r.slug)))
+        analyses.append(_analyse(r, baseline, (judges or {}).get(r.slug), family))
+    claim_family = family.resolve()  # one Holm correction over every claim of every run of the report
+    for a in analyses:
+        _finish(a, family.size)
     warnings = _warnings(analyses)
     flat = {key: [x for a in analyses for x in a.pop(key)] for key in
             ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response", "methods_comparison")}
@@ -281,6 +328,7 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
         "estimand": ESTIMAND,
         "method": METHOD,
         "thresholds": _thresholds(),
+        "family": claim_family,
         "families": flat["families"],
         "effects": flat["effects"],
         "pass_hat_k": flat["pass_hat_k"],
