@@ -135,7 +135,7 @@ class Config:
 
 FULL = Config()
 ILLUSTRATIVE_DROP = 0.10  # the drop simulated for designs that have no MDE (below MIN_TASKS)
-FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0, real_reps=300, real_designs=((40, 3),))
+FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0, real_reps=200, real_designs=((40, 3),))
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -411,7 +411,7 @@ def exclusion_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
         for v in (1, 8):
             rng = np.random.default_rng([seed, 181, v, mode == "outcome"])
             null = exclusion_experiment(rng, MAIN, g, m, v, np.zeros(v), cfg.real_reps, mode, 0.08)
-            target = report_mde_with_exclusions(rng, MAIN, g, m, v, mode, 0.08, min(cfg.real_reps, 200))
+            target = report_mde_with_exclusions(rng, MAIN, g, m, v, mode, 0.08, min(cfg.real_reps // 2, 200))
             drops = np.zeros(v)
             drops[0] = ILLUSTRATIVE_DROP if target is None else target
             alt = exclusion_experiment(rng, MAIN, g, m, v, drops, cfg.real_reps, mode, 0.08)

@@ -131,7 +131,8 @@ def task_t(task_values: Sequence[float] | np.ndarray, *, confidence: float = CON
     df = g - 1
     sd = float(x.std(ddof=1))
     se = sd / math.sqrt(g)
-    if float(np.ptp(x)) <= _SPREAD_TOL * max(1.0, float(np.max(np.abs(x)))):
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo <= _SPREAD_TOL * max(1.0, abs(lo), abs(hi)):
         return TaskT(g, mean, 0.0, df, None, None, None, confidence, ZERO_SPREAD)
     half = _t_quantile(0.5 + confidence / 2.0, df) * se
     return TaskT(g, mean, se, df, mean - half, mean + half, _t_p_two_sided(mean / se, df), confidence)
@@ -140,6 +141,9 @@ def task_t(task_values: Sequence[float] | np.ndarray, *, confidence: float = CON
 def _labels(clusters: Sequence[Hashable], n: int) -> tuple[np.ndarray, int]:
     if len(clusters) != n:
         raise ValueError(f"clusters must have one label per observation ({len(clusters)} != {n})")
+    if isinstance(clusters, np.ndarray) and clusters.dtype.kind in "iub":  # fast path (the calibration's integer tasks)
+        uniq, inverse = np.unique(clusters, return_inverse=True)
+        return inverse.astype(np.intp, copy=False).ravel(), int(uniq.size)
     index: dict[Hashable, int] = {}
     labels = np.fromiter((index.setdefault(c, len(index)) for c in clusters), dtype=np.intp, count=n)
     return labels, len(index)
