@@ -386,7 +386,9 @@ def reward_effects(records: Sequence[ConversationRecord], baseline: str, variant
                 row = _row(v, s, subset, e, pairs, section)
                 row["unpaired"] = sum(1 for k in set(var) ^ set(base) if _in_scope(k, s))
                 ran = sorted(k for k in (set(base) | set(base_x)) & (set(var) | set(var_x)) if _in_scope(k, s))
-                check = exclusion_check(ran, base, var, base_x, var_x) if subset == "all" else None
+                if subset == "unflagged":  # an excluded conversation has no flags: it stays in the sensitivity subset
+                    ran = [k for k in ran if not ((k in base and base[k].flagged) or (k in var and var[k].flagged))]
+                check = exclusion_check(ran, base, var, base_x, var_x)
                 bounds_obj = None if check is None else check.pop("_bounds")
                 row["exclusions"] = check
                 bounds = None if bounds_obj is None else (bounds_obj.worst, bounds_obj.best)
