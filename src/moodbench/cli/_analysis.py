@@ -116,13 +116,15 @@ def power(
     n_var, n_dom = info["variants"], info["domains"]
     rows = power_table(design, task_list, trial_list, effect_list)
     first = replace(design, tasks=task_list[0], trials=trial_list[0])
-    spread = mde_by_spread(first)
+    # the spread table for the first design that can make claims at all (a too-small one would show only dashes)
+    shown = next((d for d in (replace(design, tasks=g, trials=m) for g in task_list for m in trial_list) if d.claimable), first)
+    spread = mde_by_spread(shown)
     params = {"baseline_success": design.baseline_success, "icc": design.icc, "pair_corr": design.pair_corr,
               "effect_sd": design.effect_sd, "drop_share": design.drop_share, "within_var": design.within_var, "alpha": alpha,
               "power": power_, "variants": n_var, "domains": n_dom, "family_size": design.family_size}
     if as_json:
         sys.stdout.write(json.dumps({"design": params, "defaults_used": info["defaults_used"], "pilot": info["pilot"],
-                                     "rows": [r.to_dict() for r in rows], "mde_by_spread": {"tasks": first.tasks, "trials": first.trials,
+                                     "rows": [r.to_dict() for r in rows], "mde_by_spread": {"tasks": shown.tasks, "trials": shown.trials,
                                                                                             "rows": spread},
                                      "mde_note": "drop in mean reward detected with the given power; null below the minimum "
                                      "design (20 tasks, 40 pairs per comparison) or when unreachable"}, indent=1) + "\n")
@@ -148,14 +150,15 @@ def power(
     for r in rows:
         ptable.add_row(str(r.tasks), f"{r.trials:g}", *["–" if p is None else f"{p:.2f}" for _, p in r.powers])
     out.print(ptable)
-    stable = Table(title=f"MDE of {first.tasks} tasks x {first.trials:g} trials across task-effect spreads (SD of the true effect across tasks)")
+    stable = Table(title=f"MDE of {shown.tasks} tasks x {shown.trials:g} trials across task-effect spreads (SD of the true effect across tasks)")
     stable.add_column("drop", justify="left")
     sds = sorted({r["effect_sd"] for r in spread})
     for sd in sds:
         stable.add_column(f"SD {sd:g}", justify="right")
     for share in sorted({r["drop_share"] for r in spread}, reverse=True):
         label = "even over tasks" if share == 1 else f"in {share:.0%} of the tasks"
-        stable.add_row(label, *["–" if r["mde"] is None else f"{r['mde']:.3f}" for sd in sds for r in spread
+        none = "unreachable" if shown.claimable else "too few"
+        stable.add_row(label, *[none if r["mde"] is None else f"{r['mde']:.3f}" for sd in sds for r in spread
                                 if r["effect_sd"] == sd and r["drop_share"] == share])
     out.print(stable)
     value = mde(first)
