@@ -141,9 +141,12 @@ FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps
 # --------------------------------------------------------------------------- small helpers
 
 
-def rate(hits: Sequence[float]) -> tuple[float, float]:
-    """Mean of per-replication values and its Monte Carlo standard error (replications are independent)."""
-    x = np.asarray(hits, dtype=float)
+def rate(hits: Sequence[float | None]) -> tuple[float, float]:
+    """Mean of per-replication values and its Monte Carlo standard error (replications are independent).
+
+    ``None`` entries (a coverage where the report prints no interval: zero spread) are left out, so coverage is
+    that of the intervals the report actually shows."""
+    x = np.asarray([h for h in hits if h is not None], dtype=float)
     if x.size == 0:
         return float("nan"), float("nan")
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
@@ -153,8 +156,16 @@ def _clusters(g: int, m: int) -> np.ndarray:
     return np.repeat(np.arange(g), m)
 
 
-def _covers(e: Any, truth: float) -> float:
-    return float(e.ci_low is not None and e.ci_low <= truth <= e.ci_high)
+def _covers(e: Any, truth: float) -> float | None:
+    """1/0 whether the printed interval covers ``truth``; ``None`` when the report prints none (zero spread)."""
+    if e.ci_low is None or e.ci_high is None:
+        return None
+    return float(e.ci_low <= truth <= e.ci_high)
+
+
+def _mean_shown(values: Sequence[float | None]) -> float | None:
+    shown = [v for v in values if v is not None]
+    return float(np.mean(shown)) if shown else None
 
 
 # --------------------------------------------------------------------------- main table
@@ -174,7 +185,7 @@ def reward_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, 
         claims = [c.verdict for c in claimed]
         false = [(c.claim == "higher") if d > 0 else (c.claim in ("lower", "higher")) for c, d in zip(claims, drops)]
         false_any.append(any(false))
-        cover.append(np.mean([_covers(e, -d) for e, d in zip(effects, drops)]))
+        cover.append(_mean_shown([_covers(e, -d) for e, d in zip(effects, drops)]))
         cover_first.append(_covers(effects[0], -drops[0]))
         too_few.append(np.mean([c.claim == "too_few" for c in claims]))
         detected.append(claims[0].claim == "lower")
@@ -344,8 +355,10 @@ def _bounded(b: np.ndarray, v: np.ndarray, cl: np.ndarray) -> tuple[Any, Any]:
     return e, mb
 
 
-def _interval_covers(lo: float | None, hi: float | None, truth: float) -> float:
-    return float(lo is not None and hi is not None and lo <= truth <= hi)
+def _interval_covers(lo: float | None, hi: float | None, truth: float) -> float | None:
+    if lo is None or hi is None:
+        return None
+    return float(lo <= truth <= hi)
 
 
 def exclusion_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray, reps: int,
@@ -374,8 +387,8 @@ def exclusion_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: in
                 bb.append(_interval_covers(min(lows, default=None), max(highs, default=None), -drops[j]))  # type: ignore[type-var]
         rows = _decide(entries)
         false_any.append(any((r["claim"] == "higher") if d > 0 else (r["claim"] in ("lower", "higher")) for r, d in zip(rows, drops)))
-        cover_cc.append(np.mean(cc))
-        cover_b.append(np.mean(bb))
+        cover_cc.append(_mean_shown(cc))
+        cover_b.append(_mean_shown(bb))
         detected.append(rows[0]["claim"] == "lower")
     return {"false_claim": rate(false_any), "coverage_complete_case": rate(cover_cc), "coverage_bounds": rate(cover_b),
             "detected": rate(detected), "excluded_share": float(np.mean(excluded))}
@@ -656,8 +669,8 @@ def dose_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
                 uu = np.where(reuse | (lv == 0), ub, rng.random((g, m)))
                 vals.append((uu < q[:, None]).astype(float).ravel())
             t = dose_response(levels, np.concatenate(vals), cl)
-            cover.append(float(t.ci_low <= -slope <= t.ci_high))
-            reject.append(float(t.p < ALPHA))
+            cover.append(_interval_covers(t.ci_low, t.ci_high, -slope))
+            reject.append(float(t.p is not None and t.p < ALPHA))
         out.append({"true_slope": -slope, "coverage": rate(cover), "reject": rate(reject)})
     return out
 
