@@ -315,7 +315,7 @@ def _mcnemar(pairs: Sequence[Pair]) -> dict[str, Any]:
 
 
 PASS_K_DESCRIPTIVE = ("descriptive: pass^1 is the reward effect already claimed, and pass^k intervals for k >= 2 "
-                      "under-cover near the floor/ceiling; shown without p, and without interval below the minimum design")
+                      "under-covered in small designs near the floor/ceiling; shown without p, and without interval below the minimum design")
 
 
 def pass_k_rows(base: Mapping[Hashable, Sequence[bool]], var: Mapping[Hashable, Sequence[bool]]) -> list[dict[str, Any]]:

@@ -77,7 +77,7 @@ def markdown(data: dict[str, Any]) -> str:
                          "Δ as failures [95% CI]", "Δ as successes [95% CI]", "claim"],
                         [[md_cell(e["run"]), md_cell(e["variant"]), md_cell(e["domain"]),
                           f"{x['excluded_variant']} / {x['excluded_baseline']} of {x['pairs_run']}", pval(x["p_rate"]),
-                          f"{_f(x['turns_excluded_mean'])} / {_f(x['turns_scored_mean'])}",
+                          f"{fmt(x['turns_excluded_mean'], 1)} / {fmt(x['turns_scored_mean'], 1)}",
                           f"{signed(x['bounds']['as_failures']['diff'])} {ci(*x['bounds']['as_failures']['ci'])}",
                           f"{signed(x['bounds']['as_successes']['diff'])} {ci(*x['bounds']['as_successes']['ci'])}",
                           e["claim"] + (" (withdrawn)" if e.get("claim_withdrawn") else "")]
