@@ -56,7 +56,7 @@ TRUST_ORDER = {"ok": 0, "caution": 1, "unreliable": 2}
 SHORT = {"manipulation_failed": "manipulation check failed", "manipulation_too_few": "manipulation not checkable",
          "low_fidelity": "simulator fidelity too low", "fidelity_gap": "fidelity differs from baseline",
          "excluded": "many conversations excluded", "exclusions_differ": "exclusions differ from the baseline",
-         "exclusions_outcome": "excluded conversations ran longer", "claim_withdrawn": "sign not robust to exclusions",
+         "exclusions_outcome": "excluded conversations ran longer", "claim_withdrawn": "not robust to exclusions",
          "no_spread": "no spread: the data cannot say more"}
 ESTIMAND = ("task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
             "variant reward - baseline reward; then the mean over tasks")
@@ -251,8 +251,8 @@ def bottom_line(a: dict[str, Any]) -> str:
                      + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
     withdrawn = [r["variant"] for r in rows if r.get("claim_withdrawn")]
     if withdrawn:
-        parts.append(f"Not stated as findings because their sign changes when excluded conversations count as failures or "
-                     f"successes: {', '.join(withdrawn)}.")
+        parts.append(f"Not stated as findings because they do not hold at every value the excluded conversations could have "
+                     f"had (counted as failures and as successes): {', '.join(withdrawn)}.")
     if fam.get("family_size"):
         left = fam["planned"] - fam["size"]
         parts.append(f"Family: one for the whole report, {fam['family_size']} test(s), {fam['size']} of them this run's reward "

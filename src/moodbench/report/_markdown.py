@@ -67,7 +67,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", f"Claims: one family for the whole report, {fam.get('size', 0)} test(s) (reward effects, sensitivity subsets "
               f"and dose trends; sections {fams}), Holm-adjusted p < {t['alpha']}; `too_few` below {t['min_tasks']} tasks "
               f"or {t['min_pairs']} pairs, or when every task has the same difference (no spread: no interval, no p). A claim "
-              "whose sign changes when excluded conversations count as failures or as successes is not stated as a finding. "
+              "must also hold with the excluded conversations counted as failures and as successes (its p is the largest of "
+              "the three), or it is not stated as a finding. "
               "pass^k and the manipulation score's dose trend are descriptive (no claim). McNemar on these pairs is shown in "
               "report.html as a secondary statistic only.", ""]
     missing = [e for e in data["effects"] if e["subset"] == "all" and e.get("exclusions")]
