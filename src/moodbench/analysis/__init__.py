@@ -3,7 +3,9 @@
 Everything here reads :class:`moodbench.results.ConversationRecord` lists (a run loaded with
 :func:`moodbench.results.load_run`) and returns plain dicts, so the report can render them and write them
 to report.json unchanged. One inference stands behind every claim: the task-clustered t of
-:mod:`moodbench.analysis._inference` (estimand, family and thresholds in ``docs/statistics.md``).
+:mod:`moodbench.analysis._inference`, and one family per report decides them all
+(:class:`ReportFamily`, ``_family.py``: a new section joins it with ``add``/``add_effect`` or marks its rows
+``descriptive``); estimand, family and thresholds in ``docs/statistics.md``.
 ``benchmarks/calibration.py`` measures the same functions on simulated experiments.
 """
 

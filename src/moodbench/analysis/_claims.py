@@ -377,7 +377,6 @@ def reward_effects(records: Sequence[ConversationRecord], baseline: str, variant
     primary: dict[tuple[str, str], dict[str, Any]] = {}
     for subset in SUBSETS:
         section = f"reward/{subset}"
-        members = 0
         for v in others:
             var, var_x = index.get(v, {}), xindex.get(v, {})
             for s in scope_list:
@@ -397,7 +396,6 @@ def reward_effects(records: Sequence[ConversationRecord], baseline: str, variant
                     fam.add_same(section, row, same)
                 else:
                     fam.add_effect(section, row, e, bounds=bounds)
-                    members += e.p is not None
                 if subset == "all":
                     primary[(v, s)] = row
                 out["_designs"][id(row)] = pairs_design(pairs)
