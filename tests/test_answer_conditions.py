@@ -272,3 +272,41 @@ def test_power_command_shows_the_spread_table() -> None:
                          timeout=120, env=cli_env())
     assert bad.returncode == 2 and "drop_share" in bad.stderr and "Traceback" not in bad.stderr
 
+
+
+def _store_run(path, rows: list[ConversationRecord], variants: list[str], tasks: int, trials: int):
+    from moodbench.results import Store, write_summary
+
+    with Store(path / "results.sqlite") as store:
+        store.set_meta("config", {"agent_model": "openai/answer", "trials": trials, "domains": ["mock"], "variants": variants})
+        store.set_meta("plan", {"planned": {"mock": {v: tasks * trials for v in variants}}, "variants": variants, "domains": ["mock"]})
+        for r in rows:
+            store.insert(r)
+    write_summary(path)
+    return path
+
+
+def test_report_json_end_to_end_floor_and_exclusions(tmp_path) -> None:
+    """Through the real CLI on real SQLite stores: a run at the floor says why it cannot claim, and a run whose
+    variant lost its failing conversations shows the exclusions, the bounds and the one family."""
+    floor = _store_run(tmp_path / "floor", [_conv(t, v, k, 0.0) for t in range(30) for k in range(2) for v in ("control", "anger")],
+                       ["control", "anger"], 30, 2)
+    r = subprocess.run([sys.executable, "-m", "moodbench.cli", "report", str(floor), "--json"], capture_output=True, text=True,
+                       timeout=180, env=cli_env())
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    text = data["bottom_lines"][0]["text"]
+    assert "No claim possible: anger: every task failed on both sides (all at the floor)" in text and "Too few" not in text
+    assert data["designs"][0]["mde"] is None and "floor" in data["designs"][0]["mde_note"]
+    assert all(e["p"] is None and e["p_adjusted"] is None and e["ci"] == [None, None] for e in data["effects"])
+    runs = _store_run(tmp_path / "excl", _excluded_failures_run(), ["control", "angry", "calm"], 40, 2)
+    r = subprocess.run([sys.executable, "-m", "moodbench.cli", "report", str(runs), "--json"], capture_output=True, text=True,
+                       timeout=180, env=cli_env())
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    angry = next(e for e in data["effects"] if e["variant"] == "angry" and e["subset"] == "all")
+    assert angry["claim"] == "no_difference" and angry["claim_withdrawn"] and angry["exclusions"]["excluded_variant"] == 16
+    assert {c["kind"] for c in angry["caveats"]} >= {"exclusions_differ", "exclusions_outcome", "claim_withdrawn"}
+    assert data["family"]["name"] == "report" and data["family"]["size"] == 2  # angry and calm; unflagged rows are the same tests
+    assert "pass_hat_k" in data["family"]["descriptive"] and all("claim" not in p for p in data["pass_hat_k"])
+    assert "Not stated as findings" in data["bottom_lines"][0]["text"] and "Higher reward with calm" in data["bottom_lines"][0]["text"]

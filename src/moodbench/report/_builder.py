@@ -245,10 +245,13 @@ def bottom_line(a: dict[str, Any]) -> str:
         mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else
                    (f"; no MDE: {design['mde_note']}" if design.get("mde_note") else ""))
         parts.append(f"No difference claimed for {', '.join(same)} (the data are compatible with no change{mde_txt}).")
-    few = [r for r in rows if r["claim"] == "too_few"]
-    if few:
-        parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in few)
+    small = [r for r in rows if r["claim"] == "too_few" and (r["n_tasks"] < MIN_TASKS or r["n_pairs"] < MIN_PAIRS)]
+    if small:
+        parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in small)
                      + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
+    mute = [r for r in rows if r["claim"] == "too_few" and r not in small]
+    if mute:  # large enough, but the data cannot say more (zero spread): say why instead of printing certainty
+        parts.append("No claim possible: " + "; ".join(f"{r['variant']}: {r.get('no_claim_reason') or 'not estimable'}" for r in mute) + ".")
     withdrawn = [r["variant"] for r in rows if r.get("claim_withdrawn")]
     if withdrawn:
         parts.append(f"Not stated as findings because they do not hold at every value the excluded conversations could have "
