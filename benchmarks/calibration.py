@@ -34,7 +34,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from moodbench.analysis._claims import Comparison, claim_effects, scope_design
+from moodbench.analysis._claims import Comparison, claim_effects, mde_with_exclusions, missing_bounds, pass_k_rows, scope_design
+from moodbench.analysis._dose import trend_reason
+from moodbench.analysis._family import ReportFamily
 from moodbench.analysis._inference import ALPHA, MIN_PAIRS, MIN_TASKS, aa_split, dose_response, paired_effect
 from moodbench.analysis._manipulation import manipulation_family
 from moodbench.analysis._planning import planned_design
@@ -67,9 +69,15 @@ class Scenario:
         s = 1.0 / self.icc - 1.0
         return rng.beta(self.baseline_success * s, (1.0 - self.baseline_success) * s, size=g)
 
-    def variant(self, rng: np.random.Generator, p: np.ndarray, drop: np.ndarray) -> np.ndarray:
-        """Success probabilities of V variants (rows) on the tasks; ``drop`` (V,) is each variant's true mean drop."""
-        shifted = p[None, :] * (1.0 - drop[:, None] / self.baseline_success)
+    def variant(self, rng: np.random.Generator, p: np.ndarray, drop: np.ndarray, share: float = 1.0) -> np.ndarray:
+        """Success probabilities of V variants (rows) on the tasks; ``drop`` (V,) is each variant's true mean drop.
+
+        ``share`` < 1 puts each variant's whole drop on a random share of the tasks (each dropping drop / share)."""
+        if share < 1.0:
+            hit = rng.random((drop.size, p.size)) < share
+            shifted = p[None, :] * (1.0 - hit * drop[:, None] / (share * self.baseline_success))
+        else:
+            shifted = p[None, :] * (1.0 - drop[:, None] / self.baseline_success)
         if self.reaction_kind == "sign":
             u = rng.choice(np.array([-1.0, 1.0]), size=shifted.shape)
         else:
@@ -121,19 +129,24 @@ class Config:
     bootstrap_resamples: int = 1000
     variants: tuple[int, ...] = (1, 8, 40)
     designs: tuple[tuple[int, int], ...] = ((5, 3), (40, 3))
+    real_reps: int = 2000  # replications per line of the real-conditions table (issue 18); 0: skip
+    real_designs: tuple[tuple[int, int], ...] = ((40, 3), (100, 1), (20, 1))
 
 
 FULL = Config()
 ILLUSTRATIVE_DROP = 0.10  # the drop simulated for designs that have no MDE (below MIN_TASKS)
-FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0)
+FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0, real_reps=200, real_designs=((40, 3),))
 
 
 # --------------------------------------------------------------------------- small helpers
 
 
-def rate(hits: Sequence[float]) -> tuple[float, float]:
-    """Mean of per-replication values and its Monte Carlo standard error (replications are independent)."""
-    x = np.asarray(hits, dtype=float)
+def rate(hits: Sequence[float | None]) -> tuple[float, float]:
+    """Mean of per-replication values and its Monte Carlo standard error (replications are independent).
+
+    ``None`` entries (a coverage where the report prints no interval: zero spread) are left out, so coverage is
+    that of the intervals the report actually shows."""
+    x = np.asarray([h for h in hits if h is not None], dtype=float)
     if x.size == 0:
         return float("nan"), float("nan")
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
@@ -143,8 +156,16 @@ def _clusters(g: int, m: int) -> np.ndarray:
     return np.repeat(np.arange(g), m)
 
 
-def _covers(e: Any, truth: float) -> float:
-    return float(e.ci_low is not None and e.ci_low <= truth <= e.ci_high)
+def _covers(e: Any, truth: float) -> float | None:
+    """1/0 whether the printed interval covers ``truth``; ``None`` when the report prints none (zero spread)."""
+    if e.ci_low is None or e.ci_high is None:
+        return None
+    return float(e.ci_low <= truth <= e.ci_high)
+
+
+def _mean_shown(values: Sequence[float | None]) -> float | None:
+    shown = [v for v in values if v is not None]
+    return float(np.mean(shown)) if shown else None
 
 
 # --------------------------------------------------------------------------- main table
@@ -164,7 +185,7 @@ def reward_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, 
         claims = [c.verdict for c in claimed]
         false = [(c.claim == "higher") if d > 0 else (c.claim in ("lower", "higher")) for c, d in zip(claims, drops)]
         false_any.append(any(false))
-        cover.append(np.mean([_covers(e, -d) for e, d in zip(effects, drops)]))
+        cover.append(_mean_shown([_covers(e, -d) for e, d in zip(effects, drops)]))
         cover_first.append(_covers(effects[0], -drops[0]))
         too_few.append(np.mean([c.claim == "too_few" for c in claims]))
         detected.append(claims[0].claim == "lower")
@@ -289,6 +310,248 @@ def planning_checks(cfg: Config, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+# --------------------------------------------------------------------------- real conditions (issue 18)
+#
+# Every replication below is decided the way the report decides it: each comparison's paired_effect (on the pairs
+# present), missing_bounds for excluded outcomes, dose_response among the emotional levels with trend_reason, all
+# handed to one ReportFamily and resolved together.
+
+FLOOR = Scenario("floor/ceiling", baseline_success=0.5, icc=0.85, coupling=0.5, reaction=0.6)  # most tasks near 0 or 1
+HALF = 0.5
+
+
+def _decide(entries: Sequence[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
+    """Hand every test of one simulated report to one ReportFamily; the rows come back with their claims."""
+    fam = ReportFamily()
+    rows: list[dict[str, Any]] = []
+    for kind, obj, bounds in entries:
+        row: dict[str, Any] = {}
+        if kind == "trend":
+            fam.add("dose/reward", row, p=obj.p, estimate=obj.slope, se=obj.se, df=obj.df, reason=trend_reason(obj))
+        else:
+            fam.add_effect(f"reward/{kind}", row, obj, bounds=bounds)
+        rows.append(row)
+    fam.resolve()
+    return rows
+
+
+def _exclude(rng: np.random.Generator, values: np.ndarray, mode: str, share: float, fail_rate: float) -> np.ndarray:
+    """NaN out excluded outcomes: ``outcome`` excludes failures only (about ``share`` of all), ``random`` any (MCAR)."""
+    out = values.astype(float).copy()
+    if mode == "outcome":
+        hit = (values == 0) & (rng.random(values.shape) < min(1.0, share / max(fail_rate, 1e-9)))
+    elif mode == "random":
+        hit = rng.random(values.shape) < share
+    else:
+        return out
+    out[hit] = np.nan
+    return out
+
+
+def _bounded(b: np.ndarray, v: np.ndarray, cl: np.ndarray) -> tuple[Any, Any]:
+    keep = ~(np.isnan(b) | np.isnan(v))
+    e = paired_effect(b[keep], v[keep], cl[keep])
+    mb = missing_bounds(b, v, cl)
+    return e, mb
+
+
+def _interval_covers(lo: float | None, hi: float | None, truth: float) -> float | None:
+    if lo is None or hi is None:
+        return None
+    return float(lo <= truth <= hi)
+
+
+def exclusion_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray, reps: int,
+                         mode: str, share: float) -> dict[str, Any]:
+    """V variants whose conversations are excluded (``outcome``: failures only; ``random``: MCAR), none of the
+    baseline's; one family per replication. Coverage of the complete-case interval and of the bounds interval
+    (the lowest and highest end of the two imputed analyses' intervals), false claims, power of the first variant."""
+    cl = _clusters(g, m)
+    false_any, cover_cc, cover_b, detected, excluded = [], [], [], [], []
+    for _ in range(reps):
+        p = scen.tasks(rng, g)
+        base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
+        b = base.ravel()
+        entries, cc, bb = [], [], []
+        for j in range(v):
+            vv = _exclude(rng, var[j].ravel(), mode, share, 1.0 - (scen.baseline_success - drops[j]))
+            excluded.append(float(np.isnan(vv).mean()))
+            e, mb = _bounded(b, vv, cl)
+            entries.append(("all", e, None if mb is None else (mb.worst, mb.best)))
+            cc.append(_covers(e, -drops[j]))
+            if mb is None:
+                bb.append(_covers(e, -drops[j]))
+            else:
+                lows = [x for x in (mb.worst.ci_low, mb.best.ci_low) if x is not None]
+                highs = [x for x in (mb.worst.ci_high, mb.best.ci_high) if x is not None]
+                bb.append(_interval_covers(min(lows, default=None), max(highs, default=None), -drops[j]))  # type: ignore[type-var]
+        rows = _decide(entries)
+        false_any.append(any((r["claim"] == "higher") if d > 0 else (r["claim"] in ("lower", "higher")) for r, d in zip(rows, drops)))
+        cover_cc.append(_mean_shown(cc))
+        cover_b.append(_mean_shown(bb))
+        detected.append(rows[0]["claim"] == "lower")
+    return {"false_claim": rate(false_any), "coverage_complete_case": rate(cover_cc), "coverage_bounds": rate(cover_b),
+            "detected": rate(detected), "excluded_share": float(np.mean(excluded))}
+
+
+def report_mde_with_exclusions(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, mode: str, rate_: float,
+                               n: int) -> float | None:
+    """The MDE the report prints for a variant with these exclusions (median over ``n`` null replications): the
+    baseline rows of the pairs present (harmonic-mean trials), plus the exclusion shares (``mde_with_exclusions``)."""
+    cl = _clusters(g, m)
+    values = []
+    for _ in range(n):
+        p = scen.tasks(rng, g)
+        base, var = scen.outcomes(rng, p, scen.variant(rng, p, np.zeros(1)), m)
+        vv = _exclude(rng, var[0].ravel(), mode, rate_, 1.0 - scen.baseline_success)
+        keep = ~np.isnan(vv)
+        by_task: dict[int, list[float]] = {}
+        for t, x in zip(cl[keep], base.ravel()[keep]):
+            by_task.setdefault(int(t), []).append(float(x))
+        value = scope_design(by_task, v)[1]
+        if value is None:
+            continue
+        values.append(mde_with_exclusions(value, 1.0 - float(keep.mean()), 0.0))
+    return float(np.median(values)) if values else None
+
+
+def exclusion_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Outcome-dependent and random exclusions (8% of each variant, none of the baseline), 40x3, 1 and 8 variants:
+    the null (false claims, coverage) and power at the MDE the report prints for such a variant."""
+    rows = []
+    g, m = 40, 3
+    for mode in ("outcome", "random"):
+        for v in (1, 8):
+            rng = np.random.default_rng([seed, 181, v, mode == "outcome"])
+            null = exclusion_experiment(rng, MAIN, g, m, v, np.zeros(v), cfg.real_reps, mode, 0.08)
+            target = report_mde_with_exclusions(rng, MAIN, g, m, v, mode, 0.08, min(cfg.real_reps // 2, 200))
+            drops = np.zeros(v)
+            drops[0] = ILLUSTRATIVE_DROP if target is None else target
+            alt = exclusion_experiment(rng, MAIN, g, m, v, drops, cfg.real_reps, mode, 0.08)
+            rows.append({"mode": mode, "tasks": g, "trials": m, "variants": v, "excluded_share": null["excluded_share"],
+                         "false_claim": null["false_claim"], "coverage_complete_case": null["coverage_complete_case"],
+                         "coverage_bounds": null["coverage_bounds"], "mde": target, "power": alt["detected"],
+                         "coverage_bounds_alt": alt["coverage_bounds"], "false_claim_alt": alt["false_claim"]})
+    return rows
+
+
+def whole_report_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """The whole report under an exact null (no task reacts either): 4 variants (three levels of one emotion and one
+    other) x (all + unflagged, 10% of conversations flagged at random) + the reward dose trend, one family; the
+    share of reports claiming anything. Main and floor/ceiling worlds."""
+    rows = []
+    for si, scen in enumerate((Scenario("main, exact null", reaction=0.0), Scenario("floor/ceiling, exact null", 0.5, 0.85, 0.5, 0.0))):
+        for g, m in cfg.real_designs:
+            rng = np.random.default_rng([seed, 182, si, g, m])
+            cl = _clusters(g, m)
+            levels = np.repeat(np.array([1.0, 2.0, 3.0]), g * m)
+            anything, sizes, no_interval, exact = [], [], [], []
+            for _ in range(cfg.real_reps):
+                p = scen.tasks(rng, g)
+                base, var = scen.outcomes(rng, p, scen.variant(rng, p, np.zeros(4)), m)
+                b = base.ravel()
+                flag_b = rng.random(b.size) < 0.1
+                entries: list[tuple[str, Any, Any]] = []
+                effects = []
+                for j in range(4):
+                    vv = var[j].ravel()
+                    e = paired_effect(b, vv, cl)
+                    effects.append(e)
+                    entries.append(("all", e, None))
+                    keep = ~(flag_b | (rng.random(b.size) < 0.1))
+                    entries.append(("unflagged", paired_effect(b[keep], vv[keep], cl[keep]), None))
+                trend = dose_response(levels, np.concatenate([var[j].ravel() for j in range(3)]), np.tile(cl, 3))
+                entries.append(("trend", trend, None))
+                decided = _decide(entries)
+                anything.append(any(r["claim"] in ("lower", "higher") for r in decided))
+                sizes.append(decided[0]["family_size"])
+                no_interval.append(np.mean([e.ci_low is None for e in effects]))
+                # certainty from zero spread: a zero-width interval or p = 0 (p = 1 with a spread is an estimate of exactly 0)
+                exact.append(any((e.ci_low is not None and e.ci_low == e.ci_high) or e.p == 0.0 for e in effects))
+            rows.append({"scenario": scen.name, "tasks": g, "trials": m, "false_report": rate(anything),
+                         "family_size": float(np.mean(sizes)), "no_interval": rate(no_interval), "zero_width_or_p0": rate(exact)})
+    return rows
+
+
+def dose_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Trend among the emotional levels (1-3) when every level drops by the same 0.10 (flat: no trend) and when the
+    drop grows by 0.05 per level (monotone); the 3 level effects and the trend in one family."""
+    rows = []
+    for si, scen in enumerate((MAIN, FLOOR)):
+        for g, m in cfg.real_designs:
+            for shape, drops in (("flat", np.array([0.10, 0.10, 0.10])), ("monotone", np.array([0.05, 0.10, 0.15]))):
+                rng = np.random.default_rng([seed, 183, si, g, m, shape == "flat"])
+                cl = _clusters(g, m)
+                levels = np.repeat(np.array([1.0, 2.0, 3.0]), g * m)
+                trend_claims, covered, too_few = [], [], []
+                truth = -(drops[2] - drops[0]) / 2.0
+                for _ in range(cfg.real_reps):
+                    p = scen.tasks(rng, g)
+                    base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
+                    b = base.ravel()
+                    trend = dose_response(levels, var.reshape(3, -1).ravel(), np.tile(cl, 3))
+                    entries = [("all", paired_effect(b, var[j].ravel(), cl), None) for j in range(3)] + [("trend", trend, None)]
+                    row = _decide(entries)[-1]
+                    trend_claims.append(row["claim"] in ("lower", "higher") if shape == "flat" else row["claim"] == "lower")
+                    too_few.append(row["claim"] == "too_few")
+                    covered.append(_interval_covers(trend.ci_low, trend.ci_high, truth))
+                rows.append({"scenario": scen.name, "tasks": g, "trials": m, "shape": shape, "claims": rate(trend_claims),
+                             "too_few": rate(too_few), "coverage": rate(covered)})
+    return rows
+
+
+def concentrated_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """A drop carried by half the tasks (each dropping twice as much), 40x3, 8 variants: power at the MDE that
+    ``moodbench power --drop-share 0.5`` promises (the world's other parameters as flags), and, for contrast, at
+    the MDE of the even-drop plan."""
+    g, m, v = 40, 3, 8
+    truth = MAIN.design(g, m, v)
+    rows = []
+    for share_planned in (HALF, 1.0):
+        rng = np.random.default_rng([seed, 184, int(share_planned * 10)])
+        planned = replace(planned_design(g, m, v, 1, baseline_success=MAIN.baseline_success, icc=MAIN.icc, pair_corr=MAIN.coupling,
+                                         effect_sd=round(truth.effect_sd, 3)), drop_share=share_planned)
+        target = mde(planned)
+        if target is None:
+            continue
+        drops = np.zeros(v)
+        drops[0] = target
+        cl = _clusters(g, m)
+        hit, cover = [], []
+        for _ in range(cfg.real_reps):
+            p = MAIN.tasks(rng, g)
+            base, var = MAIN.outcomes(rng, p, MAIN.variant(rng, p, drops, share=HALF), m)
+            claimed = claim_effects([Comparison(base.ravel(), var[j].ravel(), cl) for j in range(v)])
+            hit.append(claimed[0].verdict.claim == "lower")
+            cover.append(_covers(claimed[0].effect, -target))
+        rows.append({"planned_drop_share": share_planned, "true_drop_share": HALF, "tasks": g, "trials": m, "variants": v,
+                     "mde": target, "power": rate(hit), "power_formula": power_at(planned, -target), "coverage": rate(cover)})
+    return rows
+
+
+def pass_k_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Descriptive pass^k under the null: how often an interval is shown (>= MIN_TASKS tasks and MIN_PAIRS pairs, not
+    zero spread) and how often the shown interval covers 0, per k; main and floor/ceiling worlds."""
+    rows = []
+    for si, scen in enumerate((MAIN, FLOOR)):
+        for g, m in ((20, 3), (40, 3), (5, 5)):
+            rng = np.random.default_rng([seed, 185, si, g, m])
+            shown: dict[int, list[float]] = {}
+            cover: dict[int, list[float]] = {}
+            for _ in range(cfg.real_reps):
+                p = scen.tasks(rng, g)
+                base, var = scen.outcomes(rng, p, scen.variant(rng, p, np.zeros(1)), m)
+                for pk in pass_k_rows({t: list(base[t] == 1) for t in range(g)}, {t: list(var[0, t] == 1) for t in range(g)}):
+                    k = pk["k"]
+                    shown.setdefault(k, []).append(float(not pk["too_few"]))
+                    if not pk["too_few"]:
+                        cover.setdefault(k, []).append(_interval_covers(*pk["ci"], 0.0))
+            for k in sorted(shown):
+                rows.append({"scenario": scen.name, "tasks": g, "trials": m, "k": k, "shown": rate(shown[k]),
+                             "coverage_when_shown": rate(cover[k]) if cover.get(k) else None})
+    return rows
+
+
 # --------------------------------------------------------------------------- coverage grid (MIN_TASKS)
 
 
@@ -406,8 +669,8 @@ def dose_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
                 uu = np.where(reuse | (lv == 0), ub, rng.random((g, m)))
                 vals.append((uu < q[:, None]).astype(float).ravel())
             t = dose_response(levels, np.concatenate(vals), cl)
-            cover.append(float(t.ci_low <= -slope <= t.ci_high))
-            reject.append(float(t.p < ALPHA))
+            cover.append(_interval_covers(t.ci_low, t.ci_high, -slope))
+            reject.append(float(t.p is not None and t.p < ALPHA))
         out.append({"true_slope": -slope, "coverage": rate(cover), "reject": rate(reject)})
     return out
 
@@ -456,6 +719,7 @@ def render(result: dict[str, Any]) -> str:
             mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}{extra}"
             formula = "–" if r["power_formula"] is None else f"{r['power_formula']:.3f}"
             lines.append(f"| {r['source']} | {mdes} | {_fmt(r['power'])} | {formula} |")
+    lines += render_real(result)
     if result.get("grid"):
         drops = " / ".join(f"{d:.1f}" for d in GRID_DROPS)
         reps = result["config"]["grid_reps"]
@@ -503,6 +767,48 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_real(result: dict[str, Any]) -> list[str]:
+    """The real-conditions tables (exclusions, whole report, dose, concentrated drops, pass^k)."""
+    lines: list[str] = []
+    if result.get("exclusions"):
+        reps = result["config"]["real_reps"]
+        lines += ["", f"exclusions (8% of each variant's conversations, none of the baseline's; {reps} replications per line):", "",
+                  "| exclusions | tasks x trials | variants | excluded | false claims (null, family) | coverage complete-case CI "
+                  "| coverage bounds CI | report MDE | claims `lower` at it | coverage bounds (drop) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in result["exclusions"]:
+            mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}"
+            lines.append(f"| {r['mode']} | {r['tasks']}x{r['trials']} | {r['variants']} | {r['excluded_share']:.3f} | {_fmt(r['false_claim'])} "
+                         f"| {_fmt(r['coverage_complete_case'])} | {_fmt(r['coverage_bounds'])} | {mdes} | {_fmt(r['power'])} "
+                         f"| {_fmt(r['coverage_bounds_alt'])} |")
+    if result.get("whole_report"):
+        lines += ["", "whole report under an exact null (4 variants x all/unflagged + reward dose trend, one Holm family):", "",
+                  "| world | tasks x trials | reports claiming anything | mean family size | effects without interval (zero spread) "
+                  "| any zero-width interval or p = 0 |", "|---|---|---|---|---|---|"]
+        for r in result["whole_report"]:
+            lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {_fmt(r['false_report'])} | {r['family_size']:.1f} "
+                         f"| {_fmt(r['no_interval'])} | {_fmt(r['zero_width_or_p0'])} |")
+    if result.get("dose_trend"):
+        lines += ["", "dose trend among the emotional levels (flat: -0.10 at every level; monotone: -0.05/-0.10/-0.15):", "",
+                  "| world | tasks x trials | shape | trend claims (flat: false; monotone: `lower`) | too_few | slope CI coverage |",
+                  "|---|---|---|---|---|---|"]
+        for r in result["dose_trend"]:
+            lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {r['shape']} | {_fmt(r['claims'])} | {_fmt(r['too_few'], 2)} "
+                         f"| {_fmt(r['coverage'])} |")
+    if result.get("concentrated"):
+        lines += ["", "drop carried by half the tasks (40x3, 8 variants), power at the MDE each plan promises:", "",
+                  "| planned drop share | MDE | claims `lower` at it | formula | coverage |", "|---|---|---|---|---|"]
+        for r in result["concentrated"]:
+            lines.append(f"| {r['planned_drop_share']:g} | {r['mde']:.3f} | {_fmt(r['power'])} | {r['power_formula']:.3f} | {_fmt(r['coverage'])} |")
+    if result.get("pass_k"):
+        lines += ["", "pass^k (descriptive) under the null: share of rows with an interval, and its coverage when shown:", "",
+                  "| world | tasks x trials | k | interval shown | coverage when shown |", "|---|---|---|---|---|"]
+        for r in result["pass_k"]:
+            cov = "–" if r["coverage_when_shown"] is None else _fmt(r["coverage_when_shown"])
+            lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {r['k']} | {_fmt(r['shown'], 2)} | {cov} |")
+    return lines
+
+
 def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every measurement of one invocation (so all ratios come from one run)."""
     say = progress or (lambda _msg: None)
@@ -513,6 +819,17 @@ def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callabl
     out["main"] = main_table(cfg, seed)
     say("planning checks")
     out["planning"] = planning_checks(cfg, seed)
+    if cfg.real_reps:
+        say("real conditions: exclusions")
+        out["exclusions"] = exclusion_table(cfg, seed)
+        say("real conditions: whole-report family")
+        out["whole_report"] = whole_report_experiment(cfg, seed)
+        say("real conditions: dose trends")
+        out["dose_trend"] = dose_table(cfg, seed)
+        say("real conditions: concentrated drops")
+        out["concentrated"] = concentrated_experiment(cfg, seed)
+        say("real conditions: pass^k")
+        out["pass_k"] = pass_k_experiment(cfg, seed)
     if cfg.grid_reps:
         say("coverage grid")
         out["grid"] = coverage_grid(cfg, seed)

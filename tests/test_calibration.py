@@ -101,3 +101,61 @@ def test_render_mentions_every_configuration(result):
     text = cal.render(result)
     for r in result["main"]:
         assert f"| {r['tasks']}x{r['trials']} | {r['variants']} |" in text
+
+
+# --------------------------------------------------------------------------- real conditions (issue 18)
+
+
+def test_exclusions_outcome_dependent_and_random(result):
+    """8% of every variant's conversations excluded (its failures only, or at random), none of the baseline's: the family's
+    false-claim rate stays <= 0.05, the bounds interval covers, and the report's MDE for such a variant keeps its power."""
+    n = result["config"]["real_reps"]
+    rows = result["exclusions"]
+    assert {(r["mode"], r["variants"]) for r in rows} == {("outcome", 1), ("outcome", 8), ("random", 1), ("random", 8)}
+    for r in rows:
+        assert r["excluded_share"] == pytest.approx(0.08, abs=0.01), r
+        assert r["false_claim"][0] <= 0.05 + _tol(0.05, n), r
+        assert r["false_claim_alt"][0] <= 0.05 + _tol(0.05, n), r
+        assert r["coverage_bounds"][0] >= 0.93 - _tol(0.93, n) and r["coverage_bounds_alt"][0] >= 0.93 - _tol(0.93, n), r
+        assert r["mde"] is not None and r["power"][0] >= 0.75 - _tol(0.75, n), r  # never promises more than it delivers
+
+
+def test_the_whole_report_is_one_family(result):
+    n = result["config"]["real_reps"]
+    for r in result["whole_report"]:
+        assert r["family_size"] > 4, r  # reward all + unflagged + the trend in one family
+        assert r["false_report"][0] <= 0.05 + _tol(0.05, n), r
+        assert r["zero_width_or_p0"][0] == 0.0, r  # no certainty from zero spread, ever
+    floor = [r for r in result["whole_report"] if r["scenario"].startswith("floor")]
+    assert floor and floor[0]["no_interval"][0] > 0  # tasks at the floor/ceiling do produce zero spread; it gets no interval
+
+
+def test_dose_trend_among_emotional_levels(result):
+    n = result["config"]["real_reps"]
+    flat = [r for r in result["dose_trend"] if r["shape"] == "flat"]
+    assert {r["scenario"] for r in flat} == {"main", "floor/ceiling"}
+    for r in result["dose_trend"]:
+        assert r["coverage"][0] >= 0.93 - _tol(0.93, n), r
+    for r in flat:  # the same drop at every level is no trend
+        assert r["claims"][0] <= 0.05 + _tol(0.05, n), r
+    assert all(r["claims"][0] > 0.2 for r in result["dose_trend"] if r["shape"] == "monotone")  # a real trend is seen
+
+
+def test_concentrated_drops_keep_the_planned_power(result):
+    """``moodbench power --drop-share 0.5`` promises 0.80 when the drop sits in half the tasks and delivers it; the even plan
+    (drop_share 1) over-promises on the same world (shown for contrast, not asserted beyond being below the honest one)."""
+    n = result["config"]["real_reps"]
+    half = next(r for r in result["concentrated"] if r["planned_drop_share"] == 0.5)
+    even = next(r for r in result["concentrated"] if r["planned_drop_share"] == 1.0)
+    assert half["power_formula"] == pytest.approx(0.8, abs=1e-3) and half["mde"] > even["mde"]
+    assert 0.75 - _tol(0.75, n) <= half["power"][0] <= 0.85 + _tol(0.85, n), half
+    assert half["coverage"][0] >= 0.93 - _tol(0.93, n), half
+
+
+def test_pass_k_is_gated_and_descriptive(result):
+    n = result["config"]["real_reps"]
+    for r in result["pass_k"]:
+        if r["tasks"] < MIN_TASKS:
+            assert r["shown"][0] == 0.0 and r["coverage_when_shown"] is None, r  # 5 x 5: no interval at all
+        elif r["coverage_when_shown"] is not None:
+            assert r["coverage_when_shown"][0] >= 0.93 - _tol(0.93, n), r

@@ -118,7 +118,9 @@ def test_report_json_claims_and_paired_means(imported: dict[str, Any]) -> None:
     assert fr["trust"] == "ok" and fr["caveats"] == []
     for v in ("anxiety", "anger:severe"):
         e = _effect(report, v)
-        assert e["claim"] == "no_difference" and e["diff"] == pytest.approx(0) and e["manipulation"] == "failed"
+        # every task's difference is exactly 0: no spread, so no interval, no p and no claim (never "p = 1, no difference")
+        assert e["claim"] == "too_few" and e["diff"] == pytest.approx(0) and e["p"] is None and "exactly 0" in e["no_claim_reason"]
+        assert e["manipulation"] == "failed"
         assert e["trust"] == "unreliable" and e["caveats"][0]["kind"] == "manipulation_failed"  # beside the claim, not in it
     few = _effect(report, "impatience")
     assert few["claim"] == "too_few" and few["n_tasks"] == 10 and few["p_adjusted"] is None
@@ -126,7 +128,7 @@ def test_report_json_claims_and_paired_means(imported: dict[str, Any]) -> None:
     summary = report["runs"][0]["summary"]["variants"]
     assert summary["control"]["avg_reward"] == pytest.approx(sum(base.values()) / 72)  # the unpaired number stays in the run table
     fam = next(f for f in report["families"] if f["name"] == "reward/all")
-    assert (fam["size"], fam["planned"], fam["method"]) == (3, 4, "holm")
+    assert (fam["size"], fam["planned"], fam["method"]) == (1, 4, "holm") and report["family"]["size"] >= 1
     assert {k for k in fr} >= {"run", "variant", "domain", "subset", "n_pairs", "n_tasks", "baseline_mean", "variant_mean", "diff", "ci", "p",
                               "p_adjusted", "claim", "trust", "caveats"}
     assert report["schema"] == "moodbench-report/2" and report["thresholds"]["min_tasks"] == 20
@@ -136,7 +138,8 @@ def test_report_json_claims_and_paired_means(imported: dict[str, Any]) -> None:
 def test_report_json_pass_hat_k_is_capped_and_paired(imported: dict[str, Any]) -> None:
     pk = imported["report"]["pass_hat_k"]
     fr = [p for p in pk if p["variant"] == "frustration"]
-    assert [p["k"] for p in fr] == [1, 2] and all(p["n_tasks"] == 24 for p in fr)  # t05 has two pairs: k stops at 2
+    # t05 has two pairs: one task set for every k, t05 dropped and counted (not pass^3 lost for all 24 tasks)
+    assert [p["k"] for p in fr] == [1, 2, 3] and all(p["n_tasks"] == 23 and p["dropped_tasks"] == 1 for p in fr)
     anger = [p for p in pk if p["variant"] == "anger:severe"]
     assert [p["k"] for p in anger] == [1, 2, 3] and all(p["diff"] == pytest.approx(0) for p in anger)
     for variant in ("frustration", "anger:severe"):
@@ -156,11 +159,13 @@ def test_report_json_manipulation_and_design(imported: dict[str, Any]) -> None:
     anger = checks["anger:severe"]
     assert anger["status"] == "failed" and anger["shift"] == 0
     late = next(s for s in anger["secondary"] if s["score"] == "markers_own" and s["turns"] == "all")
-    assert late["diff"] > 5 and late["ci"][0] > 0  # the emotion words came after the agent acted
+    # the emotion words came after the agent acted, the same words in every task: no spread, so no interval is printed
+    assert late["diff"] > 5 and late["ci"] == [None, None]
     assert checks["impatience"]["status"] == "too_few"
     design = report["designs"][0]
     assert design["tasks"] == 24 and design["min_trials"] == 3 and design["mde"] is not None and design["aa"]["n_tasks"] == 24
-    assert all(e["mde"] == design["mde"] for e in report["effects"])
+    primary = [e["mde"] for e in report["effects"] if e["subset"] == "all" and e["mde"] is not None]
+    assert design["mde"] == max(primary)  # the promise that holds for every variant, on the pairs each has
     assert not any("noise" in json.dumps(x).lower() for x in (report["effects"], report["designs"]))
 
 

@@ -22,6 +22,7 @@ from moodbench.analysis._inference import (
     claim_family,
     dose_response,
     manipulation_test,
+    no_claim_reason,
     paired_effect,
     pass_hat_k_paired,
     task_t,
@@ -95,10 +96,19 @@ def test_degenerate_inputs():
     assert (empty.n_pairs, empty.diff, empty.p) == (0, None, None)
     one = paired_effect([1, 0], [0, 0], ["t", "t"])
     assert (one.n_tasks, one.diff, one.se, one.p) == (1, -0.5, None, None)
+    # zero spread: no zero-width interval, no p of exactly 0 or 1, and a reason a reader can act on
     same = paired_effect([1] * 12, [0] * 12, list(range(12)))  # every task lost exactly one success
-    assert (same.diff, same.se, same.ci_low, same.ci_high, same.p) == (-1.0, 0.0, -1.0, -1.0, 0.0)
+    assert (same.diff, same.se, same.ci_low, same.ci_high, same.p, same.degenerate) == (-1.0, 0.0, None, None, None, "zero_spread")
     zero = paired_effect([1, 0] * 6, [1, 0] * 6, list(range(12)))
-    assert (zero.diff, zero.p) == (0.0, 1.0)
+    assert (zero.diff, zero.p, zero.ci_low) == (0.0, None, None)
+    floor = paired_effect([0] * 40, [0] * 40, list(range(40)))
+    assert "floor" in no_claim_reason(floor) and claim_family([floor])[0].claim == "too_few"
+    ceiling = paired_effect([1] * 40, [1] * 40, list(range(40)))
+    assert "ceiling" in no_claim_reason(ceiling)
+    assert "exactly -1" in no_claim_reason(paired_effect([1] * 40, [0] * 40, list(range(40))))
+    noise = paired_effect([0.3] * 40, [0.3 + 1e-17 * (i % 3) for i in range(40)], list(range(40)))  # floating-point residue
+    assert noise.p is None and noise.degenerate == "zero_spread"
+    assert no_claim_reason(paired_effect([1, 0] * 20, [0, 0] * 20, list(range(40)))) is None
     with pytest.raises(ValueError):
         paired_effect([1, 0], [1], ["a", "b"])
     with pytest.raises(ValueError):
@@ -212,6 +222,21 @@ def test_pass_hat_k_issue_example_is_monotone():
     assert values == sorted(values, reverse=True)
     assert all(out[k].diff == 0 for k in out)
     assert pass_hat_k_paired({}, {}) == {}
+
+
+def test_pass_hat_k_one_lost_conversation_drops_one_task_not_pass_t():
+    """One fixed task set for every k: a task with fewer pairs is dropped (counted), the others keep pass^3."""
+    base = {t: [True, t % 2 == 0, True] for t in range(30)}
+    var = {t: [True, False, t % 3 == 0] for t in range(30)}
+    var[7] = var[7][:2]  # one conversation of task 7 excluded on the variant side
+    out = pass_hat_k_paired(base, var)
+    assert sorted(out) == [1, 2, 3]
+    assert all(p.n_tasks == 29 and p.dropped_tasks == 1 and p.k_max == 3 for p in out.values())
+    # when too many tasks lack the trials, k stops lower instead of dropping them
+    for t in range(5):
+        var[t] = var[t][:2]
+    out = pass_hat_k_paired(base, var)
+    assert sorted(out) == [1, 2] and out[1].n_tasks == 30 and out[1].dropped_tasks == 0
 
 
 # --------------------------------------------------------------------------- A/A split

@@ -316,9 +316,10 @@ def test_checked_design_says_which_method_moved_the_customer(runs: dict[str, Any
     assert text.endswith("A larger shift between methods that both passed is a point estimate: methods are not tested against each other.")
     # every reward claim of the section is the report's own (Holm over the primary family), none invented
     claims = {e["variant"]: e["claim"] for e in report["effects"] if e["domain"] == "all" and e["subset"] == "all"}
-    assert claims["frustration:severe"] == claims["frustration@steer:mild"] == "lower" and claims["frustration:mild"] == "no_difference"
+    # prompted mild changes no task at all: zero spread, so no interval, no p and no claim (too_few, with the reason)
+    assert claims["frustration:severe"] == claims["frustration@steer:mild"] == "lower" and claims["frustration:mild"] == "too_few"
     assert "Reward (claims of the report's primary family, Holm): lower with steered at mild (-0.333)" in text
-    assert "no difference claimed for prompted at mild" in text
+    assert "too few for a claim: prompted at mild" in text
     # anger was steered only and its vector changed nothing: the check fails and there is nothing to compare it with
     anger = _entry(report, "anger")
     assert anger["methods"] == ["steer"] and anger["matched_levels"] == []

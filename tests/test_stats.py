@@ -134,11 +134,14 @@ def test_reward_effects_known_answer() -> None:
     ref = paired_effect([float(c.reward) for c in convs if c.variant == "control"],
                         [float(c.reward) for c in convs if c.variant == "worse"], [c.task_id for c in convs if c.variant == "control"])
     assert w["ci"] == pytest.approx([ref.ci_low, ref.ci_high]) and w["p"] == pytest.approx(ref.p)
-    # the family: worse and same are claimable, few is too_few and left out -> Holm over 2
+    # the family: worse is claimable; same has zero spread (every task difference 0) and few is too small: both too_few,
+    # left out. The unflagged worse row (46 pairs) is a second test of the one family -> Holm over 2
     fam = next(f for f in out["families"] if f["subset"] == "all")
-    assert (fam["size"], fam["planned"]) == (2, 3)
+    assert (fam["size"], fam["planned"], fam["family_size"]) == (1, 3, 2)
     assert w["p_adjusted"] == pytest.approx(min(1.0, 2 * ref.p)) and w["claim"] == "lower" and w["family_size"] == 2
-    assert _row(out, "same")["claim"] == "no_difference" and _row(out, "same")["diff"] == 0
+    same = _row(out, "same")
+    assert same["claim"] == "too_few" and same["diff"] == 0 and same["ci"] == [None, None] and same["p"] is None
+    assert "exactly 0" in same["no_claim_reason"] and _row(out, "same", "unflagged")["same_test_as"]
     f = _row(out, "few")
     assert f["claim"] == "too_few" and f["p_adjusted"] is None and (f["n_pairs"], f["n_tasks"]) == (20, 10)
     assert f["baseline_mean"] == pytest.approx(np.mean([1.0 if t % 4 else 0.0 for t in range(10)]))  # paired: its own 10 tasks
@@ -151,12 +154,14 @@ def test_reward_effects_known_answer() -> None:
     # one scope only with one domain; pass^k paired up to 2 on the same 24 tasks
     assert {e["domain"] for e in out["effects"]} == {"all"}
     pk = [p for p in out["pass_hat_k"] if p["variant"] == "worse"]
-    assert [p["k"] for p in pk] == [1, 2] and all(p["n_tasks"] == 24 for p in pk)
+    assert [p["k"] for p in pk] == [1, 2] and all(p["n_tasks"] == 24 and p["dropped_tasks"] == 0 for p in pk)
     assert pk[1]["baseline_mean"] == pytest.approx(18 / 24) and pk[1]["diff"] == pytest.approx(-9 / 24)
-    # the design: MDE from the baseline itself, A/A split with two trials
+    assert all(p["p"] is None and "claim" not in p and p["descriptive"] and p["ci"][0] is not None for p in pk)  # descriptive
+    assert all(p["ci"] == [None, None] and p["too_few"] for p in out["pass_hat_k"] if p["variant"] == "few")  # 10 tasks: no interval
+    # the design: MDE from the baseline rows of each comparison's own pairs, A/A split with two trials
     d = out["designs"][0]
     assert d["tasks"] == 24 and d["family_size"] == 2 and d["aa"]["n_tasks"] == 24 and d["aa"]["diff"] == 0
-    assert d["mde"] is not None and all(e["mde"] == d["mde"] for e in out["effects"])
+    assert d["mde"] is not None and d["mde"] == w["mde"] == same["mde"] and f["mde"] is None
 
 
 def test_a_significant_effect_is_claimed_even_below_the_mde() -> None:
@@ -176,7 +181,7 @@ def test_several_domains_give_pooled_and_per_domain_scopes() -> None:
     assert {e["domain"] for e in out["effects"]} == {"all", "retail", "airline"}
     pooled = _row(out, "worse")
     assert pooled["n_tasks"] == 48  # (domain, task) clusters
-    assert next(f for f in out["families"] if f["subset"] == "all")["size"] == 2 * 3
+    assert next(f for f in out["families"] if f["subset"] == "all")["size"] == 1 * 3  # 'same' has zero spread: no test
     assert _row(out, "worse", domain="retail")["diff"] == pytest.approx(-9 / 24)
 
 
@@ -279,8 +284,8 @@ def test_dose_response_table_groups_by_emotion_and_method() -> None:
     reward = next(r for r in rows if r["outcome"] == "reward")
     assert [lv["level"] for lv in reward["levels"]] == [0, 1, 2, 3]
     lv_list, vals, cl = [], [], []
-    for c in convs:
-        d = 0 if c.variant == "control" else (dose_of(c.variant).level if c.variant in variants[1:4] else None)
+    for c in convs:  # the trend is among the emotional levels: the baseline is not level 0 of the slope
+        d = dose_of(c.variant).level if c.variant in variants[1:4] else None
         if d is not None:
             lv_list.append(d)
             vals.append(c.reward)
@@ -288,7 +293,9 @@ def test_dose_response_table_groups_by_emotion_and_method() -> None:
     ref = dose_response(lv_list, vals, cl)
     assert reward["slope"] == pytest.approx(ref.slope) and reward["ci"] == pytest.approx([ref.ci_low, ref.ci_high])
     assert reward["slope"] < 0 and reward["claim"] == "lower" and reward["family_size"] == 1
+    assert reward["levels"][0]["mean"] == pytest.approx(np.mean([c.reward for c in convs if c.variant == "control"]))
     score = next(r for r in rows if r["outcome"] == "markers_own")
+    assert "claim" not in score and score["descriptive"]  # the manipulation score's trend is context, not a claim
     assert score["slope"] > 0 and [lv["mean"] > 0 for lv in score["levels"]] == [False, True, True, True]
     sev = reward["levels"][3]
     assert sev["n_pairs"] == 48 and sev["diff"] == pytest.approx(sev["mean"] - reward["levels"][0]["mean"])

@@ -3,7 +3,9 @@
 Everything here reads :class:`moodbench.results.ConversationRecord` lists (a run loaded with
 :func:`moodbench.results.load_run`) and returns plain dicts, so the report can render them and write them
 to report.json unchanged. One inference stands behind every claim: the task-clustered t of
-:mod:`moodbench.analysis._inference` (estimand, family and thresholds in ``docs/statistics.md``).
+:mod:`moodbench.analysis._inference`, and one family per report decides them all
+(:class:`ReportFamily`, ``_family.py``: a new section joins it with ``add``/``add_effect`` or marks its rows
+``descriptive``); estimand, family and thresholds in ``docs/statistics.md``.
 ``benchmarks/calibration.py`` measures the same functions on simulated experiments.
 """
 
@@ -21,14 +23,18 @@ from moodbench.analysis._claims import (
     SUBSETS,
     ClaimedEffect,
     Comparison,
+    MissingBounds,
     claim_effects,
+    finish_reward_effects,
+    missing_bounds,
     reward_effects,
     scope_design,
     scopes_of,
 )
 from moodbench.analysis._conversations import FIDELITY_MAX_FLAGGED, FIDELITY_MAX_GAP, conversation_stats, fidelity
 from moodbench.analysis._delivery import DELIVERY_MAX_GAP, delivery, delivery_effects
-from moodbench.analysis._dose import dose_groups, dose_response_table
+from moodbench.analysis._dose import dose_groups, dose_response_table, trend_reason
+from moodbench.analysis._family import FAMILY_NAME, ReportFamily, descriptive
 from moodbench.analysis._inference import (
     ALPHA,
     CLAIMS,
@@ -42,6 +48,7 @@ from moodbench.analysis._inference import (
     claim_family,
     dose_response,
     manipulation_test,
+    no_claim_reason,
     paired_effect,
     pass_hat_k_paired,
 )
@@ -62,13 +69,17 @@ from moodbench.analysis._planning import (
     DEFAULT_EFFECT_SD,
     DEFAULT_ICC,
     DEFAULT_PAIR_CORR,
+    SPREADS,
+    assumptions,
     family_size,
+    mde_by_spread,
     pilot_design,
-    pilot_with_assumptions,
+    plan_summary,
     planned_design,
     planned_mde,
+    power_design,
 )
-from moodbench.analysis._power import POWER, Design, design_from_pilot, mde, power_at, power_table
+from moodbench.analysis._power import POWER, Design, design_from_pilot, mde, mde_note, power_at, power_table
 from moodbench.analysis._prompted_vs_steered import comparison_summary, methods_comparison, steering_by_variant
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
@@ -88,6 +99,7 @@ __all__ = [
     "FACTS_MISSING_MAX",
     "NOT_APPLICABLE",
     "EMPATHY_LEXICON",
+    "FAMILY_NAME",
     "FIDELITY_MAX_FLAGGED",
     "FIDELITY_MAX_GAP",
     "MEASURES",
@@ -99,12 +111,16 @@ __all__ = [
     "POWER",
     "PRIMARY",
     "SCORES",
+    "SPREADS",
     "SUBSETS",
     "ClaimedEffect",
     "Comparison",
     "Design",
     "Dose",
+    "MissingBounds",
+    "ReportFamily",
     "aa_split",
+    "assumptions",
     "adjust_pvalues",
     "anatomy_effects",
     "claim",
@@ -115,6 +131,7 @@ __all__ = [
     "conversation_stats",
     "delivery",
     "delivery_effects",
+    "descriptive",
     "design_from_pilot",
     "dose_groups",
     "dose_of",
@@ -125,23 +142,30 @@ __all__ = [
     "family_size",
     "fidelity",
     "flipping_tasks",
+    "finish_reward_effects",
     "manipulation_check",
     "manipulation_family",
     "manipulation_test",
     "mcnemar_exact",
     "mde",
+    "mde_by_spread",
+    "mde_note",
     "methods_comparison",
+    "missing_bounds",
+    "no_claim_reason",
     "paired_effect",
     "pairing_checks",
     "pass_hat_k_paired",
     "pilot_design",
-    "pilot_with_assumptions",
+    "plan_summary",
     "planned_design",
     "planned_mde",
     "power_at",
+    "power_design",
     "power_table",
     "reward_effects",
     "scope_design",
     "scopes_of",
     "steering_by_variant",
+    "trend_reason",
 ]

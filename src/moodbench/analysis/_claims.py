@@ -10,22 +10,45 @@ report prints (``docs/statistics.md``).
 * **Scopes**: ``"all"`` (every domain pooled, clusters are (domain, task)) and, when the run has more than
   one domain, each domain. With one domain ``"all"`` *is* that domain, so it is not repeated.
 * **Subsets**: ``"all"`` pairs, and ``"unflagged"`` (neither side carries a simulator-fidelity flag).
-* **Families**: the primary family is every variant x scope of one run on the ``"all"`` subset; the
-  ``"unflagged"`` rows are a sensitivity analysis with a family of the same shape. Holm within each.
-* The **MDE** of a scope comes from the baseline's own between- and within-task variance
-  (:func:`design_from_pilot` + :func:`mde`); the **A/A split** of the baseline is shown beside it when a
-  task has at least two trials. Neither ever changes a claim.
+* **Family**: every row joins the report's one :class:`~moodbench.analysis._family.ReportFamily` (sections
+  ``reward/all`` and ``reward/unflagged``; an unflagged row on exactly the 'all' pairs is the same test and is
+  not counted twice). Called without a family, one run is its own family (resolved here).
+* **Missing conversations**: excluded rows (``llm_error``/``harness_error``) of a (task, trial) that both
+  sides ran are compared between variant and baseline (rate, Fisher exact; turn counts of excluded against
+  scored conversations, Mann-Whitney), and the effect is recomputed with the excluded outcomes imputed as
+  failures and as successes (:func:`missing_bounds`); the family claims only what holds in both bounds too
+  (their p enter the claim's p), and the row's MDE adds the shift the adverse bound expects.
+* The **MDE** of each row comes from the baseline's between- and within-task variance *on the pairs that
+  row actually has* (:func:`design_from_pilot` + :func:`mde`, harmonic-mean pairs per task), at the report
+  family's size; a scope's design row shows the largest of its rows' MDEs. The **A/A split** of the baseline is
+  shown beside it when a task has at least two trials. Neither ever changes a claim.
+* **pass^k** is descriptive (:func:`moodbench.analysis._inference.pass_hat_k_paired`): one task set for every k,
+  dropped tasks counted, no p, and no interval below the minimum design.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from moodbench.analysis._inference import ALPHA, Claim, PairedEffect, aa_split, claim_family, paired_effect, pass_hat_k_paired
-from moodbench.analysis._power import Design, design_from_pilot, mde
+import numpy as np
+from scipy import stats as sps
+
+from moodbench.analysis._family import ReportFamily
+from moodbench.analysis._inference import (
+    ALPHA,
+    MIN_PAIRS,
+    MIN_TASKS,
+    Claim,
+    PairedEffect,
+    aa_split,
+    claim_family,
+    paired_effect,
+    pass_hat_k_paired,
+)
+from moodbench.analysis._power import Design, design_from_pilot, mde, mde_note
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.results import ConversationRecord
 
@@ -37,6 +60,10 @@ __all__ = [
     "baseline_by_task",
     "claim_effects",
     "matched_pairs",
+    "mde_with_exclusions",
+    "missing_bounds",
+    "pairs_design",
+    "pass_k_rows",
     "reward_effects",
     "scope_design",
     "scopes_of",
@@ -61,6 +88,15 @@ def scored_index(records: Iterable[ConversationRecord]) -> dict[str, dict[PairKe
     out: dict[str, dict[PairKey, ConversationRecord]] = defaultdict(dict)
     for r in records:
         if not r.excluded:
+            out[r.variant][r.pair_key] = r
+    return out
+
+
+def excluded_index(records: Iterable[ConversationRecord]) -> dict[str, dict[PairKey, ConversationRecord]]:
+    """variant -> {(domain, task, trial): record} of the excluded final rows (the missing outcomes)."""
+    out: dict[str, dict[PairKey, ConversationRecord]] = defaultdict(dict)
+    for r in records:
+        if r.excluded:
             out[r.variant][r.pair_key] = r
     return out
 
@@ -132,12 +168,26 @@ def baseline_by_task(records: Iterable[ConversationRecord], baseline: str, scope
 def scope_design(base_by_task: dict[Any, list[float]], family_size: int) -> tuple[Design | None, float | None]:
     """Design parameters estimated from the baseline itself and the MDE of a drop at 80% power.
 
-    ``None`` MDE below the minimum design, or when no drop can reach the power (see :func:`mde`).
+    ``None`` MDE below the minimum design, when no drop can reach the power, or when the baseline has no
+    variance to plan from (see :func:`mde`). The trial count is the harmonic mean of the tasks' counts, the
+    number that sets the variance of a task mean when tasks lost conversations.
     """
     if not base_by_task:
         return None, None
     design = design_from_pilot(base_by_task, family_size=max(1, family_size))
+    sizes = [len(v) for v in base_by_task.values() if len(v)]
+    if sizes:
+        design = replace(design, trials=len(sizes) / sum(1.0 / n for n in sizes))
     return design, mde(design)
+
+
+def pairs_design(pairs: Sequence[Pair]) -> Design | None:
+    """The design of one comparison on the pairs it actually has: the baseline rewards of those pairs only
+    (a pair lost on the variant side is lost to the comparison), family size 1 (set it with ``replace``)."""
+    by_task: dict[Hashable, list[float]] = defaultdict(list)
+    for b, _ in pairs:
+        by_task[b.task_key].append(float(b.reward))  # type: ignore[arg-type]
+    return scope_design(dict(by_task), 1)[0]
 
 
 def _design_row(scope: str, base: dict[Any, list[float]], family_size: int) -> dict[str, Any]:
@@ -147,12 +197,110 @@ def _design_row(scope: str, base: dict[Any, list[float]], family_size: int) -> d
     return {
         "domain": scope, "tasks": len(base), "conversations": sum(trials),
         "min_trials": min(trials, default=0), "max_trials": max(trials, default=0),
-        "family_size": family_size, "mde": value, "power": None if design is None else design.power,
+        "family_size": family_size, "mde": value, "mde_note": None if design is None else mde_note(design),
+        "power": None if design is None else design.power,
         "baseline_success": None if design is None else design.baseline_success,
         "icc": None if design is None else design.icc,
         "within_var": None if design is None else design.within_var,
         "aa": aa,
     }
+
+
+# --------------------------------------------------------------------------- missing conversations
+
+
+@dataclass(frozen=True)
+class MissingBounds:
+    """The effect with every excluded outcome imputed as a failure (0) and as a success (1).
+
+    ``worst`` imputes the variant's excluded conversations as failures and the baseline's as successes,
+    ``best`` the reverse: every possible value of the missing outcomes gives an effect between them. A claim
+    that keeps its sign in both is robust to whatever the exclusions hid.
+    """
+
+    excluded_baseline: int
+    excluded_variant: int
+    worst: PairedEffect
+    best: PairedEffect
+
+    def to_dict(self) -> dict[str, Any]:
+        def one(e: PairedEffect) -> dict[str, Any]:
+            return {"diff": e.diff, "ci": [e.ci_low, e.ci_high], "n_pairs": e.n_pairs, "n_tasks": e.n_tasks}
+
+        lows = [x for x in (self.worst.ci_low, self.best.ci_low) if x is not None]
+        highs = [x for x in (self.worst.ci_high, self.best.ci_high) if x is not None]
+        return {"excluded_baseline": self.excluded_baseline, "excluded_variant": self.excluded_variant,
+                "as_failures": one(self.worst), "as_successes": one(self.best),
+                "ci_bounds": [min(lows) if lows else None, max(highs) if highs else None]}
+
+
+def missing_bounds(baseline: Sequence[float], variant: Sequence[float], clusters: Sequence[Hashable]) -> MissingBounds | None:
+    """Bounds of a paired effect over (task, trial)s both sides ran, NaN marking an excluded outcome.
+
+    ``None`` when nothing is missing. Rewards lie in [0, 1], so imputing 0 and 1 brackets every possibility.
+    """
+    b = np.asarray(baseline, dtype=float)
+    v = np.asarray(variant, dtype=float)
+    mb, mv = np.isnan(b), np.isnan(v)
+    if not (mb.any() or mv.any()):
+        return None
+    worst = paired_effect(np.where(mb, 1.0, b), np.where(mv, 0.0, v), clusters)
+    best = paired_effect(np.where(mb, 0.0, b), np.where(mv, 1.0, v), clusters)
+    return MissingBounds(int(mb.sum()), int(mv.sum()), worst, best)
+
+
+def mde_with_exclusions(value: float | None, rate_variant: float, rate_baseline: float) -> float | None:
+    """The MDE of a comparison that lost conversations: a drop is claimed only if the bound with the variant's excluded
+    outcomes as successes (and the baseline's as failures) is significant too, and that bound can sit up to the two
+    exclusion shares above the estimate (exactly that when the variant's failures are the ones excluded). Adding
+    them keeps the promised power (conservative when exclusions are random)."""
+    return None if value is None else value + rate_variant + rate_baseline
+
+
+EXCLUSION_RATE_GAP = 0.02  # exclusion rates differing by 2 points or more (or Fisher p < 0.05): a caveat
+
+
+def _turns(r: ConversationRecord) -> float:
+    if r.stats.turns is not None:
+        return float(r.stats.turns)
+    return float(sum(1 for m in r.messages if m.get("role") == "user" and m.get("content")))
+
+
+def exclusion_check(keys: Sequence[PairKey], base: dict[PairKey, ConversationRecord], var: dict[PairKey, ConversationRecord],
+                    base_x: dict[PairKey, ConversationRecord], var_x: dict[PairKey, ConversationRecord]) -> dict[str, Any] | None:
+    """Exclusions of one comparison over the (task, trial)s both sides ran: rates, whether they differ, whether the
+    excluded conversations ran longer than the scored ones (an outcome-like signal), and the bounds.
+
+    ``None`` when neither side lost a conversation there.
+    """
+    n = len(keys)
+    xb = [k for k in keys if k in base_x]
+    xv = [k for k in keys if k in var_x]
+    if not n or not (xb or xv):
+        return None
+    rate_b, rate_v = len(xb) / n, len(xv) / n
+    p_rate = float(sps.fisher_exact([[len(xb), n - len(xb)], [len(xv), n - len(xv)]])[1])
+    turns_x = [_turns(r) for r in [*(base_x[k] for k in xb), *(var_x[k] for k in xv)]]
+    turns_s = [_turns(r) for k in keys for r in (base.get(k), var.get(k)) if r is not None]
+    p_turns = None
+    if len(turns_x) >= 2 and len(turns_s) >= 2 and len(set(turns_x + turns_s)) > 1:
+        p_turns = float(sps.mannwhitneyu(turns_x, turns_s, alternative="greater").pvalue)
+    mean_x = float(np.mean(turns_x)) if turns_x else None
+    mean_s = float(np.mean(turns_s)) if turns_s else None
+    concerns = []
+    if rate_v != rate_b and (abs(rate_v - rate_b) >= EXCLUSION_RATE_GAP or p_rate < ALPHA):
+        concerns.append("exclusions_differ")
+    longer = mean_x is not None and mean_s is not None and mean_x > mean_s
+    if longer and (p_turns is not None and p_turns < ALPHA or (p_turns is None and mean_s and mean_x > 1.5 * mean_s)):  # type: ignore[operator]
+        concerns.append("exclusions_outcome")
+    clusters = [(k[0], k[1]) for k in keys]
+    b_vals = [float("nan") if k in base_x else float(base[k].reward) for k in keys]  # type: ignore[arg-type]
+    v_vals = [float("nan") if k in var_x else float(var[k].reward) for k in keys]  # type: ignore[arg-type]
+    bounds = missing_bounds(b_vals, v_vals, clusters)
+    return {"pairs_run": n, "excluded_baseline": len(xb), "excluded_variant": len(xv), "rate_baseline": rate_b,
+            "rate_variant": rate_v, "p_rate": p_rate, "turns_excluded_mean": mean_x, "turns_scored_mean": mean_s,
+            "p_turns_longer": p_turns, "concerns": concerns, "bounds": None if bounds is None else bounds.to_dict(),
+            "_bounds": bounds}
 
 
 # --------------------------------------------------------------------------- secondary numbers
@@ -166,67 +314,137 @@ def _mcnemar(pairs: Sequence[Pair]) -> dict[str, Any]:
             "both_fail": len(pairs) - b_only - v_only - both, "p": mcnemar_exact(b_only, v_only) if pairs else None}
 
 
+PASS_K_DESCRIPTIVE = ("descriptive: pass^1 is the reward effect already claimed, and pass^k intervals for k >= 2 "
+                      "under-covered in small designs near the floor/ceiling; shown without p, and without interval below the minimum design")
+
+
+def pass_k_rows(base: Mapping[Hashable, Sequence[bool]], var: Mapping[Hashable, Sequence[bool]]) -> list[dict[str, Any]]:
+    """The report's pass^k rows from paired successes per task: one task set for every k, descriptive (no claim,
+    no p), the interval shown only from the minimum design on and never with zero spread."""
+    rows = []
+    for k, p in pass_hat_k_paired(base, var).items():
+        pairs_used = sum(min(len(base[t]), len(var[t])) for t in base if t in var and min(len(base[t]), len(var[t])) >= p.k_max)
+        gated = p.n_tasks >= MIN_TASKS and pairs_used >= MIN_PAIRS and p.degenerate is None
+        rows.append({"k": k, "n_tasks": p.n_tasks, "baseline_mean": p.baseline, "variant_mean": p.variant, "diff": p.diff,
+                     "ci": [p.ci_low, p.ci_high] if gated else [None, None], "p": None,
+                     "dropped_tasks": p.dropped_tasks, "k_max": p.k_max, "too_few": not gated,
+                     "descriptive": PASS_K_DESCRIPTIVE})
+    return rows
+
+
 def _pass_k(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
-    """Paired pass^k on the matched pairs: both sides have the same trials of the same tasks."""
+    """Paired pass^k on the matched pairs (:func:`pass_k_rows`)."""
     base: dict[Hashable, list[bool]] = defaultdict(list)
     var: dict[Hashable, list[bool]] = defaultdict(list)
     for b, v in pairs:
         base[b.task_key].append(b.success)
         var[b.task_key].append(v.success)
-    return [{"k": k, "n_tasks": p.n_tasks, "baseline_mean": p.baseline, "variant_mean": p.variant, "diff": p.diff,
-             "ci": [p.ci_low, p.ci_high], "p": p.p} for k, p in pass_hat_k_paired(base, var).items()]
+    return pass_k_rows(base, var)
 
 
 # --------------------------------------------------------------------------- a run's effects
 
 
-def _row(variant: str, scope: str, subset: str, c: ClaimedEffect, pairs: Sequence[Pair], family: str) -> dict[str, Any]:
-    e, v = c.effect, c.verdict
+def _row(variant: str, scope: str, subset: str, e: PairedEffect, pairs: Sequence[Pair], family: str) -> dict[str, Any]:
     return {
         "variant": variant, "domain": scope, "subset": subset,
         "n_pairs": e.n_pairs, "n_tasks": e.n_tasks,
         "baseline_mean": e.baseline_mean, "variant_mean": e.variant_mean, "diff": e.diff,
-        "ci": [e.ci_low, e.ci_high], "p": e.p, "p_adjusted": v.p_adjusted, "claim": v.claim,
-        "family": family, "family_size": v.family_size, "ci_family": [v.ci_family_low, v.ci_family_high],
+        "ci": [e.ci_low, e.ci_high], "p": e.p, "p_adjusted": None, "claim": "too_few",
+        "family": family, "family_size": 0, "ci_family": [None, None],
         "se": e.se, "df": e.df, "relative_pct": e.relative_pct,
         "mcnemar": _mcnemar(pairs),
     }
 
 
 def reward_effects(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str],
-                   domains: Sequence[str], *, alpha: float = ALPHA) -> dict[str, Any]:
-    """Every effect of one run with its claim, the families, each scope's design (MDE, A/A) and paired pass^k.
+                   domains: Sequence[str], *, alpha: float = ALPHA, family: ReportFamily | None = None) -> dict[str, Any]:
+    """Every effect of one run, its exclusions and bounds, each scope's design (MDE, A/A) and paired pass^k.
 
-    Returns ``{"effects": [...], "families": [...], "designs": [...], "pass_hat_k": [...]}``; effect rows
+    With ``family`` (the report's) the rows join it and stay undecided until the caller resolves the family
+    and calls :func:`finish_reward_effects` with its size; without, the run is its own family and both happen
+    here. Returns ``{"effects": [...], "families": [...], "designs": [...], "pass_hat_k": [...]}``; effect rows
     follow report.json's documented shape (without the ``run`` field, which the report adds).
     """
+    own = family is None
+    fam = ReportFamily(alpha) if family is None else family
     others = [v for v in variants if v != baseline]
-    index = scored_index(records)
-    base = index.get(baseline, {})
+    index, xindex = scored_index(records), excluded_index(records)
+    base, base_x = index.get(baseline, {}), xindex.get(baseline, {})
     scope_list = scopes_of(list(domains))
-    out: dict[str, Any] = {"effects": [], "families": [], "designs": [], "pass_hat_k": []}
-    primary_eligible = 1
+    out: dict[str, Any] = {"effects": [], "families": [], "designs": [], "pass_hat_k": [], "_designs": {}, "_records": records,
+                           "_baseline": baseline, "_scopes": scope_list}
+    primary: dict[tuple[str, str], dict[str, Any]] = {}
     for subset in SUBSETS:
-        family = f"reward/{subset}"
-        cells = [(v, s, matched_pairs(base, index.get(v, {}), s, subset)) for v in others for s in scope_list]
-        claimed = claim_effects([_comparison(p) for _, _, p in cells], alpha=alpha)
-        size = claimed[0].verdict.family_size if claimed else 0
-        if subset == "all":
-            primary_eligible = max(1, size)
+        section = f"reward/{subset}"
+        for v in others:
+            var, var_x = index.get(v, {}), xindex.get(v, {})
+            for s in scope_list:
+                pairs = matched_pairs(base, var, s, subset)
+                e = paired_effect(*_comparison_arrays(pairs))
+                row = _row(v, s, subset, e, pairs, section)
+                row["unpaired"] = sum(1 for k in set(var) ^ set(base) if _in_scope(k, s))
+                ran = sorted(k for k in (set(base) | set(base_x)) & (set(var) | set(var_x)) if _in_scope(k, s))
+                if subset == "unflagged":  # an excluded conversation has no flags: it stays in the sensitivity subset
+                    ran = [k for k in ran if not ((k in base and base[k].flagged) or (k in var and var[k].flagged))]
+                check = exclusion_check(ran, base, var, base_x, var_x)
+                bounds_obj = None if check is None else check.pop("_bounds")
+                row["exclusions"] = check
+                bounds = None if bounds_obj is None else (bounds_obj.worst, bounds_obj.best)
+                same = primary.get((v, s))
+                if subset == "unflagged" and same is not None and same["n_pairs"] == e.n_pairs:
+                    fam.add_same(section, row, same)
+                else:
+                    fam.add_effect(section, row, e, bounds=bounds)
+                if subset == "all":
+                    primary[(v, s)] = row
+                out["_designs"][id(row)] = pairs_design(pairs)
+                out["effects"].append(row)
+                if subset == "all":
+                    pk = _pass_k(pairs)
+                    out["pass_hat_k"] += [{"variant": v, "domain": s, **x} for x in pk]
         out["families"].append({
-            "name": family, "subset": subset, "size": size, "planned": len(cells), "method": "holm", "alpha": alpha,
+            "name": section, "subset": subset, "planned": len(others) * len(scope_list), "method": "holm", "alpha": alpha,
             "members": f"{len(others)} variant(s) x {len(scope_list)} scope(s) ({', '.join(scope_list)})"
                        + ("" if subset == "all" else "; sensitivity analysis on pairs without simulator flags"),
+            "part_of": "report",
         })
-        for (v, s, pairs), c in zip(cells, claimed):
-            row = _row(v, s, subset, c, pairs, family)
-            row["unpaired"] = sum(1 for k in set(index.get(v, {})) ^ set(base) if _in_scope(k, s))
-            out["effects"].append(row)
-            if subset == "all":
-                out["pass_hat_k"] += [{"variant": v, "domain": s, **pk} for pk in _pass_k(pairs)]
-    for s in scope_list:
-        out["designs"].append(_design_row(s, baseline_by_task(records, baseline, s), primary_eligible))
-    mdes = {d["domain"]: d["mde"] for d in out["designs"]}
-    for row in out["effects"]:
-        row["mde"] = mdes.get(row["domain"])
+    fam.describe("pass_hat_k", PASS_K_DESCRIPTIVE)
+    if own:
+        fam.resolve()
+        finish_reward_effects(out, fam.size)
     return out
+
+
+def finish_reward_effects(out: dict[str, Any], family_size: int) -> dict[str, Any]:
+    """After the family is resolved: section sizes, every row's MDE at the family's size, the scopes' designs."""
+    m = max(1, family_size)
+    for f in out["families"]:
+        rows = [r for r in out["effects"] if r["family"] == f["name"]]
+        f["size"] = sum(1 for r in rows if r.get("no_claim_reason") is None and "same_test_as" not in r)
+        f["family_size"] = family_size
+    for row in out["effects"]:
+        design = out["_designs"].get(id(row))
+        d = None if design is None else replace(design, family_size=m)
+        value = None if d is None else mde(d)
+        x = row.get("exclusions")
+        row["mde"] = value if not x else mde_with_exclusions(value, x["rate_variant"], x["rate_baseline"])
+        row["mde_note"] = None if d is None else mde_note(d)
+    records, baseline = out.pop("_records"), out.pop("_baseline")
+    for s in out.pop("_scopes"):
+        row = _design_row(s, baseline_by_task(records, baseline, s), m)
+        mdes = [r["mde"] for r in out["effects"] if r["domain"] == s and r["subset"] == "all"]
+        known = [x for x in mdes if x is not None]
+        if mdes:  # the promise that holds for every variant: the largest MDE over the pairs each actually has
+            row["mde"] = max(known) if known else None
+            notes = [r["mde_note"] for r in out["effects"] if r["domain"] == s and r["subset"] == "all" and r["mde_note"]]
+            row["mde_note"] = notes[0] if notes else row["mde_note"]
+        out["designs"].append(row)
+    out.pop("_designs")
+    return out
+
+
+def _comparison_arrays(pairs: Sequence[Pair]) -> tuple[list[float], list[float], list[Hashable]]:
+    c = _comparison(pairs)
+    return list(c.baseline), list(c.variant), list(c.clusters)
+

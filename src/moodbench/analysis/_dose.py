@@ -1,12 +1,18 @@
 """Dose-response: when a run holds several intensity levels of one emotion, does more emotion do more?
 
 A group is one emotion delivered one way (``frustration`` by prompt, ``frustration@steer`` by steering...)
-with at least two intensity levels in the run; the baseline is level 0 of every group. For each group the
-report shows, per level, the primary manipulation score (early customer turns, as in the manipulation
-check) and the reward, each as a task-weighted mean and as a paired difference from the baseline, and a
-task-clustered linear trend over the levels (:func:`moodbench.analysis._inference.dose_response`: task fixed
-effects, CR1 cluster SE, t(G-1)). The reward trends of one run are a family: Holm-adjusted p, and a claim
-(lower / higher / no_difference, ``too_few`` below ``MIN_TASKS`` tasks), like every other claim.
+with at least two intensity levels in the run. For each group the report shows, per level, the primary
+manipulation score (early customer turns, as in the manipulation check) and the reward, each as a
+task-weighted mean and as a paired difference from the baseline (shown as level 0), and a task-clustered
+linear trend (:func:`moodbench.analysis._inference.dose_response`: task fixed effects, CR1 cluster SE,
+t(G-1)) **among the emotional levels only**: the question is whether the effect changes with the level; the
+baseline comparison is each level's reward effect, claimed already. With the baseline as level 0 an equal
+drop at every level read as a trend (claimed 0.35-0.73 of the time under a flat effect).
+
+The reward trends join the report's one family (section ``dose/reward``), gated like reward claims: at least
+``MIN_TASKS`` tasks with two levels and ``MIN_PAIRS`` conversations at every level; a trend with no spread
+(every task the same at every level) gets no p and no claim. Trends of the manipulation score are
+descriptive (context for the manipulation check, not a claim about the agent).
 
 For steered groups (``steer``, ``both``) a level is a calibrated *scale* of one control vector, not a wording,
 so each level row carries the scale and vector its records name (``steering``) and the group carries
@@ -21,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from moodbench.analysis._claims import POOLED, matched_pairs, scored_index
-from moodbench.analysis._inference import ALPHA, MIN_TASKS, adjust_pvalues, dose_response, paired_effect
+from moodbench.analysis._family import ReportFamily, descriptive
+from moodbench.analysis._inference import ALPHA, MIN_PAIRS, MIN_TASKS, Trend, dose_response, paired_effect
 from moodbench.analysis._manipulation import PRIMARY, early_user_texts
 from moodbench.analysis._prompted_vs_steered import steering_by_variant
 from moodbench.analysis._variants import Dose, dose_of, families_spec
@@ -51,17 +58,28 @@ def _scales(method: str, members: Sequence[tuple[str, Dose]], steering: dict[str
             "vector_sha256": next(iter(shas)) if len(shas) == 1 else None}
 
 
-def _trend_claim(trend: dict[str, Any], p_adjusted: float | None, alpha: float) -> str:
-    if trend["slope"] is None or trend["n_tasks"] < MIN_TASKS or p_adjusted is None:
-        return "too_few"
-    if p_adjusted < alpha and trend["slope"] != 0:
-        return "lower" if trend["slope"] < 0 else "higher"
-    return "no_difference"
+MARKER_TREND = "descriptive: the manipulation score's trend is context for the manipulation check, not a claim about the agent"
+
+
+def trend_reason(t: Trend, *, min_tasks: int = MIN_TASKS, min_pairs: int = MIN_PAIRS) -> str | None:
+    """Why a trend among the emotional levels cannot carry a claim (``None`` when it can): the reward claims'
+    minimum design (tasks with two levels; conversations at every level), and zero spread."""
+    if t.slope is None:
+        return "not estimable: no task has two emotional levels"
+    fewest = min((n for lv, _, n in t.per_level), default=0)
+    if t.n_tasks < min_tasks or fewest < min_pairs:
+        return (f"{t.n_tasks} tasks, fewest conversations at a level {fewest}; a trend claim needs >= {min_tasks} tasks "
+                f"and >= {min_pairs} conversations at every level")
+    if t.degenerate is not None or t.p is None:
+        return "every task has the same value at every level: no spread to estimate a slope's uncertainty from, so no p"
+    return None
 
 
 def dose_response_table(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str], *,
-                        alpha: float = ALPHA) -> list[dict[str, Any]]:
-    """One entry per (group, outcome) with outcome ``reward`` or the primary manipulation score; pooled scope."""
+                        alpha: float = ALPHA, family: ReportFamily | None = None) -> list[dict[str, Any]]:
+    """One entry per (group, outcome) with outcome ``reward`` or the primary manipulation score; pooled scope.
+
+    Reward trends join ``family`` (the report's; without one they form their own, resolved here)."""
     groups = dose_groups(variants, baseline)
     if not groups:
         return []
@@ -85,15 +103,17 @@ def dose_response_table(records: Sequence[ConversationRecord], baseline: str, va
                 return float(r.reward) if outcome == "reward" else marker(r, fam)  # type: ignore[arg-type]
 
             levels, values, clusters = [], [], []
-            for lv, recs in [(0, base), *[(d.level, index.get(v, {})) for v, d in members]]:
+            for lv, recs in [(d.level, index.get(v, {})) for v, d in members]:
                 for r in recs.values():
                     levels.append(float(lv))
                     values.append(value(r))
                     clusters.append(r.task_key)
             t = dose_response(levels, values, clusters)
             per_level = {lv: (mean, n) for lv, mean, n in t.per_level}
-            rows = [{"level": 0, "level_name": "baseline", "variant": baseline, "mean": per_level.get(0.0, (None, 0))[0],
-                     "n": per_level.get(0.0, (None, 0))[1], "diff": None, "ci": [None, None], "n_pairs": 0,
+            base_level = dose_response([0.0] * len(base), [value(r) for r in base.values()], [r.task_key for r in base.values()]).per_level
+            b_mean, b_n = (base_level[0][1], base_level[0][2]) if base_level else (None, 0)
+            rows = [{"level": 0, "level_name": "baseline", "variant": baseline, "mean": b_mean,
+                     "n": b_n, "diff": None, "ci": [None, None], "n_pairs": 0,
                      "scale": 0.0 if method != "prompt" else None, "steering": None}]
             for v, d in members:
                 pairs = matched_pairs(base, index.get(v, {}), POOLED)
@@ -106,14 +126,18 @@ def dose_response_table(records: Sequence[ConversationRecord], baseline: str, va
             out.append({"emotion": emotion, "method": method, "outcome": outcome, **_scales(method, members, steering),
                         "label": "reward" if outcome == "reward" else PRIMARY.label + ", early turns",
                         "levels": rows, "slope": t.slope, "ci": [t.ci_low, t.ci_high], "se": t.se, "df": t.df, "p": t.p,
-                        "n_tasks": t.n_tasks, "n_obs": t.n_obs})
-    for outcome in ("reward", PRIMARY.key):
-        members_ = [row for row in out if row["outcome"] == outcome]
-        eligible = [row["p"] if row["slope"] is not None and row["n_tasks"] >= MIN_TASKS else None for row in members_]
-        adjusted = adjust_pvalues(eligible)
-        size = sum(1 for p in eligible if p is not None)
-        for row, q in zip(members_, adjusted):
-            row["p_adjusted"] = q
-            row["family_size"] = size
-            row["claim"] = _trend_claim(row, q, alpha)
+                        "n_tasks": t.n_tasks, "n_obs": t.n_obs, "trend_levels": "emotional levels only (baseline excluded)",
+                        "no_claim_reason": trend_reason(t), "_trend": t})
+    own = family is None
+    tests = ReportFamily(alpha) if family is None else family
+    for row in out:
+        t = row.pop("_trend")
+        if row["outcome"] == "reward":
+            tests.add("dose/reward", row, p=t.p, estimate=t.slope, se=t.se, df=t.df, reason=row["no_claim_reason"])
+        else:
+            descriptive(row, MARKER_TREND)
+            row["p_adjusted"], row["family_size"] = None, None
+    tests.describe(f"dose/{PRIMARY.key}", MARKER_TREND)
+    if own:
+        tests.resolve()
     return out

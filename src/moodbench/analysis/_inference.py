@@ -55,8 +55,10 @@ __all__ = [
     "dose_response",
     "eligible",
     "manipulation_test",
+    "no_claim_reason",
     "paired_effect",
     "pass_hat_k_paired",
+    "pass_k_task_set",
     "task_t",
 ]
 
@@ -70,7 +72,7 @@ CONFIDENCE = 0.95  # level of the per-effect (marginal) intervals shown next to 
 # pair floor: 40 tasks at one trial, 20 at two or more.
 MIN_TASKS = 20
 MIN_PAIRS = 40
-CLAIMS = ("lower", "higher", "no_difference", "too_few")
+CLAIMS = ("lower", "higher", "no_difference", "too_few")  # too_few also covers "the data cannot say": see no_claim_reason
 METHOD = "task-clustered t: task-weighted mean paired difference, CR1 cluster SE (= SD of task means / sqrt(G)), t(G-1)"
 
 ClaimValue = Literal["lower", "higher", "no_difference", "too_few"]
@@ -91,9 +93,15 @@ class TaskT:
     ci_high: float | None
     p: float | None  # two-sided, H0: mean = 0
     confidence: float
+    degenerate: str | None = None  # "zero_spread": every task value equal, so there is no uncertainty estimate
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ZERO_SPREAD = "zero_spread"
+# values closer than this (relative to their size) count as equal: floating-point noise is not spread
+_SPREAD_TOL = 1e-9
 
 
 def _t_p_two_sided(t: float, df: int) -> float:
@@ -108,8 +116,10 @@ def task_t(task_values: Sequence[float] | np.ndarray, *, confidence: float = CON
     """One-sample t analysis of task-level values (mean over G tasks, SE = sd/sqrt(G), t with G-1 df).
 
     Degenerate cases are answered rather than raised, because a report must always render: no task gives
-    all ``None``; one task gives a mean with no SE; identical values (SD 0) give a zero-width interval and
-    p = 1 when the common value is 0, p = 0 otherwise (every task moved by exactly the same amount).
+    all ``None``; one task gives a mean with no SE; identical values (SD 0, up to floating-point noise) give
+    SE 0 but **no interval and no p** (``degenerate="zero_spread"``): a zero-width interval or a p of exactly 0
+    or 1 would state certainty that G equal numbers cannot give (typically every task at the floor or the
+    ceiling on both sides), so such an effect is never claimed.
     """
     x = np.asarray(task_values, dtype=float)
     g = int(x.size)
@@ -121,8 +131,9 @@ def task_t(task_values: Sequence[float] | np.ndarray, *, confidence: float = CON
     df = g - 1
     sd = float(x.std(ddof=1))
     se = sd / math.sqrt(g)
-    if se <= 1e-15 * max(1.0, abs(mean)):
-        return TaskT(g, mean, 0.0, df, mean, mean, 1.0 if mean == 0 else 0.0, confidence)
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo <= _SPREAD_TOL * max(1.0, abs(lo), abs(hi)):
+        return TaskT(g, mean, 0.0, df, None, None, None, confidence, ZERO_SPREAD)
     half = _t_quantile(0.5 + confidence / 2.0, df) * se
     return TaskT(g, mean, se, df, mean - half, mean + half, _t_p_two_sided(mean / se, df), confidence)
 
@@ -130,6 +141,9 @@ def task_t(task_values: Sequence[float] | np.ndarray, *, confidence: float = CON
 def _labels(clusters: Sequence[Hashable], n: int) -> tuple[np.ndarray, int]:
     if len(clusters) != n:
         raise ValueError(f"clusters must have one label per observation ({len(clusters)} != {n})")
+    if isinstance(clusters, np.ndarray) and clusters.dtype.kind in "iub":  # fast path (the calibration's integer tasks)
+        uniq, inverse = np.unique(clusters, return_inverse=True)
+        return inverse.astype(np.intp, copy=False).ravel(), int(uniq.size)
     index: dict[Hashable, int] = {}
     labels = np.fromiter((index.setdefault(c, len(index)) for c in clusters), dtype=np.intp, count=n)
     return labels, len(index)
@@ -173,6 +187,7 @@ class PairedEffect:
     p: float | None
     confidence: float
     method: str = METHOD
+    degenerate: str | None = None  # why there is no interval/p although there are tasks (see ``no_claim_reason``)
 
     @property
     def relative_pct(self) -> float | None:
@@ -186,8 +201,8 @@ class PairedEffect:
 
 
 def paired_effect(
-    baseline: Sequence[float],
-    variant: Sequence[float],
+    baseline: Sequence[float] | np.ndarray,
+    variant: Sequence[float] | np.ndarray,
     clusters: Sequence[Hashable],
     *,
     confidence: float = CONFIDENCE,
@@ -220,7 +235,35 @@ def paired_effect(
         ci_high=t.ci_high,
         p=t.p,
         confidence=confidence,
+        degenerate=t.degenerate,
     )
+
+
+def no_claim_reason(effect: PairedEffect, *, min_tasks: int = MIN_TASKS, min_pairs: int = MIN_PAIRS) -> str | None:
+    """Why an effect cannot carry a claim, in words a reader can act on (``None`` when it can).
+
+    Zero spread is explained by where the tasks sit: every pair at the floor (nothing to lose), at the ceiling
+    on both sides (nothing was lost), or every task moved by exactly the same amount (no spread to measure
+    the uncertainty from). Below the minimum design the counts are named.
+    """
+    if effect.n_pairs == 0:
+        return "no matched pairs"
+    if effect.n_tasks < min_tasks or effect.n_pairs < min_pairs:
+        return f"{effect.n_tasks} tasks and {effect.n_pairs} pairs; a claim needs >= {min_tasks} tasks and >= {min_pairs} pairs"
+    if effect.degenerate == ZERO_SPREAD:
+        b, v = effect.baseline_mean, effect.variant_mean
+        if b == 0 and v == 0:
+            return "every task failed on both sides (all at the floor): the data cannot show a drop"
+        if b == 1 and v == 1:
+            return "every task succeeded on both sides (all at the ceiling): the data cannot show a change"
+        if effect.diff == 0:
+            return ("every task's mean difference is exactly 0: with no spread between tasks the uncertainty cannot be "
+                    "estimated, so no interval or p is given")
+        return (f"every task changed by exactly {effect.diff:+.3g}: with no spread between tasks the uncertainty cannot be "
+                "estimated, so no interval or p is given")
+    if effect.p is None:
+        return "not estimable (one task)"
+    return None
 
 
 # --------------------------------------------------------------------------- multiplicity and claims
@@ -332,7 +375,12 @@ def claim_family(
 
 @dataclass(frozen=True)
 class PassK:
-    """tau2's pass^k for baseline and variant on the same tasks, and their task-clustered difference."""
+    """tau2's pass^k for baseline and variant on the same tasks, and their task-clustered difference.
+
+    Descriptive: ``pass^1`` is the reward effect already claimed (for 0/1 rewards), and pass^k intervals
+    for k >= 2 under-covered in small designs near the floor/ceiling (0.71 at 5 x 5), so no claim rests on them.
+    ``dropped_tasks`` are the paired tasks left out because they have fewer than ``k_max`` pairs.
+    """
 
     k: int
     n_tasks: int
@@ -344,9 +392,15 @@ class PassK:
     ci_low: float | None
     ci_high: float | None
     p: float | None
+    dropped_tasks: int = 0
+    k_max: int = 0
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+PASS_K_KEEP = 0.9  # the largest k shown is the largest with at least 90% of the paired tasks having >= k pairs
 
 
 def _pass_k_task(successes: Sequence[bool], k: int) -> float:
@@ -354,29 +408,49 @@ def _pass_k_task(successes: Sequence[bool], k: int) -> float:
     return math.comb(c, k) / math.comb(n, k)
 
 
+def pass_k_task_set(pairs_per_task: Mapping[Hashable, int], *, keep: float = PASS_K_KEEP) -> tuple[int, list[Hashable]]:
+    """(k_max, tasks): one fixed task set, every task in it with >= k_max pairs, for every k = 1 .. k_max.
+
+    ``k_max`` is the largest k whose set keeps at least ``keep`` of the paired tasks, so one lost conversation
+    drops one task (counted), not pass^T of every task; the same set serves every k so pass^k cannot rise with
+    k by losing hard tasks on the way. Empty when no task has a pair.
+    """
+    tasks = [t for t, n in pairs_per_task.items() if n > 0]
+    if not tasks:
+        return 0, []
+    k_max = 1
+    for k in range(max(pairs_per_task[t] for t in tasks), 0, -1):
+        if sum(1 for t in tasks if pairs_per_task[t] >= k) >= keep * len(tasks):
+            k_max = k
+            break
+    return k_max, [t for t in tasks if pairs_per_task[t] >= k_max]
+
+
 def pass_hat_k_paired(
     base_by_task: Mapping[Hashable, Sequence[bool]],
     var_by_task: Mapping[Hashable, Sequence[bool]],
     *,
     confidence: float = CONFIDENCE,
+    keep: float = PASS_K_KEEP,
 ) -> dict[int, PassK]:
-    """pass^k for k = 1 .. (fewest trials of any task on either side), over the tasks both sides have.
+    """pass^k for k = 1 .. k_max on one fixed task set (:func:`pass_k_task_set`), both sides on the same pairs.
 
-    Per task C(c, k) / C(n, k) (unbiased for the task's p^k), averaged over tasks: tau2's rule. Capping k
-    at the smallest trial count keeps the task set identical for every k and for both sides; dropping tasks
-    with fewer than k trials instead (as ``summary.pass_hat_k`` does) lets pass^k *rise* with k. The
-    difference is analysed like every other effect: one value per task, t(G-1).
+    ``base_by_task[t][i]`` and ``var_by_task[t][i]`` are one pair. Per task C(c, k) / C(n, k) (unbiased for the
+    task's p^k), averaged over tasks: tau2's rule. The difference is analysed like every other effect (one value
+    per task, t(G-1)); zero spread gives no interval (:func:`task_t`).
     """
-    tasks = [t for t in base_by_task if t in var_by_task and len(base_by_task[t]) and len(var_by_task[t])]
+    counts = {t: min(len(base_by_task[t]), len(var_by_task[t])) for t in base_by_task if t in var_by_task}
+    k_max, tasks = pass_k_task_set(counts, keep=keep)
     if not tasks:
         return {}
-    k_max = min(min(len(base_by_task[t]), len(var_by_task[t])) for t in tasks)
+    dropped = sum(1 for n in counts.values() if n > 0) - len(tasks)
     out: dict[int, PassK] = {}
     for k in range(1, k_max + 1):
-        b = np.array([_pass_k_task(base_by_task[t], k) for t in tasks])
-        v = np.array([_pass_k_task(var_by_task[t], k) for t in tasks])
+        b = np.array([_pass_k_task(base_by_task[t][: counts[t]], k) for t in tasks])
+        v = np.array([_pass_k_task(var_by_task[t][: counts[t]], k) for t in tasks])
         t = task_t(v - b, confidence=confidence)
-        out[k] = PassK(k, len(tasks), float(b.mean()), float(v.mean()), float(v.mean() - b.mean()), t.se, t.df, t.ci_low, t.ci_high, t.p)
+        out[k] = PassK(k, len(tasks), float(b.mean()), float(v.mean()), float(v.mean() - b.mean()), t.se, t.df, t.ci_low,
+                       t.ci_high, t.p, dropped, k_max, t.degenerate)
     return out
 
 
@@ -444,6 +518,7 @@ class Trend:
     n_tasks: int
     n_obs: int
     per_level: tuple[tuple[float, float, int], ...]
+    degenerate: str | None = None  # "zero_spread": no within-task variation to estimate a slope's uncertainty
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -483,11 +558,14 @@ def dose_response(
     xd, yd = x - xm[labels], y - ym[labels]
     if not np.any(np.abs(xd) > 0):
         return empty  # no task has two different levels: the slope is not identified within tasks
+    df = k - 1
+    if float(np.max(np.abs(yd))) <= _SPREAD_TOL * max(1.0, float(np.max(np.abs(y)))):
+        # every task has the same value at every level (e.g. identical texts): floating-point residue is not a slope
+        return Trend(0.0, 0.0, df, None, None, None, k, n, tuple(per_level), ZERO_SPREAD)
     fit = sm.OLS(yd, xd[:, None]).fit(cov_type="cluster", cov_kwds={"groups": labels}, use_t=True)
     slope, se = float(fit.params[0]), float(fit.bse[0])
-    df = k - 1
-    if se <= 0:
-        return Trend(slope, 0.0, df, slope, slope, 1.0 if slope == 0 else 0.0, k, n, tuple(per_level))
+    if not se > _SPREAD_TOL * max(1.0, abs(slope)):
+        return Trend(slope, 0.0, df, None, None, None, k, n, tuple(per_level), ZERO_SPREAD)
     half = _t_quantile(0.5 + confidence / 2.0, df) * se
     return Trend(slope, se, df, slope - half, slope + half, _t_p_two_sided(slope / se, df), k, n, tuple(per_level))
 

@@ -14,6 +14,11 @@ it that lies between tasks (task difficulty; it cancels in a paired difference, 
 does not shrink with more trials, only with more tasks). Power then is the noncentral-t power of a
 one-sample t test of G observations with standardized effect effect / sd(d_g) (statsmodels ``TTestPower``).
 
+A drop need not be spread evenly: ``drop_share`` < 1 puts the whole drop on that share of the tasks (each of
+them dropping by effect / drop_share, the others not at all), which adds effect**2 * (1 - s) / s to the
+between-task variance at the alternative (for 0/1 rewards, with the proportional-to-success model below).
+Planning with ``drop_share`` 1 when the drop sits in half the tasks promised 0.80 and delivered 0.65-0.77.
+
 ``benchmarks/calibration.py`` checks these numbers against simulation (power at the reported MDE).
 """
 
@@ -31,7 +36,7 @@ from statsmodels.stats.power import TTestPower
 
 from ._inference import ALPHA, MIN_PAIRS, MIN_TASKS
 
-__all__ = ["POWER", "Design", "PowerRow", "design_from_pilot", "mde", "power_at", "power_table", "task_sd_at"]
+__all__ = ["POWER", "Design", "PowerRow", "design_from_pilot", "mde", "mde_note", "power_at", "power_table", "task_sd_at"]
 
 POWER = 0.80  # target power of the minimum detectable effect
 _SOLVER = TTestPower()
@@ -41,13 +46,15 @@ _SOLVER = TTestPower()
 class Design:
     """Design parameters of one run, enough to compute its minimum detectable effect.
 
-    ``family_size`` is the number of comparisons the claims are corrected over (variants x scopes).
+    ``family_size`` is the number of comparisons the claims are corrected over (the report's family).
     ``diff_within_var``, when given (e.g. measured from a pilot's pair differences), replaces the
     ``within_var`` derived from ``baseline_success``/``outcome_var``, ``icc`` and ``pair_corr``.
+    ``trials`` may be fractional: the harmonic mean of the pairs per task when tasks lost conversations.
+    ``drop_share``: the share of tasks that carry the drop (1 = every task drops alike).
     """
 
     tasks: int
-    trials: int
+    trials: float
     family_size: int = 1
     alpha: float = ALPHA
     power: float = POWER
@@ -57,10 +64,13 @@ class Design:
     effect_sd: float = 0.0
     outcome_var: float | None = None
     diff_within_var: float | None = None
+    drop_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.tasks < 0 or self.trials < 1 or self.family_size < 1:
             raise ValueError("tasks must be >= 0, trials and family_size >= 1")
+        if not 0 < self.drop_share <= 1:
+            raise ValueError("drop_share (the share of tasks carrying the drop) must lie in (0, 1]")
         if not (0 < self.alpha < 1 and 0 < self.power < 1):
             raise ValueError("alpha and power must lie in (0, 1)")
         if not (0 <= self.icc <= 1 and -1 <= self.pair_corr <= 1 and self.effect_sd >= 0):
@@ -82,7 +92,7 @@ class Design:
     @property
     def claimable(self) -> bool:
         """Whether the design reaches the minimum for claims (MIN_TASKS tasks and MIN_PAIRS pairs)."""
-        return self.tasks >= MIN_TASKS and self.tasks * self.trials >= MIN_PAIRS
+        return self.tasks >= MIN_TASKS and self.tasks * self.trials >= MIN_PAIRS - 1e-9
 
     @property
     def level(self) -> float:
@@ -108,20 +118,26 @@ def task_sd_at(design: Design, effect: float) -> float:
     between-task variance, and it turns concordant pairs into discordant ones, which raises the within-task
     variance (exact under a Beta spread of task success rates and seed sharing with probability
     ``pair_corr``; ``effect_sd`` is held fixed). Ignoring this growth overstates power (0.8 planned, ~0.6
-    simulated at 40x3 in the calibration benchmark).
+    simulated at 40x3 in the calibration benchmark). With ``drop_share`` s < 1 the drop sits on a share s
+    of the tasks (each dropping by effect / s): between-task variance grows by
+    effect**2 * ((1 + Var(p)/mean**2) / s - 1) and the within-task variance mixes dropped and untouched tasks.
     """
     between = design.effect_sd**2
     within = design.within_var
+    share = design.drop_share
     if design.outcome_var is None and effect != 0:
         mean = design.baseline_success if effect < 0 else 1.0 - design.baseline_success
         var_p = design.icc * design.baseline_success * (1.0 - design.baseline_success)
         if mean > 0:
-            k = max(0.0, 1.0 - abs(effect) / mean)
+            k = max(0.0, 1.0 - abs(effect) / (share * mean))
             c = min(1.0, max(0.0, design.pair_corr))
             second = var_p + mean * mean
+            grow = share * (_binary_within(k, mean, second, c) - _binary_within(1.0, mean, second, c))
             # can be negative: with little seed sharing a large drop makes the variant's outcomes less variable
-            within = max(0.0, within + _binary_within(k, mean, second, c) - _binary_within(1.0, mean, second, c))
-            between += effect * effect * var_p / (mean * mean)
+            within = max(0.0, within + grow)
+            between += effect * effect * ((1.0 + var_p / (mean * mean)) / share - 1.0)
+    elif effect != 0 and share < 1:
+        between += effect * effect * (1.0 - share) / share
     return math.sqrt(between + within / design.trials)
 
 
@@ -152,26 +168,55 @@ def mde(design: Design, direction: int = -1) -> float | None:
     """Smallest absolute effect (a drop by default; ``direction=+1`` for a rise) detected with probability
     ``design.power``.
 
-    ``None`` below the minimum design (MIN_TASKS, MIN_PAIRS), or when not even the largest possible effect
-    (every success lost) reaches the power. Solved at the alternative (:func:`task_sd_at`), so the variance
-    growth of a real effect is included.
+    ``None`` below the minimum design (MIN_TASKS, MIN_PAIRS), when not even the largest possible effect
+    (every success lost) reaches the power, or when the design has no room or no variance to plan from (every
+    task at the floor; no variance even under the alternative): an MDE of 0 would promise certainty, and
+    :func:`mde_note` says why. Solved at the alternative (:func:`task_sd_at`), so the variance growth of a real
+    effect is included.
     """
     if direction not in (1, -1):
         raise ValueError("direction must be +1 or -1")
     if not design.claimable:
         return None
-    if design.task_sd == 0 and design.effect_sd == 0 and design.within_var == 0:
-        return 0.0
+    value = _solve_mde(design, direction)
+    return None if value is None or value < _MDE_FLOOR else value
+
+
+_MDE_FLOOR = 1e-6  # an MDE below this is the formula dividing by a variance of zero, not a detectable effect
+
+
+def _solve_mde(design: Design, direction: int) -> float | None:
     room = design.baseline_success if direction < 0 else 1.0 - design.baseline_success
     top = room if design.outcome_var is None else 10.0 * max(design.task_sd, 1e-12) * math.sqrt(design.tasks)
+    if top <= 0:
+        return None
+    if task_sd_at(design, direction * top) == 0 and design.task_sd == 0:
+        return 0.0
 
     def gap(effect: float) -> float:
         p = power_at(design, direction * effect)
         return (p if p is not None else 0.0) - design.power
 
-    if top <= 0 or gap(top) < 0:
+    if gap(top) < 0:
         return None
     return float(brentq(gap, 1e-12, top, xtol=1e-7))
+
+
+def mde_note(design: Design, direction: int = -1) -> str | None:
+    """Why a design large enough for claims has no MDE (``None`` when it has one, or is below the minimum)."""
+    if not design.claimable or direction not in (1, -1):
+        return None
+    room = design.baseline_success if direction < 0 else 1.0 - design.baseline_success
+    if room <= 0:
+        return ("every baseline conversation failed (all tasks at the floor): no drop is possible, so no MDE"
+                if direction < 0 else "every baseline conversation succeeded: no rise is possible, so no MDE")
+    value = _solve_mde(design, direction)
+    if value is None:
+        return "not even losing every success reaches the power: no MDE"
+    if value < _MDE_FLOOR:
+        return ("the baseline has no variance within or between tasks: there is no spread to plan from, so no MDE; "
+                "plan with `moodbench power` and assumed values")
+    return None
 
 
 @dataclass(frozen=True)
@@ -179,7 +224,7 @@ class PowerRow:
     """One line of a power table: the MDE of a design and its power at some effects of interest."""
 
     tasks: int
-    trials: int
+    trials: float
     family_size: int
     mde: float | None
     powers: tuple[tuple[float, float | None], ...]

@@ -90,8 +90,7 @@ def _floats(text: str, flag: str) -> list[float]:
     return values
 
 
-def _pilot(run_dir: Path, baseline: str, alpha: float, power_: float) -> tuple[Any, dict[str, Any]]:
-    from moodbench.analysis import pilot_design
+def _pilot_run(run_dir: Path, baseline: str) -> Any:
     from moodbench.results import StoreError, load_run
 
     try:
@@ -100,14 +99,7 @@ def _pilot(run_dir: Path, baseline: str, alpha: float, power_: float) -> tuple[A
         fail(f"--pilot: {exc}")
     if baseline not in run.variants:
         fail(f"--pilot {run_dir}: no variant {baseline!r} (its variants: {', '.join(run.variants) or 'none'}); pick one with --baseline")
-    try:
-        design = pilot_design(run.records, baseline, run.variants, alpha=alpha, power=power_)
-    except ValueError as exc:
-        fail(f"--pilot {run_dir}: {exc}; run the baseline first")
-    others = [v for v in run.variants if v != baseline]
-    info = {"run_dir": str(run_dir), "baseline": baseline, "tasks": design.tasks, "variants": others, "domains": run.domains,
-            "conversations": sum(1 for r in run.records if not r.excluded)}
-    return design, info
+    return run
 
 
 @app.command()
@@ -122,51 +114,50 @@ def power(
     icc: Optional[float] = typer.Option(None, "--icc", help="Within-task correlation: share of the outcome variance between tasks (default 0.5)."),
     pair_corr: Optional[float] = typer.Option(None, "--pair-corr", help="Correlation of a baseline and variant conversation sharing a seed (default 0)."),
     effect_sd: Optional[float] = typer.Option(None, "--effect-sd", help="Spread of the true effect across tasks (default 0.05)."),
+    drop_share: Optional[float] = typer.Option(None, "--drop-share", help="Share of tasks that carry the drop (default 1: even; 0.5: half the tasks drop twice as much)."),
     effects: str = typer.Option("0.05,0.10,0.20", "--effects", help="Drops in mean reward at which to print the power."),
     pilot: Optional[Path] = typer.Option(None, "--pilot", help="Estimate success, ICC, pair correlation and effect spread from this run."),
     baseline: str = typer.Option("control", "--baseline", help="With --pilot: the baseline variant."),
     as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON on stdout."),
 ) -> None:
     """Minimum detectable effect and power before spending GPU hours (same formula the report's MDE uses)."""
-    from moodbench.analysis import family_size, mde, pilot_with_assumptions, planned_design, power_table
+    from moodbench.analysis import mde, mde_by_spread, power_design, power_table
 
     task_list, trial_list, effect_list = _ints(tasks, "--tasks"), _ints(trials, "--trials"), _floats(effects, "--effects")
     if not 0 < alpha < 1 or not 0 < power_ < 1:
         fail("--alpha and --power must lie strictly between 0 and 1")
-    pilot_info = None
+    run = _pilot_run(pilot, baseline) if pilot is not None else None
     try:
-        if pilot is not None:
-            base, pilot_info = _pilot(pilot, baseline, alpha, power_)
-            n_var = variants or max(1, len(pilot_info["variants"]))
-            n_dom = domains or max(1, len(pilot_info["domains"]))
-            design = pilot_with_assumptions(base, family=family_size(n_var, n_dom), pilot_has_variants=bool(pilot_info["variants"]),
-                                            baseline_success=baseline_success, icc=icc, pair_corr=pair_corr, effect_sd=effect_sd)
-        else:
-            n_var, n_dom = variants or 1, domains or 1
-            design = planned_design(task_list[0], trial_list[0], n_var, n_dom, baseline_success=baseline_success, icc=icc,
-                                    pair_corr=pair_corr, effect_sd=effect_sd, alpha=alpha, power=power_)
-        if not 0 < design.baseline_success < 1:
-            if pilot is not None and baseline_success is None:  # the pilot measured it; the user gave no option
-                raise ValueError(f"the pilot's {baseline!r} conversations {'all' if design.baseline_success >= 1 else 'never'} "
-                                 f"succeeded ({pilot_info['conversations'] if pilot_info else 0} scored conversation(s)), so "
-                                 "they cannot estimate a success rate: run a larger pilot, or give --baseline-success")
-            raise ValueError("--baseline-success must lie strictly between 0 and 1")
+        design, info = power_design(tasks=task_list[0], trials=trial_list[0], variants=variants, domains=domains, alpha=alpha,
+                                    power=power_, baseline_success=baseline_success, icc=icc, pair_corr=pair_corr,
+                                    effect_sd=effect_sd, drop_share=drop_share, pilot=run, baseline=baseline)
     except ValueError as exc:
+        if pilot is not None and "no scored" in str(exc):
+            fail(f"--pilot {pilot}: {exc}; run the baseline first")
+        if pilot is not None and "pilot" in str(exc):
+            fail(f"--pilot {pilot}: {exc}")
         fail(f"{exc}; see moodbench power --help")
+    n_var, n_dom = info["variants"], info["domains"]
     rows = power_table(design, task_list, trial_list, effect_list)
-    defaults = [name for name, value in (("baseline_success", baseline_success), ("icc", icc), ("pair_corr", pair_corr),
-                                         ("effect_sd", effect_sd)) if value is None] if pilot is None else []
+    first = replace(design, tasks=task_list[0], trials=trial_list[0])
+    # the spread table for the first design that can make claims at all (a too-small one would show only dashes)
+    shown = next((d for d in (replace(design, tasks=g, trials=m) for g in task_list for m in trial_list) if d.claimable), first)
+    spread = mde_by_spread(shown)
     params = {"baseline_success": design.baseline_success, "icc": design.icc, "pair_corr": design.pair_corr,
-              "effect_sd": design.effect_sd, "within_var": design.within_var, "alpha": alpha, "power": power_,
-              "variants": n_var, "domains": n_dom, "family_size": design.family_size}
+              "effect_sd": design.effect_sd, "drop_share": design.drop_share, "within_var": design.within_var, "alpha": alpha,
+              "power": power_, "variants": n_var, "domains": n_dom, "family_size": design.family_size}
     if as_json:
-        sys.stdout.write(json.dumps({"design": params, "defaults_used": defaults, "pilot": pilot_info,
-                                     "rows": [r.to_dict() for r in rows], "mde_note": "drop in mean reward detected with the given power; "
-                                     "null below the minimum design (20 tasks, 40 pairs per comparison) or when unreachable"}, indent=1) + "\n")
+        sys.stdout.write(json.dumps({"design": params, "defaults_used": info["defaults_used"], "pilot": info["pilot"],
+                                     "rows": [r.to_dict() for r in rows], "mde_by_spread": {"tasks": shown.tasks, "trials": shown.trials,
+                                                                                            "rows": spread},
+                                     "mde_note": "drop in mean reward detected with the given power; null below the minimum "
+                                     "design (20 tasks, 40 pairs per comparison) or when unreachable"}, indent=1) + "\n")
         return
-    src = f"estimated from the pilot {pilot}" if pilot else ("defaults for " + ", ".join(defaults) if defaults else "as given")
+    defaults = info["defaults_used"]
+    src = (f"estimated from the pilot {pilot}" + (f"; assumed {', '.join(defaults)}" if defaults else "")) if pilot else (
+        "assumed (defaults) " + ", ".join(defaults) if defaults else "as given")
     console.print(f"design: baseline success {design.baseline_success:.3f}, ICC {design.icc:.2f}, pair correlation {design.pair_corr:.2f}, "
-                  f"effect SD {design.effect_sd:.3f} ({src}); family {design.family_size} comparison(s) "
+                  f"effect SD {design.effect_sd:.3f}, drop share {design.drop_share:g} ({src}); family {design.family_size} comparison(s) "
                   f"({n_var} variant(s) x {n_dom} domain(s){' + pooled' if n_dom > 1 else ''}), Holm alpha {alpha:g}", highlight=False, markup=False)
     table = Table(title=f"minimum detectable drop in mean reward at {power_:.0%} power (per domain)")
     table.add_column("tasks \\ trials", justify="right")
@@ -181,11 +172,22 @@ def power(
     for col in ["tasks", "trials", *[f"{e:g}" for e in effect_list]]:
         ptable.add_column(col, justify="right")
     for r in rows:
-        ptable.add_row(str(r.tasks), str(r.trials), *["–" if p is None else f"{p:.2f}" for _, p in r.powers])
+        ptable.add_row(str(r.tasks), f"{r.trials:g}", *["–" if p is None else f"{p:.2f}" for _, p in r.powers])
     out.print(ptable)
+    stable = Table(title=f"MDE of {shown.tasks} tasks x {shown.trials:g} trials across task-effect spreads (SD of the true effect across tasks)")
+    stable.add_column("drop", justify="left")
+    sds = sorted({r["effect_sd"] for r in spread})
+    for sd in sds:
+        stable.add_column(f"SD {sd:g}", justify="right")
+    for share in sorted({r["drop_share"] for r in spread}, reverse=True):
+        label = "even over tasks" if share == 1 else f"in {share:.0%} of the tasks"
+        none = "unreachable" if shown.claimable else "too few"
+        stable.add_row(label, *[none if r["mde"] is None else f"{r['mde']:.3f}" for sd in sds for r in spread
+                                if r["effect_sd"] == sd and r["drop_share"] == share])
+    out.print(stable)
+    value = mde(first)
     console.print(f"MDE of the first design ({task_list[0]} tasks x {trial_list[0]} trials): "
-                  + ("too few for any claim" if mde(replace(design, tasks=task_list[0], trials=trial_list[0])) is None else
-                     f"{mde(replace(design, tasks=task_list[0], trials=trial_list[0])):.3f}"), highlight=False, markup=False)
+                  + ("too few for any claim" if value is None else f"{value:.3f}"), highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- import

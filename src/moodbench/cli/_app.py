@@ -119,7 +119,7 @@ app.command()(run)
 
 def _print_plan(config: Any) -> None:
     """``run --dry-run``: the matrix a run would execute, and what it could detect."""
-    from moodbench.analysis import planned_mde
+    from moodbench.analysis import plan_summary
     from moodbench.experiment import make_plan
 
     plan = make_plan(config)
@@ -134,16 +134,11 @@ def _print_plan(config: Any) -> None:
     out.print(table)
     others = [v for v in plan.variants if v != "control"]
     fewest = min(tasks_per_domain.values()) if tasks_per_domain else 0
-    mde = planned_mde(fewest, config.trials, others, list(config.domains)) if others else None
     if not others:
         out.print("No emotional variant besides control: nothing to compare.")
-    elif mde is None:
-        out.print(f"Minimum detectable effect: none. {fewest} task(s) x {config.trials} trial(s) per domain is below the "
-                  "smallest design that supports a claim (see `moodbench power`); every effect would be reported as too_few.")
-    else:
-        out.print(f"Minimum detectable drop in mean reward: {mde:.3f} (80% power, Holm over {len(others)} variant(s) x "
-                  f"{len(config.domains)} domain(s); assumed baseline success 0.5, within-task correlation 0.5). "
-                  "`moodbench power --pilot RUN_DIR` estimates it from a pilot run.")
+        return
+    for line in plan_summary(fewest, config.trials, others, list(config.domains))["lines"]:
+        out.print(line)
 
 
 def _print_summary(run_dir: Path) -> None:

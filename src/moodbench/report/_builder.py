@@ -40,10 +40,12 @@ from moodbench.analysis import (
     POOLED,
     POWER,
     PRIMARY,
+    ReportFamily,
     conversation_stats,
     declared_emotions,
     dose_response_table,
     fidelity,
+    finish_reward_effects,
     manipulation_check,
     methods_comparison,
     pairing_checks,
@@ -62,7 +64,9 @@ TRUST_ORDER = {"ok": 0, "caution": 1, "unreliable": 2}
 SHORT = {"manipulation_failed": "manipulation check failed", "manipulation_too_few": "manipulation not checkable",
          "low_fidelity": "simulator fidelity too low", "fidelity_gap": "fidelity differs from baseline",
          "excluded": "many conversations excluded", "customer_differs": "different customer simulator",
-         "pairing_suspect": "conversations do not match their task ids"}
+         "pairing_suspect": "conversations do not match their task ids", "exclusions_differ": "exclusions differ from the baseline",
+         "exclusions_outcome": "excluded conversations ran longer", "claim_withdrawn": "not robust to exclusions",
+         "no_spread": "no spread: the data cannot say more"}
 ESTIMAND = ("task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
             "variant reward - baseline reward; then the mean over tasks")
 
@@ -166,6 +170,7 @@ def _caveats(row: dict[str, Any], a: dict[str, Any], manip: dict[tuple[str, str]
             add("caution", "customer_differs", ("the customer simulator differs" if c["differs"] else "the customer simulator of one side "
                 "is unknown (its file does not name it), so it may differ") + f": baseline {_cust(c['baseline'])}, {v} "
                 f"{_cust(c['variant'])}; a difference may come from the customer, not the agent")
+    _missing_caveats(row, add)
     out.sort(key=lambda c: -TRUST_ORDER[c["level"]])
     return level, out
 
@@ -179,10 +184,33 @@ def _excluded_why(s: dict[str, Any]) -> str:
     return ", ".join(f"{k}={n}" for k, n in reasons.items()) or "no reward"
 
 
+def _missing_caveats(row: dict[str, Any], add: Callable[[str, str, str], None]) -> None:
+    """Caveats from the comparison's own exclusions (``exclusions`` of the row) and from the family's gates."""
+    x = row.get("exclusions")
+    if x:
+        b = x["bounds"] or {}
+        lo, hi = (b.get("as_failures") or {}).get("diff"), (b.get("as_successes") or {}).get("diff")
+        bounds = f"; with the excluded conversations as failures {signed(lo)}, as successes {signed(hi)}"
+        if "exclusions_differ" in x["concerns"]:
+            add("caution", "exclusions_differ",
+                f"{x['excluded_variant']}/{x['pairs_run']} of {row['variant']!r} conversations excluded against "
+                f"{x['excluded_baseline']}/{x['pairs_run']} of the baseline's (Fisher p {pval(x['p_rate'])}){bounds}")
+        if "exclusions_outcome" in x["concerns"]:
+            add("caution", "exclusions_outcome",
+                f"excluded conversations ran longer than scored ones ({x['turns_excluded_mean']:.1f} vs "
+                f"{x['turns_scored_mean']:.1f} turns): they may hide outcomes{bounds}")
+    if row.get("claim_withdrawn"):
+        add("caution", "claim_withdrawn", row["claim_withdrawn"])
+    reason = row.get("no_claim_reason") or ""
+    if row.get("claim") == "too_few" and reason.startswith("every task"):
+        add("caution", "no_spread", reason)
+
+
 # --------------------------------------------------------------------------- one run
 
 
-def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str, Any]:
+def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: ReportFamily) -> dict[str, Any]:
+    """Every number of one run; its claim-bearing tests join the report's ``family`` (decided later, together)."""
     variants, domains = run.variants, run.domains
     cfg = run.config
     a: dict[str, Any] = {
@@ -202,9 +230,21 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
                        "tau2": sorted({str(x.get("tau2_git_commit")) for x in s.get("sources", []) if x.get("tau2_git_commit")})}
                    for v, s in run.summary["variants"].items()}
     a["pairing"] = pairing_checks(run.records, baseline, variants, cfg)
-    rew = reward_effects(run.records, baseline, variants, domains)
+    rew = reward_effects(run.records, baseline, variants, domains, family=family)
     manip = manipulation_check(run.records, baseline, variants, domains, judge, emotions=emotions)
     a["manipulation"] = {k: v for k, v in manip.items() if k != "checks"}
+    emotional = [v for v in variants if v == baseline or v in emotions]  # doses and methods only of declared emotions
+    a["dose_response"] = dose_response_table(run.records, baseline, emotional, family=family)
+    a["steering"] = steering_by_variant(run.records)
+    a["_pending"] = (run, rew, manip, emotional)
+    return a
+
+
+def _finish(a: dict[str, Any], family_size: int) -> None:
+    """After the report's family is decided: MDEs at its size, caveats, methods side by side, the bottom line."""
+    run, rew, manip, emotional = a.pop("_pending")
+    emotions = a["emotions"]
+    finish_reward_effects(rew, family_size)
     by_key = {(m["variant"], m["domain"]): m for m in manip["checks"]}
     for row in rew["effects"]:
         m = by_key.get((row["variant"], row["domain"]))
@@ -216,13 +256,10 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None) -> dict[str,
     a["designs"] = [{**tag, **d} for d in rew["designs"]]
     a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
     a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
-    emotional = [v for v in variants if v == baseline or v in emotions]  # doses and methods only of declared emotions
-    a["dose_response"] = [{**tag, **d} for d in dose_response_table(run.records, baseline, emotional)]
-    a["steering"] = steering_by_variant(run.records)
+    a["dose_response"] = [{**tag, **d} for d in a["dose_response"]]
     a["methods_comparison"] = [{**tag, **m} for m in methods_comparison(
-        run.records, baseline, emotional, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
+        run.records, a["baseline"], emotional, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
     a["bottom_line"] = bottom_line(a)
-    return a
 
 
 def _primary(a: dict[str, Any]) -> list[dict[str, Any]]:
@@ -245,18 +282,28 @@ def bottom_line(a: dict[str, Any]) -> str:
                      f"p(Holm) {pval(r['p_adjusted'])}{cav}.")
     same = [r["variant"] for r in rows if r["claim"] == "no_difference"]
     if same:
-        mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else "")
+        mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else
+                   (f"; no MDE: {design['mde_note']}" if design.get("mde_note") else ""))
         parts.append(f"No difference claimed for {', '.join(same)} (the data are compatible with no change{mde_txt}).")
     none = {p["variant"] for p in a.get("pairing", []) if p["no_shared_task"]}
     for v in sorted(none):
         parts.append(f"{v} and the baseline {a['baseline']} share no task: there is nothing to compare.")
-    few = [r for r in rows if r["claim"] == "too_few" and r["variant"] not in none]
-    if few:
-        parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in few)
+    small = [r for r in rows if r["claim"] == "too_few" and r["variant"] not in none
+             and (r["n_tasks"] < MIN_TASKS or r["n_pairs"] < MIN_PAIRS)]
+    if small:
+        parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in small)
                      + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
-    if fam.get("size"):
+    mute = [r for r in rows if r["claim"] == "too_few" and r not in small and r["variant"] not in none]
+    if mute:  # large enough, but the data cannot say more (zero spread): say why instead of printing certainty
+        parts.append("No claim possible: " + "; ".join(f"{r['variant']}: {r.get('no_claim_reason') or 'not estimable'}" for r in mute) + ".")
+    withdrawn = [r["variant"] for r in rows if r.get("claim_withdrawn")]
+    if withdrawn:
+        parts.append(f"Not stated as findings because they do not hold at every value the excluded conversations could have "
+                     f"had (counted as failures and as successes): {', '.join(withdrawn)}.")
+    if fam.get("family_size"):
         left = fam["planned"] - fam["size"]
-        parts.append(f"Family: {fam['size']} comparison(s) ({fam['members']}" + (f"; {left} too_few left out" if left else "")
+        parts.append(f"Family: one for the whole report, {fam['family_size']} test(s), {fam['size']} of them this run's reward "
+                     f"comparisons ({fam['members']}" + (f"; {left} too_few left out" if left else "")
                      + f"), Holm, alpha {fam['alpha']:g}.")
     return " ".join(parts)
 
@@ -324,7 +371,7 @@ def _warnings(analyses: list[dict[str, Any]]) -> list[dict[str, str]]:
 def _thresholds() -> dict[str, Any]:
     return {
         "alpha": ALPHA, "confidence": CONFIDENCE, "min_tasks": MIN_TASKS, "min_pairs": MIN_PAIRS, "power": POWER,
-        "multiplicity": "holm", "manipulation_score": PRIMARY.key, "manipulation_min_effect": PRIMARY.min_effect,
+        "multiplicity": "holm", "family": "one per report: every claim of every run (reward all/unflagged, dose trends)", "manipulation_score": PRIMARY.key, "manipulation_min_effect": PRIMARY.min_effect,
         "manipulation_early_turns": EARLY_TURNS,
         "fidelity_max_flagged": FIDELITY_MAX_FLAGGED, "fidelity_max_gap": FIDELITY_MAX_GAP,
         "excluded_share_caution": EXCLUDED_SHARE_CAUTION,
@@ -336,9 +383,13 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
     """Every number of the report, in report.json's documented shape (``docs/statistics.md``)."""
     say = progress or (lambda _msg: None)
     analyses = []
+    family = ReportFamily(ALPHA)
     for r in runs:
         say(f"analysing {r.label}: {len(r.records)} conversation(s)")
-        analyses.append(_analyse(r, baseline, (judges or {}).get(r.slug)))
+        analyses.append(_analyse(r, baseline, (judges or {}).get(r.slug), family))
+    claim_family = family.resolve()  # one Holm correction over every claim of every run of the report
+    for a in analyses:
+        _finish(a, family.size)
     warnings = _warnings(analyses)
     flat = {key: [x for a in analyses for x in a.pop(key)] for key in
             ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response", "methods_comparison")}
@@ -351,6 +402,7 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
         "estimand": ESTIMAND,
         "method": METHOD,
         "thresholds": _thresholds(),
+        "family": claim_family,
         "families": flat["families"],
         "effects": flat["effects"],
         "pass_hat_k": flat["pass_hat_k"],

@@ -64,8 +64,27 @@ def markdown(data: dict[str, Any]) -> str:
                      md_cell(e["manipulation"]), md_cell(e["trust"] + ("; " + "; ".join(c["text"] for c in e["caveats"]) if e["caveats"] else ""))])
     lines += _table(head, rows)
     fams = "; ".join(f"{md_text(f['run'])} {f['name']}: {f['size']} ({md_text(f['members'])})" for f in data["families"])
-    lines += ["", f"Claims: Holm-adjusted p < {t['alpha']} within each family ({fams}); `too_few` below {t['min_tasks']} tasks "
-              f"or {t['min_pairs']} pairs. McNemar on these pairs is shown in report.html as a secondary statistic only.", ""]
+    fam = data.get("family") or {}
+    lines += ["", f"Claims: one family for the whole report, {fam.get('size', 0)} test(s) (reward effects, sensitivity subsets "
+              f"and dose trends; sections {fams}), Holm-adjusted p < {t['alpha']}; `too_few` below {t['min_tasks']} tasks "
+              f"or {t['min_pairs']} pairs, or when every task has the same difference (no spread: no interval, no p). A claim "
+              "must also hold with the excluded conversations counted as failures and as successes (its p is the largest of "
+              "the three), or it is not stated as a finding. "
+              "pass^k and the manipulation score's dose trend are descriptive (no claim). McNemar on these pairs is shown in "
+              "report.html as a secondary statistic only.", ""]
+    missing = [e for e in data["effects"] if e["subset"] == "all" and e.get("exclusions")]
+    if missing:
+        lines += ["### Excluded conversations and bounds", ""]
+        lines += _table(["run", "variant", "scope", "excluded (variant / baseline)", "Fisher p", "turns excluded / scored",
+                         "Δ as failures [95% CI]", "Δ as successes [95% CI]", "claim"],
+                        [[md_cell(e["run"]), md_cell(e["variant"]), md_cell(e["domain"]),
+                          f"{x['excluded_variant']} / {x['excluded_baseline']} of {x['pairs_run']}", pval(x["p_rate"]),
+                          f"{fmt(x['turns_excluded_mean'], 1)} / {fmt(x['turns_scored_mean'], 1)}",
+                          f"{signed(x['bounds']['as_failures']['diff'])} {ci(*x['bounds']['as_failures']['ci'])}",
+                          f"{signed(x['bounds']['as_successes']['diff'])} {ci(*x['bounds']['as_successes']['ci'])}",
+                          e["claim"] + (" (withdrawn)" if e.get("claim_withdrawn") else "")]
+                         for e in missing for x in [e["exclusions"]]])
+        lines.append("")
     domain_rows = [e for e in data["effects"] if e["domain"] != "all"]
     if domain_rows:
         lines += ["### Per domain", ""]
@@ -74,13 +93,15 @@ def markdown(data: dict[str, Any]) -> str:
                           _f(e["variant_mean"]), signed(e["diff"]), ci(*e["ci"]), pval(e["p_adjusted"]), e["claim"],
                           f"{e['n_pairs']} / {e['n_tasks']}"] for e in domain_rows])
         lines.append("")
-    lines += ["## pass^k on matched pairs (same tasks and trials on both sides)", ""]
-    lines += _table(["run", "variant", "domain", "k", "tasks", "baseline", "variant", "Δ", "95% CI"],
-                    [[md_cell(p["run"]), md_cell(p["variant"]), md_cell(p["domain"]), p["k"], p["n_tasks"], _f(p["baseline_mean"]),
-                      _f(p["variant_mean"]), signed(p["diff"]), ci(*p["ci"])] for p in data["pass_hat_k"]])
+    lines += ["## pass^k on matched pairs (descriptive: one task set for every k, no claim)", ""]
+    lines += _table(["run", "variant", "domain", "k", "tasks (dropped)", "baseline", "variant", "Δ", "95% CI"],
+                    [[md_cell(p["run"]), md_cell(p["variant"]), md_cell(p["domain"]), p["k"], f"{p['n_tasks']} ({p.get('dropped_tasks', 0)})",
+                      _f(p["baseline_mean"]), _f(p["variant_mean"]), signed(p["diff"]),
+                      "– (too few)" if p.get("too_few") else ci(*p["ci"])] for p in data["pass_hat_k"]])
     lines += ["", "## Design: minimum detectable effect and A/A split of the baseline", ""]
     lines += _table(["run", "scope", "tasks", "trials", "family", f"MDE (drop, {t['power']:.0%} power)", "A/A Δ [95% CI]", "A/A p"],
-                    [[md_cell(d["run"]), md_cell(d["domain"]), d["tasks"], f"{d['min_trials']}-{d['max_trials']}", d["family_size"], _f(d["mde"]),
+                    [[md_cell(d["run"]), md_cell(d["domain"]), d["tasks"], f"{d['min_trials']}-{d['max_trials']}", d["family_size"],
+                      _f(d["mde"]) + (f" ({md_text(d['mde_note'])})" if d.get("mde_note") else ""),
                       (f"{signed(d['aa']['diff'])} {ci(d['aa']['ci_low'], d['aa']['ci_high'])}" if d["aa"] else "– (1 trial)"),
                       pval(d["aa"]["p"]) if d["aa"] else "–"] for d in data["designs"]])
     lines += ["", f"## Manipulation check ({md_text(t['manipulation_score'])} on the customer's early turns, minimum shift "
@@ -106,15 +127,17 @@ def markdown(data: dict[str, Any]) -> str:
                             [_comparison_row(r) for r in mc["rows"]])
             lines += ["", f"Baseline {md_text(mc['baseline'])}: {pct(mc['baseline_flagged_rate'])} flagged.", ""]
     if data["dose_response"]:
-        lines += ["", "## Dose-response (level 0 = baseline, 1 mild, 2 moderate, 3 severe)", ""]
+        lines += ["", "## Dose-response (level 0 = baseline, 1 mild, 2 moderate, 3 severe; the trend is among levels 1-3)", ""]
         for d in data["dose_response"]:
             scales = ""
             if d.get("scales"):
                 sha = (d.get("vector_sha256") or "")[:12] or "not one vector"
                 scales = f"; control vector {md_text(sha)}, scales " + ", ".join(f"{md_text(k)} {_scale(v)}" for k, v in d["scales"].items())
             lines += [f"**{md_text(d['run'])}: {md_text(d['emotion'])} by {md_text(d['method'])}, {md_text(d['label'])}**: slope "
-                      f"{signed(d['slope'])} per level {ci(*d['ci'])}, p(Holm) {pval(d['p_adjusted'])}, claim {d['claim']} "
-                      f"({d['n_tasks']} tasks){scales}", ""]
+                      f"{signed(d['slope'])} per level {ci(*d['ci'])}, "
+                      + (f"p(Holm) {pval(d['p_adjusted'])}, claim {d['claim']}" if "claim" in d else "descriptive (no claim)")
+                      + (f" ({md_text(d['no_claim_reason'])})" if d.get("no_claim_reason") else "")
+                      + f" ({d['n_tasks']} tasks){scales}", ""]
             steered = bool(d.get("scales"))
             lines += _table(["level", "variant", *(["scale"] if steered else []), "conversations", "mean", "Δ vs baseline (paired)", "95% CI"],
                             [[f"{lv['level']} ({lv['level_name']})", md_cell(lv["variant"]), *([_scale(lv.get("scale"))] if steered else []),
