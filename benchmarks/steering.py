@@ -107,7 +107,7 @@ def _coherence_cis(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]]) 
     Perplexity is compared on the log scale (a ratio of typical replies, robust to one word-salad
     outlier), reported back as a geometric-mean ratio with its interval.
     """
-    from moodbench.steer._calibrate import _flagged, _paired
+    from moodbench.steer._scale_scores import _flagged, _paired
 
     def derive(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{**r, "log_ppl": math.log(r["perplexity"]) if r.get("perplexity") else None,

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from moodbench.steer import THRESHOLDS
-from moodbench.steer._calibrate import judge_sweep
 from moodbench.steer._coherence import decide, judge_one, suggest_tasks
+from moodbench.steer._scale_scores import judge_sweep  # a pure function, tested as a unit
 
 TASKS = ["retail:0", "retail:5", "retail:10", "airline:5"]
 
