@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ from moodbench.analysis import (
     trend_reason,
 )
 from moodbench.analysis._power import task_sd_at
-from moodbench.results import ConversationRecord, ConversationStats
+from moodbench.results import ConversationRecord, ConversationStats, ExitReason
 from scripted import cli_env
 
 
@@ -43,7 +44,7 @@ def _conv(task: int, variant: str, trial: int, reward: float | None, *, turns: i
     exit_reason = "llm_error" if reward is None else ("success" if reward == 1.0 else "task_failed")
     sim = {"messages": [{"role": "assistant", "content": "Hi!"}, {"role": "user", "content": "Please help me with my order."}]}
     return ConversationRecord(cell_key=f"mock|t{task}|{variant}|{trial}", domain="mock", task_id=f"t{task:02d}", variant=variant,
-                              trial=trial, reward=reward, exit_reason=exit_reason, wall_seconds=1.0, simulation=sim,
+                              trial=trial, reward=reward, exit_reason=ExitReason(exit_reason), wall_seconds=1.0, simulation=sim,
                               stats=ConversationStats(turns=turns))
 
 
@@ -109,11 +110,14 @@ def test_missing_bounds_bracket_every_imputation() -> None:
     cl = np.repeat(np.arange(30), 3)
     b[[1, 7]] = np.nan
     v[[2, 3, 50]] = np.nan
-    mb = missing_bounds(b, v, cl)
+    mb = missing_bounds(b.tolist(), v.tolist(), cl.tolist())
     assert mb is not None and (mb.excluded_baseline, mb.excluded_variant) == (2, 3)
+    assert mb.worst.diff is not None and mb.best.diff is not None
     for _ in range(20):  # any values the missing outcomes could have had give an effect between the bounds
         fill_b, fill_v = np.where(np.isnan(b), rng.integers(0, 2, 90), b), np.where(np.isnan(v), rng.integers(0, 2, 90), v)
-        assert mb.worst.diff - 1e-12 <= paired_effect(fill_b, fill_v, cl).diff <= mb.best.diff + 1e-12
+        filled = paired_effect(fill_b, fill_v, cl.tolist()).diff
+        assert filled is not None
+        assert mb.worst.diff - 1e-12 <= filled <= mb.best.diff + 1e-12
     assert missing_bounds([1.0, 0.0], [1.0, 1.0], ["a", "b"]) is None
 
 
@@ -145,7 +149,9 @@ def test_one_family_holm_over_every_section_and_descriptive_rows() -> None:
 
 def test_bounds_enter_the_p_as_an_intersection_union_test() -> None:
     fam = ReportFamily(0.05)
-    keep, flip, weak = {}, {}, {}
+    keep: dict[str, Any] = {}
+    flip: dict[str, Any] = {}
+    weak: dict[str, Any] = {}
     fam.add("reward/all", keep, p=0.001, estimate=-0.3, bounds=((-0.35, 0.0005), (-0.25, 0.004)))
     fam.add("reward/all", flip, p=0.001, estimate=-0.3, bounds=((-0.35, 0.0005), (0.02, 0.8)))
     fam.add("reward/all", weak, p=0.001, estimate=-0.3, bounds=((-0.35, 0.0005), (-0.1, 0.2)))
@@ -191,7 +197,8 @@ def test_trend_gate_is_the_reward_claims_minimum() -> None:
     assert reward["claim"] == "too_few" and f">= {MIN_PAIRS} conversations" in reward["no_claim_reason"]
     # floating-point residue is not a slope: identical values at every level give no p
     t = dose_response([1.0, 2.0, 3.0] * 60, [0.1 + 0.2] * 180, [i // 3 for i in range(180)])
-    assert t.p is None and t.degenerate == "zero_spread" and "no spread" in trend_reason(t)
+    reason = trend_reason(t)
+    assert t.p is None and t.degenerate == "zero_spread" and reason is not None and "no spread" in reason
 
 
 # --------------------------------------------------------------------------- zero spread and MDE
@@ -205,7 +212,8 @@ def test_floor_and_ceiling_never_print_certainty() -> None:
     assert row["mde"] is None and "floor" in row["mde_note"] and "floor" in out["designs"][0]["mde_note"]
     assert all(p["ci"] == [None, None] and p["p"] is None for p in out["pass_hat_k"])
     assert mde(Design(40, 3, baseline_success=0.5, icc=0.0, outcome_var=0.0, diff_within_var=0.0)) is None
-    assert "no variance" in mde_note(Design(40, 3, baseline_success=0.5, icc=0.0, outcome_var=0.0, diff_within_var=0.0))
+    note = mde_note(Design(40, 3, baseline_success=0.5, icc=0.0, outcome_var=0.0, diff_within_var=0.0))
+    assert note is not None and "no variance" in note
 
 
 # --------------------------------------------------------------------------- planning across spreads
@@ -223,7 +231,9 @@ def test_drop_share_variance_matches_monte_carlo() -> None:
     within = (p * (1 - p) + q * (1 - q)).mean()
     sim = np.sqrt(np.var(q - p) + within / 3)
     assert task_sd_at(d, -drop) == pytest.approx(sim, rel=0.02)
-    assert mde(d) > mde(replace(d, drop_share=1.0)) and power_at(d, -mde(d)) == pytest.approx(0.8, abs=1e-4)
+    spread_mde, uniform_mde = mde(d), mde(replace(d, drop_share=1.0))
+    assert spread_mde is not None and uniform_mde is not None
+    assert spread_mde > uniform_mde and power_at(d, -spread_mde) == pytest.approx(0.8, abs=1e-4)
 
 
 def test_plan_summary_states_assumptions_and_spreads() -> None:

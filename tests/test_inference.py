@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 
 import numpy as np
 import pytest
@@ -51,6 +52,7 @@ def test_hand_worked_example():
     assert e.variant_mean == pytest.approx((0.5 + 0.0 + 1.0) / 3)
     assert e.diff == pytest.approx(0.0, abs=1e-12)
     assert e.se == pytest.approx(math.sqrt(0.75) / math.sqrt(3))  # sd of (-0.5, -0.5, 1) is sqrt(0.75)
+    assert e.se is not None
     half = 4.302652729911275 * e.se  # t(2) 97.5% quantile
     assert (e.ci_low, e.ci_high) == pytest.approx((-half, half))
     assert e.p == pytest.approx(1.0)
@@ -72,6 +74,7 @@ def test_matches_statsmodels_cluster_robust_wls_and_scipy_t_unbalanced():
     assert e.p == pytest.approx(ref.pvalue)
     ci = ref.confidence_interval(0.95)
     assert (e.ci_low, e.ci_high) == pytest.approx((ci.low, ci.high))
+    assert e.variant_mean is not None and e.baseline_mean is not None
     assert e.variant_mean - e.baseline_mean == pytest.approx(e.diff)
 
 
@@ -80,7 +83,7 @@ def test_balanced_design_equals_pooled_ols_cluster():
     cl = np.repeat(np.arange(20), 3)
     b = (rng.random(cl.size) < 0.7).astype(float)
     v = (rng.random(cl.size) < 0.5).astype(float)
-    e = paired_effect(b, v, cl)
+    e = paired_effect(b, v, cl.tolist())
     fit = sm.OLS(v - b, np.ones(cl.size)).fit(cov_type="cluster", cov_kwds={"groups": cl}, use_t=True)
     assert (e.diff, e.se, e.p) == pytest.approx((fit.params[0], fit.bse[0], fit.pvalues[0]))
 
@@ -102,10 +105,13 @@ def test_degenerate_inputs():
     zero = paired_effect([1, 0] * 6, [1, 0] * 6, list(range(12)))
     assert (zero.diff, zero.p, zero.ci_low) == (0.0, None, None)
     floor = paired_effect([0] * 40, [0] * 40, list(range(40)))
-    assert "floor" in no_claim_reason(floor) and claim_family([floor])[0].claim == "too_few"
+    floor_reason = no_claim_reason(floor)
+    assert floor_reason is not None and "floor" in floor_reason and claim_family([floor])[0].claim == "too_few"
     ceiling = paired_effect([1] * 40, [1] * 40, list(range(40)))
-    assert "ceiling" in no_claim_reason(ceiling)
-    assert "exactly -1" in no_claim_reason(paired_effect([1] * 40, [0] * 40, list(range(40))))
+    ceiling_reason = no_claim_reason(ceiling)
+    assert ceiling_reason is not None and "ceiling" in ceiling_reason
+    minus_one_reason = no_claim_reason(paired_effect([1] * 40, [0] * 40, list(range(40))))
+    assert minus_one_reason is not None and "exactly -1" in minus_one_reason
     noise = paired_effect([0.3] * 40, [0.3 + 1e-17 * (i % 3) for i in range(40)], list(range(40)))  # floating-point residue
     assert noise.p is None and noise.degenerate == "zero_spread"
     assert no_claim_reason(paired_effect([1, 0] * 20, [0, 0] * 20, list(range(40)))) is None
@@ -138,7 +144,7 @@ def test_task_t_confidence_level():
 
 def test_holm_hand_example_and_none():
     # sorted 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 -> running max 0.06
-    assert adjust_pvalues([0.04, None, 0.01, 0.03]) == pytest.approx([0.06, None, 0.03, 0.06])  # type: ignore[arg-type]
+    assert adjust_pvalues([0.04, None, 0.01, 0.03]) == pytest.approx([0.06, None, 0.03, 0.06])
     assert adjust_pvalues([None, None]) == [None, None]
     assert adjust_pvalues([]) == []
     with pytest.raises(ValueError):
@@ -151,8 +157,8 @@ def test_holm_matches_statsmodels():
         p = rng.random(m) ** 3
         p[: m // 3] = p[0]  # ties
         assert adjust_pvalues(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]))
-    p = [0.001, 0.02, 0.5]
-    assert adjust_pvalues(p, method="bonferroni") == pytest.approx(list(multipletests(p, method="bonferroni")[1]))
+    pv = [0.001, 0.02, 0.5]
+    assert adjust_pvalues(pv, method="bonferroni") == pytest.approx(list(multipletests(pv, method="bonferroni")[1]))
 
 
 def _effect(diff: float, p: float, tasks: int = MIN_TASKS, pairs: int = MIN_PAIRS) -> PairedEffect:
@@ -188,17 +194,17 @@ def test_significant_effect_is_claimed_whatever_its_size():
     cl = np.repeat(np.arange(200), 3)
     b = (rng.random(cl.size) < 0.6).astype(float)
     v = np.where(rng.random(cl.size) < 0.1, 0.0, b)  # a small, real drop
-    e = paired_effect(b, v, cl)
+    e = paired_effect(b, v, cl.tolist())
     assert claim_family([e])[0].claim == "lower"
-    assert abs(e.diff) < 0.1
+    assert e.diff is not None and abs(e.diff) < 0.1
 
 
 # --------------------------------------------------------------------------- pass^k
 
 
 def test_pass_hat_k_caps_k_and_keeps_one_task_set():
-    base = {"A": [True, True, True], "B": [True, False], "C": [True]}
-    var = {"A": [True, False, True], "B": [False, False]}
+    base: dict[Hashable, list[bool]] = {"A": [True, True, True], "B": [True, False], "C": [True]}
+    var: dict[Hashable, list[bool]] = {"A": [True, False, True], "B": [False, False]}
     out = pass_hat_k_paired(base, var)  # C has no variant side: left out; k capped at 2 (task B)
     assert sorted(out) == [1, 2]
     assert out[1].n_tasks == out[2].n_tasks == 2
@@ -216,7 +222,7 @@ def test_pass_hat_k_caps_k_and_keeps_one_task_set():
 
 def test_pass_hat_k_issue_example_is_monotone():
     """Dropping tasks with fewer than k trials gave 0.5, 0.5, 1.0; capping k at the fewest trials cannot rise."""
-    base = {"A": [False, True, True], "B": [True, False]}
+    base: dict[Hashable, list[bool]] = {"A": [False, True, True], "B": [True, False]}
     out = pass_hat_k_paired(base, base)
     values = [out[k].baseline for k in sorted(out)]
     assert values == sorted(values, reverse=True)
@@ -226,8 +232,8 @@ def test_pass_hat_k_issue_example_is_monotone():
 
 def test_pass_hat_k_one_lost_conversation_drops_one_task_not_pass_t():
     """One fixed task set for every k: a task with fewer pairs is dropped (counted), the others keep pass^3."""
-    base = {t: [True, t % 2 == 0, True] for t in range(30)}
-    var = {t: [True, False, t % 3 == 0] for t in range(30)}
+    base: dict[Hashable, list[bool]] = {t: [True, t % 2 == 0, True] for t in range(30)}
+    var: dict[Hashable, list[bool]] = {t: [True, False, t % 3 == 0] for t in range(30)}
     var[7] = var[7][:2]  # one conversation of task 7 excluded on the variant side
     out = pass_hat_k_paired(base, var)
     assert sorted(out) == [1, 2, 3]
@@ -248,6 +254,7 @@ def test_aa_split_hand_example():
     ref = stats.ttest_1samp([1.0, -0.5], 0.0)
     assert r.diff == pytest.approx(0.25)
     assert r.p == pytest.approx(ref.pvalue)
+    assert r.ci_high is not None and r.diff is not None
     assert r.half_width == pytest.approx(r.ci_high - r.diff)
     assert aa_split({"a": [1]}).diff is None
 
@@ -324,6 +331,7 @@ def test_manipulation_one_sided_against_min_effect_matches_scipy():
     lb = ref.confidence_interval(0.95).low + 0.2
     assert r.lower_bound == pytest.approx(lb)
     assert r.status == "passed"
+    assert r.lower_bound is not None
     assert (r.lower_bound > r.min_effect) == (r.status == "passed")
 
 
@@ -331,12 +339,13 @@ def test_manipulation_direction_min_effect_family_and_too_few():
     base, var, cl = _scores(-0.6)
     assert manipulation_test(base, var, cl, direction=1, min_effect=0.0).status == "failed"  # wrong direction
     down = manipulation_test(base, var, cl, direction=-1, min_effect=0.2)
-    assert down.status == "passed" and down.shift > 0
+    assert down.status == "passed" and down.shift is not None and down.shift > 0
     assert manipulation_test(base, var, cl, direction=-1, min_effect=1.5).status == "failed"  # moved, but too little
     small = manipulation_test(base[:8], var[:8], cl[:8], direction=-1, min_effect=0.0)
     assert small.status == "too_few" and small.n_tasks == 4
     single = manipulation_test(base, var, cl, direction=-1, min_effect=0.2)
     fam = manipulation_test(base, var, cl, direction=-1, min_effect=0.2, family_size=40)
+    assert fam.lower_bound is not None and single.lower_bound is not None
     assert fam.p == single.p and fam.lower_bound < single.lower_bound
     with pytest.raises(ValueError):
         manipulation_test(base, var, cl, direction=0, min_effect=0.1)

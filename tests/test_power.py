@@ -18,6 +18,13 @@ from moodbench.analysis._power import Design, design_from_pilot, mde, power_at, 
 from scripted import CLI
 
 
+def _mde(design: Design) -> float:
+    """The MDE of a design the test knows is claimable (``mde`` answers ``None`` below the minimum design)."""
+    value = mde(design)
+    assert value is not None
+    return value
+
+
 def test_within_and_task_variance_formula():
     d = Design(tasks=40, trials=3, baseline_success=0.6, icc=0.5, pair_corr=0.2, effect_sd=0.1)
     assert d.within_var == pytest.approx(2 * 0.24 * 0.5 * 0.8)
@@ -34,23 +41,23 @@ def test_continuous_mde_matches_statsmodels_and_the_normal_formula():
     assert mde(d) == pytest.approx(es * d.task_sd, rel=1e-5)
     z = stats.norm.ppf(1 - 0.05 / 8) + stats.norm.ppf(0.8)
     assert mde(d) == pytest.approx(z * d.task_sd / math.sqrt(200), rel=0.02)
-    assert power_at(d, -mde(d)) == pytest.approx(0.8, abs=1e-5)
+    assert power_at(d, -_mde(d)) == pytest.approx(0.8, abs=1e-5)
     assert power_at(d, 0.0) == pytest.approx(0.05 / 4, rel=1e-3)
 
 
 def test_issue_example_fifty_tasks_three_trials():
     """The issue: 50 tasks x 3 trials at a baseline/variant correlation of 0.5 detects ~10-point drops at best."""
     d = Design(tasks=50, trials=3, baseline_success=0.5, icc=0.0, pair_corr=0.5)
-    assert 0.10 < mde(d) < 0.14
+    assert 0.10 < _mde(d) < 0.14
 
 
 def test_mde_monotone_in_the_design():
     base = Design(tasks=40, trials=3, family_size=8, baseline_success=0.65, icc=0.5, pair_corr=0.3, effect_sd=0.05)
-    assert mde(replace(base, tasks=80)) < mde(base) < mde(replace(base, tasks=20))
-    assert mde(replace(base, trials=5)) < mde(base) < mde(replace(base, trials=1))
-    assert mde(replace(base, family_size=1)) < mde(base) < mde(replace(base, family_size=40))
-    assert mde(replace(base, effect_sd=0.0)) < mde(base)
-    assert mde(replace(base, power=0.9)) > mde(base)
+    assert _mde(replace(base, tasks=80)) < _mde(base) < _mde(replace(base, tasks=20))
+    assert _mde(replace(base, trials=5)) < _mde(base) < _mde(replace(base, trials=1))
+    assert _mde(replace(base, family_size=1)) < _mde(base) < _mde(replace(base, family_size=40))
+    assert _mde(replace(base, effect_sd=0.0)) < _mde(base)
+    assert _mde(replace(base, power=0.9)) > _mde(base)
 
 
 def test_below_the_minimum_design_there_is_no_mde():
@@ -93,7 +100,7 @@ def test_power_at_mde_by_simulation_small():
     """A quick version of the calibration benchmark's check: power at the MDE is ~0.8 by simulation."""
     g, m, p_bar, icc, c = 30, 3, 0.6, 0.4, 0.3
     d = Design(tasks=g, trials=m, baseline_success=p_bar, icc=icc, pair_corr=c)
-    target = mde(d)
+    target = _mde(d)
     rng = np.random.default_rng(1)
     s = 1 / icc - 1
     cl = np.repeat(np.arange(g), m)
@@ -103,7 +110,8 @@ def test_power_at_mde_by_simulation_small():
         q = p * (1 - target / p_bar)
         ub = rng.random((g, m))
         uv = np.where(rng.random((g, m)) < c, ub, rng.random((g, m)))
-        e = paired_effect((ub < p[:, None]).astype(float).ravel(), (uv < q[:, None]).astype(float).ravel(), cl)
+        e = paired_effect((ub < p[:, None]).astype(float).ravel(), (uv < q[:, None]).astype(float).ravel(), cl.tolist())
+        assert e.p is not None and e.diff is not None
         hits += e.p < 0.05 and e.diff < 0
     se = math.sqrt(0.8 * 0.2 / reps)
     assert abs(hits / reps - 0.8) < 0.05 + 3 * se
@@ -123,7 +131,7 @@ def test_design_from_pilot_hand_example():
     diffs = {"a": [0, -1, 0], "b": [0, 0, 0], "c": [-1, -1, 0]}
     d2 = design_from_pilot(base, diffs, tasks=40, family_size=8)
     d_within = ((2 / 3) + 0 + (2 / 3)) / 6  # sums of squares of a and c, 3 x 2 degrees of freedom
-    d_between = max(0.0, np.var([-1 / 3, 0, -2 / 3], ddof=1) - d_within / 3)
+    d_between = max(0.0, float(np.var([-1 / 3, 0, -2 / 3], ddof=1)) - d_within / 3)
     assert d2.within_var == pytest.approx(d_within)
     assert d2.effect_sd == pytest.approx(math.sqrt(d_between))
     assert d2.pair_corr == pytest.approx(max(0.0, 1 - d_within / (2 * within)))
@@ -134,7 +142,7 @@ def test_design_from_pilot_fractional_rewards_keep_their_variance():
     base = {"a": [0.5, 1.0], "b": [0.0, 0.25]}
     d = design_from_pilot(base)
     within = ((0.25**2 * 2) + (0.125**2 * 2)) / 2
-    between = max(0.0, np.var([0.75, 0.125], ddof=1) - within / 2)
+    between = max(0.0, float(np.var([0.75, 0.125], ddof=1)) - within / 2)
     assert d.outcome_var == pytest.approx(within + between)
     assert task_sd_at(d, -0.2) == pytest.approx(d.task_sd)  # continuous: a pure shift, no growth
 
@@ -163,7 +171,9 @@ def test_power_table_rows():
     for r in rows:
         assert r.mde == pytest.approx(mde(Design(tasks=r.tasks, trials=r.trials, family_size=8)))
         (e1, p1), (e2, p2) = r.powers
+        assert p1 is not None and p2 is not None
         assert (e1, e2) == (0.1, 0.2) and p1 < p2
+    assert rows[-1].mde is not None and rows[0].mde is not None
     assert rows[-1].mde < rows[0].mde
     assert rows[-1].to_dict()["powers"]["0.2"] == rows[-1].powers[1][1]
 
@@ -217,7 +227,7 @@ def test_power_command_rejects_bad_input(tmp_path):
 
 def _pilot_run(path, tasks=24, trials=3, seed=5):
     """A run directory written through the store's own API: a baseline and one variant, known success rates."""
-    from moodbench.results import ConversationRecord, Store, write_summary
+    from moodbench.results import ConversationRecord, ExitReason, Store, write_summary
 
     rng = np.random.default_rng(seed)
     p = rng.beta(1.5, 1.0, size=tasks)
@@ -230,8 +240,9 @@ def _pilot_run(path, tasks=24, trials=3, seed=5):
                 u = rng.random()
                 for v, q in (("control", p[g]), ("anger", p[g] * 0.8)):
                     reward = float(u < q)
+                    exit_reason = ExitReason("success" if reward else "task_failed")
                     store.insert(ConversationRecord(cell_key=f"mock|t{g}|{v}|{m}", domain="mock", task_id=f"t{g}", variant=v, trial=m,
-                                                    reward=reward, exit_reason="success" if reward else "task_failed"))
+                                                    reward=reward, exit_reason=exit_reason))
     write_summary(path)
     return path
 

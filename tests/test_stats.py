@@ -17,6 +17,7 @@ from scipy.stats import binomtest
 from moodbench.analysis import (
     MIN_TASKS,
     Design,
+    Dose,
     dose_of,
     dose_response,
     dose_response_table,
@@ -34,7 +35,7 @@ from moodbench.analysis import (
 from moodbench.analysis import _stats as stats
 from moodbench.analysis._variants import families_spec
 from moodbench.judges import families_of, marker_hits, parse_judge, text_scores
-from moodbench.results import ConversationRecord, FidelityFlags, Steering, pass_hat_k
+from moodbench.results import ConversationRecord, ExitReason, FidelityFlags, Steering, pass_hat_k
 
 # --------------------------------------------------------------------------- McNemar
 
@@ -96,8 +97,21 @@ def _conv(i: int, task: str, variant: str, trial: int, reward: float | None, *, 
                         {"role": "tool", "id": "c1", "content": "{}", "requestor": "assistant"},
                         {"role": "assistant", "content": "Done."}, {"role": "user", "content": later}]}
     return ConversationRecord(id=i, cell_key=f"{domain}|{task}|{variant}|{trial}", domain=domain, task_id=task, variant=variant,
-                              trial=trial, reward=reward, exit_reason=exit_reason, wall_seconds=1.0, simulation=sim,
+                              trial=trial, reward=reward, exit_reason=ExitReason(exit_reason), wall_seconds=1.0, simulation=sim,
                               flags=FidelityFlags(any=flagged, user_echo=flagged))
+
+
+def _reward(c: ConversationRecord) -> float:
+    """The reward of a conversation built with one: ``None`` here would be a broken fixture, not a result."""
+    assert c.reward is not None
+    return c.reward
+
+
+def _dose(spec: str) -> Dose:
+    """The dose of a variant spec the test knows is graded (``dose_of`` answers ``None`` for ungraded ones)."""
+    d = dose_of(spec)
+    assert d is not None
+    return d
 
 
 def _known_run(tasks: int = 24) -> list[ConversationRecord]:
@@ -131,13 +145,15 @@ def test_reward_effects_known_answer() -> None:
     assert w["diff"] == pytest.approx(-9 / 24)
     assert w["baseline_mean"] == pytest.approx(18 / 24) and w["variant_mean"] == pytest.approx(9 / 24)
     assert w["variant_mean"] - w["baseline_mean"] == pytest.approx(w["diff"])
-    ref = paired_effect([float(c.reward) for c in convs if c.variant == "control"],
-                        [float(c.reward) for c in convs if c.variant == "worse"], [c.task_id for c in convs if c.variant == "control"])
+    ref = paired_effect([_reward(c) for c in convs if c.variant == "control"],
+                        [_reward(c) for c in convs if c.variant == "worse"],
+                        [c.task_id for c in convs if c.variant == "control"])
     assert w["ci"] == pytest.approx([ref.ci_low, ref.ci_high]) and w["p"] == pytest.approx(ref.p)
     # the family: worse is claimable; same has zero spread (every task difference 0) and few is too small: both too_few,
     # left out. The unflagged worse row (46 pairs) is a second test of the one family -> Holm over 2
     fam = next(f for f in out["families"] if f["subset"] == "all")
     assert (fam["size"], fam["planned"], fam["family_size"]) == (1, 3, 2)
+    assert ref.p is not None
     assert w["p_adjusted"] == pytest.approx(min(1.0, 2 * ref.p)) and w["claim"] == "lower" and w["family_size"] == 2
     same = _row(out, "same")
     assert same["claim"] == "too_few" and same["diff"] == 0 and same["ci"] == [None, None] and same["p"] is None
@@ -260,9 +276,9 @@ def test_manipulation_minimum_effect_stops_a_tiny_shift() -> None:
 
 def test_dose_of_specs_and_families() -> None:
     assert dose_of("frustration:mild") == dose_of("frustration:mild")
-    d = dose_of("frustration@steer:severe")
+    d = _dose("frustration@steer:severe")
     assert (d.emotion, d.method, d.level_name, d.level) == ("frustration", "steer", "severe", 3)
-    assert (dose_of("frustration").method, dose_of("frustration").level) == ("prompt", 2)
+    assert (_dose("frustration").method, _dose("frustration").level) == ("prompt", 2)
     assert dose_of("anger+confusion") is None and dose_of("anger:extreme") is None
     assert families_spec("frustration@both:severe+anger") == "frustration:severe+anger"
     assert families_of(families_spec("frustration@steer:mild")) == ["frustration"]
@@ -275,20 +291,22 @@ def test_dose_response_table_groups_by_emotion_and_method() -> None:
     for t in range(24):
         for trial in range(2):
             for v in variants:
-                lv = 0 if v == "control" else (dose_of(v).level if v.startswith("frustration") and "@" not in v else 0)
-                reward = 1.0 if (t + trial) % 4 >= (lv if lv < 3 else 3) else 0.0
-                convs.append(_conv(i := i + 1, f"t{t}", v, trial, reward, user=words[lv] + "Please update my order."))
+                lv = 0 if v == "control" else (_dose(v).level if v.startswith("frustration") and "@" not in v else 0)
+                rwd = 1.0 if (t + trial) % 4 >= (lv if lv < 3 else 3) else 0.0
+                convs.append(_conv(i := i + 1, f"t{t}", v, trial, rwd, user=words[lv] + "Please update my order."))
     rows = dose_response_table(convs, "control", variants)
     assert {(r["emotion"], r["method"], r["outcome"]) for r in rows} == {("frustration", "prompt", "reward"),
                                                                           ("frustration", "prompt", "markers_own")}
     reward = next(r for r in rows if r["outcome"] == "reward")
     assert [lv["level"] for lv in reward["levels"]] == [0, 1, 2, 3]
-    lv_list, vals, cl = [], [], []
+    lv_list: list[int] = []
+    vals: list[float] = []
+    cl: list[tuple[str, str]] = []
     for c in convs:  # the trend is among the emotional levels: the baseline is not level 0 of the slope
-        d = dose_of(c.variant).level if c.variant in variants[1:4] else None
+        d = _dose(c.variant).level if c.variant in variants[1:4] else None
         if d is not None:
             lv_list.append(d)
-            vals.append(c.reward)
+            vals.append(_reward(c))
             cl.append(c.task_key)
     ref = dose_response(lv_list, vals, cl)
     assert reward["slope"] == pytest.approx(ref.slope) and reward["ci"] == pytest.approx([ref.ci_low, ref.ci_high])
@@ -340,9 +358,12 @@ def test_planning_helpers() -> None:
     d = planned_design(40, 3, ["control", "frustration"], 1)
     assert (d.tasks, d.trials, d.family_size, d.baseline_success, d.icc, d.pair_corr, d.effect_sd) == (40, 3, 1, 0.5, 0.5, 0.0, 0.05)
     assert planned_mde(40, 3, 1) == pytest.approx(mde(Design(40, 3, 1, baseline_success=0.5, icc=0.5, effect_sd=0.05)))
-    assert planned_mde(40, 3, 8) > planned_mde(40, 3, 1) > planned_mde(80, 3, 1)
+    mde_8, mde_1, mde_80 = planned_mde(40, 3, 8), planned_mde(40, 3, 1), planned_mde(80, 3, 1)
+    mde_icc = planned_mde(40, 3, 1, icc=0.8)
+    assert mde_8 is not None and mde_1 is not None and mde_80 is not None and mde_icc is not None
+    assert mde_8 > mde_1 > mde_80
     assert planned_mde(10, 3, 1) is None  # below MIN_TASKS: no claim possible
-    assert planned_mde(40, 3, 1, icc=0.8) < planned_mde(40, 3, 1)
+    assert mde_icc < mde_1
 
 def test_parse_judge_reply() -> None:
     assert parse_judge('Sure! {"frustration": 7, "anger": 12, "anxiety": "x"}') == {"frustration": 7.0, "anger": 10.0}
