@@ -20,8 +20,8 @@ the G tasks (df = G - 1):
   by a minimum design size (``MIN_TASKS``, ``MIN_PAIRS``) below which the t interval was found to
   under-cover in ``benchmarks/calibration.py``.
 
-The constants (in ``_effect.py``, re-exported here) are the one home of the thresholds; ``docs/statistics.md`` gives the calibration numbers
-behind them. Only numpy, scipy and statsmodels are used so the module can move with the package.
+The constants (in ``_effect.py``, re-exported here) are the one home of the thresholds; ``docs/statistics.md``
+gives the calibration numbers behind them. Only numpy, scipy and statsmodels are used so the module can move with the package.
 """
 
 from __future__ import annotations
