@@ -7,6 +7,7 @@ this module adds what an experiment needs on top: retries with backoff that hono
 notices a dead endpoint, ``<think>`` stripping, recovery of tool calls written as text, and a
 record of tokens, cost and latency for every call. Nothing here is global: each run builds its own
 clients and health tracker and hands them to the conversations that use them.
+The spec, breaker, reply and error types live in ``_spec.py`` and the retry policy in ``_retry.py``.
 
 Secrets: the key named by ``api_key_env`` and any credential in a base URL are used for requests
 and scrubbed from everything this module shows (errors, ``Completion.endpoint``, the breaker's
@@ -20,42 +21,45 @@ import json
 import math
 import os
 import random
-import threading
 import time
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
-import httpx
-import openai
 import tenacity
 
 # redact_text and secret_values are also imported from here by runner.py until it moves to
 # moodbench._util.secrets, where they are defined.
-from moodbench._util import defaults
 from moodbench._util.bounds import BoundError, check_tree, clean_strings, clean_text
 from moodbench._util.secrets import redact_text, redact_url, secret_values, url_secrets
 from moodbench.llm._fast import OpenAICompatTransport, fast_path_allowed
 from moodbench.llm._http import RequestBudget
 from moodbench.llm._litellm import LitellmTransport, litellm
+from moodbench.llm._retry import (
+    _Backoff,
+    _Call,
+    _EmptyReply,
+    _FailedAttempt,
+    _is_context_error,
+    _is_retryable,
+    _status_code,
+)
+from moodbench.llm._retry import (
+    _retry_after_seconds as _retry_after_seconds,  # re-exported: tests read the Retry-After parsing
+)
 from moodbench.llm._router import EndpointRouter, RoutedTransport
+from moodbench.llm._spec import (
+    Completion,
+    ContextWindowError,
+    EndpointDownError,
+    EndpointHealth,
+    LLMCallError,
+    MalformedResponseError,
+    ModelSpec,
+    ParsedToolCall,
+    ReplyTooLargeError,
+)
 from moodbench.llm._textcalls import recover_text_tool_calls
 from moodbench.llm._thinking import strip_thinking
 
-_RETRYABLE = (
-    litellm.RateLimitError,
-    litellm.APIConnectionError,
-    litellm.Timeout,
-    litellm.InternalServerError,
-    litellm.ServiceUnavailableError,
-    # In case a provider path lets the SDK's or the transport's own exceptions through unwrapped.
-    openai.APIConnectionError,
-    openai.APITimeoutError,
-    httpx.TransportError,
-)
-# Status codes worth another try: request timeout, conflict/lock (the openai SDK retries these
-# too), too early, rate limit, and every server-side error (502/503/504 from proxies included).
-_RETRYABLE_STATUS = {408, 409, 425, 429}
 # What OpenAI-compatible local servers get when the user named no key: *a* key, never a real one.
 _PLACEHOLDER_KEY = "sk-no-key-required"
 # A token count above this in a reply's usage is a broken (or hostile) server, not a real request: it
@@ -86,256 +90,10 @@ def _tool_arguments(raw_args: str) -> tuple[dict[str, Any], bool]:
     return clean_strings(args), True
 
 
-class LLMCallError(RuntimeError):
-    """A model call failed after every retry. The conversation ends with exit reason ``llm_error``."""
-
-    def __init__(self, message: str, endpoint: str):
-        super().__init__(message)
-        self.endpoint = endpoint
-
-
-class EndpointDownError(LLMCallError):
-    """Too many consecutive failures on an endpoint: the run stops starting conversations."""
-
-
-class ReplyTooLargeError(LLMCallError):
-    """A reply passed ``ModelSpec.max_response_bytes``; it was not read further and is not retried."""
-
-
-class MalformedResponseError(RuntimeError):
-    """A reply arrived but is not a usable chat completion (retried like a server error)."""
-
-
-class ContextWindowError(RuntimeError):
-    """The conversation outgrew the model's context window (exit reason ``context_window_exceeded``)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Who to call and how. Holds the *name* of the API-key variable, never its value."""
-
-    model: str
-    base_urls: tuple[str, ...] = ()
-    api_key_env: str | None = None
-    args: dict[str, Any] = field(default_factory=dict)
-    max_tokens: int = defaults.MAX_TOKENS
-    # Whole-request deadline of each attempt: connect, send, wait and receive together, however
-    # slowly the reply arrives. Retries each get their own.
-    timeout_s: float = defaults.TIMEOUT_S
-    max_retries: int = defaults.MAX_RETRIES
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
-    # A server's Retry-After is honoured up to this long (it knows its queue better than we do).
-    retry_after_max_s: float = 120.0
-    empty_retries: int = 2
-    # Replicas (several base_urls): requests go to the least busy one; at most this many in flight
-    # per replica (None: no cap). See llm/_router.py.
-    max_in_flight_per_endpoint: int | None = None
-    # A reply above this many bytes ends the call (ReplyTooLargeError) without the rest being
-    # read. 4 MiB is hundreds of times a 2048-token reply; only per-token top_logprobs on long
-    # replies come near it (raise it for those), otherwise only a broken server does.
-    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
-    # "auto": plain OpenAI-compatible endpoints use the light transport (llm/_fast.py), the rest
-    # litellm; "litellm": every call through litellm.
-    transport: Literal["auto", "litellm"] = "auto"
-
-    def __post_init__(self) -> None:
-        if self.transport not in ("auto", "litellm"):
-            raise ValueError(f"transport must be 'auto' or 'litellm', not {self.transport!r}")
-        if self.max_response_bytes < 1:
-            raise ValueError("max_response_bytes must be at least 1")
-
-    def describe(self) -> str:
-        """The model and its endpoints, fit to show (credentials in URLs masked)."""
-        return f"{self.model} @ {', '.join(redact_url(u) for u in self.base_urls)}" if self.base_urls else self.model
-
-
-class EndpointHealth:
-    """Counts consecutive failed requests per endpoint, shared by every conversation of one run.
-
-    A single flaky reply is noise; dozens in a row with no success in between mean the server is
-    gone, and starting more conversations would only turn GPU-hours into ``llm_error`` rows.
-    """
-
-    def __init__(self, max_consecutive_failures: int = 25):
-        self.max_consecutive_failures = max_consecutive_failures
-        self._lock = threading.Lock()
-        self._consecutive: dict[str, int] = {}
-        self.down: str | None = None
-        self.last_error: str | None = None
-        # Set when the endpoint trips or the run is abandoned: wakes every conversation sleeping in
-        # a backoff, so none of them waits out a 30 s delay against a server that is gone.
-        self._stop = threading.Event()
-        self.cancelled = False
-
-    def success(self, endpoint: str) -> None:
-        with self._lock:
-            self._consecutive[endpoint] = 0
-
-    def failure(self, endpoint: str, error: str) -> None:
-        with self._lock:
-            n = self._consecutive.get(endpoint, 0) + 1
-            self._consecutive[endpoint] = n
-            self.last_error = error
-            if self.max_consecutive_failures and n >= self.max_consecutive_failures and self.down is None:
-                self.down = endpoint
-                self._stop.set()
-
-    def cancel(self) -> None:
-        """The run was abandoned (second Ctrl-C): make every further call fail at once."""
-        self.cancelled = True
-        self._stop.set()
-
-    def sleep(self, seconds: float) -> None:
-        """A backoff delay that ends early when the endpoint trips or the run is cancelled."""
-        if seconds > 0:
-            self._stop.wait(seconds)
-
-
-@dataclass
-class ParsedToolCall:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-    raw_arguments: str
-    valid_json: bool = True
-    recovered_from_text: bool = False
-
-
-@dataclass
-class Completion:
-    """One model reply after sanitising, with the raw text kept for the record."""
-
-    content: str | None
-    raw_content: str | None
-    tool_calls: list[ParsedToolCall]
-    think_stripped: bool
-    recovered_text_calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_s: float
-    attempts: int
-    endpoint: str
-    finish_reason: str | None
-    raw: dict[str, Any]
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.content and self.content.strip()) and not self.tool_calls
-
-
-def _retry_after_seconds(exc: BaseException) -> float | None:
-    """The server's own wait hint: ``retry-after-ms`` (OpenAI, vLLM), else ``Retry-After`` in
-    seconds or as an HTTP date. litellm keeps the httpx response on its exceptions (verified with
-    the scripted server's 429s), and some versions also copy the headers to
-    ``litellm_response_headers``."""
-    sources = [getattr(getattr(exc, "response", None), "headers", None), getattr(exc, "litellm_response_headers", None)]
-    for headers in sources:
-        if not headers:
-            continue
-        try:
-            ms = headers.get("retry-after-ms")
-            if ms is not None:
-                return max(0.0, float(ms) / 1000.0)
-        except (TypeError, ValueError, AttributeError):
-            pass
-        value = headers.get("retry-after") or headers.get("Retry-After")
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except (TypeError, ValueError):
-            pass
-        try:
-            when = parsedate_to_datetime(str(value))
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError, IndexError, OverflowError):
-            continue
-    return None
-
-
-def _status_code(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None)
-    if code is None:
-        code = getattr(getattr(exc, "response", None), "status_code", None)
-    try:
-        return int(code) if code is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _RETRYABLE):
-        return True
-    code = _status_code(exc)
-    return code is not None and (code in _RETRYABLE_STATUS or code >= 500)
-
-
-def _is_context_error(exc: BaseException) -> bool:
-    if isinstance(exc, litellm.ContextWindowExceededError):
-        return True
-    text = str(exc).lower()
-    return any(s in text for s in ("context length", "context window", "maximum context", "too many tokens", "exceeds the context"))
-
-
 def _make_transport(spec: ModelSpec) -> OpenAICompatTransport | LitellmTransport:
     if spec.transport != "litellm" and fast_path_allowed(spec.model, spec.base_urls, spec.args):
         return OpenAICompatTransport()  # skips litellm's ~8 ms/call overhead (see llm/_fast.py)
     return LitellmTransport()
-
-
-@dataclass
-class _Call:
-    """One ``complete()`` call across its attempts."""
-
-    messages: list[dict[str, Any]] | None  # a chat request (None: a text completion of ``prompt``)
-    tools: list[dict[str, Any]] | None
-    tool_choice: str | dict | None
-    recover: bool
-    seed: int | None
-    empty_left: int
-    prompt: str | None = None  # a text completion (``/v1/completions``)
-    stop: list[str] | None = None
-    attempts: int = 0  # requests sent
-    failures: int = 0  # of which failed
-
-
-class _FailedAttempt(Exception):
-    """One failed request, already counted by the breaker and redacted; tenacity decides what next."""
-
-    def __init__(self, message: str, label: str, retryable: bool, cause: BaseException,
-                 error_cls: type[LLMCallError] = LLMCallError):
-        super().__init__(message)
-        self.message, self.label, self.retryable, self.cause, self.error_cls = message, label, retryable, cause, error_cls
-
-
-class _EmptyReply(Exception):
-    """An empty reply with empty-reply retries left: asked again at once."""
-
-    def __init__(self, completion: Completion):
-        super().__init__("empty reply")
-        self.completion = completion
-
-
-class _Backoff(tenacity.wait.wait_base):
-    """Exponential backoff with jitter; a server's Retry-After is a floor, never shortened; empty replies wait not at all."""
-
-    def __init__(self, spec: ModelSpec, rng: random.Random):
-        self._spec = spec
-        self._rng = rng
-        self._exponential = tenacity.wait_exponential(multiplier=spec.backoff_base_s, max=spec.backoff_max_s)
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
-        if not isinstance(exc, _FailedAttempt):
-            return 0.0
-        hinted = _retry_after_seconds(exc.cause)
-        if hinted is not None:
-            # Up to 10% extra so a crowd of conversations told "1 s" do not all return together.
-            return min(hinted, self._spec.retry_after_max_s) * (1.0 + 0.1 * self._rng.random())
-        # "Equal jitter": between half and all of the exponential delay, so retries don't stampede.
-        return self._exponential(retry_state) * (0.5 + self._rng.random() / 2)
 
 
 class ModelClient:
