@@ -487,6 +487,17 @@ def ray_unreachable(ctx: Ctx) -> Done:
     return ctx.cli(*run_args(srv.base_url, ctx.tmp / "run", "--executor", "ray", "--ray-address", "127.0.0.2:9"), timeout=200)
 
 
+def ray_local_start_fails(ctx: Ctx) -> Done:
+    """A local Ray node that cannot start (its session directory cannot be made: RAY_TMPDIR lies under a file),
+    the way a node that does not come up in time fails: an exception out of ray.init."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'moodbench[ray]')")
+    srv = ctx.scripted(mock_example_script())
+    blocker = ctx.tmp / "a-file"
+    blocker.write_text("not a directory")
+    return ctx.cli(*run_args(srv.base_url, ctx.tmp / "run", "--executor", "ray"), env={"RAY_TMPDIR": str(blocker / "ray")},
+                   timeout=200)
+
+
 def summary_and_manifest_closed(ctx: Ctx, done: Done) -> None:
     assert (ctx.tmp / "run" / "summary.json").is_file()
     assert manifest(ctx.tmp / "run")["exit_code"] == 2
@@ -585,6 +596,9 @@ ATTACKS: list[Attack] = [
     Attack("i24-06-power-one-conversation-pilot", "issue 24 item 6", "power --pilot on a run of one conversation",
            power_one_conversation_pilot, "exit 2 explaining the pilot cannot estimate success (no option blamed)",
            says=("pilot",), check=names_no_option_not_given),
+    Attack("i24-06-ray-local-start-fails", "issue 24 item 6", "run --executor ray when the local Ray node cannot start",
+           ray_local_start_fails, "exit 2 naming Ray and what to do; summary and manifest written",
+           says=("could not start a local Ray instance", "--executor process"), check=summary_and_manifest_closed),
     Attack("i24-06-ray-unreachable", "issue 24 item 6", "run --executor ray when the Ray cluster cannot be reached",
            ray_unreachable, "exit 2 naming Ray and what to do; summary and manifest written",
            says=("--executor ray", "--executor process"), check=summary_and_manifest_closed),
