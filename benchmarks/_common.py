@@ -23,7 +23,13 @@ REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 
 # One retail customer with a pending order (looked up once in tau2's retail DB).
-RETAIL_USER = {"first_name": "Sofia", "last_name": "Rossi", "zip": "78784", "user_id": "sofia_rossi_8776", "order_id": "#W5918442"}
+RETAIL_USER = {
+    "first_name": "Sofia",
+    "last_name": "Rossi",
+    "zip": "78784",
+    "user_id": "sofia_rossi_8776",
+    "order_id": "#W5918442",
+}
 # One airline customer and reservation.
 AIRLINE_USER = {"user_id": "chen_jackson_3290", "reservation_id": "4WQ150"}
 
@@ -39,8 +45,11 @@ def retail_script(flow: str = "write", latency_ms: float = 0.0) -> dict[str, Any
     the gold DB: the most expensive case for scoring); ``flow="read"`` only reads.
     """
     u = RETAIL_USER
-    last = (_call("cancel_pending_order", order_id=u["order_id"], reason="no longer needed") if flow == "write"
-            else _call("get_product_details", product_id="6086499569"))
+    last = (
+        _call("cancel_pending_order", order_id=u["order_id"], reason="no longer needed")
+        if flow == "write"
+        else _call("get_product_details", product_id="6086499569")
+    )
     return {
         "latency_ms": latency_ms,
         "roles": {
@@ -58,7 +67,9 @@ def retail_script(flow: str = "write", latency_ms: float = 0.0) -> dict[str, Any
             },
             "user": {
                 "turns": [
-                    {"content": f"Hi, I'm {u['first_name']} {u['last_name']}, zip {u['zip']}. I want to cancel order {u['order_id']}."},
+                    {
+                        "content": f"Hi, I'm {u['first_name']} {u['last_name']}, zip {u['zip']}. I want to cancel order {u['order_id']}."
+                    },
                     {"content": "Yes, please cancel it, I no longer need it."},
                     {"content": "No, that's all. Thanks! ###STOP###"},
                 ],
@@ -81,8 +92,13 @@ def airline_script(latency_ms: float = 0.0) -> dict[str, Any]:
                     _call("get_reservation_details", reservation_id=u["reservation_id"]),
                     _call("get_flight_status", flight_number="HAT170", date="2024-05-22"),
                     {"content": "I can see your reservation. Do you want to change the number of bags?"},
-                    _call("update_reservation_baggages", reservation_id=u["reservation_id"], total_baggages=3,
-                          nonfree_baggages=0, payment_id="gift_card_3576581"),
+                    _call(
+                        "update_reservation_baggages",
+                        reservation_id=u["reservation_id"],
+                        total_baggages=3,
+                        nonfree_baggages=0,
+                        payment_id="gift_card_3576581",
+                    ),
                     {"content": "Done. Anything else?"},
                 ],
                 "after": {"content": "Anything else?"},
@@ -135,9 +151,23 @@ def start_server(script: dict[str, Any], workdir: Path) -> Server:
     script_path, port_file = workdir / f"{tag}.json", workdir / f"{tag}.port"
     script_path.write_text(json.dumps(script))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)}
-    proc = subprocess.Popen([sys.executable, "-m", "moodbench.testing.scripted_server", "--script", str(script_path),
-                             "--port", "0", "--port-file", str(port_file), "--exit-with-parent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "moodbench.testing.scripted_server",
+            "--script",
+            str(script_path),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--exit-with-parent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if port_file.exists() and port_file.read_text().strip():
@@ -164,7 +194,7 @@ def run_child(args: list[str], timeout: float = 1800) -> tuple[dict[str, Any], f
         raise RuntimeError(f"child {args} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}")
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(line[len("RESULT "):]), cpu
+    return json.loads(line[len("RESULT ") :]), cpu
 
 
 def machine() -> str:

@@ -99,8 +99,16 @@ class Scenario:
         p = self.tasks(rng, n)
         q = self.variant(rng, p, np.zeros(1))[0]
         within = p * (1 - p) + q * (1 - q) - 2 * self.coupling * (np.minimum(p, q) - p * q)
-        return Design(tasks=g, trials=m, family_size=family, baseline_success=self.baseline_success, icc=self.icc,
-                      pair_corr=self.coupling, effect_sd=float(np.std(q - p)), diff_within_var=float(within.mean()))
+        return Design(
+            tasks=g,
+            trials=m,
+            family_size=family,
+            baseline_success=self.baseline_success,
+            icc=self.icc,
+            pair_corr=self.coupling,
+            effect_sd=float(np.std(q - p)),
+            diff_within_var=float(within.mean()),
+        )
 
 
 MAIN = Scenario("main")
@@ -171,8 +179,9 @@ def _mean_shown(values: Sequence[float | None]) -> float | None:
 # --------------------------------------------------------------------------- main table
 
 
-def reward_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray,
-                      reps: int) -> dict[str, Any]:
+def reward_experiment(
+    rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray, reps: int
+) -> dict[str, Any]:
     """``reps`` experiments of V variants (true mean drops ``drops``) analysed as one claim family each."""
     cl = _clusters(g, m)
     false_any, cover, cover_first, too_few, detected = [], [], [], [], []
@@ -189,12 +198,18 @@ def reward_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, 
         cover_first.append(_covers(effects[0], -drops[0]))
         too_few.append(np.mean([c.claim == "too_few" for c in claims]))
         detected.append(claims[0].claim == "lower")
-    return {"false_claim": rate(false_any), "coverage": rate(cover), "coverage_first": rate(cover_first),
-            "too_few": rate(too_few), "detected": rate(detected)}
+    return {
+        "false_claim": rate(false_any),
+        "coverage": rate(cover),
+        "coverage_first": rate(cover_first),
+        "too_few": rate(too_few),
+        "detected": rate(detected),
+    }
 
 
-def manip_experiment(rng: np.random.Generator, g: int, m: int, v: int, shift: float, min_effect: float,
-                     reps: int) -> tuple[float, float]:
+def manip_experiment(
+    rng: np.random.Generator, g: int, m: int, v: int, shift: float, min_effect: float, reps: int
+) -> tuple[float, float]:
     """Family-wise pass rate of the manipulation check when every variant's true shift is ``shift``.
 
     Scores are skewed and non-negative like marker rates (lognormal with task and seed components, the
@@ -226,15 +241,26 @@ def main_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
             design = MAIN.design(g, m, v)
             target = mde(design)
             null = reward_experiment(rng, MAIN, g, m, v, np.zeros(v), cfg.reps)
-            row: dict[str, Any] = {"tasks": g, "trials": m, "variants": v, "mde": target,
-                                   "false_claim": null["false_claim"], "coverage_null": null["coverage"],
-                                   "too_few": null["too_few"]}
+            row: dict[str, Any] = {
+                "tasks": g,
+                "trials": m,
+                "variants": v,
+                "mde": target,
+                "false_claim": null["false_claim"],
+                "coverage_null": null["coverage"],
+                "too_few": null["too_few"],
+            }
             drops = np.zeros(v)
             drops[0] = ILLUSTRATIVE_DROP if target is None else target
             alt = reward_experiment(rng, MAIN, g, m, v, drops, cfg.reps)
-            row.update(drop=float(drops[0]), power=alt["detected"], coverage_alt=alt["coverage_first"],
-                       false_claim_alt=alt["false_claim"], too_few_alt=alt["too_few"],
-                       power_formula=None if target is None else power_at(design, -target))
+            row.update(
+                drop=float(drops[0]),
+                power=alt["detected"],
+                coverage_alt=alt["coverage_first"],
+                false_claim_alt=alt["false_claim"],
+                too_few_alt=alt["too_few"],
+                power_formula=None if target is None else power_at(design, -target),
+            )
             row["manip_false_pass_null"] = manip_experiment(rng, g, m, v, 0.0, 0.25, cfg.manip_reps)
             row["manip_false_pass_boundary"] = manip_experiment(rng, g, m, v, 0.25, 0.25, cfg.manip_reps)
             rows.append(row)
@@ -252,8 +278,18 @@ def power_scenarios(cfg: Config, seed: int) -> list[dict[str, Any]]:
             design = scen.design(g, m, v)
             target = mde(design)
             if target is None:  # not even losing every success reaches the power: nothing to simulate
-                rows.append({"scenario": scen.name, "tasks": g, "trials": m, "variants": v, "mde": None, "power": None,
-                             "pilot_mde_median": None, "pilot_mde_iqr": None})
+                rows.append(
+                    {
+                        "scenario": scen.name,
+                        "tasks": g,
+                        "trials": m,
+                        "variants": v,
+                        "mde": None,
+                        "power": None,
+                        "pilot_mde_median": None,
+                        "pilot_mde_iqr": None,
+                    }
+                )
                 continue
             drops = np.zeros(v)
             drops[0] = target
@@ -267,9 +303,20 @@ def power_scenarios(cfg: Config, seed: int) -> list[dict[str, Any]]:
                 est = design_from_pilot({i: base[i] for i in range(g)}, {i: var[1, i] - base[i] for i in range(g)}, family_size=v)
                 pilot.append(mde(est))
             pilot_ok = [x for x in pilot if x is not None]
-            rows.append({"scenario": scen.name, "tasks": g, "trials": m, "variants": v, "mde": target, "power": rate(hit),
-                         "pilot_mde_median": float(np.median(pilot_ok)) if pilot_ok else None,
-                         "pilot_mde_iqr": [float(np.quantile(pilot_ok, 0.25)), float(np.quantile(pilot_ok, 0.75))] if pilot_ok else None})
+            rows.append(
+                {
+                    "scenario": scen.name,
+                    "tasks": g,
+                    "trials": m,
+                    "variants": v,
+                    "mde": target,
+                    "power": rate(hit),
+                    "pilot_mde_median": float(np.median(pilot_ok)) if pilot_ok else None,
+                    "pilot_mde_iqr": [float(np.quantile(pilot_ok, 0.25)), float(np.quantile(pilot_ok, 0.75))]
+                    if pilot_ok
+                    else None,
+                }
+            )
     return rows
 
 
@@ -285,8 +332,16 @@ def planning_checks(cfg: Config, seed: int) -> list[dict[str, Any]]:
     g, m, v = 40, 3, 8
     rng = np.random.default_rng([seed, 44])
     truth = MAIN.design(g, m, v)
-    planned = planned_design(g, m, v, 1, baseline_success=MAIN.baseline_success, icc=MAIN.icc, pair_corr=MAIN.coupling,
-                             effect_sd=round(truth.effect_sd, 3))
+    planned = planned_design(
+        g,
+        m,
+        v,
+        1,
+        baseline_success=MAIN.baseline_success,
+        icc=MAIN.icc,
+        pair_corr=MAIN.coupling,
+        effect_sd=round(truth.effect_sd, 3),
+    )
     target = mde(planned)
     report_mdes = []
     for _ in range(min(cfg.reps, 400)):
@@ -296,17 +351,30 @@ def planning_checks(cfg: Config, seed: int) -> list[dict[str, Any]]:
     finite = [x for x in report_mdes if x is not None]
     report_mde = float(np.median(finite)) if finite else None
     rows = []
-    for source, drop, formula in (("moodbench power (the world's parameters as flags)", target, planned),
-                                  ("report MDE (baseline alone, median)", report_mde, None)):
+    for source, drop, formula in (
+        ("moodbench power (the world's parameters as flags)", target, planned),
+        ("report MDE (baseline alone, median)", report_mde, None),
+    ):
         if drop is None:
-            rows.append({"source": source, "tasks": g, "trials": m, "variants": v, "mde": None, "power": None, "power_formula": None})
+            rows.append(
+                {"source": source, "tasks": g, "trials": m, "variants": v, "mde": None, "power": None, "power_formula": None}
+            )
             continue
         drops = np.zeros(v)
         drops[0] = drop
         res = reward_experiment(rng, MAIN, g, m, v, drops, cfg.reps)
-        rows.append({"source": source, "tasks": g, "trials": m, "variants": v, "mde": drop, "power": res["detected"],
-                     "power_formula": None if formula is None else power_at(formula, -drop),
-                     "mde_iqr": None if formula is not None else [float(np.quantile(finite, 0.25)), float(np.quantile(finite, 0.75))]})
+        rows.append(
+            {
+                "source": source,
+                "tasks": g,
+                "trials": m,
+                "variants": v,
+                "mde": drop,
+                "power": res["detected"],
+                "power_formula": None if formula is None else power_at(formula, -drop),
+                "mde_iqr": None if formula is not None else [float(np.quantile(finite, 0.25)), float(np.quantile(finite, 0.75))],
+            }
+        )
     return rows
 
 
@@ -361,8 +429,9 @@ def _interval_covers(lo: float | None, hi: float | None, truth: float) -> float 
     return float(lo <= truth <= hi)
 
 
-def exclusion_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray, reps: int,
-                         mode: str, share: float) -> dict[str, Any]:
+def exclusion_experiment(
+    rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray, reps: int, mode: str, share: float
+) -> dict[str, Any]:
     """V variants whose conversations are excluded (``outcome``: failures only; ``random``: MCAR), none of the
     baseline's; one family per replication. Coverage of the complete-case interval and of the bounds interval
     (the lowest and highest end of the two imputed analyses' intervals), false claims, power of the first variant."""
@@ -386,16 +455,24 @@ def exclusion_experiment(rng: np.random.Generator, scen: Scenario, g: int, m: in
                 highs = [x for x in (mb.worst.ci_high, mb.best.ci_high) if x is not None]
                 bb.append(_interval_covers(min(lows, default=None), max(highs, default=None), -drops[j]))  # type: ignore[type-var]
         rows = _decide(entries)
-        false_any.append(any((r["claim"] == "higher") if d > 0 else (r["claim"] in ("lower", "higher")) for r, d in zip(rows, drops)))
+        false_any.append(
+            any((r["claim"] == "higher") if d > 0 else (r["claim"] in ("lower", "higher")) for r, d in zip(rows, drops))
+        )
         cover_cc.append(_mean_shown(cc))
         cover_b.append(_mean_shown(bb))
         detected.append(rows[0]["claim"] == "lower")
-    return {"false_claim": rate(false_any), "coverage_complete_case": rate(cover_cc), "coverage_bounds": rate(cover_b),
-            "detected": rate(detected), "excluded_share": float(np.mean(excluded))}
+    return {
+        "false_claim": rate(false_any),
+        "coverage_complete_case": rate(cover_cc),
+        "coverage_bounds": rate(cover_b),
+        "detected": rate(detected),
+        "excluded_share": float(np.mean(excluded)),
+    }
 
 
-def report_mde_with_exclusions(rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, mode: str, rate_: float,
-                               n: int) -> float | None:
+def report_mde_with_exclusions(
+    rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, mode: str, rate_: float, n: int
+) -> float | None:
     """The MDE the report prints for a variant with these exclusions (median over ``n`` null replications): the
     baseline rows of the pairs present (harmonic-mean trials), plus the exclusion shares (``mde_with_exclusions``)."""
     cl = _clusters(g, m)
@@ -428,10 +505,22 @@ def exclusion_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
             drops = np.zeros(v)
             drops[0] = ILLUSTRATIVE_DROP if target is None else target
             alt = exclusion_experiment(rng, MAIN, g, m, v, drops, cfg.real_reps, mode, 0.08)
-            rows.append({"mode": mode, "tasks": g, "trials": m, "variants": v, "excluded_share": null["excluded_share"],
-                         "false_claim": null["false_claim"], "coverage_complete_case": null["coverage_complete_case"],
-                         "coverage_bounds": null["coverage_bounds"], "mde": target, "power": alt["detected"],
-                         "coverage_bounds_alt": alt["coverage_bounds"], "false_claim_alt": alt["false_claim"]})
+            rows.append(
+                {
+                    "mode": mode,
+                    "tasks": g,
+                    "trials": m,
+                    "variants": v,
+                    "excluded_share": null["excluded_share"],
+                    "false_claim": null["false_claim"],
+                    "coverage_complete_case": null["coverage_complete_case"],
+                    "coverage_bounds": null["coverage_bounds"],
+                    "mde": target,
+                    "power": alt["detected"],
+                    "coverage_bounds_alt": alt["coverage_bounds"],
+                    "false_claim_alt": alt["false_claim"],
+                }
+            )
     return rows
 
 
@@ -440,7 +529,9 @@ def whole_report_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
     other) x (all + unflagged, 10% of conversations flagged at random) + the reward dose trend, one family; the
     share of reports claiming anything. Main and floor/ceiling worlds."""
     rows = []
-    for si, scen in enumerate((Scenario("main, exact null", reaction=0.0), Scenario("floor/ceiling, exact null", 0.5, 0.85, 0.5, 0.0))):
+    for si, scen in enumerate(
+        (Scenario("main, exact null", reaction=0.0), Scenario("floor/ceiling, exact null", 0.5, 0.85, 0.5, 0.0))
+    ):
         for g, m in cfg.real_designs:
             rng = np.random.default_rng([seed, 182, si, g, m])
             cl = _clusters(g, m)
@@ -468,8 +559,17 @@ def whole_report_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
                 no_interval.append(np.mean([e.ci_low is None for e in effects]))
                 # certainty from zero spread: a zero-width interval or p = 0 (p = 1 with a spread is an estimate of exactly 0)
                 exact.append(any((e.ci_low is not None and e.ci_low == e.ci_high) or e.p == 0.0 for e in effects))
-            rows.append({"scenario": scen.name, "tasks": g, "trials": m, "false_report": rate(anything),
-                         "family_size": float(np.mean(sizes)), "no_interval": rate(no_interval), "zero_width_or_p0": rate(exact)})
+            rows.append(
+                {
+                    "scenario": scen.name,
+                    "tasks": g,
+                    "trials": m,
+                    "false_report": rate(anything),
+                    "family_size": float(np.mean(sizes)),
+                    "no_interval": rate(no_interval),
+                    "zero_width_or_p0": rate(exact),
+                }
+            )
     return rows
 
 
@@ -495,8 +595,17 @@ def dose_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
                     trend_claims.append(row["claim"] in ("lower", "higher") if shape == "flat" else row["claim"] == "lower")
                     too_few.append(row["claim"] == "too_few")
                     covered.append(_interval_covers(trend.ci_low, trend.ci_high, truth))
-                rows.append({"scenario": scen.name, "tasks": g, "trials": m, "shape": shape, "claims": rate(trend_claims),
-                             "too_few": rate(too_few), "coverage": rate(covered)})
+                rows.append(
+                    {
+                        "scenario": scen.name,
+                        "tasks": g,
+                        "trials": m,
+                        "shape": shape,
+                        "claims": rate(trend_claims),
+                        "too_few": rate(too_few),
+                        "coverage": rate(covered),
+                    }
+                )
     return rows
 
 
@@ -509,8 +618,19 @@ def concentrated_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
     rows = []
     for share_planned in (HALF, 1.0):
         rng = np.random.default_rng([seed, 184, int(share_planned * 10)])
-        planned = replace(planned_design(g, m, v, 1, baseline_success=MAIN.baseline_success, icc=MAIN.icc, pair_corr=MAIN.coupling,
-                                         effect_sd=round(truth.effect_sd, 3)), drop_share=share_planned)
+        planned = replace(
+            planned_design(
+                g,
+                m,
+                v,
+                1,
+                baseline_success=MAIN.baseline_success,
+                icc=MAIN.icc,
+                pair_corr=MAIN.coupling,
+                effect_sd=round(truth.effect_sd, 3),
+            ),
+            drop_share=share_planned,
+        )
         target = mde(planned)
         if target is None:
             continue
@@ -524,8 +644,19 @@ def concentrated_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
             claimed = claim_effects([Comparison(base.ravel(), var[j].ravel(), cl) for j in range(v)])
             hit.append(claimed[0].verdict.claim == "lower")
             cover.append(_covers(claimed[0].effect, -target))
-        rows.append({"planned_drop_share": share_planned, "true_drop_share": HALF, "tasks": g, "trials": m, "variants": v,
-                     "mde": target, "power": rate(hit), "power_formula": power_at(planned, -target), "coverage": rate(cover)})
+        rows.append(
+            {
+                "planned_drop_share": share_planned,
+                "true_drop_share": HALF,
+                "tasks": g,
+                "trials": m,
+                "variants": v,
+                "mde": target,
+                "power": rate(hit),
+                "power_formula": power_at(planned, -target),
+                "coverage": rate(cover),
+            }
+        )
     return rows
 
 
@@ -547,8 +678,16 @@ def pass_k_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
                     if not pk["too_few"]:
                         cover.setdefault(k, []).append(_interval_covers(*pk["ci"], 0.0))
             for k in sorted(shown):
-                rows.append({"scenario": scen.name, "tasks": g, "trials": m, "k": k, "shown": rate(shown[k]),
-                             "coverage_when_shown": rate(cover[k]) if cover.get(k) else None})
+                rows.append(
+                    {
+                        "scenario": scen.name,
+                        "tasks": g,
+                        "trials": m,
+                        "k": k,
+                        "shown": rate(shown[k]),
+                        "coverage_when_shown": rate(cover[k]) if cover.get(k) else None,
+                    }
+                )
     return rows
 
 
@@ -644,8 +783,12 @@ def old_rules(cfg: Config, seed: int) -> dict[str, Any]:
         v_only = int(((base == 0) & (var[0] == 1)).sum())
         mcn.append(b_only + v_only > 0 and sps.binomtest(b_only, b_only + v_only).pvalue < ALPHA)
         new_one.append(paired_effect(base.ravel(), var[0].ravel(), cl).p < ALPHA)
-    return {"old_any_ci_excludes_0_8_variants": rate(any_ci), "new_false_claim_8_variants": rate(new_any),
-            "mcnemar_reject_opposite": rate(mcn), "cluster_t_reject_opposite": rate(new_one)}
+    return {
+        "old_any_ci_excludes_0_8_variants": rate(any_ci),
+        "new_false_claim_8_variants": rate(new_any),
+        "mcnemar_reject_opposite": rate(mcn),
+        "cluster_t_reject_opposite": rate(new_one),
+    }
 
 
 def dose_experiment(cfg: Config, seed: int) -> list[dict[str, Any]]:
@@ -698,22 +841,36 @@ def _fmt(x: tuple[float, float] | None, digits: int = 3) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [(f"calibration ({result['mode']}, seed {result['seed']}): MIN_TASKS={MIN_TASKS}, MIN_PAIRS={MIN_PAIRS}, "
-              f"alpha={ALPHA} family-wise (Holm over the variants); ± = Monte Carlo standard error"), ""]
-    head = ("| tasks x trials | variants | reps | MDE | false-claim rate (null) | 95% CI coverage (null) | true drop | coverage (the dropping variant)"
-            " | too_few | claims `lower` at the drop (formula) | manip. false pass (shift 0) | manip. false pass (shift = min) |")
+    lines = [
+        (
+            f"calibration ({result['mode']}, seed {result['seed']}): MIN_TASKS={MIN_TASKS}, MIN_PAIRS={MIN_PAIRS}, "
+            f"alpha={ALPHA} family-wise (Holm over the variants); ± = Monte Carlo standard error"
+        ),
+        "",
+    ]
+    head = (
+        "| tasks x trials | variants | reps | MDE | false-claim rate (null) | 95% CI coverage (null) | true drop | coverage (the dropping variant)"
+        " | too_few | claims `lower` at the drop (formula) | manip. false pass (shift 0) | manip. false pass (shift = min) |"
+    )
     lines += [head, "|---" * (head.count("|") - 1) + "|"]
     for r in result["main"]:
         formula = "MDE undefined: too_few" if r["power_formula"] is None else f"{r['power_formula']:.3f}"
         mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}"
         drop = f"{r['drop']:.3f}" + (" (MDE)" if r["mde"] is not None else "")
-        lines.append(f"| {r['tasks']}x{r['trials']} | {r['variants']} | {result['config']['reps']} | {mdes} | {_fmt(r['false_claim'])} "
-                     f"| {_fmt(r['coverage_null'])} | {drop} | {_fmt(r['coverage_alt'])} | {_fmt(r['too_few'], 2)} "
-                     f"| {_fmt(r['power'])} ({formula}) "
-                     f"| {_fmt(r['manip_false_pass_null'])} | {_fmt(r['manip_false_pass_boundary'])} |")
+        lines.append(
+            f"| {r['tasks']}x{r['trials']} | {r['variants']} | {result['config']['reps']} | {mdes} | {_fmt(r['false_claim'])} "
+            f"| {_fmt(r['coverage_null'])} | {drop} | {_fmt(r['coverage_alt'])} | {_fmt(r['too_few'], 2)} "
+            f"| {_fmt(r['power'])} ({formula}) "
+            f"| {_fmt(r['manip_false_pass_null'])} | {_fmt(r['manip_false_pass_boundary'])} |"
+        )
     if result.get("planning"):
-        lines += ["", "power at the MDE that the user-facing paths print (40 tasks x 3 trials, 8 variants, main world):", "",
-                  "| source | MDE | claims `lower` at that drop | formula |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "power at the MDE that the user-facing paths print (40 tasks x 3 trials, 8 variants, main world):",
+            "",
+            "| source | MDE | claims `lower` at that drop | formula |",
+            "|---|---|---|---|",
+        ]
         for r in result["planning"]:
             extra = "" if not r.get("mde_iqr") else f" [IQR {r['mde_iqr'][0]:.3f}, {r['mde_iqr'][1]:.3f}]"
             mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}{extra}"
@@ -723,46 +880,77 @@ def render(result: dict[str, Any]) -> str:
     if result.get("grid"):
         drops = " / ".join(f"{d:.1f}" for d in GRID_DROPS)
         reps = result["config"]["grid_reps"]
-        lines += ["", (f"coverage of the 95% interval by design size, true drop {drops}; {reps} replications per cell "
-                       f"(Monte Carlo SE {math.sqrt(0.95 * 0.05 / reps):.3f} at 0.95); bootstrap and pair-level t shown for 3 trials:"), "",
-                  "| scenario | trials | tasks | pairs | task-clustered t (chosen) | percentile cluster bootstrap | pair-level t (no clusters) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                f"coverage of the 95% interval by design size, true drop {drops}; {reps} replications per cell "
+                f"(Monte Carlo SE {math.sqrt(0.95 * 0.05 / reps):.3f} at 0.95); bootstrap and pair-level t shown for 3 trials:"
+            ),
+            "",
+            "| scenario | trials | tasks | pairs | task-clustered t (chosen) | percentile cluster bootstrap | pair-level t (no clusters) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in result["grid"]:
             cells = []
             for k in ("cluster_t", "bootstrap", "pair_t"):
                 vals = [r.get(f"{k}_{d}") for d in GRID_DROPS]
                 cells.append("" if vals[0] is None else " / ".join(f"{v[0]:.3f}" for v in vals))
-            lines.append(f"| {r['scenario']} | {r['trials']} | {r['tasks']} | {r['tasks'] * r['trials']} | " + " | ".join(cells) + " |")
-        lines += ["", "smallest task count (per trials) from which task-clustered t coverage >= 0.93 in every scenario and drop: "
-                  + ", ".join(f"{m} trial(s): {g}" for m, g in result["min_tasks_supported"].items())]
+            lines.append(
+                f"| {r['scenario']} | {r['trials']} | {r['tasks']} | {r['tasks'] * r['trials']} | " + " | ".join(cells) + " |"
+            )
+        lines += [
+            "",
+            "smallest task count (per trials) from which task-clustered t coverage >= 0.93 in every scenario and drop: "
+            + ", ".join(f"{m} trial(s): {g}" for m, g in result["min_tasks_supported"].items()),
+        ]
         lo, hi = result["eligible_coverage"]
-        lines.append(f"task-clustered t coverage over every cell that may make a claim (tasks >= {MIN_TASKS}, pairs >= {MIN_PAIRS}): "
-                     f"{lo:.3f} to {hi:.3f}")
+        lines.append(
+            f"task-clustered t coverage over every cell that may make a claim (tasks >= {MIN_TASKS}, pairs >= {MIN_PAIRS}): "
+            f"{lo:.3f} to {hi:.3f}"
+        )
     if result.get("power_scenarios"):
-        lines += ["", ("power at the reported MDE in every scenario (8 variants, Holm), and the MDE design_from_pilot estimates "
-                       "from one run's own baseline and one null variant:"), "",
-                  "| scenario | tasks x trials | MDE (true parameters) | claims `lower` at the MDE | pilot MDE median [IQR] |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                "power at the reported MDE in every scenario (8 variants, Holm), and the MDE design_from_pilot estimates "
+                "from one run's own baseline and one null variant:"
+            ),
+            "",
+            "| scenario | tasks x trials | MDE (true parameters) | claims `lower` at the MDE | pilot MDE median [IQR] |",
+            "|---|---|---|---|---|",
+        ]
         for r in result["power_scenarios"]:
-            pm = "n/a" if r["pilot_mde_median"] is None else f"{r['pilot_mde_median']:.3f} [{r['pilot_mde_iqr'][0]:.3f}, {r['pilot_mde_iqr'][1]:.3f}]"
+            pm = (
+                "n/a"
+                if r["pilot_mde_median"] is None
+                else f"{r['pilot_mde_median']:.3f} [{r['pilot_mde_iqr'][0]:.3f}, {r['pilot_mde_iqr'][1]:.3f}]"
+            )
             mdes = "none (unreachable)" if r["mde"] is None else f"{r['mde']:.3f}"
             lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {mdes} | {_fmt(r['power'])} | {pm} |")
     if result.get("contrast"):
         c = result["contrast"]
-        old = (f"  main world, 8 variants: any percentile-bootstrap 95% CI excludes 0 (old verdict) "
-               f"{_fmt(c['old_any_ci_excludes_0_8_variants'])}; family-wise false-claim rate of the new claims on the same "
-               f"data {_fmt(c['new_false_claim_8_variants'])}")
-        opposite = (f"  tasks reacting fully in opposite directions (zero mean), 1 variant: exact McNemar rejects at 0.05 "
-                    f"{_fmt(c['mcnemar_reject_opposite'])}; task-clustered t {_fmt(c['cluster_t_reject_opposite'])}")
+        old = (
+            f"  main world, 8 variants: any percentile-bootstrap 95% CI excludes 0 (old verdict) "
+            f"{_fmt(c['old_any_ci_excludes_0_8_variants'])}; family-wise false-claim rate of the new claims on the same "
+            f"data {_fmt(c['new_false_claim_8_variants'])}"
+        )
+        opposite = (
+            f"  tasks reacting fully in opposite directions (zero mean), 1 variant: exact McNemar rejects at 0.05 "
+            f"{_fmt(c['mcnemar_reject_opposite'])}; task-clustered t {_fmt(c['cluster_t_reject_opposite'])}"
+        )
         lines += ["", "yesterday's rules on null worlds (40 tasks x 3 trials):", old, opposite]
     if result.get("dose"):
         lines += ["", "dose-response (40x3, levels 0-3, task-specific slopes of zero mean):"]
         for d in result["dose"]:
-            lines.append(f"  true slope {d['true_slope']:+.2f}: CI coverage {_fmt(d['coverage'])}, rejection rate {_fmt(d['reject'])}")
+            lines.append(
+                f"  true slope {d['true_slope']:+.2f}: CI coverage {_fmt(d['coverage'])}, rejection rate {_fmt(d['reject'])}"
+            )
     if result.get("aa"):
         a = result["aa"]
-        lines.append(f"\nA/A split of the baseline ({a['tasks']}x{a['trials']}): rejection rate {_fmt(a['reject'])}, "
-                     f"mean CI half-width {a['mean_half_width']:.3f}")
+        lines.append(
+            f"\nA/A split of the baseline ({a['tasks']}x{a['trials']}): rejection rate {_fmt(a['reject'])}, "
+            f"mean CI half-width {a['mean_half_width']:.3f}"
+        )
     lines.append(f"\nwall time {result['wall_s']:.1f} s; {result['machine']}")
     return "\n".join(lines)
 
@@ -772,37 +960,68 @@ def render_real(result: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if result.get("exclusions"):
         reps = result["config"]["real_reps"]
-        lines += ["", f"exclusions (8% of each variant's conversations, none of the baseline's; {reps} replications per line):", "",
-                  "| exclusions | tasks x trials | variants | excluded | false claims (null, family) | coverage complete-case CI "
-                  "| coverage bounds CI | report MDE | claims `lower` at it | coverage bounds (drop) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"exclusions (8% of each variant's conversations, none of the baseline's; {reps} replications per line):",
+            "",
+            "| exclusions | tasks x trials | variants | excluded | false claims (null, family) | coverage complete-case CI "
+            "| coverage bounds CI | report MDE | claims `lower` at it | coverage bounds (drop) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in result["exclusions"]:
             mdes = "n/a" if r["mde"] is None else f"{r['mde']:.3f}"
-            lines.append(f"| {r['mode']} | {r['tasks']}x{r['trials']} | {r['variants']} | {r['excluded_share']:.3f} | {_fmt(r['false_claim'])} "
-                         f"| {_fmt(r['coverage_complete_case'])} | {_fmt(r['coverage_bounds'])} | {mdes} | {_fmt(r['power'])} "
-                         f"| {_fmt(r['coverage_bounds_alt'])} |")
+            lines.append(
+                f"| {r['mode']} | {r['tasks']}x{r['trials']} | {r['variants']} | {r['excluded_share']:.3f} | {_fmt(r['false_claim'])} "
+                f"| {_fmt(r['coverage_complete_case'])} | {_fmt(r['coverage_bounds'])} | {mdes} | {_fmt(r['power'])} "
+                f"| {_fmt(r['coverage_bounds_alt'])} |"
+            )
     if result.get("whole_report"):
-        lines += ["", "whole report under an exact null (4 variants x all/unflagged + reward dose trend, one Holm family):", "",
-                  "| world | tasks x trials | reports claiming anything | mean family size | effects without interval (zero spread) "
-                  "| any zero-width interval or p = 0 |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "whole report under an exact null (4 variants x all/unflagged + reward dose trend, one Holm family):",
+            "",
+            "| world | tasks x trials | reports claiming anything | mean family size | effects without interval (zero spread) "
+            "| any zero-width interval or p = 0 |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["whole_report"]:
-            lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {_fmt(r['false_report'])} | {r['family_size']:.1f} "
-                         f"| {_fmt(r['no_interval'])} | {_fmt(r['zero_width_or_p0'])} |")
+            lines.append(
+                f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {_fmt(r['false_report'])} | {r['family_size']:.1f} "
+                f"| {_fmt(r['no_interval'])} | {_fmt(r['zero_width_or_p0'])} |"
+            )
     if result.get("dose_trend"):
-        lines += ["", "dose trend among the emotional levels (flat: -0.10 at every level; monotone: -0.05/-0.10/-0.15):", "",
-                  "| world | tasks x trials | shape | trend claims (flat: false; monotone: `lower`) | too_few | slope CI coverage |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "dose trend among the emotional levels (flat: -0.10 at every level; monotone: -0.05/-0.10/-0.15):",
+            "",
+            "| world | tasks x trials | shape | trend claims (flat: false; monotone: `lower`) | too_few | slope CI coverage |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in result["dose_trend"]:
-            lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {r['shape']} | {_fmt(r['claims'])} | {_fmt(r['too_few'], 2)} "
-                         f"| {_fmt(r['coverage'])} |")
+            lines.append(
+                f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {r['shape']} | {_fmt(r['claims'])} | {_fmt(r['too_few'], 2)} "
+                f"| {_fmt(r['coverage'])} |"
+            )
     if result.get("concentrated"):
-        lines += ["", "drop carried by half the tasks (40x3, 8 variants), power at the MDE each plan promises:", "",
-                  "| planned drop share | MDE | claims `lower` at it | formula | coverage |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "drop carried by half the tasks (40x3, 8 variants), power at the MDE each plan promises:",
+            "",
+            "| planned drop share | MDE | claims `lower` at it | formula | coverage |",
+            "|---|---|---|---|---|",
+        ]
         for r in result["concentrated"]:
-            lines.append(f"| {r['planned_drop_share']:g} | {r['mde']:.3f} | {_fmt(r['power'])} | {r['power_formula']:.3f} | {_fmt(r['coverage'])} |")
+            lines.append(
+                f"| {r['planned_drop_share']:g} | {r['mde']:.3f} | {_fmt(r['power'])} | {r['power_formula']:.3f} | {_fmt(r['coverage'])} |"
+            )
     if result.get("pass_k"):
-        lines += ["", "pass^k (descriptive) under the null: share of rows with an interval, and its coverage when shown:", "",
-                  "| world | tasks x trials | k | interval shown | coverage when shown |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "pass^k (descriptive) under the null: share of rows with an interval, and its coverage when shown:",
+            "",
+            "| world | tasks x trials | k | interval shown | coverage when shown |",
+            "|---|---|---|---|---|",
+        ]
         for r in result["pass_k"]:
             cov = "–" if r["coverage_when_shown"] is None else _fmt(r["coverage_when_shown"])
             lines.append(f"| {r['scenario']} | {r['tasks']}x{r['trials']} | {r['k']} | {_fmt(r['shown'], 2)} | {cov} |")
@@ -813,8 +1032,12 @@ def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callabl
     """Every measurement of one invocation (so all ratios come from one run)."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"mode": mode, "seed": seed, "config": asdict(cfg),
-                           "constants": {"MIN_TASKS": MIN_TASKS, "MIN_PAIRS": MIN_PAIRS, "ALPHA": ALPHA}}
+    out: dict[str, Any] = {
+        "mode": mode,
+        "seed": seed,
+        "config": asdict(cfg),
+        "constants": {"MIN_TASKS": MIN_TASKS, "MIN_PAIRS": MIN_PAIRS, "ALPHA": ALPHA},
+    }
     say("main table")
     out["main"] = main_table(cfg, seed)
     say("planning checks")
@@ -834,8 +1057,12 @@ def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callabl
         say("coverage grid")
         out["grid"] = coverage_grid(cfg, seed)
         out["min_tasks_supported"] = min_design_supported(out["grid"])
-        eligible = [r[f"cluster_t_{d}"][0] for r in out["grid"] for d in GRID_DROPS
-                    if r["tasks"] >= MIN_TASKS and r["tasks"] * r["trials"] >= MIN_PAIRS]
+        eligible = [
+            r[f"cluster_t_{d}"][0]
+            for r in out["grid"]
+            for d in GRID_DROPS
+            if r["tasks"] >= MIN_TASKS and r["tasks"] * r["trials"] >= MIN_PAIRS
+        ]
         out["eligible_coverage"] = [min(eligible), max(eligible)] if eligible else [float("nan")] * 2
     if cfg.power_reps:
         say("power across scenarios")

@@ -54,7 +54,9 @@ def main() -> None:
         for r in range(args.repeats):
             seeds = list(range(r * args.seeds + 1, (r + 1) * args.seeds + 1))
             t0 = time.monotonic()
-            cal = calibrate(args.model, emotion, vector=vec, seeds=seeds, turns=args.turns, fmt=args.format, save=False, plot=False)
+            cal = calibrate(
+                args.model, emotion, vector=vec, seeds=seeds, turns=args.turns, fmt=args.format, save=False, plot=False
+            )
             severe = cal.levels["severe"] if cal.levels else None
             runs.append({"seeds": seeds, "severe": severe, "warnings": cal.warnings, "seconds": round(time.monotonic() - t0, 1),
                          "bounded_by": cal.evidence.get("bounded_by")})  # fmt: skip

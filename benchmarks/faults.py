@@ -55,8 +55,7 @@ SCRIPT_ROLES = {"agent": MOCK_EXAMPLE_AGENT, "user": MOCK_EXAMPLE_USER}
 
 def fault_mix(rate: float) -> dict[str, float]:
     """Split ``rate`` over the failure kinds: 40% 500s, 25% 429s, 25% dropped connections, 10% timeouts."""
-    return {"error_500_rate": 0.4 * rate, "error_429_rate": 0.25 * rate, "drop_rate": 0.25 * rate,
-            "timeout_rate": 0.1 * rate}
+    return {"error_500_rate": 0.4 * rate, "error_429_rate": 0.25 * rate, "drop_rate": 0.25 * rate, "timeout_rate": 0.1 * rate}
 
 
 def stored_rows(db: Path) -> int:
@@ -112,18 +111,52 @@ def main() -> int:
     planned = len(TASKS) * 5 * args.trials
     work = Path(tempfile.mkdtemp(prefix="moodbench-faults-"))
     out = args.out or work / "run"
-    script = {"seed": args.seed, "latency_ms": args.latency_ms, "roles": SCRIPT_ROLES,
-              "faults": {**fault_mix(args.fail_rate), "retry_after_s": 0.05, "timeout_s": 3}}
+    script = {
+        "seed": args.seed,
+        "latency_ms": args.latency_ms,
+        "roles": SCRIPT_ROLES,
+        "faults": {**fault_mix(args.fail_rate), "retry_after_s": 0.05, "timeout_s": 3},
+    }
     server = start_server(script, work)
-    env = {**os.environ, "MOODBENCH_BACKOFF_BASE_S": str(args.backoff_base),
-           "MOODBENCH_BACKOFF_MAX_S": str(max(args.backoff_base * 16, 0.1)), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "moodbench.cli", "run", "--domain", "mock", "--task-ids", ",".join(TASKS),
-           "--variants", VARIANTS, "--trials", str(args.trials), "--concurrency", str(args.concurrency),
-           "--agent-model", "openai/scripted", "--agent-base-url", server.base_url, "--out", str(out),
-           "--timeout", "0.5", "--max-retries", str(args.max_retries), "--skip-preflight"]
+    env = {
+        **os.environ,
+        "MOODBENCH_BACKOFF_BASE_S": str(args.backoff_base),
+        "MOODBENCH_BACKOFF_MAX_S": str(max(args.backoff_base * 16, 0.1)),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "moodbench.cli",
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        ",".join(TASKS),
+        "--variants",
+        VARIANTS,
+        "--trials",
+        str(args.trials),
+        "--concurrency",
+        str(args.concurrency),
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        server.base_url,
+        "--out",
+        str(out),
+        "--timeout",
+        "0.5",
+        "--max-retries",
+        str(args.max_retries),
+        "--skip-preflight",
+    ]
     print(f"machine: {machine()}", flush=True)
-    print(f"{planned} conversations, {args.fail_rate:.0%} of requests failing, concurrency {args.concurrency}, "
-          f"{args.kills} kill(s), seed {args.seed}", flush=True)
+    print(
+        f"{planned} conversations, {args.fail_rate:.0%} of requests failing, concurrency {args.concurrency}, "
+        f"{args.kills} kill(s), seed {args.seed}",
+        flush=True,
+    )
     phases: list[dict[str, Any]] = []
     t0 = time.monotonic()
     db = out / "results.sqlite"
@@ -155,14 +188,20 @@ def main() -> int:
         server.stop()
     result = count(db, planned)
     failed = stats["requests"] - stats["by_status"].get("200", 0) + stats["by_fault"].get("timeout", 0)
-    result.update({"requests": stats["requests"], "failed_requests": failed, "by_fault": stats["by_fault"],
-                   "wall_seconds": round(wall, 1)})
+    result.update(
+        {"requests": stats["requests"], "failed_requests": failed, "by_fault": stats["by_fault"], "wall_seconds": round(wall, 1)}
+    )
     print()
-    print(f"completed {result['completed']}/{planned}   duplicated {result['duplicated']}   lost {result['lost']}   "
-          f"wrong outcome {result['wrong_outcome']}   llm_error rows {result['llm_error_rows']}   "
-          f"store integrity {'ok' if result['integrity_ok'] else 'BROKEN'}")
-    print(f"requests {stats['requests']}, failed {failed} ({failed / max(1, stats['requests']):.1%}): "
-          + ", ".join(f"{k}={v}" for k, v in sorted(stats["by_fault"].items())) + f"; wall {wall:.0f} s")
+    print(
+        f"completed {result['completed']}/{planned}   duplicated {result['duplicated']}   lost {result['lost']}   "
+        f"wrong outcome {result['wrong_outcome']}   llm_error rows {result['llm_error_rows']}   "
+        f"store integrity {'ok' if result['integrity_ok'] else 'BROKEN'}"
+    )
+    print(
+        f"requests {stats['requests']}, failed {failed} ({failed / max(1, stats['requests']):.1%}): "
+        + ", ".join(f"{k}={v}" for k, v in sorted(stats["by_fault"].items()))
+        + f"; wall {wall:.0f} s"
+    )
     print(f"run directory: {out}")
     if args.json:
         print(json.dumps({**result, "phases": phases}))

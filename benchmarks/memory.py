@@ -47,10 +47,32 @@ def measure(n: int, a: argparse.Namespace, tmp: Path) -> dict:
     srv = start_server(airline_script(latency_ms=a.latency_ms), tmp)
     out = tmp / f"run-{n}-{time.monotonic_ns()}"
     ids = AIRLINE_TASKS.split(",")
-    args = [sys.executable, "-m", "moodbench.cli", "run", "--domain", "airline", "--task-ids", AIRLINE_TASKS,
-            "--variants", "control", "--trials", str(-(-n // len(ids))), "--concurrency", str(n),
-            "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url, "--out", str(out),
-            "--skip-preflight", "--max-retries", "0", *(["--executor", a.executor] if a.executor != "default" else [])]
+    args = [
+        sys.executable,
+        "-m",
+        "moodbench.cli",
+        "run",
+        "--domain",
+        "airline",
+        "--task-ids",
+        AIRLINE_TASKS,
+        "--variants",
+        "control",
+        "--trials",
+        str(-(-n // len(ids))),
+        "--concurrency",
+        str(n),
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        srv.base_url,
+        "--out",
+        str(out),
+        "--skip-preflight",
+        "--max-retries",
+        "0",
+        *(["--executor", a.executor] if a.executor != "default" else []),
+    ]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     peak = 0
     samples: list[int] = []
@@ -81,9 +103,14 @@ def measure(n: int, a: argparse.Namespace, tmp: Path) -> dict:
     finally:
         srv.stop()
     manifest = json.loads((out / "manifest.json").read_text())
-    return {"concurrency": n, "peak_mib": round(peak / 2**20, 1), "max_in_flight_at_server": stats.get("max_in_flight"),
-            "requests": stats.get("requests"), "executor_used": manifest.get("executor_used"),
-            "load_average_after": round(os.getloadavg()[0], 2)}
+    return {
+        "concurrency": n,
+        "peak_mib": round(peak / 2**20, 1),
+        "max_in_flight_at_server": stats.get("max_in_flight"),
+        "requests": stats.get("requests"),
+        "executor_used": manifest.get("executor_used"),
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> int:
@@ -99,8 +126,11 @@ def main() -> int:
     for n in [int(x) for x in a.concurrency.split(",")]:
         r = measure(n, a, tmp)
         results.append(r)
-        print(f"{n} airline conversations in flight ({a.executor} -> {r['executor_used']}): peak {r['peak_mib']} MiB "
-              f"(server saw up to {r['max_in_flight_at_server']} requests at once)", flush=True)
+        print(
+            f"{n} airline conversations in flight ({a.executor} -> {r['executor_used']}): peak {r['peak_mib']} MiB "
+            f"(server saw up to {r['max_in_flight_at_server']} requests at once)",
+            flush=True,
+        )
     out = {"machine": machine(), "executor": a.executor, "runs": results}
     if len(results) >= 2:
         lo, hi = results[0], results[-1]
@@ -109,8 +139,11 @@ def main() -> int:
         out["mib_per_conversation"] = round(slope, 2)
         out["base_mib"] = round(base, 1)
         out["projected_256_gib"] = round((base + 256 * slope) / 1024, 2)
-        print(f"memory per concurrent airline conversation: {slope:.1f} MiB; base {base:.0f} MiB; "
-              f"projected for 256: {out['projected_256_gib']} GiB", flush=True)
+        print(
+            f"memory per concurrent airline conversation: {slope:.1f} MiB; base {base:.0f} MiB; "
+            f"projected for 256: {out['projected_256_gib']} GiB",
+            flush=True,
+        )
     print(json.dumps(out, indent=1))
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))

@@ -43,10 +43,37 @@ def _real_run(tmp: Path) -> Path:
         env_py = {"PYTHONPATH": str(SRC), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost"}
         import os
 
-        r = subprocess.run([sys.executable, "-m", "moodbench.cli", "run", "--domain", "retail", "--task-ids", "0,1",
-                            "--variants", "control,frustration", "--trials", "1", "--agent-model", "openai/scripted",
-                            "--agent-base-url", srv.base_url, "--concurrency", "2", "--max-retries", "0", "--skip-preflight",
-                            "--out", str(out)], capture_output=True, text=True, env={**os.environ, **env_py}, timeout=900)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "moodbench.cli",
+                "run",
+                "--domain",
+                "retail",
+                "--task-ids",
+                "0,1",
+                "--variants",
+                "control,frustration",
+                "--trials",
+                "1",
+                "--agent-model",
+                "openai/scripted",
+                "--agent-base-url",
+                srv.base_url,
+                "--concurrency",
+                "2",
+                "--max-retries",
+                "0",
+                "--skip-preflight",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env_py},
+            timeout=900,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"the real run failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
         return out
@@ -66,8 +93,12 @@ def _synthetic(real: Path, out: Path, n: int, seed: int) -> int:
         prompts = {d: src.prompt(d) for r in templates for d in (r.agent_prompt_sha256, r.user_prompt_sha256) if d}
     trials = max(1, n // (TASKS * len(VARIANTS)))
     config = {**config, "variants": list(VARIANTS), "trials": trials, "task_ids": None}
-    plan = {**plan, "variants": list(VARIANTS), "domains": ["retail"],
-            "planned": {"retail": {v: TASKS * trials for v in VARIANTS}}}
+    plan = {
+        **plan,
+        "variants": list(VARIANTS),
+        "domains": ["retail"],
+        "planned": {"retail": {v: TASKS * trials for v in VARIANTS}},
+    }
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     with Store(out / "results.sqlite") as store:
@@ -89,10 +120,19 @@ def _synthetic(real: Path, out: Path, n: int, seed: int) -> int:
                         info["db_check"] = {"db_match": ok, "db_reward": 1.0 if ok else 0.0}
                     for a in info.get("action_checks") or []:
                         a["action_match"] = ok
-                    rec = tpl.model_copy(update={
-                        "id": None, "cell_key": f"retail|syn{t}|{v}|{k}", "task_id": f"syn{t}", "variant": v, "trial": k,
-                        "seed": 1000 * t + k, "reward": info["reward"], "reward_info": info,
-                        "exit_reason": ExitReason.SUCCESS if ok else ExitReason.TASK_FAILED})
+                    rec = tpl.model_copy(
+                        update={
+                            "id": None,
+                            "cell_key": f"retail|syn{t}|{v}|{k}",
+                            "task_id": f"syn{t}",
+                            "variant": v,
+                            "trial": k,
+                            "seed": 1000 * t + k,
+                            "reward": info["reward"],
+                            "reward_info": info,
+                            "exit_reason": ExitReason.SUCCESS if ok else ExitReason.TASK_FAILED,
+                        }
+                    )
                     written += int(store.insert(rec))
     return written
 
@@ -131,9 +171,16 @@ def main() -> int:
         times: dict[bool, list[float]] = {False: [], True: []}
         cpu: dict[bool, list[float]] = {False: [], True: []}
         for i in range(a.repeats):
-            for anatomy in ((False, True) if i % 2 == 0 else (True, False)):
-                res, c = run_child([str(HERE), "--child", str(tmp / "synthetic"), str(tmp / f"report-{int(anatomy)}-{i}"),
-                                    "1" if anatomy else "0"])
+            for anatomy in (False, True) if i % 2 == 0 else (True, False):
+                res, c = run_child(
+                    [
+                        str(HERE),
+                        "--child",
+                        str(tmp / "synthetic"),
+                        str(tmp / f"report-{int(anatomy)}-{i}"),
+                        "1" if anatomy else "0",
+                    ]
+                )
                 assert res["has_section"] == anatomy
                 times[anatomy].append(res["wall_s"])
                 cpu[anatomy].append(c)
@@ -141,15 +188,26 @@ def main() -> int:
         flips = json.loads((tmp / "report-1-0" / "report.json").read_text())["anatomy"]["flipping_tasks"]
         pages = sum(len(f["flips"]) for f in flips)
     ratio = with_ / without
-    result = {"conversations": n, "repeats": a.repeats, "without_anatomy_s": round(without, 2), "with_anatomy_s": round(with_, 2),
-              "ratio": round(ratio, 3), "bound": BOUND, "within_bound": ratio <= BOUND, "pair_pages": pages,
-              "cpu_without_s": round(statistics.median(cpu[False]), 2), "cpu_with_s": round(statistics.median(cpu[True]), 2),
-              "machine": where}
+    result = {
+        "conversations": n,
+        "repeats": a.repeats,
+        "without_anatomy_s": round(without, 2),
+        "with_anatomy_s": round(with_, 2),
+        "ratio": round(ratio, 3),
+        "bound": BOUND,
+        "within_bound": ratio <= BOUND,
+        "pair_pages": pages,
+        "cpu_without_s": round(statistics.median(cpu[False]), 2),
+        "cpu_with_s": round(statistics.median(cpu[True]), 2),
+        "machine": where,
+    }
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"{where}\n{n} conversations ({pages} side-by-side pages): report without anatomy {without:.1f} s, with {with_:.1f} s "
-              f"(median of {a.repeats}); ratio {ratio:.3f} (bound {BOUND:.2f}: {'ok' if ratio <= BOUND else 'EXCEEDED'})")
+        print(
+            f"{where}\n{n} conversations ({pages} side-by-side pages): report without anatomy {without:.1f} s, with {with_:.1f} s "
+            f"(median of {a.repeats}); ratio {ratio:.3f} (bound {BOUND:.2f}: {'ok' if ratio <= BOUND else 'EXCEEDED'})"
+        )
     return 0 if ratio <= BOUND else 1
 
 

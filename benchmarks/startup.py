@@ -41,8 +41,13 @@ MOCK = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--agen
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p),
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "127.0.0.1,localhost", "MPLBACKEND": "Agg"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "MPLBACKEND": "Agg",
+    }
 
 
 def _check(args: list[str]) -> None:
@@ -56,8 +61,13 @@ def _timed(args: list[str], until: str | None = None, python: list[str] | None =
     what a quiet machine's wall time would be, near enough, on a loaded one), and stderr (for -X importtime)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*(python or [sys.executable]), "-m", "moodbench.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [*(python or [sys.executable]), "-m", "moodbench.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     assert proc.stdout is not None
     if until is None:
         out, err = proc.communicate(timeout=600)
@@ -69,7 +79,9 @@ def _timed(args: list[str], until: str | None = None, python: list[str] | None =
     while until not in line:
         line = proc.stdout.readline()
         if not line and proc.poll() is not None:
-            raise RuntimeError(f"moodbench {' '.join(args)} exited before printing {until!r}: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
+            raise RuntimeError(
+                f"moodbench {' '.join(args)} exited before printing {until!r}: {proc.stderr.read()[-3000:] if proc.stderr else ''}"
+            )
     elapsed = time.perf_counter() - t0
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -83,8 +95,13 @@ def _cpu_since(before: resource.struct_rusage) -> float:
 
 def _imports(stderr: str) -> dict[str, bool]:
     mods = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", stderr, re.M))
-    return {"tau2": "tau2" in mods, "tau2.registry": "tau2.registry" in mods, "litellm": "litellm" in mods,
-            "scipy": "scipy" in mods, "matplotlib": "matplotlib" in mods}
+    return {
+        "tau2": "tau2" in mods,
+        "tau2.registry": "tau2.registry" in mods,
+        "litellm": "litellm" in mods,
+        "scipy": "scipy" in mods,
+        "matplotlib": "matplotlib" in mods,
+    }
 
 
 def _first_request(tmp: Path, script: dict, i: int) -> float:
@@ -92,8 +109,20 @@ def _first_request(tmp: Path, script: dict, i: int) -> float:
     srv = start_server(script, tmp)
     try:
         t_launch = time.time()
-        _check(["run", *MOCK, "--variants", "control", "--trials", "1", "--agent-base-url", srv.base_url,
-                "--out", str(tmp / f"first-{i}")])
+        _check(
+            [
+                "run",
+                *MOCK,
+                "--variants",
+                "control",
+                "--trials",
+                "1",
+                "--agent-base-url",
+                srv.base_url,
+                "--out",
+                str(tmp / f"first-{i}"),
+            ]
+        )
         first = srv.stats()["first_request_at"]
     finally:
         srv.stop()
@@ -112,8 +141,20 @@ def main() -> int:
     print(f"machine: {machine()}", flush=True)
     srv = start_server(script, tmp)
     try:
-        _check(["run", *MOCK, "--variants", "control,frustration", "--trials", "3", "--agent-base-url", srv.base_url,
-                "--out", str(tmp / "source")])
+        _check(
+            [
+                "run",
+                *MOCK,
+                "--variants",
+                "control,frustration",
+                "--trials",
+                "3",
+                "--agent-base-url",
+                srv.base_url,
+                "--out",
+                str(tmp / "source"),
+            ]
+        )
     finally:
         srv.stop()
     files = []
@@ -139,20 +180,33 @@ def main() -> int:
             argv = args or ["import", "--format", "tau2", "--out", str(tmp / f"imp-{i}"), *files]
             if i == a.reps:  # one more under -X importtime: what it imported (not timed)
                 _, _, err = _timed(argv, until, python=[sys.executable, "-X", "importtime"])
-                results[name] = {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-                                 "median_cpu_s": round(statistics.median(cpus), 3), "imported": _imports(err)}
+                results[name] = {
+                    "median_s": round(statistics.median(times), 3),
+                    "min_s": round(min(times), 3),
+                    "median_cpu_s": round(statistics.median(cpus), 3),
+                    "imported": _imports(err),
+                }
                 break
             elapsed, cpu, _ = _timed(argv, until)
             times.append(elapsed)
             cpus.append(cpu)
         r = results[name]
-        print(f"{name}: median {r['median_s']} s wall (min {r['min_s']} s), {r['median_cpu_s']} s CPU, over {a.reps}; "
-              f"imports {r['imported']}", flush=True)
+        print(
+            f"{name}: median {r['median_s']} s wall (min {r['min_s']} s), {r['median_cpu_s']} s CPU, over {a.reps}; "
+            f"imports {r['imported']}",
+            flush=True,
+        )
     firsts = [_first_request(tmp, script, i) for i in range(a.reps)]
-    results["run: launch to first model request"] = {"median_s": round(statistics.median(firsts), 3), "min_s": round(min(firsts), 3)}
+    results["run: launch to first model request"] = {
+        "median_s": round(statistics.median(firsts), 3),
+        "min_s": round(min(firsts), 3),
+    }
     print(f"load average now {os.getloadavg()[0]:.1f}", flush=True)
-    print(f"run (warm cache): first model request {results['run: launch to first model request']['median_s']} s after launch "
-          f"(median of {a.reps}; min {min(firsts):.3f} s)", flush=True)
+    print(
+        f"run (warm cache): first model request {results['run: launch to first model request']['median_s']} s after launch "
+        f"(median of {a.reps}; min {min(firsts):.3f} s)",
+        flush=True,
+    )
     out = {"machine": machine(), "load_average_end": round(os.getloadavg()[0], 2), "reps": a.reps, "results": results}
     print(json.dumps(out, indent=1))
     if a.json:

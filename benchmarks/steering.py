@@ -67,7 +67,14 @@ LEVELS: tuple[str, ...] = ("mild", "moderate", "severe")
 EMOTIONS: tuple[str, ...] = ("frustration", "anger", "anxiety", "confusion")
 MODELS: tuple[str, ...] = ("qwen2.5-0.5b", "qwen2.5-1.5b")
 SCALES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
-QUICK = {"scales": (0.0, 1.0), "tasks": ("retail:0", "airline:5"), "seeds": 1, "turns": 1, "levels": ("severe",), "max_tokens": 32}
+QUICK = {
+    "scales": (0.0, 1.0),
+    "tasks": ("retail:0", "airline:5"),
+    "seeds": 1,
+    "turns": 1,
+    "levels": ("severe",),
+    "max_tokens": 32,
+}
 # Keys of a shipped calibration (src/moodbench/steer/data/qwen2.5-0.5b-frustration-completion.calibration.json), in order.
 SHIPPED_KEYS = ("model", "emotion", "method", "layers", "format", "tasks", "seeds", "turns", "scales", "levels", "thresholds",
                 "level_fractions", "warnings", "seconds", "created_at")  # fmt: skip
@@ -286,7 +293,9 @@ def summary_table(blocks: Sequence[dict[str, Any]]) -> str:
     cols = ["emotion", "model", "steered levels (mild/moderate/severe)", "strongest coherent steered: scale, VADER diff [CI]; markers diff [CI]",
             "prompted severe: VADER diff [CI]; markers diff [CI]; coherent", "flagged: base / steered severe / prompted severe"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for b in sorted(blocks, key=lambda b: (EMOTIONS.index(b["emotion"]) if b["emotion"] in EMOTIONS else 99, b["emotion"], b["model"])):
+    for b in sorted(
+        blocks, key=lambda b: (EMOTIONS.index(b["emotion"]) if b["emotion"] in EMOTIONS else 99, b["emotion"], b["model"])
+    ):
         lv = b["levels"]
         best = strongest_coherent(b)
         sev = next((r for r in b["steered"] if lv and r["scale"] == lv["severe"]), None)
@@ -362,12 +371,18 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--parallel", type=int, default=2, help="conversations in flight per llama-server")
     ap.add_argument("--threads", type=int, default=None, help="threads per llama-server (default: half the CPUs)")
-    ap.add_argument("--quick", action="store_true", help="tiny sweep for a smoke run (scales 0,1; 2 tasks x 1 seed x 1 turn; severe only)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny sweep for a smoke run (scales 0,1; 2 tasks x 1 seed x 1 turn; severe only)"
+    )
     ap.add_argument("--cache-dir", type=Path, default=None, help="MOODBENCH_CACHE_DIR for vectors (default: a new temporary one)")
-    ap.add_argument("--json", type=Path, default=None, help="result file (default benchmarks/results/steering.json; --quick: a temp file)")
+    ap.add_argument(
+        "--json", type=Path, default=None, help="result file (default benchmarks/results/steering.json; --quick: a temp file)"
+    )
     ap.add_argument("--replies", action="store_true", help="store every reply in the JSON (large)")
     ap.add_argument("--shipped-dir", type=Path, default=None, help="write detected calibrations in the shipped format here")
-    ap.add_argument("--from-json", type=Path, nargs="+", default=None, help="print the tables of earlier result files; run nothing")
+    ap.add_argument(
+        "--from-json", type=Path, nargs="+", default=None, help="print the tables of earlier result files; run nothing"
+    )
     ap.add_argument("--verbose", action="store_true", help="the calibration's own progress lines")
     args = ap.parse_args()
 
@@ -406,7 +421,13 @@ def main() -> int:
           f"prompted {','.join(args.levels)}; tasks {','.join(args.tasks)}; {args.seeds} seed(s) x {args.turns} turns; "
           f"cache {cache}", flush=True)  # fmt: skip
     t0 = time.monotonic()
-    result: dict[str, Any] = {"machine": machine(), "started_at": started, "argv": sys.argv[1:], "quick": args.quick, "blocks": []}
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "started_at": started,
+        "argv": sys.argv[1:],
+        "quick": args.quick,
+        "blocks": [],
+    }
     for model in args.models:
         for emotion in args.emotions:
             block = measure(model, emotion, args)

@@ -52,18 +52,33 @@ def child_moodbench(a: argparse.Namespace) -> dict:
     ids = a.task_ids.split(",")
     extra = {"executor": a.executor} if a.executor not in ("default", "") else {}
     out = Path(a.out)
-    cfg = RunConfig(domains=[a.domain], task_ids=ids, variants=["control"], trials=math.ceil(a.n / len(ids)),
-                    concurrency=a.concurrency, agent_model="openai/scripted", agent_base_url=[a.base_url],
-                    out=out, skip_preflight=True, max_retries=0, **extra)
+    cfg = RunConfig(
+        domains=[a.domain],
+        task_ids=ids,
+        variants=["control"],
+        trials=math.ceil(a.n / len(ids)),
+        concurrency=a.concurrency,
+        agent_model="openai/scripted",
+        agent_base_url=[a.base_url],
+        out=out,
+        skip_preflight=True,
+        max_retries=0,
+        **extra,
+    )
     t0 = time.time()
     res = run(cfg, console=Console(file=open(os.devnull, "w")), freeze_gc=True)  # as the CLI runs
     t1 = time.time()
     with Store(out / "results.sqlite") as store:
         rows = list(store.records())
-    return {"exit_code": int(res.exit_code), "t0": t0, "t1": t1, "n": len(rows),
-            "finish": [_ts(r.finished_at or "") for r in rows],
-            "rewards": {f"{r.task_id}|{r.trial}": r.reward for r in rows},
-            "exit_reasons": dict(Counter(r.exit_reason.value for r in rows))}
+    return {
+        "exit_code": int(res.exit_code),
+        "t0": t0,
+        "t1": t1,
+        "n": len(rows),
+        "finish": [_ts(r.finished_at or "") for r in rows],
+        "rewards": {f"{r.task_id}|{r.trial}": r.reward for r in rows},
+        "exit_reasons": dict(Counter(r.exit_reason.value for r in rows)),
+    }
 
 
 def child_tau2(a: argparse.Namespace) -> dict:
@@ -75,15 +90,31 @@ def child_tau2(a: argparse.Namespace) -> dict:
     by_id = {t.id: t for t in load_tasks(a.domain)}
     args = {"api_base": a.base_url, "api_key": "sk-no-key-required"}
     t0 = time.time()
-    results = run_tasks(domain=a.domain, tasks=[by_id[i] for i in ids], agent="llm_agent", user="user_simulator",
-                        llm_agent="openai/scripted", llm_args_agent=dict(args), llm_user="openai/scripted",
-                        llm_args_user=dict(args), num_trials=math.ceil(a.n / len(ids)), max_concurrency=a.concurrency,
-                        console_display=False, log_level="ERROR", save_to=None)
+    results = run_tasks(
+        domain=a.domain,
+        tasks=[by_id[i] for i in ids],
+        agent="llm_agent",
+        user="user_simulator",
+        llm_agent="openai/scripted",
+        llm_args_agent=dict(args),
+        llm_user="openai/scripted",
+        llm_args_user=dict(args),
+        num_trials=math.ceil(a.n / len(ids)),
+        max_concurrency=a.concurrency,
+        console_display=False,
+        log_level="ERROR",
+        save_to=None,
+    )
     t1 = time.time()
     sims = results.simulations
-    return {"t0": t0, "t1": t1, "n": len(sims), "finish": [_ts(s.end_time) for s in sims],
-            "rewards": {f"{s.task_id}|{s.trial}": (s.reward_info.reward if s.reward_info else None) for s in sims},
-            "exit_reasons": dict(Counter(str(getattr(s.termination_reason, "value", s.termination_reason)) for s in sims))}
+    return {
+        "t0": t0,
+        "t1": t1,
+        "n": len(sims),
+        "finish": [_ts(s.end_time) for s in sims],
+        "rewards": {f"{s.task_id}|{s.trial}": (s.reward_info.reward if s.reward_info else None) for s in sims},
+        "exit_reasons": dict(Counter(str(getattr(s.termination_reason, "value", s.termination_reason)) for s in sims)),
+    }
 
 
 def child_profile(a: argparse.Namespace) -> dict:
@@ -98,13 +129,27 @@ def child_profile(a: argparse.Namespace) -> dict:
     from moodbench.sim import ConversationSettings, run_cell
 
     ids = a.task_ids.split(",")
-    cfg = RunConfig(domains=[a.domain], task_ids=ids, variants=["control"], trials=math.ceil(a.n / len(ids)),
-                    agent_model="openai/scripted", agent_base_url=[a.base_url], out=Path(a.out), max_retries=0)
+    cfg = RunConfig(
+        domains=[a.domain],
+        task_ids=ids,
+        variants=["control"],
+        trials=math.ceil(a.n / len(ids)),
+        agent_model="openai/scripted",
+        agent_base_url=[a.base_url],
+        out=Path(a.out),
+        max_retries=0,
+    )
     plan = make_plan(cfg)
     agent, user, judge = model_specs(cfg)
     health = EndpointHealth(0)
-    s = ConversationSettings(catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent, health),
-                             user_client=ModelClient(user, health), judge_client=ModelClient(judge, health), freeze_gc=True)
+    s = ConversationSettings(
+        catalog=plan.catalog,
+        tasks=plan.tasks,
+        agent_client=ModelClient(agent, health),
+        user_client=ModelClient(user, health),
+        judge_client=ModelClient(judge, health),
+        freeze_gc=True,
+    )
     store = Store(Path(a.out) / "results.sqlite")
     for c in plan.cells[:2]:  # warm caches the way a long run would have them
         store.insert(*run_cell(c, s))
@@ -128,11 +173,29 @@ def child_profile(a: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- parent
-def _child(kind: str, base_url: str, n: int, concurrency: int, a: argparse.Namespace, tmp: Path,
-           executor: str | None = None) -> tuple[dict, float]:
+def _child(
+    kind: str, base_url: str, n: int, concurrency: int, a: argparse.Namespace, tmp: Path, executor: str | None = None
+) -> tuple[dict, float]:
     out = tmp / f"{kind}-{n}-{concurrency}-{time.monotonic_ns()}"
-    args = [str(HERE), "--child", kind, "--base-url", base_url, "--n", str(n), "--concurrency", str(concurrency),
-            "--domain", a.domain, "--task-ids", a.task_ids, "--executor", executor or a.executor, "--out", str(out)]
+    args = [
+        str(HERE),
+        "--child",
+        kind,
+        "--base-url",
+        base_url,
+        "--n",
+        str(n),
+        "--concurrency",
+        str(concurrency),
+        "--domain",
+        a.domain,
+        "--task-ids",
+        a.task_ids,
+        "--executor",
+        executor or a.executor,
+        "--out",
+        str(out),
+    ]
     return run_child(args)
 
 
@@ -148,9 +211,12 @@ def measure_cpu(a: argparse.Namespace, tmp: Path) -> dict:
             r1, c1 = _child(kind, srv.base_url, n1, a.cpu_concurrency, a, tmp, executor="thread")
             r2, c2 = _child(kind, srv.base_url, n2, a.cpu_concurrency, a, tmp, executor="thread")
             s1 = srv.cpu_seconds()
-            out[kind] = {"cpu_s_per_conversation": (c2 - c1) / (r2["n"] - r1["n"]),
-                         "server_cpu_s_per_conversation": (s1 - s0) / (r1["n"] + r2["n"]),
-                         "exit_reasons": r2["exit_reasons"], "rewards": r2["rewards"]}
+            out[kind] = {
+                "cpu_s_per_conversation": (c2 - c1) / (r2["n"] - r1["n"]),
+                "server_cpu_s_per_conversation": (s1 - s0) / (r1["n"] + r2["n"]),
+                "exit_reasons": r2["exit_reasons"],
+                "rewards": r2["rewards"],
+            }
         calls = srv.stats()
     finally:
         srv.stop()
@@ -184,16 +250,23 @@ def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> di
         span = (stats["last_reply_at"] - stats["first_request_at"]) if stats.get("first_request_at") else None
         whole = r["n"] / span if span else None
         name = f"moodbench[{executor}]" if kind == "moodbench" else "tau2"
-        out[name] = {"conversations": r["n"], "calls_per_conversation": round(calls, 2), "ideal_per_s": round(ideal, 2),
-                     "steady_per_s": round(rate, 2), "steady_efficiency": round(rate / ideal, 3),
-                     "whole_run_per_s": round(whole, 2) if whole else None,
-                     "whole_run_efficiency": round(whole / ideal, 3) if whole else None,
-                     "first_request_after_s": round(stats["first_request_at"] - started, 2) if stats.get("first_request_at") else None,
-                     "process_wall_s": round(time.time() - started, 2), "exit_reasons": r["exit_reasons"],
-                     # forkserver workers are not our children: their CPU escapes RUSAGE_CHILDREN
-                     "cpu_ms_per_conversation_incl_startup": (round(cpu / max(1, r["n"]) * 1000, 1)
-                                                               if kind == "tau2" or executor == "thread" else None),
-                     "load_average_after": round(os.getloadavg()[0], 2)}
+        out[name] = {
+            "conversations": r["n"],
+            "calls_per_conversation": round(calls, 2),
+            "ideal_per_s": round(ideal, 2),
+            "steady_per_s": round(rate, 2),
+            "steady_efficiency": round(rate / ideal, 3),
+            "whole_run_per_s": round(whole, 2) if whole else None,
+            "whole_run_efficiency": round(whole / ideal, 3) if whole else None,
+            "first_request_after_s": round(stats["first_request_at"] - started, 2) if stats.get("first_request_at") else None,
+            "process_wall_s": round(time.time() - started, 2),
+            "exit_reasons": r["exit_reasons"],
+            # forkserver workers are not our children: their CPU escapes RUSAGE_CHILDREN
+            "cpu_ms_per_conversation_incl_startup": (
+                round(cpu / max(1, r["n"]) * 1000, 1) if kind == "tau2" or executor == "thread" else None
+            ),
+            "load_average_after": round(os.getloadavg()[0], 2),
+        }
     ref = next((out[k] for k in out if k.startswith("moodbench[")), None)
     if ref is not None and "tau2" in out:
         out["ratio_completions_per_s"] = round(ref["steady_per_s"] / out["tau2"]["steady_per_s"], 2)
@@ -209,11 +282,18 @@ def main() -> int:
     p.add_argument("--cpu-concurrency", type=int, default=2)
     p.add_argument("--concurrency", default="64", help="comma-separated concurrencies for the throughput runs ('' skips)")
     p.add_argument("--latency-ms", type=float, default=200.0)
-    p.add_argument("--conversations", type=int, default=0, help="moodbench conversations per throughput run (default 4 x concurrency)")
-    p.add_argument("--tau2-conversations", type=int, default=0, help="tau2 conversations per throughput run (default 2 x concurrency)")
-    p.add_argument("--executor", default="default,thread,process",
-                   help="comma-separated moodbench executors for the throughput runs: default (no flag, as a user types it), "
-                        "thread, process, ray")
+    p.add_argument(
+        "--conversations", type=int, default=0, help="moodbench conversations per throughput run (default 4 x concurrency)"
+    )
+    p.add_argument(
+        "--tau2-conversations", type=int, default=0, help="tau2 conversations per throughput run (default 2 x concurrency)"
+    )
+    p.add_argument(
+        "--executor",
+        default="default,thread,process",
+        help="comma-separated moodbench executors for the throughput runs: default (no flag, as a user types it), "
+        "thread, process, ray",
+    )
     p.add_argument("--skip-tau2", action="store_true")
     p.add_argument("--skip-cpu", action="store_true")
     p.add_argument("--profile", action="store_true", help="only profile moodbench (cProfile, sequential) and exit")
@@ -239,9 +319,25 @@ def main() -> int:
     if a.profile:
         srv = start_server(retail_script(a.flow, latency_ms=0), tmp)
         try:
-            args = [str(HERE), "--child", "profile", "--base-url", srv.base_url, "--n", str(a.conversations or 40),
-                    "--concurrency", "1", "--domain", a.domain, "--task-ids", a.task_ids, "--out", str(tmp / "profile"),
-                    "--profile-lines", str(a.profile_lines)]
+            args = [
+                str(HERE),
+                "--child",
+                "profile",
+                "--base-url",
+                srv.base_url,
+                "--n",
+                str(a.conversations or 40),
+                "--concurrency",
+                "1",
+                "--domain",
+                a.domain,
+                "--task-ids",
+                a.task_ids,
+                "--out",
+                str(tmp / "profile"),
+                "--profile-lines",
+                str(a.profile_lines),
+            ]
             import subprocess
 
             res = subprocess.run([sys.executable, *args], capture_output=True, text=True)
@@ -257,9 +353,11 @@ def main() -> int:
         for kind in ("moodbench", "tau2"):
             if kind in cpu:
                 c = cpu[kind]
-                results["cpu"][kind] = {"cpu_ms_per_conversation": round(c["cpu_s_per_conversation"] * 1000, 1),
-                                        "server_cpu_ms_per_conversation": round(c["server_cpu_s_per_conversation"] * 1000, 1),
-                                        "exit_reasons": c["exit_reasons"]}
+                results["cpu"][kind] = {
+                    "cpu_ms_per_conversation": round(c["cpu_s_per_conversation"] * 1000, 1),
+                    "server_cpu_ms_per_conversation": round(c["server_cpu_s_per_conversation"] * 1000, 1),
+                    "exit_reasons": c["exit_reasons"],
+                }
         m = results["cpu"]["moodbench"]["cpu_ms_per_conversation"]
         line = f"CPU per conversation: moodbench {m} ms"
         if "tau2" in results["cpu"]:
@@ -274,10 +372,13 @@ def main() -> int:
         results["throughput"].append(r)
         for kind in [k for k in r if k.startswith("moodbench[") or k == "tau2"]:
             k = r[kind]
-            print(f"concurrency {c} {kind}: efficiency whole run {k['whole_run_efficiency']} ({k['whole_run_per_s']}/s, first "
-                  f"request to last reply), steady {k['steady_efficiency']} ({k['steady_per_s']}/s); ideal {k['ideal_per_s']}/s "
-                  f"({k['calls_per_conversation']} calls/conv); first request {k['first_request_after_s']} s after launch; "
-                  f"{k['conversations']} conversations, {k['exit_reasons']}, load {k['load_average_after']}", flush=True)
+            print(
+                f"concurrency {c} {kind}: efficiency whole run {k['whole_run_efficiency']} ({k['whole_run_per_s']}/s, first "
+                f"request to last reply), steady {k['steady_efficiency']} ({k['steady_per_s']}/s); ideal {k['ideal_per_s']}/s "
+                f"({k['calls_per_conversation']} calls/conv); first request {k['first_request_after_s']} s after launch; "
+                f"{k['conversations']} conversations, {k['exit_reasons']}, load {k['load_average_after']}",
+                flush=True,
+            )
         if "ratio_completions_per_s" in r:
             print(f"concurrency {c}: moodbench/tau2 completions per second = {r['ratio_completions_per_s']}x", flush=True)
     print(json.dumps(results, indent=1, default=str))

@@ -34,13 +34,13 @@ _counter = itertools.count()
 CLI = [sys.executable, "-m", "moodbench.cli"]  # the one spelling of "run the moodbench command" in tests
 
 
-def run_cli(*args: object, extra_env: dict[str, str] | None = None, timeout: float = 120,
-            **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: object, extra_env: dict[str, str] | None = None, timeout: float = 120, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """``moodbench ARGS...`` as a real subprocess with :func:`cli_env`, text output captured, never raising on a
     non-zero exit (tests assert the exit code)."""
     kwargs.setdefault("env", cli_env(extra_env))
-    return subprocess.run([*CLI, *(str(a) for a in args)], capture_output=True, text=True, timeout=timeout, check=False,
-                          **kwargs)
+    return subprocess.run([*CLI, *(str(a) for a in args)], capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -35,34 +35,68 @@ def tasks(ids: list[str]) -> list[Any]:
 def _messages(c: Conv) -> list[Any]:
     from tau2.data_model.message import AssistantMessage, ToolCall, ToolMessage, UserMessage
 
-    call = ToolCall(id=f"call-{c.task}-{c.trial}", name="create_task", arguments={"user_id": "user_1", "title": "Important Meeting"},
-                    requestor="assistant")
+    call = ToolCall(
+        id=f"call-{c.task}-{c.trial}",
+        name="create_task",
+        arguments={"user_id": "user_1", "title": "Important Meeting"},
+        requestor="assistant",
+    )
     return [
         AssistantMessage(role="assistant", content="Hi! How can I help you today?"),
         UserMessage(role="user", content=(c.opening + " " + c.first).strip()),
         AssistantMessage(role="assistant", content=None, tool_calls=[call]),
-        ToolMessage(id=call.id, role="tool", content=json.dumps({"task_id": "task_9", "title": "Important Meeting"}), requestor="assistant"),
+        ToolMessage(
+            id=call.id,
+            role="tool",
+            content=json.dumps({"task_id": "task_9", "title": "Important Meeting"}),
+            requestor="assistant",
+        ),
         AssistantMessage(role="assistant", content="Done, the task has been created."),
         UserMessage(role="user", content=c.closing),
     ]
 
 
-def results_json(convs: list[Conv], task_ids: list[str], *, agent: str = "openai/agent-x", user: str = "openai/user-y",
-                 num_trials: int = 3, policy: str = "Mock policy: help users manage tasks.") -> str:
+def results_json(
+    convs: list[Conv],
+    task_ids: list[str],
+    *,
+    agent: str = "openai/agent-x",
+    user: str = "openai/user-y",
+    num_trials: int = 3,
+    policy: str = "Mock policy: help users manage tasks.",
+) -> str:
     from tau2.data_model.simulation import AgentInfo, Info, Results, RewardInfo, SimulationRun, TerminationReason, UserInfo
     from tau2.environment.environment import EnvironmentInfo
 
     sims = []
     for c in convs:
-        sims.append(SimulationRun(
-            id=f"{c.task}-{c.trial}", task_id=c.task, start_time="2026-01-01T00:00:00", end_time="2026-01-01T00:00:05", duration=5.0,
-            termination_reason=TerminationReason.USER_STOP,
-            reward_info=None if c.reward is None else RewardInfo(reward=c.reward, reward_basis=["DB"]),
-            messages=_messages(c), trial=c.trial, seed=300 + c.trial, skipped=c.skipped, agent_cost=0.001, user_cost=0.0005))
-    info = Info(git_commit="abc123", num_trials=num_trials, max_steps=100, max_errors=10,
-                user_info=UserInfo(implementation="user_simulator", llm=user, global_simulation_guidelines="Simulate a customer."),
-                agent_info=AgentInfo(implementation="llm_agent", llm=agent),
-                environment_info=EnvironmentInfo(domain_name="mock", policy=policy), seed=300)
+        sims.append(
+            SimulationRun(
+                id=f"{c.task}-{c.trial}",
+                task_id=c.task,
+                start_time="2026-01-01T00:00:00",
+                end_time="2026-01-01T00:00:05",
+                duration=5.0,
+                termination_reason=TerminationReason.USER_STOP,
+                reward_info=None if c.reward is None else RewardInfo(reward=c.reward, reward_basis=["DB"]),
+                messages=_messages(c),
+                trial=c.trial,
+                seed=300 + c.trial,
+                skipped=c.skipped,
+                agent_cost=0.001,
+                user_cost=0.0005,
+            )
+        )
+    info = Info(
+        git_commit="abc123",
+        num_trials=num_trials,
+        max_steps=100,
+        max_errors=10,
+        user_info=UserInfo(implementation="user_simulator", llm=user, global_simulation_guidelines="Simulate a customer."),
+        agent_info=AgentInfo(implementation="llm_agent", llm=agent),
+        environment_info=EnvironmentInfo(domain_name="mock", policy=policy),
+        seed=300,
+    )
     return Results(info=info, tasks=tasks(task_ids), simulations=sims).model_dump_json(indent=1)
 
 

@@ -45,8 +45,12 @@ GOALS = {  # phrase of the task's scenario -> what the customer asks for
     "task_1 be marked": "Please mark my existing task task_1 as completed.",
     "delete all your current tasks": "I want to delete all my current tasks.",
 }
-OPENINGS = {"frustrated customer": "Ugh, this is ridiculous. ", "angry customer": "This is unacceptable! ",
-            "confused customer": "Sorry, I'm confused. ", "impatient customer": "Quick, I have no time. "}
+OPENINGS = {
+    "frustrated customer": "Ugh, this is ridiculous. ",
+    "angry customer": "This is unacceptable! ",
+    "confused customer": "Sorry, I'm confused. ",
+    "impatient customer": "Quick, I have no time. ",
+}
 TRANSFER = "User needs to delete all their current tasks. This is not possible to do with the tools available."
 
 
@@ -55,52 +59,130 @@ def _call(name: str, **arguments: Any) -> dict[str, Any]:
 
 
 def _opening(prefix: str) -> dict[str, Any]:
-    return {"match": [{"if_contains": k, "in": "system", "then": {"content": prefix + g}} for k, g in GOALS.items()],
-            "else": {"content": prefix + "I need help."}}
+    return {
+        "match": [{"if_contains": k, "in": "system", "then": {"content": prefix + g}} for k, g in GOALS.items()],
+        "else": {"content": prefix + "I need help."},
+    }
 
 
 SCRIPT: dict[str, Any] = {
     "models": ["scripted"],
     "roles": {
-        "agent": {"turns": [
-            {"content": "unused (tau2 sends its own greeting)"},
-            {"match": [
-                {"if_contains": "unacceptable", "in": "last", "then": _call("transfer_to_human_agents", summary="Angry customer, escalating.")},
-                {"if_regex": "confused.*Important Meeting", "in": "last", "then": _call("create_task", user_id="user_42", title="Important Meeting")},
-                {"if_contains": "Important Meeting", "in": "last", "then": _call("create_task", user_id="user_1", title="Important Meeting")},
-                {"if_contains": "task_1", "in": "last", "then": _call("update_task_status", task_id="task_1", status="completed")},
-                {"if_contains": "delete all", "in": "last", "then": _call("transfer_to_human_agents", summary=TRANSFER)},
-            ], "else": {"content": "I'm sorry, which task do you mean? Please give me its id."}},
-            {"match": [{"if_regex": "no time.*task_1", "in": "all",
-                        "then": _call("update_task_status", task_id="task_1", status="pending")}],
-             "else": {"content": "Done, your request has been handled. I understand this matters to you."}},
-            {"content": "Done, your request has been handled."},
-        ], "after": {"content": "Is there anything else?"}},
-        "user": {"turns": [
-            {"match": [
-                {"if_contains": "frustrated customer", "in": "system", "then": {"match": [
-                    {"if_contains": "task_1 be marked", "in": "system",
-                     "then": {"content": "Ugh, this is ridiculous. Just mark my task as completed already."}}],
-                    "else": _opening(OPENINGS["frustrated customer"])}},
-                *[{"if_contains": k, "in": "system", "then": _opening(p)} for k, p in OPENINGS.items() if k != "frustrated customer"],
-            ], "else": _opening("")},
-            {"content": "Thank you, that is all. ###STOP###"},
-        ], "after": {"content": "###STOP###"}},
+        "agent": {
+            "turns": [
+                {"content": "unused (tau2 sends its own greeting)"},
+                {
+                    "match": [
+                        {
+                            "if_contains": "unacceptable",
+                            "in": "last",
+                            "then": _call("transfer_to_human_agents", summary="Angry customer, escalating."),
+                        },
+                        {
+                            "if_regex": "confused.*Important Meeting",
+                            "in": "last",
+                            "then": _call("create_task", user_id="user_42", title="Important Meeting"),
+                        },
+                        {
+                            "if_contains": "Important Meeting",
+                            "in": "last",
+                            "then": _call("create_task", user_id="user_1", title="Important Meeting"),
+                        },
+                        {
+                            "if_contains": "task_1",
+                            "in": "last",
+                            "then": _call("update_task_status", task_id="task_1", status="completed"),
+                        },
+                        {"if_contains": "delete all", "in": "last", "then": _call("transfer_to_human_agents", summary=TRANSFER)},
+                    ],
+                    "else": {"content": "I'm sorry, which task do you mean? Please give me its id."},
+                },
+                {
+                    "match": [
+                        {
+                            "if_regex": "no time.*task_1",
+                            "in": "all",
+                            "then": _call("update_task_status", task_id="task_1", status="pending"),
+                        }
+                    ],
+                    "else": {"content": "Done, your request has been handled. I understand this matters to you."},
+                },
+                {"content": "Done, your request has been handled."},
+            ],
+            "after": {"content": "Is there anything else?"},
+        },
+        "user": {
+            "turns": [
+                {
+                    "match": [
+                        {
+                            "if_contains": "frustrated customer",
+                            "in": "system",
+                            "then": {
+                                "match": [
+                                    {
+                                        "if_contains": "task_1 be marked",
+                                        "in": "system",
+                                        "then": {"content": "Ugh, this is ridiculous. Just mark my task as completed already."},
+                                    }
+                                ],
+                                "else": _opening(OPENINGS["frustrated customer"]),
+                            },
+                        },
+                        *[
+                            {"if_contains": k, "in": "system", "then": _opening(p)}
+                            for k, p in OPENINGS.items()
+                            if k != "frustrated customer"
+                        ],
+                    ],
+                    "else": _opening(""),
+                },
+                {"content": "Thank you, that is all. ###STOP###"},
+            ],
+            "after": {"content": "###STOP###"},
+        },
     },
 }
-RUN = ["--domain", "mock", "--task-ids", ",".join(TASKS), "--variants", ",".join(VARIANTS), "--trials", "1",
-       "--agent-model", "openai/scripted", "--concurrency", "1", "--max-retries", "0", "--skip-preflight"]
+RUN = [
+    "--domain",
+    "mock",
+    "--task-ids",
+    ",".join(TASKS),
+    "--variants",
+    ",".join(VARIANTS),
+    "--trials",
+    "1",
+    "--agent-model",
+    "openai/scripted",
+    "--concurrency",
+    "1",
+    "--max-retries",
+    "0",
+    "--skip-preflight",
+]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("anatomy")
     with start_scripted_server(SCRIPT, root / "server") as srv:
-        r = subprocess.run(CLI + ["run", *RUN, "--agent-base-url", srv.base_url, "--out", str(root / "run")],
-                           capture_output=True, text=True, env=cli_env(), timeout=300, cwd=root)
+        r = subprocess.run(
+            CLI + ["run", *RUN, "--agent-base-url", srv.base_url, "--out", str(root / "run")],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=300,
+            cwd=root,
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = subprocess.run(CLI + ["report", str(root / "run"), "--out", str(root / "report")], capture_output=True, text=True,
-                       env=cli_env(), timeout=300, cwd=root)
+    r = subprocess.run(
+        CLI + ["report", str(root / "run"), "--out", str(root / "report")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+        cwd=root,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root
 
@@ -118,10 +200,18 @@ def report(built: Path) -> dict[str, Any]:
 def test_every_conversation_ran_and_carries_task_facts(records: dict[tuple[str, str], ConversationRecord]) -> None:
     assert set(records) == {(v, t) for v in VARIANTS for t in TASKS}
     outcomes = {k: c.success for k, c in records.items()}
-    assert outcomes == {k: k in {(v, "impossible_task_1") for v in VARIANTS} | {("control", "create_task_1"), ("control", "update_task_1"),
-                                                                              ("frustration", "create_task_1"), ("confusion", "update_task_1"),
-                                                                              ("impatience", "create_task_1")}
-                        for k in records}
+    assert outcomes == {
+        k: k
+        in {(v, "impossible_task_1") for v in VARIANTS}
+        | {
+            ("control", "create_task_1"),
+            ("control", "update_task_1"),
+            ("frustration", "create_task_1"),
+            ("confusion", "update_task_1"),
+            ("impatience", "create_task_1"),
+        }
+        for k in records
+    }
     facts = records[("control", "create_task_1")].task_facts
     assert facts is not None
     assert [(g.name, g.write) for g in facts.gold_actions] == [("create_task", True)]
@@ -165,7 +255,7 @@ def test_customer_that_withholds_the_id(records: dict[tuple[str, str], Conversat
     assert d["missing"] == ["task_id task_1"] and d["missing_kinds"] == ["id"]
     for task in ("create_task_1", "update_task_1"):
         assert delivery(records[("control", task)])["share"] == 1.0
-    assert delivery(records[("control", "impossible_task_1")]) ["share"] is None  # no facts: nothing to withhold
+    assert delivery(records[("control", "impossible_task_1")])["share"] is None  # no facts: nothing to withhold
     a = conversation_anatomy(records[("frustration", "update_task_1")])
     assert a["tool_calls"] == 0.0 and a["customer_exit"] == 1.0 and a["apologies"] == 1.0
 
@@ -179,8 +269,13 @@ def test_paired_differences_and_flips(records: dict[tuple[str, str], Conversatio
     assert rows[("impatience", "off_gold_writes")]["diff"] == pytest.approx(1 / 3)
     assert all("claim" not in r and r["status"].startswith("descriptive") for r in rows.values())
     flips = {(f["variant"], f["task_id"]): f for f in flipping_tasks(recs, "control", list(VARIANTS))}
-    assert set(flips) == {("frustration", "update_task_1"), ("anger", "create_task_1"), ("anger", "update_task_1"),
-                          ("confusion", "create_task_1"), ("impatience", "update_task_1")}
+    assert set(flips) == {
+        ("frustration", "update_task_1"),
+        ("anger", "create_task_1"),
+        ("anger", "update_task_1"),
+        ("confusion", "create_task_1"),
+        ("impatience", "update_task_1"),
+    }
     assert all(f["direction"] == "lost" and f["lost"] == 1 for f in flips.values())
 
 
@@ -196,7 +291,9 @@ def test_report_section(built: Path, report: dict[str, Any]) -> None:
     assert d["frustration"]["reward_all"]["diff"] == pytest.approx(-1 / 3)
     assert not d["anger"]["delivered_less"]
     assert any("stated less of the task's facts" in w["text"] for w in report["warnings"])
-    headline = next(e for e in report["effects"] if e["variant"] == "frustration" and e["domain"] == "all" and e["subset"] == "all")
+    headline = next(
+        e for e in report["effects"] if e["variant"] == "frustration" and e["domain"] == "all" and e["subset"] == "all"
+    )
     assert "delivered_less" in [c["kind"] for c in headline["caveats"]] and headline["trust"] != "ok"
     assert "claim" in headline  # the caveat sits beside the claim, which the anatomy never changes
     angry = next(e for e in report["effects"] if e["variant"] == "anger" and e["domain"] == "all" and e["subset"] == "all")
@@ -213,8 +310,9 @@ def test_report_section(built: Path, report: dict[str, Any]) -> None:
 
 
 def test_report_json_on_stdout_has_the_anatomy(built: Path, report: dict[str, Any]) -> None:
-    r = subprocess.run(CLI + ["report", str(built / "run"), "--json"], capture_output=True, text=True, env=cli_env(), timeout=300,
-                       cwd=built)
+    r = subprocess.run(
+        CLI + ["report", str(built / "run"), "--json"], capture_output=True, text=True, env=cli_env(), timeout=300, cwd=built
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     printed = json.loads(r.stdout)
     assert printed["anatomy"]["effects"] == report["anatomy"]["effects"]
@@ -251,10 +349,12 @@ def test_viewer_renders_any_pair(built: Path, records: dict[tuple[str, str], Con
 def test_identifier_pattern() -> None:
     assert all(is_identifier(s) for s in ("user_1", "#W2378156", "1151293680", "credit_card_9513926", "HAT170", "task_2"))
     assert not any(is_identifier(s) for s in ("2024-05-15", "completed", "Important Meeting", "10:30", "a1"))
-    msgs: list[dict[str, Any]] = [{"role": "user", "content": "My order is #W1234567"},
-            {"role": "assistant", "tool_calls": [{"name": "get_order_details", "arguments": {"order_id": "#W1234567"}}]},
-            {"role": "tool", "content": '{"user_id": "mei_lee_1"}'},
-            {"role": "assistant", "tool_calls": [{"name": "x", "arguments": {"user_id": "mei_lee_1", "item_ids": ["99887766"]}}]}]
+    msgs: list[dict[str, Any]] = [
+        {"role": "user", "content": "My order is #W1234567"},
+        {"role": "assistant", "tool_calls": [{"name": "get_order_details", "arguments": {"order_id": "#W1234567"}}]},
+        {"role": "tool", "content": '{"user_id": "mei_lee_1"}'},
+        {"role": "assistant", "tool_calls": [{"name": "x", "arguments": {"user_id": "mei_lee_1", "item_ids": ["99887766"]}}]},
+    ]
     assert hallucinated_ids(msgs) == ["99887766"]
 
 
@@ -265,9 +365,24 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_pair_page_renders_in_chromium(built: Path, report: dict[str, Any], tmp_path: Path) -> None:
     flip = next(f for f in report["anatomy"]["flipping_tasks"] if f["variant"] == "impatience")
     page = built / "report" / flip["flips"][0]["page"]
-    r = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-                       capture_output=True, text=True, timeout=90)
+    r = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert not [line for line in r.stderr.splitlines() if "CONSOLE" in line]
     dom = r.stdout

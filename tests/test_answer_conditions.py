@@ -43,9 +43,18 @@ from scripted import cli_env
 def _conv(task: int, variant: str, trial: int, reward: float | None, *, turns: int = 4) -> ConversationRecord:
     exit_reason = "llm_error" if reward is None else ("success" if reward == 1.0 else "task_failed")
     sim = {"messages": [{"role": "assistant", "content": "Hi!"}, {"role": "user", "content": "Please help me with my order."}]}
-    return ConversationRecord(cell_key=f"mock|t{task}|{variant}|{trial}", domain="mock", task_id=f"t{task:02d}", variant=variant,
-                              trial=trial, reward=reward, exit_reason=ExitReason(exit_reason), wall_seconds=1.0, simulation=sim,
-                              stats=ConversationStats(turns=turns))
+    return ConversationRecord(
+        cell_key=f"mock|t{task}|{variant}|{trial}",
+        domain="mock",
+        task_id=f"t{task:02d}",
+        variant=variant,
+        trial=trial,
+        reward=reward,
+        exit_reason=ExitReason(exit_reason),
+        wall_seconds=1.0,
+        simulation=sim,
+        stats=ConversationStats(turns=turns),
+    )
 
 
 def _row(out: dict, variant: str, subset: str = "all") -> dict:
@@ -86,7 +95,9 @@ def test_a_claim_that_depends_on_the_excluded_conversations_is_withdrawn() -> No
     assert b["as_successes"]["diff"] == pytest.approx(10 * 0.5 / 40)
     assert b["ci_bounds"][0] <= b["as_failures"]["ci"][0] and b["ci_bounds"][1] >= b["as_successes"]["ci"][1]
     # the complete-case p alone would claim 'higher'; the family claims only what holds at every value the excluded had
-    assert angry["claim"] == "no_difference" and angry["p_bounded"] == 1.0 and "not stated as a finding" in angry["claim_withdrawn"]
+    assert (
+        angry["claim"] == "no_difference" and angry["p_bounded"] == 1.0 and "not stated as a finding" in angry["claim_withdrawn"]
+    )
     # the same gain with nothing lost is claimed; its MDE is the plain one, angry's adds the exclusion share
     assert calm["claim"] == "higher" and calm["exclusions"] is None and calm["claim_withdrawn"] is None
     assert angry["mde"] is not None and calm["mde"] is not None and angry["mde"] > calm["mde"]
@@ -262,22 +273,37 @@ def test_power_design_given_defaults_and_checks() -> None:
 
 
 def test_power_command_shows_the_spread_table() -> None:
-    r = subprocess.run([sys.executable, "-m", "moodbench.cli", "power", "--tasks", "40", "--trials", "3", "--variants", "8", "--json"],
-                       capture_output=True, text=True, timeout=120, env={**cli_env(), "COLUMNS": "200"})
+    r = subprocess.run(
+        [sys.executable, "-m", "moodbench.cli", "power", "--tasks", "40", "--trials", "3", "--variants", "8", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cli_env(), "COLUMNS": "200"},
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     rows = data["mde_by_spread"]["rows"]
     d = Design(40, 3, 8, baseline_success=0.5, icc=0.5, effect_sd=0.05)
     assert {(x["effect_sd"], x["drop_share"]) for x in rows} == {(s, h) for s in (0.0, 0.05, 0.1, 0.2) for h in (1.0, 0.5)}
     assert next(x["mde"] for x in rows if x == {**x, "effect_sd": 0.1, "drop_share": 0.5}) == pytest.approx(
-        mde(replace(d, effect_sd=0.1, drop_share=0.5)))
-    text = subprocess.run([sys.executable, "-m", "moodbench.cli", "power", "--tasks", "40", "--trials", "3", "--drop-share", "0.5"],
-                          capture_output=True, text=True, timeout=120, env={**cli_env(), "COLUMNS": "200"})
+        mde(replace(d, effect_sd=0.1, drop_share=0.5))
+    )
+    text = subprocess.run(
+        [sys.executable, "-m", "moodbench.cli", "power", "--tasks", "40", "--trials", "3", "--drop-share", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**cli_env(), "COLUMNS": "200"},
+    )
     assert text.returncode == 0 and "in 50% of the tasks" in text.stdout and "drop share 0.5" in text.stdout + text.stderr
-    bad = subprocess.run([sys.executable, "-m", "moodbench.cli", "power", "--drop-share", "0"], capture_output=True, text=True,
-                         timeout=120, env=cli_env())
+    bad = subprocess.run(
+        [sys.executable, "-m", "moodbench.cli", "power", "--drop-share", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+    )
     assert bad.returncode == 2 and "drop_share" in bad.stderr and "Traceback" not in bad.stderr
-
 
 
 def _store_run(path, rows: list[ConversationRecord], variants: list[str], tasks: int, trials: int):
@@ -285,7 +311,9 @@ def _store_run(path, rows: list[ConversationRecord], variants: list[str], tasks:
 
     with Store(path / "results.sqlite") as store:
         store.set_meta("config", {"agent_model": "openai/answer", "trials": trials, "domains": ["mock"], "variants": variants})
-        store.set_meta("plan", {"planned": {"mock": {v: tasks * trials for v in variants}}, "variants": variants, "domains": ["mock"]})
+        store.set_meta(
+            "plan", {"planned": {"mock": {v: tasks * trials for v in variants}}, "variants": variants, "domains": ["mock"]}
+        )
         for r in rows:
             store.insert(r)
     write_summary(path)
@@ -295,10 +323,20 @@ def _store_run(path, rows: list[ConversationRecord], variants: list[str], tasks:
 def test_report_json_end_to_end_floor_and_exclusions(tmp_path) -> None:
     """Through the real CLI on real SQLite stores: a run at the floor says why it cannot claim, and a run whose
     variant lost its failing conversations shows the exclusions, the bounds and the one family."""
-    floor = _store_run(tmp_path / "floor", [_conv(t, v, k, 0.0) for t in range(30) for k in range(2) for v in ("control", "anger")],
-                       ["control", "anger"], 30, 2)
-    r = subprocess.run([sys.executable, "-m", "moodbench.cli", "report", str(floor), "--json"], capture_output=True, text=True,
-                       timeout=180, env=cli_env())
+    floor = _store_run(
+        tmp_path / "floor",
+        [_conv(t, v, k, 0.0) for t in range(30) for k in range(2) for v in ("control", "anger")],
+        ["control", "anger"],
+        30,
+        2,
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "moodbench.cli", "report", str(floor), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cli_env(),
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     text = data["bottom_lines"][0]["text"]
@@ -306,8 +344,13 @@ def test_report_json_end_to_end_floor_and_exclusions(tmp_path) -> None:
     assert data["designs"][0]["mde"] is None and "floor" in data["designs"][0]["mde_note"]
     assert all(e["p"] is None and e["p_adjusted"] is None and e["ci"] == [None, None] for e in data["effects"])
     runs = _store_run(tmp_path / "excl", _excluded_failures_run(), ["control", "angry", "calm"], 40, 2)
-    r = subprocess.run([sys.executable, "-m", "moodbench.cli", "report", str(runs), "--json"], capture_output=True, text=True,
-                       timeout=180, env=cli_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "moodbench.cli", "report", str(runs), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cli_env(),
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     angry = next(e for e in data["effects"] if e["variant"] == "angry" and e["subset"] == "all")
@@ -315,4 +358,7 @@ def test_report_json_end_to_end_floor_and_exclusions(tmp_path) -> None:
     assert {c["kind"] for c in angry["caveats"]} >= {"exclusions_differ", "exclusions_outcome", "claim_withdrawn"}
     assert data["family"]["name"] == "report" and data["family"]["size"] == 2  # angry and calm; unflagged rows are the same tests
     assert "pass_hat_k" in data["family"]["descriptive"] and all("claim" not in p for p in data["pass_hat_k"])
-    assert "Not stated as findings" in data["bottom_lines"][0]["text"] and "Higher reward with calm" in data["bottom_lines"][0]["text"]
+    assert (
+        "Not stated as findings" in data["bottom_lines"][0]["text"]
+        and "Higher reward with calm" in data["bottom_lines"][0]["text"]
+    )

@@ -17,8 +17,24 @@ import pytest
 from scripted import CLI
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "moodbench"
-ROOT = {"__init__.py", "py.typed", "_util", "analysis", "cli", "doctor", "emotions", "experiment", "judges", "llm",
-        "report", "results", "serve", "sim", "steer", "testing"}
+ROOT = {
+    "__init__.py",
+    "py.typed",
+    "_util",
+    "analysis",
+    "cli",
+    "doctor",
+    "emotions",
+    "experiment",
+    "judges",
+    "llm",
+    "report",
+    "results",
+    "serve",
+    "sim",
+    "steer",
+    "testing",
+}
 
 
 def test_the_root_holds_concept_packages_only() -> None:
@@ -60,8 +76,7 @@ def test_run_options_are_the_config_fields_with_their_defaults() -> None:
     from moodbench.experiment import RunConfig
 
     env = {**os.environ, "COLUMNS": "400", "PYTHONPATH": str(SRC.parent), "NO_COLOR": "1", "TERM": "dumb"}
-    res = subprocess.run([*CLI, "run", "--help"], capture_output=True, text=True, env=env,
-                         timeout=120, check=True)
+    res = subprocess.run([*CLI, "run", "--help"], capture_output=True, text=True, env=env, timeout=120, check=True)
     text = re.sub(r"\s+", " ", res.stdout.replace("│", " "))
     for name, field in RunConfig.model_fields.items():
         flag = flag_of(name).split("/")[0]
@@ -128,8 +143,12 @@ def _package_imports() -> dict[str, dict[str, list[str]]]:
 
 def test_packages_import_only_what_the_map_allows() -> None:
     assert set(ALLOWED_IMPORTS) == {p.name for p in SRC.iterdir() if p.name in ROOT and p.name != "py.typed"}
-    bad = [f"{pkg} -> {dep} ({', '.join(where[:3])})" for pkg, deps in _package_imports().items()
-           for dep, where in deps.items() if dep not in ALLOWED_IMPORTS[pkg]]
+    bad = [
+        f"{pkg} -> {dep} ({', '.join(where[:3])})"
+        for pkg, deps in _package_imports().items()
+        for dep, where in deps.items()
+        if dep not in ALLOWED_IMPORTS[pkg]
+    ]
     assert not bad, "imports the layering does not allow (tests/test_architecture.py ALLOWED_IMPORTS):\n" + "\n".join(bad)
 
 

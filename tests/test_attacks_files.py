@@ -54,19 +54,45 @@ LOCK = ".moodbench.lock"
 
 
 def cli(*args: Any, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MOODBENCH, *[str(a) for a in args]], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=cli_env({"MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})}))
+    return subprocess.run(
+        [*MOODBENCH, *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=cli_env({"MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})}),
+    )
 
 
 def start(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*MOODBENCH, *[str(a) for a in args]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL,
-                            env=cli_env({"PYTHONUNBUFFERED": "1", "MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})}))
+    return subprocess.Popen(
+        [*MOODBENCH, *[str(a) for a in args]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=cli_env({"PYTHONUNBUFFERED": "1", "MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})}),
+    )
 
 
 def run_args(url: str, out: Path, *extra: Any, tasks: str = TASKS, variants: str = "control,frustration") -> list[Any]:
-    return ["run", "--domain", "mock", "--task-ids", tasks, "--variants", variants, "--agent-model", "openai/scripted",
-            "--agent-base-url", url, "--out", out, "--skip-preflight", *extra]
+    return [
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        tasks,
+        "--variants",
+        variants,
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        url,
+        "--out",
+        out,
+        "--skip-preflight",
+        *extra,
+    ]
 
 
 def explain(res: subprocess.CompletedProcess[str]) -> str:
@@ -81,8 +107,11 @@ def wait_for(predicate: Callable[[], Any], limit: float = 90.0, what: str = "con
 
 
 def digest_tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.is_symlink() and p.name != LOCK}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != LOCK
+    }
 
 
 def rows(run_dir: Path) -> int:
@@ -131,8 +160,9 @@ def import_during_run(tmp_path: Path, env: Env) -> None:
     assert cli("export", env.run, "--variant", "control", "--out", exported).returncode == 0
     out = tmp_path / "run"
     with start_scripted_server(mock_example_script(latency_ms=1500), tmp_path / "slow") as srv:
-        writer = start(*run_args(srv.base_url, out, "--concurrency", "1", "--trials", "8", tasks="create_task_1",
-                                 variants="control"))
+        writer = start(
+            *run_args(srv.base_url, out, "--concurrency", "1", "--trials", "8", tasks="create_task_1", variants="control")
+        )
         try:
             wait_for(lambda: len(srv.requests()) >= 1, what="the run's first request")
             imp = cli("import", "--format", "tau2", "--out", out, f"{exported}=imported")
@@ -176,7 +206,11 @@ def merge_into_foreign_dir(tmp_path: Path, env: Env) -> None:
     res = cli("merge", out, env.run)
     assert res.returncode == 2 and "not empty" in res.stderr, explain(res)
     no_traceback(res)
-    assert digest_tree(out) == before and sorted(p.name for p in out.iterdir()) == ["events.jsonl", "manifest.json", "summary.json"]
+    assert digest_tree(out) == before and sorted(p.name for p in out.iterdir()) == [
+        "events.jsonl",
+        "manifest.json",
+        "summary.json",
+    ]
 
 
 def report_into_user_folder(tmp_path: Path, env: Env) -> None:
@@ -199,8 +233,14 @@ def racing_runs_keep_the_lock(tmp_path: Path, env: Env) -> None:
     with start_scripted_server(mock_example_script(latency_ms=1500), tmp_path / "slow") as srv:
         for attempt in range(2):
             out = tmp_path / f"race-{attempt}"
-            racers = [start(*run_args(srv.base_url, out, "--concurrency", "1", "--trials", "20", tasks="create_task_1",
-                                      variants="control")) for _ in range(4)]
+            racers = [
+                start(
+                    *run_args(
+                        srv.base_url, out, "--concurrency", "1", "--trials", "20", tasks="create_task_1", variants="control"
+                    )
+                )
+                for _ in range(4)
+            ]
             try:
                 wait_for(lambda: sum(p.poll() is not None for p in racers) >= 3, limit=240, what="the losers to exit")
                 losers = [p for p in racers if p.poll() is not None]
@@ -248,8 +288,20 @@ def cloud_query_credentials(tmp_path: Path, env: Env) -> None:
     keys = {name: f"{name[:3].lower()}-{os.urandom(6).hex()}" for name in ("code", "sig", "X-Amz-Signature", "X-Goog-Signature")}
     query = "&".join(f"{k}={v}" for k, v in keys.items())
     out = tmp_path / "run"
-    res = cli(*run_args(f"http://127.0.0.1:9/v1?{query}", out, "--max-retries", "0", "--max-consecutive-failures", "1",
-                        "--timeout", "2", tasks="create_task_1", variants="control"))
+    res = cli(
+        *run_args(
+            f"http://127.0.0.1:9/v1?{query}",
+            out,
+            "--max-retries",
+            "0",
+            "--max-consecutive-failures",
+            "1",
+            "--timeout",
+            "2",
+            tasks="create_task_1",
+            variants="control",
+        )
+    )
     assert res.returncode == 4, explain(res)
     assert {"manifest.json", "events.jsonl", "results.sqlite", "summary.json"} <= {p.name for p in out.iterdir()}
     for value in keys.values():
@@ -266,8 +318,18 @@ def url_secret_in_a_server_error(tmp_path: Path, env: Env) -> None:
     script["roles"]["agent"]["turns"][1] = {"status": 401, "error": f"denied: https://blob.example/x?sv=1&sig={secret}"}
     out = tmp_path / "run"
     with start_scripted_server(script, tmp_path / "srv") as srv:
-        res = cli(*run_args(srv.base_url, out, "--max-retries", "0", "--max-consecutive-failures", "1",
-                            tasks="create_task_1", variants="control"))
+        res = cli(
+            *run_args(
+                srv.base_url,
+                out,
+                "--max-retries",
+                "0",
+                "--max-consecutive-failures",
+                "1",
+                tasks="create_task_1",
+                variants="control",
+            )
+        )
     assert res.returncode in (0, 4), explain(res)
     assert secret not in res.stdout + res.stderr
     assert leaked(secret, out) == []
@@ -280,8 +342,7 @@ def url_secret_in_a_server_error(tmp_path: Path, env: Env) -> None:
 def jwt_under_unknown_header(tmp_path: Path, env: Env) -> None:
     jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyQGV4YW1wbGUuY29tIn0.c2lnbmF0dXJl"
     for header in ("X-Goog-Iap-Jwt-Assertion", "X-Custom-Header"):
-        res = cli(*run_args(env.server.base_url, tmp_path / header, "--agent-args",
-                            json.dumps({"extra_headers": {header: jwt}})))
+        res = cli(*run_args(env.server.base_url, tmp_path / header, "--agent-args", json.dumps({"extra_headers": {header: jwt}})))
         assert res.returncode == 2 and "looks like a secret" in res.stderr, explain(res)
         assert jwt not in res.stdout + res.stderr and not (tmp_path / header).exists()
 
@@ -294,10 +355,18 @@ class _HostileUsage(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": "Thanks, bye. ###STOP###"}}],
-                           "usage": {"prompt_tokens": -5000, "completion_tokens": -7, "total_tokens": -5007}}).encode()
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "scripted",
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Thanks, bye. ###STOP###"}}
+                ],
+                "usage": {"prompt_tokens": -5000, "completion_tokens": -7, "total_tokens": -5007},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -316,8 +385,9 @@ def negative_token_counts(tmp_path: Path, env: Env) -> None:
         server.server_close()
     assert res.returncode == 0, explain(res)
     con = sqlite3.connect(out / "results.sqlite")
-    counts = con.execute("SELECT agent_prompt_tokens, agent_completion_tokens, user_prompt_tokens, user_completion_tokens "
-                         "FROM simulations").fetchall()
+    counts = con.execute(
+        "SELECT agent_prompt_tokens, agent_completion_tokens, user_prompt_tokens, user_completion_tokens FROM simulations"
+    ).fetchall()
     con.close()
     assert counts and all(v is not None and v >= 0 for row in counts for v in row), counts
 
@@ -325,10 +395,19 @@ def negative_token_counts(tmp_path: Path, env: Env) -> None:
 def key_only_to_its_endpoint(tmp_path: Path, env: Env) -> None:
     agent_key, user_key = "sk-agent-" + os.urandom(6).hex(), "sk-user-" + os.urandom(6).hex()
     keys = {"MB_AGENT_KEY": agent_key, "MB_USER_KEY": user_key}
-    with start_scripted_server(mock_example_script(), tmp_path / "agent") as agent, \
-            start_scripted_server(mock_example_script(), tmp_path / "user") as user:
-        base = [*run_args(agent.base_url, tmp_path / "a", tasks="create_task_1", variants="control"),
-                "--api-key-env", "MB_AGENT_KEY", "--user-model", "openai/scripted", "--user-base-url", user.base_url]
+    with (
+        start_scripted_server(mock_example_script(), tmp_path / "agent") as agent,
+        start_scripted_server(mock_example_script(), tmp_path / "user") as user,
+    ):
+        base = [
+            *run_args(agent.base_url, tmp_path / "a", tasks="create_task_1", variants="control"),
+            "--api-key-env",
+            "MB_AGENT_KEY",
+            "--user-model",
+            "openai/scripted",
+            "--user-base-url",
+            user.base_url,
+        ]
         shared = cli(*base, env=keys)
         assert shared.returncode == 0, explain(shared)
         to_agent = {r["authorization"] for r in agent.requests()}
@@ -361,8 +440,11 @@ class _Viewer:
         self.proc = start("view", run, "--port", "0", "--no-open")
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        wait_for(lambda: any("serving" in line for line in self.lines) or self.proc.poll() is not None, limit=240,
-                 what="the viewer to listen")
+        wait_for(
+            lambda: any("serving" in line for line in self.lines) or self.proc.poll() is not None,
+            limit=240,
+            what="the viewer to listen",
+        )
         line = next((x for x in self.lines if "serving" in x), "")
         assert line, f"viewer did not start: {self.lines}"
         self.port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
@@ -447,8 +529,15 @@ def killed_merge(tmp_path: Path, env: Env) -> None:
     proc = start("merge", out, env.run)
     try:
         # kill as soon as the merge has written anything: into OUT (a partial run) or beside it (a staging folder)
-        wait_for(lambda: proc.poll() is not None or (out / "results.sqlite").exists()
-                 or any(p.name.startswith(".merged.merge-") for p in tmp_path.iterdir()), limit=240, what="the merge to write")
+        wait_for(
+            lambda: (
+                proc.poll() is not None
+                or (out / "results.sqlite").exists()
+                or any(p.name.startswith(".merged.merge-") for p in tmp_path.iterdir())
+            ),
+            limit=240,
+            what="the merge to write",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -531,80 +620,219 @@ class Attack:
 
 
 ATTACKS: list[Attack] = [
-    Attack("import-during-run", "20.1", "import --out took no run lock: it swapped its copy in while a run wrote, and the "
-           "run's later conversations went into the deleted directory (exit 0)",
-           "start `moodbench run --out R` against a slow server; meanwhile `moodbench import --out R f.json=v`",
-           "import exits 2 naming the running process; every conversation of the run is in R", import_during_run),
-    Attack("export-onto-store", "20.2", "export --out RUN/results.sqlite (or any existing file) overwrote it silently",
-           "`moodbench export R --out R/results.sqlite`; `moodbench export R --out notes.json` (existing)",
-           "exit 2 and nothing changed; --force replaces a user's file but never a run's own files", export_onto_store),
-    Attack("merge-into-foreign-dir", "20.3", "merge wrote into any non-empty directory without results.sqlite, replacing "
-           "the user's manifest.json and summary.json", "`moodbench merge DIR_WITH_MY_FILES SHARD`",
-           "exit 2; the directory's files unchanged", merge_into_foreign_dir),
-    Attack("report-into-user-folder", "20 (must hold 2)", "report --out a folder of the user's overwrote its report.html",
-           "`moodbench report R --out ~/docs` (holding report.html)", "exit 2, the folder unchanged; an earlier report "
-           "folder is rewritten, files the user added to it kept", report_into_user_folder),
-    Attack("racing-runs-keep-the-lock", "20.4", "two runs started at once on a new --out: the loser's cleanup unlinked "
-           "the winner's lock file, so a later run wrote concurrently", "start 4 `moodbench run --out NEW` at once",
-           "the losers exit 2; the lock file stays and a later run is refused naming the winner", racing_runs_keep_the_lock),
-    Attack("report-judge-url-masked", "20.5", "report --judge-base-url http://user:KEY@host/v1 wrote the key into "
-           "report.json and printed it with --json", "`moodbench report R --judge-base-url http://u:KEY@h/v1 [--json]`",
-           "KEY in no page (JSON, HTML, Markdown), no output; the URL shown as http://***@...", report_judge_url_masked),
-    Attack("probe-json-masked", "20.6", "probe --json printed the key of a base URL (the text output masked it)",
-           "`moodbench probe --json --model M --base-url http://u:KEY@h/v1`", "KEY not printed", probe_json_masked),
-    Attack("cloud-query-credentials", "20.7", "?code= (Azure Functions), ?sig= (SAS), ?X-Amz-Signature= were stored "
-           "in manifest.json, events.jsonl and results.sqlite",
-           "`moodbench run --agent-base-url 'https://h/v1?code=K1&sig=K2&X-Amz-Signature=K3' ...`",
-           "no value in any file of the run directory or output", cloud_query_credentials),
-    Attack("url-secret-in-server-error", "20.7", "a server's error quoting a signed URL (a credential moodbench was never "
-           "told) was stored and printed", "an endpoint answering 401 'denied: https://b/x?sig=SECRET'",
-           "sig=*** in the stored error, SECRET in no file and no output", url_secret_in_a_server_error),
-    Attack("report-dir-symlink", "20.8", "a shared run directory whose report/ is a symlink made report/view write into "
-           "(and serve) the link's target", "`ln -s ~/somewhere R/report; moodbench report R; moodbench view R`",
-           "both exit 2 naming the symlink; the target untouched", report_dir_symlink),
-    Attack("viewer-symlink-inside-report", "20.8 + 24.6", "a symlink inside report/ (x -> /) made the viewer serve any "
-           "readable file; GET /report.html%00.png raised ValueError with no response",
-           "`moodbench view R`; `ln -s / R/report/x`; GET /x/etc/hostname; GET /report.html%00.png",
-           "404 through a link, 400 for a NUL, and a report/ holding a link is refused at start", viewer_symlink_inside_report),
-    Attack("read-only-run-dir", "20.20", "a healthy run directory on a read-only filesystem was called 'not a readable "
-           "moodbench store' (WAL mode wants a -shm file)", "mount R read-only; `moodbench summary R`, `report R --json`, "
-           "`export R --out elsewhere`", "all work and R is unchanged, also with rows still in the WAL", read_only_run_dir),
-    Attack("key-only-to-its-endpoint", "24.1", "the variable named by --api-key-env was sent to every custom endpoint, "
-           "a different --user-base-url server included", "`run --api-key-env K --user-base-url OTHER`; OTHER's request log",
-           "OTHER never sees K; --user-api-key-env K2 sends K2 there", key_only_to_its_endpoint),
-    Attack("killed-merge", "24.5", "SIGKILL mid-merge left a partial run that looked real; re-running was refused",
-           "`moodbench merge OUT SHARD` killed with SIGKILL", "OUT absent (or whole); the merge re-runs", killed_merge),
-    Attack("view-port-out-of-range", "24.6", "view --port 70000 / --port -1 died with a traceback",
-           "`moodbench view R --port 70000`", "exit 2 naming --port", view_port_out_of_range),
-    Attack("viewer-half-sent-requests", "24.7", "300 half-sent requests kept 300 viewer threads alive forever",
-           "open 300 connections to the viewer, send half a request line each", "threads bounded; idle connections "
-           "closed after the timeout; the viewer answers", viewer_half_sent_requests),
-    Attack("negative-token-counts", "24.8", "negative token counts from an endpoint were stored as they were",
-           "an endpoint reporting usage.prompt_tokens = -5000", "stored counts are never negative", negative_token_counts),
-    Attack("jwt-under-unknown-header", "24.8", "a JWT under X-Goog-Iap-Jwt-Assertion (or any header) in --agent-args was "
-           "accepted and stored", "`run --agent-args '{\"extra_headers\": {\"X-Custom\": \"eyJ...\"}}'`",
-           "exit 2 'looks like a secret'; nothing written, the value not printed", jwt_under_unknown_header),
+    Attack(
+        "import-during-run",
+        "20.1",
+        "import --out took no run lock: it swapped its copy in while a run wrote, and the "
+        "run's later conversations went into the deleted directory (exit 0)",
+        "start `moodbench run --out R` against a slow server; meanwhile `moodbench import --out R f.json=v`",
+        "import exits 2 naming the running process; every conversation of the run is in R",
+        import_during_run,
+    ),
+    Attack(
+        "export-onto-store",
+        "20.2",
+        "export --out RUN/results.sqlite (or any existing file) overwrote it silently",
+        "`moodbench export R --out R/results.sqlite`; `moodbench export R --out notes.json` (existing)",
+        "exit 2 and nothing changed; --force replaces a user's file but never a run's own files",
+        export_onto_store,
+    ),
+    Attack(
+        "merge-into-foreign-dir",
+        "20.3",
+        "merge wrote into any non-empty directory without results.sqlite, replacing the user's manifest.json and summary.json",
+        "`moodbench merge DIR_WITH_MY_FILES SHARD`",
+        "exit 2; the directory's files unchanged",
+        merge_into_foreign_dir,
+    ),
+    Attack(
+        "report-into-user-folder",
+        "20 (must hold 2)",
+        "report --out a folder of the user's overwrote its report.html",
+        "`moodbench report R --out ~/docs` (holding report.html)",
+        "exit 2, the folder unchanged; an earlier report folder is rewritten, files the user added to it kept",
+        report_into_user_folder,
+    ),
+    Attack(
+        "racing-runs-keep-the-lock",
+        "20.4",
+        "two runs started at once on a new --out: the loser's cleanup unlinked "
+        "the winner's lock file, so a later run wrote concurrently",
+        "start 4 `moodbench run --out NEW` at once",
+        "the losers exit 2; the lock file stays and a later run is refused naming the winner",
+        racing_runs_keep_the_lock,
+    ),
+    Attack(
+        "report-judge-url-masked",
+        "20.5",
+        "report --judge-base-url http://user:KEY@host/v1 wrote the key into report.json and printed it with --json",
+        "`moodbench report R --judge-base-url http://u:KEY@h/v1 [--json]`",
+        "KEY in no page (JSON, HTML, Markdown), no output; the URL shown as http://***@...",
+        report_judge_url_masked,
+    ),
+    Attack(
+        "probe-json-masked",
+        "20.6",
+        "probe --json printed the key of a base URL (the text output masked it)",
+        "`moodbench probe --json --model M --base-url http://u:KEY@h/v1`",
+        "KEY not printed",
+        probe_json_masked,
+    ),
+    Attack(
+        "cloud-query-credentials",
+        "20.7",
+        "?code= (Azure Functions), ?sig= (SAS), ?X-Amz-Signature= were stored in manifest.json, events.jsonl and results.sqlite",
+        "`moodbench run --agent-base-url 'https://h/v1?code=K1&sig=K2&X-Amz-Signature=K3' ...`",
+        "no value in any file of the run directory or output",
+        cloud_query_credentials,
+    ),
+    Attack(
+        "url-secret-in-server-error",
+        "20.7",
+        "a server's error quoting a signed URL (a credential moodbench was never told) was stored and printed",
+        "an endpoint answering 401 'denied: https://b/x?sig=SECRET'",
+        "sig=*** in the stored error, SECRET in no file and no output",
+        url_secret_in_a_server_error,
+    ),
+    Attack(
+        "report-dir-symlink",
+        "20.8",
+        "a shared run directory whose report/ is a symlink made report/view write into (and serve) the link's target",
+        "`ln -s ~/somewhere R/report; moodbench report R; moodbench view R`",
+        "both exit 2 naming the symlink; the target untouched",
+        report_dir_symlink,
+    ),
+    Attack(
+        "viewer-symlink-inside-report",
+        "20.8 + 24.6",
+        "a symlink inside report/ (x -> /) made the viewer serve any "
+        "readable file; GET /report.html%00.png raised ValueError with no response",
+        "`moodbench view R`; `ln -s / R/report/x`; GET /x/etc/hostname; GET /report.html%00.png",
+        "404 through a link, 400 for a NUL, and a report/ holding a link is refused at start",
+        viewer_symlink_inside_report,
+    ),
+    Attack(
+        "read-only-run-dir",
+        "20.20",
+        "a healthy run directory on a read-only filesystem was called 'not a readable "
+        "moodbench store' (WAL mode wants a -shm file)",
+        "mount R read-only; `moodbench summary R`, `report R --json`, `export R --out elsewhere`",
+        "all work and R is unchanged, also with rows still in the WAL",
+        read_only_run_dir,
+    ),
+    Attack(
+        "key-only-to-its-endpoint",
+        "24.1",
+        "the variable named by --api-key-env was sent to every custom endpoint, a different --user-base-url server included",
+        "`run --api-key-env K --user-base-url OTHER`; OTHER's request log",
+        "OTHER never sees K; --user-api-key-env K2 sends K2 there",
+        key_only_to_its_endpoint,
+    ),
+    Attack(
+        "killed-merge",
+        "24.5",
+        "SIGKILL mid-merge left a partial run that looked real; re-running was refused",
+        "`moodbench merge OUT SHARD` killed with SIGKILL",
+        "OUT absent (or whole); the merge re-runs",
+        killed_merge,
+    ),
+    Attack(
+        "view-port-out-of-range",
+        "24.6",
+        "view --port 70000 / --port -1 died with a traceback",
+        "`moodbench view R --port 70000`",
+        "exit 2 naming --port",
+        view_port_out_of_range,
+    ),
+    Attack(
+        "viewer-half-sent-requests",
+        "24.7",
+        "300 half-sent requests kept 300 viewer threads alive forever",
+        "open 300 connections to the viewer, send half a request line each",
+        "threads bounded; idle connections closed after the timeout; the viewer answers",
+        viewer_half_sent_requests,
+    ),
+    Attack(
+        "negative-token-counts",
+        "24.8",
+        "negative token counts from an endpoint were stored as they were",
+        "an endpoint reporting usage.prompt_tokens = -5000",
+        "stored counts are never negative",
+        negative_token_counts,
+    ),
+    Attack(
+        "jwt-under-unknown-header",
+        "24.8",
+        "a JWT under X-Goog-Iap-Jwt-Assertion (or any header) in --agent-args was accepted and stored",
+        '`run --agent-args \'{"extra_headers": {"X-Custom": "eyJ..."}}\'`',
+        "exit 2 'looks like a secret'; nothing written, the value not printed",
+        jwt_under_unknown_header,
+    ),
     # ---- the first round (tests/test_hardening.py keeps them; these rows point at them)
-    Attack("r1-dripping-server", "r1", "a server dripping its reply held a conversation forever", "a server sending 1 byte/s",
-           "llm_error at the deadline; the breaker trips",
-           covered_by="test_hardening.py::test_a_dripping_server_ends_as_llm_error_within_the_deadline_and_trips_the_breaker"),
-    Attack("r1-url-credentials", "r1", "credentials in a base URL reached the manifest", "`--agent-base-url http://u:KEY@h/v1`",
-           "KEY in no file or output", covered_by="test_hardening.py::test_credentials_in_a_base_url_never_reach_disk_or_output"),
-    Attack("r1-secret-headers", "r1", "secret headers in request args were stored", "`--agent-args '{\"extra_headers\": "
-           "{\"Cookie\": ...}}'`", "exit 2", covered_by="test_hardening.py::test_secret_looking_headers_in_request_args_are_refused"),
-    Attack("r1-second-run", "r1", "two runs on one directory ran every conversation twice", "two `run --out R` at once",
-           "the second exits 2; a killed run leaves no stuck lock",
-           covered_by="test_hardening.py::test_a_second_run_on_the_same_directory_is_refused_and_a_killed_run_leaves_no_stuck_lock"),
-    Attack("r1-sigterm", "r1", "SIGTERM killed the run without summary or manifest", "`kill -TERM` a run",
-           "running conversations finish; everything written; exit 143",
-           covered_by="test_hardening.py::test_sigterm_lets_running_conversations_finish_and_writes_everything"),
-    Attack("r1-damaged-store", "r1", "a damaged store crashed or was modified", "truncate / garble results.sqlite",
-           "exit 2 everywhere; the file left as it was",
-           covered_by="test_hardening.py::test_a_damaged_store_is_exit_2_everywhere_and_left_as_it_was"),
-    Attack("r1-foreign-directory", "r1", "run --out a project folder wrote into it", "`run --out ~/my-project`",
-           "exit 2; nothing changed", covered_by="test_hardening.py::test_a_foreign_non_empty_directory_is_refused_and_untouched"),
-    Attack("r1-torn-manifest", "r1", "two processes writing manifest.json tore it", "two writers at once",
-           "the file is always whole", covered_by="test_hardening.py::test_manifest_writes_from_two_processes_never_tear"),
+    Attack(
+        "r1-dripping-server",
+        "r1",
+        "a server dripping its reply held a conversation forever",
+        "a server sending 1 byte/s",
+        "llm_error at the deadline; the breaker trips",
+        covered_by="test_hardening.py::test_a_dripping_server_ends_as_llm_error_within_the_deadline_and_trips_the_breaker",
+    ),
+    Attack(
+        "r1-url-credentials",
+        "r1",
+        "credentials in a base URL reached the manifest",
+        "`--agent-base-url http://u:KEY@h/v1`",
+        "KEY in no file or output",
+        covered_by="test_hardening.py::test_credentials_in_a_base_url_never_reach_disk_or_output",
+    ),
+    Attack(
+        "r1-secret-headers",
+        "r1",
+        "secret headers in request args were stored",
+        '`--agent-args \'{"extra_headers": {"Cookie": ...}}\'`',
+        "exit 2",
+        covered_by="test_hardening.py::test_secret_looking_headers_in_request_args_are_refused",
+    ),
+    Attack(
+        "r1-second-run",
+        "r1",
+        "two runs on one directory ran every conversation twice",
+        "two `run --out R` at once",
+        "the second exits 2; a killed run leaves no stuck lock",
+        covered_by="test_hardening.py::test_a_second_run_on_the_same_directory_is_refused_and_a_killed_run_leaves_no_stuck_lock",
+    ),
+    Attack(
+        "r1-sigterm",
+        "r1",
+        "SIGTERM killed the run without summary or manifest",
+        "`kill -TERM` a run",
+        "running conversations finish; everything written; exit 143",
+        covered_by="test_hardening.py::test_sigterm_lets_running_conversations_finish_and_writes_everything",
+    ),
+    Attack(
+        "r1-damaged-store",
+        "r1",
+        "a damaged store crashed or was modified",
+        "truncate / garble results.sqlite",
+        "exit 2 everywhere; the file left as it was",
+        covered_by="test_hardening.py::test_a_damaged_store_is_exit_2_everywhere_and_left_as_it_was",
+    ),
+    Attack(
+        "r1-foreign-directory",
+        "r1",
+        "run --out a project folder wrote into it",
+        "`run --out ~/my-project`",
+        "exit 2; nothing changed",
+        covered_by="test_hardening.py::test_a_foreign_non_empty_directory_is_refused_and_untouched",
+    ),
+    Attack(
+        "r1-torn-manifest",
+        "r1",
+        "two processes writing manifest.json tore it",
+        "two writers at once",
+        "the file is always whole",
+        covered_by="test_hardening.py::test_manifest_writes_from_two_processes_never_tear",
+    ),
 ]
 
 

@@ -117,11 +117,16 @@ class HostileServer:
 
 def chat_reply(content: str = "Hello there, how can I help?", *, usage: dict[str, Any] | None = None) -> bytes:
     """A chat completion as a server sends it (``json.dumps`` escapes a lone surrogate as ``\\ud800``)."""
-    return json.dumps({
-        "id": "chatcmpl-hostile", "object": "chat.completion", "created": 0, "model": "hostile",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": usage or {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-    }).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-hostile",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "hostile",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage or {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    ).encode()
 
 
 def gzip_bomb(inflated_bytes: int) -> bytes:
@@ -144,17 +149,25 @@ class Ctx:
     shared: dict[str, Any]
     cleanups: list[Callable[[], object]] = field(default_factory=list)
 
-    def cli(self, *args: Any, env: dict[str, str] | None = None, timeout: float = 240,
-            preexec_fn: Callable[[], None] | None = None) -> Done:
+    def cli(
+        self, *args: Any, env: dict[str, str] | None = None, timeout: float = 240, preexec_fn: Callable[[], None] | None = None
+    ) -> Done:
         t0 = time.monotonic()
         try:
-            res = subprocess.run([*MOODBENCH, *[str(a) for a in args]], capture_output=True, text=True, timeout=timeout,
-                                 stdin=subprocess.DEVNULL, preexec_fn=preexec_fn,
-                                 env=cli_env({"MOODBENCH_BACKOFF_BASE_S": "0.01", "MOODBENCH_BACKOFF_MAX_S": "0.05",
-                                              **(env or {})}))
+            res = subprocess.run(
+                [*MOODBENCH, *[str(a) for a in args]],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=preexec_fn,
+                env=cli_env({"MOODBENCH_BACKOFF_BASE_S": "0.01", "MOODBENCH_BACKOFF_MAX_S": "0.05", **(env or {})}),
+            )
         except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"moodbench {' '.join(map(str, args))[:300]} still running after {timeout} s (a hang)\n"
-                        f"{(exc.stderr or b'')[-2000:]!r}")
+            pytest.fail(
+                f"moodbench {' '.join(map(str, args))[:300]} still running after {timeout} s (a hang)\n"
+                f"{(exc.stderr or b'')[-2000:]!r}"
+            )
         return Done(res.returncode, res.stdout, res.stderr, time.monotonic() - t0)
 
     def scripted(self, script: dict[str, Any]) -> ScriptedServer:
@@ -191,17 +204,39 @@ class Ctx:
 
 
 def run_args(url: str, out: Path, *extra: Any, tasks: str = "create_task_1", variants: str = "control") -> list[Any]:
-    return ["run", "--domain", "mock", "--task-ids", tasks, "--variants", variants, "--agent-model", "openai/scripted",
-            "--agent-base-url", url, "--out", out, "--skip-preflight", "--max-retries", "0", *extra]
+    return [
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        tasks,
+        "--variants",
+        variants,
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        url,
+        "--out",
+        out,
+        "--skip-preflight",
+        "--max-retries",
+        "0",
+        *extra,
+    ]
 
 
-def hostile_run(ctx: Ctx, body: bytes, *extra: Any, headers: dict[str, str] | None = None,
-                env: dict[str, str] | None = None, timeout: float = 240) -> Done:
+def hostile_run(
+    ctx: Ctx,
+    body: bytes,
+    *extra: Any,
+    headers: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> Done:
     """A run whose agent is the hostile server and whose customer is the scripted one."""
     agent = ctx.hostile(body, headers)
     user = ctx.scripted(mock_example_script())
-    args = run_args(agent.base_url, ctx.tmp / "run", "--user-model", "openai/scripted", "--user-base-url", user.base_url,
-                    *extra)
+    args = run_args(agent.base_url, ctx.tmp / "run", "--user-model", "openai/scripted", "--user-base-url", user.base_url, *extra)
     return ctx.cli(*args, env=env, timeout=timeout)
 
 
@@ -227,9 +262,11 @@ def write(ctx: Ctx, name: str, text: str) -> Path:
 def file_limit(nbytes: int) -> Callable[[], None]:
     """For preexec_fn: no file of this process may grow past ``nbytes`` (a full disk, deterministically:
     writes past it fail with EFBIG as they would with ENOSPC)."""
+
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
     return apply
 
 
@@ -251,6 +288,7 @@ def stored_one(expected_reason: str | None = None) -> Callable[[Ctx, Done], None
             assert got[0]["exit_reason"] == expected_reason, (got[0]["exit_reason"], got[0]["error"])
         assert (ctx.tmp / "run" / "summary.json").is_file()
         assert manifest(ctx.tmp / "run")["exit_code"] == done.rc
+
     return check
 
 
@@ -268,6 +306,7 @@ def llm_error_saying(*words: str) -> Callable[[Ctx, Done], None]:
         error = rows(ctx.tmp / "run")[0]["error"] or ""
         for w in words:
             assert w in error, error[-1000:]
+
     return check
 
 
@@ -316,12 +355,15 @@ def within(seconds: float, then: Callable[[Ctx, Done], None] | None = None) -> C
         assert done.seconds < seconds, f"took {done.seconds:.0f} s"
         if then is not None:
             then(ctx, done)
+
     return check
 
 
 # Nine levels of ten aliases each: under 1 KB of YAML, 10^9 values once expanded.
-ALIAS_BOMB = "".join(f"  {name}: &{name} [{', '.join([f'*{below}' if below else 'x'] * 10)}]\n"
-                     for below, name in zip(["", "a", "b", "c", "d", "e", "f", "g", "h"], "abcdefghi"))
+ALIAS_BOMB = "".join(
+    f"  {name}: &{name} [{', '.join([f'*{below}' if below else 'x'] * 10)}]\n"
+    for below, name in zip(["", "a", "b", "c", "d", "e", "f", "g", "h"], "abcdefghi")
+)
 
 
 def config_alias_bomb(ctx: Ctx) -> Done:
@@ -391,11 +433,19 @@ def report_bad_judge_url(ctx: Ctx) -> Done:
 
 def echo_30kb(ctx: Ctx) -> Done:
     big = " ".join(f"word{i % 997}" for i in range(5000))  # ~40 KB of text
-    script = {"roles": {
-        "agent": {"turns": [{"content": "unused"}, {"content": big}, {"content": big}], "after": {"content": big}},
-        "user": {"turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"echo_last": True},
-                           {"echo_last": True}], "after": {"content": "###STOP###"}},
-    }}
+    script = {
+        "roles": {
+            "agent": {"turns": [{"content": "unused"}, {"content": big}, {"content": big}], "after": {"content": big}},
+            "user": {
+                "turns": [
+                    {"content": "Please create a task called 'Important Meeting' for user_1."},
+                    {"echo_last": True},
+                    {"echo_last": True},
+                ],
+                "after": {"content": "###STOP###"},
+            },
+        }
+    }
     return ctx.cli(*run_args(ctx.scripted(script).base_url, ctx.tmp / "run"), timeout=400)
 
 
@@ -436,18 +486,21 @@ def crafted_import(edit: Callable[[dict[str, Any]], None]) -> Callable[[Ctx], Do
         path = ctx.tmp / "crafted.json"
         path.write_text(json.dumps(data))  # NaN and Infinity are written as tau2's JSON would hold them
         return ctx.cli("import", "--out", ctx.tmp / "imported", f"{path}=control")
+
     return reproduce
 
 
 def set_sim(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(data: dict[str, Any]) -> None:
         data["simulations"][0][key] = value
+
     return edit
 
 
 def set_reward(value: float) -> Callable[[dict[str, Any]], None]:
     def edit(data: dict[str, Any]) -> None:
         data["simulations"][0]["reward_info"]["reward"] = value
+
     return edit
 
 
@@ -494,8 +547,9 @@ def ray_local_start_fails(ctx: Ctx) -> Done:
     srv = ctx.scripted(mock_example_script())
     blocker = ctx.tmp / "a-file"
     blocker.write_text("not a directory")
-    return ctx.cli(*run_args(srv.base_url, ctx.tmp / "run", "--executor", "ray"), env={"RAY_TMPDIR": str(blocker / "ray")},
-                   timeout=200)
+    return ctx.cli(
+        *run_args(srv.base_url, ctx.tmp / "run", "--executor", "ray"), env={"RAY_TMPDIR": str(blocker / "ray")}, timeout=200
+    )
 
 
 def summary_and_manifest_closed(ctx: Ctx, done: Done) -> None:
@@ -519,89 +573,294 @@ class Attack:
 
 
 ATTACKS: list[Attack] = [
-    Attack("i20-09-deep-tool-args", "issue 20 item 9", "the agent calls a tool with arguments nested 255 deep",
-           deep_tool_args, "the call is an invalid tool call; the run stores it and finishes", rc=0,
-           check=stored_one("invalid_tool_call")),
-    Attack("i20-10-huge-token-count", "issue 20 item 10", "the endpoint reports usage.prompt_tokens = 10^23",
-           huge_tokens, "that conversation ends as llm_error naming the usage; the run finishes", rc=0,
-           check=llm_error_saying("usage.prompt_tokens")),
-    Attack("i20-10-negative-token-count", "issue 20 item 10 (and issue 24 item 8)", "the endpoint reports negative token counts",
-           negative_tokens, "that conversation ends as llm_error; no negative count is stored", rc=0,
-           check=llm_error_saying("usage.prompt_tokens")),
-    Attack("i20-11-huge-seed", "issue 20 item 11", "run --seed 99999999999999999999",
-           huge_seed, "exit 2 naming the seed before any model call", says=("seed",), check=nothing_called),
-    Attack("i20-12-disk-full-in-loop", "issue 20 item 12", "the disk fills up while a conversation is stored",
-           disk_full_in_loop, "exit 2 saying the run directory cannot be written and how to resume; resuming works",
-           says=("cannot write the run directory", "re-run the same command"), check=resumes_after_space_is_freed),
-    Attack("i20-12-disk-full-at-start", "issue 20 item 12", "the disk is full before the first conversation",
-           disk_full_at_start, "exit 2 saying the directory cannot be written (not 'restore it from a backup')",
-           says=("cannot write",)),
-    Attack("i20-13-think-bomb", "issue 20 item 13", "the agent replies '<think>' x 60,000 (420 KB) with --timeout 5",
-           think_bomb, "the conversation ends and the run finishes within 90 s (it took minutes)", rc=0,
-           check=within(90, stored_one())),
-    Attack("i20-14-config-alias-bomb", "issue 20 item 14", "a YAML config whose agent_args is an alias bomb",
-           config_alias_bomb, "exit 2 within 60 s naming the expansion", says=("values", "aliases"), check=within(60)),
-    Attack("i20-14-variants-mapping-bomb", "issue 20 item 14", "a variants file whose 'variants:' is a mapping bomb",
-           variants_mapping_bomb, "exit 2 within 60 s naming the expansion", says=("values",), check=within(60)),
-    Attack("i20-15-huge-trials", "issue 20 item 15", "run --dry-run --trials 100000000",
-           huge_trials, "exit 2 naming trials, no plan built", says=("trials",), check=within(60)),
-    Attack("i20-16-gzip-bomb-litellm", "issue 20 item 16", "a 100 KB gzip reply inflating to 100 MB on the litellm transport",
-           gzip_bomb_litellm, "the reply ends at the size limit, counted inflated: llm_error", rc=0,
-           check=llm_error_saying("larger than")),
-    Attack("i20-17-markup-in-variant", "issue 20 item 17", "a variant named '[/x]' (rich markup) in an error message",
-           markup_variant, "exit 2 quoting the name as written", says=("[/x]",)),
-    Attack("i20-18-lone-surrogate", "issue 20 item 18", "a reply holding a lone surrogate (\\ud800)",
-           lone_surrogate, "report, report --json and export of the run work (the surrogate stored as U+FFFD)", rc=0,
-           check=still_reportable),
-    Attack("i20-19-long-out-name", "issue 20 item 19", "run --out with a 300-character name",
-           long_out_name, "exit 2 saying the name is too long", says=("too long",)),
-    Attack("i20-19-export-to-directory", "issue 20 item 19", "export --out DIRECTORY",
-           export_to_directory, "exit 2 saying it is a directory", says=("is a directory",)),
-    Attack("i20-19-export-to-proc", "issue 20 item 19", "export --out /proc/x/y.json",
-           export_to_proc, "exit 2 saying it cannot be written", says=("cannot write",)),
-    Attack("i20-19-report-to-existing-file", "issue 20 item 19", "report --out EXISTING_FILE",
-           report_to_existing_file, "exit 2, the file untouched", says=("is a file",), check=file_untouched),
-    Attack("i20-19-report-bad-judge-url", "issue 20 item 19", "report --judge-base-url 'http://[::1'",
-           report_bad_judge_url, "exit 2 saying the URL is not usable", says=("--judge-base-url", "not a usable base URL")),
-    Attack("i24-02-echo-40kb", "issue 24 item 2", "the customer echoes 40 KB agent turns (the echo rule was quadratic)",
-           echo_30kb, "the run finishes within 90 s (minutes before) and the echo is still flagged", rc=0,
-           check=within(90, echo_flagged)),
-    Attack("i24-03-config-dev-zero", "issue 24 item 3", "run --config /dev/zero",
-           config_dev_zero, "exit 2 at once: not a regular file", says=("not a regular file",), check=within(60)),
-    Attack("i24-03-variants-dev-zero", "issue 24 item 3", "run --variants-file /dev/zero",
-           variants_dev_zero, "exit 2 at once: not a regular file", says=("not a regular file",), check=within(60)),
-    Attack("i24-03-config-fifo", "issue 24 item 3", "a FIFO as --config (nothing ever writes to it)",
-           config_fifo, "exit 2 at once instead of blocking forever", says=("not a regular file",), check=within(60)),
-    Attack("i24-03-deep-agent-args", "issue 24 item 3", "--agent-args nested 5,000 deep",
-           deep_agent_args, "exit 2 naming the nesting", says=("agent_args", "nested too deep")),
-    Attack("i24-03-duplicate-yaml-key", "issue 24 item 3", "a YAML config giving 'trials' twice",
-           duplicate_yaml_key, "exit 2 naming the key (as TOML does)", says=("trials", "twice")),
-    Attack("i24-04-import-huge-trial", "issue 24 item 4", "a tau2 Results file with trial 10^20",
-           crafted_import(set_sim("trial", 10**20)), "exit 2 naming the simulation's trial; nothing imported",
-           says=("simulation 0: trial",), check=nothing_imported),
-    Attack("i24-04-import-huge-seed", "issue 24 item 4", "a tau2 Results file with seed 10^20",
-           crafted_import(set_sim("seed", 10**20)), "exit 2 naming the seed; nothing imported",
-           says=("simulation 0: seed",), check=nothing_imported),
-    Attack("i24-04-import-num-trials", "issue 24 item 4", "a tau2 Results file with num_trials 10^9",
-           crafted_import(set_num_trials), "exit 2 naming num_trials; nothing imported",
-           says=("num_trials",), check=nothing_imported),
-    Attack("i24-04-import-nan-reward", "issue 24 item 4; issue 18 point 7", "a tau2 Results file with a NaN reward",
-           crafted_import(set_reward(math.nan)), "imported, the conversation excluded with the reason stated; "
-           "report and summary work", rc=0, check=excluded_with_reason),
-    Attack("i24-04-import-infinite-reward", "issue 24 item 4; issue 18 point 7", "a tau2 Results file with an Infinity reward",
-           crafted_import(set_reward(math.inf)), "imported, the conversation excluded with the reason stated; "
-           "report and summary work", rc=0, check=excluded_with_reason),
-    Attack("i24-06-power-huge-tasks", "issue 24 item 6", "power --tasks 99999999999999999999",
-           power_huge_tasks, "exit 2 naming --tasks", says=("--tasks",)),
-    Attack("i24-06-power-one-conversation-pilot", "issue 24 item 6", "power --pilot on a run of one conversation",
-           power_one_conversation_pilot, "exit 2 explaining the pilot cannot estimate success (no option blamed)",
-           says=("pilot",), check=names_no_option_not_given),
-    Attack("i24-06-ray-local-start-fails", "issue 24 item 6", "run --executor ray when the local Ray node cannot start",
-           ray_local_start_fails, "exit 2 naming Ray and what to do; summary and manifest written",
-           says=("could not start a local Ray instance", "--executor process"), check=summary_and_manifest_closed),
-    Attack("i24-06-ray-unreachable", "issue 24 item 6", "run --executor ray when the Ray cluster cannot be reached",
-           ray_unreachable, "exit 2 naming Ray and what to do; summary and manifest written",
-           says=("--executor ray", "--executor process"), check=summary_and_manifest_closed),
+    Attack(
+        "i20-09-deep-tool-args",
+        "issue 20 item 9",
+        "the agent calls a tool with arguments nested 255 deep",
+        deep_tool_args,
+        "the call is an invalid tool call; the run stores it and finishes",
+        rc=0,
+        check=stored_one("invalid_tool_call"),
+    ),
+    Attack(
+        "i20-10-huge-token-count",
+        "issue 20 item 10",
+        "the endpoint reports usage.prompt_tokens = 10^23",
+        huge_tokens,
+        "that conversation ends as llm_error naming the usage; the run finishes",
+        rc=0,
+        check=llm_error_saying("usage.prompt_tokens"),
+    ),
+    Attack(
+        "i20-10-negative-token-count",
+        "issue 20 item 10 (and issue 24 item 8)",
+        "the endpoint reports negative token counts",
+        negative_tokens,
+        "that conversation ends as llm_error; no negative count is stored",
+        rc=0,
+        check=llm_error_saying("usage.prompt_tokens"),
+    ),
+    Attack(
+        "i20-11-huge-seed",
+        "issue 20 item 11",
+        "run --seed 99999999999999999999",
+        huge_seed,
+        "exit 2 naming the seed before any model call",
+        says=("seed",),
+        check=nothing_called,
+    ),
+    Attack(
+        "i20-12-disk-full-in-loop",
+        "issue 20 item 12",
+        "the disk fills up while a conversation is stored",
+        disk_full_in_loop,
+        "exit 2 saying the run directory cannot be written and how to resume; resuming works",
+        says=("cannot write the run directory", "re-run the same command"),
+        check=resumes_after_space_is_freed,
+    ),
+    Attack(
+        "i20-12-disk-full-at-start",
+        "issue 20 item 12",
+        "the disk is full before the first conversation",
+        disk_full_at_start,
+        "exit 2 saying the directory cannot be written (not 'restore it from a backup')",
+        says=("cannot write",),
+    ),
+    Attack(
+        "i20-13-think-bomb",
+        "issue 20 item 13",
+        "the agent replies '<think>' x 60,000 (420 KB) with --timeout 5",
+        think_bomb,
+        "the conversation ends and the run finishes within 90 s (it took minutes)",
+        rc=0,
+        check=within(90, stored_one()),
+    ),
+    Attack(
+        "i20-14-config-alias-bomb",
+        "issue 20 item 14",
+        "a YAML config whose agent_args is an alias bomb",
+        config_alias_bomb,
+        "exit 2 within 60 s naming the expansion",
+        says=("values", "aliases"),
+        check=within(60),
+    ),
+    Attack(
+        "i20-14-variants-mapping-bomb",
+        "issue 20 item 14",
+        "a variants file whose 'variants:' is a mapping bomb",
+        variants_mapping_bomb,
+        "exit 2 within 60 s naming the expansion",
+        says=("values",),
+        check=within(60),
+    ),
+    Attack(
+        "i20-15-huge-trials",
+        "issue 20 item 15",
+        "run --dry-run --trials 100000000",
+        huge_trials,
+        "exit 2 naming trials, no plan built",
+        says=("trials",),
+        check=within(60),
+    ),
+    Attack(
+        "i20-16-gzip-bomb-litellm",
+        "issue 20 item 16",
+        "a 100 KB gzip reply inflating to 100 MB on the litellm transport",
+        gzip_bomb_litellm,
+        "the reply ends at the size limit, counted inflated: llm_error",
+        rc=0,
+        check=llm_error_saying("larger than"),
+    ),
+    Attack(
+        "i20-17-markup-in-variant",
+        "issue 20 item 17",
+        "a variant named '[/x]' (rich markup) in an error message",
+        markup_variant,
+        "exit 2 quoting the name as written",
+        says=("[/x]",),
+    ),
+    Attack(
+        "i20-18-lone-surrogate",
+        "issue 20 item 18",
+        "a reply holding a lone surrogate (\\ud800)",
+        lone_surrogate,
+        "report, report --json and export of the run work (the surrogate stored as U+FFFD)",
+        rc=0,
+        check=still_reportable,
+    ),
+    Attack(
+        "i20-19-long-out-name",
+        "issue 20 item 19",
+        "run --out with a 300-character name",
+        long_out_name,
+        "exit 2 saying the name is too long",
+        says=("too long",),
+    ),
+    Attack(
+        "i20-19-export-to-directory",
+        "issue 20 item 19",
+        "export --out DIRECTORY",
+        export_to_directory,
+        "exit 2 saying it is a directory",
+        says=("is a directory",),
+    ),
+    Attack(
+        "i20-19-export-to-proc",
+        "issue 20 item 19",
+        "export --out /proc/x/y.json",
+        export_to_proc,
+        "exit 2 saying it cannot be written",
+        says=("cannot write",),
+    ),
+    Attack(
+        "i20-19-report-to-existing-file",
+        "issue 20 item 19",
+        "report --out EXISTING_FILE",
+        report_to_existing_file,
+        "exit 2, the file untouched",
+        says=("is a file",),
+        check=file_untouched,
+    ),
+    Attack(
+        "i20-19-report-bad-judge-url",
+        "issue 20 item 19",
+        "report --judge-base-url 'http://[::1'",
+        report_bad_judge_url,
+        "exit 2 saying the URL is not usable",
+        says=("--judge-base-url", "not a usable base URL"),
+    ),
+    Attack(
+        "i24-02-echo-40kb",
+        "issue 24 item 2",
+        "the customer echoes 40 KB agent turns (the echo rule was quadratic)",
+        echo_30kb,
+        "the run finishes within 90 s (minutes before) and the echo is still flagged",
+        rc=0,
+        check=within(90, echo_flagged),
+    ),
+    Attack(
+        "i24-03-config-dev-zero",
+        "issue 24 item 3",
+        "run --config /dev/zero",
+        config_dev_zero,
+        "exit 2 at once: not a regular file",
+        says=("not a regular file",),
+        check=within(60),
+    ),
+    Attack(
+        "i24-03-variants-dev-zero",
+        "issue 24 item 3",
+        "run --variants-file /dev/zero",
+        variants_dev_zero,
+        "exit 2 at once: not a regular file",
+        says=("not a regular file",),
+        check=within(60),
+    ),
+    Attack(
+        "i24-03-config-fifo",
+        "issue 24 item 3",
+        "a FIFO as --config (nothing ever writes to it)",
+        config_fifo,
+        "exit 2 at once instead of blocking forever",
+        says=("not a regular file",),
+        check=within(60),
+    ),
+    Attack(
+        "i24-03-deep-agent-args",
+        "issue 24 item 3",
+        "--agent-args nested 5,000 deep",
+        deep_agent_args,
+        "exit 2 naming the nesting",
+        says=("agent_args", "nested too deep"),
+    ),
+    Attack(
+        "i24-03-duplicate-yaml-key",
+        "issue 24 item 3",
+        "a YAML config giving 'trials' twice",
+        duplicate_yaml_key,
+        "exit 2 naming the key (as TOML does)",
+        says=("trials", "twice"),
+    ),
+    Attack(
+        "i24-04-import-huge-trial",
+        "issue 24 item 4",
+        "a tau2 Results file with trial 10^20",
+        crafted_import(set_sim("trial", 10**20)),
+        "exit 2 naming the simulation's trial; nothing imported",
+        says=("simulation 0: trial",),
+        check=nothing_imported,
+    ),
+    Attack(
+        "i24-04-import-huge-seed",
+        "issue 24 item 4",
+        "a tau2 Results file with seed 10^20",
+        crafted_import(set_sim("seed", 10**20)),
+        "exit 2 naming the seed; nothing imported",
+        says=("simulation 0: seed",),
+        check=nothing_imported,
+    ),
+    Attack(
+        "i24-04-import-num-trials",
+        "issue 24 item 4",
+        "a tau2 Results file with num_trials 10^9",
+        crafted_import(set_num_trials),
+        "exit 2 naming num_trials; nothing imported",
+        says=("num_trials",),
+        check=nothing_imported,
+    ),
+    Attack(
+        "i24-04-import-nan-reward",
+        "issue 24 item 4; issue 18 point 7",
+        "a tau2 Results file with a NaN reward",
+        crafted_import(set_reward(math.nan)),
+        "imported, the conversation excluded with the reason stated; report and summary work",
+        rc=0,
+        check=excluded_with_reason,
+    ),
+    Attack(
+        "i24-04-import-infinite-reward",
+        "issue 24 item 4; issue 18 point 7",
+        "a tau2 Results file with an Infinity reward",
+        crafted_import(set_reward(math.inf)),
+        "imported, the conversation excluded with the reason stated; report and summary work",
+        rc=0,
+        check=excluded_with_reason,
+    ),
+    Attack(
+        "i24-06-power-huge-tasks",
+        "issue 24 item 6",
+        "power --tasks 99999999999999999999",
+        power_huge_tasks,
+        "exit 2 naming --tasks",
+        says=("--tasks",),
+    ),
+    Attack(
+        "i24-06-power-one-conversation-pilot",
+        "issue 24 item 6",
+        "power --pilot on a run of one conversation",
+        power_one_conversation_pilot,
+        "exit 2 explaining the pilot cannot estimate success (no option blamed)",
+        says=("pilot",),
+        check=names_no_option_not_given,
+    ),
+    Attack(
+        "i24-06-ray-local-start-fails",
+        "issue 24 item 6",
+        "run --executor ray when the local Ray node cannot start",
+        ray_local_start_fails,
+        "exit 2 naming Ray and what to do; summary and manifest written",
+        says=("could not start a local Ray instance", "--executor process"),
+        check=summary_and_manifest_closed,
+    ),
+    Attack(
+        "i24-06-ray-unreachable",
+        "issue 24 item 6",
+        "run --executor ray when the Ray cluster cannot be reached",
+        ray_unreachable,
+        "exit 2 naming Ray and what to do; summary and manifest written",
+        says=("--executor ray", "--executor process"),
+        check=summary_and_manifest_closed,
+    ),
 ]
 
 

@@ -24,6 +24,7 @@ def test_bad_input_exits_2_before_any_model_is_called(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MOODBENCH_UNSET_KEY"}
 
     with start_scripted_server({}, tmp_path / "server") as srv:
+
         def cmd(name: str, *args: str) -> list[str]:
             base = ["--agent-model", "openai/scripted", "--agent-base-url", srv.base_url, "--skip-preflight"]
             return [*MOODBENCH, "run", *base, "--out", str(tmp_path / name), *args]
@@ -31,17 +32,36 @@ def test_bad_input_exits_2_before_any_model_is_called(tmp_path: Path) -> None:
         cases: dict[str, tuple[list[str], list[str]]] = {
             "config-key": (cmd("c1", "--config", str(config)), ["'trails'", "did you mean 'trials'"]),
             "flag": (cmd("c3", "--trails", "2"), ["--trails", "--trials"]),
-            "task-id": (cmd("c4", "--domain", "mock", "--task-ids", "create_task_1,nope_9"),
-                        ["nope_9", "valid ids", "create_task_1", "update_task_1"]),
+            "task-id": (
+                cmd("c4", "--domain", "mock", "--task-ids", "create_task_1,nope_9"),
+                ["nope_9", "valid ids", "create_task_1", "update_task_1"],
+            ),
             "domain": (cmd("c5", "--domain", "mokc"), ["'mokc'", "valid domains", "mock", "retail"]),
-            "variant": (cmd("c6", "--domain", "mock", "--variants", "control,frustrashun"),
-                        ["frustrashun", "frustration", "anger"]),
+            "variant": (
+                cmd("c6", "--domain", "mock", "--variants", "control,frustrashun"),
+                ["frustrashun", "frustration", "anger"],
+            ),
             "api-key": (cmd("c8", "--api-key-env", "MOODBENCH_UNSET_KEY"), ["MOODBENCH_UNSET_KEY", "not set"]),
-            "out-dir": ([*MOODBENCH, "run", "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
-                         "--out", str(not_a_dir / "run")], ["cannot write", str(not_a_dir)]),
+            "out-dir": (
+                [
+                    *MOODBENCH,
+                    "run",
+                    "--agent-model",
+                    "openai/scripted",
+                    "--agent-base-url",
+                    srv.base_url,
+                    "--out",
+                    str(not_a_dir / "run"),
+                ],
+                ["cannot write", str(not_a_dir)],
+            ),
         }
-        procs = {name: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                        stdin=subprocess.DEVNULL) for name, (c, _) in cases.items()}
+        procs = {
+            name: subprocess.Popen(
+                c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL
+            )
+            for name, (c, _) in cases.items()
+        }
         results = {name: p.communicate(timeout=180) for name, p in procs.items()}
         requests = srv.requests()
 

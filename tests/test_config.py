@@ -38,16 +38,20 @@ def stored_config(run_dir: Path) -> dict[str, Any]:
 
 def _toml(base_url: str, out: Path) -> str:
     # the flags' own spelling (dashes, singular "domain")
-    return (f'domain = "mock"\ntask-ids = ["create_task_1"]\nvariants = ["control", "anxiety:mild"]\ntrials = 3\n'
-            f'agent-model = "openai/scripted"\nagent-base-url = "{base_url}"\nagent-args = {{temperature = 0.0}}\n'
-            f'max-retries = 0\nskip-preflight = true\nout = "{out}"\n')
+    return (
+        f'domain = "mock"\ntask-ids = ["create_task_1"]\nvariants = ["control", "anxiety:mild"]\ntrials = 3\n'
+        f'agent-model = "openai/scripted"\nagent-base-url = "{base_url}"\nagent-args = {{temperature = 0.0}}\n'
+        f'max-retries = 0\nskip-preflight = true\nout = "{out}"\n'
+    )
 
 
 def _yaml(base_url: str, out: Path) -> str:
     # the config model's own spelling (underscores, plural "domains", comma strings); same experiment
-    return (f"domains: [mock]\ntask_ids: create_task_1\nvariants: control,anxiety:mild\ntrials: 3\n"
-            f"agent_model: openai/scripted\nagent_base_url: {base_url}\nagent_args: {{temperature: 0.0}}\n"
-            f"max_retries: 0\nskip_preflight: true\nout: {out}\n")
+    return (
+        f"domains: [mock]\ntask_ids: create_task_1\nvariants: control,anxiety:mild\ntrials: 3\n"
+        f"agent_model: openai/scripted\nagent_base_url: {base_url}\nagent_args: {{temperature: 0.0}}\n"
+        f"max_retries: 0\nskip_preflight: true\nout: {out}\n"
+    )
 
 
 def test_config_file_runs_and_flags_override_it(tmp_path: Path) -> None:
@@ -88,7 +92,9 @@ def test_toml_and_yaml_files_describe_the_same_experiment(tmp_path: Path) -> Non
         pytest.param("typo.yml", "agent_model: openai/x\nvariant_file: v.yaml\n", "variant_file", "variants_file", id="yml"),
     ],
 )
-def test_unknown_config_key_names_it_and_suggests_the_closest(tmp_path: Path, name: str, content: str, bad_key: str, suggestion: str) -> None:
+def test_unknown_config_key_names_it_and_suggests_the_closest(
+    tmp_path: Path, name: str, content: str, bad_key: str, suggestion: str
+) -> None:
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
     res = moodbench("run", "--config", path, "--out", tmp_path / "run")
@@ -103,10 +109,21 @@ def test_unknown_config_key_names_it_and_suggests_the_closest(tmp_path: Path, na
     [
         pytest.param(["--agent-args", "{temperature: 0}"], ["agent_args", "not valid JSON", "temperature"], id="bad-json"),
         pytest.param(["--user-args", "[1, 2]"], ["user_args", "dictionary"], id="args-not-an-object"),
-        pytest.param(["--agent-args", json.dumps({"api_key": FAKE_SECRET})], ["'api_key' looks like a secret", "--api-key-env"], id="api-key"),
-        pytest.param(["--judge-args", json.dumps({"extra_headers": {}, "AuthToken": FAKE_SECRET})], ["'AuthToken' looks like a secret"], id="token"),
-        pytest.param(["--user-args", json.dumps({"extra_headers": {"Authorization": f"Bearer {FAKE_SECRET}"}})],
-                     ["'Authorization' looks like a secret"], id="nested-header"),
+        pytest.param(
+            ["--agent-args", json.dumps({"api_key": FAKE_SECRET})],
+            ["'api_key' looks like a secret", "--api-key-env"],
+            id="api-key",
+        ),
+        pytest.param(
+            ["--judge-args", json.dumps({"extra_headers": {}, "AuthToken": FAKE_SECRET})],
+            ["'AuthToken' looks like a secret"],
+            id="token",
+        ),
+        pytest.param(
+            ["--user-args", json.dumps({"extra_headers": {"Authorization": f"Bearer {FAKE_SECRET}"}})],
+            ["'Authorization' looks like a secret"],
+            id="nested-header",
+        ),
         pytest.param(["--num-tasks", "2", "--task-ids", "create_task_1"], ["either task_ids or num_tasks"], id="ids-and-count"),
         pytest.param(["--shard", "0/3"], ["shard", "1 <= I <= N"], id="shard-zero"),
         pytest.param(["--tool-choice", "always"], ["tool_choice", "'auto' or 'required'"], id="tool-choice"),
@@ -135,8 +152,18 @@ def test_missing_agent_model_and_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_unknown_domain_and_task_id_list_the_valid_ones(tmp_path: Path) -> None:
-    res = moodbench("run", "--domain", "mock,retial", "--out", tmp_path / "a", "--agent-model", "openai/scripted",
-                    "--agent-base-url", "http://127.0.0.1:9/v1", "--skip-preflight")
+    res = moodbench(
+        "run",
+        "--domain",
+        "mock,retial",
+        "--out",
+        tmp_path / "a",
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        "http://127.0.0.1:9/v1",
+        "--skip-preflight",
+    )
     assert res.returncode == 2, explain(res)
     said = words(res.stderr)
     assert "unknown domain 'retial'" in said
@@ -154,9 +181,22 @@ def test_unknown_domain_and_task_id_list_the_valid_ones(tmp_path: Path) -> None:
 
 def test_missing_api_key_variable_stops_before_any_request(tmp_path: Path) -> None:
     with start_scripted_server(SCRIPT, tmp_path) as srv:
-        res = moodbench("run", "--domain", "mock", "--num-tasks", 1, "--agent-model", "openai/scripted",
-                        "--agent-base-url", srv.base_url, "--api-key-env", "MOODBENCH_TEST_MISSING_KEY",
-                        "--out", tmp_path / "run", env={"MOODBENCH_TEST_MISSING_KEY": ""})
+        res = moodbench(
+            "run",
+            "--domain",
+            "mock",
+            "--num-tasks",
+            1,
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--api-key-env",
+            "MOODBENCH_TEST_MISSING_KEY",
+            "--out",
+            tmp_path / "run",
+            env={"MOODBENCH_TEST_MISSING_KEY": ""},
+        )
         assert res.returncode == 2, explain(res)
         assert "MOODBENCH_TEST_MISSING_KEY" in words(res.stderr) and "not set" in words(res.stderr)
         assert srv.requests() == []
@@ -217,7 +257,11 @@ def test_repeated_task_ids_are_refused() -> None:
     from moodbench.experiment import ConfigError, build_config, make_plan
 
     with pytest.raises(ConfigError, match="create_task_1 listed more than once"):
-        make_plan(build_config({"agent_model": "openai/x", "domains": "mock", "task_ids": "create_task_1,update_task_1,create_task_1"}, {}))
+        make_plan(
+            build_config(
+                {"agent_model": "openai/x", "domains": "mock", "task_ids": "create_task_1,update_task_1,create_task_1"}, {}
+            )
+        )
 
 
 def test_dry_run_prints_the_matrix_and_the_mde_and_writes_nothing(tmp_path: Path) -> None:
@@ -226,16 +270,41 @@ def test_dry_run_prints_the_matrix_and_the_mde_and_writes_nothing(tmp_path: Path
     from moodbench.analysis import planned_mde
 
     out = tmp_path / "run"
-    res = subprocess.run([*CLI, "run", "--agent-model", "openai/x", "--agent-base-url",
-                          "http://127.0.0.1:9/v1", "--domain", "retail", "--num-tasks", "40", "--trials", "3",
-                          "--variants", "control,frustration,anger", "--dry-run", "--out", str(out)],
-                         capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+    res = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--agent-model",
+            "openai/x",
+            "--agent-base-url",
+            "http://127.0.0.1:9/v1",
+            "--domain",
+            "retail",
+            "--num-tasks",
+            "40",
+            "--trials",
+            "3",
+            "--variants",
+            "control,frustration,anger",
+            "--dry-run",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert res.returncode == 0, res.stderr
     text = " ".join(res.stdout.split())
     assert "360 conversation(s) planned" in text and "frustration" in text and "120" in text
     expected = planned_mde(40, 3, ["frustration", "anger"], ["retail"])
     assert expected is not None and f"Minimum detectable drop in mean reward: {expected:.3f}" in text
     assert not out.exists()  # nothing written, nothing called (the base URL is a closed port)
-    small = subprocess.run([*CLI, "run", "--agent-model", "openai/x", "--domain", "mock",
-                            "--num-tasks", "3", "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=180)
+    small = subprocess.run(
+        [*CLI, "run", "--agent-model", "openai/x", "--domain", "mock", "--num-tasks", "3", "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert small.returncode == 0 and "below the smallest design that supports a claim" in " ".join(small.stdout.split())

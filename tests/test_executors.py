@@ -62,15 +62,26 @@ def test_process_executor_shards_like_threads(tmp_path: Path, moodbench_bin: lis
 
 
 def test_settings_cross_a_process_boundary_with_fresh_clients(tmp_path: Path) -> None:
-    cfg = RunConfig(domains=["mock"], agent_model="openai/x", agent_base_url=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"],
-                    max_concurrency_per_endpoint=5, out=tmp_path)
+    cfg = RunConfig(
+        domains=["mock"],
+        agent_model="openai/x",
+        agent_base_url=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"],
+        max_concurrency_per_endpoint=5,
+        out=tmp_path,
+    )
     plan = make_plan(cfg)
     from moodbench.sim import ConversationSettings
 
     health = EndpointHealth(7)
     spec = ModelSpec(model="openai/x", base_urls=tuple(cfg.agent_base_url), max_in_flight_per_endpoint=5)
-    settings = ConversationSettings(catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(spec, health),
-                                    user_client=ModelClient(spec, health), judge_client=None, max_steps=17)
+    settings = ConversationSettings(
+        catalog=plan.catalog,
+        tasks=plan.tasks,
+        agent_client=ModelClient(spec, health),
+        user_client=ModelClient(spec, health),
+        judge_client=None,
+        max_steps=17,
+    )
     blob = portable(settings, health.max_consecutive_failures)
     pickle.loads(blob)  # plain data only
     again, worker_health = rebuild(blob, share=2)

@@ -51,8 +51,18 @@ def test_the_table(exc: BaseException, code: ExitCode | None) -> None:
 def test_missing_llama_cpp_binary_is_exit_2_in_serve_and_run(tmp_path: Path) -> None:
     missing = {"MOODBENCH_LLAMA_SERVER": str(tmp_path / "no-llama-server")}
     serve = run_cli("serve", "--backend", "llamacpp", "--port", "0", extra_env=missing)
-    run = run_cli("run", "--agent-model", "local/qwen2.5-0.5b", "--domain", "mock", "--num-tasks", "1",
-                  "--out", tmp_path / "run", extra_env=missing)
+    run = run_cli(
+        "run",
+        "--agent-model",
+        "local/qwen2.5-0.5b",
+        "--domain",
+        "mock",
+        "--num-tasks",
+        "1",
+        "--out",
+        tmp_path / "run",
+        extra_env=missing,
+    )
     for res in (serve, run):
         assert res.returncode == 2, res.stderr[-2000:]
         assert "llama-server" in res.stderr and "install-local-backend.sh" in res.stderr and "Traceback" not in res.stderr
@@ -75,7 +85,7 @@ def test_the_readme_lists_every_commands_exit_codes() -> None:
     from moodbench.cli import app
 
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Exit codes"):]
-    section = section[:section.index("\n## ")]
+    section = text[text.index("## Exit codes") :]
+    section = section[: section.index("\n## ")]
     listed = set(re.findall(r"^\| `(moodbench [a-z -]+)` \|", section, flags=re.M))
     assert listed == _commands(app)

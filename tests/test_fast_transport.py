@@ -31,17 +31,34 @@ SCRIPT = {
         }
     }
 }
-TOOLS: list[dict[str, Any]] = [{"type": "function", "function": {"name": "get_order", "description": "Look up an order.",
-                                           "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
-                                                          "required": ["order_id"]}}}]
+TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_order",
+            "description": "Look up an order.",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+        },
+    }
+]
 
 
 def _history(turn: int) -> list[dict]:
-    msgs: list[dict[str, Any]] = [{"role": "system", "content": "<policy>help</policy>"}, {"role": "user", "content": "where is my order?"}]
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "<policy>help</policy>"},
+        {"role": "user", "content": "where is my order?"},
+    ]
     if turn:
-        msgs += [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-                                                                         "function": {"name": "get_order", "arguments": "{\"order_id\": \"#W1\"}"}}]},
-                 {"role": "tool", "tool_call_id": "c1", "content": "{\"status\": \"pending\"}"}]
+        msgs += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_order", "arguments": '{"order_id": "#W1"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"status": "pending"}'},
+        ]
     return msgs
 
 
@@ -49,8 +66,18 @@ def _calls(client: ModelClient) -> list[tuple]:
     out = []
     for turn in (0, 1):
         c = client.complete(_history(turn), tools=TOOLS, tool_choice="auto", seed=7)
-        out.append((c.content, c.raw_content, c.think_stripped, [(t.name, t.arguments, t.valid_json) for t in c.tool_calls],
-                    c.prompt_tokens, c.completion_tokens, c.finish_reason, c.cost_usd))
+        out.append(
+            (
+                c.content,
+                c.raw_content,
+                c.think_stripped,
+                [(t.name, t.arguments, t.valid_json) for t in c.tool_calls],
+                c.prompt_tokens,
+                c.completion_tokens,
+                c.finish_reason,
+                c.cost_usd,
+            )
+        )
     return out
 
 
@@ -72,14 +99,17 @@ def test_same_completions_and_request_bodies_as_litellm(tmp_path: Path) -> None:
             assert {k: b_fast.get(k) for k in keys} == {k: b_lite.get(k) for k in keys}
 
 
-@pytest.mark.parametrize("model,urls,args,fast", [
-    ("openai/qwen", ("http://127.0.0.1:8000/v1",), {}, True),
-    ("hosted_vllm/Qwen/Qwen2.5-7B", ("http://gpu1:8000/v1", "http://gpu2:8000/v1"), {"temperature": 0}, True),
-    ("openai/gpt-4o-mini", (), {}, False),                              # hosted API, no base URL
-    ("openai/gpt-4o-mini", ("https://api.openai.com/v1",), {}, False),  # model-specific rules live in litellm
-    ("anthropic/claude", ("http://127.0.0.1:8000",), {}, False),        # another provider's protocol
-    ("openai/qwen", ("http://127.0.0.1:8000/v1",), {"top_k": 20}, False),  # a parameter litellm maps
-])
+@pytest.mark.parametrize(
+    "model,urls,args,fast",
+    [
+        ("openai/qwen", ("http://127.0.0.1:8000/v1",), {}, True),
+        ("hosted_vllm/Qwen/Qwen2.5-7B", ("http://gpu1:8000/v1", "http://gpu2:8000/v1"), {"temperature": 0}, True),
+        ("openai/gpt-4o-mini", (), {}, False),  # hosted API, no base URL
+        ("openai/gpt-4o-mini", ("https://api.openai.com/v1",), {}, False),  # model-specific rules live in litellm
+        ("anthropic/claude", ("http://127.0.0.1:8000",), {}, False),  # another provider's protocol
+        ("openai/qwen", ("http://127.0.0.1:8000/v1",), {"top_k": 20}, False),  # a parameter litellm maps
+    ],
+)
 def test_fast_path_only_where_it_applies(model: str, urls: tuple[str, ...], args: dict, fast: bool) -> None:
     assert (transport_for(model, urls, args) is not None) is fast
 
@@ -90,5 +120,3 @@ def test_litellm_can_be_forced() -> None:
     assert isinstance(ModelClient(replace(spec, transport="litellm"))._transport, LitellmTransport)
     with pytest.raises(ValueError, match="transport"):
         ModelSpec(model="openai/qwen", transport="fast")  # type: ignore[arg-type]
-
-

@@ -43,15 +43,41 @@ def run_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cmd(srv: ScriptedServer | str, out: Path, *extra: str, tasks: str = "create_task_1,update_task_1",
-            variants: str = "control,frustration", trials: int = 1) -> list[str]:
+def run_cmd(
+    srv: ScriptedServer | str,
+    out: Path,
+    *extra: str,
+    tasks: str = "create_task_1,update_task_1",
+    variants: str = "control,frustration",
+    trials: int = 1,
+) -> list[str]:
     base_url = srv if isinstance(srv, str) else srv.base_url
-    return [*MOODBENCH, "run", "--domain", "mock", "--task-ids", tasks, "--variants", variants, "--trials", str(trials),
-            "--agent-model", "openai/scripted", "--agent-base-url", base_url, "--out", str(out), "--skip-preflight", *extra]
+    return [
+        *MOODBENCH,
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        tasks,
+        "--variants",
+        variants,
+        "--trials",
+        str(trials),
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        base_url,
+        "--out",
+        str(out),
+        "--skip-preflight",
+        *extra,
+    ]
 
 
 def moodbench(cmd: list[str], timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=run_env(**env), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd, check=False, capture_output=True, text=True, timeout=timeout, env=run_env(**env), stdin=subprocess.DEVNULL
+    )
 
 
 def flat(text: str) -> str:
@@ -63,7 +89,9 @@ def rows(out: Path) -> list[dict[str, Any]]:
     con = sqlite3.connect(out / "results.sqlite")
     con.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in con.execute("SELECT id, cell_key, attempt, exit_reason, reward, error FROM simulations ORDER BY id")]
+        return [
+            dict(r) for r in con.execute("SELECT id, cell_key, attempt, exit_reason, reward, error FROM simulations ORDER BY id")
+        ]
     finally:
         con.close()
 
@@ -98,8 +126,9 @@ def _client(srv: ScriptedServer, health: Any = None, **spec: Any) -> Any:
     ],
     ids=["http500", "dropped-connection", "timeout"],
 )
-def test_a_failing_call_makes_exactly_max_retries_plus_one_requests(tmp_path: Path, transport: str, faults: dict,
-                                                                   spec: dict, expect: str) -> None:
+def test_a_failing_call_makes_exactly_max_retries_plus_one_requests(
+    tmp_path: Path, transport: str, faults: dict, spec: dict, expect: str
+) -> None:
     """litellm's and the openai SDK's own retries (max_retries=2 by default) are off: only ours count
     (with them on, the log would show 9 requests here)."""
     from moodbench.llm import EndpointHealth, LLMCallError
@@ -160,8 +189,15 @@ def test_unusable_200_replies_are_retried_not_crashes(tmp_path: Path) -> None:
 def test_transient_faults_never_cost_a_conversation(tmp_path: Path) -> None:
     """500s, 429s, timeouts, dropped connections and malformed tool calls on ~30% of requests:
     every cell still ends exactly once, none as llm_error, and every fault kind really happened."""
-    faults = {"error_500_rate": 0.1, "error_429_rate": 0.08, "retry_after_s": 0.05, "timeout_rate": 0.04,
-              "timeout_s": 3, "drop_rate": 0.08, "malformed_tool_call_rate": 0.2}
+    faults = {
+        "error_500_rate": 0.1,
+        "error_429_rate": 0.08,
+        "retry_after_s": 0.05,
+        "timeout_rate": 0.04,
+        "timeout_s": 3,
+        "drop_rate": 0.08,
+        "malformed_tool_call_rate": 0.2,
+    }
     out = tmp_path / "run"
     with start_scripted_server(script(seed=7, faults=faults), tmp_path) as srv:
         res = moodbench(run_cmd(srv, out, "--trials", "3", "--concurrency", "4", "--timeout", "0.5", "--max-retries", "8"))
@@ -219,11 +255,16 @@ def test_dead_endpoint_stops_the_run_with_exit_4_and_resume_completes(tmp_path: 
     slow = script(latency_ms=60)
     srv = start_scripted_server(slow, tmp_path)
     port, base_url = srv.port, srv.base_url
-    cmd = run_cmd(base_url, out, "--trials", "4", "--concurrency", "2", "--max-retries", "1",
-                  "--max-consecutive-failures", "4")
+    cmd = run_cmd(base_url, out, "--trials", "4", "--concurrency", "2", "--max-retries", "1", "--max-consecutive-failures", "4")
     # through litellm this time, so a refused connection is seen the way hosted-API users see it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=run_env(MOODBENCH_LITELLM="1"), stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=run_env(MOODBENCH_LITELLM="1"),
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(srv.requests()) < 16 and proc.poll() is None and time.monotonic() < deadline:
@@ -269,9 +310,17 @@ MALFORMED_USER = {  # the simulated customer misbehaves instead
     "userempty": {"empty": True},
     "usertool": {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "x"}}]},  # has no tools
 }
-EXPECTED = {"badjson": "invalid_tool_call", "unknowntool": "invalid_tool_call", "wrongtypes": "task_failed",
-            "empty": "agent_error", "long": "agent_no_tool_calls", "asuser": "agent_no_tool_calls",
-            "userempty": "user_error", "usertool": "user_error", "control": "success"}
+EXPECTED = {
+    "badjson": "invalid_tool_call",
+    "unknowntool": "invalid_tool_call",
+    "wrongtypes": "task_failed",
+    "empty": "agent_error",
+    "long": "agent_no_tool_calls",
+    "asuser": "agent_no_tool_calls",
+    "userempty": "user_error",
+    "usertool": "user_error",
+    "control": "success",
+}
 
 
 def test_malformed_model_output_is_labelled_never_a_crash(tmp_path: Path) -> None:
@@ -282,25 +331,46 @@ def test_malformed_model_output_is_labelled_never_a_crash(tmp_path: Path) -> Non
 
     kinds = [*MALFORMED_AGENT, *MALFORMED_USER]
     variants = tmp_path / "variants.yaml"
-    variants.write_text(yaml.safe_dump({"variants": [
-        {"name": f"m-{k}", "description": k, "levels": {"moderate": f"MARKER-{k}-END"}} for k in kinds]}))
-    user_first = {"match": [{"if_contains": f"MARKER-{k}-END", "in": "system", "then": {"content": f"{OPENING} [{k}]"}}
-                            for k in MALFORMED_AGENT]
-                  + [{"if_contains": f"MARKER-{k}-END", "in": "system", "then": v} for k, v in MALFORMED_USER.items()],
-                  "else": {"content": OPENING}}
-    agent_first = {"match": [{"if_contains": f"[{k}]", "in": "last", "then": v} for k, v in MALFORMED_AGENT.items()],
-                   "else": AGENT["turns"][1]}
-    roles = {"agent": {**AGENT, "turns": [AGENT["turns"][0], agent_first, *AGENT["turns"][2:]]},
-             "user": {**USER, "turns": [user_first, *USER["turns"][1:]]}}
+    variants.write_text(
+        yaml.safe_dump(
+            {"variants": [{"name": f"m-{k}", "description": k, "levels": {"moderate": f"MARKER-{k}-END"}} for k in kinds]}
+        )
+    )
+    user_first = {
+        "match": [
+            {"if_contains": f"MARKER-{k}-END", "in": "system", "then": {"content": f"{OPENING} [{k}]"}} for k in MALFORMED_AGENT
+        ]
+        + [{"if_contains": f"MARKER-{k}-END", "in": "system", "then": v} for k, v in MALFORMED_USER.items()],
+        "else": {"content": OPENING},
+    }
+    agent_first = {
+        "match": [{"if_contains": f"[{k}]", "in": "last", "then": v} for k, v in MALFORMED_AGENT.items()],
+        "else": AGENT["turns"][1],
+    }
+    roles = {
+        "agent": {**AGENT, "turns": [AGENT["turns"][0], agent_first, *AGENT["turns"][2:]]},
+        "user": {**USER, "turns": [user_first, *USER["turns"][1:]]},
+    }
     out = tmp_path / "run"
     with start_scripted_server({"roles": roles}, tmp_path) as srv:
-        res = moodbench(run_cmd(srv, out, "--variants-file", str(variants), "--concurrency", "3", tasks="create_task_1",
-                                variants=",".join(["control", *(f"m-{k}" for k in kinds)])))
+        res = moodbench(
+            run_cmd(
+                srv,
+                out,
+                "--variants-file",
+                str(variants),
+                "--concurrency",
+                "3",
+                tasks="create_task_1",
+                variants=",".join(["control", *(f"m-{k}" for k in kinds)]),
+            )
+        )
     assert res.returncode == 0, res.stderr[-3000:]
     con = sqlite3.connect(out / "results.sqlite")
-    stored = {v.removeprefix("m-"): (reason, error, json.loads(sim), json.loads(stats))
-              for v, reason, error, sim, stats in con.execute(
-                  "SELECT variant, exit_reason, error, simulation, stats FROM simulations")}
+    stored = {
+        v.removeprefix("m-"): (reason, error, json.loads(sim), json.loads(stats))
+        for v, reason, error, sim, stats in con.execute("SELECT variant, exit_reason, error, simulation, stats FROM simulations")
+    }
     con.close()
     assert {k: v[0] for k, v in stored.items()} == EXPECTED
 

@@ -26,11 +26,18 @@ def sim(*turns: tuple[str, str]) -> SimulationRun:
         elif role == "user":
             msgs.append(UserMessage(role="user", content=text, turn_idx=k))
         elif role == "call":
-            msgs.append(AssistantMessage(role="assistant", content=None, turn_idx=k,
-                                         tool_calls=[ToolCall(id=f"c{k}", name=text, arguments={}, requestor="assistant")]))
+            msgs.append(
+                AssistantMessage(
+                    role="assistant",
+                    content=None,
+                    turn_idx=k,
+                    tool_calls=[ToolCall(id=f"c{k}", name=text, arguments={}, requestor="assistant")],
+                )
+            )
             msgs.append(ToolMessage(id=f"c{k}", role="tool", content="{}", requestor="assistant"))
-    return SimulationRun(id="x", task_id="0", start_time="t", end_time="t", duration=1.0,
-                         termination_reason="user_stop", messages=msgs)
+    return SimulationRun(
+        id="x", task_id="0", start_time="t", end_time="t", duration=1.0, termination_reason="user_stop", messages=msgs
+    )
 
 
 def flags_of(conversation: SimulationRun, task: Task, user_prompt: str | None = None) -> FidelityFlags:
@@ -40,7 +47,10 @@ def flags_of(conversation: SimulationRun, task: Task, user_prompt: str | None = 
 
 HEALTHY = sim(
     ("agent", GREETING),
-    ("user", "Hi, I received my order #W2378156 and want to exchange the mechanical keyboard for one with clicky switches, and the smart thermostat for one compatible with Google Home."),
+    (
+        "user",
+        "Hi, I received my order #W2378156 and want to exchange the mechanical keyboard for one with clicky switches, and the smart thermostat for one compatible with Google Home.",
+    ),
     ("agent", "Sure. Could you give me your name and zip code?"),
     ("user", "Yusuf Rossi, 19122."),
     ("call", "exchange_delivered_order_items"),
@@ -82,8 +92,13 @@ def test_flags_match_hand_labels(conversation: SimulationRun, expected: set[str]
 def test_leaked_instructions_are_flagged() -> None:
     task = RETAIL["0"]
     prompt = "You are Yusuf Rossi in zip code 19122. You do not remember your email address and you want to exchange items."
-    leaking = sim(("agent", GREETING),
-                  ("user", "You are Yusuf Rossi in zip code 19122. You do not remember your email address and you want to exchange the keyboard of order #W2378156 for clicky switches and Google Home thermostat."))
+    leaking = sim(
+        ("agent", GREETING),
+        (
+            "user",
+            "You are Yusuf Rossi in zip code 19122. You do not remember your email address and you want to exchange the keyboard of order #W2378156 for clicky switches and Google Home thermostat.",
+        ),
+    )
     assert flags_of(leaking, task, user_prompt=prompt).user_leaks_instructions is True
     assert flags_of(HEALTHY, task, user_prompt=prompt).user_leaks_instructions is False
 
@@ -101,16 +116,47 @@ def test_stop_on_read_only_task_is_not_premature() -> None:
 def test_echoing_customer_is_flagged_in_summary(tmp_path) -> None:
     from scripted import start_scripted_server
 
-    script = {"roles": {
-        "agent": {"turns": [{"content": "unused"}, {"content": "Could you please tell me the title of the task you would like me to create today?"}],
-                  "after": {"content": "Could you please tell me the title of the task you would like me to create today?"}},
-        "user": {"turns": [{"content": "Create a task called 'Important Meeting' for user_1 please."}], "after": {"echo_last": True}},
-    }}
+    script = {
+        "roles": {
+            "agent": {
+                "turns": [
+                    {"content": "unused"},
+                    {"content": "Could you please tell me the title of the task you would like me to create today?"},
+                ],
+                "after": {"content": "Could you please tell me the title of the task you would like me to create today?"},
+            },
+            "user": {
+                "turns": [{"content": "Create a task called 'Important Meeting' for user_1 please."}],
+                "after": {"echo_last": True},
+            },
+        }
+    }
     with start_scripted_server(script, tmp_path) as srv:
         out = tmp_path / "run"
-        proc = subprocess.run([*CLI, "run", "--domain", "mock", "--task-ids", "create_task_1",
-                               "--variants", "control", "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
-                               "--max-steps", "8", "--skip-preflight", "--out", str(out)], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                *CLI,
+                "run",
+                "--domain",
+                "mock",
+                "--task-ids",
+                "create_task_1",
+                "--variants",
+                "control",
+                "--agent-model",
+                "openai/scripted",
+                "--agent-base-url",
+                srv.base_url,
+                "--max-steps",
+                "8",
+                "--skip-preflight",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     fid = summary["variants"]["control"]["fidelity"]
@@ -121,17 +167,47 @@ def test_fidelity_judge_verdict_is_stored(tmp_path) -> None:
     from scripted import start_scripted_server
 
     verdict = {"stayed_in_role": True, "pursued_goal": True, "emotion_intensity": 2, "reason": "clearly irritated"}
-    script = {"roles": {
-        "agent": {"turns": [{"content": "unused"}, {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]}],
-                  "after": {"content": "Done."}},
-        "user": {"turns": [{"content": "This is ridiculous, just create 'Important Meeting' for user_1!"}], "after": {"content": "Fine. ###STOP###"}},
-        "judge": {"turns": [{"content": "// verdict\n" + json.dumps(verdict)}], "after": "repeat_last"},
-    }}
+    script = {
+        "roles": {
+            "agent": {
+                "turns": [
+                    {"content": "unused"},
+                    {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
+                ],
+                "after": {"content": "Done."},
+            },
+            "user": {
+                "turns": [{"content": "This is ridiculous, just create 'Important Meeting' for user_1!"}],
+                "after": {"content": "Fine. ###STOP###"},
+            },
+            "judge": {"turns": [{"content": "// verdict\n" + json.dumps(verdict)}], "after": "repeat_last"},
+        }
+    }
     with start_scripted_server(script, tmp_path) as srv:
         out = tmp_path / "run"
-        proc = subprocess.run([*CLI, "run", "--domain", "mock", "--task-ids", "create_task_1",
-                               "--variants", "frustration", "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
-                               "--judge-fidelity", "--skip-preflight", "--out", str(out)], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                *CLI,
+                "run",
+                "--domain",
+                "mock",
+                "--task-ids",
+                "create_task_1",
+                "--variants",
+                "frustration",
+                "--agent-model",
+                "openai/scripted",
+                "--agent-base-url",
+                srv.base_url,
+                "--judge-fidelity",
+                "--skip-preflight",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         judged = srv.requests(role="judge")
     assert len(judged) == 1

@@ -27,21 +27,49 @@ MOODBENCH = CLI
 TASKS = "create_task_1,update_task_1"
 
 
-def cli(*args: Any, timeout: float = 180, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MOODBENCH, *[str(a) for a in args]], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})},
-                          cwd=cwd)
+def cli(
+    *args: Any, timeout: float = 180, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MOODBENCH, *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})},
+        cwd=cwd,
+    )
 
 
 def start(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*MOODBENCH, *[str(a) for a in args]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})})
+    return subprocess.Popen(
+        [*MOODBENCH, *[str(a) for a in args]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MOODBENCH_BACKOFF_BASE_S": "0.01", **(env or {})},
+    )
 
 
 def run_args(url: str, out: Path, *extra: Any, tasks: str = TASKS, variants: str = "control,frustration") -> list[Any]:
-    return ["run", "--domain", "mock", "--task-ids", tasks, "--variants", variants, "--agent-model", "openai/scripted",
-            "--agent-base-url", url, "--out", out, "--skip-preflight", *extra]
+    return [
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        tasks,
+        "--variants",
+        variants,
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        url,
+        "--out",
+        out,
+        "--skip-preflight",
+        *extra,
+    ]
 
 
 def wait_for(predicate: Any, limit: float = 60.0, what: str = "condition") -> None:
@@ -57,8 +85,11 @@ def events(out: Path) -> list[dict[str, Any]]:
 
 def digest_tree(root: Path) -> dict[str, str]:
     """Every file's hash, except the run lock (moodbench's own; a refused run also takes it briefly)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".moodbench.lock"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".moodbench.lock"
+    }
 
 
 def explain(res: subprocess.CompletedProcess[str]) -> str:
@@ -72,8 +103,21 @@ def test_a_dripping_server_ends_as_llm_error_within_the_deadline_and_trips_the_b
     script = mock_example_script(faults={"drip_rate": 1.0, "drip_bytes_per_s": 1})
     with start_scripted_server(script, tmp_path) as srv:
         t0 = time.monotonic()
-        res = cli(*run_args(srv.base_url, tmp_path / "run", "--timeout", "2", "--max-retries", "0",
-                            "--max-consecutive-failures", "2", "--concurrency", "1"), timeout=120)
+        res = cli(
+            *run_args(
+                srv.base_url,
+                tmp_path / "run",
+                "--timeout",
+                "2",
+                "--max-retries",
+                "0",
+                "--max-consecutive-failures",
+                "2",
+                "--concurrency",
+                "1",
+            ),
+            timeout=120,
+        )
         took = time.monotonic() - t0
     assert res.returncode == 4, explain(res)  # the breaker counted the deadline failures
     assert took < 60, took  # two 2-second deadlines and start-up, never a hang
@@ -91,8 +135,19 @@ def test_credentials_in_a_base_url_never_reach_disk_or_output(tmp_path: Path) ->
     with start_scripted_server(mock_example_script(), tmp_path) as srv:
         url = srv.base_url.replace("http://", f"http://moodbench:{key}@")
         ok = cli(*run_args(url, tmp_path / "up", "--variants", "control"), timeout=180)
-        down = cli(*run_args(f"http://moodbench:{key}@127.0.0.1:9/v1", tmp_path / "down", "--max-retries", "0",
-                             "--max-consecutive-failures", "1", "--timeout", "2"), timeout=180)
+        down = cli(
+            *run_args(
+                f"http://moodbench:{key}@127.0.0.1:9/v1",
+                tmp_path / "down",
+                "--max-retries",
+                "0",
+                "--max-consecutive-failures",
+                "1",
+                "--timeout",
+                "2",
+            ),
+            timeout=180,
+        )
         checked = [a for a in run_args(url, tmp_path / "preflight", "--variants", "control") if a != "--skip-preflight"]
         preflight = cli(*checked, timeout=180)  # preflight records endpoints and probe replies
     assert ok.returncode == 0, explain(ok)
@@ -109,15 +164,33 @@ def test_credentials_in_a_base_url_never_reach_disk_or_output(tmp_path: Path) ->
 @pytest.mark.parametrize("header", ["Ocp-Apim-Subscription-Key", "X-Auth", "Cookie", "X-Api-Key", "Proxy-Authorization"])
 def test_secret_looking_headers_in_request_args_are_refused(tmp_path: Path, header: str) -> None:
     value = "v-" + os.urandom(6).hex()
-    res = cli("run", "--agent-model", "openai/x", "--agent-base-url", "http://127.0.0.1:9/v1", "--out", tmp_path / "run",
-              "--agent-args", json.dumps({"extra_headers": {header: value}}))
+    res = cli(
+        "run",
+        "--agent-model",
+        "openai/x",
+        "--agent-base-url",
+        "http://127.0.0.1:9/v1",
+        "--out",
+        tmp_path / "run",
+        "--agent-args",
+        json.dumps({"extra_headers": {header: value}}),
+    )
     assert res.returncode == 2 and "looks like a secret" in res.stderr and header in res.stderr
     assert value not in res.stdout + res.stderr and not (tmp_path / "run").exists()
 
 
 def test_a_key_in_extra_body_is_refused(tmp_path: Path) -> None:
-    res = cli("run", "--agent-model", "openai/x", "--agent-base-url", "http://127.0.0.1:9/v1", "--out", tmp_path / "run",
-              "--agent-args", json.dumps({"extra_body": {"key": "abc123secretvalue"}}))
+    res = cli(
+        "run",
+        "--agent-model",
+        "openai/x",
+        "--agent-base-url",
+        "http://127.0.0.1:9/v1",
+        "--out",
+        tmp_path / "run",
+        "--agent-args",
+        json.dumps({"extra_body": {"key": "abc123secretvalue"}}),
+    )
     assert res.returncode == 2 and "'key' looks like a secret" in res.stderr
 
 
@@ -126,8 +199,19 @@ def test_a_secret_that_also_sits_in_a_variants_file_is_scrubbed_from_prompts_and
     variants = tmp_path / "v.yaml"
     variants.write_text(json.dumps({"name": "leaky", "description": "d", "levels": {"moderate": f"Say the code {key} often."}}))
     with start_scripted_server(mock_example_script(), tmp_path) as srv:
-        res = cli(*run_args(srv.base_url, tmp_path / "run", "--variants-file", variants, "--api-key-env", "MB_TEST_KEY",
-                            variants="control,leaky", tasks="create_task_1"), env={"MB_TEST_KEY": key})
+        res = cli(
+            *run_args(
+                srv.base_url,
+                tmp_path / "run",
+                "--variants-file",
+                variants,
+                "--api-key-env",
+                "MB_TEST_KEY",
+                variants="control,leaky",
+                tasks="create_task_1",
+            ),
+            env={"MB_TEST_KEY": key},
+        )
         assert res.returncode == 0, explain(res)
         rep = cli("report", tmp_path / "run", "--out", tmp_path / "report")
     assert rep.returncode == 0, explain(rep)
@@ -163,8 +247,9 @@ def test_report_and_summary_read_while_a_run_writes(tmp_path: Path) -> None:
     with start_scripted_server(mock_example_script(latency_ms=300), tmp_path) as srv:
         first = cli(*run_args(srv.base_url, out, tasks="create_task_1", variants="control"))
         assert first.returncode == 0, explain(first)
-        writer = start(*run_args(srv.base_url, out, "--trials", "3", "--concurrency", "1", tasks="create_task_1",
-                                 variants="control"))
+        writer = start(
+            *run_args(srv.base_url, out, "--trials", "3", "--concurrency", "1", tasks="create_task_1", variants="control")
+        )
         try:
             wait_for(lambda: len(srv.requests()) >= 4, what="the writer's requests")
             summary = cli("summary", out, "--json")
@@ -211,8 +296,19 @@ def test_a_second_sigterm_or_the_grace_period_abandons_and_still_writes(tmp_path
     assert took < 20, took  # a 1 s grace, not the conversations' length
     names = [e["event"] for e in events(out)]
     assert "abandoned" in names and names[-1] == "run_finished"
-    resumed = cli(*run_args("http://127.0.0.1:9/v1", out, "--trials", "2", "--max-retries", "0", "--max-consecutive-failures", "1",
-                            "--force-config"))  # another base URL: the same experiment, forced
+    resumed = cli(
+        *run_args(
+            "http://127.0.0.1:9/v1",
+            out,
+            "--trials",
+            "2",
+            "--max-retries",
+            "0",
+            "--max-consecutive-failures",
+            "1",
+            "--force-config",
+        )
+    )  # another base URL: the same experiment, forced
     assert resumed.returncode == 4  # the abandoned cells are still to run (and the endpoint is gone)
 
 
@@ -239,8 +335,21 @@ def _workers_of(pid: int) -> list[int]:
 def test_process_workers_die_with_the_main_process(tmp_path: Path, sig: signal.Signals) -> None:
     with start_scripted_server(mock_example_script(latency_ms=500), tmp_path) as srv:
         tag = str(os.getpid())
-        proc = start(*run_args(srv.base_url, tmp_path / "run", "--trials", "4", "--concurrency", "4", "--executor", "process",
-                               "--stop-grace", "1"), env={"MB_ORPHAN_TAG": tag, "MOODBENCH_WORKERS": "2"})
+        proc = start(
+            *run_args(
+                srv.base_url,
+                tmp_path / "run",
+                "--trials",
+                "4",
+                "--concurrency",
+                "4",
+                "--executor",
+                "process",
+                "--stop-grace",
+                "1",
+            ),
+            env={"MB_ORPHAN_TAG": tag, "MOODBENCH_WORKERS": "2"},
+        )
         wait_for(lambda: len(srv.requests()) >= 2, limit=120, what="worker requests")
         assert _workers_of(int(tag)), "no worker processes found"
         proc.send_signal(sig)
@@ -279,9 +388,14 @@ def test_a_damaged_store_is_exit_2_everywhere_and_left_as_it_was(tmp_path: Path,
             con.commit()
             con.close()
         before = digest_tree(out)
-        for args in (run_args(srv.base_url, out, tasks="create_task_1", variants="control"), ["summary", out],
-                     ["report", out, "--out", tmp_path / "rep"], ["export", out, "--out", tmp_path / "x.json"],
-                     ["merge", tmp_path / "merged", out], ["view", out, "--no-open", "--port", "0"]):
+        for args in (
+            run_args(srv.base_url, out, tasks="create_task_1", variants="control"),
+            ["summary", out],
+            ["report", out, "--out", tmp_path / "rep"],
+            ["export", out, "--out", tmp_path / "x.json"],
+            ["merge", tmp_path / "merged", out],
+            ["view", out, "--no-open", "--port", "0"],
+        ):
             res = cli(*args, timeout=60)
             said = res.stdout + res.stderr
             assert res.returncode == 2, f"{args[0]}: {explain(res)}"
@@ -294,15 +408,21 @@ def test_a_damaged_store_is_exit_2_everywhere_and_left_as_it_was(tmp_path: Path,
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [("variants: 5\n", "must be a list"), ("variants:\n", "must be a list"), (b"name: x\xff\xfe\n", "not UTF-8"),
-     ("- just a string\n", "must be a mapping")],
+    [
+        ("variants: 5\n", "must be a list"),
+        ("variants:\n", "must be a list"),
+        (b"name: x\xff\xfe\n", "not UTF-8"),
+        ("- just a string\n", "must be a mapping"),
+    ],
     ids=["number", "empty", "not-utf8", "not-a-mapping"],
 )
 def test_malformed_variants_files_are_exit_2(tmp_path: Path, content: str | bytes, expected: str) -> None:
     path = tmp_path / "v.yaml"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    for args in (["variants", "--variants-file", path],
-                 ["run", "--agent-model", "openai/x", "--variants-file", path, "--out", tmp_path / "run"]):
+    for args in (
+        ["variants", "--variants-file", path],
+        ["run", "--agent-model", "openai/x", "--variants-file", path, "--out", tmp_path / "run"],
+    ):
         res = cli(*args, timeout=60)
         assert res.returncode == 2 and expected in res.stderr and "Traceback" not in res.stderr, explain(res)
     assert not (tmp_path / "run").exists()
@@ -340,7 +460,9 @@ def test_a_foreign_non_empty_directory_is_refused_and_untouched(tmp_path: Path) 
     (project / "events.jsonl").write_text('{"mine": 1}\n{"cut')  # moodbench would trim this line
     (project / "summary.json").write_text("{}")
     before = digest_tree(project)
-    res = cli("run", "--agent-model", "openai/x", "--agent-base-url", "http://127.0.0.1:9/v1", "--out", project, "--skip-preflight")
+    res = cli(
+        "run", "--agent-model", "openai/x", "--agent-base-url", "http://127.0.0.1:9/v1", "--out", project, "--skip-preflight"
+    )
     assert res.returncode == 2 and "not a moodbench run directory" in res.stderr and "notes.txt" in res.stderr, explain(res)
     assert digest_tree(project) == before
 
@@ -355,10 +477,14 @@ def test_an_invalid_manifest_in_the_run_directory_is_exit_2(tmp_path: Path) -> N
 
 
 def test_manifest_writes_from_two_processes_never_tear(tmp_path: Path) -> None:
-    code = ("import sys; from pathlib import Path; from moodbench.results import write_manifest\n"
-            "for i in range(150): write_manifest(Path(sys.argv[1]), {'writer': sys.argv[2], 'i': i})\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name], stderr=subprocess.PIPE, text=True)
-             for name in ("a", "b")]
+    code = (
+        "import sys; from pathlib import Path; from moodbench.results import write_manifest\n"
+        "for i in range(150): write_manifest(Path(sys.argv[1]), {'writer': sys.argv[2], 'i': i})\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name], stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     assert json.loads((tmp_path / "manifest.json").read_text())["i"] == 149
@@ -385,8 +511,10 @@ def test_ray_workers_die_with_the_main_process(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     tag = f"ray-{os.getpid()}"
     with start_scripted_server(mock_example_script(latency_ms=800), tmp_path) as srv:
-        proc = start(*run_args(srv.base_url, tmp_path / "run", "--trials", "3", "--concurrency", "4", "--executor", "ray"),
-                     env={"MB_ORPHAN_TAG": tag})
+        proc = start(
+            *run_args(srv.base_url, tmp_path / "run", "--trials", "3", "--concurrency", "4", "--executor", "ray"),
+            env={"MB_ORPHAN_TAG": tag},
+        )
         try:
             wait_for(lambda: len(srv.requests()) >= 3, limit=180, what="requests from Ray workers")
             assert _ray_workers(tag), "no Ray worker processes found"

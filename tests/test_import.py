@@ -56,9 +56,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     drop = set(IDS[:14])
     convs = {
         "control": [Conv(t, j, base[t, j]) for t in IDS for j in range(3)],
-        "frustration": [Conv(t, j, 0.0 if t in drop else base[t, j], opening=FRUSTRATED,
-                             first="How can I help you today? I need a new task called 'Important Meeting' for user_1." if (t, j) == ("t20", 0)
-                             else Conv.first) for t in IDS for j in range(3) if (t, j) != ("t05", 2)],
+        "frustration": [
+            Conv(
+                t,
+                j,
+                0.0 if t in drop else base[t, j],
+                opening=FRUSTRATED,
+                first="How can I help you today? I need a new task called 'Important Meeting' for user_1."
+                if (t, j) == ("t20", 0)
+                else Conv.first,
+            )
+            for t in IDS
+            for j in range(3)
+            if (t, j) != ("t05", 2)
+        ],
         "anxiety": [Conv(t, j, base[t, j], skipped=(t, j) == ("t07", 1)) for t in IDS for j in range(3)],
         "anger": [Conv(t, j, base[t, j], closing=ANGRY) for t in IDS for j in range(3)],
         "impatience": [Conv(t, j, base[t, j]) for t in IDS[:10] for j in range(3)],
@@ -69,8 +80,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def imported(files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run = tmp_path_factory.mktemp("imported") / "run"
-    r = _run("import", "--format", "tau2", "--emotions", "--out", str(run), f"{files['control']}=control", f"{files['frustration']}=frustration",
-             f"{files['anxiety']}=anxiety", f"{files['anger']}=anger:severe", f"{files['impatience']}=impatience")
+    r = _run(
+        "import",
+        "--format",
+        "tau2",
+        "--emotions",
+        "--out",
+        str(run),
+        f"{files['control']}=control",
+        f"{files['frustration']}=frustration",
+        f"{files['anxiety']}=anxiety",
+        f"{files['anger']}=anger:severe",
+        f"{files['impatience']}=impatience",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     t0 = time.perf_counter()
     rep = _run("report", str(run), "--json")
@@ -91,10 +113,14 @@ def test_import_writes_a_run_directory_that_summary_reads(imported: dict[str, An
     data = json.loads(summary.stdout)
     assert list(data["variants"]) == ["control", "frustration", "anxiety", "anger:severe", "impatience"]
     assert data["trials"] == 3 and data["variants"]["control"]["planned"] == 72 and data["variants"]["frustration"]["done"] == 71
-    assert data["variants"]["anxiety"]["exit_reasons"].get("infrastructure_error") == 1  # tau2's skipped sample: not run, excluded
+    assert (
+        data["variants"]["anxiety"]["exit_reasons"].get("infrastructure_error") == 1
+    )  # tau2's skipped sample: not run, excluded
     assert data["variants"]["anxiety"]["excluded"] == 1 and data["variants"]["anxiety"]["scored"] == 71
     con = sqlite3.connect(run / "results.sqlite")
-    rows = con.execute("SELECT exit_reason, termination_reason, flags, agent_model, seed FROM simulations WHERE variant='frustration'").fetchall()
+    rows = con.execute(
+        "SELECT exit_reason, termination_reason, flags, agent_model, seed FROM simulations WHERE variant='frustration'"
+    ).fetchall()
     assert {r[1] for r in rows} == {"user_stop"} and {r[3] for r in rows} == {"openai/agent-x"}
     assert {r[0] for r in rows} <= {"success", "task_failed"} and "task_failed" in {r[0] for r in rows}
     flagged = [json.loads(r[2]) for r in rows if json.loads(r[2]).get("user_role_confusion")]
@@ -119,18 +145,37 @@ def test_report_json_claims_and_paired_means(imported: dict[str, Any]) -> None:
     for v in ("anxiety", "anger:severe"):
         e = _effect(report, v)
         # every task's difference is exactly 0: no spread, so no interval, no p and no claim (never "p = 1, no difference")
-        assert e["claim"] == "too_few" and e["diff"] == pytest.approx(0) and e["p"] is None and "exactly 0" in e["no_claim_reason"]
+        assert (
+            e["claim"] == "too_few" and e["diff"] == pytest.approx(0) and e["p"] is None and "exactly 0" in e["no_claim_reason"]
+        )
         assert e["manipulation"] == "failed"
         assert e["trust"] == "unreliable" and e["caveats"][0]["kind"] == "manipulation_failed"  # beside the claim, not in it
     few = _effect(report, "impatience")
     assert few["claim"] == "too_few" and few["n_tasks"] == 10 and few["p_adjusted"] is None
     assert few["baseline_mean"] == pytest.approx(sum(per_task[t] for t in IDS[:10]) / 10)  # its own 10 tasks, not all 24
     summary = report["runs"][0]["summary"]["variants"]
-    assert summary["control"]["avg_reward"] == pytest.approx(sum(base.values()) / 72)  # the unpaired number stays in the run table
+    assert summary["control"]["avg_reward"] == pytest.approx(
+        sum(base.values()) / 72
+    )  # the unpaired number stays in the run table
     fam = next(f for f in report["families"] if f["name"] == "reward/all")
     assert (fam["size"], fam["planned"], fam["method"]) == (1, 4, "holm") and report["family"]["size"] >= 1
-    assert {k for k in fr} >= {"run", "variant", "domain", "subset", "n_pairs", "n_tasks", "baseline_mean", "variant_mean", "diff", "ci", "p",
-                              "p_adjusted", "claim", "trust", "caveats"}
+    assert {k for k in fr} >= {
+        "run",
+        "variant",
+        "domain",
+        "subset",
+        "n_pairs",
+        "n_tasks",
+        "baseline_mean",
+        "variant_mean",
+        "diff",
+        "ci",
+        "p",
+        "p_adjusted",
+        "claim",
+        "trust",
+        "caveats",
+    }
     assert report["schema"] == "moodbench-report/2" and report["thresholds"]["min_tasks"] == 20
     assert "Lower reward with frustration" in report["bottom_lines"][0]["text"]
 
@@ -194,7 +239,12 @@ def test_import_refuses_what_is_not_tau2_results(files: dict[str, Path], tmp_pat
     summary_like.write_text(json.dumps({"avg_reward": 0.5, "pass_hat_ks": {"1": 0.5}}))
     out = tmp_path / "new"
     r = _run("import", "--out", str(out), f"{files['control']}=control", f"{summary_like}=frustration")
-    assert r.returncode == 2 and str(summary_like) in r.stderr and "not a tau2 Results file" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 2
+        and str(summary_like) in r.stderr
+        and "not a tau2 Results file" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert not out.exists() and not list(tmp_path.glob(".new.import-*"))  # nothing half-written
     r = _run("import", "--format", "csv", "--out", str(out), f"{files['control']}=control")
     assert r.returncode == 2 and "valid formats: tau2" in r.stderr

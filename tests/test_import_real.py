@@ -27,11 +27,16 @@ CLI = [sys.executable, "-m", "moodbench.cli"]
 DATA = Path(__file__).parent / "data" / "tau2"
 FT = "ft:gpt-4.1-2025-04-14:sierra:tau2-full-sft:BzrYdMNm"
 ITEMS = [  # (file, variant)
-    ("gpt-4.1_airline_1trial", "control"), ("gpt-4.1_telecom_1trial", "control"),
-    ("ft-gpt-4.1_airline_1trial", "ft"), ("ft-gpt-4.1_telecom_1trial", "ft"),
-    ("claude-sonnet-4-5_airline_1trial", "claude"), ("langchain-gpt-oss-120b_airline_1trial", "langchain"),
-    ("toolorchestra_airline_1trial", "toolorchestra"), ("whissle_airline_tau3", "whissle"),
-    ("adaptive-agent_airline_no-info", "adaptive"), ("gpt-4.1_telecom_solo_1trial", "solo"),
+    ("gpt-4.1_airline_1trial", "control"),
+    ("gpt-4.1_telecom_1trial", "control"),
+    ("ft-gpt-4.1_airline_1trial", "ft"),
+    ("ft-gpt-4.1_telecom_1trial", "ft"),
+    ("claude-sonnet-4-5_airline_1trial", "claude"),
+    ("langchain-gpt-oss-120b_airline_1trial", "langchain"),
+    ("toolorchestra_airline_1trial", "toolorchestra"),
+    ("whissle_airline_tau3", "whissle"),
+    ("adaptive-agent_airline_no-info", "adaptive"),
+    ("gpt-4.1_telecom_solo_1trial", "solo"),
 ]
 
 
@@ -83,8 +88,14 @@ def test_one_variant_spans_domains_and_newer_files_import(run: dict[str, Any]) -
     assert s["domains"] == ["airline", "telecom"] and s["trials"] == 1
     assert s["by_domain"]["telecom"]["control"]["done"] == 1 and s["by_domain"]["airline"]["ft"]["done"] == 2
     con = sqlite3.connect(run["dir"] / "results.sqlite")
-    rows = dict(con.execute("SELECT variant || '/' || task_id, termination_reason FROM simulations WHERE variant IN ('adaptive', 'solo')"))
-    assert rows["adaptive/7"] == "infrastructure_error" and set(rows.values()) == {"infrastructure_error", "user_stop", "agent_stop"}
+    rows = dict(
+        con.execute("SELECT variant || '/' || task_id, termination_reason FROM simulations WHERE variant IN ('adaptive', 'solo')")
+    )
+    assert rows["adaptive/7"] == "infrastructure_error" and set(rows.values()) == {
+        "infrastructure_error",
+        "user_stop",
+        "agent_stop",
+    }
 
 
 def test_infrastructure_error_is_not_run_and_never_re_runnable(run: dict[str, Any]) -> None:
@@ -116,7 +127,11 @@ def test_summary_reproduces_tau2s_own_metrics_per_file(run: dict[str, Any], file
     adaptive = rows[("adaptive", "airline")]["tau2"]
     assert adaptive["not_run"] == 1 and adaptive["simulations"] == 1 and adaptive["pass_hat_k"] == {"1": 1.0}
     table = _run("summary", str(run["dir"]))
-    assert "control / telecom" in table.stdout and ": reproduced" in table.stdout and "1 not run (infrastructure error" in table.stdout
+    assert (
+        "control / telecom" in table.stdout
+        and ": reproduced" in table.stdout
+        and "1 not run (infrastructure error" in table.stdout
+    )
 
 
 def test_each_variant_carries_its_own_models(run: dict[str, Any], tmp_path: Path) -> None:
@@ -167,7 +182,10 @@ def test_pairing_is_checked_and_explained(run: dict[str, Any]) -> None:
     assert (t["checked"], t["missing"], t["suspect"]) == (2, 2, True)
     assert not pairing["claude"]["facts"]["variant"]["suspect"] and not pairing["toolorchestra"]["facts"]["baseline"]["suspect"]
     effect = {e["variant"]: e for e in rep["effects"] if e["domain"] == "all" and e["subset"] == "all"}
-    assert "pairing_suspect" in {c["kind"] for c in effect["toolorchestra"]["caveats"]} and effect["toolorchestra"]["trust"] == "unreliable"
+    assert (
+        "pairing_suspect" in {c["kind"] for c in effect["toolorchestra"]["caveats"]}
+        and effect["toolorchestra"]["trust"] == "unreliable"
+    )
     # different customer simulators: gpt-oss-120b behind langchain, gpt-4.1 behind the baseline
     assert pairing["langchain"]["customer"]["differs"] and not pairing["ft"]["customer"]["differs"]
     assert "customer_differs" in {c["kind"] for c in effect["langchain"]["caveats"]}
@@ -194,9 +212,18 @@ def test_files_that_cannot_be_paired_are_refused_plainly(files: dict[str, Path],
     r = _run("import", "--out", str(out), f"{files['toolorchestra_airline_no-task-id']}=x")
     assert r.returncode == 2 and "has no task_id" in r.stderr and "Traceback" not in r.stderr
     assert "re-save" not in r.stderr and not out.exists()
-    r = _run("import", "--out", str(out), f"{files['gpt-4.1_airline_1trial']}=a", f"{files['claude-sonnet-4-5_airline_1trial']}=a")
+    r = _run(
+        "import", "--out", str(out), f"{files['gpt-4.1_airline_1trial']}=a", f"{files['claude-sonnet-4-5_airline_1trial']}=a"
+    )
     assert r.returncode == 2 and "given two files of domain 'airline'" in r.stderr and not out.exists()
-    r = _run("import", "--emotions", "--out", str(out), f"{files['gpt-4.1_airline_1trial']}=control", f"{files['ft-gpt-4.1_airline_1trial']}=ft")
+    r = _run(
+        "import",
+        "--emotions",
+        "--out",
+        str(out),
+        f"{files['gpt-4.1_airline_1trial']}=control",
+        f"{files['ft-gpt-4.1_airline_1trial']}=ft",
+    )
     assert r.returncode == 2 and "'ft' is not an emotion spec" in r.stderr and "without --emotions" in r.stderr
 
 
@@ -236,4 +263,3 @@ def test_tau2_conventions_on_built_files(tmp_path: Path) -> None:
     mean = (0.9999995 + 0.999998 + 1.0) / 3
     assert f["tau2"]["avg_reward"] == pytest.approx(mean) and f["moodbench"]["avg_reward"] == pytest.approx((mean * 3) / 4)
     assert not f["matches"] and "1 simulation(s) without a reward count as 0 here" in f["differences"][0]
-

@@ -89,7 +89,9 @@ def test_balanced_design_equals_pooled_ols_cluster():
 
 
 def test_hashable_clusters_and_fractional_rewards():
-    e = paired_effect([0.5, 1.0, 0.25, 0.0], [0.25, 1.0, 0.0, 0.5], [("retail", 1), ("retail", 1), ("airline", 1), ("airline", 2)])
+    e = paired_effect(
+        [0.5, 1.0, 0.25, 0.0], [0.25, 1.0, 0.0, 0.5], [("retail", 1), ("retail", 1), ("airline", 1), ("airline", 2)]
+    )
     assert e.n_tasks == 3
     assert e.diff == pytest.approx(np.mean([-0.125, -0.25, 0.5]))
 
@@ -101,7 +103,14 @@ def test_degenerate_inputs():
     assert (one.n_tasks, one.diff, one.se, one.p) == (1, -0.5, None, None)
     # zero spread: no zero-width interval, no p of exactly 0 or 1, and a reason a reader can act on
     same = paired_effect([1] * 12, [0] * 12, list(range(12)))  # every task lost exactly one success
-    assert (same.diff, same.se, same.ci_low, same.ci_high, same.p, same.degenerate) == (-1.0, 0.0, None, None, None, "zero_spread")
+    assert (same.diff, same.se, same.ci_low, same.ci_high, same.p, same.degenerate) == (
+        -1.0,
+        0.0,
+        None,
+        None,
+        None,
+        "zero_spread",
+    )
     zero = paired_effect([1, 0] * 6, [1, 0] * 6, list(range(12)))
     assert (zero.diff, zero.p, zero.ci_low) == (0.0, None, None)
     floor = paired_effect([0] * 40, [0] * 40, list(range(40)))

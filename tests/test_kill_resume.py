@@ -32,15 +32,32 @@ USER = MOCK_EXAMPLE_USER
 
 
 def run_cmd(srv: ScriptedServer, out: Path, trials: int, concurrency: int) -> list[str]:
-    return [*MOODBENCH, "run", "--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants",
-            "control,frustration", "--trials", str(trials), "--concurrency", str(concurrency), "--agent-model",
-            "openai/scripted", "--agent-base-url", srv.base_url, "--out", str(out), "--skip-preflight"]
+    return [
+        *MOODBENCH,
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        "create_task_1,update_task_1",
+        "--variants",
+        "control,frustration",
+        "--trials",
+        str(trials),
+        "--concurrency",
+        str(concurrency),
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        srv.base_url,
+        "--out",
+        str(out),
+        "--skip-preflight",
+    ]
 
 
 def start(cmd: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MOODBENCH_BACKOFF_BASE_S": "0.01"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
 
 
 def wait_for_requests(srv: ScriptedServer, n: int, proc: subprocess.Popen[str], limit: float = 120) -> None:

@@ -35,8 +35,10 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 def _client(srv: ScriptedServer, transport: str, health: EndpointHealth | None = None, **spec: Any) -> ModelClient:
     spec = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, **spec}
-    return ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), transport=transport, **spec),  # type: ignore[arg-type]
-                       health or EndpointHealth(0))
+    return ModelClient(
+        ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), transport=transport, **spec),  # type: ignore[arg-type]
+        health or EndpointHealth(0),
+    )
 
 
 # --------------------------------------------------------------------------- deadline
@@ -44,8 +46,9 @@ def _client(srv: ScriptedServer, transport: str, health: EndpointHealth | None =
 
 @pytest.mark.parametrize("drip_headers", [True, False], ids=["headers-drip", "body-drips"])
 @pytest.mark.parametrize("retries", [0, 1])
-def test_a_dripping_server_ends_at_the_deadline_and_trips_the_breaker(tmp_path: Path, transport: str, retries: int,
-                                                                    drip_headers: bool) -> None:
+def test_a_dripping_server_ends_at_the_deadline_and_trips_the_breaker(
+    tmp_path: Path, transport: str, retries: int, drip_headers: bool
+) -> None:
     timeout = 1.0
     health = EndpointHealth(retries + 1)  # trips on the last attempt's failure
     with start_scripted_server({"faults": {**DRIP, "drip_headers": drip_headers}}, tmp_path) as srv:
@@ -70,7 +73,9 @@ def test_a_provider_without_a_client_hook_is_abandoned_at_the_deadline(tmp_path:
     thread at the deadline; the conversation and the breaker go on as for any timeout."""
     health = EndpointHealth(1)
     with start_scripted_server({"faults": DRIP}, tmp_path) as srv:
-        client = ModelClient(ModelSpec(model="cloudflare/scripted", base_urls=(srv.base_url,), timeout_s=1.0, max_retries=0), health)
+        client = ModelClient(
+            ModelSpec(model="cloudflare/scripted", base_urls=(srv.base_url,), timeout_s=1.0, max_retries=0), health
+        )
         started = time.monotonic()
         with pytest.raises(LLMCallError, match="worker thread") as info:
             client.complete(MESSAGES)
@@ -91,8 +96,16 @@ def test_litellm_sends_the_providers_moodbench_hooks_through_the_deadline_client
         for provider in sorted(_OPENAI_SDK_PROVIDERS | _HTTP_HANDLER_PROVIDERS):
             budget = RequestBudget(20.0, 1_000_000)
             try:
-                transport.completion(model=f"{provider}/scripted", messages=MESSAGES, api_base=srv.base_url, api_key="sk-x",
-                                     num_retries=0, timeout=20, max_tokens=8, budget=budget)
+                transport.completion(
+                    model=f"{provider}/scripted",
+                    messages=MESSAGES,
+                    api_base=srv.base_url,
+                    api_key="sk-x",
+                    num_retries=0,
+                    timeout=20,
+                    max_tokens=8,
+                    budget=budget,
+                )
             except Exception:
                 pass
             if budget.requests == 0:
@@ -137,11 +150,14 @@ def peak_rss_growth() -> Iterator[list[int]]:
         out[0] = max(peak[0], rss()) - base
 
 
-@pytest.mark.parametrize("faults", [
-    pytest.param({"huge_rate": 1.0, "huge_bytes": 150_000_000}, id="huge-chunked"),
-    pytest.param({"huge_rate": 1.0, "huge_bytes": 150_000_000, "huge_chunked": False}, id="huge-with-length"),
-    pytest.param({"endless_rate": 1.0}, id="endless"),
-])
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param({"huge_rate": 1.0, "huge_bytes": 150_000_000}, id="huge-chunked"),
+        pytest.param({"huge_rate": 1.0, "huge_bytes": 150_000_000, "huge_chunked": False}, id="huge-with-length"),
+        pytest.param({"endless_rate": 1.0}, id="endless"),
+    ],
+)
 def test_a_reply_over_the_size_limit_ends_clearly_without_being_read(tmp_path: Path, transport: str, faults: dict) -> None:
     health = EndpointHealth(100)
     with start_scripted_server({"faults": faults}, tmp_path) as srv:

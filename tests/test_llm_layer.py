@@ -43,9 +43,12 @@ EXPECTED = [("get_user_details", {"user_id": "sara_1"})]
         pytest.param("Sure.\n```tool_call\n" + json.dumps(CALL, indent=2) + "\n```\nDone.", id="fenced-tool_call-indented"),
         pytest.param("<tool_call>\n" + json.dumps(CALL) + "\n</tool_call>", id="tagged"),
         pytest.param("<tool_call>" + json.dumps(CALL), id="tagged-unclosed"),
-        pytest.param(json.dumps({"type": "function", "function": {"name": "get_user_details",
-                                                                  "arguments": json.dumps({"user_id": "sara_1"})}}),
-                     id="openai-shaped-string-args"),
+        pytest.param(
+            json.dumps(
+                {"type": "function", "function": {"name": "get_user_details", "arguments": json.dumps({"user_id": "sara_1"})}}
+            ),
+            id="openai-shaped-string-args",
+        ),
         pytest.param(json.dumps({"name": "get_user_details", "parameters": {"user_id": "sara_1"}}), id="parameters-key"),
     ],
 )
@@ -63,8 +66,12 @@ def test_arguments_as_dict_and_as_json_string_give_the_same_call() -> None:
 
 def test_missing_or_empty_arguments_mean_no_arguments() -> None:
     assert recover_text_tool_calls('{"name": "transfer_to_human_agents"}', TOOLS) == [("transfer_to_human_agents", {})]
-    assert recover_text_tool_calls('{"name": "transfer_to_human_agents", "arguments": ""}', TOOLS) == [("transfer_to_human_agents", {})]
-    assert recover_text_tool_calls('{"name": "transfer_to_human_agents", "arguments": null}', TOOLS) == [("transfer_to_human_agents", {})]
+    assert recover_text_tool_calls('{"name": "transfer_to_human_agents", "arguments": ""}', TOOLS) == [
+        ("transfer_to_human_agents", {})
+    ]
+    assert recover_text_tool_calls('{"name": "transfer_to_human_agents", "arguments": null}', TOOLS) == [
+        ("transfer_to_human_agents", {})
+    ]
 
 
 @pytest.mark.parametrize(
@@ -97,14 +104,19 @@ def test_only_real_tools_are_kept_from_a_mixed_list() -> None:
 
 
 def test_several_tagged_calls_in_order() -> None:
-    text = ("<tool_call>" + json.dumps(CALL) + "</tool_call>\n<tool_call>"
-            + json.dumps({"name": "cancel_order", "arguments": {"order_id": "#W3"}}) + "</tool_call>")
+    text = (
+        "<tool_call>"
+        + json.dumps(CALL)
+        + "</tool_call>\n<tool_call>"
+        + json.dumps({"name": "cancel_order", "arguments": {"order_id": "#W3"}})
+        + "</tool_call>"
+    )
     assert recover_text_tool_calls(text, TOOLS) == [EXPECTED[0], ("cancel_order", {"order_id": "#W3"})]
 
 
 def test_tagged_call_explained_in_prose_is_read_once() -> None:
     """A model that shows the call as JSON and then emits it in tags must not call the tool twice."""
-    text = ("I am going to call " + json.dumps(CALL) + " now:\n<tool_call>" + json.dumps(CALL) + "</tool_call>")
+    text = "I am going to call " + json.dumps(CALL) + " now:\n<tool_call>" + json.dumps(CALL) + "</tool_call>"
     assert recover_text_tool_calls(text, TOOLS) == EXPECTED
     fenced_and_bare = "Calling " + json.dumps(CALL) + "\n```json\n" + json.dumps(CALL) + "\n```"
     assert recover_text_tool_calls(fenced_and_bare, TOOLS) == EXPECTED
@@ -179,11 +191,22 @@ def test_client_recovers_text_calls_and_strips_think_over_http(tmp_path: Path) -
             }
         }
     }
-    tools = [{"type": "function", "function": {"name": "get_user_details", "description": "d",
-                                               "parameters": {"type": "object", "properties": {"user_id": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_user_details",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+            },
+        }
+    ]
     with start_scripted_server(script, tmp_path) as srv:
         client = ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), max_retries=0))
-        history: list[dict[str, Any]] = [{"role": "system", "content": "<policy>be nice</policy>"}, {"role": "user", "content": "hi"}]
+        history: list[dict[str, Any]] = [
+            {"role": "system", "content": "<policy>be nice</policy>"},
+            {"role": "user", "content": "hi"},
+        ]
         results = []
         for _ in range(5):
             c = client.complete(history, tools=tools, recover_text_tool_calls=True)
@@ -210,9 +233,11 @@ def test_importing_the_model_layer_imports_no_tau2_and_keeps_litellm_offline() -
     """tau2 is the conversation layer's business; litellm's offline cost map is set by the model layer itself."""
     env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src")
-    code = ("import os, sys; import moodbench.llm; "
-            "print('tau2' in sys.modules, [m for m in sys.modules if m.startswith('tau2')][:3], "
-            "os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'))")
+    code = (
+        "import os, sys; import moodbench.llm; "
+        "print('tau2' in sys.modules, [m for m in sys.modules if m.startswith('tau2')][:3], "
+        "os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False [] True", out.stdout
@@ -293,12 +318,15 @@ def test_a_context_window_error_is_not_retried(tmp_path: Path, transport: str) -
         assert len(srv.requests()) == 1
 
 
-@pytest.mark.parametrize(("headers", "low", "high"), [
-    ({"retry-after-ms": "1500"}, 1.5, 1.5),
-    ({"Retry-After": "2"}, 2.0, 2.0),
-    ({"Retry-After": "HTTP date 30 s from now"}, 25.0, 30.0),
-    ({"Retry-After": "soon"}, None, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "low", "high"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5, 1.5),
+        ({"Retry-After": "2"}, 2.0, 2.0),
+        ({"Retry-After": "HTTP date 30 s from now"}, 25.0, 30.0),
+        ({"Retry-After": "soon"}, None, None),
+    ],
+)
 def test_retry_after_spellings(headers: dict[str, str], low: float | None, high: float | None) -> None:
     from moodbench.llm._client import _retry_after_seconds
 
@@ -315,11 +343,15 @@ def test_text_completions_go_to_v1_completions_with_stop_strings_retries_and_acc
     """The completion customer format: a plain continuation, through the same retries and parsing as chat."""
     from scripted import start_scripted_server
 
-    script = {"seed": 3, "faults": {"first_n_fail": 1},
-              "roles": {"judge": {"turns": [{"content": "<think>me first</think> I want my order refunded."}]}}}
+    script = {
+        "seed": 3,
+        "faults": {"first_n_fail": 1},
+        "roles": {"judge": {"turns": [{"content": "<think>me first</think> I want my order refunded."}]}},
+    }
     with start_scripted_server(script, tmp_path) as srv:
         completion = _client(srv, max_retries=2, transport=transport).complete_text(
-            "TRANSCRIPT\nAGENT: Hi! How can I help you today?\nCUSTOMER:", stop=["\nAGENT:"], seed=7)
+            "TRANSCRIPT\nAGENT: Hi! How can I help you today?\nCUSTOMER:", stop=["\nAGENT:"], seed=7
+        )
         logged = srv.requests()
     assert completion.content == "I want my order refunded." and completion.think_stripped  # <think> removed
     assert completion.attempts == 2 and [r["status"] for r in logged] == [500, 200]  # retried like a chat call

@@ -27,32 +27,98 @@ MESSAGES = [{"role": "system", "content": "You grade things."}, {"role": "user",
 # --------------------------------------------------------------------------- names
 
 
-@pytest.mark.parametrize("name", [
-    "Authorization", "Proxy-Authorization", "Ocp-Apim-Subscription-Key", "X-Auth", "X-Auth-Token", "X-Api-Key",
-    "x-goog-api-key", "api-key", "Cookie", "Set-Cookie", "key", "token", "password", "passwd", "api_key", "apiKey", "apikey",
-    "access_token", "accessToken", "AuthToken", "refresh_token", "client_secret", "clientSecret", "private_key", "credentials",
-    "OPENAI_API_KEY", "HF_TOKEN", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MOODBENCH_TEST_KEY", "DB_PASSWORD",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "Proxy-Authorization",
+        "Ocp-Apim-Subscription-Key",
+        "X-Auth",
+        "X-Auth-Token",
+        "X-Api-Key",
+        "x-goog-api-key",
+        "api-key",
+        "Cookie",
+        "Set-Cookie",
+        "key",
+        "token",
+        "password",
+        "passwd",
+        "api_key",
+        "apiKey",
+        "apikey",
+        "access_token",
+        "accessToken",
+        "AuthToken",
+        "refresh_token",
+        "client_secret",
+        "clientSecret",
+        "private_key",
+        "credentials",
+        "OPENAI_API_KEY",
+        "HF_TOKEN",
+        "GITHUB_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "MOODBENCH_TEST_KEY",
+        "DB_PASSWORD",
+    ],
+)
 def test_credential_names_look_secret(name: str) -> None:
     assert looks_secret(name)
 
 
-@pytest.mark.parametrize("name", [
-    "max_tokens", "max_completion_tokens", "stop_token_ids", "skip_special_tokens", "top_k", "top_p", "logprobs", "top_logprobs",
-    "key_value_cache_dtype", "kv_cache_dtype", "logit_bias", "temperature", "seed", "n", "tokens", "keys", "keyboard", "author",
-    "HF_TOKEN_PATH", "TOKENIZERS_PARALLELISM", "KEYRING_BACKEND", "session_id", "key_id", "monkey", "", "123",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_tokens",
+        "max_completion_tokens",
+        "stop_token_ids",
+        "skip_special_tokens",
+        "top_k",
+        "top_p",
+        "logprobs",
+        "top_logprobs",
+        "key_value_cache_dtype",
+        "kv_cache_dtype",
+        "logit_bias",
+        "temperature",
+        "seed",
+        "n",
+        "tokens",
+        "keys",
+        "keyboard",
+        "author",
+        "HF_TOKEN_PATH",
+        "TOKENIZERS_PARALLELISM",
+        "KEYRING_BACKEND",
+        "session_id",
+        "key_id",
+        "monkey",
+        "",
+        "123",
+    ],
+)
 def test_request_parameters_do_not_look_secret(name: str) -> None:
     assert not looks_secret(name)
 
 
 def test_secret_keys_are_found_at_any_depth_with_their_paths() -> None:
-    args = {"temperature": 0, "max_tokens": 64, "api_key": "x",
-            "extra_headers": {"Cookie": "c", "X-Request-Id": "r"},
-            "extra_body": {"skip_special_tokens": False, "stop_token_ids": [2], "auth": {"token": "t"}},
-            "items": [{"name": "a"}, {"client_secret": "s"}]}
-    assert secret_keys(args) == ["api_key", "extra_headers.Cookie", "extra_body.auth", "extra_body.auth.token",
-                                 "items[1].client_secret"]
+    args = {
+        "temperature": 0,
+        "max_tokens": 64,
+        "api_key": "x",
+        "extra_headers": {"Cookie": "c", "X-Request-Id": "r"},
+        "extra_body": {"skip_special_tokens": False, "stop_token_ids": [2], "auth": {"token": "t"}},
+        "items": [{"name": "a"}, {"client_secret": "s"}],
+    }
+    assert secret_keys(args) == [
+        "api_key",
+        "extra_headers.Cookie",
+        "extra_body.auth",
+        "extra_body.auth.token",
+        "items[1].client_secret",
+    ]
     assert secret_keys({"max_tokens": 1, "extra_body": {"stop_token_ids": [1]}}) == []
 
 
@@ -62,9 +128,9 @@ def test_secret_keys_are_found_at_any_depth_with_their_paths() -> None:
 def test_secret_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOME_API_KEY", 'sk-"quoted"-1234567890')
     monkeypatch.setenv("SOME_TOKEN", "tok-short")
-    monkeypatch.setenv("SOME_TOKEN_LIMIT", "123456789")   # a number: a setting
+    monkeypatch.setenv("SOME_TOKEN_LIMIT", "123456789")  # a number: a setting
     monkeypatch.setenv("PASSWORD_STORE_DIR", "/home/u/.password-store")  # a path: a setting
-    monkeypatch.setenv("MY_VAR", "abcd")                  # not credential-named, but named by the user
+    monkeypatch.setenv("MY_VAR", "abcd")  # not credential-named, but named by the user
     values = secret_values(["MY_VAR"])
     assert 'sk-"quoted"-1234567890' in values and 'sk-\\"quoted\\"-1234567890' in values  # raw and JSON-escaped
     assert "tok-short" in values and "abcd" in values
@@ -95,10 +161,17 @@ def test_scrub_is_deep_and_leaves_its_input_alone() -> None:
 
 
 def test_the_secrets_module_imports_nothing_heavy() -> None:
-    code = ("import sys; import moodbench._util.secrets; "
-            "print([m for m in ('httpx', 'litellm', 'pydantic', 'tau2', 'moodbench.llm') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")})
+    code = (
+        "import sys; import moodbench._util.secrets; "
+        "print([m for m in ('httpx', 'litellm', 'pydantic', 'tau2', 'moodbench.llm') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")},
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 
@@ -165,8 +238,9 @@ def test_replica_labels_show_no_credentials(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model", ["openai/scripted", "hosted_vllm/scripted"])
-def test_environment_keys_never_go_to_a_custom_base_url_and_401_says_why(tmp_path: Path, transport: str, model: str,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_keys_never_go_to_a_custom_base_url_and_401_says_why(
+    tmp_path: Path, transport: str, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from moodbench.llm import LLMCallError
 
     for name in ("OPENAI_API_KEY", "HOSTED_VLLM_API_KEY", "LITELLM_API_KEY"):
@@ -177,7 +251,7 @@ def test_environment_keys_never_go_to_a_custom_base_url_and_401_says_why(tmp_pat
             _client((srv.base_url,), transport, model=model, max_retries=3).complete(MESSAGES)
         refused = srv.requests()
         done = _client((srv.base_url,), transport, model=model, api_key_env="MY_SERVER_KEY").complete(MESSAGES)
-        accepted = srv.requests()[len(refused):]
+        accepted = srv.requests()[len(refused) :]
     message = " ".join(str(info.value).split())
     assert "401" in message and "wants an API key" in message and "--api-key-env NAME" in message, message
     assert len(refused) == 1  # a missing key is not retried
@@ -189,8 +263,10 @@ def test_a_rejected_named_key_is_reported_as_rejected(tmp_path: Path, transport:
     from moodbench.llm import LLMCallError
 
     monkeypatch.setenv("MY_SERVER_KEY", "wrong-key-456")
-    with start_scripted_server({"faults": {"require_api_key": "right-key-123"}}, tmp_path) as srv, \
-            pytest.raises(LLMCallError) as info:
+    with (
+        start_scripted_server({"faults": {"require_api_key": "right-key-123"}}, tmp_path) as srv,
+        pytest.raises(LLMCallError) as info,
+    ):
         _client((srv.base_url,), transport, api_key_env="MY_SERVER_KEY", max_retries=0).complete(MESSAGES)
     message = " ".join(str(info.value).split())
     assert "401" in message and "MY_SERVER_KEY" in message and "rejected" in message and "wrong-key-456" not in message

@@ -35,16 +35,38 @@ def test_local_model_conversation_is_stored_with_tool_calls_user_reply_and_rewar
     # tool_choice=required: the server's front forces a grammar-constrained call, so the agent's first
     # turn is a real tool call whatever this small model would do under auto.
     proc = subprocess.run(
-        [*CLI, "run", "--agent-model", f"local/{MODEL}", "--domain", "mock",
-         "--task-ids", "create_task_1", "--variants", "frustration", "--tool-choice", "required",
-         "--max-steps", "8", "--max-tokens", "96", "--agent-args", '{"temperature": 0}', "--skip-preflight",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=1200,
+        [
+            *CLI,
+            "run",
+            "--agent-model",
+            f"local/{MODEL}",
+            "--domain",
+            "mock",
+            "--task-ids",
+            "create_task_1",
+            "--variants",
+            "frustration",
+            "--tool-choice",
+            "required",
+            "--max-steps",
+            "8",
+            "--max-tokens",
+            "96",
+            "--agent-args",
+            '{"temperature": 0}',
+            "--skip-preflight",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     con = sqlite3.connect(out / "results.sqlite")
     reward, reward_info, simulation, stats = con.execute(
-        "SELECT reward, reward_info, simulation, stats FROM simulations").fetchone()
+        "SELECT reward, reward_info, simulation, stats FROM simulations"
+    ).fetchone()
     sim, stats = json.loads(simulation), json.loads(stats)
     agent_calls = [tc for m in sim["messages"] if m["role"] == "assistant" for tc in (m.get("tool_calls") or [])]
     assert agent_calls and stats["agent"]["tool_calls"] >= 1

@@ -9,9 +9,15 @@ from moodbench.sim import OutcomeInputs, classify
 
 
 def inputs(**kw: object) -> OutcomeInputs:
-    base: dict[str, object] = {"reward": 0.0, "termination_reason": "user_stop", "last_user_text": "Thanks. ###STOP###",
-                               "agent_tool_calls": 2, "agent_invalid_calls": 0, "task_needs_agent_tool": True,
-                               "transferred": False}
+    base: dict[str, object] = {
+        "reward": 0.0,
+        "termination_reason": "user_stop",
+        "last_user_text": "Thanks. ###STOP###",
+        "agent_tool_calls": 2,
+        "agent_invalid_calls": 0,
+        "task_needs_agent_tool": True,
+        "transferred": False,
+    }
     return OutcomeInputs(**{**base, **kw})  # type: ignore[arg-type]
 
 

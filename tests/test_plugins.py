@@ -28,22 +28,36 @@ AGENTS, DOMAINS = EXAMPLES / "agents", EXAMPLES / "domains"
 DEESCALATE_MARK = "acknowledge the feeling in one short sentence"  # in calm_agent's instruction, nowhere else
 
 # The agent unlocks e1 and says so: locked_out_1 succeeds (its gold action), broken_screen_1 fails (it wanted a ticket).
-HELPDESK_SCRIPT: dict[str, Any] = {"roles": {
-    "agent": {"turns": [{"content": "unused (tau2 sends a fixed greeting)"},
-                        {"tool_calls": [{"name": "reset_password", "arguments": {"employee_id": "e1"}}]},
-                        {"content": "Your account is unlocked."}],
-              "after": {"content": "Anything else?"}},
-    "user": {"turns": [{"content": "I'm locked out of my account, my id is e1."}, {"content": "Thanks! ###STOP###"}],
-             "after": {"content": "###STOP###"}},
-}}
+HELPDESK_SCRIPT: dict[str, Any] = {
+    "roles": {
+        "agent": {
+            "turns": [
+                {"content": "unused (tau2 sends a fixed greeting)"},
+                {"tool_calls": [{"name": "reset_password", "arguments": {"employee_id": "e1"}}]},
+                {"content": "Your account is unlocked."},
+            ],
+            "after": {"content": "Anything else?"},
+        },
+        "user": {
+            "turns": [{"content": "I'm locked out of my account, my id is e1."}, {"content": "Thanks! ###STOP###"}],
+            "after": {"content": "###STOP###"},
+        },
+    }
+}
 OUTCOMES = {"locked_out_1": "success", "broken_screen_1": "task_failed"}
 
 
 def moodbench(*args: Any, path: list[Path] = (), timeout: float = 300) -> subprocess.CompletedProcess[str]:  # type: ignore[assignment]
     """The real CLI with ``path`` (plugin folders) on PYTHONPATH after this checkout's sources."""
     env = cli_env({"PYTHONPATH": os.pathsep.join(str(p) for p in (SRC_DIR, *path))})
-    return subprocess.run([sys.executable, "-m", "moodbench.cli", *[str(a) for a in args]], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tempfile.gettempdir())
+    return subprocess.run(
+        [sys.executable, "-m", "moodbench.cli", *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 def words(text: str) -> str:
@@ -79,9 +93,26 @@ def test_example_agent_by_registered_name_on_the_example_domain(tmp_path: Path) 
     """A plugin's domain and a plugin's agent (by its registry name): run, record, resume, summary, export, import."""
     out = tmp_path / "run"
     with start_scripted_server(HELPDESK_SCRIPT, tmp_path) as srv:
-        args = ["run", "--plugin", "helpdesk", "--plugin", "calm_agent", "--agent", "deescalating_agent", "--domain", "helpdesk",
-                "--variants", "control,frustration", "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
-                "--skip-preflight", "--out", out]
+        args = [
+            "run",
+            "--plugin",
+            "helpdesk",
+            "--plugin",
+            "calm_agent",
+            "--agent",
+            "deescalating_agent",
+            "--domain",
+            "helpdesk",
+            "--variants",
+            "control,frustration",
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--skip-preflight",
+            "--out",
+            out,
+        ]
         first = moodbench(*args, path=[AGENTS, DOMAINS])
         assert first.returncode == 0, explain(first)
         systems = agent_systems(srv)
@@ -94,8 +125,12 @@ def test_example_agent_by_registered_name_on_the_example_domain(tmp_path: Path) 
         assert len(got) == 4
         assert {(r["task_id"], r["exit_reason"]) for r in got} == set(OUTCOMES.items())
         for r in got:
-            assert r["agent_impl"] == {"name": "deescalating_agent", "cls": "calm_agent:DeescalatingAgent",
-                                       "version": "calm_agent 0.1.0", "sha256": sha256_file(AGENTS / "calm_agent.py")}
+            assert r["agent_impl"] == {
+                "name": "deescalating_agent",
+                "cls": "calm_agent:DeescalatingAgent",
+                "version": "calm_agent 0.1.0",
+                "sha256": sha256_file(AGENTS / "calm_agent.py"),
+            }
             assert r["stats"]["agent"]["tool_calls"] == 1 and r["stats"]["agent"]["llm_calls"] == 2  # read from its messages
 
         again = moodbench(*args, path=[AGENTS, DOMAINS])  # resume: nothing left to run
@@ -109,8 +144,9 @@ def test_example_agent_by_registered_name_on_the_example_domain(tmp_path: Path) 
     exported = tmp_path / "helpdesk.json"
     missing = moodbench("export", out, "--format", "tau2", "--out", exported)
     assert missing.returncode == 2 and "--plugin" in words(missing.stderr), explain(missing)
-    done = moodbench("export", out, "--plugin", "helpdesk", "--format", "tau2", "--variant", "frustration", "--out", exported,
-                     path=[DOMAINS])
+    done = moodbench(
+        "export", out, "--plugin", "helpdesk", "--format", "tau2", "--variant", "frustration", "--out", exported, path=[DOMAINS]
+    )
     assert done.returncode == 0, explain(done)
     results = json.loads(exported.read_text())
     assert results["info"]["agent_info"]["implementation"] == "deescalating_agent"
@@ -125,7 +161,8 @@ def test_agent_class_path_in_worker_processes_through_a_config_file(tmp_path: Pa
     """``agent``/``plugins`` as config keys; workers import the plugin and the class by name; the class takes ``client``."""
     config = tmp_path / "run.toml"
     with start_scripted_server(HELPDESK_SCRIPT, tmp_path) as srv:
-        config.write_text(textwrap.dedent(f"""
+        config.write_text(
+            textwrap.dedent(f"""
             plugins = ["helpdesk"]
             agent = "calm_agent:DeescalatingModelLayerAgent"
             domains = ["helpdesk"]
@@ -135,8 +172,9 @@ def test_agent_class_path_in_worker_processes_through_a_config_file(tmp_path: Pa
             executor = "process"
             concurrency = 2
             skip_preflight = true
-            out = "{tmp_path / 'run'}"
-        """))
+            out = "{tmp_path / "run"}"
+        """)
+        )
         res = moodbench("run", "--config", config, path=[AGENTS, DOMAINS])
         assert res.returncode == 0, explain(res)
         assert agent_systems(srv) and all(DEESCALATE_MARK in s for s in agent_systems(srv))
@@ -178,29 +216,56 @@ BAD_AGENTS = """
 """
 
 
-@pytest.mark.parametrize(("extra", "said"), [
-    (["--plugin", "no_such_plugin_mod"], ["plugin 'no_such_plugin_mod'", "no module named 'no_such_plugin_mod'"]),
-    (["--plugin", "broken_plugin"], ["plugin 'broken_plugin'", "raised RuntimeError: registry unreachable", "broken_plugin.py:2"]),
-    (["--plugin", "plugins/x.py"], ["is not a Python module name", "not a file path"]),
-    (["--agent", "bad_agents:NotAnAgent"], ["agent 'bad_agents:NotAnAgent'", "is not a tau2 agent", "BaseAgent"]),
-    (["--agent", "bad_agents:RaisingAgent"], ["agent 'bad_agents:RaisingAgent'", "constructor raised ValueError",
-                                              "no vector store configured"]),
-    (["--agent", "bad_agents:NeedsMore"], ["memory_path", "cannot fill"]),
-    (["--agent", "bad_agents:Nope"], ["module 'bad_agents' has no 'Nope'"]),
-    (["--agent", "no_such_agent_name"], ["agent 'no_such_agent_name' is not registered in tau2's registry", "llm_agent"]),
-    (["--agent", "llm_agent_solo"], ["solo or ground-truth agent"]),
-    (["--domain", "helpdesk"], ["unknown domain 'helpdesk'", "--plugin"]),
-    (["--agent", "llm_agent", "--tool-choice", "required"], ["--tool-choice required", "takes no tool_choice"]),
-])
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--plugin", "no_such_plugin_mod"], ["plugin 'no_such_plugin_mod'", "no module named 'no_such_plugin_mod'"]),
+        (
+            ["--plugin", "broken_plugin"],
+            ["plugin 'broken_plugin'", "raised RuntimeError: registry unreachable", "broken_plugin.py:2"],
+        ),
+        (["--plugin", "plugins/x.py"], ["is not a Python module name", "not a file path"]),
+        (["--agent", "bad_agents:NotAnAgent"], ["agent 'bad_agents:NotAnAgent'", "is not a tau2 agent", "BaseAgent"]),
+        (
+            ["--agent", "bad_agents:RaisingAgent"],
+            ["agent 'bad_agents:RaisingAgent'", "constructor raised ValueError", "no vector store configured"],
+        ),
+        (["--agent", "bad_agents:NeedsMore"], ["memory_path", "cannot fill"]),
+        (["--agent", "bad_agents:Nope"], ["module 'bad_agents' has no 'Nope'"]),
+        (["--agent", "no_such_agent_name"], ["agent 'no_such_agent_name' is not registered in tau2's registry", "llm_agent"]),
+        (["--agent", "llm_agent_solo"], ["solo or ground-truth agent"]),
+        (["--domain", "helpdesk"], ["unknown domain 'helpdesk'", "--plugin"]),
+        (["--agent", "llm_agent", "--tool-choice", "required"], ["--tool-choice required", "takes no tool_choice"]),
+    ],
+)
 def test_bad_plugins_exit_2_naming_the_plugin_and_the_problem(tmp_path: Path, extra: list[str], said: list[str]) -> None:
     folder = _write(tmp_path / "mods", "bad_agents", BAD_AGENTS)
-    _write(folder, "broken_plugin", """
+    _write(
+        folder,
+        "broken_plugin",
+        """
         raise RuntimeError("registry unreachable")
-    """)
+    """,
+    )
     out = tmp_path / "run"
-    res = moodbench("run", "--domain", "mock", "--task-ids", "create_task_1", "--variants", "control", "--agent-model",
-                    "openai/scripted", "--agent-base-url", "http://127.0.0.1:9/v1", "--skip-preflight", "--out", out, *extra,
-                    path=[folder])
+    res = moodbench(
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        "create_task_1",
+        "--variants",
+        "control",
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        "http://127.0.0.1:9/v1",
+        "--skip-preflight",
+        "--out",
+        out,
+        *extra,
+        path=[folder],
+    )
     assert res.returncode == 2, explain(res)
     text = words(res.stderr)
     for part in said:
@@ -212,10 +277,27 @@ def test_bad_plugins_exit_2_naming_the_plugin_and_the_problem(tmp_path: Path, ex
 def test_agent_code_raising_mid_conversation_is_the_agents_failure(tmp_path: Path) -> None:
     folder = _write(tmp_path / "mods", "bad_agents", BAD_AGENTS)
     with start_scripted_server(HELPDESK_SCRIPT, tmp_path) as srv:
-        res = moodbench("run", "--plugin", "helpdesk", "--domain", "helpdesk", "--task-ids", "locked_out_1", "--variants",
-                        "control", "--agent", "bad_agents:CrashingAgent", "--agent-model", "openai/scripted",
-                        "--agent-base-url", srv.base_url, "--skip-preflight", "--out", tmp_path / "run",
-                        path=[folder, DOMAINS])
+        res = moodbench(
+            "run",
+            "--plugin",
+            "helpdesk",
+            "--domain",
+            "helpdesk",
+            "--task-ids",
+            "locked_out_1",
+            "--variants",
+            "control",
+            "--agent",
+            "bad_agents:CrashingAgent",
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--skip-preflight",
+            "--out",
+            tmp_path / "run",
+            path=[folder, DOMAINS],
+        )
     assert res.returncode == 0, explain(res)
     (row,) = rows(tmp_path / "run")
     assert row["exit_reason"] == "agent_error"
@@ -226,10 +308,29 @@ def test_a_failed_model_call_inside_the_users_agent_is_an_llm_error(tmp_path: Pa
     """tau2's LLMAgent calls litellm itself; a 500 there is the endpoint's fault: llm_error, re-run on resume."""
     script = {**HELPDESK_SCRIPT, "faults": {"error_500_rate": 1.0, "roles": ["agent"]}}
     with start_scripted_server(script, tmp_path) as srv:
-        res = moodbench("run", "--plugin", "helpdesk", "--domain", "helpdesk", "--task-ids", "locked_out_1", "--variants",
-                        "control", "--agent", "calm_agent:DeescalatingAgent", "--agent-model", "openai/scripted",
-                        "--agent-base-url", srv.base_url, "--skip-preflight", "--max-retries", "0", "--out", tmp_path / "run",
-                        path=[AGENTS, DOMAINS])
+        res = moodbench(
+            "run",
+            "--plugin",
+            "helpdesk",
+            "--domain",
+            "helpdesk",
+            "--task-ids",
+            "locked_out_1",
+            "--variants",
+            "control",
+            "--agent",
+            "calm_agent:DeescalatingAgent",
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--skip-preflight",
+            "--max-retries",
+            "0",
+            "--out",
+            tmp_path / "run",
+            path=[AGENTS, DOMAINS],
+        )
         assert srv.requests(role="agent") and all(r["status"] == 500 for r in srv.requests(role="agent"))
     assert res.returncode == 0, explain(res)
     (row,) = rows(tmp_path / "run")
@@ -243,9 +344,26 @@ def test_changed_agent_code_is_refused_on_resume(tmp_path: Path) -> None:
     agent_file = folder / "my_agent.py"
     agent_file.write_text((AGENTS / "calm_agent.py").read_text().replace('"deescalating_agent"', '"my_deescalating_agent"'))
     with start_scripted_server(HELPDESK_SCRIPT, tmp_path) as srv:
-        args = ["run", "--plugin", "helpdesk", "--domain", "helpdesk", "--task-ids", "locked_out_1", "--variants",
-                "control,frustration", "--agent", "my_agent:DeescalatingAgent", "--agent-model", "openai/scripted",
-                "--agent-base-url", srv.base_url, "--skip-preflight", "--out", tmp_path / "run"]
+        args = [
+            "run",
+            "--plugin",
+            "helpdesk",
+            "--domain",
+            "helpdesk",
+            "--task-ids",
+            "locked_out_1",
+            "--variants",
+            "control,frustration",
+            "--agent",
+            "my_agent:DeescalatingAgent",
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--skip-preflight",
+            "--out",
+            tmp_path / "run",
+        ]
         first = moodbench(*args, path=[folder, DOMAINS])
         assert first.returncode == 0, explain(first)
         before = sha256_file(agent_file)
@@ -264,13 +382,37 @@ def test_changed_agent_code_is_refused_on_resume(tmp_path: Path) -> None:
 
 
 def test_variants_show_and_customer_probe_on_a_plugin_domain(tmp_path: Path) -> None:
-    shown = moodbench("variants", "--plugin", "helpdesk", "--show", "anger", "--domain", "helpdesk", "--task-id",
-                      "broken_screen_1", path=[DOMAINS])
+    shown = moodbench(
+        "variants",
+        "--plugin",
+        "helpdesk",
+        "--show",
+        "anger",
+        "--domain",
+        "helpdesk",
+        "--task-id",
+        "broken_screen_1",
+        path=[DOMAINS],
+    )
     assert shown.returncode == 0, explain(shown)
     assert "Your laptop screen flickers" in shown.stdout and "<emotional_state>" in shown.stdout
     with start_scripted_server(HELPDESK_SCRIPT, tmp_path) as srv:
-        probed = moodbench("probe", "--plugin", "helpdesk", "--user", "--domain", "helpdesk", "--model", "openai/scripted",
-                           "--base-url", srv.base_url, "--user-format", "tau2", "--json", path=[DOMAINS])
+        probed = moodbench(
+            "probe",
+            "--plugin",
+            "helpdesk",
+            "--user",
+            "--domain",
+            "helpdesk",
+            "--model",
+            "openai/scripted",
+            "--base-url",
+            srv.base_url,
+            "--user-format",
+            "tau2",
+            "--json",
+            path=[DOMAINS],
+        )
         assert probed.returncode in (0, 1), explain(probed)
         report = json.loads(probed.stdout)
         assert report["domain"] == "helpdesk" and report["tasks"]
@@ -281,10 +423,30 @@ def test_variants_show_and_customer_probe_on_a_plugin_domain(tmp_path: Path) -> 
 def test_plugin_agent_and_domain_on_ray(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'moodbench[ray]')")
     with start_scripted_server(HELPDESK_SCRIPT, tmp_path) as srv:
-        res = moodbench("run", "--plugin", "helpdesk", "--plugin", "calm_agent", "--agent", "deescalating_agent", "--domain",
-                        "helpdesk", "--variants", "control", "--executor", "ray", "--agent-model", "openai/scripted",
-                        "--agent-base-url", srv.base_url, "--skip-preflight", "--out", tmp_path / "run",
-                        path=[AGENTS, DOMAINS], timeout=600)
+        res = moodbench(
+            "run",
+            "--plugin",
+            "helpdesk",
+            "--plugin",
+            "calm_agent",
+            "--agent",
+            "deescalating_agent",
+            "--domain",
+            "helpdesk",
+            "--variants",
+            "control",
+            "--executor",
+            "ray",
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--skip-preflight",
+            "--out",
+            tmp_path / "run",
+            path=[AGENTS, DOMAINS],
+            timeout=600,
+        )
         assert res.returncode == 0, explain(res)
     got = rows(tmp_path / "run")
     assert {(r["task_id"], r["exit_reason"]) for r in got} == set(OUTCOMES.items())

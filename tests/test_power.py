@@ -193,13 +193,31 @@ def test_design_validation():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "power", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [*CLI, "power", *args], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}
+    )
 
 
 def test_power_command_prints_the_formula_numbers():
-    r = _cli("--tasks", "20,40,80", "--trials", "3", "--variants", "8", "--baseline-success", "0.65", "--icc", "0.5",
-             "--pair-corr", "0.3", "--effect-sd", "0.05", "--effects", "0.1,0.2", "--json")
+    r = _cli(
+        "--tasks",
+        "20,40,80",
+        "--trials",
+        "3",
+        "--variants",
+        "8",
+        "--baseline-success",
+        "0.65",
+        "--icc",
+        "0.5",
+        "--pair-corr",
+        "0.3",
+        "--effect-sd",
+        "0.05",
+        "--effects",
+        "0.1,0.2",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["design"]["family_size"] == 8 and data["defaults_used"] == []
@@ -208,18 +226,30 @@ def test_power_command_prints_the_formula_numbers():
         assert row["mde"] == pytest.approx(mde(d))
         assert row["powers"]["0.1"] == pytest.approx(power_at(d, 0.1))
     by_tasks = {row["tasks"]: row["mde"] for row in data["rows"]}
-    assert by_tasks[40] == pytest.approx(0.185, abs=0.0015) and by_tasks[80] == pytest.approx(0.118, abs=0.0015)  # docs/statistics.md
+    assert by_tasks[40] == pytest.approx(0.185, abs=0.0015) and by_tasks[80] == pytest.approx(
+        0.118, abs=0.0015
+    )  # docs/statistics.md
     # several domains add per-domain comparisons to the family; the human table says the same as the JSON
     two = json.loads(_cli("--tasks", "40", "--trials", "3", "--variants", "2", "--domains", "2", "--json").stdout)
-    assert two["design"]["family_size"] == 2 * 3 and set(two["defaults_used"]) == {"baseline_success", "icc", "pair_corr", "effect_sd"}
+    assert two["design"]["family_size"] == 2 * 3 and set(two["defaults_used"]) == {
+        "baseline_success",
+        "icc",
+        "pair_corr",
+        "effect_sd",
+    }
     text = _cli("--tasks", "10,40", "--trials", "3")
     assert text.returncode == 0 and "too few" in text.stdout and f"{mde(Design(40, 3, 1, effect_sd=0.05)):.3f}" in text.stdout
 
 
 def test_power_command_rejects_bad_input(tmp_path):
-    for args, words in ((["--tasks", "forty"], "--tasks must be whole numbers"), (["--baseline-success", "1.5"], "baseline"),
-                        (["--icc", "2"], "icc"), (["--effects", "0"], "--effects"), (["--alpha", "1"], "--alpha"),
-                        (["--pilot", str(tmp_path)], "not a run directory")):
+    for args, words in (
+        (["--tasks", "forty"], "--tasks must be whole numbers"),
+        (["--baseline-success", "1.5"], "baseline"),
+        (["--icc", "2"], "icc"),
+        (["--effects", "0"], "--effects"),
+        (["--alpha", "1"], "--alpha"),
+        (["--pilot", str(tmp_path)], "not a run directory"),
+    ):
         r = _cli(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
@@ -232,17 +262,34 @@ def _pilot_run(path, tasks=24, trials=3, seed=5):
     rng = np.random.default_rng(seed)
     p = rng.beta(1.5, 1.0, size=tasks)
     with Store(path / "results.sqlite") as store:
-        store.set_meta("config", {"agent_model": "openai/pilot", "trials": trials, "domains": ["mock"], "variants": ["control", "anger"]})
-        store.set_meta("plan", {"planned": {"mock": {"control": tasks * trials, "anger": tasks * trials}}, "variants": ["control", "anger"],
-                                "domains": ["mock"]})
+        store.set_meta(
+            "config", {"agent_model": "openai/pilot", "trials": trials, "domains": ["mock"], "variants": ["control", "anger"]}
+        )
+        store.set_meta(
+            "plan",
+            {
+                "planned": {"mock": {"control": tasks * trials, "anger": tasks * trials}},
+                "variants": ["control", "anger"],
+                "domains": ["mock"],
+            },
+        )
         for g in range(tasks):
             for m in range(trials):
                 u = rng.random()
                 for v, q in (("control", p[g]), ("anger", p[g] * 0.8)):
                     reward = float(u < q)
                     exit_reason = ExitReason("success" if reward else "task_failed")
-                    store.insert(ConversationRecord(cell_key=f"mock|t{g}|{v}|{m}", domain="mock", task_id=f"t{g}", variant=v, trial=m,
-                                                    reward=reward, exit_reason=exit_reason))
+                    store.insert(
+                        ConversationRecord(
+                            cell_key=f"mock|t{g}|{v}|{m}",
+                            domain="mock",
+                            task_id=f"t{g}",
+                            variant=v,
+                            trial=m,
+                            reward=reward,
+                            exit_reason=exit_reason,
+                        )
+                    )
     write_summary(path)
     return path
 

@@ -24,13 +24,25 @@ from scripted import CLI, start_scripted_server
 from test_probe import agent_script, never_under_auto, text_calls
 
 # The working mock example (see the project notes): the agent's first model call is turn 1.
-EXAMPLE = {"roles": {
-    "agent": {"turns": [{"content": "unused"},
-                        {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
-                        {"content": "Done."}], "after": {"content": "Anything else?"}},
-    "user": {"turns": [{"content": "Please create a task called 'Important Meeting' for user_1."}, {"content": "Thanks! ###STOP###"}],
-             "after": {"content": "###STOP###"}},
-}}
+EXAMPLE = {
+    "roles": {
+        "agent": {
+            "turns": [
+                {"content": "unused"},
+                {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
+                {"content": "Done."},
+            ],
+            "after": {"content": "Anything else?"},
+        },
+        "user": {
+            "turns": [
+                {"content": "Please create a task called 'Important Meeting' for user_1."},
+                {"content": "Thanks! ###STOP###"},
+            ],
+            "after": {"content": "###STOP###"},
+        },
+    }
+}
 USER_TURNS = EXAMPLE["roles"]["user"]
 
 
@@ -41,10 +53,30 @@ def _free_port() -> int:
 
 
 def _run(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               COLUMNS="200")
-    cmd = [*CLI, "run", "--domain", "mock", "--task-ids", "create_task_1", "--variants", "control",
-           "--trials", "1", "--max-retries", "0", "--out", str(out), *args]
+    env = dict(
+        os.environ,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        COLUMNS="200",
+    )
+    cmd = [
+        *CLI,
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        "create_task_1",
+        "--variants",
+        "control",
+        "--trials",
+        "1",
+        "--max-retries",
+        "0",
+        "--out",
+        str(out),
+        *args,
+    ]
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tempfile.gettempdir())
 
 
@@ -87,15 +119,21 @@ def test_run_with_tool_calling_agent_passes_preflight(tmp_path: Path) -> None:
         proc = _run(out, "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url)
         agent_requests = srv.requests("agent")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "preflight: 1 endpoint(s) ok; the agent called a tool in 2/2 probe case(s) under tool_choice=auto" in " ".join(proc.stderr.split())
+    assert "preflight: 1 endpoint(s) ok; the agent called a tool in 2/2 probe case(s) under tool_choice=auto" in " ".join(
+        proc.stderr.split()
+    )
     assert _rows(out) == 1
     with sqlite3.connect(out / "results.sqlite") as conn:
         assert conn.execute("SELECT exit_reason FROM simulations").fetchone()[0] == "success"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["preflight"]["passed"] is True and manifest["preflight"]["probe"]["tool_cases_called"] == 2
     assert manifest["exit_code"] == 0
-    probes = [r for r in agent_requests if r["body"]["messages"][-1]["content"] in
-              ("Please create a task called 'Buy milk' for user_1.", "Please mark task task_1 as completed.", "Hi there!")]
+    probes = [
+        r
+        for r in agent_requests
+        if r["body"]["messages"][-1]["content"]
+        in ("Please create a task called 'Buy milk' for user_1.", "Please mark task task_1 as completed.", "Hi there!")
+    ]
     assert len(probes) == 3
     assert _events(out, "preflight")[0]["passed"] is True
 
@@ -104,8 +142,17 @@ def test_run_refuses_dead_user_endpoint(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{_free_port()}/v1"
     out = tmp_path / "run"
     with start_scripted_server(EXAMPLE, tmp_path) as srv:
-        proc = _run(out, "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
-                    "--user-model", "openai/scripted", "--user-base-url", dead)
+        proc = _run(
+            out,
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--user-model",
+            "openai/scripted",
+            "--user-base-url",
+            dead,
+        )
         requests = srv.requests()
     err = " ".join(proc.stderr.split())
     assert proc.returncode == 3, proc.stderr[-3000:]
@@ -153,8 +200,9 @@ def _preflight(pf, config):
 def test_text_calls_refused_without_recovery_and_accepted_with_it(pf, tmp_path: Path) -> None:
     with start_scripted_server(agent_script("mock", text_calls), tmp_path) as srv:
         off, off_meta = _preflight(pf, _config(tmp_path / "off", agent_model="openai/scripted", agent_base_url=srv.base_url))
-        on, on_meta = _preflight(pf, _config(tmp_path / "on", agent_model="openai/scripted", agent_base_url=srv.base_url,
-                                             recover_text_tool_calls=True))
+        on, on_meta = _preflight(
+            pf, _config(tmp_path / "on", agent_model="openai/scripted", agent_base_url=srv.base_url, recover_text_tool_calls=True)
+        )
     assert isinstance(off, pf.PreflightError)
     assert "wrote its tool calls as text in 2/2 probe case(s) and text recovery is off" in str(off)
     assert any("--recover-text-tool-calls" in a for a in off.advice)
@@ -176,7 +224,9 @@ def test_wrong_model_name_is_refused(pf, tmp_path: Path) -> None:
 def test_required_policy_probes_with_respond_tool(pf, tmp_path: Path) -> None:
     # under --tool-choice required the agent is probed with respond_to_user, as in the run
     with start_scripted_server(agent_script("mock", never_under_auto), tmp_path) as srv:
-        ok, meta = _preflight(pf, _config(tmp_path, agent_model="openai/scripted", agent_base_url=srv.base_url, tool_choice="required"))
+        ok, meta = _preflight(
+            pf, _config(tmp_path, agent_model="openai/scripted", agent_base_url=srv.base_url, tool_choice="required")
+        )
         bodies = srv.bodies("agent")
     assert not isinstance(ok, Exception) and ok["passed"] is True
     assert meta["probe"]["tool_choice"] == "required" and meta["probe"]["modes"]["required"]["unwanted_calls"] == 0

@@ -50,8 +50,11 @@ def never_under_auto(case: ProbeCase) -> dict[str, Any]:
     """The failure that sank the old harness: calls tools only when forced."""
     if case.needs_tool:
         # under auto: prose, or (like Qwen2.5-0.5B on llama.cpp) a call written as text to a tool that does not exist
-        auto = ({"text_tool_call": {"name": "delete_task", "arguments": {"task_id": "task_1"}}} if case.id == "mock-delete-task"
-                else {"content": "Sure, I will look into that for you."})
+        auto = (
+            {"text_tool_call": {"name": "delete_task", "arguments": {"task_id": "task_1"}}}
+            if case.id == "mock-delete-task"
+            else {"content": "Sure, I will look into that for you."}
+        )
         return {"by_tool_choice": {"auto": auto, "required": {"tool_calls": [MOCK_CALLS[case.id]]}}}
     return {"by_tool_choice": {"auto": SAY, "required": SAY_REQUIRED}}
 
@@ -71,9 +74,13 @@ def messy(case: ProbeCase) -> dict[str, Any]:
         "mock-create-task": {"think": "the user wants a task", "tool_calls": [MOCK_CALLS["mock-create-task"]]},
         "mock-complete-task": {"tool_calls": [{"name": "update_task", "arguments": {"task_id": "task_1"}}]},  # no such tool
         "mock-list-users": {"tool_calls": [{"name": "get_users", "arguments": "{bad json"}]},
-        "mock-delete-task": {"tool_calls": [{"name": "transfer_to_human_agents", "arguments": {"reason": "delete"}}]},  # missing + unknown
+        "mock-delete-task": {
+            "tool_calls": [{"name": "transfer_to_human_agents", "arguments": {"reason": "delete"}}]
+        },  # missing + unknown
         "mock-greeting": {"empty": True},
-        "mock-thanks": {"tool_calls": [{"name": "get_users", "arguments": {}}, {"name": "get_users", "arguments": {}}]},  # unwanted, duplicate
+        "mock-thanks": {
+            "tool_calls": [{"name": "get_users", "arguments": {}}, {"name": "get_users", "arguments": {}}]
+        },  # unwanted, duplicate
         "mock-policy-status": {"think": "statuses...", "content": "A task can be pending or completed."},
         "mock-compliment": {"text_tool_call": {"name": "give_compliment", "arguments": {"to": "user_1"}}, "style": "fenced"},
     }
@@ -199,8 +206,12 @@ def test_failing_requests(probe_mod, tmp_path: Path) -> None:
     # every request fails under auto (vLLM without --enable-auto-tool-choice answers 400), required works
     def auto_400(case: ProbeCase) -> dict[str, Any]:
         required = {"tool_calls": [MOCK_CALLS[case.id]]} if case.needs_tool else SAY_REQUIRED
-        return {"by_tool_choice": {"auto": {"status": 400, "error": "auto tool choice requires --enable-auto-tool-choice"},
-                                   "required": required}}
+        return {
+            "by_tool_choice": {
+                "auto": {"status": 400, "error": "auto tool choice requires --enable-auto-tool-choice"},
+                "required": required,
+            }
+        }
 
     script = agent_script("mock", auto_400)
     with start_scripted_server(script, tmp_path) as srv:
@@ -266,9 +277,24 @@ def test_endpoint_checks(probe_mod, tmp_path: Path) -> None:
 
 def test_user_probe_recommends_the_format_without_echoes(probe_mod, tmp_path: Path) -> None:
     # tau2 format: the customer repeats the agent (the measured failure of small models); transcript: a real customer
-    script = {"roles": {"user": {"turns": [{"match": [{"if_contains": "<conversation>", "in": "last",
-                                                        "then": {"content": "I need a task called 'Important Meeting' for user_1, please."}}],
-                                             "else": {"echo_last": True}}]}}}
+    script = {
+        "roles": {
+            "user": {
+                "turns": [
+                    {
+                        "match": [
+                            {
+                                "if_contains": "<conversation>",
+                                "in": "last",
+                                "then": {"content": "I need a task called 'Important Meeting' for user_1, please."},
+                            }
+                        ],
+                        "else": {"echo_last": True},
+                    }
+                ]
+            }
+        }
+    }
     with start_scripted_server(script, tmp_path) as srv:
         report = probe_mod.run_user_probe(_spec(srv), "mock", formats=("tau2", "transcript"), threads=4)
         user_requests = srv.requests("user")
@@ -282,8 +308,18 @@ def test_user_probe_recommends_the_format_without_echoes(probe_mod, tmp_path: Pa
 
 
 def test_user_probe_premature_stop_and_unusable(probe_mod, tmp_path: Path) -> None:
-    script = {"roles": {"user": {"turns": [{"match": [{"if_contains": "<conversation>", "in": "last", "then": {"content": "###STOP###"}}],
-                                             "else": {"content": "How can I assist you today?"}}]}}}
+    script = {
+        "roles": {
+            "user": {
+                "turns": [
+                    {
+                        "match": [{"if_contains": "<conversation>", "in": "last", "then": {"content": "###STOP###"}}],
+                        "else": {"content": "How can I assist you today?"},
+                    }
+                ]
+            }
+        }
+    }
     with start_scripted_server(script, tmp_path) as srv:
         report = probe_mod.run_user_probe(_spec(srv), "mock", formats=("tau2", "transcript"), threads=4)
     tau2, transcript = report.formats["tau2"], report.formats["transcript"]
@@ -295,9 +331,24 @@ def test_user_probe_premature_stop_and_unusable(probe_mod, tmp_path: Path) -> No
 
 def test_user_probe_measures_the_completion_format_and_skips_it_where_customers_have_tools(probe_mod, tmp_path: Path) -> None:
     # a chat-tuned small model: both chat formats answer like the agent; continued as a transcript it is the customer
-    script = {"roles": {"user": {"turns": [{"match": [{"if_contains": "TRANSCRIPT", "in": "system",
-                                                        "then": {"content": " I need a task called 'Important Meeting' for user_1."}}],
-                                             "else": {"content": "How can I assist you today?"}}]}}}
+    script = {
+        "roles": {
+            "user": {
+                "turns": [
+                    {
+                        "match": [
+                            {
+                                "if_contains": "TRANSCRIPT",
+                                "in": "system",
+                                "then": {"content": " I need a task called 'Important Meeting' for user_1."},
+                            }
+                        ],
+                        "else": {"content": "How can I assist you today?"},
+                    }
+                ]
+            }
+        }
+    }
     with start_scripted_server(script, tmp_path) as srv:
         report = probe_mod.run_user_probe(_spec(srv), "mock", threads=4)
         texts = [r for r in srv.requests("user") if "prompt" in r["body"]]
@@ -317,10 +368,16 @@ def test_user_probe_measures_the_completion_format_and_skips_it_where_customers_
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               COLUMNS="200")
-    return subprocess.run([*CLI, "probe", *args], check=False, capture_output=True, text=True,
-                          timeout=180, env=env, cwd=tempfile.gettempdir())
+    env = dict(
+        os.environ,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        COLUMNS="200",
+    )
+    return subprocess.run(
+        [*CLI, "probe", *args], check=False, capture_output=True, text=True, timeout=180, env=env, cwd=tempfile.gettempdir()
+    )
 
 
 def test_cli_json_and_table(tmp_path: Path) -> None:

@@ -40,9 +40,23 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # a throwaway single-machine cluster: no token authentication (Ray enables it for clusters it
     # starts with `ray start` unless told otherwise); drivers then connect without a token
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.2", f"--port={port}", "--num-cpus=2",
-                            "--include-dashboard=false",
-                            f"--temp-dir={temp}", "--disable-usage-stats"], capture_output=True, text=True, timeout=300, env=env)
+    start = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.2",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-3000:]
     try:
         yield f"127.0.0.2:{port}"  # loopback; Ray rewrites 127.0.0.1 to the network address
@@ -76,7 +90,16 @@ def test_ray_matches_threads_resumes_and_shards(tmp_path: Path, moodbench_bin: l
 def test_ray_private_local_instance(tmp_path: Path, moodbench_bin: list[str]) -> None:
     """Without --ray-address the run starts (and stops) its own Ray instance."""
     with start_scripted_server(SCRIPT, tmp_path) as srv:
-        res = run(moodbench_bin, srv.base_url, tmp_path / "ray", "--executor", "ray", "--task-ids", "create_task_1",
-                  "--variants", "control")
+        res = run(
+            moodbench_bin,
+            srv.base_url,
+            tmp_path / "ray",
+            "--executor",
+            "ray",
+            "--task-ids",
+            "create_task_1",
+            "--variants",
+            "control",
+        )
         got = rows(tmp_path / "ray")
         assert len(got) == 2 and {v[0] for v in got.values()} == {"success"}, res.stderr[-2000:]

@@ -49,7 +49,10 @@ EXCLUDED = ("llm_error", "harness_error")
 # --------------------------------------------------------------------------- the scripted conversations
 
 GOALS = [  # (phrase in the task's scenario, what the customer asks for)
-    ("'Important Meeting' for user_1", "Please create a new task called 'Important Meeting' for user_1 to track this important meeting."),
+    (
+        "'Important Meeting' for user_1",
+        "Please create a new task called 'Important Meeting' for user_1 to track this important meeting.",
+    ),
     ("task_1 be marked", "Please mark my existing task task_1 as completed, I have completed it."),
     ("task with ID task_2", "Continuing our task management discussion: please mark task task_2 as completed."),
     ("delete all your current tasks", "I want to delete all my current tasks."),
@@ -58,8 +61,10 @@ TRANSFER = "User needs to delete all their current tasks. This is not possible t
 
 
 def _first(prefix: str, suffix: str = "") -> dict[str, Any]:
-    return {"match": [{"if_contains": m, "in": "system", "then": {"content": prefix + g + suffix}} for m, g in GOALS],
-            "else": {"content": prefix + "I need help with my tasks."}}
+    return {
+        "match": [{"if_contains": m, "in": "system", "then": {"content": prefix + g + suffix}} for m, g in GOALS],
+        "else": {"content": prefix + "I need help with my tasks."},
+    }
 
 
 def _call(name: str, **arguments: Any) -> dict[str, Any]:
@@ -68,12 +73,19 @@ def _call(name: str, **arguments: Any) -> dict[str, Any]:
 
 def _agent_acts() -> dict[str, Any]:
     """The agent does the right thing for whatever the customer asked."""
-    return {"match": [
-        {"if_contains": "Important Meeting", "in": "last", "then": _call("create_task", user_id="user_1", title="Important Meeting")},
-        {"if_contains": "task_1", "in": "last", "then": _call("update_task_status", task_id="task_1", status="completed")},
-        {"if_contains": "task_2", "in": "last", "then": _call("update_task_status", task_id="task_2", status="completed")},
-        {"if_contains": "delete all", "in": "last", "then": _call("transfer_to_human_agents", summary=TRANSFER)},
-    ], "else": {"content": "How can I help?"}}
+    return {
+        "match": [
+            {
+                "if_contains": "Important Meeting",
+                "in": "last",
+                "then": _call("create_task", user_id="user_1", title="Important Meeting"),
+            },
+            {"if_contains": "task_1", "in": "last", "then": _call("update_task_status", task_id="task_1", status="completed")},
+            {"if_contains": "task_2", "in": "last", "then": _call("update_task_status", task_id="task_2", status="completed")},
+            {"if_contains": "delete all", "in": "last", "then": _call("transfer_to_human_agents", summary=TRANSFER)},
+        ],
+        "else": {"content": "How can I help?"},
+    }
 
 
 JUDGE_HIGH = json.dumps({"frustration": 8, "anger": 2, "anxiety": 0, "confusion": 0, "impatience": 5, "skepticism": 0})
@@ -84,68 +96,190 @@ SCRIPT: dict[str, Any] = {
     "faults": {"malformed_tool_call_rate": 0.12, "roles": ["agent"]},
     "roles": {
         # the report's optional emotion judge (model name "judge"): 'ridiculous' reads as frustrated
-        "emotion_judge": {"model": "judge", "turns": [{"match": [{"if_contains": "ridiculous", "in": "last", "then": {"content": JUDGE_HIGH}}],
-                                                       "else": {"content": "Here you go: " + JUDGE_LOW}}]},
-        "agent": {"turns": [
-            {"content": "unused (tau2 sends its own greeting)"},
-            {"match": [
-                # a frustrated customer asking to create a task throws the agent off: it asks instead of acting
-                {"if_contains": "ridiculous", "in": "last", "then": {"match": [
-                    {"if_contains": "Important Meeting", "in": "last",
-                     "then": {"content": "I'm sorry about the wait. Could you tell me again exactly what you need?"}}],
-                    "else": _agent_acts()}},
-            ], "else": _agent_acts()},
-            {"content": "Done, your request has been handled."},
-        ], "after": {"content": "Is there anything else?"}},
-        "user": {"turns": [
-            {"match": [
-                {"if_contains": "frustrated customer", "in": "system", "then": _first("This is ridiculous, I've been waiting forever. ")},
-                {"if_contains": "angry customer", "in": "system", "then": {"match": [
-                    {"if_contains": "task_1 be marked", "in": "system", "then": {"status": 500, "error": "scripted outage"}},
-                    {"if_contains": "task with ID task_2", "in": "system",
-                     "then": _first("This is unacceptable! I demand a manager right now. ", " How can I help you today?")},
-                ], "else": _first("This is unacceptable! I demand a manager right now. ")}},
-            ], "else": _first("")},  # control and anxiety: identical words
-            {"match": [
-                {"if_contains": "frustrated customer", "in": "system", "then": {"content": "Ugh, finally. Why is this so complicated? ###STOP###"}},
-                {"if_contains": "angry customer", "in": "system", "then": {"content": "About time. Terrible service. ###STOP###"}},
-            ], "else": {"content": "Thank you, that is all. ###STOP###"}},
-        ], "after": {"content": "###STOP###"}},
+        "emotion_judge": {
+            "model": "judge",
+            "turns": [
+                {
+                    "match": [{"if_contains": "ridiculous", "in": "last", "then": {"content": JUDGE_HIGH}}],
+                    "else": {"content": "Here you go: " + JUDGE_LOW},
+                }
+            ],
+        },
+        "agent": {
+            "turns": [
+                {"content": "unused (tau2 sends its own greeting)"},
+                {
+                    "match": [
+                        # a frustrated customer asking to create a task throws the agent off: it asks instead of acting
+                        {
+                            "if_contains": "ridiculous",
+                            "in": "last",
+                            "then": {
+                                "match": [
+                                    {
+                                        "if_contains": "Important Meeting",
+                                        "in": "last",
+                                        "then": {
+                                            "content": "I'm sorry about the wait. Could you tell me again exactly what you need?"
+                                        },
+                                    }
+                                ],
+                                "else": _agent_acts(),
+                            },
+                        },
+                    ],
+                    "else": _agent_acts(),
+                },
+                {"content": "Done, your request has been handled."},
+            ],
+            "after": {"content": "Is there anything else?"},
+        },
+        "user": {
+            "turns": [
+                {
+                    "match": [
+                        {
+                            "if_contains": "frustrated customer",
+                            "in": "system",
+                            "then": _first("This is ridiculous, I've been waiting forever. "),
+                        },
+                        {
+                            "if_contains": "angry customer",
+                            "in": "system",
+                            "then": {
+                                "match": [
+                                    {
+                                        "if_contains": "task_1 be marked",
+                                        "in": "system",
+                                        "then": {"status": 500, "error": "scripted outage"},
+                                    },
+                                    {
+                                        "if_contains": "task with ID task_2",
+                                        "in": "system",
+                                        "then": _first(
+                                            "This is unacceptable! I demand a manager right now. ", " How can I help you today?"
+                                        ),
+                                    },
+                                ],
+                                "else": _first("This is unacceptable! I demand a manager right now. "),
+                            },
+                        },
+                    ],
+                    "else": _first(""),
+                },  # control and anxiety: identical words
+                {
+                    "match": [
+                        {
+                            "if_contains": "frustrated customer",
+                            "in": "system",
+                            "then": {"content": "Ugh, finally. Why is this so complicated? ###STOP###"},
+                        },
+                        {
+                            "if_contains": "angry customer",
+                            "in": "system",
+                            "then": {"content": "About time. Terrible service. ###STOP###"},
+                        },
+                    ],
+                    "else": {"content": "Thank you, that is all. ###STOP###"},
+                },
+            ],
+            "after": {"content": "###STOP###"},
+        },
     },
 }
-RUN_A = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,update_task_with_initialization_data,impossible_task_1",
-         "--variants", "control,frustration,anger,anxiety", "--trials", "3", "--agent-model", "openai/scripted"]
-RUN_B = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants", "control,frustration", "--trials", "2",
-         "--agent-model", "openai/scripted-b"]
-DOSE_OPENINGS = (("a little frustrated", "Hm, this is taking so long. "), ("frustrated customer", "This is ridiculous, I've been waiting forever. "),
-                 ("very frustrated and fed up", "Ugh! Ridiculous! I am fed up, so much time wasted, every single time! "))
+RUN_A = [
+    "--domain",
+    "mock",
+    "--task-ids",
+    "create_task_1,update_task_1,update_task_with_initialization_data,impossible_task_1",
+    "--variants",
+    "control,frustration,anger,anxiety",
+    "--trials",
+    "3",
+    "--agent-model",
+    "openai/scripted",
+]
+RUN_B = [
+    "--domain",
+    "mock",
+    "--task-ids",
+    "create_task_1,update_task_1",
+    "--variants",
+    "control,frustration",
+    "--trials",
+    "2",
+    "--agent-model",
+    "openai/scripted-b",
+]
+DOSE_OPENINGS = (
+    ("a little frustrated", "Hm, this is taking so long. "),
+    ("frustrated customer", "This is ridiculous, I've been waiting forever. "),
+    ("very frustrated and fed up", "Ugh! Ridiculous! I am fed up, so much time wasted, every single time! "),
+)
 DOSE_SCRIPT: dict[str, Any] = {
     "models": ["scripted-dose"],
     "roles": {
-        "agent": {"turns": [
-            {"content": "unused (tau2 sends its own greeting)"},
-            {"match": [
-                # severe: the agent is thrown off on every task; moderate: on the create task only; mild: never
-                {"if_contains": "fed up", "in": "last", "then": {"content": "I'm sorry. Could you tell me again exactly what you need?"}},
-                {"if_contains": "ridiculous", "in": "last", "then": {"match": [
-                    {"if_contains": "Important Meeting", "in": "last", "then": {"content": "I'm sorry about the wait. What do you need?"}}],
-                    "else": _agent_acts()}},
-            ], "else": _agent_acts()},
-            {"content": "Done, your request has been handled."},
-        ], "after": {"content": "Is there anything else?"}},
-        "user": {"turns": [
-            {"match": [{"if_contains": marker, "in": "system", "then": _first(opening)} for marker, opening in DOSE_OPENINGS],
-             "else": _first("")},
-            {"content": "Thank you, that is all. ###STOP###"},
-        ], "after": {"content": "###STOP###"}},
+        "agent": {
+            "turns": [
+                {"content": "unused (tau2 sends its own greeting)"},
+                {
+                    "match": [
+                        # severe: the agent is thrown off on every task; moderate: on the create task only; mild: never
+                        {
+                            "if_contains": "fed up",
+                            "in": "last",
+                            "then": {"content": "I'm sorry. Could you tell me again exactly what you need?"},
+                        },
+                        {
+                            "if_contains": "ridiculous",
+                            "in": "last",
+                            "then": {
+                                "match": [
+                                    {
+                                        "if_contains": "Important Meeting",
+                                        "in": "last",
+                                        "then": {"content": "I'm sorry about the wait. What do you need?"},
+                                    }
+                                ],
+                                "else": _agent_acts(),
+                            },
+                        },
+                    ],
+                    "else": _agent_acts(),
+                },
+                {"content": "Done, your request has been handled."},
+            ],
+            "after": {"content": "Is there anything else?"},
+        },
+        "user": {
+            "turns": [
+                {
+                    "match": [
+                        {"if_contains": marker, "in": "system", "then": _first(opening)} for marker, opening in DOSE_OPENINGS
+                    ],
+                    "else": _first(""),
+                },
+                {"content": "Thank you, that is all. ###STOP###"},
+            ],
+            "after": {"content": "###STOP###"},
+        },
     },
 }
-RUN_DOSE = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,update_task_with_initialization_data",
-            "--variants", "control,frustration:mild,frustration,frustration:severe", "--trials", "2", "--agent-model", "openai/scripted-dose"]
+RUN_DOSE = [
+    "--domain",
+    "mock",
+    "--task-ids",
+    "create_task_1,update_task_1,update_task_with_initialization_data",
+    "--variants",
+    "control,frustration:mild,frustration,frustration:severe",
+    "--trials",
+    "2",
+    "--agent-model",
+    "openai/scripted-dose",
+]
 # One conversation at a time: the scripted server draws its seeded faults in request order, so only a
 # sequential run gives every conversation the same faults on every machine (and the asserted effects).
 COMMON = ["--concurrency", "1", "--max-retries", "0", "--skip-preflight"]
-
 
 
 def _generate(root: Path) -> None:
@@ -157,18 +291,43 @@ def _generate(root: Path) -> None:
     dose = start_scripted_server(DOSE_SCRIPT, root / "server-dose")  # no faults
     try:
         procs = []
-        for name, args, url in (("run-a", RUN_A, srv.base_url), ("run-b", RUN_B, srv_b.base_url), ("run-dose", RUN_DOSE, dose.base_url)):
+        for name, args, url in (
+            ("run-a", RUN_A, srv.base_url),
+            ("run-b", RUN_B, srv_b.base_url),
+            ("run-dose", RUN_DOSE, dose.base_url),
+        ):
             log = (root / f"{name}.log").open("w")
-            procs.append((name, log, subprocess.Popen(CLI + ["run", *args, *COMMON, "--agent-base-url", url, "--out", str(root / name)],
-                                                      stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=root)))
+            procs.append(
+                (
+                    name,
+                    log,
+                    subprocess.Popen(
+                        CLI + ["run", *args, *COMMON, "--agent-base-url", url, "--out", str(root / name)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=cli_env(),
+                        cwd=root,
+                    ),
+                )
+            )
         for name, log, p in procs:
             rc = p.wait(timeout=300)
             log.close()
             assert rc == 0, f"{name} exited {rc}:\n" + (root / f"{name}.log").read_text()[-4000:]
         judge = ["--judge-model", "openai/judge", "--judge-base-url", srv.base_url]
-        for out, runs, extra in (("report", ["run-a"], []), ("report-multi", ["run-a", "run-b"], judge), ("report-dose", ["run-dose"], [])):
-            r = subprocess.run(CLI + ["report", *[str(root / x) for x in runs], "--out", str(root / out), *extra], capture_output=True,
-                               text=True, env={**cli_env(), "COLUMNS": "220"}, timeout=120, cwd=root)
+        for out, runs, extra in (
+            ("report", ["run-a"], []),
+            ("report-multi", ["run-a", "run-b"], judge),
+            ("report-dose", ["run-dose"], []),
+        ):
+            r = subprocess.run(
+                CLI + ["report", *[str(root / x) for x in runs], "--out", str(root / out), *extra],
+                capture_output=True,
+                text=True,
+                env={**cli_env(), "COLUMNS": "220"},
+                timeout=120,
+                cwd=root,
+            )
             (root / f"{out}.stdout").write_text(r.stdout)
             (root / f"{out}.stderr").write_text(r.stderr)
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -265,8 +424,15 @@ def _parse(path: Path) -> _Tables:
 
 def test_report_command_prints_headline_and_writes_files(data_dir: Path) -> None:
     out = data_dir / "report"
-    for name in ("report.html", "report.md", "report.json", "plots/effects.png", "plots/exit_reasons.png",
-                 "plots/manipulation.png", "transcripts/index.html"):
+    for name in (
+        "report.html",
+        "report.md",
+        "report.json",
+        "plots/effects.png",
+        "plots/exit_reasons.png",
+        "plots/manipulation.png",
+        "transcripts/index.html",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for png in (out / "plots").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -325,7 +491,9 @@ def test_report_numbers_match_summary_json(data_dir: Path) -> None:
 def _independent_pairs(db: Path, baseline: str, variant: str) -> list[tuple[float, float]]:
     """Pairs computed straight from SQLite, without moodbench code: final rows, same (domain, task, trial)."""
     con = sqlite3.connect(db)
-    rows = con.execute("SELECT cell_key, domain, task_id, variant, trial, reward, exit_reason FROM simulations ORDER BY id").fetchall()
+    rows = con.execute(
+        "SELECT cell_key, domain, task_id, variant, trial, reward, exit_reason FROM simulations ORDER BY id"
+    ).fetchall()
     final: dict[str, tuple] = {}
     for r in rows:
         prev = final.get(r[0])
@@ -343,7 +511,9 @@ def _independent_task_diffs(db: Path, baseline: str, variant: str) -> dict[tuple
     """Per task, the pairs' (variant - baseline) rewards, straight from SQLite."""
     out: dict[tuple[str, str], list[float]] = defaultdict(list)
     con = sqlite3.connect(db)
-    rows = con.execute("SELECT cell_key, domain, task_id, variant, trial, reward, exit_reason FROM simulations ORDER BY id").fetchall()
+    rows = con.execute(
+        "SELECT cell_key, domain, task_id, variant, trial, reward, exit_reason FROM simulations ORDER BY id"
+    ).fetchall()
     final: dict[str, tuple] = {}
     for r in rows:
         if r[0] not in final or final[r[0]][6] in EXCLUDED:
@@ -357,8 +527,14 @@ def _independent_task_diffs(db: Path, baseline: str, variant: str) -> dict[tuple
     return out
 
 
-def _effects(report: dict[str, Any], run: str | None = None, domain: str = "all", subset: str = "all") -> dict[str, dict[str, Any]]:
-    return {e["variant"]: e for e in report["effects"] if e["domain"] == domain and e["subset"] == subset and (run is None or e["run"] == run)}
+def _effects(
+    report: dict[str, Any], run: str | None = None, domain: str = "all", subset: str = "all"
+) -> dict[str, dict[str, Any]]:
+    return {
+        e["variant"]: e
+        for e in report["effects"]
+        if e["domain"] == domain and e["subset"] == subset and (run is None or e["run"] == run)
+    }
 
 
 def test_effects_match_an_independent_computation(data_dir: Path) -> None:
@@ -379,7 +555,10 @@ def test_effects_match_an_independent_computation(data_dir: Path) -> None:
         # four tasks: below the calibrated minimum, so no claim whatever the p, and not counted in the family
         assert e["claim"] == "too_few" and e["p_adjusted"] is None
         m = e["mcnemar"]
-        assert "McNemar on these pairs" in m["label"] and m["baseline_only"] + m["variant_only"] + m["both_success"] + m["both_fail"] == e["n_pairs"]
+        assert (
+            "McNemar on these pairs" in m["label"]
+            and m["baseline_only"] + m["variant_only"] + m["both_success"] + m["both_fail"] == e["n_pairs"]
+        )
         discordant = m["baseline_only"] + m["variant_only"]
         assert m["p"] == pytest.approx(binomtest(m["baseline_only"], discordant, 0.5).pvalue if discordant else 1.0)
     assert effects["frustration"]["diff"] < 0  # the scripted agent fails every frustrated create_task_1
@@ -387,13 +566,17 @@ def test_effects_match_an_independent_computation(data_dir: Path) -> None:
     assert (fam["size"], fam["planned"]) == (0, 3)
     # llm_error conversations are excluded and counted
     con = sqlite3.connect(db)
-    n_err = con.execute("SELECT COUNT(DISTINCT cell_key) FROM simulations WHERE variant='anger' AND exit_reason='llm_error'").fetchone()[0]
+    n_err = con.execute(
+        "SELECT COUNT(DISTINCT cell_key) FROM simulations WHERE variant='anger' AND exit_reason='llm_error'"
+    ).fetchone()[0]
     assert n_err == 3 and report["runs"][0]["excluded"]["anger"] == 3 and effects["anger"]["n_pairs"] == 9
     assert any("anger=3" in w["text"] for w in report["warnings"])
     assert "Too few for a claim: frustration (4 tasks, 12 pairs)" in report["bottom_lines"][0]["text"]
     # the MDE and the A/A split replace the noise floor
     design = report["designs"][0]
-    assert design["mde"] is None and design["aa"]["n_tasks"] == 4 and design["aa"]["trials_a"] == 8 and design["aa"]["trials_b"] == 4
+    assert (
+        design["mde"] is None and design["aa"]["n_tasks"] == 4 and design["aa"]["trials_a"] == 8 and design["aa"]["trials_b"] == 4
+    )
     assert "noise" not in json.dumps(report["effects"]) + json.dumps(report["designs"])
 
 
@@ -419,8 +602,12 @@ def test_fidelity_side_by_side_and_warnings(data_dir: Path) -> None:
     db = data_dir / "run-a" / "results.sqlite"
     con = sqlite3.connect(db)
     for v in ("control", "frustration", "anger", "anxiety"):
-        flags = [json.loads(f) for (f,) in con.execute(
-            "SELECT flags FROM simulations WHERE variant=? AND exit_reason NOT IN ('llm_error','harness_error')", (v,))]
+        flags = [
+            json.loads(f)
+            for (f,) in con.execute(
+                "SELECT flags FROM simulations WHERE variant=? AND exit_reason NOT IN ('llm_error','harness_error')", (v,)
+            )
+        ]
         assert fid[v]["n"] == len(flags)
         assert fid[v]["flagged"] == sum(1 for f in flags if f.get("any"))
         assert fid[v]["counts"]["user_role_confusion"] == sum(1 for f in flags if f.get("user_role_confusion"))
@@ -448,10 +635,13 @@ def test_conversation_stats(data_dir: Path) -> None:
     con = sqlite3.connect(db)
     for v in ("control", "frustration"):
         sims = [json.loads(s) for (s,) in con.execute("SELECT simulation FROM simulations WHERE variant=?", (v,))]
-        questions = sum(1 for s in sims for m in s["messages"]
-                        if m["role"] == "assistant" and (m.get("content") or "").strip().endswith("?"))
+        questions = sum(
+            1 for s in sims for m in s["messages"] if m["role"] == "assistant" and (m.get("content") or "").strip().endswith("?")
+        )
         assert cs[v]["total"]["clarification_questions"] == questions
-        assert cs[v]["exit_reasons"] == json.loads((data_dir / "run-a" / "summary.json").read_text())["variants"][v]["exit_reasons"]
+        assert (
+            cs[v]["exit_reasons"] == json.loads((data_dir / "run-a" / "summary.json").read_text())["variants"][v]["exit_reasons"]
+        )
     # the frustrated create_task_1 conversations add the agent's "Could you tell me again...?"
     assert cs["frustration"]["total"]["clarification_questions"] == cs["control"]["total"]["clarification_questions"] + 3
     assert cs["anger"]["conversations"] == 12 and cs["anger"]["scored"] == 9
@@ -462,13 +652,18 @@ def test_several_runs_side_by_side(data_dir: Path) -> None:
     labels = [r["label"] for r in report["runs"]]
     assert labels == ["openai/scripted", "openai/scripted-b"]
     assert {(e["run"], e["variant"]) for e in report["effects"] if e["subset"] == "all"} == {
-        ("openai/scripted", "frustration"), ("openai/scripted", "anger"), ("openai/scripted", "anxiety"),
-        ("openai/scripted-b", "frustration")}
+        ("openai/scripted", "frustration"),
+        ("openai/scripted", "anger"),
+        ("openai/scripted", "anxiety"),
+        ("openai/scripted-b", "frustration"),
+    }
     b = _effects(report, "openai/scripted-b")["frustration"]
     assert b["n_pairs"] == 4 and b["claim"] == "too_few"
     assert [f["run"] for f in report["families"] if f["subset"] == "all"] == labels  # one family per run
     summary_b = json.loads((data_dir / "run-b" / "summary.json").read_text())
-    assert report["runs"][1]["summary"]["variants"]["frustration"]["avg_reward"] == pytest.approx(summary_b["variants"]["frustration"]["avg_reward"])
+    assert report["runs"][1]["summary"]["variants"]["frustration"]["avg_reward"] == pytest.approx(
+        summary_b["variants"]["frustration"]["avg_reward"]
+    )
     stdout = (data_dir / "report-multi.stdout").read_text()
     assert "openai/scripted-b" in stdout
     index = (data_dir / "report-multi" / "transcripts" / "index.html").read_text()
@@ -476,8 +671,13 @@ def test_several_runs_side_by_side(data_dir: Path) -> None:
 
 
 def test_report_rejects_bad_input(data_dir: Path, tmp_path: Path) -> None:
-    r = subprocess.run(CLI + ["report", str(data_dir / "run-a"), "--baseline", "nope", "--out", str(tmp_path / "x")],
-                       capture_output=True, text=True, env=cli_env(), timeout=60)
+    r = subprocess.run(
+        CLI + ["report", str(data_dir / "run-a"), "--baseline", "nope", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     assert r.returncode == 2 and "nope" in r.stdout + r.stderr and "control, frustration" in r.stdout + r.stderr
     assert not (tmp_path / "x" / "report.html").exists()
     r = subprocess.run(CLI + ["report", str(tmp_path)], capture_output=True, text=True, env=cli_env(), timeout=60)
@@ -500,9 +700,13 @@ def test_transcript_pages_show_the_conversation(data_dir: Path) -> None:
     linked = {h for h in index.links if h.endswith(".html") and "sim-" in h}
     assert linked == {p.relative_to(out / "transcripts").as_posix() for p in pages}
     # a frustrated conversation: the emotional block from the prompts table, the customer's words, the agent's question
-    rid = con.execute("SELECT id FROM simulations WHERE variant='frustration' AND task_id='create_task_1' AND trial=0").fetchone()[0]
+    rid = con.execute(
+        "SELECT id FROM simulations WHERE variant='frustration' AND task_id='create_task_1' AND trial=0"
+    ).fetchone()[0]
     page = next(p for p in pages if p.name == f"sim-{rid}.html").read_text()
-    prompt = con.execute("SELECT text FROM prompts p JOIN simulations s ON s.user_prompt_sha256 = p.sha256 WHERE s.id=?", (rid,)).fetchone()[0]
+    prompt = con.execute(
+        "SELECT text FROM prompts p JOIN simulations s ON s.user_prompt_sha256 = p.sha256 WHERE s.id=?", (rid,)
+    ).fetchone()[0]
     emotional = re.search(r"<emotional_state>.*?</emotional_state>", prompt, re.DOTALL)
     assert emotional, prompt
     block = emotional.group(0)
@@ -512,9 +716,11 @@ def test_transcript_pages_show_the_conversation(data_dir: Path) -> None:
     assert "agent_no_tool_calls" in page and "premature_stop" in page
     assert "Expected actions" in page and "create_task" in page
     # a successful control conversation shows the tool call with its arguments and the tool's result
-    rid = con.execute("SELECT id FROM simulations WHERE variant='control' AND task_id='create_task_1' AND exit_reason='success'").fetchone()[0]
+    rid = con.execute(
+        "SELECT id FROM simulations WHERE variant='control' AND task_id='create_task_1' AND exit_reason='success'"
+    ).fetchone()[0]
     page = next(p for p in pages if p.name == f"sim-{rid}.html").read_text()
-    assert "calls <span class=\"name\">create_task</span>" in page
+    assert 'calls <span class="name">create_task</span>' in page
     assert "&#34;title&#34;: &#34;Important Meeting&#34;" in page
     assert "Tool result" in page and "task_2" in page
     assert "Control: tau2's own customer prompt, unchanged" in page
@@ -530,8 +736,20 @@ def test_transcript_pages_show_the_conversation(data_dir: Path) -> None:
 
 def _chromium(args: list[str], profile: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM, "the browser tests skip without chromium"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-           "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--hide-scrollbars",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -590,15 +808,21 @@ def test_transcript_pages_render_and_filter_in_chromium(data_dir: Path, tmp_path
     assert console == "", console
     assert probe["hidden"] == 0 and probe["count"] == "48 of 48 shown"
     con = sqlite3.connect(data_dir / "run-a" / "results.sqlite")
-    failed_frustration = [r for r in con.execute(
-        "SELECT cell_key FROM simulations WHERE variant='frustration' AND exit_reason NOT IN ('success','llm_error','harness_error')")]
+    failed_frustration = [
+        r
+        for r in con.execute(
+            "SELECT cell_key FROM simulations WHERE variant='frustration' AND exit_reason NOT IN ('success','llm_error','harness_error')"
+        )
+    ]
     probe, console = _probe_page(index, "?variant=frustration&outcome=failed", tmp_path / "profile")
     assert console == "", console
     assert probe["count"] == f"{len(failed_frustration)} of 48 shown"
     assert probe["hidden"] == 48 - len(failed_frustration)
     probe, _ = _probe_page(index, "?variant=anger&outcome=excluded", tmp_path / "profile")
     assert probe["count"] == "3 of 48 shown"
-    rid = con.execute("SELECT id FROM simulations WHERE variant='frustration' AND task_id='create_task_1' AND trial=0").fetchone()[0]
+    rid = con.execute(
+        "SELECT id FROM simulations WHERE variant='frustration' AND task_id='create_task_1' AND trial=0"
+    ).fetchone()[0]
     sim = next((data_dir / "report" / "transcripts").glob(f"*/sim-{rid}.html"))
     probe, console = _probe_page(sim, "", tmp_path / "profile")
     assert console == "", console
@@ -610,7 +834,11 @@ def test_transcript_pages_render_and_filter_in_chromium(data_dir: Path, tmp_path
 def _report_links(data_dir: Path) -> list[tuple[dict[str, str], dict[str, list[str]]]]:
     """(anchor attributes, parsed query) of every link from report.html into the transcript index."""
     parsed = _parse(data_dir / "report" / "report.html")
-    return [(a, parse_qs(urlsplit(a["href"]).query)) for a, _ in parsed.anchors if a.get("href", "").startswith("transcripts/index.html?")]
+    return [
+        (a, parse_qs(urlsplit(a["href"]).query))
+        for a, _ in parsed.anchors
+        if a.get("href", "").startswith("transcripts/index.html?")
+    ]
 
 
 def test_filter_links_are_not_double_escaped(data_dir: Path) -> None:
@@ -659,14 +887,20 @@ def test_markdown_escapes_run_data(data_dir: Path, tmp_path: Path) -> None:
     con.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps({**config, "agent_model": evil}),))
     con.commit()
     con.close()
-    r = subprocess.run(CLI + ["report", str(run), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=cli_env(), timeout=120)
+    r = subprocess.run(
+        CLI + ["report", str(run), "--out", str(tmp_path / "rep")], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "<img" not in md and "`tick`" not in md and "\nline2" not in md
     assert r"evil\|model &lt;img src=x onerror=alert(1)&gt; \`tick\` \*star\* line2" in md
     for line in md.splitlines():  # every table row has as many unescaped cell separators as its header
         if line.startswith("| ") and "evil" in line:
-            header = next(h for h in reversed(md[: md.index(line)].splitlines()) if h.startswith("| ") and "---" not in h and "evil" not in h)
+            header = next(
+                h
+                for h in reversed(md[: md.index(line)].splitlines())
+                if h.startswith("| ") and "---" not in h and "evil" not in h
+            )
             assert len(re.findall(r"(?<!\\)\|", line)) == len(re.findall(r"(?<!\\)\|", header)), line
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
@@ -697,7 +931,13 @@ def test_viewer_answers_only_loopback_hosts_and_lists_no_folders(tmp_path: Path)
         assert _get(f"{base}/report.html") == 200
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
             assert _get(f"{base}/report.html", host) == 200, host
-        for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1", f"127.0.0.1.evil.example:{port}"):
+        for host in (
+            "evil.example",
+            f"evil.example:{port}",
+            f"127.0.0.1:{port + 1}",
+            "127.0.0.1",
+            f"127.0.0.1.evil.example:{port}",
+        ):
             assert _get(f"{base}/report.html", host) == 421, host  # DNS rebinding: another origin that resolves to 127.0.0.1
         assert _get(f"{base}/transcripts/") == 200 and _get(f"{base}/plots/a.png") == 200
         for path in ("/plots/", "/plots", "/", "/transcripts/../plots/"):
@@ -721,22 +961,33 @@ def test_dose_response_table_on_three_levels(data_dir: Path) -> None:
     reward = rows["reward"]
     assert (reward["emotion"], reward["method"]) == ("frustration", "prompt")
     assert [(lv["level"], lv["variant"]) for lv in reward["levels"]] == [
-        (0, "control"), (1, "frustration:mild"), (2, "frustration"), (3, "frustration:severe")]
+        (0, "control"),
+        (1, "frustration:mild"),
+        (2, "frustration"),
+        (3, "frustration:severe"),
+    ]
     # independent: OLS of reward on level with task dummies, cluster-robust by task, straight from SQLite
     con = sqlite3.connect(data_dir / "run-dose" / "results.sqlite")
     level = {"control": 0, "frustration:mild": 1, "frustration": 2, "frustration:severe": 3}
     # the trend is among the emotional levels (the baseline's comparison is each level's reward effect)
-    data = [(level[v], r, t) for v, r, t, e in con.execute("SELECT variant, reward, task_id, exit_reason FROM simulations")
-            if e not in EXCLUDED and r is not None and level[v] > 0]
+    data = [
+        (level[v], r, t)
+        for v, r, t, e in con.execute("SELECT variant, reward, task_id, exit_reason FROM simulations")
+        if e not in EXCLUDED and r is not None and level[v] > 0
+    ]
     tasks = sorted({t for *_, t in data})
     x = np.array([[lv] + [float(t == k) for k in tasks] for lv, _, t in data])
-    fit = sm.OLS(np.array([r for _, r, _ in data]), x).fit(cov_type="cluster", cov_kwds={"groups": [tasks.index(t) for *_, t in data]})
+    fit = sm.OLS(np.array([r for _, r, _ in data]), x).fit(
+        cov_type="cluster", cov_kwds={"groups": [tasks.index(t) for *_, t in data]}
+    )
     assert reward["slope"] == pytest.approx(fit.params[0]) and reward["slope"] < 0
     # the same cluster-robust error once the absorbed task effects are left out of the small-sample factor (N-1)/(N-K), as
     # within (fixed-effects) estimators do
     n, k = len(data), x.shape[1]
     assert reward["se"] == pytest.approx(fit.bse[0] * ((n - k) / (n - 1)) ** 0.5, rel=1e-6)
-    assert reward["n_tasks"] == 3 and reward["claim"] == "too_few" and "3 tasks" in reward["no_claim_reason"]  # shown, not claimed
+    assert (
+        reward["n_tasks"] == 3 and reward["claim"] == "too_few" and "3 tasks" in reward["no_claim_reason"]
+    )  # shown, not claimed
     means = [lv["mean"] for lv in reward["levels"]]
     assert means[0] == means[1] > means[2] > means[3] == 0  # mild changes nothing, moderate fails create_task, severe all
     sev = reward["levels"][3]
@@ -749,8 +1000,15 @@ def test_dose_response_table_on_three_levels(data_dir: Path) -> None:
     assert 'id="dose"' in page and 'id="plot-dose"' in page and 'data-outcome="reward"' in page
     md = (data_dir / "report-dose" / "report.md").read_text()
     assert "## Dose-response" in md and "frustration:severe" in md.replace("\\", "")
-    print("dose-response:", json.dumps([{k: r.get(k) for k in ("outcome", "slope", "ci", "p", "claim")} | {"means": [lv["mean"] for lv in r["levels"]]}
-                                        for r in report["dose_response"]]))
+    print(
+        "dose-response:",
+        json.dumps(
+            [
+                {k: r.get(k) for k in ("outcome", "slope", "ci", "p", "claim")} | {"means": [lv["mean"] for lv in r["levels"]]}
+                for r in report["dose_response"]
+            ]
+        ),
+    )
 
 
 def test_export_then_import_gives_the_same_effects(data_dir: Path, tmp_path: Path) -> None:
@@ -758,14 +1016,26 @@ def test_export_then_import_gives_the_same_effects(data_dir: Path, tmp_path: Pat
     files = []
     for v in ("control", "frustration"):
         f = tmp_path / f"{v}.json"
-        r = subprocess.run(CLI + ["export", str(data_dir / "run-a"), "--variant", v, "--out", str(f)], capture_output=True, text=True,
-                           env=cli_env(), timeout=120)
+        r = subprocess.run(
+            CLI + ["export", str(data_dir / "run-a"), "--variant", v, "--out", str(f)],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         files.append(f"{f}={v}")
-    r = subprocess.run(CLI + ["import", "--format", "tau2", "--out", str(tmp_path / "run"), *files], capture_output=True, text=True,
-                       env=cli_env(), timeout=120)
+    r = subprocess.run(
+        CLI + ["import", "--format", "tau2", "--out", str(tmp_path / "run"), *files],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(CLI + ["report", str(tmp_path / "run"), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120)
+    r = subprocess.run(
+        CLI + ["report", str(tmp_path / "run"), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
     assert r.returncode == 0, r.stderr
     again = _effects(json.loads(r.stdout))["frustration"]
     original = _effects(_report(data_dir))["frustration"]
@@ -781,9 +1051,14 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
     shutil.copytree(data_dir / "run-b", run)
     assert not (run / "report").exists()
     # started with SIGINT ignored, as a shell starts a background job: Ctrl-C (SIGINT) must still stop it
-    proc = subprocess.Popen(CLI + ["view", str(run), "--port", "0", "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**cli_env(), "COLUMNS": "200"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+    proc = subprocess.Popen(
+        CLI + ["view", str(run), "--port", "0", "--no-open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**cli_env(), "COLUMNS": "200"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
     try:
         url = None
         deadline = time.monotonic() + 60
@@ -820,7 +1095,9 @@ def test_view_builds_missing_pages_and_serves_them(data_dir: Path, tmp_path: Pat
 
 
 def test_view_rejects_a_non_run_directory(tmp_path: Path) -> None:
-    r = subprocess.run(CLI + ["view", str(tmp_path), "--no-open", "--port", "0"], capture_output=True, text=True, env=cli_env(), timeout=60)
+    r = subprocess.run(
+        CLI + ["view", str(tmp_path), "--no-open", "--port", "0"], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
     assert r.returncode == 2 and "not a run directory" in r.stdout + r.stderr
 
 
@@ -833,6 +1110,7 @@ def test_llm_judge_scores_customers(data_dir: Path) -> None:
     run_a, run_b = report["runs"]
     assert run_b["judge"]["judged"] == 8 and run_b["judge"]["failed"] == 0
     assert run_a["judge"]["judged"] == 45  # 48 conversations minus the three llm_errors
+
     def judge_diff(run: str, variant: str) -> dict[str, Any]:
         check = next(m for m in report["manipulation"] if m["run"] == run and m["variant"] == variant)
         return next(s for s in check["secondary"] if s["score"] == "judge_own")
@@ -841,7 +1119,9 @@ def test_llm_judge_scores_customers(data_dir: Path) -> None:
     assert d["diff"] == pytest.approx(8.0) and d["n_pairs"] == 4 and d["turns"] == "all" and not d["primary"]
     assert judge_diff(run_a["label"], "frustration")["diff"] > 0
     assert judge_diff(run_a["label"], "anxiety")["diff"] == 0
-    requests = [json.loads(line) for log in (data_dir / "server").glob("*.requests.jsonl") for line in log.read_text().splitlines()]
+    requests = [
+        json.loads(line) for log in (data_dir / "server").glob("*.requests.jsonl") for line in log.read_text().splitlines()
+    ]
     judged = [r for r in requests if r["role"] == "emotion_judge"]
     # identical customer texts are judged once per run (cached by prompt hash), at most once per conversation
     distinct = {json.dumps(j["body"]["messages"]) for j in judged}
@@ -849,7 +1129,9 @@ def test_llm_judge_scores_customers(data_dir: Path) -> None:
     assert len(distinct) == 11
     assert len(distinct) <= len(judged) <= 45 + 8
     # blind: the judge sees the customer's words, never the variant or its prompt
-    assert all("emotional_state" not in json.dumps(j["body"]) and "frustrated customer" not in json.dumps(j["body"]) for j in judged)
+    assert all(
+        "emotional_state" not in json.dumps(j["body"]) and "frustrated customer" not in json.dumps(j["body"]) for j in judged
+    )
     assert "LLM judge" in (data_dir / "report-multi" / "report.html").read_text()
     assert "Δ judge" in (data_dir / "report-multi" / "report.html").read_text()
     assert "Δ judge" not in (data_dir / "report" / "report.html").read_text()  # no judge, no column

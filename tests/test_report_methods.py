@@ -42,52 +42,107 @@ EXCLUDED = ("llm_error", "harness_error")
 # --------------------------------------------------------------------------- the scripted prompted run
 
 GOALS = [
-    ("'Important Meeting' for user_1", "Please create a new task called 'Important Meeting' for user_1 to track this important meeting."),
+    (
+        "'Important Meeting' for user_1",
+        "Please create a new task called 'Important Meeting' for user_1 to track this important meeting.",
+    ),
     ("task_1 be marked", "Please mark my existing task task_1 as completed, I have completed it."),
     ("task with ID task_2", "Continuing our task management discussion: please mark task task_2 as completed."),
 ]
-OPENINGS = (("a little frustrated", "Hm, this is taking so long. "), ("frustrated customer", "This is ridiculous, I've been waiting forever. "),
-            ("very frustrated and fed up", "Ugh! Ridiculous! I am fed up, so much time wasted, every single time! "))
+OPENINGS = (
+    ("a little frustrated", "Hm, this is taking so long. "),
+    ("frustrated customer", "This is ridiculous, I've been waiting forever. "),
+    ("very frustrated and fed up", "Ugh! Ridiculous! I am fed up, so much time wasted, every single time! "),
+)
 
 
 def _first(prefix: str) -> dict[str, Any]:
-    return {"match": [{"if_contains": m, "in": "system", "then": {"content": prefix + g}} for m, g in GOALS],
-            "else": {"content": prefix + "I need help with my tasks."}}
+    return {
+        "match": [{"if_contains": m, "in": "system", "then": {"content": prefix + g}} for m, g in GOALS],
+        "else": {"content": prefix + "I need help with my tasks."},
+    }
 
 
 def _call(name: str, **arguments: Any) -> dict[str, Any]:
     return {"tool_calls": [{"name": name, "arguments": arguments}]}
 
 
-ACTS = {"match": [
-    {"if_contains": "Important Meeting", "in": "last", "then": _call("create_task", user_id="user_1", title="Important Meeting")},
-    {"if_contains": "task_1", "in": "last", "then": _call("update_task_status", task_id="task_1", status="completed")},
-    {"if_contains": "task_2", "in": "last", "then": _call("update_task_status", task_id="task_2", status="completed")},
-], "else": {"content": "How can I help?"}}
+ACTS = {
+    "match": [
+        {
+            "if_contains": "Important Meeting",
+            "in": "last",
+            "then": _call("create_task", user_id="user_1", title="Important Meeting"),
+        },
+        {"if_contains": "task_1", "in": "last", "then": _call("update_task_status", task_id="task_1", status="completed")},
+        {"if_contains": "task_2", "in": "last", "then": _call("update_task_status", task_id="task_2", status="completed")},
+    ],
+    "else": {"content": "How can I help?"},
+}
 SCRIPT: dict[str, Any] = {
     "models": ["scripted-methods"],
     "roles": {
-        "agent": {"turns": [
-            {"content": "unused (tau2 sends its own greeting)"},
-            {"match": [  # severe: thrown off on every task; moderate: on the create task only; mild: never
-                {"if_contains": "fed up", "in": "last", "then": {"content": "I'm sorry. Could you tell me again exactly what you need?"}},
-                {"if_contains": "ridiculous", "in": "last", "then": {"match": [
-                    {"if_contains": "Important Meeting", "in": "last", "then": {"content": "I'm sorry about the wait. What do you need?"}}],
-                    "else": ACTS}},
-            ], "else": ACTS},
-            {"content": "Done, your request has been handled."},
-        ], "after": {"content": "Is there anything else?"}},
-        "user": {"turns": [
-            {"match": [{"if_contains": marker, "in": "system", "then": _first(opening)} for marker, opening in OPENINGS],
-             "else": _first("")},
-            {"content": "Thank you, that is all. ###STOP###"},
-        ], "after": {"content": "###STOP###"}},
+        "agent": {
+            "turns": [
+                {"content": "unused (tau2 sends its own greeting)"},
+                {
+                    "match": [  # severe: thrown off on every task; moderate: on the create task only; mild: never
+                        {
+                            "if_contains": "fed up",
+                            "in": "last",
+                            "then": {"content": "I'm sorry. Could you tell me again exactly what you need?"},
+                        },
+                        {
+                            "if_contains": "ridiculous",
+                            "in": "last",
+                            "then": {
+                                "match": [
+                                    {
+                                        "if_contains": "Important Meeting",
+                                        "in": "last",
+                                        "then": {"content": "I'm sorry about the wait. What do you need?"},
+                                    }
+                                ],
+                                "else": ACTS,
+                            },
+                        },
+                    ],
+                    "else": ACTS,
+                },
+                {"content": "Done, your request has been handled."},
+            ],
+            "after": {"content": "Is there anything else?"},
+        },
+        "user": {
+            "turns": [
+                {
+                    "match": [{"if_contains": marker, "in": "system", "then": _first(opening)} for marker, opening in OPENINGS],
+                    "else": _first(""),
+                },
+                {"content": "Thank you, that is all. ###STOP###"},
+            ],
+            "after": {"content": "###STOP###"},
+        },
     },
 }
 PROMPTED = ["control", "frustration:mild", "frustration", "frustration:severe"]
-RUN = ["--domain", "mock", "--task-ids", "create_task_1,update_task_1,update_task_with_initialization_data",
-       "--variants", ",".join(PROMPTED), "--trials", "2", "--agent-model", "openai/scripted-methods",
-       "--concurrency", "1", "--max-retries", "0", "--skip-preflight"]
+RUN = [
+    "--domain",
+    "mock",
+    "--task-ids",
+    "create_task_1,update_task_1,update_task_with_initialization_data",
+    "--variants",
+    ",".join(PROMPTED),
+    "--trials",
+    "2",
+    "--agent-model",
+    "openai/scripted-methods",
+    "--concurrency",
+    "1",
+    "--max-retries",
+    "0",
+    "--skip-preflight",
+]
 
 # --------------------------------------------------------------------------- the steered copies
 
@@ -107,9 +162,15 @@ ALL = PROMPTED + list(STEERED)
 COPIES = {"small": 1, "big": 7}
 
 
-
-def _copy(r: ConversationRecord, *, variant: str, task: str, user_prompt: str | None, steering: Steering | None,
-          flag_role_confusion: bool = False) -> ConversationRecord:
+def _copy(
+    r: ConversationRecord,
+    *,
+    variant: str,
+    task: str,
+    user_prompt: str | None,
+    steering: Steering | None,
+    flag_role_confusion: bool = False,
+) -> ConversationRecord:
     data = r.model_dump(mode="python", exclude={"id"})
     data.update(variant=variant, task_id=task, cell_key=f"{r.domain}|{task}|{variant}|{r.trial}", steering=steering)
     if user_prompt is not None:
@@ -137,20 +198,49 @@ def _store_steered(source: Path, out: Path, copies: int) -> None:
                     for steered, (src_variant, sha, scale) in STEERED.items():
                         original = by[(src_variant, r.pair_key)]
                         emotion, method = steered.partition(":")[0].split("@")
-                        vector = Steering(emotion=emotion, vector_sha256=sha, scale=scale, layers=LAYERS, method="mean",
-                                          vector=f"/cache/vectors/local-{emotion}-mean-L6-18.gguf")
+                        vector = Steering(
+                            emotion=emotion,
+                            vector_sha256=sha,
+                            scale=scale,
+                            layers=LAYERS,
+                            method="mean",
+                            vector=f"/cache/vectors/local-{emotion}-mean-L6-18.gguf",
+                        )
                         # steered only: the customer got the control prompt; both: the prompted one. Steering at the
                         # mild scale also breaks the customer's role on the first trial (a coherence cost)
-                        stored.append(_copy(original, variant=steered, task=task, steering=vector,
-                                            user_prompt=None if method == "both" else r.user_prompt_sha256,
-                                            flag_role_confusion=steered == "frustration@steer:mild" and r.trial == 0))
+                        stored.append(
+                            _copy(
+                                original,
+                                variant=steered,
+                                task=task,
+                                steering=vector,
+                                user_prompt=None if method == "both" else r.user_prompt_sha256,
+                                flag_role_confusion=steered == "frustration@steer:mild" and r.trial == 0,
+                            )
+                        )
                 for c in stored:
-                    store.insert(c, {role: text for role, d in (("user", c.user_prompt_sha256), ("agent", c.agent_prompt_sha256))
-                                     if d is not None and (text := prompts.get(d)) is not None})
+                    store.insert(
+                        c,
+                        {
+                            role: text
+                            for role, d in (("user", c.user_prompt_sha256), ("agent", c.agent_prompt_sha256))
+                            if d is not None and (text := prompts.get(d)) is not None
+                        },
+                    )
                     planned[c.variant] += 1
-        store.set_meta("config", {**config, "variants": ALL, "task_ids": [f"{t}~{k}" if k else t for k in range(copies) for t in tasks]})
-        store.set_meta("plan", {**plan, "variants": ALL, "planned": {"mock": dict(planned)}, "cells": sum(planned.values()),
-                                "all_cells": sum(planned.values())})
+        store.set_meta(
+            "config", {**config, "variants": ALL, "task_ids": [f"{t}~{k}" if k else t for k in range(copies) for t in tasks]}
+        )
+        store.set_meta(
+            "plan",
+            {
+                **plan,
+                "variants": ALL,
+                "planned": {"mock": dict(planned)},
+                "cells": sum(planned.values()),
+                "all_cells": sum(planned.values()),
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -159,19 +249,32 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("methods")
     srv = start_scripted_server(SCRIPT, root / "server")
     try:
-        r = subprocess.run(CLI + ["run", *RUN, "--agent-base-url", srv.base_url, "--out", str(root / "prompted")],
-                           capture_output=True, text=True, env=cli_env(), timeout=300, cwd=root)
+        r = subprocess.run(
+            CLI + ["run", *RUN, "--agent-base-url", srv.base_url, "--out", str(root / "prompted")],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=300,
+            cwd=root,
+        )
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     finally:
         srv.stop()
     out: dict[str, Any] = {"root": root}
     for name, copies in COPIES.items():
         _store_steered(root / "prompted", root / name, copies)
-        r = subprocess.run(CLI + ["report", str(root / name), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120)
+        r = subprocess.run(
+            CLI + ["report", str(root / name), "--json"], capture_output=True, text=True, env=cli_env(), timeout=120
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         out[name] = json.loads(r.stdout)
-        r = subprocess.run(CLI + ["report", str(root / name), "--out", str(root / f"report-{name}")], capture_output=True, text=True,
-                           env={**cli_env(), "COLUMNS": "200"}, timeout=180)
+        r = subprocess.run(
+            CLI + ["report", str(root / name), "--out", str(root / f"report-{name}")],
+            capture_output=True,
+            text=True,
+            env={**cli_env(), "COLUMNS": "200"},
+            timeout=180,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -183,8 +286,10 @@ def _final_rows(db: Path) -> list[dict[str, Any]]:
     con = sqlite3.connect(db)
     con.row_factory = sqlite3.Row
     final: dict[str, dict[str, Any]] = {}
-    for r in con.execute("SELECT id, cell_key, domain, task_id, variant, trial, reward, exit_reason, flags, steering, simulation "
-                         "FROM simulations ORDER BY id"):
+    for r in con.execute(
+        "SELECT id, cell_key, domain, task_id, variant, trial, reward, exit_reason, flags, steering, simulation "
+        "FROM simulations ORDER BY id"
+    ):
         if r["cell_key"] not in final or final[r["cell_key"]]["exit_reason"] in EXCLUDED:
             final[r["cell_key"]] = dict(r)
     return [r for r in final.values()]
@@ -243,8 +348,14 @@ def test_comparison_numbers_match_an_independent_computation(runs: dict[str, Any
     assert fr["methods"] == ["prompt", "steer", "both"] and fr["levels"] == ["mild", "moderate", "severe"]
     assert fr["matched_levels"] == ["mild", "moderate", "severe"]
     assert [(r["level_name"], r["method"]) for r in fr["rows"]] == [
-        ("mild", "prompt"), ("mild", "steer"), ("moderate", "prompt"), ("moderate", "steer"),
-        ("severe", "prompt"), ("severe", "steer"), ("severe", "both")]
+        ("mild", "prompt"),
+        ("mild", "steer"),
+        ("moderate", "prompt"),
+        ("moderate", "steer"),
+        ("severe", "prompt"),
+        ("severe", "steer"),
+        ("severe", "both"),
+    ]
     effects = {e["variant"]: e for e in report["effects"] if e["domain"] == "all" and e["subset"] == "all"}
     checks = {m["variant"]: m for m in report["manipulation"] if m["domain"] == "all"}
     base_rate = _flag_rate(by, "control")
@@ -258,14 +369,22 @@ def test_comparison_numbers_match_an_independent_computation(runs: dict[str, Any
             assert rw["diff"] == pytest.approx(diff) and rw["n_pairs"] == n_pairs and rw["n_tasks"] == len(task_means)
             if len(set(task_means)) > 1:
                 assert rw["ci"] == pytest.approx(_ci(diff, task_means))
-            assert (rw["claim"], rw["p_adjusted"], rw["trust"]) == (effects[v]["claim"], effects[v]["p_adjusted"], effects[v]["trust"])
+            assert (rw["claim"], rw["p_adjusted"], rw["trust"]) == (
+                effects[v]["claim"],
+                effects[v]["p_adjusted"],
+                effects[v]["trust"],
+            )
             # manipulation: the early-turn marker rate of the emotion's own family, paired
             shift, task_means, n_pairs = _paired(by, v, lambda r, f=family: _early_markers(r, f))
             m = row["manipulation"]
             assert m["shift"] == pytest.approx(shift) and m["n_pairs"] == n_pairs and m["status"] == checks[v]["status"]
             if len(set(task_means)) > 1:
                 assert m["ci"] == pytest.approx(_ci(shift, task_means))
-            assert m["lower_bound"] == pytest.approx(checks[v]["lower_bound"]) if m["lower_bound"] is not None else checks[v]["lower_bound"] is None
+            assert (
+                m["lower_bound"] == pytest.approx(checks[v]["lower_bound"])
+                if m["lower_bound"] is not None
+                else checks[v]["lower_bound"] is None
+            )
             # fidelity: flagged share over scored conversations and its gap to the baseline's
             f = row["fidelity"]
             assert f["flagged_rate"] == pytest.approx(_flag_rate(by, v)) and f["n"] == len(by[v])
@@ -276,7 +395,10 @@ def test_comparison_numbers_match_an_independent_computation(runs: dict[str, Any
                 (one,) = stored
                 st = json.loads(one)
                 assert row["steering"]["scale"] == st["scale"] == STEERED[v][2]
-                assert row["steering"]["vector_sha256"] == st["vector_sha256"] and row["steering"]["vector_short"] == st["vector_sha256"][:12]
+                assert (
+                    row["steering"]["vector_sha256"] == st["vector_sha256"]
+                    and row["steering"]["vector_short"] == st["vector_sha256"][:12]
+                )
                 assert row["steering"]["layers"] == st["layers"] == list(LAYERS) and row["steering"]["vector_method"] == "mean"
                 assert row["steering"]["consistent"] and row["steering"]["n_records"] == len(by[v])
             else:
@@ -296,7 +418,10 @@ def test_too_few_design_says_so_and_claims_nothing(runs: dict[str, Any]) -> None
     assert "At mild early-turn shifts prompted +" in fr["summary"]
     mild = _row(fr, "frustration@steer:mild")["fidelity"]
     assert mild["flagged_rate"] == pytest.approx(4 / 6) and mild["warnings"] == ["fidelity_gap", "low_fidelity"]
-    assert "flagged prompted 0% (+0 points), steered 67% (+67 points, over the 20% limit and the 10-point gap limit)" in fr["summary"]
+    assert (
+        "flagged prompted 0% (+0 points), steered 67% (+67 points, over the 20% limit and the 10-point gap limit)"
+        in fr["summary"]
+    )
     assert "coherence cost = the share of conversations with a simulator flag (control 0%)" in fr["summary"]
 
 
@@ -313,7 +438,9 @@ def test_checked_design_says_which_method_moved_the_customer(runs: dict[str, Any
     assert "At mild prompted and steered both passed the manipulation check, steered with the larger shift (prompted +" in text
     assert "At moderate prompted and steered both passed the manipulation check, steered with the larger shift" in text
     assert "At severe prompted, steered and prompted+steered all passed the manipulation check, with equal shifts" in text
-    assert text.endswith("A larger shift between methods that both passed is a point estimate: methods are not tested against each other.")
+    assert text.endswith(
+        "A larger shift between methods that both passed is a point estimate: methods are not tested against each other."
+    )
     # every reward claim of the section is the report's own (Holm over the primary family), none invented
     claims = {e["variant"]: e["claim"] for e in report["effects"] if e["domain"] == "all" and e["subset"] == "all"}
     # prompted mild changes no task at all: zero spread, so no interval, no p and no claim (too_few, with the reason)
@@ -325,19 +452,29 @@ def test_checked_design_says_which_method_moved_the_customer(runs: dict[str, Any
     assert anger["methods"] == ["steer"] and anger["matched_levels"] == []
     assert {r["manipulation"]["status"] for r in anger["rows"]} == {"failed"}
     assert anger["summary"].startswith("Anger: only steered at mild and severe, so no level can be compared across methods")
-    assert "At mild steered did not move the customer by more than the minimum 1 (manipulation check failed; shift steered +0.00)" in anger["summary"]
+    assert (
+        "At mild steered did not move the customer by more than the minimum 1 (manipulation check failed; shift steered +0.00)"
+        in anger["summary"]
+    )
     assert "larger shift" not in anger["summary"]
 
 
 def test_steered_dose_response_carries_its_scales(runs: dict[str, Any]) -> None:
     report = runs["big"]
     groups = {(d["emotion"], d["method"], d["outcome"]): d for d in report["dose_response"]}
-    assert set(groups) == {(e, m, o) for e, m in (("frustration", "prompt"), ("frustration", "steer"), ("anger", "steer"))
-                           for o in ("reward", "markers_own")}
+    assert set(groups) == {
+        (e, m, o)
+        for e, m in (("frustration", "prompt"), ("frustration", "steer"), ("anger", "steer"))
+        for o in ("reward", "markers_own")
+    }
     steer = groups[("frustration", "steer", "reward")]
     assert steer["scales"] == {"mild": 0.4, "moderate": 0.8, "severe": 1.6} and steer["vector_sha256"] == FRUSTRATION_SHA
     assert [(lv["variant"], lv["scale"]) for lv in steer["levels"]] == [
-        ("control", 0.0), ("frustration@steer:mild", 0.4), ("frustration@steer", 0.8), ("frustration@steer:severe", 1.6)]
+        ("control", 0.0),
+        ("frustration@steer:mild", 0.4),
+        ("frustration@steer", 0.8),
+        ("frustration@steer:severe", 1.6),
+    ]
     assert groups[("anger", "steer", "reward")]["scales"] == {"mild": 0.5, "severe": 1.5}
     assert groups[("frustration", "prompt", "reward")]["scales"] is None
     assert all(lv["scale"] is None for lv in groups[("frustration", "prompt", "reward")]["levels"])
@@ -345,8 +482,10 @@ def test_steered_dose_response_carries_its_scales(runs: dict[str, Any]) -> None:
     sev = steer["levels"][3]
     assert sev["diff"] == pytest.approx(_paired(by, "frustration@steer:severe", lambda r: r["reward"])[0])
     page = (runs["root"] / "report-big" / "report.html").read_text()
-    table = re.search(r'<table class="dose-table" data-emotion="frustration" data-method="steer" data-outcome="reward".*?</table>', page, re.S)
-    assert table and "<th class=\"num\">scale</th>" in table.group(0)
+    table = re.search(
+        r'<table class="dose-table" data-emotion="frustration" data-method="steer" data-outcome="reward".*?</table>', page, re.S
+    )
+    assert table and '<th class="num">scale</th>' in table.group(0)
     cells = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", table.group(0), re.S)]
     assert "0.4" in cells and "0.8" in cells and "1.6" in cells
 
@@ -369,10 +508,14 @@ def test_a_variant_steered_with_two_scales_has_no_scale_and_a_warning(runs: dict
     st = _row(_entry(report, "frustration"), "frustration@steer")["steering"]
     assert not st["consistent"] and st["scale"] is None and st["vector_sha256"] == FRUSTRATION_SHA
     assert sorted((d["scale"], d["n_records"]) for d in st["distinct"]) == [(0.8, len(rows)), (1.2, len(rows))]
-    dose = next(d for d in report["dose_response"] if (d["emotion"], d["method"], d["outcome"]) == ("frustration", "steer", "reward"))
+    dose = next(
+        d for d in report["dose_response"] if (d["emotion"], d["method"], d["outcome"]) == ("frustration", "steer", "reward")
+    )
     assert dose["scales"]["moderate"] is None and dose["scales"]["mild"] == 0.4
-    assert any("frustration@steer: its conversations were steered with 2 different vectors or scales" in w["text"]
-               for w in report["warnings"])
+    assert any(
+        "frustration@steer: its conversations were steered with 2 different vectors or scales" in w["text"]
+        for w in report["warnings"]
+    )
 
 
 # --------------------------------------------------------------------------- the pages
@@ -437,35 +580,73 @@ def test_transcript_of_a_steered_conversation_names_its_vector(runs: dict[str, A
 # --------------------------------------------------------------------------- the summary's wording on hand-made numbers
 
 
-def _hand_row(level: str, method: str, status: str, shift: float, flagged: float, *, warnings: tuple[str, ...] = (),
-              claim: str = "no_difference", n_tasks: int = 24) -> dict[str, Any]:
-    return {"level_name": level, "method": method, "variant": f"x@{method}:{level}",
-            "manipulation": {"status": status, "shift": shift, "min_effect": 1.0, "n_tasks": n_tasks, "n_pairs": 2 * n_tasks},
-            "fidelity": {"flagged_rate": flagged, "baseline_flagged_rate": 0.05, "gap": flagged - 0.05, "warnings": list(warnings)},
-            "reward": {"claim": claim, "diff": -0.1}}
+def _hand_row(
+    level: str,
+    method: str,
+    status: str,
+    shift: float,
+    flagged: float,
+    *,
+    warnings: tuple[str, ...] = (),
+    claim: str = "no_difference",
+    n_tasks: int = 24,
+) -> dict[str, Any]:
+    return {
+        "level_name": level,
+        "method": method,
+        "variant": f"x@{method}:{level}",
+        "manipulation": {"status": status, "shift": shift, "min_effect": 1.0, "n_tasks": n_tasks, "n_pairs": 2 * n_tasks},
+        "fidelity": {"flagged_rate": flagged, "baseline_flagged_rate": 0.05, "gap": flagged - 0.05, "warnings": list(warnings)},
+        "reward": {"claim": claim, "diff": -0.1},
+    }
 
 
 def test_summary_never_ranks_methods_beyond_the_checks() -> None:
-    both_passed = {"emotion": "fear", "baseline": "control", "methods": ["prompt", "steer"], "levels": ["mild"], "matched_levels": ["mild"],
-                   "rows": [_hand_row("mild", "prompt", "passed", 2.0, 0.05),
-                            _hand_row("mild", "steer", "passed", 3.5, 0.40, warnings=("fidelity_gap", "low_fidelity"))]}
+    both_passed = {
+        "emotion": "fear",
+        "baseline": "control",
+        "methods": ["prompt", "steer"],
+        "levels": ["mild"],
+        "matched_levels": ["mild"],
+        "rows": [
+            _hand_row("mild", "prompt", "passed", 2.0, 0.05),
+            _hand_row("mild", "steer", "passed", 3.5, 0.40, warnings=("fidelity_gap", "low_fidelity")),
+        ],
+    }
     text = comparison_summary(both_passed)
-    assert "At mild prompted and steered both passed the manipulation check, steered with the larger shift (prompted +2.00, steered +3.50)" in text
+    assert (
+        "At mild prompted and steered both passed the manipulation check, steered with the larger shift (prompted +2.00, steered +3.50)"
+        in text
+    )
     assert text.endswith("methods are not tested against each other.")
     assert "flagged prompted 5% (+0 points), steered 40% (+35 points, over the 20% limit and the 10-point gap limit)" in text
     assert "(control 5%)" in text
-    one_failed = {**both_passed, "rows": [_hand_row("mild", "prompt", "failed", 0.4, 0.05),
-                                          _hand_row("mild", "steer", "passed", 3.5, 0.05, claim="lower")]}
+    one_failed = {
+        **both_passed,
+        "rows": [
+            _hand_row("mild", "prompt", "failed", 0.4, 0.05),
+            _hand_row("mild", "steer", "passed", 3.5, 0.05, claim="lower"),
+        ],
+    }
     text = comparison_summary(one_failed)
-    assert "At mild only steered moved the customer by more than the minimum 1 (manipulation check passed; prompted failed" in text
+    assert (
+        "At mild only steered moved the customer by more than the minimum 1 (manipulation check passed; prompted failed" in text
+    )
     assert "lower with steered at mild (-0.100); no difference claimed for prompted at mild" in text
     assert "point estimate" not in text  # nothing was ranked by point estimate
-    few = {**both_passed, "rows": [_hand_row("mild", "prompt", "too_few", 0.4, 0.0, claim="too_few", n_tasks=5),
-                                   _hand_row("mild", "steer", "too_few", 3.5, 0.0, claim="too_few", n_tasks=5)]}
+    few = {
+        **both_passed,
+        "rows": [
+            _hand_row("mild", "prompt", "too_few", 0.4, 0.0, claim="too_few", n_tasks=5),
+            _hand_row("mild", "steer", "too_few", 3.5, 0.0, claim="too_few", n_tasks=5),
+        ],
+    }
     text = comparison_summary(few)
     assert "(5 tasks, 10 pairs)" in text and "At mild early-turn shifts prompted +0.40, steered +3.50" in text
     assert "larger" not in text and "moved the customer" not in text and "No reward claim" in text
-    mixed = {**both_passed, "rows": [_hand_row("mild", "prompt", "passed", 2.0, 0.05),
-                                     _hand_row("mild", "steer", "too_few", 3.5, 0.0, n_tasks=5)]}
+    mixed = {
+        **both_passed,
+        "rows": [_hand_row("mild", "prompt", "passed", 2.0, 0.05), _hand_row("mild", "steer", "too_few", 3.5, 0.0, n_tasks=5)],
+    }
     text = comparison_summary(mixed)
     assert "At mild prompted moved the customer (manipulation check passed, shift +2.00); steered too few to check" in text

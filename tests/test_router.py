@@ -32,7 +32,10 @@ def _hammer(client: ModelClient, threads: int, calls: int) -> list[str]:
 
 
 def test_cap_per_replica_is_never_exceeded_and_both_replicas_serve(tmp_path: Path) -> None:
-    with start_scripted_server({**SCRIPT, "latency_ms": 60}, tmp_path) as a, start_scripted_server({**SCRIPT, "latency_ms": 60}, tmp_path) as b:
+    with (
+        start_scripted_server({**SCRIPT, "latency_ms": 60}, tmp_path) as a,
+        start_scripted_server({**SCRIPT, "latency_ms": 60}, tmp_path) as b,
+    ):
         spec = ModelSpec(model="openai/scripted", base_urls=(a.base_url, b.base_url), max_in_flight_per_endpoint=2, max_retries=0)
         client = ModelClient(spec, EndpointHealth(0))
         endpoints = _hammer(client, threads=8, calls=3)
@@ -45,7 +48,10 @@ def test_cap_per_replica_is_never_exceeded_and_both_replicas_serve(tmp_path: Pat
 
 
 def test_a_slow_replica_gets_fewer_requests(tmp_path: Path) -> None:
-    with start_scripted_server({**SCRIPT, "latency_ms": 400}, tmp_path) as slow, start_scripted_server({**SCRIPT, "latency_ms": 10}, tmp_path) as fast:
+    with (
+        start_scripted_server({**SCRIPT, "latency_ms": 400}, tmp_path) as slow,
+        start_scripted_server({**SCRIPT, "latency_ms": 10}, tmp_path) as fast,
+    ):
         spec = ModelSpec(model="openai/scripted", base_urls=(slow.base_url, fast.base_url), max_retries=0)
         endpoints = _hammer(ModelClient(spec, EndpointHealth(0)), threads=4, calls=6)
         assert endpoints.count(fast.base_url) > 2 * endpoints.count(slow.base_url)

@@ -37,12 +37,15 @@ EXCLUDED = {"llm_error", "harness_error"}
 # =========================================================================== shared helpers
 
 
-
 def moodbench(*args: Any, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real CLI (``python -m moodbench.cli``) and capture its output."""
     return subprocess.run(
         [*CLI, *[str(a) for a in args]],
-        capture_output=True, text=True, timeout=timeout, env=cli_env(env), cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env),
+        cwd=tempfile.gettempdir(),
     )
 
 
@@ -50,7 +53,11 @@ def popen_moodbench(*args: Any) -> subprocess.Popen[str]:
     """Start the CLI without waiting (for shards that run side by side)."""
     return subprocess.Popen(
         [*CLI, *[str(a) for a in args]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=tempfile.gettempdir(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=tempfile.gettempdir(),
     )
 
 
@@ -156,8 +163,9 @@ def run_against_script(workdir: Path, script: dict[str, Any], args: Callable[[st
     return RunOutcome(proc.returncode, proc.stdout, proc.stderr, run_dir, base_url, log)
 
 
-def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, script: dict[str, Any],
-               args: Callable[[str, Path], list[Any]]) -> RunOutcome:
+def shared_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, script: dict[str, Any], args: Callable[[str, Path], list[Any]]
+) -> RunOutcome:
     """:func:`run_against_script` once per pytest session, whichever xdist worker asks first.
 
     Module fixtures are per worker under xdist, so two workers would each pay for the same run; a
@@ -172,8 +180,18 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, script: dict
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not result_file.exists():
             o = run_against_script(workdir, script, args)
-            result_file.write_text(json.dumps({"returncode": o.returncode, "stdout": o.stdout, "stderr": o.stderr,
-                                               "run_dir": str(o.run_dir), "base_url": o.base_url, "log": o.log}))
+            result_file.write_text(
+                json.dumps(
+                    {
+                        "returncode": o.returncode,
+                        "stdout": o.stdout,
+                        "stderr": o.stderr,
+                        "run_dir": str(o.run_dir),
+                        "base_url": o.base_url,
+                        "log": o.log,
+                    }
+                )
+            )
     data = json.loads(result_file.read_text())
     return RunOutcome(data["returncode"], data["stdout"], data["stderr"], Path(data["run_dir"]), data["base_url"], data["log"])
 
@@ -223,32 +241,54 @@ BEHAVIOUR_SCRIPT: dict[str, Any] = {
         "agent": {
             "turns": [
                 {"content": "turn 0 is tau2's fixed greeting and never requested"},
-                by_marker({
-                    "[T-SUCCESS]": {"content": f"<think>I should call create_task {SECRET_UNCLOSED}",
-                                    "tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]},
-                    "[T-TALK]": {"think": f"{SECRET_CLOSED} the user wants an update", "content": SPOKEN_AFTER_CLOSED},
-                    "[T-BADARGS]": {"tool_calls": [{"name": "update_task_status", "arguments": "{bad"}]},
-                    "[T-OOS]": {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Wrong Title"}}]},
-                }, {"content": "How can I help?"}),
-                by_marker({
-                    "[T-SUCCESS]": {"content": f"{SECRET_LEADING} done</think>{SPOKEN_AFTER_LEADING}"},
-                    "[T-BADARGS]": {"content": "Sorry, something went wrong."},
-                }, {"content": "Is there anything else?"}),
+                by_marker(
+                    {
+                        "[T-SUCCESS]": {
+                            "content": f"<think>I should call create_task {SECRET_UNCLOSED}",
+                            "tool_calls": [
+                                {"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}
+                            ],
+                        },
+                        "[T-TALK]": {"think": f"{SECRET_CLOSED} the user wants an update", "content": SPOKEN_AFTER_CLOSED},
+                        "[T-BADARGS]": {"tool_calls": [{"name": "update_task_status", "arguments": "{bad"}]},
+                        "[T-OOS]": {
+                            "tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Wrong Title"}}]
+                        },
+                    },
+                    {"content": "How can I help?"},
+                ),
+                by_marker(
+                    {
+                        "[T-SUCCESS]": {"content": f"{SECRET_LEADING} done</think>{SPOKEN_AFTER_LEADING}"},
+                        "[T-BADARGS]": {"content": "Sorry, something went wrong."},
+                    },
+                    {"content": "Is there anything else?"},
+                ),
             ],
             "after": {"content": "Anything else?"},
         },
         "user": {
             "turns": [
-                by_scenario({
-                    SCENARIO["create_task_1"]: {"content": "[T-SUCCESS] Please create a task called 'Important Meeting' for user_1."},
-                    SCENARIO["update_task_1"]: {"content": "[T-TALK] Please mark task_1 as completed."},
-                    SCENARIO["update_task_with_initialization_data"]: {"content": "[T-BADARGS] Please mark task_2 as completed."},
-                    SCENARIO["impossible_task_1"]: {"content": "[T-OOS] Please delete all my tasks."},
-                }, {"content": "###STOP###"}),
-                by_scenario({
-                    SCENARIO["create_task_1"]: {"content": "Thanks! ###STOP###"},
-                    SCENARIO["impossible_task_1"]: {"content": "###OUT-OF-SCOPE###"},
-                }, {"content": "###STOP###"}),
+                by_scenario(
+                    {
+                        SCENARIO["create_task_1"]: {
+                            "content": "[T-SUCCESS] Please create a task called 'Important Meeting' for user_1."
+                        },
+                        SCENARIO["update_task_1"]: {"content": "[T-TALK] Please mark task_1 as completed."},
+                        SCENARIO["update_task_with_initialization_data"]: {
+                            "content": "[T-BADARGS] Please mark task_2 as completed."
+                        },
+                        SCENARIO["impossible_task_1"]: {"content": "[T-OOS] Please delete all my tasks."},
+                    },
+                    {"content": "###STOP###"},
+                ),
+                by_scenario(
+                    {
+                        SCENARIO["create_task_1"]: {"content": "Thanks! ###STOP###"},
+                        SCENARIO["impossible_task_1"]: {"content": "###OUT-OF-SCOPE###"},
+                    },
+                    {"content": "###STOP###"},
+                ),
             ],
             "after": {"content": "###STOP###"},
         },
@@ -260,9 +300,29 @@ BEHAVIOUR_TRIALS = 2
 
 @pytest.fixture(scope="module")
 def behaviour(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
-    return shared_run(tmp_path_factory, "behaviour", BEHAVIOUR_SCRIPT, lambda url, out: [
-        "run", "--domain", "mock", "--task-ids", ",".join(BEHAVIOUR_TASKS), "--variants", ",".join(BEHAVIOUR_VARIANTS),
-        "--trials", BEHAVIOUR_TRIALS, "--concurrency", 4, "--max-retries", 0, "--out", out, *scripted_model(url)])
+    return shared_run(
+        tmp_path_factory,
+        "behaviour",
+        BEHAVIOUR_SCRIPT,
+        lambda url, out: [
+            "run",
+            "--domain",
+            "mock",
+            "--task-ids",
+            ",".join(BEHAVIOUR_TASKS),
+            "--variants",
+            ",".join(BEHAVIOUR_VARIANTS),
+            "--trials",
+            BEHAVIOUR_TRIALS,
+            "--concurrency",
+            4,
+            "--max-retries",
+            0,
+            "--out",
+            out,
+            *scripted_model(url),
+        ],
+    )
 
 
 def test_exit_reasons_under_tool_choice_auto(behaviour: RunOutcome) -> None:
@@ -276,8 +336,11 @@ def test_exit_reasons_under_tool_choice_auto(behaviour: RunOutcome) -> None:
     for r in rows:
         assert r["reward"] == (1.0 if r["exit_reason"] == "success" else 0.0), r["cell_key"]
         if r["task_id"] == "update_task_with_initialization_data":
-            bad = [m["raw_data"]["invalid_json_arguments"] for m in r["simulation"]["messages"]
-                   if m["role"] == "assistant" and (m.get("raw_data") or {}).get("invalid_json_arguments")]
+            bad = [
+                m["raw_data"]["invalid_json_arguments"]
+                for m in r["simulation"]["messages"]
+                if m["role"] == "assistant" and (m.get("raw_data") or {}).get("invalid_json_arguments")
+            ]
             assert bad == [["{bad"]], r["cell_key"]
         if r["task_id"] == "update_task_1":
             assert r["stats"]["agent"]["tool_calls"] == 0
@@ -301,7 +364,7 @@ def test_think_text_never_reaches_the_customer_but_is_stored(behaviour: RunOutco
     raw_by_task: dict[str, list[str]] = defaultdict(list)
     for r in db_rows(behaviour.run_dir):
         for m in r["simulation"]["messages"]:
-            raw = (m.get("raw_data") or {})
+            raw = m.get("raw_data") or {}
             if m["role"] == "assistant" and raw.get("raw_content"):
                 raw_by_task[r["task_id"]].append(raw["raw_content"])
                 if "think>" in raw["raw_content"]:
@@ -310,7 +373,9 @@ def test_think_text_never_reaches_the_customer_but_is_stored(behaviour: RunOutco
     success_raw = "\n".join(raw_by_task["create_task_1"])
     assert f"<think>I should call create_task {SECRET_UNCLOSED}" in success_raw
     assert f"{SECRET_LEADING} done</think>{SPOKEN_AFTER_LEADING}" in success_raw
-    assert f"<think>{SECRET_CLOSED} the user wants an update</think>{SPOKEN_AFTER_CLOSED}" in "\n".join(raw_by_task["update_task_1"])
+    assert f"<think>{SECRET_CLOSED} the user wants an update</think>{SPOKEN_AFTER_CLOSED}" in "\n".join(
+        raw_by_task["update_task_1"]
+    )
 
 
 def test_summary_numbers_match_the_stored_rows(behaviour: RunOutcome) -> None:
@@ -397,29 +462,47 @@ REQUIRED_SCRIPT: dict[str, Any] = {
         "agent": {
             "turns": [
                 {"content": "turn 0 is tau2's fixed greeting and never requested"},
-                by_marker({
-                    "[T-WRONG]": {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Wrong"}}]},
-                    "[T-XFER]": {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Wrong"}}]},
-                }, _say(CHAT_REPLY)),
-                by_marker({
-                    "[T-WRONG]": _say(SPOKEN_VIA_TOOL),
-                    "[T-XFER]": {"tool_calls": [{"name": "transfer_to_human_agents", "arguments": {"summary": "cannot do it"}}]},
-                }, _say(CHAT_REPLY)),
+                by_marker(
+                    {
+                        "[T-WRONG]": {
+                            "tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Wrong"}}]
+                        },
+                        "[T-XFER]": {
+                            "tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Wrong"}}]
+                        },
+                    },
+                    _say(CHAT_REPLY),
+                ),
+                by_marker(
+                    {
+                        "[T-WRONG]": _say(SPOKEN_VIA_TOOL),
+                        "[T-XFER]": {
+                            "tool_calls": [{"name": "transfer_to_human_agents", "arguments": {"summary": "cannot do it"}}]
+                        },
+                    },
+                    _say(CHAT_REPLY),
+                ),
                 by_marker({"[T-XFER]": _say("You are being transferred to a human agent.")}, _say(CHAT_REPLY)),
             ],
             "after": _say(CHAT_REPLY),
         },
         "user": {
             "turns": [
-                by_scenario({
-                    SCENARIO["create_task_1"]: {"content": "[T-CHAT] Let's chat first."},
-                    SCENARIO["update_task_1"]: {"content": "[T-WRONG] Please mark task_1 as completed."},
-                    SCENARIO["impossible_task_1"]: {"content": "[T-XFER] Please delete all my tasks."},
-                }, {"content": "###STOP###"}),
-                by_scenario({
-                    SCENARIO["create_task_1"]: {"content": "Tell me more."},
-                    SCENARIO["impossible_task_1"]: {"content": "###TRANSFER###"},
-                }, {"content": "Thanks! ###STOP###"}),
+                by_scenario(
+                    {
+                        SCENARIO["create_task_1"]: {"content": "[T-CHAT] Let's chat first."},
+                        SCENARIO["update_task_1"]: {"content": "[T-WRONG] Please mark task_1 as completed."},
+                        SCENARIO["impossible_task_1"]: {"content": "[T-XFER] Please delete all my tasks."},
+                    },
+                    {"content": "###STOP###"},
+                ),
+                by_scenario(
+                    {
+                        SCENARIO["create_task_1"]: {"content": "Tell me more."},
+                        SCENARIO["impossible_task_1"]: {"content": "###TRANSFER###"},
+                    },
+                    {"content": "Thanks! ###STOP###"},
+                ),
             ],
             "after": by_scenario({SCENARIO["create_task_1"]: {"content": "Tell me more."}}, {"content": "###STOP###"}),
         },
@@ -429,10 +512,29 @@ REQUIRED_SCRIPT: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def required(tmp_path_factory: pytest.TempPathFactory) -> RunOutcome:
-    return shared_run(tmp_path_factory, "required", REQUIRED_SCRIPT, lambda url, out: [
-        "run", "--domain", "mock", "--task-ids", ",".join(REQUIRED_EXPECTED), "--variants", "control",
-        "--tool-choice", "required", "--max-steps", REQUIRED_MAX_STEPS, "--max-retries", 0, "--out", out,
-        *scripted_model(url)])
+    return shared_run(
+        tmp_path_factory,
+        "required",
+        REQUIRED_SCRIPT,
+        lambda url, out: [
+            "run",
+            "--domain",
+            "mock",
+            "--task-ids",
+            ",".join(REQUIRED_EXPECTED),
+            "--variants",
+            "control",
+            "--tool-choice",
+            "required",
+            "--max-steps",
+            REQUIRED_MAX_STEPS,
+            "--max-retries",
+            0,
+            "--out",
+            out,
+            *scripted_model(url),
+        ],
+    )
 
 
 def test_tool_choice_required_and_respond_to_user(required: RunOutcome) -> None:
@@ -461,17 +563,37 @@ def test_tool_choice_required_and_respond_to_user(required: RunOutcome) -> None:
     assert chat["termination_reason"] == "max_steps"
     assert chat["stats"]["respond_tool_uses"] >= 3
     transfer = rows["impossible_task_1"]
-    assert any(tc["name"] == "transfer_to_human_agents" for m in transfer["simulation"]["messages"]
-               for tc in (m.get("tool_calls") or []))
+    assert any(
+        tc["name"] == "transfer_to_human_agents" for m in transfer["simulation"]["messages"] for tc in (m.get("tool_calls") or [])
+    )
 
 
 # =========================================================================== endpoint down
 
 
 def test_dead_endpoint_stops_the_run_with_exit_4(tmp_path: Path) -> None:
-    outcome = run_against_script(tmp_path, {"faults": {"down": True}}, lambda url, out: [
-        "run", "--domain", "mock", "--task-ids", "create_task_1,update_task_1", "--variants", "control,frustration",
-        "--concurrency", 1, "--max-retries", 0, "--max-consecutive-failures", 2, "--out", out, *scripted_model(url)])
+    outcome = run_against_script(
+        tmp_path,
+        {"faults": {"down": True}},
+        lambda url, out: [
+            "run",
+            "--domain",
+            "mock",
+            "--task-ids",
+            "create_task_1,update_task_1",
+            "--variants",
+            "control,frustration",
+            "--concurrency",
+            1,
+            "--max-retries",
+            0,
+            "--max-consecutive-failures",
+            2,
+            "--out",
+            out,
+            *scripted_model(url),
+        ],
+    )
     assert outcome.returncode == 4, explain(outcome)
     said = words(outcome.stderr)
     assert "stopped (exit 4)" in said

@@ -43,14 +43,18 @@ def _actions(task: Task) -> list[Any]:
     return list(crit.actions or []) if crit else []
 
 
-def build_trajectory(domain: str, task: Task, actions: list[Any], say: list[str], stop: TerminationReason,
-                     env: Any = None) -> tuple[SimulationRun, Any]:
+def build_trajectory(
+    domain: str, task: Task, actions: list[Any], say: list[str], stop: TerminationReason, env: Any = None
+) -> tuple[SimulationRun, Any]:
     """Run ``actions`` as tool calls in a fresh environment, then say ``say``; return (simulation, env)."""
     env = env if env is not None else registry.get_env_constructor(domain)()
     init = task.initial_state
     history = list(init.message_history or []) if init else []
-    env.set_state(initialization_data=init.initialization_data if init else None,
-                  initialization_actions=init.initialization_actions if init else None, message_history=history)
+    env.set_state(
+        initialization_data=init.initialization_data if init else None,
+        initialization_actions=init.initialization_actions if init else None,
+        message_history=history,
+    )
     messages: list[Any] = list(history)
     messages.append(AssistantMessage(role="assistant", content="Hi! How can I help you today?"))
     messages.append(UserMessage(role="user", content="I need help."))
@@ -61,8 +65,15 @@ def build_trajectory(domain: str, task: Task, actions: list[Any], say: list[str]
         messages.append(env.get_response(call))
     messages.append(AssistantMessage(role="assistant", content=" ".join(say) or "Done."))
     messages.append(UserMessage(role="user", content="Thanks ###STOP###"))
-    sim = SimulationRun(id=f"{domain}-{task.id}", task_id=task.id, start_time="2025-01-01T00:00:00",
-                        end_time="2025-01-01T00:00:01", duration=1.0, termination_reason=stop, messages=messages)
+    sim = SimulationRun(
+        id=f"{domain}-{task.id}",
+        task_id=task.id,
+        start_time="2025-01-01T00:00:00",
+        end_time="2025-01-01T00:00:01",
+        duration=1.0,
+        termination_reason=stop,
+        messages=messages,
+    )
     return sim, env
 
 
@@ -91,8 +102,11 @@ def check_task(domain: str, task: Task, rng: random.Random, only: set[str] | Non
         if only is not None and name not in only:
             continue
         sim, env = build_trajectory(domain, task, actions, say, stop)
-        expected = outcome(lambda: evaluate_simulation(simulation=sim, task=task, evaluation_type=EvaluationType.ALL,
-                                                       solo_mode=False, domain=domain))
+        expected = outcome(
+            lambda: evaluate_simulation(
+                simulation=sim, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=domain
+            )
+        )
         replayed = outcome(lambda: score_simulation(sim, task, domain))
         live = outcome(lambda: score_simulation(sim, task, domain, environment=env))
         assert replayed == expected, f"{domain}/{task.id}/{name}: replayed scoring differs from tau2"
@@ -187,8 +201,15 @@ def test_shared_records_never_hand_out_the_template() -> None:
     key = next(iter(shared))
     env = tpl.new_environment()
     orders = env.tools.db.orders
-    views: list[Any] = [orders[key], orders.get(key), dict(orders)[key], {**orders}[key], dict(orders.items())[key],
-             next(v for k, v in orders.items() if k == key), orders.copy()[key]]
+    views: list[Any] = [
+        orders[key],
+        orders.get(key),
+        dict(orders)[key],
+        {**orders}[key],
+        dict(orders.items())[key],
+        next(v for k, v in orders.items() if k == key),
+        orders.copy()[key],
+    ]
     assert all(v is not shared[key] for v in views) and all(v is views[0] for v in views)
     views[0].status = "changed-by-test"
     assert shared[key].status != "changed-by-test"

@@ -315,9 +315,7 @@ def test_streaming_via_openai_sdk(oai: openai.OpenAI, http: httpx.Client) -> Non
     assert finish == "tool_calls" and usage is not None and usage.prompt_tokens > 0
 
     long_text = "word " * 40
-    text_stream = oai.chat.completions.create(
-        model="scripted", messages=convo("SCENARIO-MISC", ("user", long_text)), stream=True
-    )
+    text_stream = oai.chat.completions.create(model="scripted", messages=convo("SCENARIO-MISC", ("user", long_text)), stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in text_stream if c.choices) == long_text
 
     raw = chat(http, convo(AGENT_SYSTEM, ("user", "hi")), stream=True)
@@ -326,10 +324,7 @@ def test_streaming_via_openai_sdk(oai: openai.OpenAI, http: httpx.Client) -> Non
 
 
 def test_bad_requests(http: httpx.Client) -> None:
-    assert (
-        http.post("/chat/completions", content=b"{nope", headers={"content-type": "application/json"}).status_code
-        == 400
-    )
+    assert http.post("/chat/completions", content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
     assert http.post("/chat/completions", json={"model": "m"}).status_code == 400
     assert http.get("/nope").status_code == 404
 
@@ -498,8 +493,7 @@ def test_concurrency_with_latency(tmp_path: Path) -> None:
         limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
         async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30, trust_env=False) as client:
             reqs = [
-                client.post("/chat/completions", json={"messages": convo(AGENT_SYSTEM, ("user", f"q{i}"))})
-                for i in range(200)
+                client.post("/chat/completions", json={"messages": convo(AGENT_SYSTEM, ("user", f"q{i}"))}) for i in range(200)
             ]
             return [r.status_code for r in await asyncio.gather(*reqs)]
 

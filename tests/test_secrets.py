@@ -27,33 +27,91 @@ CREATE = {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_
 def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
     key = "sk-sentinel-" + secrets.token_hex(16)
     variants = tmp_path / "variants.yaml"
-    variants.write_text(yaml.safe_dump({"variants": [
-        {"name": "m-echo", "description": "repeats the key", "levels": {"moderate": "MARKER-echo"}},
-        {"name": "m-fail", "description": "endpoint rejects", "levels": {"moderate": "MARKER-fail"}},
-        {"name": "m-never", "description": "never started", "levels": {"moderate": "MARKER-never"}},
-    ]}))
-    script = {"roles": {
-        "user": {"turns": [
-            {"match": [{"if_contains": "MARKER-echo", "in": "system", "then": {"content": f"My key is {key}. {OPENING}"}},
-                       {"if_contains": "MARKER-fail", "in": "system", "then": {"content": f"{OPENING} [fail]"}}],
-             "else": {"content": OPENING}},
-            {"content": "Thanks! ###STOP###"}], "after": {"content": "###STOP###"}},
-        "agent": {"turns": [
-            {"content": "unused"},
-            {"match": [{"if_contains": "[fail]", "in": "last",
-                        "then": {"status": 500, "error": f"upstream rejected the key {key} (quota)"}}], "else": CREATE},
-            {"match": [{"if_contains": "My key is", "in": "all", "then": {"content": f"Done. Noted your key {key}."}}],
-             "else": {"content": "Done."}}],
-            "after": {"content": "Anything else?"}},
-    }}
+    variants.write_text(
+        yaml.safe_dump(
+            {
+                "variants": [
+                    {"name": "m-echo", "description": "repeats the key", "levels": {"moderate": "MARKER-echo"}},
+                    {"name": "m-fail", "description": "endpoint rejects", "levels": {"moderate": "MARKER-fail"}},
+                    {"name": "m-never", "description": "never started", "levels": {"moderate": "MARKER-never"}},
+                ]
+            }
+        )
+    )
+    script = {
+        "roles": {
+            "user": {
+                "turns": [
+                    {
+                        "match": [
+                            {"if_contains": "MARKER-echo", "in": "system", "then": {"content": f"My key is {key}. {OPENING}"}},
+                            {"if_contains": "MARKER-fail", "in": "system", "then": {"content": f"{OPENING} [fail]"}},
+                        ],
+                        "else": {"content": OPENING},
+                    },
+                    {"content": "Thanks! ###STOP###"},
+                ],
+                "after": {"content": "###STOP###"},
+            },
+            "agent": {
+                "turns": [
+                    {"content": "unused"},
+                    {
+                        "match": [
+                            {
+                                "if_contains": "[fail]",
+                                "in": "last",
+                                "then": {"status": 500, "error": f"upstream rejected the key {key} (quota)"},
+                            }
+                        ],
+                        "else": CREATE,
+                    },
+                    {
+                        "match": [{"if_contains": "My key is", "in": "all", "then": {"content": f"Done. Noted your key {key}."}}],
+                        "else": {"content": "Done."},
+                    },
+                ],
+                "after": {"content": "Anything else?"},
+            },
+        }
+    }
     out = tmp_path / "run"
-    env = {**os.environ, "MOODBENCH_TEST_KEY": key, "MOODBENCH_BACKOFF_BASE_S": "0.01", "PYTHONUNBUFFERED": "1",
-           "LITELLM_LOG": "DEBUG", "MOODBENCH_TAU2_LOGS": "1"}
+    env = {
+        **os.environ,
+        "MOODBENCH_TEST_KEY": key,
+        "MOODBENCH_BACKOFF_BASE_S": "0.01",
+        "PYTHONUNBUFFERED": "1",
+        "LITELLM_LOG": "DEBUG",
+        "MOODBENCH_TAU2_LOGS": "1",
+    }
     with start_scripted_server(script, tmp_path / "server") as srv:
-        cmd = [*MOODBENCH, "run", "--domain", "mock", "--task-ids", "create_task_1", "--variants", "m-echo,m-fail,m-never",
-               "--variants-file", str(variants), "--agent-model", "openai/scripted", "--agent-base-url", srv.base_url,
-               "--api-key-env", "MOODBENCH_TEST_KEY", "--out", str(out), "--concurrency", "1", "--max-retries", "3",
-               "--max-consecutive-failures", "4", "--skip-preflight"]
+        cmd = [
+            *MOODBENCH,
+            "run",
+            "--domain",
+            "mock",
+            "--task-ids",
+            "create_task_1",
+            "--variants",
+            "m-echo,m-fail,m-never",
+            "--variants-file",
+            str(variants),
+            "--agent-model",
+            "openai/scripted",
+            "--agent-base-url",
+            srv.base_url,
+            "--api-key-env",
+            "MOODBENCH_TEST_KEY",
+            "--out",
+            str(out),
+            "--concurrency",
+            "1",
+            "--max-retries",
+            "3",
+            "--max-consecutive-failures",
+            "4",
+            "--skip-preflight",
+        ]
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=180, stdin=subprocess.DEVNULL)
         served = srv.stats()
     # the leak paths were really exercised: the endpoint tripped on errors that carried the key ...
@@ -79,11 +137,20 @@ def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
 
 def test_a_key_passed_as_a_request_argument_is_refused_without_echo(tmp_path: Path) -> None:
     value = "sk-sentinel-" + secrets.token_hex(8)
-    cmd = [*MOODBENCH, "run", "--agent-model", "openai/x", "--agent-args", json.dumps({"api_key": value}),
-           "--out", str(tmp_path / "run")]
+    cmd = [
+        *MOODBENCH,
+        "run",
+        "--agent-model",
+        "openai/x",
+        "--agent-args",
+        json.dumps({"api_key": value}),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert res.returncode == 2
     assert "environment variable" in res.stderr and "--api-key-env" in res.stderr
     assert value not in res.stderr + res.stdout
-    assert not (tmp_path / "run").exists() or not any(value.encode() in p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file())
-
+    assert not (tmp_path / "run").exists() or not any(
+        value.encode() in p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()
+    )

@@ -110,9 +110,18 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{FAKES}:{BASE_PATH}")
     monkeypatch.setenv("MOODBENCH_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("FAKE_VLLM_RECORD", str(tmp_path / "record.jsonl"))
-    for name in ("CUDA_VISIBLE_DEVICES", "MOODBENCH_VLLM_BIN", "VLLM_API_KEY", "FAKE_VLLM_DIE",
-                 "FAKE_VLLM_DELAY", "FAKE_VLLM_HANG", "MOODBENCH_SERVER_API_KEY", "HF_TOKEN",
-                 "MOODBENCH_CACHE_DIR", "XDG_CACHE_HOME"):  # the cache follows HOME here
+    for name in (
+        "CUDA_VISIBLE_DEVICES",
+        "MOODBENCH_VLLM_BIN",
+        "VLLM_API_KEY",
+        "FAKE_VLLM_DIE",
+        "FAKE_VLLM_DELAY",
+        "FAKE_VLLM_HANG",
+        "MOODBENCH_SERVER_API_KEY",
+        "HF_TOKEN",
+        "MOODBENCH_CACHE_DIR",
+        "XDG_CACHE_HOME",
+    ):  # the cache follows HOME here
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -134,8 +143,13 @@ def procs():
 def start_fake(procs, port: int, model: str, **extra_env) -> subprocess.Popen:
     """A vLLM stand-in started by the test, not by moodbench (no state file)."""
     e = {**os.environ, **extra_env}
-    p = subprocess.Popen([str(FAKE_VLLM), "serve", model, "--host", "127.0.0.1", "--port", str(port)],
-                         env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        [str(FAKE_VLLM), "serve", model, "--host", "127.0.0.1", "--port", str(port)],
+        env=e,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     procs.append(p)
     if not extra_env.get("FAKE_VLLM_HANG"):
         wait_for(lambda: _serves(port), what=f"fake on {port}")
@@ -177,9 +191,14 @@ def serve_in_subprocess(procs, tmp_path, **kw) -> tuple[subprocess.Popen, Path]:
     kw.setdefault("startup_timeout", 20.0)
     out = tmp_path / f"serve-{len(procs)}.out"
     with open(out, "wb") as fh:
-        p = subprocess.Popen([sys.executable, "-c", ENTRY, json.dumps(kw)], stdout=fh, stderr=subprocess.STDOUT,
-                             env=cli_env(), start_new_session=True,  # this checkout's sources first
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+        p = subprocess.Popen(
+            [sys.executable, "-c", ENTRY, json.dumps(kw)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=cli_env(),
+            start_new_session=True,  # this checkout's sources first
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+        )
     procs.append(p)
     return p, out
 
@@ -214,8 +233,18 @@ def test_dry_run_command_per_family(env, model, tool, reasoning):
     c, buf = console()
     assert serve_vllm(opts(model=model, dry_run=True), c) == 0
     out = buf.getvalue()
-    expected = ["vllm", "serve", model, "--host", "127.0.0.1", "--port", "8000",
-                "--enable-auto-tool-choice", "--tool-call-parser", tool]
+    expected = [
+        "vllm",
+        "serve",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        tool,
+    ]
     if reasoning:
         expected += ["--reasoning-parser", reasoning]
     import shlex
@@ -228,17 +257,31 @@ def test_dry_run_command_per_family(env, model, tool, reasoning):
 
 def test_dry_run_full_flags(env):
     c, buf = console()
-    rc = serve_vllm(opts(model="Qwen/Qwen3-8B", dry_run=True, port=9100, replicas=2, tensor_parallel=2,
-                         max_model_len=32768, gpu_memory_utilization=0.85, reasoning_parser="none",
-                         extra_args=["--enable-prefix-caching", "--served-model-name", "q3"]), c)
+    rc = serve_vllm(
+        opts(
+            model="Qwen/Qwen3-8B",
+            dry_run=True,
+            port=9100,
+            replicas=2,
+            tensor_parallel=2,
+            max_model_len=32768,
+            gpu_memory_utilization=0.85,
+            reasoning_parser="none",
+            extra_args=["--enable-prefix-caching", "--served-model-name", "q3"],
+        ),
+        c,
+    )
     assert rc == 0
     lines = buf.getvalue().splitlines()
-    assert ("CUDA_VISIBLE_DEVICES=0,1 vllm serve Qwen/Qwen3-8B --host 127.0.0.1 --port 9100 "
-            "--enable-auto-tool-choice --tool-call-parser hermes --tensor-parallel-size 2 --max-model-len 32768 "
-            "--gpu-memory-utilization 0.85 --enable-prefix-caching --served-model-name q3") in lines
+    assert (
+        "CUDA_VISIBLE_DEVICES=0,1 vllm serve Qwen/Qwen3-8B --host 127.0.0.1 --port 9100 "
+        "--enable-auto-tool-choice --tool-call-parser hermes --tensor-parallel-size 2 --max-model-len 32768 "
+        "--gpu-memory-utilization 0.85 --enable-prefix-caching --served-model-name q3"
+    ) in lines
     assert any(line.startswith("CUDA_VISIBLE_DEVICES=2,3 vllm serve") and "--port 9101" in line for line in lines)
-    assert ("moodbench run --agent-model hosted_vllm/q3 --agent-base-url "
-            "http://127.0.0.1:9100/v1,http://127.0.0.1:9101/v1") in lines
+    assert (
+        "moodbench run --agent-model hosted_vllm/q3 --agent-base-url http://127.0.0.1:9100/v1,http://127.0.0.1:9101/v1"
+    ) in lines
 
 
 def test_unknown_family_is_an_error_naming_the_flag(env):
@@ -266,8 +309,7 @@ def test_build_commands_slices_and_checks():
     specs = build_vllm_commands(opts(model="Qwen/Qwen3-8B", replicas=2), environ={"CUDA_VISIBLE_DEVICES": "4,6,7"})
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in specs] == ["4", "6"]
     with pytest.raises(ServeConfigError, match="needs 4 GPUs"):
-        build_vllm_commands(opts(model="Qwen/Qwen3-8B", replicas=2, tensor_parallel=2),
-                            environ={"CUDA_VISIBLE_DEVICES": "0,1,2"})
+        build_vllm_commands(opts(model="Qwen/Qwen3-8B", replicas=2, tensor_parallel=2), environ={"CUDA_VISIBLE_DEVICES": "0,1,2"})
     # one replica inherits the environment untouched
     (one,) = build_vllm_commands(opts(model="Qwen/Qwen3-8B", tensor_parallel=4), environ={})
     assert one.env == {} and "--tensor-parallel-size" in one.argv
@@ -291,7 +333,8 @@ def test_parser_table_names_exist_in_vllm_and_doc_is_current():
         for example in rule.examples:  # every example is caught by its own row, not an earlier one
             assert parsers.match_family(example) is rule, (example, parsers.match_family(example))
     assert (REPO / parsers.DOC_PATH).read_text() == parsers.render_doc(), (
-        "docs/vllm-parsers.md is stale: regenerate it from parsers.render_doc()")
+        "docs/vllm-parsers.md is stale: regenerate it from parsers.render_doc()"
+    )
     doc_rows = re.findall(r"^\| (.+?) \| (\S+) \| ?(\S*) ?\|$", parsers.__doc__, re.MULTILINE)[1:]
     table = [(r.family, r.tool_parser or "(none)", r.reasoning_parser or "") for r in parsers.PARSER_RULES]
     assert doc_rows == table, "the module docstring's table drifted from PARSER_RULES"
@@ -306,8 +349,10 @@ def test_health_helpers(env, procs):
     assert health.list_models(f"http://127.0.0.1:{port}/v1") == ["some/model"]
     assert health.list_models(f"http://127.0.0.1:{port}") == ["some/model"]  # /v1 added
     assert health.wait_ready(f"http://127.0.0.1:{port}/v1", timeout=5) == ["some/model"]
-    r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                   json={"model": "some/model", "messages": [{"role": "user", "content": "hi"}]})
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        json={"model": "some/model", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert r.json()["choices"][0]["message"]["role"] == "assistant"
     assert health.probe(f"http://127.0.0.1:{port}/v1").state == "serving"
     assert health.probe(f"http://127.0.0.1:{port + 1}/v1").state == "free"
@@ -328,8 +373,9 @@ def test_health_helpers(env, procs):
 
 def test_replicas_ports_gpus_loopback_and_ctrl_c(env, procs):
     port = free_ports(2)
-    p, out = serve_in_subprocess(procs, env, model="Qwen/Qwen2.5-0.5B-Instruct", port=port, replicas=2,
-                                 tensor_parallel=2, log_dir=str(env / "logs"))
+    p, out = serve_in_subprocess(
+        procs, env, model="Qwen/Qwen2.5-0.5B-Instruct", port=port, replicas=2, tensor_parallel=2, log_dir=str(env / "logs")
+    )
     wait_for(lambda: "Press Ctrl-C" in out.read_text() or p.poll() is not None, what="ready")
     text = out.read_text()
     assert p.poll() is None, text
@@ -554,14 +600,16 @@ def test_skypilot_launch_with_fake_sky(env, procs, monkeypatch):
     bindir = env / "bin"
     bindir.mkdir()
     sky = bindir / "sky"
-    sky.write_text(textwrap.dedent(f"""\
+    sky.write_text(
+        textwrap.dedent(f"""\
         #!/usr/bin/env python3
         import json, os, sys
-        with open({str(env / 'sky.jsonl')!r}, "a") as fh:
+        with open({str(env / "sky.jsonl")!r}, "a") as fh:
             fh.write(json.dumps({{"argv": sys.argv[1:], "hf_token_set": "HF_TOKEN" in os.environ}}) + "\\n")
         if sys.argv[1:3] == ["status", "--endpoint"]:
             print("127.0.0.1:" + sys.argv[3])
-    """))
+    """)
+    )
     sky.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{FAKES}:{BASE_PATH}")
     task = env / "task.yaml"

@@ -28,8 +28,13 @@ def _modules(stderr: str) -> set[str]:
 
 
 def _cli(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "moodbench.cli", *args], capture_output=True, text=True,
-                         env=cli_env({"COLUMNS": "200"}), timeout=180)
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "moodbench.cli", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env({"COLUMNS": "200"}),
+        timeout=180,
+    )
     return res, _modules(res.stderr)
 
 
@@ -42,8 +47,11 @@ def _printed(res: subprocess.CompletedProcess[str]) -> str:
 def imported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str], str]:
     root = tmp_path_factory.mktemp("startup")
     base = write(root / "control.json", [Conv(t, j, float((i + j) % 3 != 0)) for i, t in enumerate(IDS) for j in range(2)], IDS)
-    angry = write(root / "anger.json", [Conv(t, j, float((i + j) % 2 != 0), opening="This is outrageous! ")
-                                        for i, t in enumerate(IDS) for j in range(2)], IDS)
+    angry = write(
+        root / "anger.json",
+        [Conv(t, j, float((i + j) % 2 != 0), opening="This is outrageous! ") for i, t in enumerate(IDS) for j in range(2)],
+        IDS,
+    )
     run = root / "run"
     res, modules = _cli("import", "--format", "tau2", "--out", str(run), f"{base}=control", f"{angry}=anger")
     assert res.returncode == 0, _printed(res)
@@ -65,7 +73,8 @@ def test_reading_commands_import_no_tau2(imported: tuple[Path, set[str], str], c
     res, modules = _cli(*command, str(run))
     assert res.returncode == 0, _printed(res)
     assert not any(m == "tau2" or m.startswith("tau2.") or m == "litellm" for m in modules), sorted(
-        m for m in modules if m.startswith(("tau2", "litellm")))
+        m for m in modules if m.startswith(("tau2", "litellm"))
+    )
     if command == ["summary"]:
         assert not any(m.startswith(("scipy", "statsmodels", "matplotlib")) for m in modules)
     else:
@@ -76,8 +85,13 @@ def test_view_of_a_built_report_imports_no_statistics(imported: tuple[Path, set[
     run = imported[0]
     res, _ = _cli("report", str(run))  # builds run/report once
     assert res.returncode == 0, _printed(res)
-    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "moodbench.cli", "view", str(run), "--port", "0", "--no-open"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "moodbench.cli", "view", str(run), "--port", "0", "--no-open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
     try:
         assert proc.stdout is not None and proc.stderr is not None
         deadline = time.monotonic() + 120
@@ -91,4 +105,5 @@ def test_view_of_a_built_report_imports_no_statistics(imported: tuple[Path, set[
     modules = _modules(err)
     assert "moodbench.report._viewer" in modules
     assert not any(m.startswith(("tau2", "litellm", "scipy", "statsmodels", "matplotlib")) for m in modules), sorted(
-        m for m in modules if m.startswith(("tau2", "litellm", "scipy", "statsmodels", "matplotlib")))
+        m for m in modules if m.startswith(("tau2", "litellm", "scipy", "statsmodels", "matplotlib"))
+    )

@@ -88,17 +88,43 @@ def test_pass_hat_k_stops_at_the_fewest_trials_like_tau2() -> None:
 # --------------------------------------------------------------------------- effects on known conversations
 
 
-def _conv(i: int, task: str, variant: str, trial: int, reward: float | None, *, exit_reason: str | None = None,
-          flagged: bool = False, user: str = "Please help me with my order.", later: str = "Thanks. ###STOP###",
-          domain: str = "mock") -> ConversationRecord:
+def _conv(
+    i: int,
+    task: str,
+    variant: str,
+    trial: int,
+    reward: float | None,
+    *,
+    exit_reason: str | None = None,
+    flagged: bool = False,
+    user: str = "Please help me with my order.",
+    later: str = "Thanks. ###STOP###",
+    domain: str = "mock",
+) -> ConversationRecord:
     exit_reason = exit_reason or ("success" if reward == 1.0 else "task_failed")
-    sim = {"messages": [{"role": "assistant", "content": "Hi! How can I help you today?"}, {"role": "user", "content": user},
-                        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "name": "get_order", "arguments": {}}]},
-                        {"role": "tool", "id": "c1", "content": "{}", "requestor": "assistant"},
-                        {"role": "assistant", "content": "Done."}, {"role": "user", "content": later}]}
-    return ConversationRecord(id=i, cell_key=f"{domain}|{task}|{variant}|{trial}", domain=domain, task_id=task, variant=variant,
-                              trial=trial, reward=reward, exit_reason=ExitReason(exit_reason), wall_seconds=1.0, simulation=sim,
-                              flags=FidelityFlags(any=flagged, user_echo=flagged))
+    sim = {
+        "messages": [
+            {"role": "assistant", "content": "Hi! How can I help you today?"},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "name": "get_order", "arguments": {}}]},
+            {"role": "tool", "id": "c1", "content": "{}", "requestor": "assistant"},
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": later},
+        ]
+    }
+    return ConversationRecord(
+        id=i,
+        cell_key=f"{domain}|{task}|{variant}|{trial}",
+        domain=domain,
+        task_id=task,
+        variant=variant,
+        trial=trial,
+        reward=reward,
+        exit_reason=ExitReason(exit_reason),
+        wall_seconds=1.0,
+        simulation=sim,
+        flags=FidelityFlags(any=flagged, user_echo=flagged),
+    )
 
 
 def _reward(c: ConversationRecord) -> float:
@@ -145,9 +171,11 @@ def test_reward_effects_known_answer() -> None:
     assert w["diff"] == pytest.approx(-9 / 24)
     assert w["baseline_mean"] == pytest.approx(18 / 24) and w["variant_mean"] == pytest.approx(9 / 24)
     assert w["variant_mean"] - w["baseline_mean"] == pytest.approx(w["diff"])
-    ref = paired_effect([_reward(c) for c in convs if c.variant == "control"],
-                        [_reward(c) for c in convs if c.variant == "worse"],
-                        [c.task_id for c in convs if c.variant == "control"])
+    ref = paired_effect(
+        [_reward(c) for c in convs if c.variant == "control"],
+        [_reward(c) for c in convs if c.variant == "worse"],
+        [c.task_id for c in convs if c.variant == "control"],
+    )
     assert w["ci"] == pytest.approx([ref.ci_low, ref.ci_high]) and w["p"] == pytest.approx(ref.p)
     # the family: worse is claimable; same has zero spread (every task difference 0) and few is too small: both too_few,
     # left out. The unflagged worse row (46 pairs) is a second test of the one family -> Holm over 2
@@ -173,7 +201,9 @@ def test_reward_effects_known_answer() -> None:
     assert [p["k"] for p in pk] == [1, 2] and all(p["n_tasks"] == 24 and p["dropped_tasks"] == 0 for p in pk)
     assert pk[1]["baseline_mean"] == pytest.approx(18 / 24) and pk[1]["diff"] == pytest.approx(-9 / 24)
     assert all(p["p"] is None and "claim" not in p and p["descriptive"] and p["ci"][0] is not None for p in pk)  # descriptive
-    assert all(p["ci"] == [None, None] and p["too_few"] for p in out["pass_hat_k"] if p["variant"] == "few")  # 10 tasks: no interval
+    assert all(
+        p["ci"] == [None, None] and p["too_few"] for p in out["pass_hat_k"] if p["variant"] == "few"
+    )  # 10 tasks: no interval
     # the design: MDE from the baseline rows of each comparison's own pairs, A/A split with two trials
     d = out["designs"][0]
     assert d["tasks"] == 24 and d["family_size"] == 2 and d["aa"]["n_tasks"] == 24 and d["aa"]["diff"] == 0
@@ -202,14 +232,27 @@ def test_several_domains_give_pooled_and_per_domain_scopes() -> None:
 
 
 def test_early_turns_stop_at_the_first_tool_result() -> None:
-    msgs = [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "one"}, {"role": "assistant", "content": "?"},
-            {"role": "user", "content": "two ###STOP###"}, {"role": "user", "content": "three"}]
+    msgs = [
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "?"},
+        {"role": "user", "content": "two ###STOP###"},
+        {"role": "user", "content": "three"},
+    ]
     assert early_user_texts(msgs) == ["one", "two"]  # at most two
-    msgs = [{"role": "user", "content": "one"}, {"role": "tool", "content": "{}", "requestor": "assistant"},
-            {"role": "user", "content": "still not working, again!"}]
+    msgs = [
+        {"role": "user", "content": "one"},
+        {"role": "tool", "content": "{}", "requestor": "assistant"},
+        {"role": "user", "content": "still not working, again!"},
+    ]
     assert early_user_texts(msgs) == ["one"]
-    user_tool = [{"role": "user", "content": "one"}, {"role": "tool", "content": "{}", "requestor": "user"}, {"role": "user", "content": "two"}]
+    user_tool = [
+        {"role": "user", "content": "one"},
+        {"role": "tool", "content": "{}", "requestor": "user"},
+        {"role": "user", "content": "two"},
+    ]
     assert early_user_texts(user_tool) == ["one", "two"]  # the customer's own tool (telecom) reveals no outcome
+
 
 # --------------------------------------------------------------------------- manipulation scores
 
@@ -242,12 +285,29 @@ def test_manipulation_check_uses_early_turns_a_minimum_and_the_task_gate() -> No
     for t in range(24):
         for trial in range(2):
             convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user="I need to update my order, please."))
-            convs.append(_conv(i := i + 1, f"t{t}", "anger", trial, 1.0,
-                               user="This is unacceptable! I demand a manager right now. I need to update my order."))
+            convs.append(
+                _conv(
+                    i := i + 1,
+                    f"t{t}",
+                    "anger",
+                    trial,
+                    1.0,
+                    user="This is unacceptable! I demand a manager right now. I need to update my order.",
+                )
+            )
             convs.append(_conv(i := i + 1, f"t{t}", "anxiety", trial, 1.0, user="I need to update my order, please."))
             # emotional words only after the agent acted: a reaction to the outcome, not the emotion
-            convs.append(_conv(i := i + 1, f"t{t}", "frustration", trial, 0.0, user="I need to update my order, please.",
-                               later="Still not done? Again? This is ridiculous. ###STOP###"))
+            convs.append(
+                _conv(
+                    i := i + 1,
+                    f"t{t}",
+                    "frustration",
+                    trial,
+                    0.0,
+                    user="I need to update my order, please.",
+                    later="Still not done? Again? This is ridiculous. ###STOP###",
+                )
+            )
     out = manipulation_check(convs, "control", ["control", "anger", "anxiety", "frustration"], ["mock"])
     checks = {c["variant"]: c for c in out["checks"]}
     assert out["primary"]["score"] == "markers_own" and out["primary"]["turns"] == "early"
@@ -258,7 +318,9 @@ def test_manipulation_check_uses_early_turns_a_minimum_and_the_task_gate() -> No
     late = next(s for s in f["secondary"] if s["score"] == "markers_own" and s["turns"] == "all")
     assert late["diff"] > 5  # ... although over all turns the markers rose
     assert all(c["family_size"] == 3 for c in out["checks"])  # Bonferroni over the checked variants
-    few = manipulation_check([c for c in convs if c.task_id in {f"t{k}" for k in range(10)}], "control", ["control", "anger"], ["mock"])
+    few = manipulation_check(
+        [c for c in convs if c.task_id in {f"t{k}" for k in range(10)}], "control", ["control", "anger"], ["mock"]
+    )
     assert few["checks"][0]["status"] == "too_few" and few["checks"][0]["n_tasks"] == 10 < MIN_TASKS
 
 
@@ -295,8 +357,10 @@ def test_dose_response_table_groups_by_emotion_and_method() -> None:
                 rwd = 1.0 if (t + trial) % 4 >= (lv if lv < 3 else 3) else 0.0
                 convs.append(_conv(i := i + 1, f"t{t}", v, trial, rwd, user=words[lv] + "Please update my order."))
     rows = dose_response_table(convs, "control", variants)
-    assert {(r["emotion"], r["method"], r["outcome"]) for r in rows} == {("frustration", "prompt", "reward"),
-                                                                          ("frustration", "prompt", "markers_own")}
+    assert {(r["emotion"], r["method"], r["outcome"]) for r in rows} == {
+        ("frustration", "prompt", "reward"),
+        ("frustration", "prompt", "markers_own"),
+    }
     reward = next(r for r in rows if r["outcome"] == "reward")
     assert [lv["level"] for lv in reward["levels"]] == [0, 1, 2, 3]
     lv_list: list[int] = []
@@ -320,7 +384,9 @@ def test_dose_response_table_groups_by_emotion_and_method() -> None:
 
 
 def _steered(c: ConversationRecord, scale: float, sha: str = "ab" * 32) -> ConversationRecord:
-    return c.model_copy(update={"steering": Steering(emotion="frustration", vector_sha256=sha, scale=scale, layers=(4, 12), method="mean")})
+    return c.model_copy(
+        update={"steering": Steering(emotion="frustration", vector_sha256=sha, scale=scale, layers=(4, 12), method="mean")}
+    )
 
 
 def test_steered_groups_carry_their_scales_and_mixed_doses_are_not_hidden() -> None:
@@ -338,7 +404,13 @@ def test_steered_groups_carry_their_scales_and_mixed_doses_are_not_hidden() -> N
     st = steering_by_variant(convs)
     assert set(st) == {"frustration@steer:mild", "frustration@steer:severe"}
     mild, severe = st["frustration@steer:mild"], st["frustration@steer:severe"]
-    assert (mild["scale"], mild["vector_short"], mild["layers"], mild["vector_method"], mild["consistent"]) == (0.5, "ab" * 6, [4, 12], "mean", True)
+    assert (mild["scale"], mild["vector_short"], mild["layers"], mild["vector_method"], mild["consistent"]) == (
+        0.5,
+        "ab" * 6,
+        [4, 12],
+        "mean",
+        True,
+    )
     assert not severe["consistent"] and severe["scale"] is None and severe["vector_sha256"] == "ab" * 32  # one vector, two scales
     assert sorted((d["scale"], d["n_records"]) for d in severe["distinct"]) == [(1.5, 2), (2.0, 2)]
     rows = dose_response_table(convs, "control", variants)
@@ -356,7 +428,15 @@ def test_steered_groups_carry_their_scales_and_mixed_doses_are_not_hidden() -> N
 def test_planning_helpers() -> None:
     assert family_size(["control", "a", "b"]) == 2 and family_size(3, 2) == 9 and family_size(0) == 1
     d = planned_design(40, 3, ["control", "frustration"], 1)
-    assert (d.tasks, d.trials, d.family_size, d.baseline_success, d.icc, d.pair_corr, d.effect_sd) == (40, 3, 1, 0.5, 0.5, 0.0, 0.05)
+    assert (d.tasks, d.trials, d.family_size, d.baseline_success, d.icc, d.pair_corr, d.effect_sd) == (
+        40,
+        3,
+        1,
+        0.5,
+        0.5,
+        0.0,
+        0.05,
+    )
     assert planned_mde(40, 3, 1) == pytest.approx(mde(Design(40, 3, 1, baseline_success=0.5, icc=0.5, effect_sd=0.05)))
     mde_8, mde_1, mde_80 = planned_mde(40, 3, 8), planned_mde(40, 3, 1), planned_mde(80, 3, 1)
     mde_icc = planned_mde(40, 3, 1, icc=0.8)
@@ -364,6 +444,7 @@ def test_planning_helpers() -> None:
     assert mde_8 > mde_1 > mde_80
     assert planned_mde(10, 3, 1) is None  # below MIN_TASKS: no claim possible
     assert mde_icc < mde_1
+
 
 def test_parse_judge_reply() -> None:
     assert parse_judge('Sure! {"frustration": 7, "anger": 12, "anxiety": "x"}') == {"frustration": 7.0, "anger": 10.0}

@@ -119,7 +119,9 @@ def test_build_writes_escaped_prompts_a_sidecar_and_is_idempotent(cache: Path, g
     side = json.loads(vec.with_suffix(".json").read_text())
     assert side["sha256"] == res["sha256"] and side["model"] == "tiny" and len(side["pairs_sha256"]) == 64
     first = (tmp_path / "seen-positive.txt").read_text().splitlines()[0]
-    assert first.startswith("<|im_start|>system\\nYou are a customer") and first.endswith("<|im_start|>assistant\\nThis is unacceptable. I demand that someone fixes")
+    assert first.startswith("<|im_start|>system\\nYou are a customer") and first.endswith(
+        "<|im_start|>assistant\\nThis is unacceptable. I demand that someone fixes"
+    )
     code, out, _ = _run("build", "--emotion", "anger", "--model", str(model), "--layers", "10-20", "--json")
     assert code == 0 and json.loads(out)["cached"] and json.loads(out)["vector"] == res["vector"]
     code, out, _ = _run("build", "--emotion", "anger", "--model", str(model), "--method", "pca", "--json")

@@ -103,8 +103,7 @@ def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector
     assert Path(cal.plot or "").is_file() and Path(cal.plot or "").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vector(env: dict[str, Path],
-                                                                                 tmp_path: Path) -> None:
+def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vector(env: dict[str, Path], tmp_path: Path) -> None:
     """From an empty vector cache, as on a fresh machine: the vector is built, the shipped calibration of the
     built-in model gives the scale, one steered conversation and one control conversation are stored."""
     import os
@@ -115,18 +114,41 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     cache.mkdir()
     (cache / "models").symlink_to(env["model"].parent)
     run_env = {**os.environ, "MOODBENCH_CACHE_DIR": str(cache)}
-    base = [*CLI, "run", "--agent-model", f"local/{MODEL}", "--domain", "mock", "--task-ids",
-            "create_task_1", "--variants", "control,frustration@steer", "--max-steps", "4", "--max-tokens", "64",
-            "--agent-args", '{"temperature": 0}', "--skip-preflight"]
-    refused = subprocess.run([*base, "--user-format", "transcript", "--out", str(tmp_path / "t")], capture_output=True,
-                             text=True, env=run_env, timeout=600)
+    base = [
+        *CLI,
+        "run",
+        "--agent-model",
+        f"local/{MODEL}",
+        "--domain",
+        "mock",
+        "--task-ids",
+        "create_task_1",
+        "--variants",
+        "control,frustration@steer",
+        "--max-steps",
+        "4",
+        "--max-tokens",
+        "64",
+        "--agent-args",
+        '{"temperature": 0}',
+        "--skip-preflight",
+    ]
+    refused = subprocess.run(
+        [*base, "--user-format", "transcript", "--out", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        timeout=600,
+    )
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "moodbench steer calibrate" in refused.stderr and "--format transcript" in refused.stderr  # no guessed scale
     ok = subprocess.run([*base, "--out", str(tmp_path / "run")], capture_output=True, text=True, env=run_env, timeout=600)
     assert ok.returncode == 0, ok.stderr[-3000:]
     con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
-    rows = {v: (json.loads(st) if st else None, json.loads(sim)) for v, st, sim in
-            con.execute("SELECT variant, steering, simulation FROM simulations")}
+    rows = {
+        v: (json.loads(st) if st else None, json.loads(sim))
+        for v, st, sim in con.execute("SELECT variant, steering, simulation FROM simulations")
+    }
     con.close()
     steering, steered_sim = rows["frustration@steer"]
     assert steering is not None
@@ -146,8 +168,7 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     assert agent_endpoints(steered_sim) == control_customer  # the agent (and control's customer) stay unsteered
 
 
-def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next(vector: SteeringVector,
-                                                                                 tmp_path: Path) -> None:
+def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next(vector: SteeringVector, tmp_path: Path) -> None:
     """As measured for frustration on qwen2.5-1.5b (benchmarks/README.md): no scale kept the customer
     coherent in the completion format. The run must not guess a scale, and must not advise the format it
     already uses."""
@@ -158,8 +179,14 @@ def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next
     path = calibration_path(vector, "completion")
     path.write_text(json.dumps({"vector_sha256": vector.sha256, "levels": None, "scales": []}))
     try:
-        config = RunConfig(agent_model="openai/scripted", user_model=f"local/{MODEL}", domains=["mock"],
-                           task_ids=["create_task_1"], variants=["control", "frustration@steer"], out=tmp_path / "run")
+        config = RunConfig(
+            agent_model="openai/scripted",
+            user_model=f"local/{MODEL}",
+            domains=["mock"],
+            task_ids=["create_task_1"],
+            variants=["control", "frustration@steer"],
+            out=tmp_path / "run",
+        )
         with pytest.raises(ConfigError) as err:
             steering_of(make_plan(config), config, None)
     finally:

@@ -38,16 +38,23 @@ CATALOG = load_catalog()
         ("frustration:moderate", "frustration", ["frustration"], None),
     ],
 )
-def test_steered_specs_parse_to_canonical_names(spec: str, canonical: str, prompted: list[str],
-                                                steered: tuple[str, str] | None) -> None:
+def test_steered_specs_parse_to_canonical_names(
+    spec: str, canonical: str, prompted: list[str], steered: tuple[str, str] | None
+) -> None:
     parsed = CATALOG.parse(spec)
     assert parsed.canonical == canonical
     assert [p.name for p in parsed.parts if p.prompted] == prompted
-    assert (parsed.steered is not None and (parsed.steered.name, parsed.steered.level) == steered) if steered else parsed.steered is None
+    assert (
+        (parsed.steered is not None and (parsed.steered.name, parsed.steered.level) == steered)
+        if steered
+        else parsed.steered is None
+    )
     block = CATALOG.persona_block(parsed)
     assert (block is None) == (not prompted)  # a steered-only customer gets tau2's prompt, byte for byte
     if prompted:
-        assert CATALOG.variants[prompted[0]].levels[parsed.parts[-1].level if len(parsed.parts) > 1 else parsed.parts[0].level].strip() in (block or "")
+        assert CATALOG.variants[prompted[0]].levels[
+            parsed.parts[-1].level if len(parsed.parts) > 1 else parsed.parts[0].level
+        ].strip() in (block or "")
 
 
 @pytest.mark.parametrize(
@@ -68,11 +75,18 @@ def test_what_cannot_be_steered_is_refused_with_the_reason(spec: str, message: s
 def test_a_user_variant_can_be_steered_only_with_its_own_pairs(tmp_path: Path) -> None:
     pairs = [{"agent": f"Question {i}?", "positive": f"Ugh, fine {i}", "negative": f"Sure {i}"} for i in range(4)]
     path = tmp_path / "v.yaml"
-    path.write_text(json.dumps([
-        {"name": "gloomy", "description": "sad", "steering": {"positive": "You are gloomy.", "negative": "You are cheerful.",
-                                                               "pairs": pairs}},
-        {"name": "stoic", "description": "calm", "levels": {"moderate": "Stay calm."}},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "gloomy",
+                    "description": "sad",
+                    "steering": {"positive": "You are gloomy.", "negative": "You are cheerful.", "pairs": pairs},
+                },
+                {"name": "stoic", "description": "calm", "levels": {"moderate": "Stay calm."}},
+            ]
+        )
+    )
     catalog = load_catalog([path])
     assert catalog.parse("gloomy@steer").steered is not None
     with pytest.raises(UnknownVariantError, match="no level 'moderate'"):
@@ -85,9 +99,23 @@ def test_steering_needs_a_local_customer_model(tmp_path: Path) -> None:
     config = RunConfig(agent_model="openai/scripted", variants=["control", "frustration@steer"], out=tmp_path / "run")
     with pytest.raises(ConfigError, match="needs an embedded local/ customer model"):
         make_plan(config)
-    res = subprocess.run([*CLI, "run", "--agent-model", "hosted_vllm/Qwen/Qwen2.5-7B",
-                          "--agent-base-url", "http://127.0.0.1:9/v1", "--variants", "control,frustration@steer",
-                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=180)
+    res = subprocess.run(
+        [
+            *CLI,
+            "run",
+            "--agent-model",
+            "hosted_vllm/Qwen/Qwen2.5-7B",
+            "--agent-base-url",
+            "http://127.0.0.1:9/v1",
+            "--variants",
+            "control,frustration@steer",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert res.returncode == 2 and "vLLM and hosted APIs have no control vectors" in " ".join(res.stderr.split())
     assert not (tmp_path / "run").exists()
 
@@ -95,22 +123,36 @@ def test_steering_needs_a_local_customer_model(tmp_path: Path) -> None:
 def test_a_steered_variants_customer_talks_to_its_own_server_and_the_record_says_what_was_steered(tmp_path: Path) -> None:
     from moodbench.sim import ConversationSettings, run_cell
 
-    config = RunConfig(agent_model="openai/scripted", user_model="local/qwen2.5-0.5b", domains=["mock"],
-                       task_ids=["create_task_1"], variants=["control", "frustration@steer"], out=tmp_path / "run")
+    config = RunConfig(
+        agent_model="openai/scripted",
+        user_model="local/qwen2.5-0.5b",
+        domains=["mock"],
+        task_ids=["create_task_1"],
+        variants=["control", "frustration@steer"],
+        out=tmp_path / "run",
+    )
     assert config.user_format == "completion"  # the default for a local customer
     plan = make_plan(config)
     steering = Steering(emotion="frustration", vector_sha256="ab" * 32, scale=0.667, layers=(8, 23), method="mean")
-    with start_scripted_server(mock_example_script(), tmp_path / "plain") as plain, \
-            start_scripted_server(mock_example_script(), tmp_path / "steered") as steered:
+    with (
+        start_scripted_server(mock_example_script(), tmp_path / "plain") as plain,
+        start_scripted_server(mock_example_script(), tmp_path / "steered") as steered,
+    ):
         health = EndpointHealth(0)
 
         def client(url: str) -> ModelClient:
             return ModelClient(ModelSpec(model="openai/scripted", base_urls=(url,), max_retries=0), health)
 
-        settings = ConversationSettings(catalog=plan.catalog, tasks=plan.tasks, agent_client=client(plain.base_url),
-                                        user_client=client(plain.base_url), judge_client=client(plain.base_url),
-                                        user_clients={"frustration@steer": client(steered.base_url)},
-                                        steering={"frustration@steer": steering}, user_format=config.user_format)
+        settings = ConversationSettings(
+            catalog=plan.catalog,
+            tasks=plan.tasks,
+            agent_client=client(plain.base_url),
+            user_client=client(plain.base_url),
+            judge_client=client(plain.base_url),
+            user_clients={"frustration@steer": client(steered.base_url)},
+            steering={"frustration@steer": steering},
+            user_format=config.user_format,
+        )
         control, _ = run_cell(Cell("mock", "create_task_1", "control", 0), settings)
         steered_plain_before = len(plain.requests(role="user"))
         steered_record, prompts = run_cell(Cell("mock", "create_task_1", "frustration@steer", 0), settings)

@@ -105,7 +105,9 @@ def test_pairs_render_with_the_models_own_template_customer_on_the_assistant_sid
     s = SteeringData(**_steering(4, positive=["Upset A.", "Upset B."]))
     pos, neg = contrast_prompts(s, ChatTemplate(source=CHATML))
     assert len(pos) == len(neg) == 4
-    assert pos[0] == "<|im_start|>system\nUpset A.<|im_end|>\n<|im_start|>user\nQuestion 0?<|im_end|>\n<|im_start|>assistant\nUgh, 0"
+    assert (
+        pos[0] == "<|im_start|>system\nUpset A.<|im_end|>\n<|im_start|>user\nQuestion 0?<|im_end|>\n<|im_start|>assistant\nUgh, 0"
+    )
     assert pos[1].startswith("<|im_start|>system\nUpset B.")  # system prompts used in turn
     assert neg[1].endswith("<|im_start|>assistant\nSure, 1") and "You are calm." in neg[1]
 
@@ -123,7 +125,7 @@ def test_a_broken_template_is_a_clear_error() -> None:
         ChatTemplate(source="{{ raise_exception('no system role') }}").render([{"role": "system", "content": "x"}])
 
 
-@pytest.mark.parametrize("text", ["a\nb", "back\\slash\\n literal", 'tab\there "q" \'s\'', "\\x41 and \r\n", "ünï ✓"])
+@pytest.mark.parametrize("text", ["a\nb", "back\\slash\\n literal", "tab\there \"q\" 's'", "\\x41 and \r\n", "ünï ✓"])
 def test_escaping_round_trips_through_llamacpps_unescape(text: str) -> None:
     line = escape_line(text)
     assert "\n" not in line and "\r" not in line

@@ -37,7 +37,8 @@ def test_shipped_calibration_matches_the_current_contrastive_pairs(path: Path) -
     data = json.loads(path.read_text())
     assert data["pairs_sha256"] == pairs_sha256(steering_for(data["emotion"], None)), (
         f"{path.name}: the {data['emotion']} pairs changed since this calibration was measured; rerun "
-        f"benchmarks/steering.py (or moodbench steer calibrate) and replace it")
+        f"benchmarks/steering.py (or moodbench steer calibrate) and replace it"
+    )
     assert data["levels"] and 0 < data["levels"]["mild"] < data["levels"]["moderate"] < data["levels"]["severe"]
 
 

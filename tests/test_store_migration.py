@@ -26,30 +26,59 @@ CREATE TABLE simulations (
 CREATE UNIQUE INDEX one_finished_row_per_cell ON simulations(cell_key) WHERE exit_reason NOT IN ('llm_error', 'harness_error');
 CREATE INDEX by_variant ON simulations(variant, domain);
 """
-MESSAGES = [{"role": "assistant", "content": "Hi! How can I help you today?"},
-            {"role": "user", "content": "Please create a task called Buy milk for user_1. ###STOP###"}]
+MESSAGES = [
+    {"role": "assistant", "content": "Hi! How can I help you today?"},
+    {"role": "user", "content": "Please create a task called Buy milk for user_1. ###STOP###"},
+]
 
 
 def _v1_run(run_dir: Path) -> None:
     run_dir.mkdir(parents=True)
     con = sqlite3.connect(run_dir / "results.sqlite")
     con.executescript(V1_SCHEMA)
-    config = {"agent_model": "openai/scripted", "domains": ["mock"], "task_ids": ["create_task_1"], "trials": 1,
-              "variants": ["control", "frustration"]}
-    plan = {"planned": {"mock": {"control": 1, "frustration": 1}}, "variants": ["control", "frustration"],
-            "domains": ["mock"], "cells": 2, "all_cells": 2}
+    config = {
+        "agent_model": "openai/scripted",
+        "domains": ["mock"],
+        "task_ids": ["create_task_1"],
+        "trials": 1,
+        "variants": ["control", "frustration"],
+    }
+    plan = {
+        "planned": {"mock": {"control": 1, "frustration": 1}},
+        "variants": ["control", "frustration"],
+        "domains": ["mock"],
+        "cells": 2,
+        "all_cells": 2,
+    }
     con.executemany("INSERT INTO meta VALUES (?, ?)", [("config", json.dumps(config)), ("plan", json.dumps(plan))])
-    stats = {"agent": {"llm_calls": 2, "tool_calls": 1, "recovered_text_calls": 1}, "user": {"llm_calls": 1}, "turns": 1,
-             "messages": 2, "judge": None, "respond_tool_uses": 0}
-    flags = {"user_role_confusion": False, "user_echo": False, "user_premature_stop": False, "user_goal_not_stated": False,
-             "user_leaks_instructions": False, "any": False, "evidence": {"echo_turns": 0}}
-    rows = [("mock|create_task_1|control|0", "control", 1.0, "success", json.dumps(stats), json.dumps(flags)),
-            # an old harness_error row: NULL tokens, no stats, no flags, no simulation
-            ("mock|create_task_1|frustration|0", "frustration", None, "harness_error", None, None)]
+    stats = {
+        "agent": {"llm_calls": 2, "tool_calls": 1, "recovered_text_calls": 1},
+        "user": {"llm_calls": 1},
+        "turns": 1,
+        "messages": 2,
+        "judge": None,
+        "respond_tool_uses": 0,
+    }
+    flags = {
+        "user_role_confusion": False,
+        "user_echo": False,
+        "user_premature_stop": False,
+        "user_goal_not_stated": False,
+        "user_leaks_instructions": False,
+        "any": False,
+        "evidence": {"echo_turns": 0},
+    }
+    rows = [
+        ("mock|create_task_1|control|0", "control", 1.0, "success", json.dumps(stats), json.dumps(flags)),
+        # an old harness_error row: NULL tokens, no stats, no flags, no simulation
+        ("mock|create_task_1|frustration|0", "frustration", None, "harness_error", None, None),
+    ]
     for key, variant, reward, reason, st, fl in rows:
-        con.execute("INSERT INTO simulations (cell_key, domain, task_id, variant, trial, seed, reward, exit_reason, simulation, "
-                    "agent_prompt_tokens, stats, flags, wall_seconds) VALUES (?, 'mock', 'create_task_1', ?, 0, 301, ?, ?, ?, ?, ?, ?, 1.5)",
-                    (key, variant, reward, reason, json.dumps({"messages": MESSAGES}) if st else None, 120 if st else None, st, fl))
+        con.execute(
+            "INSERT INTO simulations (cell_key, domain, task_id, variant, trial, seed, reward, exit_reason, simulation, "
+            "agent_prompt_tokens, stats, flags, wall_seconds) VALUES (?, 'mock', 'create_task_1', ?, 0, 301, ?, ?, ?, ?, ?, ?, 1.5)",
+            (key, variant, reward, reason, json.dumps({"messages": MESSAGES}) if st else None, 120 if st else None, st, fl),
+        )
     con.commit()
     con.close()
 
@@ -75,8 +104,16 @@ def test_a_first_release_store_takes_new_records_and_merges(tmp_path: Path) -> N
     run = tmp_path / "old-run"
     _v1_run(run)
     with Store(run / "results.sqlite") as store:
-        retry = ConversationRecord(cell_key="mock|create_task_1|frustration|0", domain="mock", task_id="create_task_1",
-                                   variant="frustration", trial=0, reward=0.0, exit_reason=ExitReason.TASK_FAILED, attempt=2)
+        retry = ConversationRecord(
+            cell_key="mock|create_task_1|frustration|0",
+            domain="mock",
+            task_id="create_task_1",
+            variant="frustration",
+            trial=0,
+            reward=0.0,
+            exit_reason=ExitReason.TASK_FAILED,
+            attempt=2,
+        )
         assert store.insert(retry) is True
         assert store.finished_keys() == {"mock|create_task_1|control|0", "mock|create_task_1|frustration|0"}
     merged = tmp_path / "merged"

@@ -35,8 +35,23 @@ EXPECTED_EXIT = {"create_task_1": "success", "update_task_1": "task_failed"}
 
 
 def experiment(out: Path, base_url: str, *extra: Any, trials: int = 2) -> list[Any]:
-    return ["run", "--domain", "mock", "--task-ids", ",".join(TASKS), "--variants", ",".join(VARIANTS),
-            "--trials", trials, "--max-retries", 0, "--out", out, *scripted_model(base_url), *extra]
+    return [
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        ",".join(TASKS),
+        "--variants",
+        ",".join(VARIANTS),
+        "--trials",
+        trials,
+        "--max-retries",
+        0,
+        "--out",
+        out,
+        *scripted_model(base_url),
+        *extra,
+    ]
 
 
 def cells(trials: int) -> set[tuple[str, str, int]]:
@@ -131,8 +146,10 @@ def test_shards_partition_the_cells_and_merge_back(tmp_path: Path) -> None:
     n = 3
     dirs = [tmp_path / f"shard{i}" for i in range(1, n + 1)]
     with start_scripted_server(SCRIPT, tmp_path) as srv:
-        procs = [popen_moodbench(*experiment(d, srv.base_url, "--shard", f"{i}/{n}", "--concurrency", 2))
-                 for i, d in enumerate(dirs, start=1)]
+        procs = [
+            popen_moodbench(*experiment(d, srv.base_url, "--shard", f"{i}/{n}", "--concurrency", 2))
+            for i, d in enumerate(dirs, start=1)
+        ]
         results = [(p, *p.communicate(timeout=300)) for p in procs]
     for p, stdout, stderr in results:
         assert p.returncode == 0, f"exit {p.returncode}\n{stdout}\n{stderr}"

@@ -47,8 +47,14 @@ TASKS = {"mock": "create_task_1", "retail": "0"}  # the first task of each domai
 
 SCRIPT: dict[str, Any] = {
     "roles": {
-        "agent": {"turns": [{"content": "unused greeting turn"}, {"content": "How can I help you?"}], "after": {"content": "OK."}},
-        "user": {"turns": [{"content": "Hello, I need some help."}, {"content": "###STOP###"}], "after": {"content": "###STOP###"}},
+        "agent": {
+            "turns": [{"content": "unused greeting turn"}, {"content": "How can I help you?"}],
+            "after": {"content": "OK."},
+        },
+        "user": {
+            "turns": [{"content": "Hello, I need some help."}, {"content": "###STOP###"}],
+            "after": {"content": "###STOP###"},
+        },
     }
 }
 
@@ -60,8 +66,22 @@ def level_text(variant: str, level: str) -> str:
 def _variant_run_args(url: str, out: Path) -> list[Any]:  # moodbench() str()s them
     custom = out.parent / "stoic.yaml"
     custom.write_text(CUSTOM_VARIANT, encoding="utf-8")
-    return ["run", "--domain", "mock,retail", "--num-tasks", 1, "--variants", ",".join(SPECS), "--variants-file", custom,
-            "--max-retries", 0, "--out", out, *scripted_model(url)]
+    return [
+        "run",
+        "--domain",
+        "mock,retail",
+        "--num-tasks",
+        1,
+        "--variants",
+        ",".join(SPECS),
+        "--variants-file",
+        custom,
+        "--max-retries",
+        0,
+        "--out",
+        out,
+        *scripted_model(url),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +141,11 @@ def test_variant_level_text_reaches_the_customer(received: dict[tuple[str, str],
         assert "<emotional_state>" not in control and "STOIC" not in control
         assert not [key for key, text in every_level.items() if text in control]
         # every emotional prompt names exactly the levels of its spec
-        for spec, expect in (("anxiety:mild", {("anxiety", "mild")}), ("anxiety:severe", {("anxiety", "severe")}),
-                             ("anxiety:mild+confusion", {("anxiety", "mild"), ("confusion", "moderate")})):
+        for spec, expect in (
+            ("anxiety:mild", {("anxiety", "mild")}),
+            ("anxiety:severe", {("anxiety", "severe")}),
+            ("anxiety:mild+confusion", {("anxiety", "mild"), ("confusion", "moderate")}),
+        ):
             assert {key for key, text in every_level.items() if text in received[(domain, spec)]} == expect, spec
 
 
@@ -184,8 +207,9 @@ def test_variants_lists_every_variant_with_its_levels(tmp_path: Path) -> None:
 def test_show_prints_exactly_what_the_customer_receives(received: dict[tuple[str, str], str], tmp_path: Path) -> None:
     custom = tmp_path / "stoic.yaml"
     custom.write_text(CUSTOM_VARIANT, encoding="utf-8")
-    shown = moodbench("variants", "--show", "stoic:severe+anger:mild", "--variants-file", custom,
-                      "--domain", "retail", "--task-id", "0")
+    shown = moodbench(
+        "variants", "--show", "stoic:severe+anger:mild", "--variants-file", custom, "--domain", "retail", "--task-id", "0"
+    )
     assert shown.returncode == 0, explain(shown)
     assert shown.stdout == received[("retail", "stoic:severe+anger:mild")] + "\n"
 

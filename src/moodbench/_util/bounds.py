@@ -43,8 +43,10 @@ def check_tree(value: Any, what: str, *, max_depth: int = MAX_DEPTH, max_nodes: 
         item, depth = stack.pop()
         seen += 1
         if max_nodes is not None and seen > max_nodes:
-            raise BoundError(f"{what} holds more than {max_nodes:,} values (YAML aliases that expand, or a file far "
-                             "larger than any real one); write the values out plainly")
+            raise BoundError(
+                f"{what} holds more than {max_nodes:,} values (YAML aliases that expand, or a file far "
+                "larger than any real one); write the values out plainly"
+            )
         if depth > max_depth:
             raise BoundError(f"{what} nests deeper than {max_depth} levels; no real value is that deep")
         if isinstance(item, dict):
@@ -83,7 +85,9 @@ def clean_strings(value: Any) -> Any:
         return clean_text(value)
     if isinstance(value, dict):
         cleaned = {clean_text(k) if isinstance(k, str) else k: clean_strings(v) for k, v in value.items()}
-        return value if all(a is b for a, b in zip(cleaned.values(), value.values())) and list(cleaned) == list(value) else cleaned
+        return (
+            value if all(a is b for a, b in zip(cleaned.values(), value.values())) and list(cleaned) == list(value) else cleaned
+        )
     if isinstance(value, list):
         items = [clean_strings(v) for v in value]
         return value if all(a is b for a, b in zip(items, value)) else items
@@ -113,8 +117,11 @@ class _BoundedLoader(_SAFE_LOADER):  # type: ignore[misc,valid-type]
                 break
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, f"found the key {_short(key)!r} twice (YAML keeps "
-                    "only the last one); give each key once", key_node.start_mark)
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {_short(key)!r} twice (YAML keeps only the last one); give each key once",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -29,8 +29,9 @@ def read_user_text(path: Path, what: str, error: type[UsageError] = UsageError) 
         with path.open("rb") as fh:
             raw = fh.read(MAX_USER_FILE_BYTES + 1)
         if len(raw) > MAX_USER_FILE_BYTES:
-            raise error(f"{what} {path} is larger than {MAX_USER_FILE_BYTES // (1024 * 1024)} MiB; no real {what} is, "
-                        "check the path")
+            raise error(
+                f"{what} {path} is larger than {MAX_USER_FILE_BYTES // (1024 * 1024)} MiB; no real {what} is, check the path"
+            )
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
@@ -65,8 +66,11 @@ _WRITE_PROBLEMS: tuple[tuple[frozenset[int], frozenset[str], str], ...] = (
     (frozenset({errno.EROFS}), frozenset({"SQLITE_READONLY"}), "the file system is read-only; use a writable --out"),
     (frozenset({errno.EACCES, errno.EPERM}), frozenset({"SQLITE_CANTOPEN"}), "permission denied; use a directory you can write"),
     (frozenset({errno.ENAMETOOLONG}), frozenset(), "the path is too long for the file system; choose a shorter name"),
-    (frozenset(), frozenset({"SQLITE_IOERR"}), "the disk reported an I/O error (often: full, or a size limit); free space or "
-     "check the disk"),
+    (
+        frozenset(),
+        frozenset({"SQLITE_IOERR"}),
+        "the disk reported an I/O error (often: full, or a size limit); free space or check the disk",
+    ),
 )
 
 

@@ -32,8 +32,7 @@ def killpg(pgid: int, sig: int) -> bool:
         return False
 
 
-def terminate_group(pid: int, pgid: int | None = None, proc: subprocess.Popen[bytes] | None = None,
-                    grace: float = 10.0) -> None:
+def terminate_group(pid: int, pgid: int | None = None, proc: subprocess.Popen[bytes] | None = None, grace: float = 10.0) -> None:
     """SIGTERM the process group, wait up to ``grace`` s for its leader, then SIGKILL the group.
 
     The SIGKILL also reaches children that outlived their leader (vLLM's engine workers hold GPU

@@ -21,16 +21,44 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-__all__ = ["looks_secret", "looks_secret_param", "looks_secret_value", "mask", "redact_text", "redact_url", "scrub", "secret_keys",
-           "secret_values", "url_secrets"]
+__all__ = [
+    "looks_secret",
+    "looks_secret_param",
+    "looks_secret_value",
+    "mask",
+    "redact_text",
+    "redact_url",
+    "scrub",
+    "secret_keys",
+    "secret_values",
+    "url_secrets",
+]
 
 MASK = "***"
 
 # A name is a secret if any of its words is one of these ...
-_ANYWHERE = frozenset({
-    "secret", "secrets", "password", "passwd", "passphrase", "credential", "credentials", "authorization",
-    "authentication", "auth", "cookie", "cookies", "apikey", "apikeys", "authtoken", "accesstoken", "bearer", "jwt",
-})
+_ANYWHERE = frozenset(
+    {
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "passphrase",
+        "credential",
+        "credentials",
+        "authorization",
+        "authentication",
+        "auth",
+        "cookie",
+        "cookies",
+        "apikey",
+        "apikeys",
+        "authtoken",
+        "accesstoken",
+        "bearer",
+        "jwt",
+    }
+)
 # ... or if its last word is one of these: ``HF_TOKEN`` and ``x-api-key`` are credentials, while
 # ``max_tokens`` (plural), ``stop_token_ids``, ``key_value_cache_dtype`` and ``top_k`` are not.
 _LAST = frozenset({"key", "token", "pass", "pwd", "privatekey", "secretkey", "sessiontoken", "assertion"})
@@ -39,18 +67,40 @@ _LAST = frozenset({"key", "token", "pass", "pwd", "privatekey", "secretkey", "se
 # ``X-Amz-Signature``/``X-Amz-Credential``, Google signed URLs ``X-Goog-Signature``, CloudFront
 # ``Signature``, OAuth ``code``/``id_token``/``client_assertion``. (``token``, ``access_token``,
 # ``api_key``, ``key``, ``apikey``, ``password``, ``X-Amz-Security-Token`` already look secret by name.)
-_QUERY_SECRETS = frozenset({
-    "code", "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
-    "x-goog-credential", "x-goog-security-token", "x-ms-signature", "sas", "sv-sig", "client_assertion", "assertion",
-    "id_token", "jwt", "hmac", "ticket", "session", "sessionid", "sid", "otp",
-})
+_QUERY_SECRETS = frozenset(
+    {
+        "code",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "x-goog-security-token",
+        "x-ms-signature",
+        "sas",
+        "sv-sig",
+        "client_assertion",
+        "assertion",
+        "id_token",
+        "jwt",
+        "hmac",
+        "ticket",
+        "session",
+        "sessionid",
+        "sid",
+        "otp",
+    }
+)
 # Values that are credentials whatever they are called: a JWT, an ``Authorization`` value, the
 # well-known key formats of OpenAI, Anthropic, GitHub, Slack, AWS, Google and Hugging Face.
 _SECRET_VALUE = re.compile(
     r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
     r"|^\s*(?:Bearer|Basic|Token|Digest)\s+\S{8,}"
     r"|\b(?:sk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|hf_[A-Za-z0-9]{30,})\b")
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|hf_[A-Za-z0-9]{30,})\b"
+)
 # "api key" anywhere (``OPENAI_API_KEY_FILE`` names a file holding one: refused in arguments,
 # harmless to scrub in the environment, where paths are skipped anyway).
 _API_KEY = re.compile(r"(?:^|\s)api keys?(?:\s|$)")
@@ -84,8 +134,11 @@ def looks_secret_param(name: str) -> bool:
     """Whether a URL query parameter carries a credential: a secret-looking name, or one of the
     clouds' signing and key parameters (``code``, ``sig``, ``X-Amz-Signature``, ...)."""
     words = _words(name)
-    return looks_secret(name) or str(name).strip().lower() in _QUERY_SECRETS or (
-        bool(words) and words[-1] in {"signature", "sig", "credential", "assertion"})
+    return (
+        looks_secret(name)
+        or str(name).strip().lower() in _QUERY_SECRETS
+        or (bool(words) and words[-1] in {"signature", "sig", "credential", "assertion"})
+    )
 
 
 def looks_secret_value(value: Any) -> bool:
@@ -132,8 +185,7 @@ def secret_values(env_names: Iterable[str] = ()) -> list[str]:
     found: set[str] = set()
     for name, value in os.environ.items():
         # paths and numbers (PASSWORD_STORE_DIR, SSH_AUTH_SOCK, *_TOKEN_LIMIT) are settings, not credentials
-        if (looks_secret(name) and len(value) >= _MIN_ENV_SECRET and not value.isdigit()
-                and not value.startswith(("/", "~", "."))):
+        if looks_secret(name) and len(value) >= _MIN_ENV_SECRET and not value.isdigit() and not value.startswith(("/", "~", ".")):
             found |= _spellings(value)
     for name in env_names:
         named = os.environ.get(name)
@@ -159,8 +211,14 @@ def _mask_urls(text: str) -> str:
     if "://" in text:
         text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     if "=" in text:
-        text = _PARAM_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}={MASK}"
-                                  if m.group(3) != MASK and looks_secret_param(unquote(m.group(2))) else m.group(0), text)
+        text = _PARAM_IN_TEXT.sub(
+            lambda m: (
+                f"{m.group(1)}{m.group(2)}={MASK}"
+                if m.group(3) != MASK and looks_secret_param(unquote(m.group(2)))
+                else m.group(0)
+            ),
+            text,
+        )
     return text
 
 
@@ -211,7 +269,7 @@ def url_secrets(url: str) -> list[str]:
     if userinfo:
         user, colon, password = userinfo.partition(":")
         # a user name alone is often the token itself (https://TOKEN@host); next to a password it is just a name
-        for piece in ([password] if colon else [user]):
+        for piece in [password] if colon else [user]:
             if len(unquote(piece)) >= _MIN_URL_SECRET:
                 found |= _spellings(piece) | _spellings(unquote(piece))
                 basic = f"{unquote(user)}:{unquote(password)}".encode()

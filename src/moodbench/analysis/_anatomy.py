@@ -96,14 +96,31 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ].*)?$|^\d{1,2}:\d{2}(:\d{2})?$"
 #: tool results (tau2's "Error: ..." of a raising call) that say the arguments themselves were unusable
 INVALID_ARGUMENTS = re.compile(
     r"missing \d+ required (positional|keyword)|unexpected keyword argument|validation error|takes \d+ positional|"
-    r"Tool '[^']*' not found|Input should be", re.IGNORECASE)
+    r"Tool '[^']*' not found|Input should be",
+    re.IGNORECASE,
+)
 #: apology lexicon (agent text); documented in docs/statistics.md
 APOLOGY_LEXICON = ("sorry", "apologize", "apologise", "apologies", "apologizing", "my apologies", "i regret", "regret the")
 #: empathy lexicon (agent text)
-EMPATHY_LEXICON = ("i understand", "i completely understand", "i totally understand", "understand your frustration",
-                   "understand how", "i hear you", "i can imagine", "i can see how", "that must be", "must be frustrating",
-                   "i appreciate your patience", "thank you for your patience", "thanks for your patience",
-                   "rest assured", "i know this is", "i'm here to help", "i am here to help")
+EMPATHY_LEXICON = (
+    "i understand",
+    "i completely understand",
+    "i totally understand",
+    "understand your frustration",
+    "understand how",
+    "i hear you",
+    "i can imagine",
+    "i can see how",
+    "that must be",
+    "must be frustrating",
+    "i appreciate your patience",
+    "thank you for your patience",
+    "thanks for your patience",
+    "rest assured",
+    "i know this is",
+    "i'm here to help",
+    "i am here to help",
+)
 _APOLOGY = re.compile(r"\b(" + "|".join(re.escape(w) for w in APOLOGY_LEXICON) + r")\b", re.IGNORECASE)
 _EMPATHY = re.compile(r"\b(" + "|".join(re.escape(w) for w in EMPATHY_LEXICON) + r")\b", re.IGNORECASE)
 
@@ -179,8 +196,13 @@ def _invalid_argument_calls(messages: Sequence[dict[str, Any]]) -> int:
         if m.get("role") != "assistant":
             continue
         calls = m.get("tool_calls") or []
-        said = sum(1 for tc in calls if (r := results.get(tc.get("id"))) is not None and r.get("error")
-                   and INVALID_ARGUMENTS.search(str(r.get("content") or "")))
+        said = sum(
+            1
+            for tc in calls
+            if (r := results.get(tc.get("id"))) is not None
+            and r.get("error")
+            and INVALID_ARGUMENTS.search(str(r.get("content") or ""))
+        )
         bad_json = len((m.get("raw_data") or {}).get("invalid_json_arguments") or [])
         total += max(said, bad_json)
     return total
@@ -189,17 +211,32 @@ def _invalid_argument_calls(messages: Sequence[dict[str, Any]]) -> int:
 def behaviours(c: ConversationRecord) -> dict[str, float | None]:
     """The agent-behaviour measures of one conversation (see the module docstring)."""
     msgs = c.messages
-    calls = [tc for m in msgs if m.get("role") == "assistant" for tc in (m.get("tool_calls") or [])
-             if tc.get("requestor", "assistant") == "assistant"]
+    calls = [
+        tc
+        for m in msgs
+        if m.get("role") == "assistant"
+        for tc in (m.get("tool_calls") or [])
+        if tc.get("requestor", "assistant") == "assistant"
+    ]
     agent_text = "\n".join(c.agent_texts)
-    last_user = next((m.get("content") for m in reversed(msgs) if m.get("role") == "user" and isinstance(m.get("content"), str)
-                      and m.get("content")), None) or ""
+    last_user = (
+        next(
+            (
+                m.get("content")
+                for m in reversed(msgs)
+                if m.get("role") == "user" and isinstance(m.get("content"), str) and m.get("content")
+            ),
+            None,
+        )
+        or ""
+    )
     facts = c.task_facts
     turns = c.stats.turns if c.stats.turns is not None else sum(1 for m in msgs if m.get("role") == "user" and m.get("content"))
     return {
         "tool_calls": float(len(calls)),
-        "tool_errors": float(sum(1 for m in msgs if m.get("role") == "tool" and m.get("error")
-                                 and m.get("requestor", "assistant") == "assistant")),
+        "tool_errors": float(
+            sum(1 for m in msgs if m.get("role") == "tool" and m.get("error") and m.get("requestor", "assistant") == "assistant")
+        ),
         "invalid_argument_calls": float(_invalid_argument_calls(msgs)),
         "hallucinated_ids": float(len(hallucinated_ids(msgs))),
         "off_gold_writes": None if facts is None else float(sum(1 for w in facts.write_calls if not w.gold)),
@@ -222,8 +259,9 @@ def conversation_anatomy(c: ConversationRecord) -> dict[str, float | None]:
 Pair = tuple[ConversationRecord, ConversationRecord]
 
 
-def paired_rows(pairs: Sequence[Pair], measures: dict[str, str], value: Callable[[ConversationRecord], dict[str, float | None]],
-                **tag: Any) -> list[dict[str, Any]]:
+def paired_rows(
+    pairs: Sequence[Pair], measures: dict[str, str], value: Callable[[ConversationRecord], dict[str, float | None]], **tag: Any
+) -> list[dict[str, Any]]:
     """One descriptive row per measure: variant - baseline on the pairs where both sides have a value,
     task-weighted, task-clustered 95% interval (the report's estimator, without a claim)."""
     rows = []
@@ -231,15 +269,31 @@ def paired_rows(pairs: Sequence[Pair], measures: dict[str, str], value: Callable
     for key, text in measures.items():
         kept = [(bv[key], vv[key], t) for bv, vv, t in values if bv[key] is not None and vv[key] is not None]
         e = paired_effect([float(x[0]) for x in kept], [float(x[1]) for x in kept], [x[2] for x in kept])  # type: ignore[arg-type]
-        rows.append({**tag, "measure": key, "description": text, "n_pairs": e.n_pairs, "n_tasks": e.n_tasks,
-                     "baseline_mean": e.baseline_mean, "variant_mean": e.variant_mean, "diff": e.diff,
-                     "ci": [e.ci_low, e.ci_high], "p_unadjusted": e.p, "status": DESCRIPTIVE})
+        rows.append(
+            {
+                **tag,
+                "measure": key,
+                "description": text,
+                "n_pairs": e.n_pairs,
+                "n_tasks": e.n_tasks,
+                "baseline_mean": e.baseline_mean,
+                "variant_mean": e.variant_mean,
+                "diff": e.diff,
+                "ci": [e.ci_low, e.ci_high],
+                "p_unadjusted": e.p,
+                "status": DESCRIPTIVE,
+            }
+        )
     return rows
 
 
-def anatomy_effects(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str],
-                    measure: Callable[[ConversationRecord], dict[str, float | None]] | None = None,
-                    cache: dict[int, dict[str, float | None]] | None = None) -> list[dict[str, Any]]:
+def anatomy_effects(
+    records: Sequence[ConversationRecord],
+    baseline: str,
+    variants: Sequence[str],
+    measure: Callable[[ConversationRecord], dict[str, float | None]] | None = None,
+    cache: dict[int, dict[str, float | None]] | None = None,
+) -> list[dict[str, Any]]:
     """Per variant and measure, the paired difference against the baseline (all domains pooled).
 
     ``cache``: record id() -> measures, filled here, for callers that show the same conversations again."""
@@ -287,13 +341,29 @@ def flipping_tasks(records: Sequence[ConversationRecord], baseline: str, variant
             gained = [(b, w) for b, w in pairs if w.success and not b.success]
             if not lost and not gained:
                 continue
-            out.append({
-                "variant": v, "domain": domain, "task_id": task, "trials": len(pairs),
-                "baseline_successes": sum(b.success for b, _ in pairs), "variant_successes": sum(w.success for _, w in pairs),
-                "lost": len(lost), "gained": len(gained),
-                "direction": "lost" if lost and not gained else "gained" if gained and not lost else "mixed",
-                "flips": [{"trial": b.trial, "seed": b.seed, "baseline_id": b.id, "variant_id": w.id,
-                           "kind": "lost" if b.success else "gained", "baseline_reward": b.reward, "variant_reward": w.reward}
-                          for b, w in sorted(lost + gained, key=lambda p: p[0].trial)],
-            })
+            out.append(
+                {
+                    "variant": v,
+                    "domain": domain,
+                    "task_id": task,
+                    "trials": len(pairs),
+                    "baseline_successes": sum(b.success for b, _ in pairs),
+                    "variant_successes": sum(w.success for _, w in pairs),
+                    "lost": len(lost),
+                    "gained": len(gained),
+                    "direction": "lost" if lost and not gained else "gained" if gained and not lost else "mixed",
+                    "flips": [
+                        {
+                            "trial": b.trial,
+                            "seed": b.seed,
+                            "baseline_id": b.id,
+                            "variant_id": w.id,
+                            "kind": "lost" if b.success else "gained",
+                            "baseline_reward": b.reward,
+                            "variant_reward": w.reward,
+                        }
+                        for b, w in sorted(lost + gained, key=lambda p: p[0].trial)
+                    ],
+                }
+            )
     return out

@@ -105,8 +105,9 @@ def _in_scope(key: PairKey, scope: str) -> bool:
     return scope == POOLED or key[0] == scope
 
 
-def matched_pairs(base: dict[PairKey, ConversationRecord], var: dict[PairKey, ConversationRecord], scope: str = POOLED,
-                  subset: str = "all") -> list[Pair]:
+def matched_pairs(
+    base: dict[PairKey, ConversationRecord], var: dict[PairKey, ConversationRecord], scope: str = POOLED, subset: str = "all"
+) -> list[Pair]:
     """(baseline, variant) records of the same (domain, task, trial) in ``scope``, in a stable order."""
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS}")
@@ -149,14 +150,19 @@ def claim_effects(comparisons: Sequence[Comparison], *, alpha: float = ALPHA) ->
 
 
 def _comparison(pairs: Sequence[Pair]) -> Comparison:
-    return Comparison([float(b.reward) for b, _ in pairs], [float(v.reward) for _, v in pairs],  # type: ignore[arg-type]
-                      [b.task_key for b, _ in pairs])
+    return Comparison(
+        [float(b.reward) for b, _ in pairs],  # type: ignore[arg-type]
+        [float(v.reward) for _, v in pairs],  # type: ignore[arg-type]
+        [b.task_key for b, _ in pairs],
+    )
 
 
 # --------------------------------------------------------------------------- design: MDE and A/A split
 
 
-def baseline_by_task(records: Iterable[ConversationRecord], baseline: str, scope: str = POOLED) -> dict[tuple[str, str], list[float]]:
+def baseline_by_task(
+    records: Iterable[ConversationRecord], baseline: str, scope: str = POOLED
+) -> dict[tuple[str, str], list[float]]:
     """The baseline's scored rewards per (domain, task), in trial order (the A/A split alternates trials)."""
     rows: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for r in records:
@@ -195,9 +201,14 @@ def _design_row(scope: str, base: dict[Any, list[float]], family_size: int) -> d
     trials = [len(v) for v in base.values()]
     aa = aa_split(base).to_dict() if trials and max(trials) >= 2 else None
     return {
-        "domain": scope, "tasks": len(base), "conversations": sum(trials),
-        "min_trials": min(trials, default=0), "max_trials": max(trials, default=0),
-        "family_size": family_size, "mde": value, "mde_note": None if design is None else mde_note(design),
+        "domain": scope,
+        "tasks": len(base),
+        "conversations": sum(trials),
+        "min_trials": min(trials, default=0),
+        "max_trials": max(trials, default=0),
+        "family_size": family_size,
+        "mde": value,
+        "mde_note": None if design is None else mde_note(design),
         "power": None if design is None else design.power,
         "baseline_success": None if design is None else design.baseline_success,
         "icc": None if design is None else design.icc,
@@ -229,9 +240,13 @@ class MissingBounds:
 
         lows = [x for x in (self.worst.ci_low, self.best.ci_low) if x is not None]
         highs = [x for x in (self.worst.ci_high, self.best.ci_high) if x is not None]
-        return {"excluded_baseline": self.excluded_baseline, "excluded_variant": self.excluded_variant,
-                "as_failures": one(self.worst), "as_successes": one(self.best),
-                "ci_bounds": [min(lows) if lows else None, max(highs) if highs else None]}
+        return {
+            "excluded_baseline": self.excluded_baseline,
+            "excluded_variant": self.excluded_variant,
+            "as_failures": one(self.worst),
+            "as_successes": one(self.best),
+            "ci_bounds": [min(lows) if lows else None, max(highs) if highs else None],
+        }
 
 
 def missing_bounds(baseline: Sequence[float], variant: Sequence[float], clusters: Sequence[Hashable]) -> MissingBounds | None:
@@ -266,8 +281,13 @@ def _turns(r: ConversationRecord) -> float:
     return float(sum(1 for m in r.messages if m.get("role") == "user" and m.get("content")))
 
 
-def exclusion_check(keys: Sequence[PairKey], base: dict[PairKey, ConversationRecord], var: dict[PairKey, ConversationRecord],
-                    base_x: dict[PairKey, ConversationRecord], var_x: dict[PairKey, ConversationRecord]) -> dict[str, Any] | None:
+def exclusion_check(
+    keys: Sequence[PairKey],
+    base: dict[PairKey, ConversationRecord],
+    var: dict[PairKey, ConversationRecord],
+    base_x: dict[PairKey, ConversationRecord],
+    var_x: dict[PairKey, ConversationRecord],
+) -> dict[str, Any] | None:
     """Exclusions of one comparison over the (task, trial)s both sides ran: rates, whether they differ, whether the
     excluded conversations ran longer than the scored ones (an outcome-like signal), and the bounds.
 
@@ -297,10 +317,20 @@ def exclusion_check(keys: Sequence[PairKey], base: dict[PairKey, ConversationRec
     b_vals = [float("nan") if k in base_x else float(base[k].reward) for k in keys]  # type: ignore[arg-type]
     v_vals = [float("nan") if k in var_x else float(var[k].reward) for k in keys]  # type: ignore[arg-type]
     bounds = missing_bounds(b_vals, v_vals, clusters)
-    return {"pairs_run": n, "excluded_baseline": len(xb), "excluded_variant": len(xv), "rate_baseline": rate_b,
-            "rate_variant": rate_v, "p_rate": p_rate, "turns_excluded_mean": mean_x, "turns_scored_mean": mean_s,
-            "p_turns_longer": p_turns, "concerns": concerns, "bounds": None if bounds is None else bounds.to_dict(),
-            "_bounds": bounds}
+    return {
+        "pairs_run": n,
+        "excluded_baseline": len(xb),
+        "excluded_variant": len(xv),
+        "rate_baseline": rate_b,
+        "rate_variant": rate_v,
+        "p_rate": p_rate,
+        "turns_excluded_mean": mean_x,
+        "turns_scored_mean": mean_s,
+        "p_turns_longer": p_turns,
+        "concerns": concerns,
+        "bounds": None if bounds is None else bounds.to_dict(),
+        "_bounds": bounds,
+    }
 
 
 # --------------------------------------------------------------------------- secondary numbers
@@ -310,12 +340,20 @@ def _mcnemar(pairs: Sequence[Pair]) -> dict[str, Any]:
     b_only = sum(1 for b, v in pairs if b.success and not v.success)
     v_only = sum(1 for b, v in pairs if v.success and not b.success)
     both = sum(1 for b, v in pairs if b.success and v.success)
-    return {"label": MCNEMAR_LABEL, "baseline_only": b_only, "variant_only": v_only, "both_success": both,
-            "both_fail": len(pairs) - b_only - v_only - both, "p": mcnemar_exact(b_only, v_only) if pairs else None}
+    return {
+        "label": MCNEMAR_LABEL,
+        "baseline_only": b_only,
+        "variant_only": v_only,
+        "both_success": both,
+        "both_fail": len(pairs) - b_only - v_only - both,
+        "p": mcnemar_exact(b_only, v_only) if pairs else None,
+    }
 
 
-PASS_K_DESCRIPTIVE = ("descriptive: pass^1 is the reward effect already claimed, and pass^k intervals for k >= 2 "
-                      "under-covered in small designs near the floor/ceiling; shown without p, and without interval below the minimum design")
+PASS_K_DESCRIPTIVE = (
+    "descriptive: pass^1 is the reward effect already claimed, and pass^k intervals for k >= 2 "
+    "under-covered in small designs near the floor/ceiling; shown without p, and without interval below the minimum design"
+)
 
 
 def pass_k_rows(base: Mapping[Hashable, Sequence[bool]], var: Mapping[Hashable, Sequence[bool]]) -> list[dict[str, Any]]:
@@ -325,10 +363,21 @@ def pass_k_rows(base: Mapping[Hashable, Sequence[bool]], var: Mapping[Hashable, 
     for k, p in pass_hat_k_paired(base, var).items():
         pairs_used = sum(min(len(base[t]), len(var[t])) for t in base if t in var and min(len(base[t]), len(var[t])) >= p.k_max)
         gated = p.n_tasks >= MIN_TASKS and pairs_used >= MIN_PAIRS and p.degenerate is None
-        rows.append({"k": k, "n_tasks": p.n_tasks, "baseline_mean": p.baseline, "variant_mean": p.variant, "diff": p.diff,
-                     "ci": [p.ci_low, p.ci_high] if gated else [None, None], "p": None,
-                     "dropped_tasks": p.dropped_tasks, "k_max": p.k_max, "too_few": not gated,
-                     "descriptive": PASS_K_DESCRIPTIVE})
+        rows.append(
+            {
+                "k": k,
+                "n_tasks": p.n_tasks,
+                "baseline_mean": p.baseline,
+                "variant_mean": p.variant,
+                "diff": p.diff,
+                "ci": [p.ci_low, p.ci_high] if gated else [None, None],
+                "p": None,
+                "dropped_tasks": p.dropped_tasks,
+                "k_max": p.k_max,
+                "too_few": not gated,
+                "descriptive": PASS_K_DESCRIPTIVE,
+            }
+        )
     return rows
 
 
@@ -347,18 +396,37 @@ def _pass_k(pairs: Sequence[Pair]) -> list[dict[str, Any]]:
 
 def _row(variant: str, scope: str, subset: str, e: PairedEffect, pairs: Sequence[Pair], family: str) -> dict[str, Any]:
     return {
-        "variant": variant, "domain": scope, "subset": subset,
-        "n_pairs": e.n_pairs, "n_tasks": e.n_tasks,
-        "baseline_mean": e.baseline_mean, "variant_mean": e.variant_mean, "diff": e.diff,
-        "ci": [e.ci_low, e.ci_high], "p": e.p, "p_adjusted": None, "claim": "too_few",
-        "family": family, "family_size": 0, "ci_family": [None, None],
-        "se": e.se, "df": e.df, "relative_pct": e.relative_pct,
+        "variant": variant,
+        "domain": scope,
+        "subset": subset,
+        "n_pairs": e.n_pairs,
+        "n_tasks": e.n_tasks,
+        "baseline_mean": e.baseline_mean,
+        "variant_mean": e.variant_mean,
+        "diff": e.diff,
+        "ci": [e.ci_low, e.ci_high],
+        "p": e.p,
+        "p_adjusted": None,
+        "claim": "too_few",
+        "family": family,
+        "family_size": 0,
+        "ci_family": [None, None],
+        "se": e.se,
+        "df": e.df,
+        "relative_pct": e.relative_pct,
         "mcnemar": _mcnemar(pairs),
     }
 
 
-def reward_effects(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str],
-                   domains: Sequence[str], *, alpha: float = ALPHA, family: ReportFamily | None = None) -> dict[str, Any]:
+def reward_effects(
+    records: Sequence[ConversationRecord],
+    baseline: str,
+    variants: Sequence[str],
+    domains: Sequence[str],
+    *,
+    alpha: float = ALPHA,
+    family: ReportFamily | None = None,
+) -> dict[str, Any]:
     """Every effect of one run, its exclusions and bounds, each scope's design (MDE, A/A) and paired pass^k.
 
     With ``family`` (the report's) the rows join it and stay undecided until the caller resolves the family
@@ -372,8 +440,16 @@ def reward_effects(records: Sequence[ConversationRecord], baseline: str, variant
     index, xindex = scored_index(records), excluded_index(records)
     base, base_x = index.get(baseline, {}), xindex.get(baseline, {})
     scope_list = scopes_of(list(domains))
-    out: dict[str, Any] = {"effects": [], "families": [], "designs": [], "pass_hat_k": [], "_designs": {}, "_records": records,
-                           "_baseline": baseline, "_scopes": scope_list}
+    out: dict[str, Any] = {
+        "effects": [],
+        "families": [],
+        "designs": [],
+        "pass_hat_k": [],
+        "_designs": {},
+        "_records": records,
+        "_baseline": baseline,
+        "_scopes": scope_list,
+    }
     primary: dict[tuple[str, str], dict[str, Any]] = {}
     for subset in SUBSETS:
         section = f"reward/{subset}"
@@ -403,12 +479,18 @@ def reward_effects(records: Sequence[ConversationRecord], baseline: str, variant
                 if subset == "all":
                     pk = _pass_k(pairs)
                     out["pass_hat_k"] += [{"variant": v, "domain": s, **x} for x in pk]
-        out["families"].append({
-            "name": section, "subset": subset, "planned": len(others) * len(scope_list), "method": "holm", "alpha": alpha,
-            "members": f"{len(others)} variant(s) x {len(scope_list)} scope(s) ({', '.join(scope_list)})"
-                       + ("" if subset == "all" else "; sensitivity analysis on pairs without simulator flags"),
-            "part_of": "report",
-        })
+        out["families"].append(
+            {
+                "name": section,
+                "subset": subset,
+                "planned": len(others) * len(scope_list),
+                "method": "holm",
+                "alpha": alpha,
+                "members": f"{len(others)} variant(s) x {len(scope_list)} scope(s) ({', '.join(scope_list)})"
+                + ("" if subset == "all" else "; sensitivity analysis on pairs without simulator flags"),
+                "part_of": "report",
+            }
+        )
     fam.describe("pass_hat_k", PASS_K_DESCRIPTIVE)
     if own:
         fam.resolve()
@@ -447,4 +529,3 @@ def finish_reward_effects(out: dict[str, Any], family_size: int) -> dict[str, An
 def _comparison_arrays(pairs: Sequence[Pair]) -> tuple[list[float], list[float], list[Hashable]]:
     c = _comparison(pairs)
     return list(c.baseline), list(c.variant), list(c.clusters)
-

@@ -21,10 +21,14 @@ FIDELITY_MAX_GAP = 0.10  # flagged share differing from the baseline's by more t
 
 def _one(c: ConversationRecord) -> dict[str, float]:
     msgs = c.messages
-    user_words = sum(word_count(strip_stop_tokens(m["content"])) for m in msgs
-                     if m.get("role") == "user" and isinstance(m.get("content"), str))
-    agent_text = [m["content"].strip() for m in msgs
-                  if m.get("role") == "assistant" and isinstance(m.get("content"), str) and m["content"].strip()]
+    user_words = sum(
+        word_count(strip_stop_tokens(m["content"])) for m in msgs if m.get("role") == "user" and isinstance(m.get("content"), str)
+    )
+    agent_text = [
+        m["content"].strip()
+        for m in msgs
+        if m.get("role") == "assistant" and isinstance(m.get("content"), str) and m["content"].strip()
+    ]
     tool_calls_msgs = sum(len(m.get("tool_calls") or []) for m in msgs if m.get("role") == "assistant")
     turns = c.stats.turns
     if turns is None:
@@ -44,8 +48,17 @@ def _one(c: ConversationRecord) -> dict[str, float]:
     }
 
 
-MEAN_FIELDS = ("turns", "messages", "user_words", "agent_words", "tool_calls", "recovered_text_tool_calls",
-               "clarification_questions", "wall_seconds", "tokens")
+MEAN_FIELDS = (
+    "turns",
+    "messages",
+    "user_words",
+    "agent_words",
+    "tool_calls",
+    "recovered_text_tool_calls",
+    "clarification_questions",
+    "wall_seconds",
+    "tokens",
+)
 
 
 def conversation_stats(convs: list[ConversationRecord], variants: list[str]) -> dict[str, Any]:
@@ -64,8 +77,10 @@ def conversation_stats(convs: list[ConversationRecord], variants: list[str]) -> 
         per = [p for p, excluded in every if not excluded]
         n = len(per)
         means = {f: (sum(p[f] for p in per) / n if n else None) for f in MEAN_FIELDS}
-        totals = {f: sum(p[f] for p, _ in every) for f in ("tool_calls", "recovered_text_tool_calls", "clarification_questions",
-                                                      "wall_seconds", "tokens", "cost_usd")}
+        totals = {
+            f: sum(p[f] for p, _ in every)
+            for f in ("tool_calls", "recovered_text_tool_calls", "clarification_questions", "wall_seconds", "tokens", "cost_usd")
+        }
         out[v] = {
             "conversations": len(rows),
             "scored": n,
@@ -102,14 +117,22 @@ def fidelity(convs: list[ConversationRecord], baseline: str, variants: list[str]
         if rate is None:
             continue
         if rate > FIDELITY_MAX_FLAGGED:
-            msg = (f"simulator fidelity too low for conclusions: {rate:.0%} of {v!r} conversations have a simulator flag "
-                   f"(threshold {FIDELITY_MAX_FLAGGED:.0%})")
+            msg = (
+                f"simulator fidelity too low for conclusions: {rate:.0%} of {v!r} conversations have a simulator flag "
+                f"(threshold {FIDELITY_MAX_FLAGGED:.0%})"
+            )
             per[v]["warnings"].append(msg)
             warnings.append({"variant": v, "kind": "low_fidelity", "message": msg})
         if v != baseline and base_rate is not None and abs(rate - base_rate) > FIDELITY_MAX_GAP:
-            msg = (f"simulator fidelity differs from the baseline: {rate:.0%} flagged vs {base_rate:.0%} for {baseline!r} "
-                   f"(threshold {FIDELITY_MAX_GAP:.0%} points); the effect may be the simulator's, compare the 'without flagged' column")
+            msg = (
+                f"simulator fidelity differs from the baseline: {rate:.0%} flagged vs {base_rate:.0%} for {baseline!r} "
+                f"(threshold {FIDELITY_MAX_GAP:.0%} points); the effect may be the simulator's, compare the 'without flagged' column"
+            )
             per[v]["warnings"].append(msg)
             warnings.append({"variant": v, "kind": "fidelity_gap", "message": msg})
-    return {"thresholds": {"max_flagged": FIDELITY_MAX_FLAGGED, "max_gap": FIDELITY_MAX_GAP},
-            "flags": list(FLAG_NAMES), "variants": per, "warnings": warnings}
+    return {
+        "thresholds": {"max_flagged": FIDELITY_MAX_FLAGGED, "max_gap": FIDELITY_MAX_GAP},
+        "flags": list(FLAG_NAMES),
+        "variants": per,
+        "warnings": warnings,
+    }

@@ -38,18 +38,31 @@ def delivery(c: ConversationRecord) -> dict[str, Any]:
     text = "\n".join(c.user_texts).lower()
     facts = c.task_facts.facts
     missing = [f for f in facts if not f.stated_in(text)]
-    return {"share": (len(facts) - len(missing)) / len(facts) if facts else None, "complete": not missing,
-            "n_facts": len(facts), "missing": [f.label for f in missing], "missing_kinds": sorted({f.kind for f in missing})}
+    return {
+        "share": (len(facts) - len(missing)) / len(facts) if facts else None,
+        "complete": not missing,
+        "n_facts": len(facts),
+        "missing": [f.label for f in missing],
+        "missing_kinds": sorted({f.kind for f in missing}),
+    }
 
 
 def _effect(e: PairedEffect) -> dict[str, Any]:
-    return {"n_pairs": e.n_pairs, "n_tasks": e.n_tasks, "baseline_mean": e.baseline_mean, "variant_mean": e.variant_mean,
-            "diff": e.diff, "ci": [e.ci_low, e.ci_high], "p_unadjusted": e.p}
+    return {
+        "n_pairs": e.n_pairs,
+        "n_tasks": e.n_tasks,
+        "baseline_mean": e.baseline_mean,
+        "variant_mean": e.variant_mean,
+        "diff": e.diff,
+        "ci": [e.ci_low, e.ci_high],
+        "p_unadjusted": e.p,
+    }
 
 
 def _reward(pairs: Sequence[tuple[ConversationRecord, ConversationRecord]]) -> PairedEffect:
-    return paired_effect([float(b.reward or 0.0) for b, _ in pairs], [float(v.reward or 0.0) for _, v in pairs],
-                         [b.task_key for b, _ in pairs])
+    return paired_effect(
+        [float(b.reward or 0.0) for b, _ in pairs], [float(v.reward or 0.0) for _, v in pairs], [b.task_key for b, _ in pairs]
+    )
 
 
 def delivery_effects(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str]) -> list[dict[str, Any]]:
@@ -69,24 +82,37 @@ def delivery_effects(records: Sequence[ConversationRecord], baseline: str, varia
             continue
         pairs = matched_pairs(base, index.get(v, {}), POOLED)
         shared = [(b, w) for b, w in pairs if d(b)["share"] is not None and d(w)["share"] is not None]
-        share = paired_effect([d(b)["share"] for b, _ in shared], [d(w)["share"] for _, w in shared], [b.task_key for b, _ in shared])
+        share = paired_effect(
+            [d(b)["share"] for b, _ in shared], [d(w)["share"] for _, w in shared], [b.task_key for b, _ in shared]
+        )
         complete = [(b, w) for b, w in pairs if d(b)["complete"] and d(w)["complete"]]
         known = [(b, w) for b, w in pairs if d(b)["complete"] is not None and d(w)["complete"] is not None]
         less = share.diff is not None and (share.diff <= -DELIVERY_MAX_GAP or (share.ci_high is not None and share.ci_high < 0))
         caveat = None
         if less:
-            caveat = (f"{v}'s customers stated less of the task's facts than {baseline}'s (share {share.diff:+.3f}); the reward "
-                      "effect may be caused by the simulator withholding information: compare the effect among pairs where "
-                      "both customers stated every fact")
-        out.append({
-            "variant": v, "status": DESCRIPTIVE, "share": _effect(share),
-            "complete_rate": {side: (sum(1 for p in known if d(p[i])["complete"]) / len(known) if known else None)
-                              for i, side in enumerate(("baseline", "variant"))},
-            "missing_kinds": {side: {k: sum(1 for p in known if k in d(p[i])["missing_kinds"]) for k in FACT_KINDS}
-                              for i, side in enumerate(("baseline", "variant"))},
-            "pairs_with_facts": len(known),
-            "reward_all": _effect(_reward(pairs)),
-            "reward_all_delivered": _effect(_reward(complete)),
-            "delivered_less": less, "caveat": caveat,
-        })
+            caveat = (
+                f"{v}'s customers stated less of the task's facts than {baseline}'s (share {share.diff:+.3f}); the reward "
+                "effect may be caused by the simulator withholding information: compare the effect among pairs where "
+                "both customers stated every fact"
+            )
+        out.append(
+            {
+                "variant": v,
+                "status": DESCRIPTIVE,
+                "share": _effect(share),
+                "complete_rate": {
+                    side: (sum(1 for p in known if d(p[i])["complete"]) / len(known) if known else None)
+                    for i, side in enumerate(("baseline", "variant"))
+                },
+                "missing_kinds": {
+                    side: {k: sum(1 for p in known if k in d(p[i])["missing_kinds"]) for k in FACT_KINDS}
+                    for i, side in enumerate(("baseline", "variant"))
+                },
+                "pairs_with_facts": len(known),
+                "reward_all": _effect(_reward(pairs)),
+                "reward_all_delivered": _effect(_reward(complete)),
+                "delivered_less": less,
+                "caveat": caveat,
+            }
+        )
     return out

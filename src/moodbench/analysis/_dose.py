@@ -54,8 +54,10 @@ def _scales(method: str, members: Sequence[tuple[str, Dose]], steering: dict[str
         return {"scales": None, "vector_sha256": None}
     found = [steering.get(v) for v, _ in members]
     shas = {None if s is None else s["vector_sha256"] for s in found}
-    return {"scales": {d.level_name: None if s is None else s["scale"] for (_, d), s in zip(members, found)},
-            "vector_sha256": next(iter(shas)) if len(shas) == 1 else None}
+    return {
+        "scales": {d.level_name: None if s is None else s["scale"] for (_, d), s in zip(members, found)},
+        "vector_sha256": next(iter(shas)) if len(shas) == 1 else None,
+    }
 
 
 MARKER_TREND = "descriptive: the manipulation score's trend is context for the manipulation check, not a claim about the agent"
@@ -68,15 +70,23 @@ def trend_reason(t: Trend, *, min_tasks: int = MIN_TASKS, min_pairs: int = MIN_P
         return "not estimable: no task has two emotional levels"
     fewest = min((n for lv, _, n in t.per_level), default=0)
     if t.n_tasks < min_tasks or fewest < min_pairs:
-        return (f"{t.n_tasks} tasks, fewest conversations at a level {fewest}; a trend claim needs >= {min_tasks} tasks "
-                f"and >= {min_pairs} conversations at every level")
+        return (
+            f"{t.n_tasks} tasks, fewest conversations at a level {fewest}; a trend claim needs >= {min_tasks} tasks "
+            f"and >= {min_pairs} conversations at every level"
+        )
     if t.degenerate is not None or t.p is None:
         return "every task has the same value at every level: no spread to estimate a slope's uncertainty from, so no p"
     return None
 
 
-def dose_response_table(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str], *,
-                        alpha: float = ALPHA, family: ReportFamily | None = None) -> list[dict[str, Any]]:
+def dose_response_table(
+    records: Sequence[ConversationRecord],
+    baseline: str,
+    variants: Sequence[str],
+    *,
+    alpha: float = ALPHA,
+    family: ReportFamily | None = None,
+) -> list[dict[str, Any]]:
     """One entry per (group, outcome) with outcome ``reward`` or the primary manipulation score; pooled scope.
 
     Reward trends join ``family`` (the report's; without one they form their own, resolved here)."""
@@ -99,6 +109,7 @@ def dose_response_table(records: Sequence[ConversationRecord], baseline: str, va
     for (emotion, method), members in groups.items():
         fam = families_of(families_spec(members[0][0]))
         for outcome in ("reward", PRIMARY.key):
+
             def value(r: ConversationRecord, outcome: str = outcome, fam: list[str] = fam) -> float:
                 return float(r.reward) if outcome == "reward" else marker(r, fam)  # type: ignore[arg-type]
 
@@ -110,24 +121,63 @@ def dose_response_table(records: Sequence[ConversationRecord], baseline: str, va
                     clusters.append(r.task_key)
             t = dose_response(levels, values, clusters)
             per_level = {lv: (mean, n) for lv, mean, n in t.per_level}
-            base_level = dose_response([0.0] * len(base), [value(r) for r in base.values()], [r.task_key for r in base.values()]).per_level
+            base_level = dose_response(
+                [0.0] * len(base), [value(r) for r in base.values()], [r.task_key for r in base.values()]
+            ).per_level
             b_mean, b_n = (base_level[0][1], base_level[0][2]) if base_level else (None, 0)
-            rows = [{"level": 0, "level_name": "baseline", "variant": baseline, "mean": b_mean,
-                     "n": b_n, "diff": None, "ci": [None, None], "n_pairs": 0,
-                     "scale": 0.0 if method != "prompt" else None, "steering": None}]
+            rows = [
+                {
+                    "level": 0,
+                    "level_name": "baseline",
+                    "variant": baseline,
+                    "mean": b_mean,
+                    "n": b_n,
+                    "diff": None,
+                    "ci": [None, None],
+                    "n_pairs": 0,
+                    "scale": 0.0 if method != "prompt" else None,
+                    "steering": None,
+                }
+            ]
             for v, d in members:
                 pairs = matched_pairs(base, index.get(v, {}), POOLED)
                 e = paired_effect([value(b) for b, _ in pairs], [value(x) for _, x in pairs], [b.task_key for b, _ in pairs])
                 mean, n = per_level.get(float(d.level), (None, 0))
                 st = steering.get(v)
-                rows.append({"level": d.level, "level_name": d.level_name, "variant": v, "mean": mean, "n": n,
-                             "diff": e.diff, "ci": [e.ci_low, e.ci_high], "n_pairs": e.n_pairs,
-                             "scale": None if st is None else st["scale"], "steering": st})
-            out.append({"emotion": emotion, "method": method, "outcome": outcome, **_scales(method, members, steering),
-                        "label": "reward" if outcome == "reward" else PRIMARY.label + ", early turns",
-                        "levels": rows, "slope": t.slope, "ci": [t.ci_low, t.ci_high], "se": t.se, "df": t.df, "p": t.p,
-                        "n_tasks": t.n_tasks, "n_obs": t.n_obs, "trend_levels": "emotional levels only (baseline excluded)",
-                        "no_claim_reason": trend_reason(t), "_trend": t})
+                rows.append(
+                    {
+                        "level": d.level,
+                        "level_name": d.level_name,
+                        "variant": v,
+                        "mean": mean,
+                        "n": n,
+                        "diff": e.diff,
+                        "ci": [e.ci_low, e.ci_high],
+                        "n_pairs": e.n_pairs,
+                        "scale": None if st is None else st["scale"],
+                        "steering": st,
+                    }
+                )
+            out.append(
+                {
+                    "emotion": emotion,
+                    "method": method,
+                    "outcome": outcome,
+                    **_scales(method, members, steering),
+                    "label": "reward" if outcome == "reward" else PRIMARY.label + ", early turns",
+                    "levels": rows,
+                    "slope": t.slope,
+                    "ci": [t.ci_low, t.ci_high],
+                    "se": t.se,
+                    "df": t.df,
+                    "p": t.p,
+                    "n_tasks": t.n_tasks,
+                    "n_obs": t.n_obs,
+                    "trend_levels": "emotional levels only (baseline excluded)",
+                    "no_claim_reason": trend_reason(t),
+                    "_trend": t,
+                }
+            )
     own = family is None
     tests = ReportFamily(alpha) if family is None else family
     for row in out:

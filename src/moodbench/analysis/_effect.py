@@ -211,10 +211,14 @@ def no_claim_reason(effect: PairedEffect, *, min_tasks: int = MIN_TASKS, min_pai
         if b == 1 and v == 1:
             return "every task succeeded on both sides (all at the ceiling): the data cannot show a change"
         if effect.diff == 0:
-            return ("every task's mean difference is exactly 0: with no spread between tasks the uncertainty cannot be "
-                    "estimated, so no interval or p is given")
-        return (f"every task changed by exactly {effect.diff:+.3g}: with no spread between tasks the uncertainty cannot be "
-                "estimated, so no interval or p is given")
+            return (
+                "every task's mean difference is exactly 0: with no spread between tasks the uncertainty cannot be "
+                "estimated, so no interval or p is given"
+            )
+        return (
+            f"every task changed by exactly {effect.diff:+.3g}: with no spread between tasks the uncertainty cannot be "
+            "estimated, so no interval or p is given"
+        )
     if effect.p is None:
         return "not estimable (one task)"
     return None

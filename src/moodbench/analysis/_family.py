@@ -89,8 +89,18 @@ class ReportFamily:
 
     # ------------------------------------------------------------------ joining
 
-    def add(self, section: str, row: Row, *, p: float | None, estimate: float | None, se: float | None = None,
-            df: int | None = None, reason: str | None = None, bounds: Bounds | None = None) -> None:
+    def add(
+        self,
+        section: str,
+        row: Row,
+        *,
+        p: float | None,
+        estimate: float | None,
+        se: float | None = None,
+        df: int | None = None,
+        reason: str | None = None,
+        bounds: Bounds | None = None,
+    ) -> None:
         """A two-sided test that may carry a claim; ``reason`` (or a missing p) keeps it out of the family."""
         if self._resolved:
             raise RuntimeError("the family is already resolved; add every test before resolve()")
@@ -98,13 +108,28 @@ class ReportFamily:
             reason = "not estimable"
         self._members.append(_Member(section, row, p, estimate, se, df, reason, bounds))
 
-    def add_effect(self, section: str, row: Row, effect: PairedEffect, *, min_tasks: int = MIN_TASKS,
-                   min_pairs: int = MIN_PAIRS, bounds: tuple[PairedEffect, PairedEffect] | None = None) -> None:
+    def add_effect(
+        self,
+        section: str,
+        row: Row,
+        effect: PairedEffect,
+        *,
+        min_tasks: int = MIN_TASKS,
+        min_pairs: int = MIN_PAIRS,
+        bounds: tuple[PairedEffect, PairedEffect] | None = None,
+    ) -> None:
         """A paired effect, gated by the minimum design and zero spread (:func:`no_claim_reason`); ``bounds`` are
         the effects with missing outcomes imputed as failures and as successes (``_claims.missing_bounds``)."""
-        self.add(section, row, p=effect.p, estimate=effect.diff, se=effect.se, df=effect.df,
-                 reason=no_claim_reason(effect, min_tasks=min_tasks, min_pairs=min_pairs),
-                 bounds=None if bounds is None else tuple((b.diff, b.p) for b in bounds))
+        self.add(
+            section,
+            row,
+            p=effect.p,
+            estimate=effect.diff,
+            se=effect.se,
+            df=effect.df,
+            reason=no_claim_reason(effect, min_tasks=min_tasks, min_pairs=min_pairs),
+            bounds=None if bounds is None else tuple((b.diff, b.p) for b in bounds),
+        )
 
     def add_same(self, section: str, row: Row, same_as: Row) -> None:
         """The same test on the same data as a member already added: shares its verdict, not counted twice."""
@@ -136,8 +161,16 @@ class ReportFamily:
             self._decide(m, q, q0, size)
         for m in self._members:
             if m.same_as is not None:
-                for key in ("claim", "p_adjusted", "family_size", "ci_family", "claim_family", "no_claim_reason", "claim_withdrawn",
-                            "p_bounded"):
+                for key in (
+                    "claim",
+                    "p_adjusted",
+                    "family_size",
+                    "ci_family",
+                    "claim_family",
+                    "no_claim_reason",
+                    "claim_withdrawn",
+                    "p_bounded",
+                ):
                     m.row[key] = m.same_as.get(key)
                 m.row["same_test_as"] = "the 'all' subset (identical pairs)"
         self._resolved = True
@@ -158,23 +191,39 @@ class ReportFamily:
             verdict = "no_difference"
             if m.bounds is not None and q_plain is not None and q_plain < self.alpha and m.estimate:
                 (lo_e, _), (hi_e, _) = m.bounds[0], m.bounds[-1]
-                withdrawn = (f"not stated as a finding: with the excluded conversations as failures {_num(lo_e)}, as successes "
-                             f"{_num(hi_e)}, the claim does not hold at every value they could have had (bounded p "
-                             f"{m.p_bounded:.3g})")
-        row.update({"claim": verdict, "p_adjusted": q, "family_size": size, "ci_family": [lo, hi],
-                    "claim_family": FAMILY_NAME, "no_claim_reason": m.reason, "claim_withdrawn": withdrawn,
-                    "p_bounded": None if m.bounds is None else m.p_bounded})
+                withdrawn = (
+                    f"not stated as a finding: with the excluded conversations as failures {_num(lo_e)}, as successes "
+                    f"{_num(hi_e)}, the claim does not hold at every value they could have had (bounded p "
+                    f"{m.p_bounded:.3g})"
+                )
+        row.update(
+            {
+                "claim": verdict,
+                "p_adjusted": q,
+                "family_size": size,
+                "ci_family": [lo, hi],
+                "claim_family": FAMILY_NAME,
+                "no_claim_reason": m.reason,
+                "claim_withdrawn": withdrawn,
+                "p_bounded": None if m.bounds is None else m.p_bounded,
+            }
+        )
 
     def summary(self) -> dict[str, Any]:
         """What report.json states about the family: size, method, level, members per section, descriptive parts."""
         sections = Counter(m.section for m in self._members if m.same_as is None and m.reason is None)
         planned = Counter(m.section for m in self._members)
         return {
-            "name": FAMILY_NAME, "method": self.method, "alpha": self.alpha, "size": self.size,
+            "name": FAMILY_NAME,
+            "method": self.method,
+            "alpha": self.alpha,
+            "size": self.size,
             "sections": {s: {"members": sections.get(s, 0), "rows": n} for s, n in planned.items()},
             "descriptive": dict(self._descriptive),
-            "statement": (f"one Holm family of {self.size} test(s) at family-wise level {self.alpha:g} over every claim of "
-                          "the report; rows labelled descriptive carry no claim"),
+            "statement": (
+                f"one Holm family of {self.size} test(s) at family-wise level {self.alpha:g} over every claim of "
+                "the report; rows labelled descriptive carry no claim"
+            ),
         }
 
 

@@ -31,8 +31,18 @@ from moodbench.analysis._variants import families_spec
 from moodbench.judges import DEFAULT_FAMILIES, LEXICONS, families_of, text_scores
 from moodbench.results import ConversationRecord, strip_stop_tokens
 
-__all__ = ["EARLY_TURNS", "MIN_EFFECT", "NOT_APPLICABLE", "PRIMARY", "SCORES", "Score", "declared_emotions", "early_user_texts",
-           "manipulation_check", "manipulation_family"]
+__all__ = [
+    "EARLY_TURNS",
+    "MIN_EFFECT",
+    "NOT_APPLICABLE",
+    "PRIMARY",
+    "SCORES",
+    "Score",
+    "declared_emotions",
+    "early_user_texts",
+    "manipulation_check",
+    "manipulation_family",
+]
 
 EARLY_TURNS = 2  # at most this many customer turns, and only those before the agent's first tool result
 MIN_EFFECT = 1.0  # markers per 100 words: about one more emotion word in a 100-word opening than the baseline's
@@ -90,15 +100,20 @@ def declared_emotions(config: Mapping[str, Any], variants: Sequence[str], baseli
     return {v: v for v in variants if v not in (baseline, "control")}
 
 
-def manipulation_family(comparisons: Sequence[Comparison], *, direction: int, min_effect: float,
-                        alpha: float = ALPHA) -> list[ManipulationResult]:
+def manipulation_family(
+    comparisons: Sequence[Comparison], *, direction: int, min_effect: float, alpha: float = ALPHA
+) -> list[ManipulationResult]:
     """One-sided checks of a declared score for a family of comparisons, Bonferroni over the checkable ones.
 
     A comparison below ``MIN_TASKS``/``MIN_PAIRS`` is ``too_few`` and not counted in the family size.
     """
     size = sum(1 for c in comparisons if len(set(c.clusters)) >= MIN_TASKS and len(c.clusters) >= MIN_PAIRS)
-    return [manipulation_test(c.baseline, c.variant, c.clusters, direction=direction, min_effect=min_effect,
-                              family_size=max(1, size), alpha=alpha) for c in comparisons]
+    return [
+        manipulation_test(
+            c.baseline, c.variant, c.clusters, direction=direction, min_effect=min_effect, family_size=max(1, size), alpha=alpha
+        )
+        for c in comparisons
+    ]
 
 
 class _Scorer:
@@ -128,7 +143,9 @@ class _Scorer:
         return None if value is None else float(value)
 
 
-def _score_comparison(pairs: Sequence[tuple[ConversationRecord, ConversationRecord]], value: Callable[[ConversationRecord], float | None]) -> Comparison:
+def _score_comparison(
+    pairs: Sequence[tuple[ConversationRecord, ConversationRecord]], value: Callable[[ConversationRecord], float | None]
+) -> Comparison:
     a, b, clusters = [], [], []
     for x, y in pairs:
         vx, vy = value(x), value(y)
@@ -148,9 +165,16 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def manipulation_check(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str], domains: Sequence[str],
-                       judge: Mapping[str, Any] | None = None, *, alpha: float = ALPHA,
-                       emotions: Mapping[str, str] | None = None) -> dict[str, Any]:
+def manipulation_check(
+    records: Sequence[ConversationRecord],
+    baseline: str,
+    variants: Sequence[str],
+    domains: Sequence[str],
+    judge: Mapping[str, Any] | None = None,
+    *,
+    alpha: float = ALPHA,
+    emotions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The check per variant and scope (each domain and pooled), with secondary scores as context.
 
     ``emotions``: the variants that are emotions and their specs (:func:`declared_emotions`); the others are
@@ -165,9 +189,15 @@ def manipulation_check(records: Sequence[ConversationRecord], baseline: str, var
     base = index.get(baseline, {})
     specs = dict(emotions) if emotions is not None else {v: v for v in variants if v != baseline}
     others = [v for v in variants if v != baseline and v in specs]
-    skipped = [{"variant": v, "status": NOT_APPLICABLE,
-                "reason": "not an emotion: an agent, prompt or setting compared with the baseline, so there is no emotion to check"}
-               for v in variants if v != baseline and v not in specs]
+    skipped = [
+        {
+            "variant": v,
+            "status": NOT_APPLICABLE,
+            "reason": "not an emotion: an agent, prompt or setting compared with the baseline, so there is no emotion to check",
+        }
+        for v in variants
+        if v != baseline and v not in specs
+    ]
     variants = [baseline] + others if baseline in variants else others
     scope_list = scopes_of(list(domains))
     fams = {v: (families_of(families_spec(specs[v])) if v != baseline else list(DEFAULT_FAMILIES)) for v in variants}
@@ -185,25 +215,55 @@ def manipulation_check(records: Sequence[ConversationRecord], baseline: str, var
                     continue
                 c = _score_comparison(pairs, _bind(scorer, score.key, turns, fams[v]))
                 e = paired_effect(c.baseline, c.variant, c.clusters)
-                secondary.append({"score": score.key, "turns": turns, "label": score.label, "direction": score.direction,
-                                  "primary": score is PRIMARY and turns == "early", "n_pairs": e.n_pairs,
-                                  "baseline_mean": e.baseline_mean, "variant_mean": e.variant_mean, "diff": e.diff,
-                                  "ci": [e.ci_low, e.ci_high]})
-        checks.append({"variant": v, "domain": s, "families": fams[v], "score": PRIMARY.key, "turns": "early",
-                       **{k: val for k, val in r.to_dict().items()}, "secondary": secondary})
+                secondary.append(
+                    {
+                        "score": score.key,
+                        "turns": turns,
+                        "label": score.label,
+                        "direction": score.direction,
+                        "primary": score is PRIMARY and turns == "early",
+                        "n_pairs": e.n_pairs,
+                        "baseline_mean": e.baseline_mean,
+                        "variant_mean": e.variant_mean,
+                        "diff": e.diff,
+                        "ci": [e.ci_low, e.ci_high],
+                    }
+                )
+        checks.append(
+            {
+                "variant": v,
+                "domain": s,
+                "families": fams[v],
+                "score": PRIMARY.key,
+                "turns": "early",
+                **{k: val for k, val in r.to_dict().items()},
+                "secondary": secondary,
+            }
+        )
     means: dict[str, dict[str, Any]] = {}
     for v in variants:
         recs = [r for r in index.get(v, {}).values()]
         means[v] = {
-            "n": len(recs), "families": fams[v],
+            "n": len(recs),
+            "families": fams[v],
             "markers_own_early": _mean([scorer.value(r, "markers_own", "early", fams[v]) or 0.0 for r in recs]),
             "markers_own_all": _mean([scorer.value(r, "markers_own", "all", fams[v]) or 0.0 for r in recs]),
-            "vader_compound_all": _mean([x for r in recs if (x := scorer.value(r, "vader_compound", "all", fams[v])) is not None]),
+            "vader_compound_all": _mean(
+                [x for r in recs if (x := scorer.value(r, "vader_compound", "all", fams[v])) is not None]
+            ),
         }
     return {
-        "primary": {"score": PRIMARY.key, "label": PRIMARY.label, "turns": "early", "early_turns": EARLY_TURNS,
-                    "direction": PRIMARY.direction, "min_effect": PRIMARY.min_effect, "alpha": alpha,
-                    "family_size": results[0].family_size if results else 0, "scopes": scope_list},
+        "primary": {
+            "score": PRIMARY.key,
+            "label": PRIMARY.label,
+            "turns": "early",
+            "early_turns": EARLY_TURNS,
+            "direction": PRIMARY.direction,
+            "min_effect": PRIMARY.min_effect,
+            "alpha": alpha,
+            "family_size": results[0].family_size if results else 0,
+            "scopes": scope_list,
+        },
         "checks": checks,
         "not_applicable": skipped,
         "means": means,

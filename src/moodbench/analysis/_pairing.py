@@ -35,8 +35,13 @@ def _facts(records: Sequence[ConversationRecord]) -> dict[str, Any]:
             if len(examples) < 5:
                 examples.append(f"{r.domain}/{r.task_id} trial {r.trial} (never mentions {', '.join(ev.get('checked') or [])})")
     share = missing / checked if checked else None
-    return {"checked": checked, "missing": missing, "share": share, "examples": examples,
-            "suspect": share is not None and share > FACTS_MISSING_MAX}
+    return {
+        "checked": checked,
+        "missing": missing,
+        "share": share,
+        "examples": examples,
+        "suspect": share is not None and share > FACTS_MISSING_MAX,
+    }
 
 
 def _customers(records: Sequence[ConversationRecord], implementations: Sequence[str]) -> dict[str, Any]:
@@ -48,8 +53,9 @@ def _named(keys: set[tuple[str, str]]) -> dict[str, Any]:
     return {"n": len(names), "tasks": names[:SHOW], "more": max(0, len(names) - SHOW)}
 
 
-def pairing_checks(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str],
-                   config: Mapping[str, Any]) -> list[dict[str, Any]]:
+def pairing_checks(
+    records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str], config: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """One row per variant other than the baseline: shared and unpaired tasks, task-fact mismatches, customers."""
     by_variant: dict[str, list[ConversationRecord]] = {}
     for r in records:
@@ -69,16 +75,30 @@ def pairing_checks(records: Sequence[ConversationRecord], baseline: str, variant
         recs = [r for r in by_variant.get(v, []) if not r.excluded]
         tasks = {r.task_key for r in recs}
         cust = _customers(recs, impl.get(v, []))
-        differs = bool((base_cust["models"] and cust["models"] and base_cust["models"] != cust["models"])
-                       or (base_cust["implementations"] and cust["implementations"]
-                           and base_cust["implementations"] != cust["implementations"]))
-        rows.append({
-            "variant": v, "baseline": baseline, "shared_tasks": len(base_tasks & tasks),
-            "no_shared_task": bool(base_tasks and tasks and not (base_tasks & tasks)),
-            "only_baseline": _named(base_tasks - tasks), "only_variant": _named(tasks - base_tasks),
-            "facts": {"baseline": base_facts, "variant": _facts(recs)},
-            "customer": {"baseline": base_cust, "variant": cust, "differs": differs,
-                         # one side's file does not say which customer simulator it used: a difference cannot be ruled out
-                         "unknown": bool(base_cust["models"]) != bool(cust["models"])},
-        })
+        differs = bool(
+            (base_cust["models"] and cust["models"] and base_cust["models"] != cust["models"])
+            or (
+                base_cust["implementations"]
+                and cust["implementations"]
+                and base_cust["implementations"] != cust["implementations"]
+            )
+        )
+        rows.append(
+            {
+                "variant": v,
+                "baseline": baseline,
+                "shared_tasks": len(base_tasks & tasks),
+                "no_shared_task": bool(base_tasks and tasks and not (base_tasks & tasks)),
+                "only_baseline": _named(base_tasks - tasks),
+                "only_variant": _named(tasks - base_tasks),
+                "facts": {"baseline": base_facts, "variant": _facts(recs)},
+                "customer": {
+                    "baseline": base_cust,
+                    "variant": cust,
+                    "differs": differs,
+                    # one side's file does not say which customer simulator it used: a difference cannot be ruled out
+                    "unknown": bool(base_cust["models"]) != bool(cust["models"]),
+                },
+            }
+        )
     return rows

@@ -94,6 +94,19 @@ def pass_hat_k_paired(
         b = np.array([_pass_k_task(base_by_task[t][: counts[t]], k) for t in tasks])
         v = np.array([_pass_k_task(var_by_task[t][: counts[t]], k) for t in tasks])
         t = task_t(v - b, confidence=confidence)
-        out[k] = PassK(k, len(tasks), float(b.mean()), float(v.mean()), float(v.mean() - b.mean()), t.se, t.df, t.ci_low,
-                       t.ci_high, t.p, dropped, k_max, t.degenerate)
+        out[k] = PassK(
+            k,
+            len(tasks),
+            float(b.mean()),
+            float(v.mean()),
+            float(v.mean() - b.mean()),
+            t.se,
+            t.df,
+            t.ci_low,
+            t.ci_high,
+            t.p,
+            dropped,
+            k_max,
+            t.degenerate,
+        )
     return out

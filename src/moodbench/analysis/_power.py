@@ -208,14 +208,19 @@ def mde_note(design: Design, direction: int = -1) -> str | None:
         return None
     room = design.baseline_success if direction < 0 else 1.0 - design.baseline_success
     if room <= 0:
-        return ("every baseline conversation failed (all tasks at the floor): no drop is possible, so no MDE"
-                if direction < 0 else "every baseline conversation succeeded: no rise is possible, so no MDE")
+        return (
+            "every baseline conversation failed (all tasks at the floor): no drop is possible, so no MDE"
+            if direction < 0
+            else "every baseline conversation succeeded: no rise is possible, so no MDE"
+        )
     value = _solve_mde(design, direction)
     if value is None:
         return "not even losing every success reaches the power: no MDE"
     if value < _MDE_FLOOR:
-        return ("the baseline has no variance within or between tasks: there is no spread to plan from, so no MDE; "
-                "plan with `moodbench power` and assumed values")
+        return (
+            "the baseline has no variance within or between tasks: there is no spread to plan from, so no MDE; "
+            "plan with `moodbench power` and assumed values"
+        )
     return None
 
 
@@ -230,8 +235,13 @@ class PowerRow:
     powers: tuple[tuple[float, float | None], ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tasks": self.tasks, "trials": self.trials, "family_size": self.family_size, "mde": self.mde,
-                "powers": {str(e): p for e, p in self.powers}}
+        return {
+            "tasks": self.tasks,
+            "trials": self.trials,
+            "family_size": self.family_size,
+            "mde": self.mde,
+            "powers": {str(e): p for e, p in self.powers},
+        }
 
 
 def power_table(

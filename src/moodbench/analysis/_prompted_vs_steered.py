@@ -87,8 +87,17 @@ def steering_by_variant(records: Iterable[ConversationRecord]) -> dict[str, dict
             seen[r.variant][key] += 1
     out: dict[str, dict[str, Any]] = {}
     for variant, counts in seen.items():
-        distinct = [{"emotion": k[0], "vector_sha256": k[1], "scale": k[2], "layers": list(k[3]) if k[3] else None,
-                     "vector_method": k[4], "n_records": n} for k, n in counts.most_common()]
+        distinct = [
+            {
+                "emotion": k[0],
+                "vector_sha256": k[1],
+                "scale": k[2],
+                "layers": list(k[3]) if k[3] else None,
+                "vector_method": k[4],
+                "n_records": n,
+            }
+            for k, n in counts.most_common()
+        ]
         keys = list(counts)
 
         def same(i: int, keys: list[tuple[Any, ...]] = keys) -> Any:
@@ -135,11 +144,18 @@ def _manipulation(check: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     primary = next((s for s in check.get("secondary", []) if s.get("primary")), None)
     return {
-        "score": check.get("score"), "turns": check.get("turns"), "status": check["status"],
-        "n_pairs": check["n_pairs"], "n_tasks": check["n_tasks"],
-        "baseline_mean": check["baseline_mean"], "variant_mean": check["variant_mean"],
-        "shift": check["shift"], "ci": list(primary["ci"]) if primary else [None, None],
-        "lower_bound": check["lower_bound"], "min_effect": check["min_effect"], "p": check["p"],
+        "score": check.get("score"),
+        "turns": check.get("turns"),
+        "status": check["status"],
+        "n_pairs": check["n_pairs"],
+        "n_tasks": check["n_tasks"],
+        "baseline_mean": check["baseline_mean"],
+        "variant_mean": check["variant_mean"],
+        "shift": check["shift"],
+        "ci": list(primary["ci"]) if primary else [None, None],
+        "lower_bound": check["lower_bound"],
+        "min_effect": check["min_effect"],
+        "p": check["p"],
         "family_size": check["family_size"],
     }
 
@@ -148,10 +164,19 @@ def _reward(e: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if e is None:
         return None
     return {
-        "n_pairs": e["n_pairs"], "n_tasks": e["n_tasks"], "baseline_mean": e["baseline_mean"], "variant_mean": e["variant_mean"],
-        "diff": e["diff"], "ci": list(e["ci"]), "p": e["p"], "p_adjusted": e["p_adjusted"], "claim": e["claim"],
-        "family": e.get("family"), "family_size": e.get("family_size"),
-        "trust": e.get("trust"), "caveats": [c["kind"] for c in e.get("caveats") or []],
+        "n_pairs": e["n_pairs"],
+        "n_tasks": e["n_tasks"],
+        "baseline_mean": e["baseline_mean"],
+        "variant_mean": e["variant_mean"],
+        "diff": e["diff"],
+        "ci": list(e["ci"]),
+        "p": e["p"],
+        "p_adjusted": e["p_adjusted"],
+        "claim": e["claim"],
+        "family": e.get("family"),
+        "family_size": e.get("family_size"),
+        "trust": e.get("trust"),
+        "caveats": [c["kind"] for c in e.get("caveats") or []],
     }
 
 
@@ -160,15 +185,24 @@ def _fidelity(v: str, fid: Mapping[str, Any], baseline: str) -> dict[str, Any]:
     mine, base = per.get(v, {}), per.get(baseline, {})
     rate, base_rate = mine.get("flagged_rate"), base.get("flagged_rate")
     return {
-        "n": mine.get("n", 0), "flagged": mine.get("flagged", 0), "flagged_rate": rate, "baseline_flagged_rate": base_rate,
+        "n": mine.get("n", 0),
+        "flagged": mine.get("flagged", 0),
+        "flagged_rate": rate,
+        "baseline_flagged_rate": base_rate,
         "gap": None if rate is None or base_rate is None else rate - base_rate,
         "warnings": sorted({w["kind"] for w in fid.get("warnings", []) if w.get("variant") == v}),
     }
 
 
-def methods_comparison(records: Sequence[ConversationRecord], baseline: str, variants: Sequence[str], *,
-                       effects: Sequence[Mapping[str, Any]], checks: Sequence[Mapping[str, Any]],
-                       fidelity: Mapping[str, Any]) -> list[dict[str, Any]]:
+def methods_comparison(
+    records: Sequence[ConversationRecord],
+    baseline: str,
+    variants: Sequence[str],
+    *,
+    effects: Sequence[Mapping[str, Any]],
+    checks: Sequence[Mapping[str, Any]],
+    fidelity: Mapping[str, Any],
+) -> list[dict[str, Any]]:
     """One entry per emotion with a steered variant or several methods, rows per (level, method), pooled scope.
 
     ``effects`` are the run's reward effect rows (``reward_effects``, with trust/caveats added by the report),
@@ -185,9 +219,18 @@ def methods_comparison(records: Sequence[ConversationRecord], baseline: str, var
     out: list[dict[str, Any]] = []
     for emotion, members in groups.items():
         rows: list[dict[str, Any]] = [
-            {"level": d.level, "level_name": d.level_name, "method": d.method, "variant": v, "steering": steering.get(v),
-             "manipulation": _manipulation(chk.get(v)), "fidelity": _fidelity(v, fidelity, baseline), "reward": _reward(eff.get(v))}
-            for v, d in members]
+            {
+                "level": d.level,
+                "level_name": d.level_name,
+                "method": d.method,
+                "variant": v,
+                "steering": steering.get(v),
+                "manipulation": _manipulation(chk.get(v)),
+                "fidelity": _fidelity(v, fidelity, baseline),
+                "reward": _reward(eff.get(v)),
+            }
+            for v, d in members
+        ]
         by_level: dict[str, set[str]] = defaultdict(set)
         for r in rows:
             by_level[r["level_name"]].add(r["method"])
@@ -195,10 +238,11 @@ def methods_comparison(records: Sequence[ConversationRecord], baseline: str, var
         entry: dict[str, Any] = {
             "emotion": emotion,
             "methods": [m for m in METHOD_ORDER if any(r["method"] == m for r in rows)]
-                       + sorted({r["method"] for r in rows} - set(METHOD_ORDER)),
+            + sorted({r["method"] for r in rows} - set(METHOD_ORDER)),
             "levels": levels,
             "matched_levels": [lv for lv in levels if len(by_level[lv]) > 1],
-            "baseline": baseline, "baseline_flagged_rate": base_rate,
+            "baseline": baseline,
+            "baseline_flagged_rate": base_rate,
             "rows": rows,
         }
         entry["summary"] = comparison_summary(entry)
@@ -209,7 +253,7 @@ def methods_comparison(records: Sequence[ConversationRecord], baseline: str, var
 # --------------------------------------------------------------------------- plain words
 
 TIE = 1e-9  # shifts this close are called equal, not ranked
-UNTESTED = ("A larger shift between methods that both passed is a point estimate: methods are not tested against each other")
+UNTESTED = "A larger shift between methods that both passed is a point estimate: methods are not tested against each other"
 
 
 def _who(r: Mapping[str, Any]) -> str:
@@ -248,22 +292,27 @@ def _moved(level: str, rows: Sequence[Mapping[str, Any]], min_effect: float) -> 
         return f"at {level} too few to check{size}, early-turn shifts as point estimates only: {_shifts(rows)}", False
     ranked = False
     if passed and failed:
-        text = (f"at {level} only {_and([_who(r) for r in passed])} moved the customer by more than the minimum {min_effect:g} "
-                f"(manipulation check passed; {_and([_who(r) for r in failed])} failed; shifts {_shifts(passed + failed)})")
+        text = (
+            f"at {level} only {_and([_who(r) for r in passed])} moved the customer by more than the minimum {min_effect:g} "
+            f"(manipulation check passed; {_and([_who(r) for r in failed])} failed; shifts {_shifts(passed + failed)})"
+        )
     elif len(passed) > 1:
         top = max(_shift(r) or 0.0 for r in passed)
         best = [r for r in passed if abs((_shift(r) or 0.0) - top) <= TIE]
-        which = ("with equal shifts" if len(best) == len(passed)
-                 else f"{_and([_who(r) for r in best])} with the larger shift")
-        text = (f"at {level} {_and([_who(r) for r in passed])} {'both' if len(passed) == 2 else 'all'} passed the manipulation "
-                f"check, {which} ({_shifts(passed)})")
+        which = "with equal shifts" if len(best) == len(passed) else f"{_and([_who(r) for r in best])} with the larger shift"
+        text = (
+            f"at {level} {_and([_who(r) for r in passed])} {'both' if len(passed) == 2 else 'all'} passed the manipulation "
+            f"check, {which} ({_shifts(passed)})"
+        )
         ranked = len(best) < len(passed)
     elif passed:
         text = f"at {level} {_who(passed[0])} moved the customer (manipulation check passed, shift {_fmt(_shift(passed[0]))})"
     else:
         subject = "neither method" if len(failed) > 1 else _who(failed[0])
-        text = (f"at {level} {subject} did not move the customer by more than the minimum {min_effect:g} (manipulation check "
-                f"failed; shift{'s' if len(failed) > 1 else ''} {_shifts(failed)})")
+        text = (
+            f"at {level} {subject} did not move the customer by more than the minimum {min_effect:g} (manipulation check "
+            f"failed; shift{'s' if len(failed) > 1 else ''} {_shifts(failed)})"
+        )
     if few:
         text += f"; {_and([_who(r) for r in few])} too few to check"
     return text, ranked
@@ -274,9 +323,13 @@ def _cost(rows: Sequence[Mapping[str, Any]]) -> str:
     bits = []
     for r in rows:
         f = r["fidelity"]
-        over = [{"low_fidelity": f"the {FIDELITY_MAX_FLAGGED:.0%} limit",
-                 "fidelity_gap": f"the {100 * FIDELITY_MAX_GAP:.0f}-point gap limit"}.get(w, w)
-                for w in sorted(f["warnings"], key=lambda k: k != "low_fidelity")]
+        over = [
+            {
+                "low_fidelity": f"the {FIDELITY_MAX_FLAGGED:.0%} limit",
+                "fidelity_gap": f"the {100 * FIDELITY_MAX_GAP:.0f}-point gap limit",
+            }.get(w, w)
+            for w in sorted(f["warnings"], key=lambda k: k != "low_fidelity")
+        ]
         gap = [] if f["gap"] is None else [f"{100 * f['gap']:+.0f} points"]
         note = ", ".join(gap + ([f"over {_and(over)}"] if over else []))
         bits.append(f"{_who(r)} {_pct(f['flagged_rate'])}" + (f" ({note})" if note else ""))
@@ -289,7 +342,9 @@ def _rewards(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         w = r.get("reward")
         if w is not None:
-            got[w["claim"]].append(f"{_who(r)} at {r['level_name']}" + (f" ({_fmt(w['diff'], 3)})" if w["claim"] != "no_difference" else ""))
+            got[w["claim"]].append(
+                f"{_who(r)} at {r['level_name']}" + (f" ({_fmt(w['diff'], 3)})" if w["claim"] != "no_difference" else "")
+            )
     parts = [f"{c} with {_and(got[c])}" for c in ("lower", "higher") if got.get(c)]
     if got.get("no_difference"):
         parts.append(f"no difference claimed for {_and(got['no_difference'])}")
@@ -319,13 +374,17 @@ def comparison_summary(entry: Mapping[str, Any]) -> str:
         shown = list(entry["matched_levels"])
     else:
         methods = _and([METHOD_WORDS.get(m, m) for m in entry["methods"]])
-        sentences.append(f"{emotion}: only {methods} at {_and(entry['levels'])}, so no level can be compared across methods; {cost}")
+        sentences.append(
+            f"{emotion}: only {methods} at {_and(entry['levels'])}, so no level can be compared across methods; {cost}"
+        )
         shown = list(entry["levels"])
     if rows and all(_status(r) == "too_few" for r in rows):
         sizes = {(r["manipulation"]["n_tasks"], r["manipulation"]["n_pairs"]) for r in rows if r.get("manipulation")}
         size = f" ({_and([f'{t} tasks, {n} pairs' for t, n in sorted(sizes)])})" if sizes else ""
-        sentences.append(f"too few to check whether the emotion reached the customer or to claim a reward effect{size}: both need "
-                         f">= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs, so every number here is a point estimate only")
+        sentences.append(
+            f"too few to check whether the emotion reached the customer or to claim a reward effect{size}: both need "
+            f">= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs, so every number here is a point estimate only"
+        )
         for level in shown:
             sentences.append(f"at {level} early-turn shifts {_shifts(by_level[level])}; {_cost(by_level[level])}")
     else:
@@ -335,8 +394,10 @@ def comparison_summary(entry: Mapping[str, Any]) -> str:
             sentences.append(text + "; " + _cost(by_level[level]))
     single = [lv for lv in entry["levels"] if lv not in shown]
     if single:
-        sentences.append("unmatched: " + ", ".join(f"{lv} {_who(by_level[lv][0])} only ({_status(by_level[lv][0]).replace('_', ' ')})"
-                                                   for lv in single))
+        sentences.append(
+            "unmatched: "
+            + ", ".join(f"{lv} {_who(by_level[lv][0])} only ({_status(by_level[lv][0]).replace('_', ' ')})" for lv in single)
+        )
     reward = _rewards(rows)
     if reward:
         sentences.append(reward)

@@ -205,17 +205,59 @@ def manipulation_test(
     e = paired_effect(baseline_scores, variant_scores, clusters)
     level = alpha / family_size
     if e.diff is None or e.se is None or e.df is None:
-        return ManipulationResult("too_few", e.n_pairs, e.n_tasks, direction, min_effect, e.baseline_mean, e.variant_mean,
-                                  None if e.diff is None else direction * e.diff, None, None, None, None, alpha, family_size)
+        return ManipulationResult(
+            "too_few",
+            e.n_pairs,
+            e.n_tasks,
+            direction,
+            min_effect,
+            e.baseline_mean,
+            e.variant_mean,
+            None if e.diff is None else direction * e.diff,
+            None,
+            None,
+            None,
+            None,
+            alpha,
+            family_size,
+        )
     shift = direction * e.diff
     if e.se <= 0:  # zero spread (every task moved by the same amount, typically 0 -> 0): no bound, no p, no verdict
-        return ManipulationResult("too_few", e.n_pairs, e.n_tasks, direction, min_effect, e.baseline_mean, e.variant_mean,
-                                  shift, e.se, e.df, None, None, alpha, family_size)
+        return ManipulationResult(
+            "too_few",
+            e.n_pairs,
+            e.n_tasks,
+            direction,
+            min_effect,
+            e.baseline_mean,
+            e.variant_mean,
+            shift,
+            e.se,
+            e.df,
+            None,
+            None,
+            alpha,
+            family_size,
+        )
     bound = shift - _t_quantile(1.0 - level, e.df) * e.se
     p = float(special.stdtr(e.df, -(shift - min_effect) / e.se))
     if e.n_tasks < min_tasks or e.n_pairs < min_pairs:
         status: Literal["passed", "failed", "too_few"] = "too_few"
     else:
         status = "passed" if p < level else "failed"
-    return ManipulationResult(status, e.n_pairs, e.n_tasks, direction, min_effect, e.baseline_mean, e.variant_mean, shift,
-                              e.se, e.df, bound, p, alpha, family_size)
+    return ManipulationResult(
+        status,
+        e.n_pairs,
+        e.n_tasks,
+        direction,
+        min_effect,
+        e.baseline_mean,
+        e.variant_mean,
+        shift,
+        e.se,
+        e.df,
+        bound,
+        p,
+        alpha,
+        family_size,
+    )

@@ -21,12 +21,20 @@ from moodbench.cli._exit import command_errors, console, fail, out
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories (e.g. one per agent model) to compare side by side."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/report for one run, ./moodbench-report for several)."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="One or more run directories (e.g. one per agent model) to compare side by side."
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Output folder (default RUN_DIR/report for one run, ./moodbench-report for several)."
+    ),
     baseline: str = typer.Option("control", "--baseline", help="Variant every other variant is compared with."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Optional LLM judge rating the customers' emotion (manipulation check context)."),
+    judge_model: Optional[str] = typer.Option(
+        None, "--judge-model", help="Optional LLM judge rating the customers' emotion (manipulation check context)."
+    ),
     judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url"),
-    as_json: bool = typer.Option(False, "--json", help="Print report.json's content (claims, effects, pass^k, MDE, checks) on stdout; write no pages."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print report.json's content (claims, effects, pass^k, MDE, checks) on stdout; write no pages."
+    ),
 ) -> None:
     """Write report.html/.md/.json, plots and transcript pages: calibrated claims, manipulation check, fidelity, dose-response."""
     from moodbench._util.files import write_problem
@@ -37,8 +45,10 @@ def report(
     if problem:
         from moodbench._util.secrets import redact_url
 
-        fail(f"--judge-base-url {redact_url(judge_base_url or '')!r} is not a usable base URL ({problem}); "
-              "example: http://127.0.0.1:8000/v1")
+        fail(
+            f"--judge-base-url {redact_url(judge_base_url or '')!r} is not a usable base URL ({problem}); "
+            "example: http://127.0.0.1:8000/v1"
+        )
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is a file; give a directory for the report (it writes several files)")
     try:
@@ -98,7 +108,9 @@ def _pilot_run(run_dir: Path, baseline: str) -> Any:
     except StoreError as exc:
         fail(f"--pilot: {exc}")
     if baseline not in run.variants:
-        fail(f"--pilot {run_dir}: no variant {baseline!r} (its variants: {', '.join(run.variants) or 'none'}); pick one with --baseline")
+        fail(
+            f"--pilot {run_dir}: no variant {baseline!r} (its variants: {', '.join(run.variants) or 'none'}); pick one with --baseline"
+        )
     return run
 
 
@@ -106,17 +118,31 @@ def _pilot_run(run_dir: Path, baseline: str) -> Any:
 def power(
     tasks: str = typer.Option("20,40,80,160", "--tasks", help="Tasks per domain (comma-separated for a table)."),
     trials: str = typer.Option("1,2,3,5", "--trials", help="Trials per task (comma-separated for a table)."),
-    variants: Optional[int] = typer.Option(None, "--variants", min=1, help="Emotional variants compared with the baseline (default 1, or the pilot's)."),
-    domains: Optional[int] = typer.Option(None, "--domains", min=1, help="Domains (default 1, or the pilot's); adds per-domain comparisons to the family."),
+    variants: Optional[int] = typer.Option(
+        None, "--variants", min=1, help="Emotional variants compared with the baseline (default 1, or the pilot's)."
+    ),
+    domains: Optional[int] = typer.Option(
+        None, "--domains", min=1, help="Domains (default 1, or the pilot's); adds per-domain comparisons to the family."
+    ),
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error rate of the claims (Holm)."),
     power_: float = typer.Option(0.80, "--power", help="Power at which the minimum detectable effect is defined."),
-    baseline_success: Optional[float] = typer.Option(None, "--baseline-success", help="Baseline success rate (default 0.5, the most conservative)."),
-    icc: Optional[float] = typer.Option(None, "--icc", help="Within-task correlation: share of the outcome variance between tasks (default 0.5)."),
-    pair_corr: Optional[float] = typer.Option(None, "--pair-corr", help="Correlation of a baseline and variant conversation sharing a seed (default 0)."),
+    baseline_success: Optional[float] = typer.Option(
+        None, "--baseline-success", help="Baseline success rate (default 0.5, the most conservative)."
+    ),
+    icc: Optional[float] = typer.Option(
+        None, "--icc", help="Within-task correlation: share of the outcome variance between tasks (default 0.5)."
+    ),
+    pair_corr: Optional[float] = typer.Option(
+        None, "--pair-corr", help="Correlation of a baseline and variant conversation sharing a seed (default 0)."
+    ),
     effect_sd: Optional[float] = typer.Option(None, "--effect-sd", help="Spread of the true effect across tasks (default 0.05)."),
-    drop_share: Optional[float] = typer.Option(None, "--drop-share", help="Share of tasks that carry the drop (default 1: even; 0.5: half the tasks drop twice as much)."),
+    drop_share: Optional[float] = typer.Option(
+        None, "--drop-share", help="Share of tasks that carry the drop (default 1: even; 0.5: half the tasks drop twice as much)."
+    ),
     effects: str = typer.Option("0.05,0.10,0.20", "--effects", help="Drops in mean reward at which to print the power."),
-    pilot: Optional[Path] = typer.Option(None, "--pilot", help="Estimate success, ICC, pair correlation and effect spread from this run."),
+    pilot: Optional[Path] = typer.Option(
+        None, "--pilot", help="Estimate success, ICC, pair correlation and effect spread from this run."
+    ),
     baseline: str = typer.Option("control", "--baseline", help="With --pilot: the baseline variant."),
     as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON on stdout."),
 ) -> None:
@@ -128,9 +154,21 @@ def power(
         fail("--alpha and --power must lie strictly between 0 and 1")
     run = _pilot_run(pilot, baseline) if pilot is not None else None
     try:
-        design, info = power_design(tasks=task_list[0], trials=trial_list[0], variants=variants, domains=domains, alpha=alpha,
-                                    power=power_, baseline_success=baseline_success, icc=icc, pair_corr=pair_corr,
-                                    effect_sd=effect_sd, drop_share=drop_share, pilot=run, baseline=baseline)
+        design, info = power_design(
+            tasks=task_list[0],
+            trials=trial_list[0],
+            variants=variants,
+            domains=domains,
+            alpha=alpha,
+            power=power_,
+            baseline_success=baseline_success,
+            icc=icc,
+            pair_corr=pair_corr,
+            effect_sd=effect_sd,
+            drop_share=drop_share,
+            pilot=run,
+            baseline=baseline,
+        )
     except ValueError as exc:
         if pilot is not None and "no scored" in str(exc):
             fail(f"--pilot {pilot}: {exc}; run the baseline first")
@@ -143,30 +181,64 @@ def power(
     # the spread table for the first design that can make claims at all (a too-small one would show only dashes)
     shown = next((d for d in (replace(design, tasks=g, trials=m) for g in task_list for m in trial_list) if d.claimable), first)
     spread = mde_by_spread(shown)
-    params = {"baseline_success": design.baseline_success, "icc": design.icc, "pair_corr": design.pair_corr,
-              "effect_sd": design.effect_sd, "drop_share": design.drop_share, "within_var": design.within_var, "alpha": alpha,
-              "power": power_, "variants": n_var, "domains": n_dom, "family_size": design.family_size}
+    params = {
+        "baseline_success": design.baseline_success,
+        "icc": design.icc,
+        "pair_corr": design.pair_corr,
+        "effect_sd": design.effect_sd,
+        "drop_share": design.drop_share,
+        "within_var": design.within_var,
+        "alpha": alpha,
+        "power": power_,
+        "variants": n_var,
+        "domains": n_dom,
+        "family_size": design.family_size,
+    }
     if as_json:
-        sys.stdout.write(json.dumps({"design": params, "defaults_used": info["defaults_used"], "pilot": info["pilot"],
-                                     "rows": [r.to_dict() for r in rows], "mde_by_spread": {"tasks": shown.tasks, "trials": shown.trials,
-                                                                                            "rows": spread},
-                                     "mde_note": "drop in mean reward detected with the given power; null below the minimum "
-                                     "design (20 tasks, 40 pairs per comparison) or when unreachable"}, indent=1) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "design": params,
+                    "defaults_used": info["defaults_used"],
+                    "pilot": info["pilot"],
+                    "rows": [r.to_dict() for r in rows],
+                    "mde_by_spread": {"tasks": shown.tasks, "trials": shown.trials, "rows": spread},
+                    "mde_note": "drop in mean reward detected with the given power; null below the minimum "
+                    "design (20 tasks, 40 pairs per comparison) or when unreachable",
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         return
     defaults = info["defaults_used"]
-    src = (f"estimated from the pilot {pilot}" + (f"; assumed {', '.join(defaults)}" if defaults else "")) if pilot else (
-        "assumed (defaults) " + ", ".join(defaults) if defaults else "as given")
-    console.print(f"design: baseline success {design.baseline_success:.3f}, ICC {design.icc:.2f}, pair correlation {design.pair_corr:.2f}, "
-                  f"effect SD {design.effect_sd:.3f}, drop share {design.drop_share:g} ({src}); family {design.family_size} comparison(s) "
-                  f"({n_var} variant(s) x {n_dom} domain(s){' + pooled' if n_dom > 1 else ''}), Holm alpha {alpha:g}", highlight=False, markup=False)
+    src = (
+        (f"estimated from the pilot {pilot}" + (f"; assumed {', '.join(defaults)}" if defaults else ""))
+        if pilot
+        else ("assumed (defaults) " + ", ".join(defaults) if defaults else "as given")
+    )
+    console.print(
+        f"design: baseline success {design.baseline_success:.3f}, ICC {design.icc:.2f}, pair correlation {design.pair_corr:.2f}, "
+        f"effect SD {design.effect_sd:.3f}, drop share {design.drop_share:g} ({src}); family {design.family_size} comparison(s) "
+        f"({n_var} variant(s) x {n_dom} domain(s){' + pooled' if n_dom > 1 else ''}), Holm alpha {alpha:g}",
+        highlight=False,
+        markup=False,
+    )
     table = Table(title=f"minimum detectable drop in mean reward at {power_:.0%} power (per domain)")
     table.add_column("tasks \\ trials", justify="right")
     for m in trial_list:
         table.add_column(str(m), justify="right")
     for g in task_list:
         cells = [next(r for r in rows if r.tasks == g and r.trials == m).mde for m in trial_list]
-        table.add_row(str(g), *["too few" if c is None and replace(design, tasks=g, trials=m).claimable is False else
-                                ("unreachable" if c is None else f"{c:.3f}") for c, m in zip(cells, trial_list)])
+        table.add_row(
+            str(g),
+            *[
+                "too few"
+                if c is None and replace(design, tasks=g, trials=m).claimable is False
+                else ("unreachable" if c is None else f"{c:.3f}")
+                for c, m in zip(cells, trial_list)
+            ],
+        )
     out.print(table)
     ptable = Table(title="power to claim a drop of ...")
     for col in ["tasks", "trials", *[f"{e:g}" for e in effect_list]]:
@@ -174,7 +246,9 @@ def power(
     for r in rows:
         ptable.add_row(str(r.tasks), f"{r.trials:g}", *["–" if p is None else f"{p:.2f}" for _, p in r.powers])
     out.print(ptable)
-    stable = Table(title=f"MDE of {shown.tasks} tasks x {shown.trials:g} trials across task-effect spreads (SD of the true effect across tasks)")
+    stable = Table(
+        title=f"MDE of {shown.tasks} tasks x {shown.trials:g} trials across task-effect spreads (SD of the true effect across tasks)"
+    )
     stable.add_column("drop", justify="left")
     sds = sorted({r["effect_sd"] for r in spread})
     for sd in sds:
@@ -182,12 +256,23 @@ def power(
     for share in sorted({r["drop_share"] for r in spread}, reverse=True):
         label = "even over tasks" if share == 1 else f"in {share:.0%} of the tasks"
         none = "unreachable" if shown.claimable else "too few"
-        stable.add_row(label, *[none if r["mde"] is None else f"{r['mde']:.3f}" for sd in sds for r in spread
-                                if r["effect_sd"] == sd and r["drop_share"] == share])
+        stable.add_row(
+            label,
+            *[
+                none if r["mde"] is None else f"{r['mde']:.3f}"
+                for sd in sds
+                for r in spread
+                if r["effect_sd"] == sd and r["drop_share"] == share
+            ],
+        )
     out.print(stable)
     value = mde(first)
-    console.print(f"MDE of the first design ({task_list[0]} tasks x {trial_list[0]} trials): "
-                  + ("too few for any claim" if value is None else f"{value:.3f}"), highlight=False, markup=False)
+    console.print(
+        f"MDE of the first design ({task_list[0]} tasks x {trial_list[0]} trials): "
+        + ("too few for any claim" if value is None else f"{value:.3f}"),
+        highlight=False,
+        markup=False,
+    )
 
 
 # --------------------------------------------------------------------------- import
@@ -195,13 +280,20 @@ def power(
 
 @app.command("import")
 def import_(
-    items: list[str] = typer.Argument(..., help="FILE=VARIANT pairs: a tau2 Results JSON and the variant it ran; one file per "
-                                      "variant and domain (e.g. airline.json=control retail.json=control airline-b.json=agent-b)."),
+    items: list[str] = typer.Argument(
+        ...,
+        help="FILE=VARIANT pairs: a tau2 Results JSON and the variant it ran; one file per "
+        "variant and domain (e.g. airline.json=control retail.json=control airline-b.json=agent-b).",
+    ),
     fmt: str = typer.Option("tau2", "--format", help="tau2: Results JSON written by `tau2 run` or `moodbench export`."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory to create or add the variants to."),
-    emotions: bool = typer.Option(False, "--emotions", help="The variant names are emotion specs (e.g. frustration:severe) whose "
-                                  "customers were given those emotions: the report runs the manipulation check on them. "
-                                  "Without it, imported variants are compared as plain variants (agents, prompts, settings)."),
+    emotions: bool = typer.Option(
+        False,
+        "--emotions",
+        help="The variant names are emotion specs (e.g. frustration:severe) whose "
+        "customers were given those emotions: the report runs the manipulation check on them. "
+        "Without it, imported variants are compared as plain variants (agents, prompts, settings).",
+    ),
 ) -> None:
     """Bring tau2 Results files into a run directory so summary, report and view work on them (pairs on domain, task, trial)."""
     if fmt != "tau2":
@@ -212,8 +304,11 @@ def import_(
         result = import_tau2(out_dir, parse_import_items(items), emotions=emotions)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
-    console.print(f"imported {sum(result.counts.values())} simulation(s) into {result.run_dir}: "
-                  + ", ".join(f"{v}={n}" for v, n in result.counts.items())
-                  + f"; domains {', '.join(result.domains)}; {result.trials} trial(s); {result.prompts} prompt(s) reconstructed",
-                  highlight=False, markup=False)
+    console.print(
+        f"imported {sum(result.counts.values())} simulation(s) into {result.run_dir}: "
+        + ", ".join(f"{v}={n}" for v, n in result.counts.items())
+        + f"; domains {', '.join(result.domains)}; {result.trials} trial(s); {result.prompts} prompt(s) reconstructed",
+        highlight=False,
+        markup=False,
+    )
     console.print(f"next: moodbench report {result.run_dir}", highlight=False, markup=False)

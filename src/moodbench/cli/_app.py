@@ -24,8 +24,12 @@ from moodbench._util.errors import UsageError
 from moodbench.cli._exit import ExitCode, command_errors, console, exit_code_for, fail, out
 from moodbench.cli._run_options import config_values, option_parameters
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Measure how emotional customers change tool-calling agents on tau2 domains.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Measure how emotional customers change tool-calling agents on tau2 domains.",
+)
 
 
 def _spec_overrides() -> dict[str, Any]:
@@ -74,10 +78,17 @@ def _redact_tau2_logs(secrets: list[str]) -> None:
 
 
 def run(
-    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML file with the same keys as the flags; flags override it."),
-    force_config: bool = typer.Option(False, "--force-config", help="Continue a run directory whose stored configuration differs."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned conversations and the design's minimum "
-                                 "detectable effect; run nothing, write nothing."),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", help="TOML or YAML file with the same keys as the flags; flags override it."
+    ),
+    force_config: bool = typer.Option(
+        False, "--force-config", help="Continue a run directory whose stored configuration differs."
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the planned conversations and the design's minimum detectable effect; run nothing, write nothing.",
+    ),
     **flags: Any,
 ) -> None:
     """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
@@ -93,14 +104,21 @@ def run(
             raise typer.Exit(ExitCode.OK)
         _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
         try:
-            result = run_experiment(config, console=console, force_config=force_config, handle_signals=True, freeze_gc=True,
-                                    spec_overrides=_spec_overrides())
+            result = run_experiment(
+                config,
+                console=console,
+                force_config=force_config,
+                handle_signals=True,
+                freeze_gc=True,
+                spec_overrides=_spec_overrides(),
+            )
         except PreflightError as exc:
-            console.print(f"[bold red]preflight refused the setup[/] (exit {int(ExitCode.PREFLIGHT)}): {escape(str(exc))}",
-                          highlight=False)
+            console.print(
+                f"[bold red]preflight refused the setup[/] (exit {int(ExitCode.PREFLIGHT)}): {escape(str(exc))}", highlight=False
+            )
             for line in exc.advice:
                 console.print(f"  advice: {line}", highlight=False, markup=False)
-            console.print("nothing was run; details in manifest.json (\"preflight\"); --skip-preflight skips these checks")
+            console.print('nothing was run; details in manifest.json ("preflight"); --skip-preflight skips these checks')
             raise typer.Exit(ExitCode.PREFLIGHT) from None
     if result.ok:
         console.print(f"[green]done[/]: {result.finished} new conversation(s) stored in {escape(str(result.run_dir))}")
@@ -123,8 +141,10 @@ def _print_plan(config: Any) -> None:
     from moodbench.experiment import make_plan
 
     plan = make_plan(config)
-    table = Table(title=f"moodbench run --dry-run: {len(plan.cells)} conversation(s) planned"
-                        + (f" (shard {config.shard} of {len(plan.all_cells)})" if config.shard else ""))
+    table = Table(
+        title=f"moodbench run --dry-run: {len(plan.cells)} conversation(s) planned"
+        + (f" (shard {config.shard} of {len(plan.all_cells)})" if config.shard else "")
+    )
     for col in ("domain", "tasks", "variant", "trials", "conversations"):
         table.add_column(col, justify="right" if col in ("tasks", "trials", "conversations") else "left")
     tasks_per_domain = {d: sum(1 for dom, _ in plan.tasks if dom == d) for d in config.domains}
@@ -147,27 +167,47 @@ def _print_summary(run_dir: Path) -> None:
     data = summary_for_run(run_dir)
     trials = data.get("trials", 1)
     table = Table(title=f"moodbench summary: {run_dir}")
-    for col in ["variant", "agent / customer", "done/planned", "avg reward"] + [f"pass^{k}" for k in range(1, trials + 1)] + [
-            "flagged sim.", "exit reasons"]:
+    for col in (
+        ["variant", "agent / customer", "done/planned", "avg reward"]
+        + [f"pass^{k}" for k in range(1, trials + 1)]
+        + ["flagged sim.", "exit reasons"]
+    ):
         table.add_column(col)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for name, v in data["variants"].items():
         models = f"{', '.join(v.get('agent_models') or ['?'])} / {', '.join(v.get('user_models') or ['?'])}"
-        table.add_row(name, models, f"{v['done']}/{v['planned']}", fmt(v["avg_reward"]),
-                      *[fmt(v["pass_hat_k"].get(str(k))) for k in range(1, trials + 1)],
-                      f"{v['fidelity']['flagged']}/{v['done']}", ", ".join(f"{k}={n}" for k, n in v["exit_reasons"].items()))
+        table.add_row(
+            name,
+            models,
+            f"{v['done']}/{v['planned']}",
+            fmt(v["avg_reward"]),
+            *[fmt(v["pass_hat_k"].get(str(k))) for k in range(1, trials + 1)],
+            f"{v['fidelity']['flagged']}/{v['done']}",
+            ", ".join(f"{k}={n}" for k, n in v["exit_reasons"].items()),
+        )
     out.print(table)
     for f in data.get("tau2_files", []):  # imported files: does moodbench reproduce tau2's own metrics?
         t = f["tau2"]
-        head = (f"{f['variant']} / {f['domain']} ({f['file']}; tau2 {f.get('tau2_git_commit') or 'version unknown'}): tau2's metrics "
-                f"avg_reward {fmt(t['avg_reward'])}, " + ", ".join(f"pass^{k} {fmt(x)}" for k, x in t["pass_hat_k"].items())
-                + f" on {t['simulations']} simulation(s)" + (f", {t['not_run']} not run (infrastructure error, left out)" if t["not_run"] else "")
-                + (f", {t['no_reward']} without a reward" if t["no_reward"] else ""))
-        out.print(head + (": reproduced" if f["matches"] else ": differs: " + "; ".join(f["differences"])), highlight=False, markup=False)
+        head = (
+            f"{f['variant']} / {f['domain']} ({f['file']}; tau2 {f.get('tau2_git_commit') or 'version unknown'}): tau2's metrics "
+            f"avg_reward {fmt(t['avg_reward'])}, "
+            + ", ".join(f"pass^{k} {fmt(x)}" for k, x in t["pass_hat_k"].items())
+            + f" on {t['simulations']} simulation(s)"
+            + (f", {t['not_run']} not run (infrastructure error, left out)" if t["not_run"] else "")
+            + (f", {t['no_reward']} without a reward" if t["no_reward"] else "")
+        )
+        out.print(
+            head + (": reproduced" if f["matches"] else ": differs: " + "; ".join(f["differences"])),
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
-def summary(run_dir: Path = typer.Argument(..., help="A run directory."), as_json: bool = typer.Option(False, "--json", help="Print summary.json.")) -> None:
+def summary(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json."),
+) -> None:
     """Print the per-variant table of a run (recomputed from its store)."""
     if not (run_dir / "results.sqlite").is_file():
         fail(f"{run_dir} is not a run directory (no results.sqlite)")
@@ -186,10 +226,16 @@ def variants(
     domain: str = typer.Option("mock", "--domain", help="Domain of the task used with --show."),
     task_id: Optional[str] = typer.Option(None, "--task-id", help="Task used with --show (default: the domain's first)."),
     variants_file: Optional[list[Path]] = typer.Option(None, "--variants-file"),
-    user_model: Optional[str] = typer.Option(None, "--user-model", help="With a steered --show spec: the local/ customer "
-                                             "model whose control vector and calibrated scale to show."),
-    user_format: Optional[str] = typer.Option(None, "--user-format", help="With a steered --show spec: the customer format "
-                                              "the scale is calibrated for (default as in `moodbench run`)."),
+    user_model: Optional[str] = typer.Option(
+        None,
+        "--user-model",
+        help="With a steered --show spec: the local/ customer model whose control vector and calibrated scale to show.",
+    ),
+    user_format: Optional[str] = typer.Option(
+        None,
+        "--user-format",
+        help="With a steered --show spec: the customer format the scale is calibrated for (default as in `moodbench run`).",
+    ),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", help=_PLUGIN_HELP),
 ) -> None:
     """List variants and levels, or print the exact user prompt (and, when steered, the vector and scale) a spec produces."""
@@ -206,8 +252,13 @@ def variants(
             table.add_column("description")
             table.add_column("source")
             for v in catalog.variants.values():
-                table.add_row(v.name, ", ".join(lv for lv in LEVELS if lv in v.levels) or "-",
-                              f"{len(v.steering.pairs)} pairs" if v.steering else "-", v.description, v.source)
+                table.add_row(
+                    v.name,
+                    ", ".join(lv for lv in LEVELS if lv in v.levels) or "-",
+                    f"{len(v.steering.pairs)} pairs" if v.steering else "-",
+                    v.description,
+                    v.source,
+                )
             out.print(table)
             return
         spec = catalog.parse(show)
@@ -226,18 +277,22 @@ def _show_steering(spec: Any, catalog: Any, user_model: str | None, user_format:
     from moodbench.experiment._local_servers import steering_of
 
     if not user_model or not user_model.startswith("local/"):
-        raise ConfigError(f"{spec.canonical} is steered: name the customer model with --user-model local/NAME "
-                          "(e.g. local/qwen2.5-0.5b) to see its vector and scale")
+        raise ConfigError(
+            f"{spec.canonical} is steered: name the customer model with --user-model local/NAME "
+            "(e.g. local/qwen2.5-0.5b) to see its vector and scale"
+        )
     fields: dict[str, Any] = {"agent_model": user_model, "user_model": user_model, "variants": [spec.canonical]}
     if user_format:
         fields["user_format"] = user_format
     config = RunConfig(**fields)
     plan = make_plan(config.model_copy(update={"task_ids": None, "num_tasks": 1}))
-    (vec, info), = steering_of(plan, config, console).values()
-    return (f"<steering>\ncustomer model: {user_model} (customer format {config.user_format})\n"
-            f"vector: {vec.vector}\nsha256: {info.vector_sha256}\nemotion: {info.emotion}, level {spec.steered.level}, "
-            f"method {info.method}, layers {info.layers_text}\nscale: {info.scale:g}\n"
-            f"llama-server {' '.join(vec.server_args(info.scale))}\n</steering>")
+    ((vec, info),) = steering_of(plan, config, console).values()
+    return (
+        f"<steering>\ncustomer model: {user_model} (customer format {config.user_format})\n"
+        f"vector: {vec.vector}\nsha256: {info.vector_sha256}\nemotion: {info.emotion}, level {spec.steered.level}, "
+        f"method {info.method}, layers {info.layers_text}\nscale: {info.scale:g}\n"
+        f"llama-server {' '.join(vec.server_args(info.scale))}\n</steering>"
+    )
 
 
 @app.command()
@@ -284,11 +339,17 @@ def merge(
 def probe(
     model: str = typer.Option(..., "--model", help="litellm model string, e.g. openai/NAME or hosted_vllm/NAME."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible base URL (omit for provider models)."),
-    domain: str = typer.Option("retail", "--domain", help="tau2 domain whose tools and policy the cases use: mock, retail, airline, telecom."),
+    domain: str = typer.Option(
+        "retail", "--domain", help="tau2 domain whose tools and policy the cases use: mock, retail, airline, telecom."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of the environment variable holding the API key."),
+    api_key_env: Optional[str] = typer.Option(
+        None, "--api-key-env", help="Name of the environment variable holding the API key."
+    ),
     user: bool = typer.Option(False, "--user", help="Probe the model as the simulated customer instead of the agent."),
-    user_format: Optional[str] = typer.Option(None, "--user-format", help="With --user: tau2, transcript or completion (default: all, compared)."),
+    user_format: Optional[str] = typer.Option(
+        None, "--user-format", help="With --user: tau2, transcript or completion (default: all, compared)."
+    ),
     threads: int = typer.Option(4, "--threads", min=1, help="Requests in flight at once."),
     timeout_s: float = typer.Option(defaults.TIMEOUT_S, "--timeout", help="Deadline per request in seconds."),
     max_tokens: int = typer.Option(defaults.MAX_TOKENS, "--max-tokens", min=1),
@@ -305,8 +366,10 @@ def probe(
     if api_key_env and not os.environ.get(api_key_env):
         fail(f"environment variable {api_key_env} (named by --api-key-env) is not set; export it first")
     if model.startswith("local/"):
-        fail("probe talks to a running server: start it with `moodbench serve --backend llamacpp --model "
-              f"{model[len('local/'):]}` and pass --model openai/NAME --base-url URL")
+        fail(
+            "probe talks to a running server: start it with `moodbench serve --backend llamacpp --model "
+            f"{model[len('local/') :]}` and pass --model openai/NAME --base-url URL"
+        )
     if user_format is not None and user_format not in USER_FORMATS:
         fail(f"unknown --user-format {user_format!r}; valid: {', '.join(USER_FORMATS)}")
     try:
@@ -321,10 +384,21 @@ def probe(
 
     with command_errors():
         _load_plugins(plugins)
-    spec = ModelSpec(model=model, base_urls=(base_url,) if base_url else (), api_key_env=api_key_env, args=extra,
-                     max_tokens=max_tokens, timeout_s=timeout_s)
-    endpoint = check_endpoint("agent" if not user else "user", model, base_url,
-                              api_key=os.environ.get(api_key_env) if api_key_env else None, timeout=min(10.0, timeout_s))
+    spec = ModelSpec(
+        model=model,
+        base_urls=(base_url,) if base_url else (),
+        api_key_env=api_key_env,
+        args=extra,
+        max_tokens=max_tokens,
+        timeout_s=timeout_s,
+    )
+    endpoint = check_endpoint(
+        "agent" if not user else "user",
+        model,
+        base_url,
+        api_key=os.environ.get(api_key_env) if api_key_env else None,
+        timeout=min(10.0, timeout_s),
+    )
     if not endpoint.ok:
         fail(f"{base_url}: {endpoint.error}", ExitCode.PREFLIGHT)
     try:

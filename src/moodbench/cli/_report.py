@@ -41,23 +41,55 @@ def print_headline(data: dict, console: Console) -> None:
     """The answer in the terminal: one row per (run, variant), pooled scope, same numbers as report.html."""
     multi = len(data["runs"]) > 1
     table = Table(title=f"moodbench: effect of each variant vs {data['baseline']!r} (variant − baseline, matched pairs)")
-    cols = (["run"] if multi else []) + ["variant", "baseline", "variant mean", "Δ reward", "95% CI", "p (Holm)", "claim", "pairs/tasks",
-                                         "Δ w/o flagged", "emotion visible", "trust"]
+    cols = (["run"] if multi else []) + [
+        "variant",
+        "baseline",
+        "variant mean",
+        "Δ reward",
+        "95% CI",
+        "p (Holm)",
+        "claim",
+        "pairs/tasks",
+        "Δ w/o flagged",
+        "emotion visible",
+        "trust",
+    ]
     for col in cols:
         table.add_column(col, justify="left" if col in ("run", "variant", "claim", "trust", "emotion visible") else "right")
     for a in data["runs"]:
         design: dict[str, Any] = next((d for d in data["designs"] if d["run"] == a["label"] and d["domain"] == "all"), {})
         mde = design.get("mde")
-        table.add_row(*([_t(a["label"])] if multi else []), _t(f"{a['baseline']} (baseline)"), "", "", "", "", "", "",
-                      str(a["summary"]["variants"][a["baseline"]]["scored"]), f"MDE {mde:.3f}" if mde is not None else "MDE n/a", "", "")
+        table.add_row(
+            *([_t(a["label"])] if multi else []),
+            _t(f"{a['baseline']} (baseline)"),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            str(a["summary"]["variants"][a["baseline"]]["scored"]),
+            f"MDE {mde:.3f}" if mde is not None else "MDE n/a",
+            "",
+            "",
+        )
         rows = [e for e in data["effects"] if e["run"] == a["label"] and e["domain"] == "all"]
         for e in (r for r in rows if r["subset"] == "all"):
             u = next(r for r in rows if r["subset"] == "unflagged" and r["variant"] == e["variant"])
-            table.add_row(*([_t(a["label"])] if multi else []), _t(e["variant"]), fmt(e["baseline_mean"]), fmt(e["variant_mean"]), signed(e["diff"]),
-                          ci(*e["ci"]), pval(e["p_adjusted"]), _t(e["claim"], CLAIM_STYLE.get(e["claim"], "none")),
-                          f"{e['n_pairs']}/{e['n_tasks']}", f"{signed(u['diff'])} (n={u['n_pairs']})",
-                          {"passed": "yes", "failed": "NO", "too_few": "too few"}.get(e["manipulation"], str(e["manipulation"])),
-                          _t(e["trust"], TRUST_STYLE.get(e["trust"], "none")))
+            table.add_row(
+                *([_t(a["label"])] if multi else []),
+                _t(e["variant"]),
+                fmt(e["baseline_mean"]),
+                fmt(e["variant_mean"]),
+                signed(e["diff"]),
+                ci(*e["ci"]),
+                pval(e["p_adjusted"]),
+                _t(e["claim"], CLAIM_STYLE.get(e["claim"], "none")),
+                f"{e['n_pairs']}/{e['n_tasks']}",
+                f"{signed(u['diff'])} (n={u['n_pairs']})",
+                {"passed": "yes", "failed": "NO", "too_few": "too few"}.get(e["manipulation"], str(e["manipulation"])),
+                _t(e["trust"], TRUST_STYLE.get(e["trust"], "none")),
+            )
     console.print(table)
     for b in data["bottom_lines"]:
         console.print(("" if not multi else f"{b['run']}: ") + b["text"], highlight=False, markup=False)
@@ -66,8 +98,17 @@ def print_headline(data: dict, console: Console) -> None:
             console.print(f"[yellow]warning:[/] {escape(w['text'])}", highlight=False)
 
 
-def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_model: str | None, judge_base_url: str | None,
-                   console: Console, *, as_json: bool = False, stdout: Console | None = None) -> int:
+def report_command(
+    run_dirs: list[Path],
+    out: Path | None,
+    baseline: str,
+    judge_model: str | None,
+    judge_base_url: str | None,
+    console: Console,
+    *,
+    as_json: bool = False,
+    stdout: Console | None = None,
+) -> int:
     """Build the report and print its headline table (``console``: messages; ``stdout``: the table); 2 on bad input.
 
     ``as_json``: compute the numbers only (no pages, plots or transcript files) and print report.json's
@@ -91,12 +132,16 @@ def report_command(run_dirs: list[Path], out: Path | None, baseline: str, judge_
             sys.stdout.flush()
             return ExitCode.OK
         out_dir = Path(out) if out else _default_out(run_dirs)
-        result = build_report(run_dirs, out_dir, baseline=baseline, judge_model=judge_model, judge_base_url=judge_base_url, progress=say)
+        result = build_report(
+            run_dirs, out_dir, baseline=baseline, judge_model=judge_model, judge_base_url=judge_base_url, progress=say
+        )
     except ReportError as exc:
         console.print(f"[bold red]error:[/] {escape(mask(str(exc), secret_values()))}", highlight=False)
         return ExitCode.USAGE
     print_headline(result.data, stdout or console)
-    console.print(f"report: {result.html}  (also {result.markdown.name}, {result.json.name}, plots/)", highlight=False, markup=False)
+    console.print(
+        f"report: {result.html}  (also {result.markdown.name}, {result.json.name}, plots/)", highlight=False, markup=False
+    )
     console.print(f"transcripts: {result.index}   ({result.seconds:.1f}s)", highlight=False, markup=False)
     return ExitCode.OK
 
@@ -155,7 +200,9 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
     try:
         server = start_server(out, port, pair_page=_pair_page([run_dir]))
     except OSError as exc:
-        console.print(f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False)
+        console.print(
+            f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False
+        )
         return ExitCode.USAGE
     base = f"http://127.0.0.1:{server.server_address[1]}"
     console.print(f"serving {out} at {base}/", highlight=False)

@@ -50,17 +50,37 @@ def serve(
     stop: bool = typer.Option(False, "--stop", help="Stop servers started by moodbench serve."),
     startup_timeout: float = typer.Option(_DEFAULTS.startup_timeout, "--startup-timeout"),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir"),
-    skypilot: Optional[Path] = typer.Option(None, "--skypilot", help="Write (and launch, if SkyPilot is set up) a SkyPilot task YAML."),
+    skypilot: Optional[Path] = typer.Option(
+        None, "--skypilot", help="Write (and launch, if SkyPilot is set up) a SkyPilot task YAML."
+    ),
     gpus: str = typer.Option(_DEFAULTS.gpus, "--gpus"),
     cloud: Optional[str] = typer.Option(None, "--cloud"),
 ) -> None:
     """Start an OpenAI-compatible model server (extra vLLM arguments go after --)."""
-    opts = ServeOptions(backend=backend, model=model, host=host, port=port, ctx=ctx_size, threads=threads, parallel=parallel,
-                        tensor_parallel=tensor_parallel, replicas=replicas, max_model_len=max_model_len,
-                        gpu_memory_utilization=gpu_memory_utilization, tool_call_parser=tool_call_parser,
-                        reasoning_parser=reasoning_parser, reuse=reuse, dry_run=dry_run, stop=stop,
-                        startup_timeout=startup_timeout, log_dir=log_dir, extra_args=list(ctx.args), skypilot=skypilot,
-                        gpus=gpus, cloud=cloud)
+    opts = ServeOptions(
+        backend=backend,
+        model=model,
+        host=host,
+        port=port,
+        ctx=ctx_size,
+        threads=threads,
+        parallel=parallel,
+        tensor_parallel=tensor_parallel,
+        replicas=replicas,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tool_call_parser=tool_call_parser,
+        reasoning_parser=reasoning_parser,
+        reuse=reuse,
+        dry_run=dry_run,
+        stop=stop,
+        startup_timeout=startup_timeout,
+        log_dir=log_dir,
+        extra_args=list(ctx.args),
+        skypilot=skypilot,
+        gpus=gpus,
+        cloud=cloud,
+    )
     if backend == "llamacpp":
         raise typer.Exit(serve_llamacpp(opts, console))
     if backend == "vllm":
@@ -200,16 +220,23 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
     path.write_text(text)
     say(console, f"Wrote SkyPilot task {path}")
     if not shutil.which("sky"):
-        say(console, "SkyPilot's `sky` command is not on PATH (pip install 'skypilot[aws]' or your "
-                        "cloud's extra, then `sky check`). Launch with:")
+        say(
+            console,
+            "SkyPilot's `sky` command is not on PATH (pip install 'skypilot[aws]' or your "
+            "cloud's extra, then `sky check`). Launch with:",
+        )
         say(console, "  " + shlex.join(launch))
         say(console, f"then get the address with: sky status --endpoint {specs[0].port} {cluster}")
         return ExitCode.OK
     env = dict(os.environ)
     for name in secret_names():
         if name not in env:
-            say(console, f"Warning: {name} is not set here; launching with an empty {name} "
-                            f"(fine for public models, gated ones will fail to download).", style="yellow")
+            say(
+                console,
+                f"Warning: {name} is not set here; launching with an empty {name} "
+                f"(fine for public models, gated ones will fail to download).",
+                style="yellow",
+            )
             env[name] = ""
     say(console, f"Launching: {shlex.join(launch)}", style="dim")
     rc = subprocess.run(launch, env=env, check=False).returncode
@@ -220,8 +247,11 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
     for s in specs:
         url = endpoint(cluster, s.port)
         if url is None:
-            say(console, f"Error: could not get the endpoint of port {s.port} "
-                            f"(sky status --endpoint {s.port} {cluster}).", style="bold red")
+            say(
+                console,
+                f"Error: could not get the endpoint of port {s.port} (sky status --endpoint {s.port} {cluster}).",
+                style="bold red",
+            )
             return ExitCode.FAILED
         urls.append(url)
     with console.status(f"Waiting for vLLM on {cluster} (model download and load can take a while)..."):
@@ -229,8 +259,7 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
             try:
                 wait_ready(url, opts.startup_timeout, api_key=os.environ.get("VLLM_API_KEY"), interval=5.0)
             except HealthError as exc:
-                say(console, f"Error: {exc}. See `sky logs {cluster}`; stop with `sky down {cluster}`.",
-                       style="bold red")
+                say(console, f"Error: {exc}. See `sky logs {cluster}`; stop with `sky down {cluster}`.", style="bold red")
                 return ExitCode.FAILED
     say(console, f"vLLM is serving {specs[0].served_model} on SkyPilot cluster {cluster}:", style="bold green")
     for url in urls:
@@ -240,6 +269,10 @@ def serve_skypilot(opts: ServeOptions, console) -> int:
     say(console, f"  moodbench run --agent-model {agent} --agent-base-url {','.join(urls)}")
     say(console, f"The cluster keeps running (and billing) until: sky down {cluster}", style="yellow")
     if not os.environ.get("VLLM_API_KEY"):
-        say(console, "Note: the port is open to the internet and vLLM runs without an API key "
-                        "(export VLLM_API_KEY before launching to require one).", style="yellow")
+        say(
+            console,
+            "Note: the port is open to the internet and vLLM runs without an API key "
+            "(export VLLM_API_KEY before launching to require one).",
+            style="yellow",
+        )
     return ExitCode.OK

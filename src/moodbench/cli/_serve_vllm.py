@@ -79,7 +79,7 @@ class _Running:
 
 
 def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
-    """"keep" (reuse the healthy server on the port) or "start"; ServeConfigError otherwise.
+    """ "keep" (reuse the healthy server on the port) or "start"; ServeConfigError otherwise.
     With --reuse, a server moodbench started that is not answering is stopped here."""
     state = read_state(spec.port) or {}
     ours = bool(state) and state_process_alive(state)
@@ -103,9 +103,12 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
         )
     if found.state == "busy":
         if ours and opts.reuse:
-            say(console, f"Replacing the server moodbench started on {where} (pid {state['pid']}): "
-                            f"it accepts connections but does not answer /v1/models ({found.detail}).",
-                   style="yellow")
+            say(
+                console,
+                f"Replacing the server moodbench started on {where} (pid {state['pid']}): "
+                f"it accepts connections but does not answer /v1/models ({found.detail}).",
+                style="yellow",
+            )
             stop_recorded(state)
             wait_port_free(spec)
             return "start"
@@ -122,8 +125,11 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
     # nothing listening
     if ours:
         if opts.reuse:
-            say(console, f"Replacing the server moodbench started for {where} (pid {state['pid']}): "
-                            f"it is not listening.", style="yellow")
+            say(
+                console,
+                f"Replacing the server moodbench started for {where} (pid {state['pid']}): it is not listening.",
+                style="yellow",
+            )
             stop_recorded(state)
             return "start"
         raise ServeConfigError(
@@ -136,8 +142,11 @@ def _decide(spec: LaunchSpec, opts: ServeOptions, console) -> str:
 
 
 def _report_death(r: _Running, console, when: str) -> None:
-    _error(console, f"vLLM replica {r.spec.replica} (port {r.spec.port}) exited with code "
-                    f"{r.proc.returncode} {when}. Last lines of {r.spec.log_path}:")
+    _error(
+        console,
+        f"vLLM replica {r.spec.replica} (port {r.spec.port}) exited with code "
+        f"{r.proc.returncode} {when}. Last lines of {r.spec.log_path}:",
+    )
     say(console, log_tail(r.spec.log_path))
 
 
@@ -152,8 +161,12 @@ def _check_gpus(specs: list[LaunchSpec], opts: ServeOptions, console) -> None:
     have = sum(1 for line in out.splitlines() if line.startswith("GPU "))
     need = len(specs) * max(1, opts.tensor_parallel)
     if have and have < need:
-        say(console, f"Warning: {len(specs)} replica(s) x tensor-parallel {opts.tensor_parallel} "
-                        f"need {need} GPUs; nvidia-smi lists {have}.", style="yellow")
+        say(
+            console,
+            f"Warning: {len(specs)} replica(s) x tensor-parallel {opts.tensor_parallel} "
+            f"need {need} GPUs; nvidia-smi lists {have}.",
+            style="yellow",
+        )
 
 
 def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int:
@@ -177,8 +190,11 @@ def _run_foreground(specs: list[LaunchSpec], opts: ServeOptions, console) -> int
         if to_start:
             exe = to_start[0].argv[0]
             if not (shutil.which(exe) or (os.sep in exe and os.access(exe, os.X_OK))):
-                _error(console, f"`{exe}` was not found. Install vLLM (pip install vllm, on a CUDA "
-                                f"machine) or set MOODBENCH_VLLM_BIN to its executable.")
+                _error(
+                    console,
+                    f"`{exe}` was not found. Install vLLM (pip install vllm, on a CUDA "
+                    f"machine) or set MOODBENCH_VLLM_BIN to its executable.",
+                )
                 return ExitCode.USAGE
             _check_gpus(to_start, opts, console)
         for spec in to_start:
@@ -250,8 +266,11 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                 if models:
                     r.ready = True
                     if r.spec.served_model not in models:
-                        say(console, f"Warning: replica {r.spec.replica} lists {models}, not "
-                                        f"{r.spec.served_model}.", style="yellow")
+                        say(
+                            console,
+                            f"Warning: replica {r.spec.replica} lists {models}, not {r.spec.served_model}.",
+                            style="yellow",
+                        )
             n_ready = sum(r.ready for r in started)
             if n_ready == len(started):
                 return ExitCode.OK
@@ -260,9 +279,12 @@ def _wait_all_ready(started: list[_Running], opts: ServeOptions, console) -> int
                 status.stop()
                 for r in started:
                     if not r.ready:
-                        _error(console, f"vLLM replica {r.spec.replica} (port {r.spec.port}) did not "
-                                        f"answer /v1/models within {opts.startup_timeout:g}s "
-                                        f"(--startup-timeout). Last lines of {r.spec.log_path}:")
+                        _error(
+                            console,
+                            f"vLLM replica {r.spec.replica} (port {r.spec.port}) did not "
+                            f"answer /v1/models within {opts.startup_timeout:g}s "
+                            f"(--startup-timeout). Last lines of {r.spec.log_path}:",
+                        )
                         say(console, log_tail(r.spec.log_path))
                 return ExitCode.FAILED
             status.update(f"Starting vLLM ({model}): {n_ready}/{len(started)} ready, {elapsed:.0f}s")
@@ -289,13 +311,11 @@ def _monitor(started: list[_Running], console) -> int:
             if r.proc.poll() is None:
                 continue
             if read_state(r.spec.port) is None:  # removed by `moodbench serve --stop`
-                say(console, f"Replica {r.spec.replica} (port {r.spec.port}) was stopped with --stop; "
-                                f"stopping the rest.")
+                say(console, f"Replica {r.spec.replica} (port {r.spec.port}) was stopped with --stop; stopping the rest.")
                 return ExitCode.OK
             _report_death(r, console, "while serving")
             return ExitCode.FAILED
         time.sleep(0.5)
-
 
 
 def stop_vllm(opts: ServeOptions, console, grace: float = STOP_GRACE_S) -> int:
@@ -309,8 +329,10 @@ def stop_vllm(opts: ServeOptions, console, grace: float = STOP_GRACE_S) -> int:
     if opts.model:
         servers = [s for s in servers if opts.model in (s.get("model"), s.get("served_model"))]
     if not servers:
-        say(console, f"No vLLM servers recorded in {state_dir()}"
-                        + (f" for port {opts.port}" if opts.port is not None else "") + ".")
+        say(
+            console,
+            f"No vLLM servers recorded in {state_dir()}" + (f" for port {opts.port}" if opts.port is not None else "") + ".",
+        )
         return ExitCode.OK
     for s in servers:
         alive = state_process_alive(s)

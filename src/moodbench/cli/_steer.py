@@ -48,7 +48,9 @@ def parse_scales(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--scales {text!r} is not a comma-separated list of numbers; fix: e.g. --scales 0,0.5,1,1.5,2,3") from None
+        raise ValueError(
+            f"--scales {text!r} is not a comma-separated list of numbers; fix: e.g. --scales 0,0.5,1,1.5,2,3"
+        ) from None
     if not values:
         raise ValueError("--scales is empty; fix: e.g. --scales 0,0.5,1,1.5,2,3")
     return values
@@ -76,7 +78,9 @@ def _run(fn: Any) -> Any:
 
 
 _MODEL_HELP = "A built-in model (qwen2.5-0.5b, qwen2.5-1.5b, smollm2-135m) or the path of a .gguf file."
-_EMOTION_HELP = "A variant with a 'steering:' section: frustration, anger, anxiety, confusion, impatience, skepticism, incoherence."
+_EMOTION_HELP = (
+    "A variant with a 'steering:' section: frustration, anger, anxiety, confusion, impatience, skepticism, incoherence."
+)
 
 
 @steer_app.command("build")
@@ -84,8 +88,12 @@ def build_cmd(
     model: str = typer.Option("qwen2.5-0.5b", "--model", help=_MODEL_HELP),
     emotion: str = typer.Option(..., "--emotion", help=_EMOTION_HELP),
     method: str = typer.Option("mean", "--method", help="mean (default: a signed direction) or pca (its sign is arbitrary)."),
-    layers: str | None = typer.Option(None, "--layers", help="Layer range A-B the vector is served on (default: upper two thirds)."),
-    variants_file: Annotated[list[Path] | None, typer.Option("--variants-file", help="YAML file with your own variants (repeatable).")] = None,
+    layers: str | None = typer.Option(
+        None, "--layers", help="Layer range A-B the vector is served on (default: upper two thirds)."
+    ),
+    variants_file: Annotated[
+        list[Path] | None, typer.Option("--variants-file", help="YAML file with your own variants (repeatable).")
+    ] = None,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Build (once; cached) the control vector of an emotion for a model with llama-cvector-generator."""
@@ -104,7 +112,9 @@ def build_cmd(
                                     "seconds": vec.seconds}))  # fmt: skip
         return
     state = "cached" if vec.cached else f"built in {vec.seconds:.1f}s"
-    out.print(f"{vec.emotion} vector for {vec.model} ({vec.method}, layers {vec.layers[0]}-{vec.layers[1]}, {state}):", highlight=False)
+    out.print(
+        f"{vec.emotion} vector for {vec.model} ({vec.method}, layers {vec.layers[0]}-{vec.layers[1]}, {state}):", highlight=False
+    )
     out.print(str(vec.vector), highlight=False, soft_wrap=True)
 
 
@@ -144,14 +154,20 @@ def render_calibration(result: dict[str, Any], console: Console) -> None:
 def calibrate_cmd(
     model: str = typer.Option("qwen2.5-0.5b", "--model", help=_MODEL_HELP),
     emotion: str = typer.Option(..., "--emotion", help=_EMOTION_HELP),
-    scales: str = typer.Option(",".join(f"{s:g}" for s in STEER_SCALES), "--scales", help="Comma-separated vector scales to test (0 = unsteered baseline)."),
+    scales: str = typer.Option(
+        ",".join(f"{s:g}" for s in STEER_SCALES),
+        "--scales",
+        help="Comma-separated vector scales to test (0 = unsteered baseline).",
+    ),
     tasks: str = typer.Option(",".join(STEER_TASKS), "--tasks", help="tau2 tasks as DOMAIN:TASK_ID, comma-separated."),
     seeds: int = typer.Option(2, "--seeds", help="Conversations per task and scale (seeds 1..N)."),
     turns: int = typer.Option(3, "--turns", help="Scripted agent turns per conversation (1-4)."),
     fmt: str = typer.Option("tau2", "--format", help="Customer message format the run will use: tau2, transcript or completion."),
     method: str = typer.Option("mean", "--method", help="Vector method (mean or pca)."),
     layers: str | None = typer.Option(None, "--layers", help="Layer range A-B (default: upper two thirds)."),
-    variants_file: Annotated[list[Path] | None, typer.Option("--variants-file", help="YAML file with your own variants (repeatable).")] = None,
+    variants_file: Annotated[
+        list[Path] | None, typer.Option("--variants-file", help="YAML file with your own variants (repeatable).")
+    ] = None,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Sweep vector scales (one llama-server each) and map mild/moderate/severe to the coherent ones."""

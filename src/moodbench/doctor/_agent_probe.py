@@ -63,10 +63,9 @@ VERDICT_TEXT = "needs-text-recovery"
 VERDICT_NEVER_AUTO = "never-calls-tools-under-auto"
 VERDICT_UNUSABLE = "unusable"
 
+
 class ProbeError(UsageError):
     """The probe could not run (unknown domain, no tools, dead endpoint); the message says what to fix."""
-
-
 
 
 @dataclass
@@ -202,13 +201,19 @@ def _invented_text_calls(text: str, real: set[str]) -> list[str]:
     return names
 
 
-def _probe_case(client: ModelClient, case: ProbeCase, mode: str, system_prompt: str, schemas: list[dict[str, Any]],
-                tool_names: list[str]) -> CaseResult:
+def _probe_case(
+    client: ModelClient, case: ProbeCase, mode: str, system_prompt: str, schemas: list[dict[str, Any]], tool_names: list[str]
+) -> CaseResult:
     from moodbench.sim import RESPOND_TOOL, agent_turn_messages
 
     res = CaseResult(case=case.id, mode=mode, needs_tool=case.needs_tool, expected=list(case.expected))
     try:
-        c = client.complete(agent_turn_messages(system_prompt, case.history, case.message), tools=schemas, tool_choice=mode, recover_text_tool_calls=False)
+        c = client.complete(
+            agent_turn_messages(system_prompt, case.history, case.message),
+            tools=schemas,
+            tool_choice=mode,
+            recover_text_tool_calls=False,
+        )
     except (LLMCallError, ContextWindowError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"[:500]
         return res
@@ -233,8 +238,9 @@ def _probe_case(client: ModelClient, case: ProbeCase, mode: str, system_prompt: 
             schema = _schema_problems(t.name, t.arguments, by_name)
             problems += schema
             res.schema_errors += schema
-        res.proper_calls.append({"name": t.name, "arguments": t.arguments, "raw_arguments": t.raw_arguments,
-                                 "problems": problems})
+        res.proper_calls.append(
+            {"name": t.name, "arguments": t.arguments, "raw_arguments": t.raw_arguments, "problems": problems}
+        )
         seen.append(t.name + (json.dumps(t.arguments, sort_keys=True) if t.valid_json else t.raw_arguments))
     if not c.tool_calls and c.content:
         for name, args in recover_text_tool_calls(c.content, list(by_name)):
@@ -314,18 +320,24 @@ def _mode_notes(m: str, s: ModeStats) -> list[str]:
     if s.unwanted_calls:
         notes.append(f"{m}: called a tool in {s.unwanted_calls}/{s.answer_cases} case(s) that needed a plain answer")
     if s.think:
-        notes.append(f"{m}: {s.think} repl(ies) carried <think> output (moodbench strips it; it costs tokens: "
-                     "keep --max-tokens high, or use vLLM's --reasoning-parser)")
+        notes.append(
+            f"{m}: {s.think} repl(ies) carried <think> output (moodbench strips it; it costs tokens: "
+            "keep --max-tokens high, or use vLLM's --reasoning-parser)"
+        )
     if s.duplicate_calls:
         notes.append(f"{m}: {s.duplicate_calls} repl(ies) repeated the same call")
     if s.empty:
         notes.append(f"{m}: {s.empty} empty repl(ies)")
     if s.invented_text_calls:
-        notes.append(f"{m}: {s.invented_text_calls} call(s) written as text named tools that do not exist "
-                     f"({', '.join(repr(n) for n in s.invented_names[:6])})")
+        notes.append(
+            f"{m}: {s.invented_text_calls} call(s) written as text named tools that do not exist "
+            f"({', '.join(repr(n) for n in s.invented_names[:6])})"
+        )
     if s.invalid_names or s.invalid_json or s.schema_errors:
-        notes.append(f"{m}: {s.invalid_names} unknown tool name(s), {s.invalid_json} non-JSON argument(s), "
-                     f"{s.schema_errors} schema mismatch(es)")
+        notes.append(
+            f"{m}: {s.invalid_names} unknown tool name(s), {s.invalid_json} non-JSON argument(s), "
+            f"{s.schema_errors} schema mismatch(es)"
+        )
     return notes
 
 
@@ -336,17 +348,25 @@ def _unusable_reasons(modes: dict[str, ModeStats], probed: list[str], answered: 
     if len(probed) >= 2 and not called:
         reasons.append("no tool call in any case, under tool_choice auto or required")
     elif answered and all(modes[m].right_rate() < RIGHT_TOOL_MIN for m in answered):
-        reasons.append("chose the right tool in fewer than half of the cases that needed one, in every mode ("
-                       + ", ".join(f"{m} {modes[m].right_tool}/{modes[m].answered_tool_cases}" for m in answered) + ")")
+        reasons.append(
+            "chose the right tool in fewer than half of the cases that needed one, in every mode ("
+            + ", ".join(f"{m} {modes[m].right_tool}/{modes[m].answered_tool_cases}" for m in answered)
+            + ")"
+        )
     elif called and all(modes[m].broken_rate() >= BROKEN_CALLS_MAX for m in called):
-        reasons.append("at least half of its calls were broken (unknown tool, non-JSON or schema-mismatched arguments) in every mode")
+        reasons.append(
+            "at least half of its calls were broken (unknown tool, non-JSON or schema-mismatched arguments) in every mode"
+        )
     return reasons
 
 
 def _never_auto(auto: ModeStats, modes: dict[str, ModeStats], parser: str, another: str, notes: list[str]) -> Verdict:
     """The verdict for a model that calls no tool under tool_choice=auto, with what required did instead."""
-    why = ("every tool_choice=auto request failed" if auto.errors == auto.cases
-           else f"no tool call in {auto.answered_tool_cases} case(s) that needed one under tool_choice=auto")
+    why = (
+        "every tool_choice=auto request failed"
+        if auto.errors == auto.cases
+        else f"no tool call in {auto.answered_tool_cases} case(s) that needed one under tool_choice=auto"
+    )
     if auto.invented_text_calls:
         why += f" (it wrote {auto.invented_text_calls} call(s) as text, naming tools that do not exist)"
     req = modes.get("required")
@@ -354,11 +374,18 @@ def _never_auto(auto: ModeStats, modes: dict[str, ModeStats], parser: str, anoth
         why += f", but {req.tool_cases_called()}/{req.tool_cases} under required"
     over = ""
     if req is not None and req.answer_cases and req.unwanted_calls * 2 >= req.answer_cases:
-        over = (f"; expect over-calling: under required it called a real tool in {req.unwanted_calls}/{req.answer_cases} "
-                "case(s) that needed a plain answer instead of respond_to_user")
-    advice = [("run with --tool-choice required (an ablation: the agent must call a tool every turn and speaks "
-               "through respond_to_user; report it as such)" + over),
-              f"on vLLM serve with --enable-auto-tool-choice and {parser}", another]
+        over = (
+            f"; expect over-calling: under required it called a real tool in {req.unwanted_calls}/{req.answer_cases} "
+            "case(s) that needed a plain answer instead of respond_to_user"
+        )
+    advice = [
+        (
+            "run with --tool-choice required (an ablation: the agent must call a tool every turn and speaks "
+            "through respond_to_user; report it as such)" + over
+        ),
+        f"on vLLM serve with --enable-auto-tool-choice and {parser}",
+        another,
+    ]
     return Verdict(VERDICT_NEVER_AUTO, [why], advice, notes)
 
 
@@ -373,8 +400,12 @@ def decide(modes: dict[str, ModeStats], model: str = "") -> Verdict:
     another = "try another model (larger, or tuned for tool calling)"
     answered = [m for m in probed if modes[m].errors < modes[m].cases]
     if not answered:
-        return Verdict(VERDICT_UNUSABLE, ["no request succeeded"],
-                       ["the endpoint answered no chat request: read the server's log (wrong model name? context too small?)"], notes)
+        return Verdict(
+            VERDICT_UNUSABLE,
+            ["no request succeeded"],
+            ["the endpoint answered no chat request: read the server's log (wrong model name? context too small?)"],
+            notes,
+        )
     reasons += _unusable_reasons(modes, probed, answered)
     if reasons:
         return Verdict(VERDICT_UNUSABLE, reasons, [another, f"on vLLM check {parser} and the chat template"], notes)
@@ -385,10 +416,16 @@ def decide(modes: dict[str, ModeStats], model: str = "") -> Verdict:
     if key is not None and modes[key].tool_cases_text > 0:
         s = modes[key]
         why = f"{s.tool_cases_text}/{s.tool_cases} tool case(s) under {key} came back as a call written in the text"
-        advice = [("run with --recover-text-tool-calls (on by default for local/ models): moodbench turns such text into "
-                   "real calls and counts them per conversation"),
-                  (f"on vLLM restart with {parser} so calls arrive as proper tool_calls; llama.cpp's server only "
-                   "recognises <tool_call> tags")]
+        advice = [
+            (
+                "run with --recover-text-tool-calls (on by default for local/ models): moodbench turns such text into "
+                "real calls and counts them per conversation"
+            ),
+            (
+                f"on vLLM restart with {parser} so calls arrive as proper tool_calls; llama.cpp's server only "
+                "recognises <tool_call> tags"
+            ),
+        ]
         return Verdict(VERDICT_TEXT, [why], advice, notes)
     return Verdict(VERDICT_OK, ["calls tools as proper tool_calls"], [], notes)
 
@@ -424,12 +461,19 @@ def run_probe(
         raise ProbeError(str(exc)) from None
     jobs = [(m, c) for m in modes for c in battery]
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="probe") as pool:
-        done = list(pool.map(lambda mc: _probe_case(client, mc[1], mc[0], setups[mc[0]][0], setups[mc[0]][1], setups[mc[0]][2]), jobs))
+        done = list(
+            pool.map(lambda mc: _probe_case(client, mc[1], mc[0], setups[mc[0]][0], setups[mc[0]][1], setups[mc[0]][2]), jobs)
+        )
     results = {m: [r for r in done if r.mode == m] for m in modes}
     stats = {m: summarize(m, results[m]) for m in modes}
     first = setups[modes[0]]
-    return ProbeReport(model=spec.model, base_url=spec.base_urls[0] if spec.base_urls else None, domain=domain,
-                       tools=first[2], system_prompt_chars=len(first[0]), modes=stats, results=results,
-                       verdict=decide(stats, spec.model))
-
-
+    return ProbeReport(
+        model=spec.model,
+        base_url=spec.base_urls[0] if spec.base_urls else None,
+        domain=domain,
+        tools=first[2],
+        system_prompt_chars=len(first[0]),
+        modes=stats,
+        results=results,
+        verdict=decide(stats, spec.model),
+    )

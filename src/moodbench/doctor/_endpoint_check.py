@@ -8,8 +8,18 @@ from dataclasses import dataclass, field
 from moodbench._util.secrets import redact_text, redact_url, url_secrets
 
 # Providers whose base URL speaks the OpenAI API, so ``GET {base}/models`` lists what it serves.
-OPENAI_COMPATIBLE = {"openai", "hosted_vllm", "openai_like", "custom_openai", "text-completion-openai", "lm_studio",
-                     "llamafile", "ollama", "ollama_chat", "vllm"}
+OPENAI_COMPATIBLE = {
+    "openai",
+    "hosted_vllm",
+    "openai_like",
+    "custom_openai",
+    "text-completion-openai",
+    "lm_studio",
+    "llamafile",
+    "ollama",
+    "ollama_chat",
+    "vllm",
+}
 
 
 def split_model(model: str) -> tuple[str | None, str]:
@@ -51,8 +61,9 @@ def _served_matches(name: str, served: Iterable[str]) -> bool:
     return False
 
 
-def check_endpoint(role: str, model: str, base_url: str | None, api_key: str | None = None,
-                   timeout: float = 10.0) -> EndpointCheck:
+def check_endpoint(
+    role: str, model: str, base_url: str | None, api_key: str | None = None, timeout: float = 10.0
+) -> EndpointCheck:
     """Is ``base_url`` up, and does it serve ``model``? Provider models without a base URL are skipped."""
     provider, name = split_model(model)
     # the check is stored and printed: it names the URL with any credentials masked
@@ -69,7 +80,10 @@ def check_endpoint(role: str, model: str, base_url: str | None, api_key: str | N
     try:
         served = list_models(base_url, timeout=timeout, api_key=api_key)
     except AuthRequired as exc:
-        check.ok, check.error = False, f"{redact_text(str(exc), url_secrets(base_url))}; name the key's variable with --api-key-env"
+        check.ok, check.error = (
+            False,
+            f"{redact_text(str(exc), url_secrets(base_url))}; name the key's variable with --api-key-env",
+        )
         return check
     except HealthError as exc:
         check.ok, check.error = False, f"does not answer: {redact_text(str(exc), url_secrets(base_url))}"
@@ -79,7 +93,8 @@ def check_endpoint(role: str, model: str, base_url: str | None, api_key: str | N
         check.ok, check.error = False, "answers /v1/models with an empty list (still loading?)"
     elif not _served_matches(name, served):
         check.ok = False
-        check.error = (f"serves {', '.join(repr(s) for s in served)}, not {name!r}; "
-                       f"use --{role}-model {(provider + '/') if provider else ''}{served[0]} or point the base URL at the right server")
+        check.error = (
+            f"serves {', '.join(repr(s) for s in served)}, not {name!r}; "
+            f"use --{role}-model {(provider + '/') if provider else ''}{served[0]} or point the base URL at the right server"
+        )
     return check
-

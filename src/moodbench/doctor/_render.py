@@ -27,8 +27,10 @@ _ROWS: tuple[tuple[str, str], ...] = (
 def render_report(report: ProbeReport, console: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"moodbench probe: {report.model} on {report.domain} "
-                        f"({len(report.results[next(iter(report.results))])} cases per mode, {len(report.tools)} tools)")
+    table = Table(
+        title=f"moodbench probe: {report.model} on {report.domain} "
+        f"({len(report.results[next(iter(report.results))])} cases per mode, {len(report.tools)} tools)"
+    )
     table.add_column("tool_choice")
     for m in report.modes:
         table.add_column(m, justify="right")
@@ -40,6 +42,7 @@ def render_report(report: ProbeReport, console: Any) -> None:
             plain = ("invalid_names", "invented_text_calls", "invalid_json", "schema_errors")
             cells.append(str(value) if key in plain else f"{value}/{denom}")
         table.add_row(label, *cells)
+
     def fmt(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}s"
 
@@ -60,17 +63,30 @@ def _print_verdict(console: Any, verdict: str, reasons: list[str], advice: list[
 def render_user_report(report: UserProbeReport, console: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"moodbench probe --user: {report.model} as the customer on {report.domain} "
-                        f"(tasks {', '.join(report.tasks)}; up to {USER_TURNS} turns each)")
+    table = Table(
+        title=f"moodbench probe --user: {report.model} as the customer on {report.domain} "
+        f"(tasks {', '.join(report.tasks)}; up to {USER_TURNS} turns each)"
+    )
     table.add_column("user format")
     for col in ("replies", "flagged", "role confusion", "echo", "premature stop (conv.)", "empty", "errors"):
         table.add_column(col, justify="right")
     for f, s in report.formats.items():
-        table.add_row(f, str(s.replies), f"{s.flagged} ({s.flagged_rate():.0%})", str(s.role_confusion), str(s.echo),
-                      f"{s.premature_stop}/{s.conversations}", str(s.empty), str(s.errors))
+        table.add_row(
+            f,
+            str(s.replies),
+            f"{s.flagged} ({s.flagged_rate():.0%})",
+            str(s.role_confusion),
+            str(s.echo),
+            f"{s.premature_stop}/{s.conversations}",
+            str(s.empty),
+            str(s.errors),
+        )
     console.print(table)
     colour = "green" if report.usable else "red"
-    console.print(f"recommended user format: [bold {colour}]{report.recommended}[/]"
-                  + ("" if report.usable else " (but no format is usable)"), highlight=False)
+    console.print(
+        f"recommended user format: [bold {colour}]{report.recommended}[/]"
+        + ("" if report.usable else " (but no format is usable)"),
+        highlight=False,
+    )
     for a in report.advice:
         console.print(f"  advice: {a}", highlight=False)

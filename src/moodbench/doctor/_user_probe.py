@@ -24,14 +24,22 @@ from moodbench.llm import ModelClient, ModelSpec
 USER_FLAGGED_MAX = 0.5
 USER_TURNS = 3
 AGENT_QUESTIONS: dict[str, tuple[str, str]] = {
-    "mock": ("Sure, I can help with tasks. Which user id is this for?",
-             "Thanks. What exactly should I do, and what is the task called?"),
-    "retail": ("I'd be glad to help. First I need to verify your identity: what is your email address, or your name and zip code?",
-               "Thank you. Which order is this about, and what would you like to change?"),
-    "airline": ("I'd be glad to help. What is your user id?",
-                "Thank you. Which reservation is this about, and what would you like to do?"),
-    "telecom": ("I'd be glad to help. What is the phone number on your account?",
-                "Thank you. Could you describe the problem in a bit more detail?"),
+    "mock": (
+        "Sure, I can help with tasks. Which user id is this for?",
+        "Thanks. What exactly should I do, and what is the task called?",
+    ),
+    "retail": (
+        "I'd be glad to help. First I need to verify your identity: what is your email address, or your name and zip code?",
+        "Thank you. Which order is this about, and what would you like to change?",
+    ),
+    "airline": (
+        "I'd be glad to help. What is your user id?",
+        "Thank you. Which reservation is this about, and what would you like to do?",
+    ),
+    "telecom": (
+        "I'd be glad to help. What is the phone number on your account?",
+        "Thank you. Could you describe the problem in a bit more detail?",
+    ),
 }
 GENERIC_QUESTIONS = ("I'd be glad to help. How can I identify your account?", "Thank you. What would you like me to do?")
 
@@ -82,11 +90,18 @@ class UserProbeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "base_url": self.base_url, "domain": self.domain, "tasks": self.tasks,
+            "model": self.model,
+            "base_url": self.base_url,
+            "domain": self.domain,
+            "tasks": self.tasks,
             "endpoint": asdict(self.endpoint) if self.endpoint else None,
-            "recommended_format": self.recommended, "usable": self.usable, "advice": self.advice,
-            "formats": {f: {**{k: v for k, v in asdict(s).items() if k != "format"}, "flagged_rate": round(s.flagged_rate(), 3)}
-                        for f, s in self.formats.items()},
+            "recommended_format": self.recommended,
+            "usable": self.usable,
+            "advice": self.advice,
+            "formats": {
+                f: {**{k: v for k, v in asdict(s).items() if k != "format"}, "flagged_rate": round(s.flagged_rate(), 3)}
+                for f, s in self.formats.items()
+            },
             "conversations": self.conversations,
         }
 
@@ -148,8 +163,15 @@ def _different_customers(tasks: Sequence[Any], n: int) -> list[Any]:
     return chosen or candidates[:n]
 
 
-def run_user_probe(spec: ModelSpec, domain: str, *, formats: Sequence[str] = USER_FORMATS, n_tasks: int = 2,
-                   turns: int = USER_TURNS, threads: int = 4) -> UserProbeReport:
+def run_user_probe(
+    spec: ModelSpec,
+    domain: str,
+    *,
+    formats: Sequence[str] = USER_FORMATS,
+    n_tasks: int = 2,
+    turns: int = USER_TURNS,
+    threads: int = 4,
+) -> UserProbeReport:
     """A few customer turns per task and format; rates of the fidelity problems per format."""
     from moodbench.sim import domain_tools, load_domain_tasks
 
@@ -186,10 +208,18 @@ def run_user_probe(spec: ModelSpec, domain: str, *, formats: Sequence[str] = USE
     if best is not None and len(formats) > 1:
         advice.append(f"use --user-format {best} ({stats[best].flagged}/{stats[best].replies} replies flagged)")
     if not usable:
-        advice.append("no user format made this model a usable simulated customer: more than half of its replies were "
-                      "flagged; name a stronger --user-model, or results will measure the simulator, not the emotion")
-    return UserProbeReport(model=spec.model, base_url=spec.base_urls[0] if spec.base_urls else None, domain=domain,
-                           tasks=[t.id for t in chosen], formats=stats, conversations=detail, recommended=best,
-                           usable=usable, advice=advice)
-
-
+        advice.append(
+            "no user format made this model a usable simulated customer: more than half of its replies were "
+            "flagged; name a stronger --user-model, or results will measure the simulator, not the emotion"
+        )
+    return UserProbeReport(
+        model=spec.model,
+        base_url=spec.base_urls[0] if spec.base_urls else None,
+        domain=domain,
+        tasks=[t.id for t in chosen],
+        formats=stats,
+        conversations=detail,
+        recommended=best,
+        usable=usable,
+        advice=advice,
+    )

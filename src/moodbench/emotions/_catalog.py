@@ -195,20 +195,20 @@ class Catalog:
                     raise UnknownVariantError("'control' takes no level or method and cannot be combined with other variants")
                 return VariantSpec(())
             if method not in METHODS:
-                raise UnknownVariantError(f"unknown method {method!r} in {raw.strip()!r}; methods: "
-                                          "NAME (prompted), NAME@steer (a control vector), NAME@both")
-            if level not in LEVELS:
                 raise UnknownVariantError(
-                    f"unknown level {level!r} for variant {name!r}; valid levels: {', '.join(LEVELS)}"
+                    f"unknown method {method!r} in {raw.strip()!r}; methods: "
+                    "NAME (prompted), NAME@steer (a control vector), NAME@both"
                 )
+            if level not in LEVELS:
+                raise UnknownVariantError(f"unknown level {level!r} for variant {name!r}; valid levels: {', '.join(LEVELS)}")
             variant = self.variants[name]
             if method in ("prompt", "both") and level not in variant.levels:
-                raise UnknownVariantError(
-                    f"variant {name!r} has no level {level!r}; it has: {', '.join(variant.levels)}"
-                )
+                raise UnknownVariantError(f"variant {name!r} has no level {level!r}; it has: {', '.join(variant.levels)}")
             if method in ("steer", "both") and variant.steering is None:
-                raise UnknownVariantError(f"variant {name!r} has no 'steering:' pairs, so it cannot be steered; use "
-                                          f"{name!r} (prompted) or add contrastive pairs to its file")
+                raise UnknownVariantError(
+                    f"variant {name!r} has no 'steering:' pairs, so it cannot be steered; use "
+                    f"{name!r} (prompted) or add contrastive pairs to its file"
+                )
             if any(p.name == name for p in parts):
                 raise UnknownVariantError(f"variant {name!r} appears twice in spec {spec!r}")
             parts.append(Part(name, level, method))
@@ -216,7 +216,8 @@ class Catalog:
             raise UnknownVariantError(
                 f"{spec!r} steers more than one emotion: llama.cpp adds control vectors together and steered emotions "
                 "interfere, so moodbench steers one emotion per variant; steer one and prompt the others "
-                "(e.g. frustration@steer+confusion)")
+                "(e.g. frustration@steer+confusion)"
+            )
         return VariantSpec(tuple(parts))
 
     def parse_many(self, specs: list[str] | str) -> list[VariantSpec]:
@@ -239,8 +240,10 @@ class Catalog:
         return BLOCK_HEADER + "\n" + body + "\n" + BLOCK_FOOTER
 
     def _valid_names(self) -> str:
-        return (f"valid variants: {', '.join(self.variants)}; levels: {', '.join(LEVELS)}; methods: @steer, @both "
-                "(e.g. anger:severe+confusion, frustration@steer)")
+        return (
+            f"valid variants: {', '.join(self.variants)}; levels: {', '.join(LEVELS)}; methods: @steer, @both "
+            "(e.g. anger:severe+confusion, frustration@steer)"
+        )
 
 
 def _load_file(path: Path | str, text: str, source: str) -> list[Variant]:
@@ -250,7 +253,9 @@ def _load_file(path: Path | str, text: str, source: str) -> list[Variant]:
         raise UnknownVariantError(f"{path}: not valid YAML: {exc}") from exc
     except BoundError as exc:
         raise UnknownVariantError(f"{path}: {exc}") from None
-    items = data if isinstance(data, list) else (data.get("variants") if isinstance(data, dict) and "variants" in data else [data])
+    items = (
+        data if isinstance(data, list) else (data.get("variants") if isinstance(data, dict) and "variants" in data else [data])
+    )
     if not isinstance(items, list):
         raise UnknownVariantError(f"{path}: 'variants' must be a list of variants (name, description, levels), got {items!r:.80}")
     out = []
@@ -277,14 +282,13 @@ def load_catalog(extra_files: list[Path] | None = None) -> Catalog:
         p = Path(path)
         for v in _load_file(p, read_user_text(p, "variants file", UnknownVariantError), str(p)):
             if v.name in builtin:
-                raise UnknownVariantError(
-                    f"{p}: variant {v.name!r} is built in; give your variant another name"
-                )
+                raise UnknownVariantError(f"{p}: variant {v.name!r} is built in; give your variant another name")
             if v.name in variants:  # a second definition would silently replace the first
                 raise UnknownVariantError(f"{p}: variant {v.name!r} is already defined in {variants[v.name].source}")
             if not v.levels and v.steering is None:
-                raise UnknownVariantError(f"{p}: variant {v.name!r} needs at least one level ({', '.join(LEVELS)}) "
-                                          "or 'steering:' pairs")
+                raise UnknownVariantError(
+                    f"{p}: variant {v.name!r} needs at least one level ({', '.join(LEVELS)}) or 'steering:' pairs"
+                )
             variants[v.name] = v
     # put control first, then the rest in file order
     ordered = {CONTROL: variants.pop(CONTROL)} if CONTROL in variants else {}

@@ -31,8 +31,15 @@ class ConfigError(UsageError):
     """A configuration problem the user must fix; the message says what and how."""
 
 
-def opt(default: Any = None, help: str = "", *, flag: str | None = None, execution: bool = False,
-        repeatable: bool = False, **constraints: Any) -> Any:
+def opt(
+    default: Any = None,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    execution: bool = False,
+    repeatable: bool = False,
+    **constraints: Any,
+) -> Any:
     """A RunConfig field with its command-line face: ``flag`` (default: ``--field-name``) and ``help``.
 
     The ``moodbench run`` options are generated from these fields, so a field's name, default and
@@ -83,24 +90,31 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what to run
-    domains: list[str] = opt(lambda: ["mock"], "tau2 domain(s), comma-separated: mock, retail, airline, telecom.",
-                             flag="--domain")
+    domains: list[str] = opt(
+        lambda: ["mock"], "tau2 domain(s), comma-separated: mock, retail, airline, telecom.", flag="--domain"
+    )
     task_ids: list[str] | None = opt(None, "tau2 task ids, comma-separated (e.g. 0,1,5).")
     num_tasks: int | None = opt(None, "The first N tasks of each domain.", ge=1)
     task_split: str | None = opt(None, "tau2 task split name (e.g. test, base).")
-    variants: list[str] = opt(lambda: ["control", "frustration"],
-                              "Variant specs, comma-separated: control,frustration,anger:severe,anxiety:mild+confusion.")
+    variants: list[str] = opt(
+        lambda: ["control", "frustration"],
+        "Variant specs, comma-separated: control,frustration,anger:severe,anxiety:mild+confusion.",
+    )
     variants_file: list[Path] = opt(list, "YAML file with your own variants (repeatable).")
     trials: int = opt(1, "Trials per task and variant (pass^k needs k <= trials).", ge=1, le=defaults.MAX_TRIALS)
     max_steps: int = opt(defaults.MAX_STEPS, "tau2 max steps per conversation.", ge=1, le=100_000)
     max_errors: int = opt(defaults.MAX_ERRORS, "tau2 max tool errors per conversation.", ge=1, le=100_000)
-    seed: int = opt(defaults.SEED, "Base seed; each task/trial gets a seed shared by all its variants.", ge=0,
-                    le=defaults.MAX_SEED)
+    seed: int = opt(
+        defaults.SEED, "Base seed; each task/trial gets a seed shared by all its variants.", ge=0, le=defaults.MAX_SEED
+    )
     shard: str | None = opt(None, "I/N: run only shard I of N (1-based); combine shards with `moodbench merge`.")
 
     # models
-    agent_model: str = opt(..., "litellm model string: openai/NAME, hosted_vllm/NAME, anthropic/NAME, ollama_chat/NAME, "
-                                "or local/qwen2.5-0.5b (embedded llama.cpp).")
+    agent_model: str = opt(
+        ...,
+        "litellm model string: openai/NAME, hosted_vllm/NAME, anthropic/NAME, ollama_chat/NAME, "
+        "or local/qwen2.5-0.5b (embedded llama.cpp).",
+    )
     agent_base_url: list[str] = opt(list, "OpenAI-compatible base URL(s), comma-separated replicas.")
     user_model: str | None = opt(None, "Simulated customer's model (default: the agent's).")
     user_base_url: list[str] | None = opt(None, "Base URL(s) of the customer's model.")
@@ -109,57 +123,109 @@ class RunConfig(BaseModel):
     agent_args: dict[str, Any] = opt(dict, "JSON of extra request parameters, e.g. '{\"temperature\": 0}'.")
     user_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the customer's model.")
     judge_args: dict[str, Any] = opt(dict, "JSON of extra request parameters for the judge's model.")
-    api_key_env: str | None = opt(None, "Name of the environment variable holding the agent's API key (never the key "
-                                        "itself); also sent to the customer and judge when they use the agent's endpoint.")
-    user_api_key_env: str | None = opt(None, "Variable holding the key for the customer's own endpoint (--user-base-url or "
-                                             "another provider); the agent's key never goes there.", execution=True)
-    judge_api_key_env: str | None = opt(None, "Variable holding the key for the judge's own endpoint (--judge-base-url or "
-                                              "another provider); the agent's key never goes there.", execution=True)
-    max_tokens: int = opt(defaults.MAX_TOKENS, "max_tokens per reply, so server defaults never truncate.", ge=1,
-                          le=10_000_000)
+    api_key_env: str | None = opt(
+        None,
+        "Name of the environment variable holding the agent's API key (never the key "
+        "itself); also sent to the customer and judge when they use the agent's endpoint.",
+    )
+    user_api_key_env: str | None = opt(
+        None,
+        "Variable holding the key for the customer's own endpoint (--user-base-url or "
+        "another provider); the agent's key never goes there.",
+        execution=True,
+    )
+    judge_api_key_env: str | None = opt(
+        None,
+        "Variable holding the key for the judge's own endpoint (--judge-base-url or "
+        "another provider); the agent's key never goes there.",
+        execution=True,
+    )
+    max_tokens: int = opt(defaults.MAX_TOKENS, "max_tokens per reply, so server defaults never truncate.", ge=1, le=10_000_000)
 
     # agent and user behaviour
-    tool_choice: Literal["auto", "required"] = opt("auto", "auto, or required: an ablation where the agent must call a "
-                                                   "tool every turn and speaks only through a respond_to_user tool.")
-    recover_text_tool_calls: bool | None = opt(None, "Turn tool calls written as text into real calls (default: on for "
-                                                     "local models, off otherwise).")
+    tool_choice: Literal["auto", "required"] = opt(
+        "auto",
+        "auto, or required: an ablation where the agent must call a "
+        "tool every turn and speaks only through a respond_to_user tool.",
+    )
+    recover_text_tool_calls: bool | None = opt(
+        None, "Turn tool calls written as text into real calls (default: on for local models, off otherwise)."
+    )
     user_format: UserFormat = opt(
-        None, "How the customer model sees the conversation: tau2 (tau2's role-flipped chat), transcript (one chat message "
-              "holding the conversation) or completion (a transcript continued through /v1/completions; keeps small models "
-              "in the customer role). Default: completion for local/ customer models, tau2 otherwise.")
-    agent: str | None = opt(None, "The agent under test: a tau2 agent class as package.module:Class, or a name in tau2's "
-                                  "registry (tau2's llm_agent, or one a --plugin registers). Default: moodbench's own agent "
-                                  "(tau2's LLMAgent calling the agent model through moodbench's model layer).")
-    plugins: list[str] = opt(list, "Python module to import before anything else (repeatable; e.g. mypkg.tau2_plugin): it "
-                                   "may register tau2 agents, domains and task sets, usable as --agent and --domain.",
-                             flag="--plugin", repeatable=True)
-    judge_fidelity: bool = opt(False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion "
-                                      "at the intended level?).")
+        None,
+        "How the customer model sees the conversation: tau2 (tau2's role-flipped chat), transcript (one chat message "
+        "holding the conversation) or completion (a transcript continued through /v1/completions; keeps small models "
+        "in the customer role). Default: completion for local/ customer models, tau2 otherwise.",
+    )
+    agent: str | None = opt(
+        None,
+        "The agent under test: a tau2 agent class as package.module:Class, or a name in tau2's "
+        "registry (tau2's llm_agent, or one a --plugin registers). Default: moodbench's own agent "
+        "(tau2's LLMAgent calling the agent model through moodbench's model layer).",
+    )
+    plugins: list[str] = opt(
+        list,
+        "Python module to import before anything else (repeatable; e.g. mypkg.tau2_plugin): it "
+        "may register tau2 agents, domains and task sets, usable as --agent and --domain.",
+        flag="--plugin",
+        repeatable=True,
+    )
+    judge_fidelity: bool = opt(
+        False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion at the intended level?)."
+    )
 
     # execution only (not part of the experiment's identity)
     concurrency: int = opt(defaults.CONCURRENCY, "Conversations in flight at once.", execution=True, ge=1, le=4096)
     executor: Literal["auto", "thread", "process", "ray"] = opt(
-        "auto", "Where conversations run: thread (one process), process (worker processes: all cores), ray "
-                "(a Ray cluster), or auto (process when the run keeps >= 16 conversations in flight on >= 2 cores, "
-                "else thread).", execution=True)
-    ray_address: str | None = opt(None, "Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379, or auto); "
-                                        "default: a private local instance.", execution=True)
-    max_concurrency_per_endpoint: int | None = opt(None, "At most this many requests in flight per base URL (replica); "
-                                                         "requests go to the least busy replica.", execution=True, ge=1)
-    timeout_s: float = opt(defaults.TIMEOUT_S, "Deadline per model request in seconds.", flag="--timeout", execution=True, gt=0,
-                          le=86_400)
-    max_response_bytes: int = opt(defaults.MAX_RESPONSE_BYTES, "A model reply larger than this many bytes ends the request "
-                                  "as an error without reading the rest.", execution=True, ge=1024,
-                                  le=2**31)
-    max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0,
-                           le=1000)
-    max_consecutive_failures: int = opt(defaults.MAX_CONSECUTIVE_FAILURES, "Stop starting conversations after this many "
-                                        "failed requests in a row.", execution=True, ge=0, le=10**9)
-    stop_grace_s: float = opt(defaults.STOP_GRACE_S, "After Ctrl-C or SIGTERM, running conversations get this long to "
-                              "finish before they are abandoned (re-run on resume).", flag="--stop-grace", execution=True, ge=0,
-                              le=86_400)
-    skip_preflight: bool = opt(False, "Skip the endpoint and tool-calling checks before the first conversation.",
-                               flag="--skip-preflight/--preflight", execution=True)
+        "auto",
+        "Where conversations run: thread (one process), process (worker processes: all cores), ray "
+        "(a Ray cluster), or auto (process when the run keeps >= 16 conversations in flight on >= 2 cores, "
+        "else thread).",
+        execution=True,
+    )
+    ray_address: str | None = opt(
+        None,
+        "Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379, or auto); default: a private local instance.",
+        execution=True,
+    )
+    max_concurrency_per_endpoint: int | None = opt(
+        None,
+        "At most this many requests in flight per base URL (replica); requests go to the least busy replica.",
+        execution=True,
+        ge=1,
+    )
+    timeout_s: float = opt(
+        defaults.TIMEOUT_S, "Deadline per model request in seconds.", flag="--timeout", execution=True, gt=0, le=86_400
+    )
+    max_response_bytes: int = opt(
+        defaults.MAX_RESPONSE_BYTES,
+        "A model reply larger than this many bytes ends the request as an error without reading the rest.",
+        execution=True,
+        ge=1024,
+        le=2**31,
+    )
+    max_retries: int = opt(defaults.MAX_RETRIES, "Retries per model call on 429/5xx/timeouts.", execution=True, ge=0, le=1000)
+    max_consecutive_failures: int = opt(
+        defaults.MAX_CONSECUTIVE_FAILURES,
+        "Stop starting conversations after this many failed requests in a row.",
+        execution=True,
+        ge=0,
+        le=10**9,
+    )
+    stop_grace_s: float = opt(
+        defaults.STOP_GRACE_S,
+        "After Ctrl-C or SIGTERM, running conversations get this long to finish before they are abandoned (re-run on resume).",
+        flag="--stop-grace",
+        execution=True,
+        ge=0,
+        le=86_400,
+    )
+    skip_preflight: bool = opt(
+        False,
+        "Skip the endpoint and tool-calling checks before the first conversation.",
+        flag="--skip-preflight/--preflight",
+        execution=True,
+    )
     out: Path = opt(Path("runs/latest"), "Run directory (results.sqlite, manifest, events, summary).", execution=True)
 
     @field_validator("domains", "variants", "agent_base_url", "user_base_url", "judge_base_url", "variants_file", mode="before")
@@ -187,8 +253,7 @@ class RunConfig(BaseModel):
         for url in v or []:
             problem = _url_problem(url)
             if problem:
-                raise ValueError(f"{redact_url(url)!r} is not a usable base URL ({problem}); "
-                                 "example: http://127.0.0.1:8000/v1")
+                raise ValueError(f"{redact_url(url)!r} is not a usable base URL ({problem}); example: http://127.0.0.1:8000/v1")
         return v
 
     @field_validator("task_ids", mode="before")
@@ -272,7 +337,9 @@ class RunConfig(BaseModel):
     def resolved_judge_model(self) -> tuple[str, list[str]]:
         if self.judge_model is None:
             return self.agent_model, list(self.agent_base_url)
-        return self.judge_model, list(self.judge_base_url or ([] if self.judge_model != self.agent_model else self.agent_base_url))
+        return self.judge_model, list(
+            self.judge_base_url or ([] if self.judge_model != self.agent_model else self.agent_base_url)
+        )
 
     def key_env(self, role: str) -> str | None:
         """The variable whose key goes to ``role``'s endpoint: the agent gets ``api_key_env``; the customer and
@@ -356,7 +423,9 @@ def build_config(file_values: dict[str, Any], overrides: dict[str, Any], origin:
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
             raise ConfigError(f"unknown {origin} key {key!r}{hint}")
     if "agent_model" not in merged:
-        raise ConfigError("no agent model: pass --agent-model (e.g. openai/gpt-4o-mini, hosted_vllm/Qwen/Qwen2.5-7B-Instruct, local/qwen2.5-0.5b)")
+        raise ConfigError(
+            "no agent model: pass --agent-model (e.g. openai/gpt-4o-mini, hosted_vllm/Qwen/Qwen2.5-7B-Instruct, local/qwen2.5-0.5b)"
+        )
     try:
         return RunConfig(**merged)
     except ValidationError as exc:

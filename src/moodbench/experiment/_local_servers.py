@@ -49,8 +49,6 @@ class Endpoints:
     steered: dict[str, SteeredCustomer] = field(default_factory=dict)
 
 
-
-
 def local_models(config: RunConfig) -> set[str]:
     return {m for m in (config.agent_model, config.user_model, config.judge_model) if m and m.startswith(LOCAL_PREFIX)}
 
@@ -79,7 +77,7 @@ def steering_of(plan: Plan, config: RunConfig, console: Console | None) -> dict[
     """
     from moodbench.steer import build_vector, load_calibration
 
-    customer = config.resolved_user_model()[0][len(LOCAL_PREFIX):]
+    customer = config.resolved_user_model()[0][len(LOCAL_PREFIX) :]
     out: dict[str, tuple[Any, Steering]] = {}
     for variant, spec in plan.specs.items():
         part = spec.steered
@@ -87,23 +85,40 @@ def steering_of(plan: Plan, config: RunConfig, console: Console | None) -> dict[
             continue
         vec = build_vector(customer, part.name, catalog=plan.catalog, console=console)
         cal = load_calibration(vec, config.user_format)
-        fix = (f"`moodbench steer calibrate --model {customer} --emotion {part.name} --format {config.user_format}` "
-               "maps mild/moderate/severe to scales")
+        fix = (
+            f"`moodbench steer calibrate --model {customer} --emotion {part.name} --format {config.user_format}` "
+            "maps mild/moderate/severe to scales"
+        )
         if cal is None:
-            raise ConfigError(f"{variant}: no calibration of the {part.name} vector for {customer} with --user-format "
-                              f"{config.user_format}; run {fix}, then this command again")
+            raise ConfigError(
+                f"{variant}: no calibration of the {part.name} vector for {customer} with --user-format "
+                f"{config.user_format}; run {fix}, then this command again"
+            )
         levels = cal.get("levels") or {}
         if part.level not in levels:
-            other = ("steer it with --user-format completion (measured to keep small models in role), "
-                     if config.user_format != "completion" else
-                     f"calibrate smaller scales (`moodbench steer calibrate --model {customer} --emotion {part.name} "
-                     "--format completion --scales 0,0.1,0.25,0.5`) or other layers (--layers A-B), ")
-            raise ConfigError(f"{variant}: calibrating the {part.name} vector for {customer} with --user-format "
-                              f"{config.user_format} found no scale that keeps the customer coherent; {other}"
-                              f"or prompt the emotion ({part.name} without @steer)")
+            other = (
+                "steer it with --user-format completion (measured to keep small models in role), "
+                if config.user_format != "completion"
+                else f"calibrate smaller scales (`moodbench steer calibrate --model {customer} --emotion {part.name} "
+                "--format completion --scales 0,0.1,0.25,0.5`) or other layers (--layers A-B), "
+            )
+            raise ConfigError(
+                f"{variant}: calibrating the {part.name} vector for {customer} with --user-format "
+                f"{config.user_format} found no scale that keeps the customer coherent; {other}"
+                f"or prompt the emotion ({part.name} without @steer)"
+            )
         scale = float(levels[part.level])
-        out[variant] = (vec, Steering(emotion=part.name, vector_sha256=vec.sha256, scale=scale, layers=(vec.layers[0], vec.layers[1]),
-                                      method=vec.method, vector=str(vec.vector)))
+        out[variant] = (
+            vec,
+            Steering(
+                emotion=part.name,
+                vector_sha256=vec.sha256,
+                scale=scale,
+                layers=(vec.layers[0], vec.layers[1]),
+                method=vec.method,
+                vector=str(vec.vector),
+            ),
+        )
     return out
 
 
@@ -125,7 +140,7 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
     try:
         by_model: dict[str, Any] = {}
         for name in sorted(names):
-            path = resolve_model(name[len(LOCAL_PREFIX):], console=console)
+            path = resolve_model(name[len(LOCAL_PREFIX) :], console=console)
             say(console, f"starting local llama.cpp server for {name} ({path.name}) ...")
             server = LlamaCppServer(path, threads=threads, log_path=config.out / f"llamacpp-{name.split('/')[-1]}.log")
             server.start()
@@ -134,11 +149,18 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
             say(console, f"  {name} served at {server.base_url}")
         steered: dict[str, SteeredCustomer] = {}
         for variant, (vec, info) in steering.items():
-            say(console, f"starting the steered customer for {variant} ({info.emotion} vector {info.vector_sha256[:12]}, "
-                          f"scale {info.scale:g}, layers {info.layers_text}) ...")
-            server = LlamaCppServer(vec.model_path, threads=threads, control_vectors=[(vec.vector, info.scale)],
-                                    control_vector_layers=vec.layers,
-                                    log_path=config.out / f"llamacpp-steer-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}.log")
+            say(
+                console,
+                f"starting the steered customer for {variant} ({info.emotion} vector {info.vector_sha256[:12]}, "
+                f"scale {info.scale:g}, layers {info.layers_text}) ...",
+            )
+            server = LlamaCppServer(
+                vec.model_path,
+                threads=threads,
+                control_vectors=[(vec.vector, info.scale)],
+                control_vector_layers=vec.layers,
+                log_path=config.out / f"llamacpp-steer-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}.log",
+            )
             server.start()
             servers.append(server)
             steered[variant] = SteeredCustomer(variant, server.base_url, server.model_name, info)

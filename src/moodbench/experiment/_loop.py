@@ -46,10 +46,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, events: EventLog, console: Console | None,
-             *, concurrency: int, health: EndpointHealth, total: int, already: int, secrets: list[str], stop: StopRequest,
-             grace_s: float, executor: str = "thread", ray_address: str | None = None,
-             prestarted: Executor | None = None) -> LoopOutcome:
+def run_loop(
+    todo: list[Cell],
+    settings: ConversationSettings,
+    store: Store,
+    events: EventLog,
+    console: Console | None,
+    *,
+    concurrency: int,
+    health: EndpointHealth,
+    total: int,
+    already: int,
+    secrets: list[str],
+    stop: StopRequest,
+    grace_s: float,
+    executor: str = "thread",
+    ray_address: str | None = None,
+    prestarted: Executor | None = None,
+) -> LoopOutcome:
     """Run ``todo`` and store every result.
 
     A stop request (first Ctrl-C or SIGTERM): start nothing new, let running conversations finish
@@ -65,8 +79,9 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
     stored = 0
     reasons: Counter[str] = Counter()
     try:
-        workers = prestarted or make_executor(executor, settings, concurrency=max(1, min(concurrency, len(todo))),
-                                              health=health, ray_address=ray_address)
+        workers = prestarted or make_executor(
+            executor, settings, concurrency=max(1, min(concurrency, len(todo))), health=health, ray_address=ray_address
+        )
     except ExecutorStartError as not_started:  # nothing ran; the caller still writes the summary and closes the manifest
         events.emit("executor_failed", executor=executor, error=str(not_started))
         return LoopOutcome(ExitCode.USAGE, str(not_started), 0)
@@ -83,8 +98,10 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                 if stop.requested.is_set() and stopping_since is None:
                     stopping_since = time.monotonic()
                     if console is not None and running:
-                        console.print(f"[yellow]Interrupted ({stop.name}): letting {len(running)} running conversation(s) finish for up to "
-                                      f"{grace_s:.0f}s (signal again to abandon them; they are re-run when you resume).[/]")
+                        console.print(
+                            f"[yellow]Interrupted ({stop.name}): letting {len(running)} running conversation(s) finish for up to "
+                            f"{grace_s:.0f}s (signal again to abandon them; they are re-run when you resume).[/]"
+                        )
                     events.emit("interrupt", signal=stop.name, running=len(running), grace_s=grace_s)
                 if not running:
                     break
@@ -100,8 +117,15 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                 running.pop(cell.key, None)
                 if exc is not None:
                     record = ConversationRecord.crashed(
-                        cell_key=cell.key, domain=cell.domain, task_id=cell.task_id, variant=cell.variant, trial=cell.trial,
-                        error=scrub(_format(exc), secrets), finished_at=_now(), shard=settings.shard)
+                        cell_key=cell.key,
+                        domain=cell.domain,
+                        task_id=cell.task_id,
+                        variant=cell.variant,
+                        trial=cell.trial,
+                        error=scrub(_format(exc), secrets),
+                        finished_at=_now(),
+                        shard=settings.shard,
+                    )
                     prompts: dict[str, str] | None = None
                     events.emit("cell_crashed", cell=cell.key, error=(record.error or "")[-500:])
                 else:
@@ -120,33 +144,47 @@ def run_loop(todo: list[Cell], settings: ConversationSettings, store: Store, eve
                 ok = store.insert(record, prompts)
                 stored += int(ok)
                 reasons[record.exit_reason.value] += 1
-                events.emit("cell_finished", cell=cell.key, exit_reason=record.exit_reason.value, reward=record.reward,
-                            seconds=record.wall_seconds, stored=ok, error=record.error)
+                events.emit(
+                    "cell_finished",
+                    cell=cell.key,
+                    exit_reason=record.exit_reason.value,
+                    reward=record.reward,
+                    seconds=record.wall_seconds,
+                    stored=ok,
+                    error=record.error,
+                )
                 progress.advance(cell, record)
     except KeyboardInterrupt as exc:  # a second signal, the grace period, or a library caller's Ctrl-C
         if stop.signum is None:
             stop.signum = getattr(exc, "signum", None) or signal.SIGINT
         health.cancel()  # running conversations fail their next call instead of going on unseen
         events.emit("abandoned", signal=stop.name, running=len(running))
-        return LoopOutcome(stop.exit_code,
-                           f"{stop.name}: abandoned {len(running)} running conversation(s); re-run the same command to resume",
-                           stored)
+        return LoopOutcome(
+            stop.exit_code,
+            f"{stop.name}: abandoned {len(running)} running conversation(s); re-run the same command to resume",
+            stored,
+        )
     finally:
         stop.in_loop = False
         stop.wake = None
         workers.close()
     failed = sum(n for r, n in reasons.items() if r in ExitReason.excluded_values())
     if health.down is not None:
-        msg = (f"endpoint {health.down} failed {health.max_consecutive_failures} requests in a row "
-               f"(last error: {health.last_error}); stopped starting conversations. Finished conversations are "
-               "stored; fix the endpoint and re-run the same command to resume.")
+        msg = (
+            f"endpoint {health.down} failed {health.max_consecutive_failures} requests in a row "
+            f"(last error: {health.last_error}); stopped starting conversations. Finished conversations are "
+            "stored; fix the endpoint and re-run the same command to resume."
+        )
         events.emit("endpoint_down", endpoint=health.down, error=health.last_error)
         return LoopOutcome(ExitCode.ENDPOINT_DOWN, scrub(msg, secrets), stored)
     if stop.requested.is_set():
         return LoopOutcome(stop.exit_code, f"{stop.name}: stopped; re-run the same command to resume", stored)
     if failed and console is not None:
-        console.print(f"[yellow]warning:[/] {failed} conversation(s) ended with llm_error/harness_error; they are excluded "
-                      "from the averages and re-run when you run the same command again", highlight=False)
+        console.print(
+            f"[yellow]warning:[/] {failed} conversation(s) ended with llm_error/harness_error; they are excluded "
+            "from the averages and re-run when you run the same command again",
+            highlight=False,
+        )
     return LoopOutcome(ExitCode.OK, "", stored)
 
 

@@ -37,8 +37,13 @@ class Plan:
 
     def meta(self) -> dict[str, Any]:
         """What the store keeps about the plan (summaries need the planned counts)."""
-        return {"planned": self.planned(), "variants": self.variants, "domains": list(self.config.domains),
-                "cells": len(self.cells), "all_cells": len(self.all_cells)}
+        return {
+            "planned": self.planned(),
+            "variants": self.variants,
+            "domains": list(self.config.domains),
+            "cells": len(self.cells),
+            "all_cells": len(self.all_cells),
+        }
 
 
 def shard_cells(cells: list[Cell], index: int, count: int) -> list[Cell]:
@@ -64,14 +69,17 @@ def make_plan(config: RunConfig) -> Plan:
         raise ConfigError(
             f"{', '.join(steered)} steer the customer with a llama.cpp control vector, which needs an embedded local/ "
             f"customer model (--user-model local/qwen2.5-0.5b); {customer} cannot be steered (vLLM and hosted APIs have "
-            "no control vectors). Use the prompted variant instead (e.g. 'frustration' rather than 'frustration@steer').")
+            "no control vectors). Use the prompted variant instead (e.g. 'frustration' rather than 'frustration@steer')."
+        )
     tasks: dict[tuple[str, str], Task] = {}
     order: list[tuple[str, str]] = []
     for domain in config.domains:
         available = load_domain_tasks(domain, config.task_split)
         if config.user_format == "completion" and domain_tools(domain)[1]:
-            raise ConfigError(f"--user-format completion gives the customer no tools, and {domain!r} customers act on their "
-                              "own device; use --user-format tau2 (or transcript) for this domain")
+            raise ConfigError(
+                f"--user-format completion gives the customer no tools, and {domain!r} customers act on their "
+                "own device; use --user-format tau2 (or transcript) for this domain"
+            )
         by_id = {t.id: t for t in available}
         if config.task_ids is not None:
             twice = sorted({t for t in config.task_ids if config.task_ids.count(t) > 1})
@@ -90,17 +98,27 @@ def make_plan(config: RunConfig) -> Plan:
     agent_impl = _check_agent(config)
     planned = len(order) * len(variants) * config.trials  # counted before a cell is built
     if planned > defaults.MAX_CELLS:
-        raise ConfigError(f"the plan has {planned:,} conversations ({len(order)} task(s) x {len(variants)} variant(s) x "
-                          f"{config.trials} trial(s)), more than the {defaults.MAX_CELLS:,} one run can hold; fewer "
-                          "tasks or trials, or split the experiment into several runs")
+        raise ConfigError(
+            f"the plan has {planned:,} conversations ({len(order)} task(s) x {len(variants)} variant(s) x "
+            f"{config.trials} trial(s)), more than the {defaults.MAX_CELLS:,} one run can hold; fewer "
+            "tasks or trials, or split the experiment into several runs"
+        )
     # trial-major, then task, then variant: paired cells finish close together
     all_cells = [Cell(d, tid, v, trial) for trial in range(config.trials) for d, tid in order for v in variants]
     cells = all_cells
     if config.shard_index:
         i, n = config.shard_index
         cells = shard_cells(all_cells, i, n)
-    return Plan(config=config, catalog=catalog, variants=variants, specs={s.canonical: s for s in specs}, tasks=tasks,
-                all_cells=all_cells, cells=cells, agent_impl=agent_impl)
+    return Plan(
+        config=config,
+        catalog=catalog,
+        variants=variants,
+        specs={s.canonical: s for s in specs},
+        tasks=tasks,
+        all_cells=all_cells,
+        cells=cells,
+        agent_impl=agent_impl,
+    )
 
 
 def _check_agent(config: RunConfig) -> AgentImpl:
@@ -110,7 +128,13 @@ def _check_agent(config: RunConfig) -> AgentImpl:
 
     if config.agent is None:
         return check_agent(None, config.plugins, config.domains[0], None)
-    spec = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), api_key_env=config.api_key_env,
-                     args=dict(config.agent_args), max_tokens=config.max_tokens, timeout_s=config.timeout_s,
-                     max_retries=config.max_retries)
+    spec = ModelSpec(
+        model=config.agent_model,
+        base_urls=tuple(config.agent_base_url),
+        api_key_env=config.api_key_env,
+        args=dict(config.agent_args),
+        max_tokens=config.max_tokens,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+    )
     return check_agent(config.agent, config.plugins, config.domains[0], ModelClient(spec), tool_choice=config.tool_choice)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the model layer imports litellm (seconds): the CLI imports 
     from moodbench.llm import ModelSpec
     from moodbench.results import EventLog, Store
 
+
 class PreflightError(RuntimeError):
     """The setup cannot produce a meaningful run (exit code 3); ``advice`` says what to change."""
 
@@ -74,15 +75,23 @@ def _refusal_message(mode: str, recover: bool, stats: Any, verdict: Any) -> str:
     if stats.errors == stats.cases:
         first = "every probe request failed"
     elif stats.tool_cases_text and not recover:
-        first = (f"the agent wrote its tool calls as text in {stats.tool_cases_text}/{stats.tool_cases} probe case(s) "
-                 "and text recovery is off")
+        first = (
+            f"the agent wrote its tool calls as text in {stats.tool_cases_text}/{stats.tool_cases} probe case(s) "
+            "and text recovery is off"
+        )
     else:
         first = f"the agent called no tool in {stats.tool_cases} probe case(s) that needed one"
     return f"{first} under tool_choice={mode}: every task would score 0 (probe verdict: {verdict.verdict}; {'; '.join(verdict.reasons)})"
 
 
-def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events: EventLog,
-                  console: Console | None = None, secrets: list[str] | None = None) -> dict[str, Any]:
+def run_preflight(
+    config: RunConfig,
+    agent_spec: ModelSpec,
+    store: Store,
+    events: EventLog,
+    console: Console | None = None,
+    secrets: list[str] | None = None,
+) -> dict[str, Any]:
     """Check endpoints and the agent's tool calling; record the result; raise :class:`PreflightError` to refuse."""
     from moodbench.doctor import MODES, ModeStats, ProbeError, cases_for, decide, run_probe
 
@@ -107,8 +116,11 @@ def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events
     bad = [c for c in checks if not c.ok]
     if bad:
         lines = [f"{c.base_url} ({c.role}: {c.model}) {c.error}" for c in bad]
-        return finish(False, "endpoint check failed: " + "; ".join(lines),
-                      ["start the server (e.g. `moodbench serve`) or fix the base URL / model name, then re-run"])
+        return finish(
+            False,
+            "endpoint check failed: " + "; ".join(lines),
+            ["start the server (e.g. `moodbench serve`) or fix the base URL / model name, then re-run"],
+        )
 
     domain = next((d for d in config.domains if cases_for(d, preflight_only=True)), None)
     if domain is None:
@@ -123,15 +135,24 @@ def run_preflight(config: RunConfig, agent_spec: ModelSpec, store: Store, events
         return finish(False, f"probe could not run: {exc}")
     stats = report.modes[mode]
     called = stats.tool_cases_called(count_text=recover)
-    probe: dict[str, Any] = {"domain": domain, "tool_choice": mode, "recover_text_tool_calls": recover,
-                             "cases": [c.id for c in cases], "tool_cases": stats.tool_cases, "tool_cases_called": called,
-                             "modes": {mode: asdict(stats)}, "results": {mode: [asdict(r) for r in report.results[mode]]}}
+    probe: dict[str, Any] = {
+        "domain": domain,
+        "tool_choice": mode,
+        "recover_text_tool_calls": recover,
+        "cases": [c.id for c in cases],
+        "tool_cases": stats.tool_cases,
+        "tool_cases_called": called,
+        "modes": {mode: asdict(stats)},
+        "results": {mode: [asdict(r) for r in report.results[mode]]},
+    }
     record["probe"] = probe
     if called > 0:
         verdict = decide({mode: stats}, agent_spec.model)
         probe.update(verdict=verdict.verdict, reasons=verdict.reasons, notes=verdict.notes)
-        message = (f"{len([c for c in checks if c.checked])} endpoint(s) ok; the agent called a tool in {called}/{stats.tool_cases} "
-                   f"probe case(s) under tool_choice={mode}" + (" (text recovery on)" if recover else ""))
+        message = (
+            f"{len([c for c in checks if c.checked])} endpoint(s) ok; the agent called a tool in {called}/{stats.tool_cases} "
+            f"probe case(s) under tool_choice={mode}" + (" (text recovery on)" if recover else "")
+        )
         say(f"preflight: {message}")
         for note in verdict.notes:
             say(f"  preflight note: {note}")

@@ -21,8 +21,16 @@ class RunProgress:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if console is not None and console.is_terminal:
-            self._bar = Progress(TextColumn("[bold]conversations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+            self._bar = Progress(
+                TextColumn("[bold]conversations"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[last]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+            )
             self._task = self._bar.add_task("run", total=total, completed=done, last="")
 
     def __enter__(self) -> RunProgress:
@@ -37,9 +45,12 @@ class RunProgress:
     def advance(self, cell: Cell, record: ConversationRecord) -> None:
         self.count += 1
         reward = record.reward
-        text = (f"{cell.domain}/{cell.task_id} {cell.variant} t{cell.trial}: {record.exit_reason.value}"
-                + (f" r={reward:.2f}" if reward is not None else ""))
+        text = f"{cell.domain}/{cell.task_id} {cell.variant} t{cell.trial}: {record.exit_reason.value}" + (
+            f" r={reward:.2f}" if reward is not None else ""
+        )
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=1, last=text)
         elif self.console is not None:
-            self.console.print(f"[{self.count}/{self.total}] {text} ({record.wall_seconds or 0:.1f}s)", highlight=False, markup=False)
+            self.console.print(
+                f"[{self.count}/{self.total}] {text} ({record.wall_seconds or 0:.1f}s)", highlight=False, markup=False
+            )

@@ -66,8 +66,11 @@ def _now() -> str:
 
 def check_environment(config: RunConfig) -> None:
     """Fail before any model call on what the user can fix without a run directory: the key variable."""
-    for flag, name in (("--api-key-env", config.api_key_env), ("--user-api-key-env", config.user_api_key_env),
-                       ("--judge-api-key-env", config.judge_api_key_env)):
+    for flag, name in (
+        ("--api-key-env", config.api_key_env),
+        ("--user-api-key-env", config.user_api_key_env),
+        ("--judge-api-key-env", config.judge_api_key_env),
+    ):
         if name and not os.environ.get(name):
             raise ConfigError(f"environment variable {name} (named by {flag}) is not set; export it first")
 
@@ -80,19 +83,33 @@ def model_specs(config: RunConfig, *, overrides: dict[str, Any] | None = None) -
     """
     from moodbench.llm import ModelSpec
 
-    common: dict[str, Any] = dict(max_tokens=config.max_tokens,
-                                  timeout_s=config.timeout_s, max_retries=config.max_retries,
-                                  max_response_bytes=config.max_response_bytes,
-                                  max_in_flight_per_endpoint=config.max_concurrency_per_endpoint, **(overrides or {}))
+    common: dict[str, Any] = dict(
+        max_tokens=config.max_tokens,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        max_response_bytes=config.max_response_bytes,
+        max_in_flight_per_endpoint=config.max_concurrency_per_endpoint,
+        **(overrides or {}),
+    )
     # each role gets only the key named for its endpoint (RunConfig.key_env): never the agent's key on another server
-    agent = ModelSpec(model=config.agent_model, base_urls=tuple(config.agent_base_url), args=dict(config.agent_args),
-                      api_key_env=config.key_env("agent"), **common)
+    agent = ModelSpec(
+        model=config.agent_model,
+        base_urls=tuple(config.agent_base_url),
+        args=dict(config.agent_args),
+        api_key_env=config.key_env("agent"),
+        **common,
+    )
     um, uu = config.resolved_user_model()
     user_args = config.user_args or (config.agent_args if config.user_model is None else {})
     user = ModelSpec(model=um, base_urls=tuple(uu), args=dict(user_args), api_key_env=config.key_env("user"), **common)
     jm, ju = config.resolved_judge_model()
-    judge = ModelSpec(model=jm, base_urls=tuple(ju), args={"temperature": 0.0, **config.judge_args},
-                      api_key_env=config.key_env("judge"), **common)
+    judge = ModelSpec(
+        model=jm,
+        base_urls=tuple(ju),
+        args={"temperature": 0.0, **config.judge_args},
+        api_key_env=config.key_env("judge"),
+        **common,
+    )
     return agent, user, judge
 
 
@@ -104,7 +121,8 @@ def record_config(config: RunConfig, plan: Plan, store: Store, force_config: boo
         diff = config_diff({k: v for k, v in stored.items() if k in identity}, identity)
         if diff and not force_config:
             raise ConfigError(
-                f"{config.out} holds a run with a different configuration:\n" + "\n".join(diff)
+                f"{config.out} holds a run with a different configuration:\n"
+                + "\n".join(diff)
                 + "\nUse another --out, or --force-config to continue this run with the new settings."
             )
     store.set_meta("config", identity)
@@ -131,8 +149,10 @@ def record_steering(steered: dict[str, SteeredCustomer], store: Store, force_con
     before = store.get_meta("steering") or {}
     changed = [f"  {v}: {json.dumps(before[v])} -> {json.dumps(now[v])}" for v in now if v in before and before[v] != now[v]]
     if changed and not force_config:
-        raise ConfigError(f"{run_dir} was run with other steering for these variants (a rebuilt vector or a new "
-                          "calibration):\n" + "\n".join(changed) + "\nUse another --out, or --force-config to continue anyway.")
+        raise ConfigError(
+            f"{run_dir} was run with other steering for these variants (a rebuilt vector or a new "
+            "calibration):\n" + "\n".join(changed) + "\nUse another --out, or --force-config to continue anyway."
+        )
     if now or before:
         store.set_meta("steering", {**before, **now})
 
@@ -146,13 +166,23 @@ def record_agent(plan: Plan, store: Store, force_config: bool, run_dir: Path) ->
     before = store.get_meta("agent")
     if before is not None and before != now and not force_config:
         changed = [f"  {k}: {json.dumps(before.get(k))} -> {json.dumps(now.get(k))}" for k in now if before.get(k) != now.get(k)]
-        raise ConfigError(f"{run_dir} was run with another version of the agent class:\n" + "\n".join(changed)
-                          + "\nUse another --out, or --force-config to continue anyway (records keep each version).")
+        raise ConfigError(
+            f"{run_dir} was run with another version of the agent class:\n"
+            + "\n".join(changed)
+            + "\nUse another --out, or --force-config to continue anyway (records keep each version)."
+        )
     store.set_meta("agent", now)
 
 
-def run(config: RunConfig, *, console: Console | None = None, force_config: bool = False, handle_signals: bool = False,
-        freeze_gc: bool = False, spec_overrides: dict[str, Any] | None = None) -> RunResult:
+def run(
+    config: RunConfig,
+    *,
+    console: Console | None = None,
+    force_config: bool = False,
+    handle_signals: bool = False,
+    freeze_gc: bool = False,
+    spec_overrides: dict[str, Any] | None = None,
+) -> RunResult:
     """Run (or resume) every missing cell of ``config`` into ``config.out``, exactly as ``moodbench run`` does.
 
     Preflight runs unless ``config.skip_preflight``; ``local/NAME`` models get a llama.cpp server for
@@ -181,11 +211,28 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
         with RunLock(config.out) as lock, signal_handlers(stop, handle_signals):
             try:
                 if _all_stored(config, plan):  # a finished run re-run: no server to start, only the summary to refresh
-                    return _run_ready(config, plan, identity_config=config, console=console, force_config=force_config,
-                                      freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop)
+                    return _run_ready(
+                        config,
+                        plan,
+                        identity_config=config,
+                        console=console,
+                        force_config=force_config,
+                        freeze_gc=freeze_gc,
+                        spec_overrides=spec_overrides,
+                        stop=stop,
+                    )
                 with local_endpoints(config, console, plan) as ready:
-                    return _run_ready(ready.config, plan, identity_config=config, console=console, force_config=force_config,
-                                      freeze_gc=freeze_gc, spec_overrides=spec_overrides, stop=stop, steered=ready.steered)
+                    return _run_ready(
+                        ready.config,
+                        plan,
+                        identity_config=config,
+                        console=console,
+                        force_config=force_config,
+                        freeze_gc=freeze_gc,
+                        spec_overrides=spec_overrides,
+                        stop=stop,
+                        steered=ready.steered,
+                    )
             except UsageError:
                 if created:  # under the lock: a run refused at the lock never removes what another run holds
                     lock.remove_dir_if_empty()
@@ -194,8 +241,10 @@ def run(config: RunConfig, *, console: Console | None = None, force_config: bool
         problem = write_problem(exc)
         if problem is None:
             raise
-        raise ConfigError(f"cannot write the run directory {config.out}: {problem}. Every conversation finished before this "
-                          "is stored; fix that and re-run the same command to resume") from None
+        raise ConfigError(
+            f"cannot write the run directory {config.out}: {problem}. Every conversation finished before this "
+            "is stored; fix that and re-run the same command to resume"
+        ) from None
     except KeyboardInterrupt as exc:  # while local servers started, before the run directory was opened
         return RunResult(exit_code_of(exc), Path(config.out), 0, 0, "interrupted before the run started")
 
@@ -224,9 +273,18 @@ def _prestart_workers(config: RunConfig, settings: Any, todo: list[Any], health:
     return make_executor("process", settings, concurrency=concurrency, health=health)
 
 
-def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, console: Console | None, force_config: bool,
-               freeze_gc: bool, spec_overrides: dict[str, Any] | None, stop: StopRequest,
-               steered: dict[str, SteeredCustomer] | None = None) -> RunResult:
+def _run_ready(
+    config: RunConfig,
+    plan: Plan,
+    *,
+    identity_config: RunConfig,
+    console: Console | None,
+    force_config: bool,
+    freeze_gc: bool,
+    spec_overrides: dict[str, Any] | None,
+    stop: StopRequest,
+    steered: dict[str, SteeredCustomer] | None = None,
+) -> RunResult:
     from moodbench.experiment._loop import run_loop
     from moodbench.experiment._preflight import run_preflight
     from moodbench.llm import EndpointHealth, ModelClient
@@ -239,8 +297,16 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
     events = EventLog(run_dir / "events.jsonl", secrets)
 
     def manifest(**updates: Any) -> None:
-        write_manifest(run_dir, {"config": identity_config.identity(), "execution": identity_config.execution(),
-                                 "argv": list(sys.argv[1:]), **updates}, secrets)
+        write_manifest(
+            run_dir,
+            {
+                "config": identity_config.identity(),
+                "execution": identity_config.execution(),
+                "argv": list(sys.argv[1:]),
+                **updates,
+            },
+            secrets,
+        )
 
     try:
         record_config(identity_config, plan, store, force_config)
@@ -250,22 +316,37 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         todo = [c for c in plan.cells if c.key not in finished]
         from moodbench.results._manifest import git_commit, versions
 
-        manifest(versions=versions(), git_commit=git_commit(), started_at=_now(), cells_planned=len(plan.cells),
-                 cells_todo=len(todo))
+        manifest(
+            versions=versions(), git_commit=git_commit(), started_at=_now(), cells_planned=len(plan.cells), cells_todo=len(todo)
+        )
         events.emit("run_started", cells=len(plan.cells), todo=len(todo), resumed=len(plan.cells) - len(todo))
         agent_spec, user_spec, judge_spec = model_specs(config, overrides=spec_overrides)
         health = EndpointHealth(config.max_consecutive_failures)
-        steered_clients = {v: ModelClient(replace(user_spec, model=f"openai/{sc.model_name}", base_urls=(sc.base_url,),
-                                                  api_key_env=None), health)  # moodbench's own local server: no key
-                           for v, sc in (steered or {}).items()}
+        steered_clients = {
+            v: ModelClient(
+                replace(user_spec, model=f"openai/{sc.model_name}", base_urls=(sc.base_url,), api_key_env=None), health
+            )  # moodbench's own local server: no key
+            for v, sc in (steered or {}).items()
+        }
         settings = ConversationSettings(
-            catalog=plan.catalog, tasks=plan.tasks, agent_client=ModelClient(agent_spec, health),
-            user_client=ModelClient(user_spec, health), judge_client=ModelClient(judge_spec, health),
-            tool_choice=config.tool_choice, recover_text_tool_calls=bool(config.recover_text_tool_calls),
-            user_format=config.user_format, max_steps=config.max_steps, max_errors=config.max_errors,
-            base_seed=config.seed, shard=config.shard, judge_fidelity=config.judge_fidelity, freeze_gc=freeze_gc,
-            user_clients=steered_clients, steering={v: sc.steering for v, sc in (steered or {}).items()},
-            agent=config.agent, plugins=tuple(config.plugins),
+            catalog=plan.catalog,
+            tasks=plan.tasks,
+            agent_client=ModelClient(agent_spec, health),
+            user_client=ModelClient(user_spec, health),
+            judge_client=ModelClient(judge_spec, health),
+            tool_choice=config.tool_choice,
+            recover_text_tool_calls=bool(config.recover_text_tool_calls),
+            user_format=config.user_format,
+            max_steps=config.max_steps,
+            max_errors=config.max_errors,
+            base_seed=config.seed,
+            shard=config.shard,
+            judge_fidelity=config.judge_fidelity,
+            freeze_gc=freeze_gc,
+            user_clients=steered_clients,
+            steering={v: sc.steering for v, sc in (steered or {}).items()},
+            agent=config.agent,
+            plugins=tuple(config.plugins),
         )
         for v in plan.variants:  # parse once in this thread; workers only read
             settings.persona(v)
@@ -290,10 +371,27 @@ def _run_ready(config: RunConfig, plan: Plan, *, identity_config: RunConfig, con
         already = len(plan.cells) - len(todo)
         if console is not None:
             console.print(f"moodbench: {len(todo)} conversation(s) to run, {already} already stored in {run_dir}")
-        outcome = run_loop(todo, settings, store, events, console, concurrency=config.concurrency, health=health,
-                           total=len(plan.cells), already=already, secrets=secrets, executor=config.executor,
-                           ray_address=config.ray_address, stop=stop, grace_s=config.stop_grace_s,
-                           prestarted=prestarted) if todo else None
+        outcome = (
+            run_loop(
+                todo,
+                settings,
+                store,
+                events,
+                console,
+                concurrency=config.concurrency,
+                health=health,
+                total=len(plan.cells),
+                already=already,
+                secrets=secrets,
+                executor=config.executor,
+                ray_address=config.ray_address,
+                stop=stop,
+                grace_s=config.stop_grace_s,
+                prestarted=prestarted,
+            )
+            if todo
+            else None
+        )
         exit_code = outcome.exit_code if outcome else ExitCode.OK
         message = outcome.message if outcome else ""
         stored = outcome.stored if outcome else 0

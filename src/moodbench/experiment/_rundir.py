@@ -19,8 +19,16 @@ from moodbench.results._lock import LOCK_NAME, RunLock
 __all__ = ["LOCK_NAME", "OWN_FILES", "RunLock", "prepare_run_dir"]
 
 # What moodbench itself writes into a run directory (a run refused at preflight has these and a store).
-OWN_FILES = {"results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "manifest.json", "events.jsonl", "summary.json",
-             LOCK_NAME, "report"}
+OWN_FILES = {
+    "results.sqlite",
+    "results.sqlite-wal",
+    "results.sqlite-shm",
+    "manifest.json",
+    "events.jsonl",
+    "summary.json",
+    LOCK_NAME,
+    "report",
+}
 
 
 def _ours(entry: Path) -> bool:
@@ -41,8 +49,10 @@ def prepare_run_dir(out: Path) -> bool:
         foreign = sorted(p.name for p in out.iterdir() if not _ours(p))
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise ConfigError(f"--out {out} is not a moodbench run directory and not empty (it holds {shown}); "
-                              "choose a new directory (moodbench writes several files into it)")
+            raise ConfigError(
+                f"--out {out} is not a moodbench run directory and not empty (it holds {shown}); "
+                "choose a new directory (moodbench writes several files into it)"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test", dir=out)  # O_EXCL: never through a planted symlink
@@ -51,5 +61,3 @@ def prepare_run_dir(out: Path) -> bool:
     except OSError as exc:
         raise ConfigError(f"cannot write to output directory {out}: {exc.strerror or exc}; choose another --out") from None
     return created
-
-

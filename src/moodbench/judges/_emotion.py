@@ -11,7 +11,6 @@ baseline's (``moodbench.analysis``), and what calibrating a steering vector meas
   the variant (cached by prompt hash; its failures are counted, never fatal).
 """
 
-
 from __future__ import annotations
 
 import json
@@ -32,25 +31,145 @@ from moodbench.results import ConversationRecord
 # ("*" = any word ending). Deliberately short and obvious: they catch the phrases the variant
 # prompts ask for and what customers typically write, not subtle tone. Documented in the report.
 LEXICONS: dict[str, tuple[str, ...]] = {
-    "frustration": ("ridiculous", "frustrat*", "forever", "annoy*", "fed up", "waste of time", "wasted", "wasting",
-                    "how long", "so complicated", "still not", "again", "seriously", "ugh", "unbelievable", "come on",
-                    "every single time", "finally", "taking so long", "sick of"),
-    "anger": ("unacceptable", "outrageous", "angry", "furious", "manager", "supervisor", "complaint", "terrible",
-              "awful", "demand*", "right now", "immediately", "incompetent", "useless", "disgust*", "how dare",
-              "pathetic", "worst", "fix this", "absurd"),
-    "anxiety": ("worr*", "nervous", "anxious", "afraid", "scared", "make sure", "are you sure", "double-check",
-                "double check", "concerned", "panic*", "what if", "please confirm", "mistake*", "go wrong",
-                "stress*", "safe", "hope so", "just to be sure", "is that okay"),
-    "confusion": ("confus*", "don't understand", "do not understand", "not sure", "what does", "what do you mean",
-                  "mean by", "lost", "simpler", "explain", "not following", "huh", "which one", "i'm not sure",
-                  "sorry, what", "what is a", "i don't get", "complicated", "step by step", "unclear"),
-    "impatience": ("quick*", "hurry", "asap", "fast*", "already", "just do it", "get on with", "no time",
-                   "don't have time", "skip", "right away", "now", "how much longer", "waiting", "enough"),
-    "skepticism": ("are you sure", "really", "doubt*", "prove", "how do i know", "trust", "supposedly",
-                   "don't believe", "i'm not convinced", "sure about", "guarantee", "double-check", "claim*",
-                   "last time", "suspicious"),
-    "incoherence": ("um", "uh", "wait", "anyway", "what was i", "never mind", "or maybe", "i mean", "whatever",
-                    "hmm", "where was i", "sorry i", "lost my train", "or not", "something like that"),
+    "frustration": (
+        "ridiculous",
+        "frustrat*",
+        "forever",
+        "annoy*",
+        "fed up",
+        "waste of time",
+        "wasted",
+        "wasting",
+        "how long",
+        "so complicated",
+        "still not",
+        "again",
+        "seriously",
+        "ugh",
+        "unbelievable",
+        "come on",
+        "every single time",
+        "finally",
+        "taking so long",
+        "sick of",
+    ),
+    "anger": (
+        "unacceptable",
+        "outrageous",
+        "angry",
+        "furious",
+        "manager",
+        "supervisor",
+        "complaint",
+        "terrible",
+        "awful",
+        "demand*",
+        "right now",
+        "immediately",
+        "incompetent",
+        "useless",
+        "disgust*",
+        "how dare",
+        "pathetic",
+        "worst",
+        "fix this",
+        "absurd",
+    ),
+    "anxiety": (
+        "worr*",
+        "nervous",
+        "anxious",
+        "afraid",
+        "scared",
+        "make sure",
+        "are you sure",
+        "double-check",
+        "double check",
+        "concerned",
+        "panic*",
+        "what if",
+        "please confirm",
+        "mistake*",
+        "go wrong",
+        "stress*",
+        "safe",
+        "hope so",
+        "just to be sure",
+        "is that okay",
+    ),
+    "confusion": (
+        "confus*",
+        "don't understand",
+        "do not understand",
+        "not sure",
+        "what does",
+        "what do you mean",
+        "mean by",
+        "lost",
+        "simpler",
+        "explain",
+        "not following",
+        "huh",
+        "which one",
+        "i'm not sure",
+        "sorry, what",
+        "what is a",
+        "i don't get",
+        "complicated",
+        "step by step",
+        "unclear",
+    ),
+    "impatience": (
+        "quick*",
+        "hurry",
+        "asap",
+        "fast*",
+        "already",
+        "just do it",
+        "get on with",
+        "no time",
+        "don't have time",
+        "skip",
+        "right away",
+        "now",
+        "how much longer",
+        "waiting",
+        "enough",
+    ),
+    "skepticism": (
+        "are you sure",
+        "really",
+        "doubt*",
+        "prove",
+        "how do i know",
+        "trust",
+        "supposedly",
+        "don't believe",
+        "i'm not convinced",
+        "sure about",
+        "guarantee",
+        "double-check",
+        "claim*",
+        "last time",
+        "suspicious",
+    ),
+    "incoherence": (
+        "um",
+        "uh",
+        "wait",
+        "anyway",
+        "what was i",
+        "never mind",
+        "or maybe",
+        "i mean",
+        "whatever",
+        "hmm",
+        "where was i",
+        "sorry i",
+        "lost my train",
+        "or not",
+        "something like that",
+    ),
 }
 DEFAULT_FAMILIES = ("frustration", "anger", "anxiety", "confusion")
 JUDGE_FAMILIES = ("frustration", "anger", "anxiety", "confusion", "impatience", "skepticism")
@@ -101,8 +220,14 @@ def marker_hits(text: str) -> dict[str, int]:
 def text_scores(texts: list[str]) -> dict[str, Any]:
     """Scores of one conversation's customer turns (VADER averaged per turn; markers per 100 words)."""
     if not texts:
-        return {"turns": 0, "words": 0, "vader_compound": None, "vader_neg": None, "markers": {f: 0 for f in LEXICONS},
-                "marker_rate": {f: 0.0 for f in LEXICONS}}
+        return {
+            "turns": 0,
+            "words": 0,
+            "vader_compound": None,
+            "vader_neg": None,
+            "markers": {f: 0 for f in LEXICONS},
+            "marker_rate": {f: 0.0 for f in LEXICONS},
+        }
     analyzer = _analyzer()
     polar = [analyzer.polarity_scores(t) for t in texts]
     words = sum(word_count(t) for t in texts)
@@ -126,8 +251,7 @@ def text_scores(texts: list[str]) -> dict[str, Any]:
 JUDGE_SYSTEM = (
     "You rate the emotional tone of a customer in a customer-service chat. You see only the customer's messages. "
     "For each emotion give an integer from 0 (absent) to 10 (extreme): " + ", ".join(JUDGE_FAMILIES) + ". "
-    "Reply with one JSON object and nothing else, for example: "
-    + json.dumps({f: 0 for f in JUDGE_FAMILIES})
+    "Reply with one JSON object and nothing else, for example: " + json.dumps({f: 0 for f in JUDGE_FAMILIES})
 )
 
 
@@ -168,8 +292,15 @@ def judge_conversations(
     """
     from moodbench.llm import LLMCallError, ModelClient, ModelSpec
 
-    spec = ModelSpec(model=judge_model, base_urls=(judge_base_url,) if judge_base_url else (), api_key_env=api_key_env,
-                     max_tokens=200, max_retries=2, timeout_s=60.0, args={"temperature": 0})
+    spec = ModelSpec(
+        model=judge_model,
+        base_urls=(judge_base_url,) if judge_base_url else (),
+        api_key_env=api_key_env,
+        max_tokens=200,
+        max_retries=2,
+        timeout_s=60.0,
+        args={"temperature": 0},
+    )
     client = ModelClient(spec)
     cache: dict[str, Any] = {}
     if cache_path and cache_path.exists():
@@ -208,5 +339,3 @@ def judge_conversations(
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(cache))
     return {"model": judge_model, "base_url": judge_base_url, "judged": len(scores), "failed": failed, "scores": scores}
-
-

@@ -39,8 +39,29 @@ _STOPWORDS = set(
     "also just only any all some more most other such own same too s t don now when where which who whom what why how "
     "goal task instructions know user agent customer".split()
 )
-_WRITE_PREFIXES = ("update", "cancel", "modify", "exchange", "return", "book", "create", "delete", "send", "transfer",
-                   "change", "add", "remove", "set", "toggle", "enable", "disable", "reset", "refuel", "suspend", "resume")
+_WRITE_PREFIXES = (
+    "update",
+    "cancel",
+    "modify",
+    "exchange",
+    "return",
+    "book",
+    "create",
+    "delete",
+    "send",
+    "transfer",
+    "change",
+    "add",
+    "remove",
+    "set",
+    "toggle",
+    "enable",
+    "disable",
+    "reset",
+    "refuel",
+    "suspend",
+    "resume",
+)
 _LEAK_MARKERS = ("<scenario>", "###STOP###' token", "simulation guidelines", "<emotional_state>")
 
 
@@ -100,8 +121,9 @@ def _text(m: Mapping[str, Any]) -> str | None:
 SOLO_SKIPPED = "no simulated customer (tau2 solo run): the customer-fidelity rules do not apply"
 
 
-def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, user_prompt: str | None = None,
-                   *, solo: bool = False) -> FidelityFlags:
+def fidelity_flags(
+    messages: Sequence[Mapping[str, Any]], scenario: Scenario, user_prompt: str | None = None, *, solo: bool = False
+) -> FidelityFlags:
     """Flags plus the evidence behind each, for one conversation's messages (tau2 message JSON).
 
     ``solo``: tau2's solo mode (the agent works the ticket alone, a dummy user says nothing); every rule here
@@ -125,8 +147,10 @@ def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, us
             echoes += 1
     evidence["echo_turns"] = echoes
 
-    agent_wrote = any(m.get("role") == "assistant" and any(is_write(str(tc.get("name", ""))) for tc in m.get("tool_calls") or [])
-                      for m in messages)
+    agent_wrote = any(
+        m.get("role") == "assistant" and any(is_write(str(tc.get("name", ""))) for tc in m.get("tool_calls") or [])
+        for m in messages
+    )
     stop_turn = next((k for k, (_, t) in enumerate(user_turns) if ends_conversation(t)), None)
     premature = bool(scenario.needs_agent_write and not agent_wrote and stop_turn is not None and stop_turn < EARLY_STOP_TURNS)
     evidence["stop_turn"] = stop_turn
@@ -139,10 +163,10 @@ def fidelity_flags(messages: Sequence[Mapping[str, Any]], scenario: Scenario, us
     leak = False
     if user_prompt:
         prompt_words = words(user_prompt)
-        grams = {tuple(prompt_words[k:k + LEAK_NGRAM]) for k in range(max(0, len(prompt_words) - LEAK_NGRAM + 1))}
+        grams = {tuple(prompt_words[k : k + LEAK_NGRAM]) for k in range(max(0, len(prompt_words) - LEAK_NGRAM + 1))}
         for _, t in user_turns:
             w = words(t)
-            if any(tuple(w[k:k + LEAK_NGRAM]) in grams for k in range(max(0, len(w) - LEAK_NGRAM + 1))):
+            if any(tuple(w[k : k + LEAK_NGRAM]) in grams for k in range(max(0, len(w) - LEAK_NGRAM + 1))):
                 leak = True
                 break
         if any(marker.lower() in t.lower() for _, t in user_turns for marker in _LEAK_MARKERS):

@@ -41,9 +41,12 @@ LEVEL_TO_INTENSITY = {"control": 0, "mild": 1, "moderate": 2, "severe": 3}
 
 def judge_fidelity(client: ModelClient, messages: Iterable[Any], scenario: str, emotion: str) -> dict[str, Any]:
     """Ask ``client`` to rate the customer; returns the prompt, raw answer and parsed verdict."""
-    prompt = JUDGE_PROMPT.format(scenario=scenario, emotion=emotion or "none (a neutral customer)",
-                                 emotion_short=emotion.split(":")[0] if emotion else "any strong emotion",
-                                 transcript=render_transcript(messages))
+    prompt = JUDGE_PROMPT.format(
+        scenario=scenario,
+        emotion=emotion or "none (a neutral customer)",
+        emotion_short=emotion.split(":")[0] if emotion else "any strong emotion",
+        transcript=render_transcript(messages),
+    )
     completion = client.complete([{"role": "user", "content": prompt}])
     verdict: dict[str, Any] = {"prompt": prompt, "answer": completion.raw_content}
     data = first_json_object(completion.content)
@@ -51,7 +54,11 @@ def judge_fidelity(client: ModelClient, messages: Iterable[Any], scenario: str, 
         verdict["parsed"] = False
         return verdict
     intensity = data.get("emotion_intensity", 0)
-    verdict.update(parsed=True, stayed_in_role=bool(data.get("stayed_in_role")), pursued_goal=bool(data.get("pursued_goal")),
-                   emotion_intensity=int(intensity) if str(intensity if intensity is not None else "0").isdigit() else None,
-                   reason=str(data.get("reason", ""))[:500])
+    verdict.update(
+        parsed=True,
+        stayed_in_role=bool(data.get("stayed_in_role")),
+        pursued_goal=bool(data.get("pursued_goal")),
+        emotion_intensity=int(intensity) if str(intensity if intensity is not None else "0").isdigit() else None,
+        reason=str(data.get("reason", ""))[:500],
+    )
     return verdict

@@ -33,8 +33,9 @@ class AssertionVerdict:
     justification: str
 
 
-def judge_nl_assertions(client: ModelClient, messages: Iterable[Any], assertions: list[str]
-                        ) -> tuple[list[AssertionVerdict], dict[str, Any]]:
+def judge_nl_assertions(
+    client: ModelClient, messages: Iterable[Any], assertions: list[str]
+) -> tuple[list[AssertionVerdict], dict[str, Any]]:
     """One verdict per assertion (an unreadable answer counts as not met, and says so) and the
     judge's prompt and raw answer for the record."""
     prompt = f"conversation:\n{render_transcript(messages, _ALL_ROLES)}\n\nexpectedOutcomes:\n" + json.dumps(assertions, indent=1)
@@ -42,8 +43,17 @@ def judge_nl_assertions(client: ModelClient, messages: Iterable[Any], assertions
     text = completion.content or ""
     data = first_json_object(text) or {}
     results = data.get("results")
-    verdicts = [AssertionVerdict(str(item.get("expectedOutcome", "")), bool(item.get("metExpectation")), str(item.get("reasoning", "")))
-                for item in results if isinstance(item, dict)] if isinstance(results, list) else []
+    verdicts = (
+        [
+            AssertionVerdict(
+                str(item.get("expectedOutcome", "")), bool(item.get("metExpectation")), str(item.get("reasoning", ""))
+            )
+            for item in results
+            if isinstance(item, dict)
+        ]
+        if isinstance(results, list)
+        else []
+    )
     if len(verdicts) != len(assertions):
         verdicts = [AssertionVerdict(a, False, f"judge answer unreadable: {text[:300]}") for a in assertions]
     return verdicts, {"prompt": prompt, "answer": completion.raw_content}

@@ -16,8 +16,9 @@ def _get(message: Any, key: str) -> Any:
     return message.get(key) if isinstance(message, Mapping) else getattr(message, key, None)
 
 
-def render_transcript(messages: Iterable[Any], labels: Mapping[str, str] = AGENT_CUSTOMER, *, sep: str = "\n",
-                      numbered: bool = False) -> str:
+def render_transcript(
+    messages: Iterable[Any], labels: Mapping[str, str] = AGENT_CUSTOMER, *, sep: str = "\n", numbered: bool = False
+) -> str:
     """``LABEL: content`` per message with text whose role has a label (``""``: the text alone).
 
     ``numbered`` prefixes ``1. ``, ``2. ``... (the emotion judge reads customer turns as a list).

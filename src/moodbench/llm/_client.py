@@ -170,7 +170,9 @@ class ModelClient:
         is cancelled; the next attempt then fails at once (``_check_open``).
         """
         return tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, _EmptyReply) or (isinstance(e, _FailedAttempt) and e.retryable)),
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, _EmptyReply) or (isinstance(e, _FailedAttempt) and e.retryable)
+            ),
             stop=lambda _state: call.failures > self.spec.max_retries,
             wait=_Backoff(self.spec, self._rng),
             sleep=self.health.sleep,
@@ -197,8 +199,9 @@ class ModelClient:
         For servers and models that serve text completions (vLLM, llama.cpp, OpenAI-compatible
         servers); it is how a small local model plays the customer in the ``completion`` user format.
         """
-        call = _Call(None, None, None, False, seed, empty_left=self.spec.empty_retries, prompt=prompt,
-                     stop=list(stop) if stop else None)
+        call = _Call(
+            None, None, None, False, seed, empty_left=self.spec.empty_retries, prompt=prompt, stop=list(stop) if stop else None
+        )
         return self._run(call)
 
     def _run(self, call: _Call) -> Completion:
@@ -264,8 +267,10 @@ class ModelClient:
         error_cls: type[LLMCallError] = LLMCallError
         if budget.tripped == "size":
             # However the SDK wrapped it, the budget knows the reply was cut off for its size.
-            retryable, message = False, (f"{budget.size_message()}; raise --max-response-bytes if the model "
-                                         "really writes replies that long")
+            retryable, message = (
+                False,
+                (f"{budget.size_message()}; raise --max-response-bytes if the model really writes replies that long"),
+            )
             error_cls = ReplyTooLargeError
         elif _is_context_error(exc):
             return ContextWindowError(self.redact(str(exc))[:2000])  # the conversation's doing, not the endpoint's
@@ -291,8 +296,10 @@ class ModelClient:
             return f"401 Unauthorized: the endpoint rejected the key in ${name} (--api-key-env)"
         if name:
             return f"401 Unauthorized: the endpoint wants an API key, and ${name} (named by --api-key-env) is not set"
-        return ("401 Unauthorized: the endpoint wants an API key; moodbench sends none to custom base URLs "
-                "unless --api-key-env NAME names the variable holding it")
+        return (
+            "401 Unauthorized: the endpoint wants an API key; moodbench sends none to custom base URLs "
+            "unless --api-key-env NAME names the variable holding it"
+        )
 
     def _parse(
         self,
@@ -323,14 +330,28 @@ class ModelClient:
                 raw_args = ""
             raw_args = clean_text(raw_args)
             args, valid = _tool_arguments(raw_args)
-            calls.append(ParsedToolCall(id=clean_text(tc.id or f"call_{i}"), name=clean_text(tc.function.name or ""), arguments=args,
-                                        raw_arguments=raw_args or "", valid_json=valid))
+            calls.append(
+                ParsedToolCall(
+                    id=clean_text(tc.id or f"call_{i}"),
+                    name=clean_text(tc.function.name or ""),
+                    arguments=args,
+                    raw_arguments=raw_args or "",
+                    valid_json=valid,
+                )
+            )
         recovered = 0
         if not calls and recover and tools and content:
             names = [t["function"]["name"] for t in tools]
             for j, (name, args) in enumerate(recover_text_tool_calls(content, names)):
-                calls.append(ParsedToolCall(id=f"recovered_{int(time.time()*1000)}_{j}", name=name, arguments=args,
-                                            raw_arguments=json.dumps(args), recovered_from_text=True))
+                calls.append(
+                    ParsedToolCall(
+                        id=f"recovered_{int(time.time() * 1000)}_{j}",
+                        name=name,
+                        arguments=args,
+                        raw_arguments=json.dumps(args),
+                        recovered_from_text=True,
+                    )
+                )
                 recovered += 1
             if recovered:
                 content = None
@@ -360,4 +381,3 @@ class ModelClient:
             finish_reason=getattr(choice, "finish_reason", None),
             raw=raw,
         )
-

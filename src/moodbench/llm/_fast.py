@@ -34,8 +34,20 @@ _PASSTHROUGH_PROVIDERS = ("openai/", "hosted_vllm/")
 # Request parameters that mean the same on every OpenAI-compatible server and that litellm
 # forwards as they are for these providers; any other key in --agent-args keeps litellm.
 _PLAIN_PARAMS = {
-    "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "n",
-    "response_format", "parallel_tool_calls", "logprobs", "top_logprobs", "user", "extra_body",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "n",
+    "response_format",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
+    "user",
+    "extra_body",
 }
 # litellm-only keys that never reach the server.
 _LITELLM_KEYS = {"model", "messages", "timeout", "num_retries", "drop_params", "api_base", "api_key", "max_retries"}
@@ -65,25 +77,63 @@ class OpenAICompatTransport:
     def close(self) -> None:
         self._http.close()
 
-    def completion(self, *, messages: list[dict[str, Any]], model: str, api_base: str, timeout: float,
-                   api_key: str | None = None, budget: RequestBudget | None = None, **kw: Any) -> litellm.ModelResponse:
+    def completion(
+        self,
+        *,
+        messages: list[dict[str, Any]],
+        model: str,
+        api_base: str,
+        timeout: float,
+        api_key: str | None = None,
+        budget: RequestBudget | None = None,
+        **kw: Any,
+    ) -> litellm.ModelResponse:
         # litellm leaves out None-valued message keys (``content: null`` next to tool calls), which
         # some servers' chat templates reject; so does this transport.
-        body: dict[str, Any] = {"messages": [
-            {k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]}
-        data = self._post("/chat/completions", body, model=model, api_base=api_base, timeout=timeout, api_key=api_key,
-                          budget=budget, **kw)
+        body: dict[str, Any] = {
+            "messages": [{k: v for k, v in m.items() if v is not None} if isinstance(m, dict) else m for m in messages]
+        }
+        data = self._post(
+            "/chat/completions", body, model=model, api_base=api_base, timeout=timeout, api_key=api_key, budget=budget, **kw
+        )
         return litellm.ModelResponse(**data)
 
-    def text_completion(self, *, prompt: str, model: str, api_base: str, timeout: float, api_key: str | None = None,
-                        budget: RequestBudget | None = None, **kw: Any) -> litellm.ModelResponse:
+    def text_completion(
+        self,
+        *,
+        prompt: str,
+        model: str,
+        api_base: str,
+        timeout: float,
+        api_key: str | None = None,
+        budget: RequestBudget | None = None,
+        **kw: Any,
+    ) -> litellm.ModelResponse:
         """``/v1/completions`` (a plain continuation, no chat template), returned in the chat shape."""
-        data = self._post("/completions", {"prompt": prompt}, model=model, api_base=api_base, timeout=timeout,
-                          api_key=api_key, budget=budget, **kw)
+        data = self._post(
+            "/completions",
+            {"prompt": prompt},
+            model=model,
+            api_base=api_base,
+            timeout=timeout,
+            api_key=api_key,
+            budget=budget,
+            **kw,
+        )
         return chat_shaped(data)
 
-    def _post(self, path: str, body: dict[str, Any], *, model: str, api_base: str, timeout: float, api_key: str | None,
-              budget: RequestBudget | None, **kw: Any) -> dict[str, Any]:
+    def _post(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        model: str,
+        api_base: str,
+        timeout: float,
+        api_key: str | None,
+        budget: RequestBudget | None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         body = {"model": model.split("/", 1)[1], **body}
         extra = kw.pop("extra_body", None)
         for key, value in kw.items():
@@ -94,8 +144,13 @@ class OpenAICompatTransport:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = api_base.rstrip("/") + path
         provider = model.split("/", 1)[0]
-        request = self._http.build_request("POST", url, content=json.dumps(body).encode(),
-                                           headers={**headers, "Content-Type": "application/json"}, timeout=timeout)
+        request = self._http.build_request(
+            "POST",
+            url,
+            content=json.dumps(body).encode(),
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=timeout,
+        )
         try:
             with active(budget):
                 resp = self._http.send(request, stream=True)
@@ -106,7 +161,11 @@ class OpenAICompatTransport:
         except ReplyTooLarge:
             raise
         except httpx.TimeoutException as exc:
-            why = budget.deadline_message() if budget is not None and budget.tripped == "deadline" else f"request timed out after {timeout}s"
+            why = (
+                budget.deadline_message()
+                if budget is not None and budget.tripped == "deadline"
+                else f"request timed out after {timeout}s"
+            )
             raise litellm.Timeout(f"{why}: {type(exc).__name__}: {exc}", model=model, llm_provider=provider) from None
         except httpx.TransportError as exc:
             raise litellm.APIConnectionError(f"{type(exc).__name__}: {exc}", llm_provider=provider, model=model) from None
@@ -115,11 +174,16 @@ class OpenAICompatTransport:
         try:
             data = json.loads(content)
         except (ValueError, RecursionError):
-            raise litellm.InternalServerError(f"reply is not JSON: {content[:300]!r}", llm_provider=provider, model=model,
-                                              response=_as_read(resp, content)) from None
+            raise litellm.InternalServerError(
+                f"reply is not JSON: {content[:300]!r}", llm_provider=provider, model=model, response=_as_read(resp, content)
+            ) from None
         if not isinstance(data, dict):
-            raise litellm.InternalServerError(f"reply is not a JSON object: {content[:300]!r}", llm_provider=provider,
-                                              model=model, response=_as_read(resp, content))
+            raise litellm.InternalServerError(
+                f"reply is not a JSON object: {content[:300]!r}",
+                llm_provider=provider,
+                model=model,
+                response=_as_read(resp, content),
+            )
         return data
 
 
@@ -128,12 +192,23 @@ def chat_shaped(data: dict[str, Any]) -> litellm.ModelResponse:
     one parser (``<think>`` stripping, accounting, empty-reply handling) serves both."""
     choices = []
     for i, choice in enumerate(data.get("choices") or []):
-        choices.append({"index": choice.get("index", i), "finish_reason": choice.get("finish_reason"),
-                        "message": {"role": "assistant", "content": choice.get("text") or ""}})
+        choices.append(
+            {
+                "index": choice.get("index", i),
+                "finish_reason": choice.get("finish_reason"),
+                "message": {"role": "assistant", "content": choice.get("text") or ""},
+            }
+        )
     if not choices:
         raise ValueError("a text completion without choices")
-    return litellm.ModelResponse(id=data.get("id"), created=data.get("created"), model=data.get("model"), choices=choices,
-                                 usage=data.get("usage"), object="chat.completion")
+    return litellm.ModelResponse(
+        id=data.get("id"),
+        created=data.get("created"),
+        model=data.get("model"),
+        choices=choices,
+        usage=data.get("usage"),
+        object="chat.completion",
+    )
 
 
 def _read(resp: httpx.Response, budget: RequestBudget | None) -> bytes:
@@ -161,7 +236,9 @@ def _status_error(resp: httpx.Response, model: str, provider: str) -> Exception:
     """The litellm exception litellm raises for this status from an OpenAI-compatible server."""
     try:
         detail = resp.json()
-        message = (detail.get("error") or {}).get("message") if isinstance(detail.get("error"), dict) else detail.get("error") or detail
+        message = (
+            (detail.get("error") or {}).get("message") if isinstance(detail.get("error"), dict) else detail.get("error") or detail
+        )
     except ValueError:
         message = resp.text
     text = f"{provider.capitalize()}Exception - Error code: {resp.status_code} - {str(message)[:1500]}"

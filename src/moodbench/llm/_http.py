@@ -146,7 +146,9 @@ class _ClampedStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         try:
             return _ClampedStream(self._inner.start_tls(ssl_context, server_hostname, _clamped(timeout, httpcore.ConnectTimeout)))
         except httpcore.TimeoutException:
@@ -163,10 +165,13 @@ class _ClampedBackend(httpcore.NetworkBackend):
     def __init__(self, inner: httpcore.NetworkBackend):
         self._inner = inner
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
         try:
-            stream = self._inner.connect_tcp(host, port, _clamped(timeout, httpcore.ConnectTimeout), local_address, socket_options)
+            stream = self._inner.connect_tcp(
+                host, port, _clamped(timeout, httpcore.ConnectTimeout), local_address, socket_options
+            )
         except httpcore.TimeoutException:
             _note_timeout()
             raise
@@ -246,8 +251,9 @@ class _LimitedStream(httpx.SyncByteStream):
     """A response body that ends at its budget's deadline or size limit, whoever reads it; with
     ``encodings``, inflated here and limited by its inflated size."""
 
-    def __init__(self, inner: httpx.SyncByteStream, budget: RequestBudget, request: httpx.Request,
-                 encodings: list[str] | None = None):
+    def __init__(
+        self, inner: httpx.SyncByteStream, budget: RequestBudget, request: httpx.Request, encodings: list[str] | None = None
+    ):
         self._inner = inner
         self._budget = budget
         self._request = request
@@ -269,8 +275,9 @@ class _LimitedStream(httpx.SyncByteStream):
                     tail = inflater.flush(left - len(out))
                     out = None if tail is None else out + tail
             except zlib.error as exc:
-                raise httpx.DecodingError(f"the reply's Content-Encoding could not be decoded: {exc}",
-                                          request=self._request) from None
+                raise httpx.DecodingError(
+                    f"the reply's Content-Encoding could not be decoded: {exc}", request=self._request
+                ) from None
             if out is None:
                 raise self._too_large()
             chunk = out
@@ -350,13 +357,21 @@ class DeadlineTransport(httpx.BaseTransport):
             unknown = [e for e in encodings if e not in ("gzip", "x-gzip", "deflate")]
             if unknown:
                 response.close()
-                raise httpx.DecodingError(f"the reply is encoded as {', '.join(unknown)}, which was not asked for (only "
-                                          f"{ACCEPT_ENCODING}) and cannot be size-limited", request=request)
+                raise httpx.DecodingError(
+                    f"the reply is encoded as {', '.join(unknown)}, which was not asked for (only "
+                    f"{ACCEPT_ENCODING}) and cannot be size-limited",
+                    request=request,
+                )
             # inflated below; httpx must not inflate it again
-            headers = httpx.Headers([(k, v) for k, v in response.headers.multi_items()
-                                     if k.lower() not in ("content-encoding", "content-length")])
-        return httpx.Response(status_code=response.status_code, headers=headers,
-                              stream=_LimitedStream(response.stream, budget, request, encodings), extensions=response.extensions)
+            headers = httpx.Headers(
+                [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+            )
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=headers,
+            stream=_LimitedStream(response.stream, budget, request, encodings),
+            extensions=response.extensions,
+        )
 
     def close(self) -> None:
         self._inner.close()
@@ -383,4 +398,3 @@ def deadline_client(*, max_connections: int | None = None, follow_redirects: boo
     """A pooled, thread-safe client whose requests obey the calling thread's :class:`RequestBudget`."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections or 1024)
     return _DeadlineClient(limits=limits, follow_redirects=follow_redirects, cookies=_no_cookies())
-

@@ -43,15 +43,43 @@ from moodbench.llm._http import RequestBudget, active, deadline_client
 litellm.suppress_debug_info = True
 
 # Providers litellm calls through an openai SDK client passed as ``client=`` (its "custom openai" path).
-_OPENAI_SDK_PROVIDERS = frozenset({
-    "openai", "custom_openai", "litellm_proxy", "lm_studio", "llamafile", "nvidia_nim", "perplexity", "deepinfra",
-    "cerebras", "sambanova", "github",
-})
+_OPENAI_SDK_PROVIDERS = frozenset(
+    {
+        "openai",
+        "custom_openai",
+        "litellm_proxy",
+        "lm_studio",
+        "llamafile",
+        "nvidia_nim",
+        "perplexity",
+        "deepinfra",
+        "cerebras",
+        "sambanova",
+        "github",
+    }
+)
 # Providers litellm calls through its own HTTPHandler passed as ``client=``.
-_HTTP_HANDLER_PROVIDERS = frozenset({
-    "hosted_vllm", "ollama", "ollama_chat", "anthropic", "gemini", "groq", "mistral", "together_ai", "deepseek",
-    "openrouter", "xai", "fireworks_ai", "huggingface", "databricks", "azure_ai", "bedrock", "lemonade",
-})
+_HTTP_HANDLER_PROVIDERS = frozenset(
+    {
+        "hosted_vllm",
+        "ollama",
+        "ollama_chat",
+        "anthropic",
+        "gemini",
+        "groq",
+        "mistral",
+        "together_ai",
+        "deepseek",
+        "openrouter",
+        "xai",
+        "fireworks_ai",
+        "huggingface",
+        "databricks",
+        "azure_ai",
+        "bedrock",
+        "lemonade",
+    }
+)
 # How much later than the deadline the worker thread is abandoned when the client hook should
 # have ended the request itself (it reports the real error; the thread bound is only the
 # backstop, so it leaves room for litellm's first-call imports on a slow machine).
@@ -108,8 +136,12 @@ class LitellmTransport:
                 # max_retries=0: the only retries are ModelClient's (litellm sets it per call too).
                 # The openai SDK is built on httpx2 and takes an httpx client as a "legacy" one
                 # (openai/_httpx2.py); the tests check that its requests really go through it.
-                client = openai.OpenAI(base_url=base, api_key=key, http_client=self._http,  # type: ignore[arg-type]
-                                       max_retries=0)
+                client = openai.OpenAI(
+                    base_url=base,
+                    api_key=key,
+                    http_client=self._http,  # type: ignore[arg-type]
+                    max_retries=0,
+                )
                 self._openai[(base, key)] = client
         return client
 
@@ -119,9 +151,9 @@ class LitellmTransport:
         hook = self.hook_for(kw["model"], kw.get("api_base"), kw.get("api_key"))
         if hook is not None:
             kw["client"] = hook
-        return _within(budget, lambda: litellm.completion(**kw), grace=_HOOKED_GRACE_S if hook is not None else 0.0,
-                       model=kw["model"])
-
+        return _within(
+            budget, lambda: litellm.completion(**kw), grace=_HOOKED_GRACE_S if hook is not None else 0.0, model=kw["model"]
+        )
 
     def text_completion(self, *, prompt: str, budget: RequestBudget | None = None, **kw: Any) -> Any:
         """``litellm.text_completion`` (``/v1/completions`` for OpenAI-compatible providers), in the chat shape."""
@@ -162,8 +194,9 @@ def _within(budget: RequestBudget, call: Any, *, grace: float, model: str) -> An
     if not done.wait(max(0.0, budget.remaining()) + grace):
         budget.tripped, budget.abandoned = "deadline", True
         provider = model.split("/", 1)[0] if "/" in model else "litellm"
-        raise litellm.Timeout(f"{budget.deadline_message()}; the call was abandoned in its worker thread",
-                              model=model, llm_provider=provider)
+        raise litellm.Timeout(
+            f"{budget.deadline_message()}; the call was abandoned in its worker thread", model=model, llm_provider=provider
+        )
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

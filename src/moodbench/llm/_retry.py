@@ -87,7 +87,9 @@ def _is_context_error(exc: BaseException) -> bool:
     if isinstance(exc, litellm.ContextWindowExceededError):
         return True
     text = str(exc).lower()
-    return any(s in text for s in ("context length", "context window", "maximum context", "too many tokens", "exceeds the context"))
+    return any(
+        s in text for s in ("context length", "context window", "maximum context", "too many tokens", "exceeds the context")
+    )
 
 
 @dataclass
@@ -109,8 +111,9 @@ class _Call:
 class _FailedAttempt(Exception):
     """One failed request, already counted by the breaker and redacted; tenacity decides what next."""
 
-    def __init__(self, message: str, label: str, retryable: bool, cause: BaseException,
-                 error_cls: type[LLMCallError] = LLMCallError):
+    def __init__(
+        self, message: str, label: str, retryable: bool, cause: BaseException, error_cls: type[LLMCallError] = LLMCallError
+    ):
         super().__init__(message)
         self.message, self.label, self.retryable, self.cause, self.error_cls = message, label, retryable, cause, error_cls
 

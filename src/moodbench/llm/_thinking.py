@@ -51,7 +51,7 @@ def strip_thinking(text: str | None) -> tuple[str | None, bool]:
     clean = _strip_closed(text)
     first_close = next((m for m in _TAG.finditer(clean) if m.group(1) == "/"), None)
     if first_close is not None:  # a reply that starts mid-reasoning
-        clean = clean[first_close.end():]
+        clean = clean[first_close.end() :]
     first_open = next((m for m in _TAG.finditer(clean) if m.group(1) != "/"), None)
     if first_open is not None:  # reasoning cut off by max_tokens
         clean = clean[: first_open.start()]

@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING, Any
 # Names load on first use (PEP 562): ``view`` of a built report and ``report --json`` need neither
 # matplotlib nor the page templates, and the viewer needs no statistics.
 _EXPORTS = {
-    "SCHEMA": "_builder", "ReportError": "_builder", "ReportResult": "_builder", "bottom_line": "_builder",
-    "build_report": "_builder", "load_runs": "_builder", "report_data": "_builder",
-    "md_cell": "_markdown", "md_text": "_markdown", "start_server": "_viewer", "write_transcripts": "_viewer",
+    "SCHEMA": "_builder",
+    "ReportError": "_builder",
+    "ReportResult": "_builder",
+    "bottom_line": "_builder",
+    "build_report": "_builder",
+    "load_runs": "_builder",
+    "report_data": "_builder",
+    "md_cell": "_markdown",
+    "md_text": "_markdown",
+    "start_server": "_viewer",
+    "write_transcripts": "_viewer",
 }
 
 if TYPE_CHECKING:

@@ -61,8 +61,10 @@ from moodbench.results import DESCRIPTIONS, FLAG_NAMES, Run, StoreError, load_ru
 from moodbench.results._lock import RunLock, refuse_symlinks, run_dir_of
 
 SCHEMA = "moodbench-report/2"
-ESTIMAND = ("task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
-            "variant reward - baseline reward; then the mean over tasks")
+ESTIMAND = (
+    "task-weighted mean paired difference: per task, the mean over its matched (task, trial) pairs of "
+    "variant reward - baseline reward; then the mean over tasks"
+)
 
 
 class ReportError(UsageError):
@@ -86,8 +88,14 @@ class ReportResult:
 def _labels(runs: list[Run]) -> None:
     """Name runs after their agent model; fall back to the directory name where that is ambiguous (or where an
     imported run holds several agents: its first file's model would name them all)."""
-    models = [str(r.run_dir.name if len({i.get("agent_model") for i in r.config.get("imports") or []}) > 1
-                  else r.config.get("agent_model") or r.run_dir.name) for r in runs]
+    models = [
+        str(
+            r.run_dir.name
+            if len({i.get("agent_model") for i in r.config.get("imports") or []}) > 1
+            else r.config.get("agent_model") or r.run_dir.name
+        )
+        for r in runs
+    ]
     used: set[str] = set()
     for r, model in zip(runs, models):
         label = model if models.count(model) == 1 else f"{model} [{r.run_dir.name}]"
@@ -117,8 +125,10 @@ def load_runs(run_dirs: list[Path], baseline: str) -> list[Run]:
             raise ReportError(str(exc)) from exc
     for r in runs:
         if baseline not in r.variants:
-            raise ReportError(f"baseline {baseline!r} is not a variant of {r.run_dir} (its variants: {', '.join(r.variants) or 'none'}); "
-                              f"pick one with --baseline")
+            raise ReportError(
+                f"baseline {baseline!r} is not a variant of {r.run_dir} (its variants: {', '.join(r.variants) or 'none'}); "
+                f"pick one with --baseline"
+            )
     _labels(runs)
     return runs
 
@@ -131,11 +141,20 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: Repo
     variants, domains = run.variants, run.domains
     cfg = run.config
     a: dict[str, Any] = {
-        "label": run.label, "slug": run.slug, "run_dir": str(run.run_dir),
-        "agent_model": cfg.get("agent_model"), "user_model": cfg.get("user_model") or cfg.get("agent_model"),
-        "judge_model": cfg.get("judge_model"), "source": cfg.get("source"),
-        "trials": run.trials, "domains": domains, "variants": variants, "baseline": baseline,
-        "conversations": len(run.records), "summary": run.summary, "imports": cfg.get("imports") or [],
+        "label": run.label,
+        "slug": run.slug,
+        "run_dir": str(run.run_dir),
+        "agent_model": cfg.get("agent_model"),
+        "user_model": cfg.get("user_model") or cfg.get("agent_model"),
+        "judge_model": cfg.get("judge_model"),
+        "source": cfg.get("source"),
+        "trials": run.trials,
+        "domains": domains,
+        "variants": variants,
+        "baseline": baseline,
+        "conversations": len(run.records),
+        "summary": run.summary,
+        "imports": cfg.get("imports") or [],
         "excluded": {v: sum(1 for r in run.records if r.variant == v and r.excluded) for v in variants},
         "conversation_stats": conversation_stats(run.records, variants),
         "fidelity": fidelity(run.records, baseline, variants),
@@ -143,9 +162,14 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: Repo
     }
     emotions = declared_emotions(cfg, variants, baseline)
     a["emotions"] = emotions
-    a["models"] = {v: {"agent": s.get("agent_models", []), "customer": s.get("user_models", []),
-                       "tau2": sorted({str(x.get("tau2_git_commit")) for x in s.get("sources", []) if x.get("tau2_git_commit")})}
-                   for v, s in run.summary["variants"].items()}
+    a["models"] = {
+        v: {
+            "agent": s.get("agent_models", []),
+            "customer": s.get("user_models", []),
+            "tau2": sorted({str(x.get("tau2_git_commit")) for x in s.get("sources", []) if x.get("tau2_git_commit")}),
+        }
+        for v, s in run.summary["variants"].items()
+    }
     a["pairing"] = pairing_checks(run.records, baseline, variants, cfg)
     rew = reward_effects(run.records, baseline, variants, domains, family=family)
     manip = manipulation_check(run.records, baseline, variants, domains, judge, emotions=emotions)
@@ -174,8 +198,12 @@ def _finish(a: dict[str, Any], family_size: int) -> None:
     a["pass_hat_k"] = [{**tag, **p} for p in rew["pass_hat_k"]]
     a["manipulation_checks"] = [{**tag, **m} for m in manip["checks"]]
     a["dose_response"] = [{**tag, **d} for d in a["dose_response"]]
-    a["methods_comparison"] = [{**tag, **m} for m in methods_comparison(
-        run.records, a["baseline"], emotional, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"])]
+    a["methods_comparison"] = [
+        {**tag, **m}
+        for m in methods_comparison(
+            run.records, a["baseline"], emotional, effects=rew["effects"], checks=manip["checks"], fidelity=a["fidelity"]
+        )
+    ]
     a["bottom_line"] = bottom_line(a)
 
 
@@ -194,34 +222,54 @@ def bottom_line(a: dict[str, Any]) -> str:
     claimed = [r for r in rows if r["claim"] in ("lower", "higher")]
     for r in claimed:
         cav = f" (caveat: {'; '.join(c['short'] for c in r['caveats'])})" if r["caveats"] else ""
-        parts.append(f"{r['claim'].capitalize()} reward with {r['variant']}: {signed(r['diff'])} {ci(*r['ci'])}, "
-                     f"{r['baseline_mean']:.3f} → {r['variant_mean']:.3f} on {r['n_pairs']} pairs, "
-                     f"p(Holm) {pval(r['p_adjusted'])}{cav}.")
+        parts.append(
+            f"{r['claim'].capitalize()} reward with {r['variant']}: {signed(r['diff'])} {ci(*r['ci'])}, "
+            f"{r['baseline_mean']:.3f} → {r['variant_mean']:.3f} on {r['n_pairs']} pairs, "
+            f"p(Holm) {pval(r['p_adjusted'])}{cav}."
+        )
     same = [r["variant"] for r in rows if r["claim"] == "no_difference"]
     if same:
-        mde_txt = (f"; a drop smaller than the MDE {design['mde']:.3f} could be missed" if design.get("mde") is not None else
-                   (f"; no MDE: {design['mde_note']}" if design.get("mde_note") else ""))
+        mde_txt = (
+            f"; a drop smaller than the MDE {design['mde']:.3f} could be missed"
+            if design.get("mde") is not None
+            else (f"; no MDE: {design['mde_note']}" if design.get("mde_note") else "")
+        )
         parts.append(f"No difference claimed for {', '.join(same)} (the data are compatible with no change{mde_txt}).")
     none = {p["variant"] for p in a.get("pairing", []) if p["no_shared_task"]}
     for v in sorted(none):
         parts.append(f"{v} and the baseline {a['baseline']} share no task: there is nothing to compare.")
-    small = [r for r in rows if r["claim"] == "too_few" and r["variant"] not in none
-             and (r["n_tasks"] < MIN_TASKS or r["n_pairs"] < MIN_PAIRS)]
+    small = [
+        r
+        for r in rows
+        if r["claim"] == "too_few" and r["variant"] not in none and (r["n_tasks"] < MIN_TASKS or r["n_pairs"] < MIN_PAIRS)
+    ]
     if small:
-        parts.append("Too few for a claim: " + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in small)
-                     + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs.")
+        parts.append(
+            "Too few for a claim: "
+            + ", ".join(f"{r['variant']} ({r['n_tasks']} tasks, {r['n_pairs']} pairs)" for r in small)
+            + f"; claims need >= {MIN_TASKS} tasks and >= {MIN_PAIRS} pairs."
+        )
     mute = [r for r in rows if r["claim"] == "too_few" and r not in small and r["variant"] not in none]
     if mute:  # large enough, but the data cannot say more (zero spread): say why instead of printing certainty
-        parts.append("No claim possible: " + "; ".join(f"{r['variant']}: {r.get('no_claim_reason') or 'not estimable'}" for r in mute) + ".")
+        parts.append(
+            "No claim possible: "
+            + "; ".join(f"{r['variant']}: {r.get('no_claim_reason') or 'not estimable'}" for r in mute)
+            + "."
+        )
     withdrawn = [r["variant"] for r in rows if r.get("claim_withdrawn")]
     if withdrawn:
-        parts.append(f"Not stated as findings because they do not hold at every value the excluded conversations could have "
-                     f"had (counted as failures and as successes): {', '.join(withdrawn)}.")
+        parts.append(
+            f"Not stated as findings because they do not hold at every value the excluded conversations could have "
+            f"had (counted as failures and as successes): {', '.join(withdrawn)}."
+        )
     if fam.get("family_size"):
         left = fam["planned"] - fam["size"]
-        parts.append(f"Family: one for the whole report, {fam['family_size']} test(s), {fam['size']} of them this run's reward "
-                     f"comparisons ({fam['members']}" + (f"; {left} too_few left out" if left else "")
-                     + f"), Holm, alpha {fam['alpha']:g}.")
+        parts.append(
+            f"Family: one for the whole report, {fam['family_size']} test(s), {fam['size']} of them this run's reward "
+            f"comparisons ({fam['members']}"
+            + (f"; {left} too_few left out" if left else "")
+            + f"), Holm, alpha {fam['alpha']:g}."
+        )
     return " ".join(parts)
 
 
@@ -230,16 +278,28 @@ def bottom_line(a: dict[str, Any]) -> str:
 
 def _thresholds() -> dict[str, Any]:
     return {
-        "alpha": ALPHA, "confidence": CONFIDENCE, "min_tasks": MIN_TASKS, "min_pairs": MIN_PAIRS, "power": POWER,
-        "multiplicity": "holm", "family": "one per report: every claim of every run (reward all/unflagged, dose trends)", "manipulation_score": PRIMARY.key, "manipulation_min_effect": PRIMARY.min_effect,
+        "alpha": ALPHA,
+        "confidence": CONFIDENCE,
+        "min_tasks": MIN_TASKS,
+        "min_pairs": MIN_PAIRS,
+        "power": POWER,
+        "multiplicity": "holm",
+        "family": "one per report: every claim of every run (reward all/unflagged, dose trends)",
+        "manipulation_score": PRIMARY.key,
+        "manipulation_min_effect": PRIMARY.min_effect,
         "manipulation_early_turns": EARLY_TURNS,
-        "fidelity_max_flagged": FIDELITY_MAX_FLAGGED, "fidelity_max_gap": FIDELITY_MAX_GAP,
+        "fidelity_max_flagged": FIDELITY_MAX_FLAGGED,
+        "fidelity_max_gap": FIDELITY_MAX_GAP,
         "excluded_share_caution": EXCLUDED_SHARE_CAUTION,
     }
 
 
-def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any] | None] | None = None,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def report_data(
+    runs: list[Run],
+    baseline: str,
+    judges: dict[str, dict[str, Any] | None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Every number of the report, in report.json's documented shape (``docs/statistics.md``)."""
     say = progress or (lambda _msg: None)
     analyses = []
@@ -251,29 +311,34 @@ def report_data(runs: list[Run], baseline: str, judges: dict[str, dict[str, Any]
     for a in analyses:
         _finish(a, family.size)
     warnings = _warnings(analyses)
-    flat = {key: [x for a in analyses for x in a.pop(key)] for key in
-            ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response", "methods_comparison")}
-    return mask({
-        "schema": SCHEMA,
-        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "baseline": baseline,
-        # "emotion" when some variant is a declared emotion; "variant" for agent-vs-agent or prompt-vs-prompt comparisons
-        "framing": "emotion" if any(a["emotions"] for a in analyses) else "variant",
-        "estimand": ESTIMAND,
-        "method": METHOD,
-        "thresholds": _thresholds(),
-        "family": claim_family,
-        "families": flat["families"],
-        "effects": flat["effects"],
-        "pass_hat_k": flat["pass_hat_k"],
-        "designs": flat["designs"],
-        "manipulation": flat["manipulation_checks"],
-        "dose_response": flat["dose_response"],
-        "methods_comparison": flat["methods_comparison"],
-        "bottom_lines": [{"run": a["label"], "text": a["bottom_line"]} for a in analyses],
-        "warnings": warnings,
-        "runs": analyses,
-    }, secret_values())  # the judge's URL, errors quoting an endpoint: nothing shown or written holds a credential
+    flat = {
+        key: [x for a in analyses for x in a.pop(key)]
+        for key in ("effects", "families", "designs", "pass_hat_k", "manipulation_checks", "dose_response", "methods_comparison")
+    }
+    return mask(
+        {
+            "schema": SCHEMA,
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "baseline": baseline,
+            # "emotion" when some variant is a declared emotion; "variant" for agent-vs-agent or prompt-vs-prompt comparisons
+            "framing": "emotion" if any(a["emotions"] for a in analyses) else "variant",
+            "estimand": ESTIMAND,
+            "method": METHOD,
+            "thresholds": _thresholds(),
+            "family": claim_family,
+            "families": flat["families"],
+            "effects": flat["effects"],
+            "pass_hat_k": flat["pass_hat_k"],
+            "designs": flat["designs"],
+            "manipulation": flat["manipulation_checks"],
+            "dose_response": flat["dose_response"],
+            "methods_comparison": flat["methods_comparison"],
+            "bottom_lines": [{"run": a["label"], "text": a["bottom_line"]} for a in analyses],
+            "warnings": warnings,
+            "runs": analyses,
+        },
+        secret_values(),
+    )  # the judge's URL, errors quoting an endpoint: nothing shown or written holds a credential
 
 
 def build_report(
@@ -303,8 +368,17 @@ def build_report(
         raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}; choose another --out") from None
 
 
-def _build(runs: list[Run], out: Path, baseline: str, judge_model: str | None, judge_base_url: str | None,
-           say: Callable[[str], None], pages: bool, anatomy: bool, t0: float) -> ReportResult:
+def _build(
+    runs: list[Run],
+    out: Path,
+    baseline: str,
+    judge_model: str | None,
+    judge_base_url: str | None,
+    say: Callable[[str], None],
+    pages: bool,
+    anatomy: bool,
+    t0: float,
+) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     judges = judge_runs(runs, judge_model, judge_base_url, out, say)
     data = report_data(runs, baseline, judges, say)
@@ -325,13 +399,23 @@ def _build(runs: list[Run], out: Path, baseline: str, judge_model: str | None, j
 
         index = write_transcripts(runs, data["runs"], out)
         md_path.write_text(markdown(data) + anatomy_markdown(data), encoding="utf-8")
-        html_path.write_text(render(
-            "report.html.j2", data=data, figures=figures, descriptions=DESCRIPTIONS, flag_names=FLAG_NAMES,
-            multi=len(runs) > 1, primary=PRIMARY, pooled=POOLED,
-        ), encoding="utf-8")
+        html_path.write_text(
+            render(
+                "report.html.j2",
+                data=data,
+                figures=figures,
+                descriptions=DESCRIPTIONS,
+                flag_names=FLAG_NAMES,
+                multi=len(runs) > 1,
+                primary=PRIMARY,
+                pooled=POOLED,
+            ),
+            encoding="utf-8",
+        )
     json_path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    return ReportResult(out_dir=out, html=html_path, markdown=md_path, json=json_path, index=index, data=data,
-                        seconds=time.perf_counter() - t0)
+    return ReportResult(
+        out_dir=out, html=html_path, markdown=md_path, json=json_path, index=index, data=data, seconds=time.perf_counter() - t0
+    )
 
 
 _REPORT_FILES = frozenset({"report.json", "report.md", "report.html", "plots", "transcripts"})
@@ -359,8 +443,10 @@ def report_target(out: Path) -> Iterator[None]:
         raise ReportError(f"--out {out} is a file; give a folder for the report pages")
     if out.is_dir() and not out.is_symlink() and not _report_folder(out):
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
-        raise ReportError(f"--out {out} is not empty and not a moodbench report folder (it holds {shown}); moodbench "
-                          "overwrites no file it did not write. Choose a new folder")
+        raise ReportError(
+            f"--out {out} is not empty and not a moodbench report folder (it holds {shown}); moodbench "
+            "overwrites no file it did not write. Choose a new folder"
+        )
     run_dir = run_dir_of(out)
     if run_dir is None:
         yield
@@ -375,8 +461,9 @@ def report_target(out: Path) -> Iterator[None]:
         yield
 
 
-def judge_runs(runs: list[Run], judge_model: str | None, judge_base_url: str | None, cache_dir: Path | None,
-               say: Callable[[str], None]) -> dict[str, dict[str, Any] | None]:
+def judge_runs(
+    runs: list[Run], judge_model: str | None, judge_base_url: str | None, cache_dir: Path | None, say: Callable[[str], None]
+) -> dict[str, dict[str, Any] | None]:
     """The optional LLM emotion judge per run (cached under ``cache_dir`` by prompt hash)."""
     if not judge_model:
         return {}
@@ -385,8 +472,12 @@ def judge_runs(runs: list[Run], judge_model: str | None, judge_base_url: str | N
     out: dict[str, dict[str, Any] | None] = {}
     for r in runs:
         say(f"judging {len(r.records)} conversation(s) of {r.label} with {judge_model}")
-        out[r.slug] = judge_conversations([c for c in r.records if not c.excluded], judge_model, judge_base_url,
-                                          cache_dir / f"judge-cache-{r.slug}.json" if cache_dir else None)
+        out[r.slug] = judge_conversations(
+            [c for c in r.records if not c.excluded],
+            judge_model,
+            judge_base_url,
+            cache_dir / f"judge-cache-{r.slug}.json" if cache_dir else None,
+        )
     return out
 
 
@@ -397,11 +488,21 @@ def _figures(data: dict[str, Any], plot_dir: Path) -> dict[str, dict[str, str]]:
     headline = [e for e in data["effects"] if e["domain"] == POOLED]
     mdes = {d["run"]: d["mde"] for d in data["designs"] if d["domain"] == POOLED}
     figures = {
-        "effects": plots.effect_plot(headline, labels, plot_dir / "effects.png", mdes,
-                                     title=None if data.get("framing") == "emotion" else "Reward difference of each variant vs the baseline"),
+        "effects": plots.effect_plot(
+            headline,
+            labels,
+            plot_dir / "effects.png",
+            mdes,
+            title=None if data.get("framing") == "emotion" else "Reward difference of each variant vs the baseline",
+        ),
         "exit_reasons": plots.exit_reason_plot(
-            [((f"{a['label']} / " if len(labels) > 1 else "") + v, s["exit_reasons"]) for a in data["runs"] for v, s in a["summary"]["variants"].items()],
-            plot_dir / "exit_reasons.png"),
+            [
+                ((f"{a['label']} / " if len(labels) > 1 else "") + v, s["exit_reasons"])
+                for a in data["runs"]
+                for v, s in a["summary"]["variants"].items()
+            ],
+            plot_dir / "exit_reasons.png",
+        ),
     }
     checks = [m for m in data["manipulation"] if m["domain"] == POOLED]
     if checks:

@@ -54,8 +54,9 @@ def _offsets(n: int, width: float = 0.6) -> list[float]:
 CLAIM_STYLE = {"lower": ("o", 1.0), "higher": ("o", 1.0), "no_difference": ("o", 0.8), "too_few": ("o", 0.35)}
 
 
-def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: dict[str, float | None] | None = None,
-                title: str | None = None) -> dict[str, str]:
+def effect_plot(
+    rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: dict[str, float | None] | None = None, title: str | None = None
+) -> dict[str, str]:
     """Reward difference vs baseline with its task-clustered 95% CI, pooled scope; filled = all pairs, hollow =
     pairs without simulator flags. Faint points are ``too_few``; the dashed line is the run's MDE (a drop the
     design detects with 80% power), context for a ``no_difference``, never a threshold for a claim."""
@@ -79,9 +80,19 @@ def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: d
                 if row is None or row["diff"] is None or row["ci"][0] is None:
                     continue
                 marker, alpha = CLAIM_STYLE.get(row["claim"], ("o", 1.0))
-                ax.errorbar(row["diff"], vi + center + slot * dy, xerr=[[row["diff"] - row["ci"][0]], [row["ci"][1] - row["diff"]]],
-                            fmt=marker, color=color, mfc=color if filled else "white", ms=7 if filled else 6, capsize=4 if filled else 3,
-                            lw=1.8 if filled else 1, zorder=3 if filled else 2, alpha=alpha)
+                ax.errorbar(
+                    row["diff"],
+                    vi + center + slot * dy,
+                    xerr=[[row["diff"] - row["ci"][0]], [row["ci"][1] - row["diff"]]],
+                    fmt=marker,
+                    color=color,
+                    mfc=color if filled else "white",
+                    ms=7 if filled else 6,
+                    capsize=4 if filled else 3,
+                    lw=1.8 if filled else 1,
+                    zorder=3 if filled else 2,
+                    alpha=alpha,
+                )
     ax.set_yticks(range(len(variants)))
     ax.set_yticklabels(variants)
     ax.invert_yaxis()
@@ -89,13 +100,17 @@ def effect_plot(rows: list[dict[str, Any]], runs: list[str], path: Path, mdes: d
     ax.set_xlim(-min(1.0, lim * 1.15 + 0.02), min(1.0, lim * 1.15 + 0.02))
     ax.set_xlabel("difference in mean reward vs baseline (variant − baseline), task-clustered 95% CI")
     ax.set_title(title or "Effect of the customer's emotion on the agent's reward")
-    handles = [Line2D([], [], marker="o", color="#444", ls="none", label="all pairs"),
-               Line2D([], [], marker="o", mfc="white", color="#444", ls="none", label="without simulator-flagged pairs"),
-               Line2D([], [], marker="o", color="#444", alpha=0.35, ls="none", label="too few tasks/pairs for a claim")]
+    handles = [
+        Line2D([], [], marker="o", color="#444", ls="none", label="all pairs"),
+        Line2D([], [], marker="o", mfc="white", color="#444", ls="none", label="without simulator-flagged pairs"),
+        Line2D([], [], marker="o", color="#444", alpha=0.35, ls="none", label="too few tasks/pairs for a claim"),
+    ]
     if shown_mde:
         handles.append(Line2D([], [], color="#444", ls="--", label="− MDE (80% power)"))
     if len(runs) > 1:
-        handles += [Line2D([], [], marker="s", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=run) for i, run in enumerate(runs)]
+        handles += [
+            Line2D([], [], marker="s", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=run) for i, run in enumerate(runs)
+        ]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False, fontsize=9)
     ax.grid(axis="x", color="#e5e5e5", lw=0.6)
     return _save(fig, path)
@@ -109,11 +124,20 @@ def exit_reason_plot(groups: list[tuple[str, dict[str, int]]], path: Path) -> di
     left = [0.0] * len(groups)
     for reason in reasons:
         vals = [float(g.get(reason, 0)) for _, g in groups]
-        ax.barh(range(len(groups)), vals, left=left, color=EXIT_COLORS.get(reason, "#bbbbbb"), label=reason, edgecolor="white", lw=0.5)
+        ax.barh(
+            range(len(groups)), vals, left=left, color=EXIT_COLORS.get(reason, "#bbbbbb"), label=reason, edgecolor="white", lw=0.5
+        )
         for i, (x, start) in enumerate(zip(vals, left)):
             if x:
-                ax.text(start + x / 2, i, f"{int(x)}", ha="center", va="center", fontsize=8,
-                        color="white" if reason not in ("task_failed", "agent_no_tool_calls", "user_transfer") else "black")
+                ax.text(
+                    start + x / 2,
+                    i,
+                    f"{int(x)}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if reason not in ("task_failed", "agent_no_tool_calls", "user_transfer") else "black",
+                )
         left = [a + b for a, b in zip(left, vals)]
     ax.set_yticks(range(len(groups)))
     ax.set_yticklabels([name for name, _ in groups])
@@ -124,8 +148,12 @@ def exit_reason_plot(groups: list[tuple[str, dict[str, int]]], path: Path) -> di
     return _save(fig, path)
 
 
-MANIPULATION_PANELS = (("markers_own", "early", "markers/100 words, early turns (primary)"), ("markers_own", "all", "markers/100 words, all turns"),
-                       ("vader_compound", "early", "VADER compound, early turns"), ("judge_own", "all", "LLM judge 0-10, all turns"))
+MANIPULATION_PANELS = (
+    ("markers_own", "early", "markers/100 words, early turns (primary)"),
+    ("markers_own", "all", "markers/100 words, all turns"),
+    ("vader_compound", "early", "VADER compound, early turns"),
+    ("judge_own", "all", "LLM judge 0-10, all turns"),
+)
 
 
 def manipulation_plot(checks: list[dict[str, Any]], runs: list[str], path: Path) -> dict[str, str]:
@@ -134,8 +162,9 @@ def manipulation_plot(checks: list[dict[str, Any]], runs: list[str], path: Path)
     variants = list(dict.fromkeys(c["variant"] for c in checks))
     present = {(s["score"], s["turns"]) for c in checks for s in c["secondary"]}
     panels = [p for p in MANIPULATION_PANELS if (p[0], p[1]) in present]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.2, 0.5 * max(len(variants), 1) + 1.8), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.4 * len(panels) + 1.2, 0.5 * max(len(variants), 1) + 1.8), sharey=True, squeeze=False
+    )
     offs = _offsets(len(runs), 0.4)
     for ai, (key, turns, label) in enumerate(panels):
         ax = axes[0][ai]
@@ -148,8 +177,16 @@ def manipulation_plot(checks: list[dict[str, Any]], runs: list[str], path: Path)
                 if not d or d["diff"] is None or d["ci"][0] is None:
                     continue
                 ok = c is not None and c["status"] == "passed"
-                ax.errorbar(d["diff"], vi + offs[ri], xerr=[[d["diff"] - d["ci"][0]], [d["ci"][1] - d["diff"]]], fmt="o" if ok else "x",
-                            color=color, ms=6, capsize=3, lw=1.5)
+                ax.errorbar(
+                    d["diff"],
+                    vi + offs[ri],
+                    xerr=[[d["diff"] - d["ci"][0]], [d["ci"][1] - d["diff"]]],
+                    fmt="o" if ok else "x",
+                    color=color,
+                    ms=6,
+                    capsize=3,
+                    lw=1.5,
+                )
         ax.set_title(label, fontsize=9)
         ax.set_yticks(range(len(variants)))
         ax.set_yticklabels(variants)
@@ -158,8 +195,16 @@ def manipulation_plot(checks: list[dict[str, Any]], runs: list[str], path: Path)
     axes[0][0].invert_yaxis()
     fig.suptitle("Manipulation check: customers' emotion vs baseline (o = check passed, x = not passed)", fontsize=10)
     if len(runs) > 1:
-        fig.legend(handles=[Line2D([], [], marker="s", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=r) for i, r in enumerate(runs)],
-                   loc="lower center", ncol=min(4, len(runs)), frameon=False, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+        fig.legend(
+            handles=[
+                Line2D([], [], marker="s", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=r) for i, r in enumerate(runs)
+            ],
+            loc="lower center",
+            ncol=min(4, len(runs)),
+            frameon=False,
+            fontsize=8,
+            bbox_to_anchor=(0.5, -0.08),
+        )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -180,11 +225,22 @@ def dose_plot(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
             pts = [lv for lv in r["levels"] if lv["level"] == 0 or (lv["diff"] is not None and lv["ci"][0] is not None)]
             xs = [lv["level"] + 0.06 * (gi - (len(groups) - 1) / 2) for lv in pts]
             ys = [0.0 if lv["level"] == 0 else lv["diff"] for lv in pts]
-            err = [[0.0 if lv["level"] == 0 else lv["diff"] - lv["ci"][0] for lv in pts], [0.0 if lv["level"] == 0 else lv["ci"][1] - lv["diff"] for lv in pts]]
+            err = [
+                [0.0 if lv["level"] == 0 else lv["diff"] - lv["ci"][0] for lv in pts],
+                [0.0 if lv["level"] == 0 else lv["ci"][1] - lv["diff"] for lv in pts],
+            ]
             slope = "–" if r["slope"] is None else f"{r['slope']:+.3f}/level"
             scales = "" if not r.get("scales") else " x " + "/".join("–" if v is None else f"{v:g}" for v in r["scales"].values())
-            ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3, lw=1.4,
-                        label=f"{g[1]} ({g[2]}{scales}{', ' + g[0] if len(groups) > 1 else ''}): {slope}")
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                fmt="o-",
+                color=color,
+                capsize=3,
+                lw=1.4,
+                label=f"{g[1]} ({g[2]}{scales}{', ' + g[0] if len(groups) > 1 else ''}): {slope}",
+            )
         ax.set_xticks([0, 1, 2, 3])
         ax.set_xticklabels(["baseline", "mild", "moderate", "severe"])
         ax.set_ylabel("Δ reward vs baseline" if outcome == "reward" else "Δ markers/100 words (early turns)")
@@ -193,7 +249,6 @@ def dose_plot(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
     fig.suptitle("Dose-response: effect per intensity level, paired with the baseline (95% CI)", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
-
 
 
 RUN_MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -215,32 +270,56 @@ def anatomy_plot(rows: list[dict[str, Any]], runs: list[str], groups: list[list[
         ax.axvline(0, color="#444", lw=0.8, zorder=1)
         for vi, v in enumerate(variants):
             for ri, run in enumerate(runs):  # one errorbar call per series: a report draws this plot every time
-                pts = [(r["diff"], mi + offs[vi * nr + ri], r["ci"]) for mi, m in enumerate(measures)
-                       if (r := index.get((run, v, m))) is not None and r["diff"] is not None]
+                pts = [
+                    (r["diff"], mi + offs[vi * nr + ri], r["ci"])
+                    for mi, m in enumerate(measures)
+                    if (r := index.get((run, v, m))) is not None and r["diff"] is not None
+                ]
                 if not pts:
                     continue
                 lo = [d - (c[0] if c[0] is not None else d) for d, _, c in pts]
                 hi = [(c[1] if c[1] is not None else d) - d for d, _, c in pts]
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], xerr=[lo, hi], fmt=RUN_MARKERS[ri % len(RUN_MARKERS)], ms=4,
-                            capsize=2, lw=1.1, ls="none", color=RUN_COLORS[vi % len(RUN_COLORS)])
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    xerr=[lo, hi],
+                    fmt=RUN_MARKERS[ri % len(RUN_MARKERS)],
+                    ms=4,
+                    capsize=2,
+                    lw=1.1,
+                    ls="none",
+                    color=RUN_COLORS[vi % len(RUN_COLORS)],
+                )
         ax.set_yticks(range(len(measures)))
-        ax.set_yticklabels([m.replace("_", " ") + ("" if any(r["measure"] == m and r["diff"] is not None for r in rows) else " (n/a)")
-                            for m in measures])
+        ax.set_yticklabels(
+            [
+                m.replace("_", " ") + ("" if any(r["measure"] == m and r["diff"] is not None for r in rows) else " (n/a)")
+                for m in measures
+            ]
+        )
         ax.set_ylim(len(measures) - 0.5, -0.5)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="x", color="#eeeeee", lw=0.5)
     if len(groups) > 1:  # behaviours: symmetric log beyond +-1, readable tick labels
         ax = axes[0][1]
-        lim = max([abs(x) for r in rows if r["measure"] in groups[1] for x in (r["diff"], *r["ci"]) if x is not None] + [1.0]) * 1.15
+        lim = (
+            max([abs(x) for r in rows if r["measure"] in groups[1] for x in (r["diff"], *r["ci"]) if x is not None] + [1.0])
+            * 1.15
+        )
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlim(-lim, lim)
         ticks = [t for t in (-100, -30, -10, -3, -1, -0.5, 0, 0.5, 1, 3, 10, 30, 100) if abs(t) <= lim]
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{t:g}" for t in ticks])
         ax.minorticks_off()
-    handles = [Line2D([], [], marker="o", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=v) for i, v in enumerate(variants)]
+    handles = [
+        Line2D([], [], marker="o", color=RUN_COLORS[i % len(RUN_COLORS)], ls="none", label=v) for i, v in enumerate(variants)
+    ]
     if len(runs) > 1:
-        handles += [Line2D([], [], marker=RUN_MARKERS[i % len(RUN_MARKERS)], color="#444", ls="none", label=run) for i, run in enumerate(runs)]
+        handles += [
+            Line2D([], [], marker=RUN_MARKERS[i % len(RUN_MARKERS)], color="#444", ls="none", label=run)
+            for i, run in enumerate(runs)
+        ]
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)) or 1, frameon=False, fontsize=8)
     fig.suptitle("How the agent failed: variant − baseline, task-clustered 95% CI (descriptive)", fontsize=11)
     fig.subplots_adjust(left=0.15, right=0.98, top=0.88, bottom=0.16, wspace=0.5)

@@ -60,8 +60,10 @@ def _messages(c: ConversationRecord) -> list[dict[str, Any]]:
             "role": role,
             "label": {"assistant": "Agent", "user": "Customer", "tool": "Tool result"}.get(str(role), str(role)),
             "content": m.get("content") if isinstance(m.get("content"), str) else None,
-            "tool_calls": [{"name": tc.get("name"), "arguments": _pretty(tc.get("arguments") or {}), "id": tc.get("id")}
-                           for tc in (m.get("tool_calls") or [])],
+            "tool_calls": [
+                {"name": tc.get("name"), "arguments": _pretty(tc.get("arguments") or {}), "id": tc.get("id")}
+                for tc in (m.get("tool_calls") or [])
+            ],
             "error": bool(m.get("error")),
             "turn": m.get("turn_idx"),
             "badges": [],
@@ -78,8 +80,9 @@ def _messages(c: ConversationRecord) -> list[dict[str, Any]]:
             item["badges"].append("invalid JSON arguments")
         if raw.get("finish_reason") == "length":
             item["badges"].append("truncated (max_tokens)")
-        if isinstance(m.get("content"), str) and ("###STOP###" in m["content"] or "###TRANSFER###" in m["content"]
-                                                  or "###OUT-OF-SCOPE###" in m["content"]):
+        if isinstance(m.get("content"), str) and (
+            "###STOP###" in m["content"] or "###TRANSFER###" in m["content"] or "###OUT-OF-SCOPE###" in m["content"]
+        ):
             item["badges"].append("ends the conversation")
         out.append(item)
     return out
@@ -93,13 +96,24 @@ def _reward(info: dict[str, Any] | None) -> dict[str, Any] | None:
         "basis": info.get("reward_basis") or [],
         "breakdown": info.get("reward_breakdown") or {},
         "db": info.get("db_check"),
-        "actions": [{"name": (a.get("action") or {}).get("name"), "arguments": _pretty((a.get("action") or {}).get("arguments") or {}),
-                     "requestor": (a.get("action") or {}).get("requestor"), "match": a.get("action_match"), "reward": a.get("action_reward")}
-                    for a in (info.get("action_checks") or [])],
-        "nl": [{"text": n.get("nl_assertion"), "met": n.get("met"), "justification": n.get("justification")}
-               for n in (info.get("nl_assertions") or [])],
-        "env": [{"text": _pretty(e.get("env_assertion")), "met": e.get("met"), "reward": e.get("reward")}
-                for e in (info.get("env_assertions") or [])],
+        "actions": [
+            {
+                "name": (a.get("action") or {}).get("name"),
+                "arguments": _pretty((a.get("action") or {}).get("arguments") or {}),
+                "requestor": (a.get("action") or {}).get("requestor"),
+                "match": a.get("action_match"),
+                "reward": a.get("action_reward"),
+            }
+            for a in (info.get("action_checks") or [])
+        ],
+        "nl": [
+            {"text": n.get("nl_assertion"), "met": n.get("met"), "justification": n.get("justification")}
+            for n in (info.get("nl_assertions") or [])
+        ],
+        "env": [
+            {"text": _pretty(e.get("env_assertion")), "met": e.get("met"), "reward": e.get("reward")}
+            for e in (info.get("env_assertions") or [])
+        ],
         "communicate": [{"text": x.get("info"), "met": x.get("met")} for x in (info.get("communicate_checks") or [])],
         "info": info.get("info"),
     }
@@ -107,13 +121,22 @@ def _reward(info: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _index_row(run: Run, c: ConversationRecord, href: str) -> dict[str, Any]:
     return {
-        "run": run.label, "run_slug": run.slug,
-        "href": href, "id": c.id, "domain": c.domain, "task": c.task_id, "variant": c.variant, "trial": c.trial,
-        "reward": c.reward, "exit": c.exit_reason.value, "outcome": outcome(c),
+        "run": run.label,
+        "run_slug": run.slug,
+        "href": href,
+        "id": c.id,
+        "domain": c.domain,
+        "task": c.task_id,
+        "variant": c.variant,
+        "trial": c.trial,
+        "reward": c.reward,
+        "exit": c.exit_reason.value,
+        "outcome": outcome(c),
         "flags": [f.replace("user_", "") for f in c.flags.raised()],
         "turns": c.stats.turns,
-        "steering": ({"scale": f"{c.steering.scale:g}", "sha": c.steering.vector_sha256[:12]}
-                     if c.steering is not None else None),
+        "steering": (
+            {"scale": f"{c.steering.scale:g}", "sha": c.steering.vector_sha256[:12]} if c.steering is not None else None
+        ),
         "first_user": (c.user_texts[0][:140] + ("…" if len(c.user_texts[0]) > 140 else "") if c.user_texts else ""),
     }
 
@@ -142,28 +165,48 @@ def write_transcripts(runs: list[Run], analyses: list[dict[str, Any]], out: Path
             fam = families_of(families_spec(c.variant))
             page = render(
                 "transcript.html.j2",
-                run=run.label, run_slug=run_slug, c=c, outcome=outcome(c), description=c.exit_reason.description,
-                messages=_messages(c), reward=_reward(c.reward_info), flags=[(f, getattr(c.flags, f)) for f in FLAG_NAMES],
-                evidence=c.flags.evidence, emotion_block=block.group(0) if block else None,
+                run=run.label,
+                run_slug=run_slug,
+                c=c,
+                outcome=outcome(c),
+                description=c.exit_reason.description,
+                messages=_messages(c),
+                reward=_reward(c.reward_info),
+                flags=[(f, getattr(c.flags, f)) for f in FLAG_NAMES],
+                evidence=c.flags.evidence,
+                emotion_block=block.group(0) if block else None,
                 steering=c.steering.model_dump(mode="json") if c.steering is not None else None,
                 prompted=c.variant != "control" and any(m in ("prompt", "both") for m in methods_of(c.variant)),
-                user_prompt=user_prompt, agent_prompt=agent_prompt, scores=scores, families=fam,
-                tokens={k: int(getattr(c, k)) for k in ("agent_prompt_tokens", "agent_completion_tokens",
-                                                               "user_prompt_tokens", "user_completion_tokens")},
+                user_prompt=user_prompt,
+                agent_prompt=agent_prompt,
+                scores=scores,
+                families=fam,
+                tokens={
+                    k: int(getattr(c, k))
+                    for k in ("agent_prompt_tokens", "agent_completion_tokens", "user_prompt_tokens", "user_completion_tokens")
+                },
                 data=c.model_dump(mode="json", exclude={"simulation"}),
                 siblings=sorted((s for s in siblings[c.pair_key] if s.id != c.id), key=lambda s: order.get(s.variant, 99)),
-                page_name=page_name, outcome_of=outcome,
+                page_name=page_name,
+                outcome_of=outcome,
             )
             (folder / page_name(c)).write_text(page, encoding="utf-8")
             index_rows.append(_index_row(run, c, f"{run_slug}/{page_name(c)}"))
     index_rows.sort(key=lambda r: (r["run"], r["domain"], r["task"], r["trial"], r["variant"]))
     variants = list(dict.fromkeys(v for run in runs for v in run.variants))
     index = root / "index.html"
-    index.write_text(render(
-        "index.html.j2", rows=index_rows, runs=[(r.label, r.slug) for r in runs],
-        variants=variants, exits=sorted({r["exit"] for r in index_rows}), domains=sorted({r["domain"] for r in index_rows}),
-        flags=[f.replace("user_", "") for f in FLAG_NAMES],
-    ), encoding="utf-8")
+    index.write_text(
+        render(
+            "index.html.j2",
+            rows=index_rows,
+            runs=[(r.label, r.slug) for r in runs],
+            variants=variants,
+            exits=sorted({r["exit"] for r in index_rows}),
+            domains=sorted({r["domain"] for r in index_rows}),
+            flags=[f.replace("user_", "") for f in FLAG_NAMES],
+        ),
+        encoding="utf-8",
+    )
     return index
 
 
@@ -208,7 +251,7 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
         if os.path.islink(root):
             return True
         current = root
-        for part in ([] if rel == os.curdir else rel.split(os.sep)):
+        for part in [] if rel == os.curdir else rel.split(os.sep):
             current = os.path.join(current, part)
             if os.path.islink(current):
                 return True
@@ -216,7 +259,9 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
 
     def send_head(self) -> Any:
         if not self._host_ok():
-            self.send_error(421, "Misdirected Request", "this viewer answers only http://127.0.0.1, localhost or [::1] on its own port")
+            self.send_error(
+                421, "Misdirected Request", "this viewer answers only http://127.0.0.1, localhost or [::1] on its own port"
+            )
             return None
         try:
             path = self.translate_path(self.path)
@@ -296,8 +341,9 @@ def _allowed_hosts(port: int) -> frozenset[str]:
     return frozenset(names)
 
 
-def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1",
-                 pair_page: Callable[[str, int, int], str | None] | None = None) -> ThreadingHTTPServer:
+def start_server(
+    directory: Path, port: int = 0, host: str = "127.0.0.1", pair_page: Callable[[str, int, int], str | None] | None = None
+) -> ThreadingHTTPServer:
     """Serve ``directory`` read-only on loopback from a daemon thread; ``port=0`` picks a free port.
 
     ``pair_page``: renders ``transcripts/RUN/pair-BASEID-VARID.html`` for any matched pair the report did not write.
@@ -305,6 +351,7 @@ def start_server(directory: Path, port: int = 0, host: str = "127.0.0.1",
     Requests whose ``Host`` is not a loopback name with the bound port get 421; folders are not listed; nothing
     is served through a symlink; connections time out and are bounded in number.
     """
+
     class Handler(_ViewerHandler):  # one class per server: it knows its own port
         pass
 

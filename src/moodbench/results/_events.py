@@ -39,15 +39,19 @@ class EventLog:
         if self.path.is_symlink():  # appending (and trimming) through it would change a file outside the run
             from moodbench.results._store import StoreError
 
-            raise StoreError(f"{self.path} is a symlink; moodbench writes nothing through a symlink in a run directory. "
-                             "Remove it, or choose another --out")
+            raise StoreError(
+                f"{self.path} is a symlink; moodbench writes nothing through a symlink in a run directory. "
+                "Remove it, or choose another --out"
+            )
         _drop_cut_line(self.path)
         self._lock = threading.Lock()
         self._fh = self.path.open("a", encoding="utf-8")
 
     def emit(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event,
-                           **scrub(fields, self._secrets)}, default=str)
+        line = json.dumps(
+            {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, **scrub(fields, self._secrets)},
+            default=str,
+        )
         with self._lock:
             self._fh.write(line + "\n")
             self._fh.flush()

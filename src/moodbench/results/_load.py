@@ -56,5 +56,12 @@ def load_run(run_dir: Path | str, *, with_payload: bool = True) -> Run:
         records = list(store.records(with_payload=with_payload))
         used = {r.user_prompt_sha256 for r in records} | {r.agent_prompt_sha256 for r in records}
         prompts = {d: t for d in used if d and (t := store.prompt(d)) is not None}
-        return Run(run_dir=run_dir, config=store.get_meta("config") or {}, plan=store.get_meta("plan") or {},
-                   summary=summary, records=records, prompts=prompts, label=run_dir.name)
+        return Run(
+            run_dir=run_dir,
+            config=store.get_meta("config") or {},
+            plan=store.get_meta("plan") or {},
+            summary=summary,
+            records=records,
+            prompts=prompts,
+            label=run_dir.name,
+        )

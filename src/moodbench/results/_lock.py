@@ -58,8 +58,10 @@ class RunLock:
             fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise StoreError(f"{self.path} is a symlink; moodbench follows no symlink in a run directory. "
-                                 "Remove it (or use another directory)") from None
+                raise StoreError(
+                    f"{self.path} is a symlink; moodbench follows no symlink in a run directory. "
+                    "Remove it (or use another directory)"
+                ) from None
             raise StoreError(f"cannot lock {self.run_dir}: {exc.strerror or exc}; is it writable?") from None
         return os.fdopen(fd, "a+", encoding="utf-8")
 
@@ -72,8 +74,10 @@ class RunLock:
                 fh.seek(0)
                 holder = fh.read(4096).strip()
                 fh.close()
-                raise RunDirLocked(f"{self.run_dir} is being written by another moodbench run ({_describe(holder)}); "
-                                   "wait for it to finish or stop it (two writers would lose or duplicate work)") from None
+                raise RunDirLocked(
+                    f"{self.run_dir} is being written by another moodbench run ({_describe(holder)}); "
+                    "wait for it to finish or stop it (two writers would lose or duplicate work)"
+                ) from None
             try:
                 now = os.stat(self.path, follow_symlinks=False)
             except FileNotFoundError:
@@ -86,8 +90,16 @@ class RunLock:
             raise StoreError(f"cannot lock {self.run_dir}: its lock file keeps being replaced")
         fh.seek(0)
         fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.what,  # no argv: it may hold a key
-                             "started_at": datetime.now(UTC).isoformat(timespec="seconds")}))
+        fh.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": self.what,  # no argv: it may hold a key
+                    "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+        )
         fh.flush()
         self._fh = fh
         return self
@@ -135,21 +147,35 @@ def refuse_symlinks(root: Path, what: str) -> None:
     one would reach files outside the run directory. Directories are walked without following links."""
     root = Path(root)
     if root.is_symlink():
-        raise StoreError(f"{what} {root} is a symlink (to {os.readlink(root)}); moodbench writes and serves nothing "
-                         "through a symlink in a run directory. Remove it, or write elsewhere with --out")
+        raise StoreError(
+            f"{what} {root} is a symlink (to {os.readlink(root)}); moodbench writes and serves nothing "
+            "through a symlink in a run directory. Remove it, or write elsewhere with --out"
+        )
     if not root.is_dir():
         return
     for top, dirs, files in os.walk(root):
         for name in dirs + files:
             p = Path(top) / name
             if p.is_symlink():
-                raise StoreError(f"{p} is a symlink (to {os.readlink(p)}); moodbench writes and serves nothing through "
-                                 f"a symlink in a run directory. Remove it (or the whole {root}), or write elsewhere with --out")
+                raise StoreError(
+                    f"{p} is a symlink (to {os.readlink(p)}); moodbench writes and serves nothing through "
+                    f"a symlink in a run directory. Remove it (or the whole {root}), or write elsewhere with --out"
+                )
 
 
 # A run directory's own files: no export may replace them, --force or not.
-_RUN_FILES = frozenset({"results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.sqlite-journal", "manifest.json",
-                        "events.jsonl", "summary.json", LOCK_NAME})
+_RUN_FILES = frozenset(
+    {
+        "results.sqlite",
+        "results.sqlite-wal",
+        "results.sqlite-shm",
+        "results.sqlite-journal",
+        "manifest.json",
+        "events.jsonl",
+        "summary.json",
+        LOCK_NAME,
+    }
+)
 
 
 def check_export_target(out_file: Path, *, force: bool) -> Path | None:
@@ -166,16 +192,22 @@ def check_export_target(out_file: Path, *, force: bool) -> Path | None:
     run_dir = run_dir_of(out_file.parent)
     if run_dir is not None:
         if out_file.name in _RUN_FILES and Path(os.path.abspath(out_file)).parent == run_dir:
-            raise StoreError(f"--out {out_file} is a file of the run directory {run_dir}; moodbench never replaces a run's "
-                             "own files. Export to another path")
+            raise StoreError(
+                f"--out {out_file} is a file of the run directory {run_dir}; moodbench never replaces a run's "
+                "own files. Export to another path"
+            )
         rel = Path(os.path.abspath(out_file)).relative_to(run_dir)
         for i in range(1, len(rel.parts) + 1):
             if (run_dir / Path(*rel.parts[:i])).is_symlink():
-                raise StoreError(f"--out {out_file} goes through the symlink {run_dir / Path(*rel.parts[:i])} in the run "
-                                 f"directory {run_dir}; moodbench writes nothing through a symlink there. Export elsewhere")
+                raise StoreError(
+                    f"--out {out_file} goes through the symlink {run_dir / Path(*rel.parts[:i])} in the run "
+                    f"directory {run_dir}; moodbench writes nothing through a symlink there. Export elsewhere"
+                )
     if (out_file.exists() or out_file.is_symlink()) and not force:
-        raise StoreError(f"--out {out_file} already exists; moodbench overwrites no file it did not create. "
-                         "Choose a new path, or add --force to replace it")
+        raise StoreError(
+            f"--out {out_file} already exists; moodbench overwrites no file it did not create. "
+            "Choose a new path, or add --force to replace it"
+        )
     return run_dir
 
 

@@ -44,7 +44,9 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The manifest of a run directory ({} if there is none); StoreError if it is not a JSON object."""
     path = Path(run_dir) / "manifest.json"
     if path.is_symlink():
-        raise StoreError(f"{path} is a symlink; moodbench reads no symlink in a run directory. Remove it, or choose another --out")
+        raise StoreError(
+            f"{path} is a symlink; moodbench reads no symlink in a run directory. Remove it, or choose another --out"
+        )
     if not path.exists():
         return {}
     try:

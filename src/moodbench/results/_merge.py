@@ -23,8 +23,11 @@ def _check_shards(dirs: list[Path], shards: list[str | None]) -> None:
     seen: dict[str, Path] = {}
     counts = {s.split("/")[1] for s in shards if s}
     if len(counts) > 1:
-        raise StoreError("the run directories are shards of different splits (" + ", ".join(
-            f"{d}: {s or 'unsharded'}" for d, s in zip(dirs, shards)) + "); merge shards of one --shard I/N split")
+        raise StoreError(
+            "the run directories are shards of different splits ("
+            + ", ".join(f"{d}: {s or 'unsharded'}" for d, s in zip(dirs, shards))
+            + "); merge shards of one --shard I/N split"
+        )
     for d, s in zip(dirs, shards):
         key = s or "unsharded"
         if key in seen:
@@ -39,7 +42,9 @@ def _read_own(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StoreError(f"{path} cannot be read ({exc.strerror or exc}); moodbench reads no symlink in a run directory") from None
+        raise StoreError(
+            f"{path} cannot be read ({exc.strerror or exc}); moodbench reads no symlink in a run directory"
+        ) from None
     with os.fdopen(fd, "rb") as fh:
         return fh.read()
 
@@ -97,8 +102,11 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
                 for d in shard_dirs:
                     with Store(d / "results.sqlite", readonly=True) as src:
                         for record in src.records(final_only=False, with_payload=True):
-                            prompts = {role: text for role in ("agent", "user")
-                                       if (text := src.prompt(getattr(record, f"{role}_prompt_sha256") or ""))}
+                            prompts = {
+                                role: text
+                                for role in ("agent", "user")
+                                if (text := src.prompt(getattr(record, f"{role}_prompt_sha256") or ""))
+                            }
                             n += int(target.insert(record, prompts))
                 target.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             with (stage / "events.jsonl").open("ab") as fh:
@@ -113,8 +121,9 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
             os.rename(stage, out_dir)  # atomic; onto an existing directory only when it is still empty
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise StoreError(f"{out_dir} was written by another command during the merge; nothing was changed. "
-                                 "Merge into a new directory") from None
+                raise StoreError(
+                    f"{out_dir} was written by another command during the merge; nothing was changed. Merge into a new directory"
+                ) from None
             raise StoreError(f"cannot move the merged run into {out_dir}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,7 +91,7 @@ _DESCRIPTIONS: dict[ExitReason, str] = {
     ExitReason.LLM_ERROR: "the endpoint failed after retries; excluded from averages and re-run on resume",
     ExitReason.HARNESS_ERROR: "an unexpected error inside moodbench or tau2 (traceback stored); excluded and re-run on resume",
     ExitReason.INFRASTRUCTURE_ERROR: "imported: tau2 recorded that the simulation never ran to an end (infrastructure error or "
-                                     "skipped sample); no reward, left out of averages and pass^k as tau2 does; cannot be re-run",
+    "skipped sample); no reward, left out of averages and pass^k as tau2 does; cannot be re-run",
 }
 DESCRIPTIONS: dict[str, str] = {r.value: d for r, d in _DESCRIPTIONS.items()}
 
@@ -298,24 +298,53 @@ class ConversationRecord(BaseModel):
 
     @cached_property
     def agent_texts(self) -> list[str]:
-        return [m["content"].strip() for m in self.messages
-                if m.get("role") == "assistant" and isinstance(m.get("content"), str) and m["content"].strip()]
+        return [
+            m["content"].strip()
+            for m in self.messages
+            if m.get("role") == "assistant" and isinstance(m.get("content"), str) and m["content"].strip()
+        ]
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def crashed(cls, *, cell_key: str, domain: str, task_id: str, variant: str, trial: int, error: str,
-                finished_at: str, shard: str | None = None) -> ConversationRecord:
+    def crashed(
+        cls,
+        *,
+        cell_key: str,
+        domain: str,
+        task_id: str,
+        variant: str,
+        trial: int,
+        error: str,
+        finished_at: str,
+        shard: str | None = None,
+    ) -> ConversationRecord:
         """A ``harness_error`` record for a conversation that raised past the simulation's own
         handlers, so the failure shows in the summary (and is re-run on resume) instead of
         vanishing into a log."""
-        return cls(cell_key=cell_key, domain=domain, task_id=task_id, variant=variant, trial=trial,
-                   exit_reason=ExitReason.HARNESS_ERROR, wall_seconds=0.0, error=error, finished_at=finished_at,
-                   shard=shard)
+        return cls(
+            cell_key=cell_key,
+            domain=domain,
+            task_id=task_id,
+            variant=variant,
+            trial=trial,
+            exit_reason=ExitReason.HARNESS_ERROR,
+            wall_seconds=0.0,
+            error=error,
+            finished_at=finished_at,
+            shard=shard,
+        )
 
 
 # Integer fields a store keeps as SQLite INTEGERs (64-bit); checked before an INSERT could overflow.
-_INT_FIELDS = ("trial", "seed", "attempt", "agent_prompt_tokens", "agent_completion_tokens", "user_prompt_tokens",
-               "user_completion_tokens")
+_INT_FIELDS = (
+    "trial",
+    "seed",
+    "attempt",
+    "agent_prompt_tokens",
+    "agent_completion_tokens",
+    "user_prompt_tokens",
+    "user_completion_tokens",
+)
 # JSON fields nest no deeper than this (a tau2 transcript nests about 8 levels; pydantic gives up at 255).
 MAX_RECORD_DEPTH = 128
 
@@ -342,10 +371,15 @@ def storable(record: ConversationRecord) -> ConversationRecord:
             record.model_dump_json()
     except (BoundError, ValueError, TypeError, RecursionError) as exc:
         return ConversationRecord.crashed(
-            cell_key=record.cell_key, domain=record.domain, task_id=record.task_id, variant=record.variant,
+            cell_key=record.cell_key,
+            domain=record.domain,
+            task_id=record.task_id,
+            variant=record.variant,
             trial=record.trial if INT64_MIN <= record.trial <= INT64_MAX else 0,
             error=f"the conversation could not be stored as it came back: {str(exc)[:500]}",
-            finished_at=record.finished_at or datetime.now(UTC).isoformat(timespec="seconds"), shard=record.shard)
+            finished_at=record.finished_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            shard=record.shard,
+        )
     return record
 
 

@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS prompts (sha256 TEXT PRIMARY KEY, role TEXT NOT NULL, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS simulations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    {(',' + chr(10) + '    ').join(_column_sql(c) for c in COLUMNS)}
+    {("," + chr(10) + "    ").join(_column_sql(c) for c in COLUMNS)}
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_finished_row_per_cell
     ON simulations(cell_key) WHERE exit_reason NOT IN ({_EXCLUDED_SQL});
@@ -121,8 +121,9 @@ _REQUIRED = {"cell_key", "domain", "task_id", "variant", "trial", "exit_reason"}
 
 
 def _unusable(path: Path, why: str) -> StoreError:
-    return StoreError(f"{path} {why}; nothing was changed. Move it aside (or restore it from a backup), "
-                      "or choose another run directory")
+    return StoreError(
+        f"{path} {why}; nothing was changed. Move it aside (or restore it from a backup), or choose another run directory"
+    )
 
 
 class Store:
@@ -210,12 +211,17 @@ class Store:
         """Refuse another program's SQLite file instead of adding our tables to it."""
         tables = {r["name"] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "simulations" not in tables:
-            raise _unusable(self.path, "is an SQLite database but not a moodbench store (it has no 'simulations' table)"
-                            if tables - {"sqlite_sequence"} else "holds no moodbench tables")
+            raise _unusable(
+                self.path,
+                "is an SQLite database but not a moodbench store (it has no 'simulations' table)"
+                if tables - {"sqlite_sequence"}
+                else "holds no moodbench tables",
+            )
         columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(simulations)")}
         if not _REQUIRED <= columns:
-            raise _unusable(self.path, f"has a 'simulations' table without {', '.join(sorted(_REQUIRED - columns))}: "
-                            "not a moodbench store")
+            raise _unusable(
+                self.path, f"has a 'simulations' table without {', '.join(sorted(_REQUIRED - columns))}: not a moodbench store"
+            )
 
     def _migrate(self) -> None:
         """Add the columns a store written by an older version lacks (their rows read as defaults)."""
@@ -255,8 +261,10 @@ class Store:
             raise _unusable(self.path, f"has unreadable metadata ({key}: {exc})") from None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                          (key, json.dumps(value, sort_keys=True)))
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value, sort_keys=True)),
+        )
 
     # -- prompts -------------------------------------------------------------------------------
     def put_prompt(self, role: str, text: str) -> str:
@@ -285,8 +293,7 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             for role, text in (prompts or {}).items():
                 self.put_prompt(role, text)
-            self.conn.execute(f"INSERT INTO simulations({', '.join(COLUMNS)}) VALUES({', '.join('?' for _ in COLUMNS)})",
-                              values)
+            self.conn.execute(f"INSERT INTO simulations({', '.join(COLUMNS)}) VALUES({', '.join('?' for _ in COLUMNS)})", values)
             self.conn.execute("COMMIT")
             return True
         except sqlite3.IntegrityError:
@@ -307,7 +314,9 @@ class Store:
             try:
                 record = _from_row(r)
             except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-                raise _unusable(self.path, f"holds a row that is not a moodbench record (id {r['id']}: {str(exc)[:200]})") from None
+                raise _unusable(
+                    self.path, f"holds a row that is not a moodbench record (id {r['id']}: {str(exc)[:200]})"
+                ) from None
             if not final_only:
                 yield record
                 continue

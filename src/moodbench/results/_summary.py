@@ -73,8 +73,13 @@ def _block(records: list[ConversationRecord], planned: int, trials: int) -> dict
     }
 
 
-def compute_summary(records: Iterable[ConversationRecord], planned: dict[str, dict[str, int]], trials: int,
-                    variants: list[str], domains: list[str]) -> dict[str, Any]:
+def compute_summary(
+    records: Iterable[ConversationRecord],
+    planned: dict[str, dict[str, int]],
+    trials: int,
+    variants: list[str],
+    domains: list[str],
+) -> dict[str, Any]:
     """``planned``: {domain: {variant: n}} from the run's cells (this shard's, if sharded)."""
     rows = list(records)
     by_variant: dict[str, list[ConversationRecord]] = defaultdict(list)
@@ -86,7 +91,9 @@ def compute_summary(records: Iterable[ConversationRecord], planned: dict[str, di
     return {
         "variants": {v: _block(by_variant.get(v, []), sum(planned.get(d, {}).get(v, 0) for d in domains), trials) for v in order},
         "domains": list(domains),
-        "by_domain": {d: {v: _block(by_dv.get((d, v), []), planned.get(d, {}).get(v, 0), trials) for v in order} for d in domains},
+        "by_domain": {
+            d: {v: _block(by_dv.get((d, v), []), planned.get(d, {}).get(v, 0), trials) for v in order} for d in domains
+        },
         "trials": trials,
     }
 
@@ -109,16 +116,38 @@ def tau2_reproduction(records: list[ConversationRecord], imports: list[dict[str,
         why = []
         a, b = tau2.get("avg_reward"), avg
         if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > 1e-9):
-            why.append(f"avg_reward {_f(b)} here vs {_f(a)} by tau2's rule: " + (
-                f"{tau2['no_reward']} simulation(s) without a reward count as 0 here (as tau2's pass^k counts them) and are "
-                "skipped by tau2's mean" if tau2.get("no_reward") else "unexplained; please report it"))
+            why.append(
+                f"avg_reward {_f(b)} here vs {_f(a)} by tau2's rule: "
+                + (
+                    f"{tau2['no_reward']} simulation(s) without a reward count as 0 here (as tau2's pass^k counts them) and are "
+                    "skipped by tau2's mean"
+                    if tau2.get("no_reward")
+                    else "unexplained; please report it"
+                )
+            )
         for k, v in tau2["pass_hat_k"].items():
             mine = pk.get(k)
             if mine is None or abs(mine - v) > 1e-9:
                 why.append(f"pass^{k} {_f(mine)} here vs {_f(v)} by tau2's rule (unexplained; please report it)")
-        out.append({k: imp.get(k) for k in ("file", "variant", "domain", "agent_model", "user_model", "agent_implementation",
-                                            "user_implementation", "tau2_git_commit", "num_trials", "trials_found", "solo")}
-                   | {"tau2": tau2, "moodbench": ours, "matches": not why, "differences": why})
+        out.append(
+            {
+                k: imp.get(k)
+                for k in (
+                    "file",
+                    "variant",
+                    "domain",
+                    "agent_model",
+                    "user_model",
+                    "agent_implementation",
+                    "user_implementation",
+                    "tau2_git_commit",
+                    "num_trials",
+                    "trials_found",
+                    "solo",
+                )
+            }
+            | {"tau2": tau2, "moodbench": ours, "matches": not why, "differences": why}
+        )
     return out
 
 
@@ -130,16 +159,33 @@ def summary_of_store(store: Store) -> dict[str, Any]:
     plan = store.get_meta("plan") or {}
     config = store.get_meta("config") or {}
     records = list(store.records())
-    data = compute_summary(records, plan.get("planned", {}), int(config.get("trials", 1)),
-                           plan.get("variants", config.get("variants", [])), plan.get("domains", config.get("domains", [])))
+    data = compute_summary(
+        records,
+        plan.get("planned", {}),
+        int(config.get("trials", 1)),
+        plan.get("variants", config.get("variants", [])),
+        plan.get("domains", config.get("domains", [])),
+    )
     imports = list(config.get("imports") or [])
     if imports:
         data["tau2_files"] = tau2_reproduction(records, imports)
         for imp in imports:
             block = data["variants"].get(imp["variant"])
             if block is not None:
-                block.setdefault("sources", []).append({k: imp.get(k) for k in (
-                    "file", "domain", "agent_model", "user_model", "agent_implementation", "user_implementation", "tau2_git_commit")})
+                block.setdefault("sources", []).append(
+                    {
+                        k: imp.get(k)
+                        for k in (
+                            "file",
+                            "domain",
+                            "agent_model",
+                            "user_model",
+                            "agent_implementation",
+                            "user_implementation",
+                            "tau2_git_commit",
+                        )
+                    }
+                )
     return data
 
 

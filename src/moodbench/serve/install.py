@@ -153,23 +153,31 @@ def _missing(found: Path | None, env_var: str, what: str, how: str, binary: str)
         return found
     env = os.environ.get(env_var)
     extra = f" (${env_var}={env} is not an executable file)" if env else ""
-    raise LocalBackendMissing(f"{what} is not installed{extra}.\n{how}:\n    {INSTALL_HINT}\n"
-                              f"or point {env_var} at an existing {binary} binary.")
+    raise LocalBackendMissing(
+        f"{what} is not installed{extra}.\n{how}:\n    {INSTALL_HINT}\nor point {env_var} at an existing {binary} binary."
+    )
 
 
 def llama_server_path() -> Path:
     """The server binary, or :class:`LocalBackendMissing` saying how to install it."""
-    return _missing(find_llama_server(), "MOODBENCH_LLAMA_SERVER", "the local model backend (llama.cpp's llama-server)",
-                    "Install it once (builds llama.cpp portably, with a progress bar: ~4.5-11 min on 2 cores)",
-                    "llama-server")
+    return _missing(
+        find_llama_server(),
+        "MOODBENCH_LLAMA_SERVER",
+        "the local model backend (llama.cpp's llama-server)",
+        "Install it once (builds llama.cpp portably, with a progress bar: ~4.5-11 min on 2 cores)",
+        "llama-server",
+    )
 
 
 def cvector_generator_path() -> Path:
     """The control-vector generator binary, or :class:`LocalBackendMissing` saying how to install it."""
-    return _missing(find_cvector_generator(), "MOODBENCH_CVECTOR_GENERATOR",
-                    "llama.cpp's llama-cvector-generator (builds steering vectors)",
-                    "It is built together with llama-server; an older cache that has only the server is rebuilt once",
-                    "llama-cvector-generator")
+    return _missing(
+        find_cvector_generator(),
+        "MOODBENCH_CVECTOR_GENERATOR",
+        "llama.cpp's llama-cvector-generator (builds steering vectors)",
+        "It is built together with llama-server; an older cache that has only the server is rebuilt once",
+        "llama-cvector-generator",
+    )
 
 
 def ensure_local_backend() -> None:

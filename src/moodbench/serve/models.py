@@ -99,9 +99,7 @@ class LocalModel:
 
 def _parts(prefix: str, module: str, version: str, n: int) -> tuple[CarrierPart, ...]:
     # Order matters: part10 must come after part9, so never sort these names as strings.
-    return tuple(
-        CarrierPart(f"{prefix}{i}", version, f"{module}{i}/data/part{i:02d}.bin") for i in range(1, n + 1)
-    )
+    return tuple(CarrierPart(f"{prefix}{i}", version, f"{module}{i}/data/part{i:02d}.bin") for i in range(1, n + 1))
 
 
 MODELS: dict[str, LocalModel] = {

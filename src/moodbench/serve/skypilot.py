@@ -138,8 +138,9 @@ def cluster_name() -> str:
 
 def endpoint(cluster: str, port: int) -> str | None:
     try:
-        out = subprocess.run(["sky", "status", "--endpoint", str(port), cluster],
-                             capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            ["sky", "status", "--endpoint", str(port), cluster], capture_output=True, text=True, timeout=120, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]

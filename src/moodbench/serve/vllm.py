@@ -49,6 +49,7 @@ LOG_TAIL_LINES = 40
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return _log_tail(path, lines)
 
+
 # Flags moodbench sets itself: given again after `--` they would silently win (argparse
 # keeps the last value) and moodbench would health-check the wrong port / slice the wrong GPUs.
 _OWNED_FLAGS = {
@@ -214,7 +215,7 @@ def _gpu_slices(replicas: int, tp: int, environ: Mapping[str, str]) -> list[str 
             )
     else:
         ids = [str(i) for i in range(replicas * tp)]
-    return [",".join(ids[i * tp:(i + 1) * tp]) for i in range(replicas)]
+    return [",".join(ids[i * tp : (i + 1) * tp]) for i in range(replicas)]
 
 
 def vllm_executable(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -247,8 +248,7 @@ def build_vllm_commands(opts: ServeOptions, environ: Mapping[str, str] | None = 
         flag = arg.split("=", 1)[0]
         if flag in _OWNED_FLAGS:
             raise ServeConfigError(
-                f"{flag} after `--` would override what moodbench sets; use moodbench's "
-                f"{_OWNED_FLAGS[flag]} option instead."
+                f"{flag} after `--` would override what moodbench sets; use moodbench's {_OWNED_FLAGS[flag]} option instead."
             )
     try:
         parsers = resolve_parsers(model, opts.tool_call_parser, opts.reasoning_parser)
@@ -264,8 +264,18 @@ def build_vllm_commands(opts: ServeOptions, environ: Mapping[str, str] | None = 
     specs = []
     for i in range(replicas):
         p = port + i
-        argv = [*exe, "serve", model, "--host", opts.host, "--port", str(p),
-                "--enable-auto-tool-choice", "--tool-call-parser", parsers.tool_parser]
+        argv = [
+            *exe,
+            "serve",
+            model,
+            "--host",
+            opts.host,
+            "--port",
+            str(p),
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            parsers.tool_parser,
+        ]
         if parsers.reasoning_parser:
             argv += ["--reasoning-parser", parsers.reasoning_parser]
         if tp > 1:
@@ -277,10 +287,19 @@ def build_vllm_commands(opts: ServeOptions, environ: Mapping[str, str] | None = 
         argv += extra
         gpus = slices[i]
         env = {"CUDA_VISIBLE_DEVICES": gpus} if gpus is not None else {}
-        specs.append(LaunchSpec(
-            replica=i, model=model, served_model=served, host=opts.host, port=p, argv=argv,
-            env=env, log_path=log_dir / f"vllm-{p}.log", api_key=api_key,
-        ))
+        specs.append(
+            LaunchSpec(
+                replica=i,
+                model=model,
+                served_model=served,
+                host=opts.host,
+                port=p,
+                argv=argv,
+                env=env,
+                log_path=log_dir / f"vllm-{p}.log",
+                api_key=api_key,
+            )
+        )
     return specs
 
 

@@ -122,15 +122,27 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
     agent: BaseAgent
     if choice.builtin:
         agent = registry.get_agent_constructor(AGENT_NAME)(
-            tools=tools, domain_policy=environment.get_policy(), client=s.agent_client,
-            tool_choice=s.tool_choice, recover_text_tool_calls=s.recover_text_tool_calls,
+            tools=tools,
+            domain_policy=environment.get_policy(),
+            client=s.agent_client,
+            tool_choice=s.tool_choice,
+            recover_text_tool_calls=s.recover_text_tool_calls,
         )
     else:
-        agent = construct_agent(choice, tools, environment.get_policy(), s.agent_client, tool_choice=s.tool_choice,
-                                recover_text_tool_calls=s.recover_text_tool_calls)
+        agent = construct_agent(
+            choice,
+            tools,
+            environment.get_policy(),
+            s.agent_client,
+            tool_choice=s.tool_choice,
+            recover_text_tool_calls=s.recover_text_tool_calls,
+        )
     user = registry.get_user_constructor(USER_NAME)(
-        tools=user_tools or None, instructions=str(task.user_scenario), persona_block=s.persona(cell.variant),
-        client=s.customer_client(cell.variant), user_format=s.user_format,
+        tools=user_tools or None,
+        instructions=str(task.user_scenario),
+        persona_block=s.persona(cell.variant),
+        client=s.customer_client(cell.variant),
+        user_format=s.user_format,
     )
     return _Participants(task, environment, agent, user, choice, {t.name for t in tools})
 
@@ -147,11 +159,20 @@ class _Ending:
     error: str | None = None
 
 
-def _orchestrate(cell: Cell, p: _Participants, s: ConversationSettings, seed: int, started_at: str,
-                 t0: float) -> tuple[SimulationRun, _Ending]:
+def _orchestrate(
+    cell: Cell, p: _Participants, s: ConversationSettings, seed: int, started_at: str, t0: float
+) -> tuple[SimulationRun, _Ending]:
     """Run tau2's orchestrator; map every way it can fail onto an exit reason."""
-    orchestrator = Orchestrator(domain=cell.domain, agent=p.agent, user=p.user, environment=p.environment, task=p.task,
-                                max_steps=s.max_steps, max_errors=s.max_errors, seed=seed)
+    orchestrator = Orchestrator(
+        domain=cell.domain,
+        agent=p.agent,
+        user=p.user,
+        environment=p.environment,
+        task=p.task,
+        max_steps=s.max_steps,
+        max_errors=s.max_errors,
+        seed=seed,
+    )
     try:
         return orchestrator.run(), _Ending()
     except LLMCallError as exc:
@@ -161,7 +182,9 @@ def _orchestrate(cell: Cell, p: _Participants, s: ConversationSettings, seed: in
     except EmptyReplyError as exc:
         ending = _Ending(ExitReason.AGENT_ERROR if exc.role == "agent" else ExitReason.USER_ERROR, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a bug must cost one cell, not the run
-        ending = _foreign_agent_error(p, s, exc) or _Ending(ExitReason.HARNESS_ERROR, s.agent_client.redact(traceback.format_exc())[-4000:])
+        ending = _foreign_agent_error(p, s, exc) or _Ending(
+            ExitReason.HARNESS_ERROR, s.agent_client.redact(traceback.format_exc())[-4000:]
+        )
     reason = TerminationReason.USER_ERROR if ending.forced == ExitReason.USER_ERROR else TerminationReason.AGENT_ERROR
     return _partial(orchestrator, cell, seed, started_at, t0, reason), ending
 
@@ -182,8 +205,13 @@ def _foreign_agent_error(p: _Participants, s: ConversationSettings, exc: Excepti
     if (type(exc).__module__ or "").split(".")[0] in ("litellm", "openai", "httpx"):
         return _Ending(ExitReason.LLM_ERROR, detail)
     ours = {"tau2", "moodbench"}
-    users = {f for c in type(p.agent).__mro__ if c.__module__.split(".")[0] not in ours | {"builtins", "abc", "typing"}
-             for f in [getattr(sys.modules.get(c.__module__), "__file__", None)] if f}
+    users = {
+        f
+        for c in type(p.agent).__mro__
+        if c.__module__.split(".")[0] not in ours | {"builtins", "abc", "typing"}
+        for f in [getattr(sys.modules.get(c.__module__), "__file__", None)]
+        if f
+    }
     for filename in reversed(frames):
         if filename in users:
             return _Ending(ExitReason.AGENT_ERROR, detail)
@@ -198,9 +226,17 @@ def _partial(orch: Orchestrator, cell: Cell, seed: int, started_at: str, t0: flo
         messages = orch.get_trajectory()
     except Exception:  # noqa: BLE001
         messages = list(orch.trajectory)
-    return SimulationRun(id=f"{cell.key}#{seed}", task_id=cell.task_id, start_time=started_at, end_time=_now(),
-                         duration=time.perf_counter() - t0, termination_reason=reason, reward_info=None,
-                         messages=messages, seed=seed)
+    return SimulationRun(
+        id=f"{cell.key}#{seed}",
+        task_id=cell.task_id,
+        start_time=started_at,
+        end_time=_now(),
+        duration=time.perf_counter() - t0,
+        termination_reason=reason,
+        reward_info=None,
+        messages=messages,
+        seed=seed,
+    )
 
 
 def _raised_by_domain(exc: BaseException) -> bool:
@@ -213,8 +249,9 @@ def _raised_by_domain(exc: BaseException) -> bool:
     return bool(last) and "/tau2/domains/" in str(last).replace("\\", "/")
 
 
-def _score(cell: Cell, p: _Participants, simulation: SimulationRun, s: ConversationSettings,
-           ending: _Ending) -> tuple[RewardInfo | None, dict[str, Any] | None]:
+def _score(
+    cell: Cell, p: _Participants, simulation: SimulationRun, s: ConversationSettings, ending: _Ending
+) -> tuple[RewardInfo | None, dict[str, Any] | None]:
     """tau2's reward for the conversation (``None`` when it cannot be scored); updates ``ending``."""
     if ending.forced is not None and ending.forced not in _SCORED_ANYWAY:
         return None, None
@@ -247,32 +284,39 @@ def _value(x: Any) -> str | None:
     return getattr(x, "value", x)
 
 
-def _exit_reason(p: _Participants, simulation: SimulationRun, reward: float | None, ending: _Ending,
-                 agent: RoleStats) -> ExitReason:
+def _exit_reason(
+    p: _Participants, simulation: SimulationRun, reward: float | None, ending: _Ending, agent: RoleStats
+) -> ExitReason:
     if ending.forced is not None and ending.forced in (*_NOT_SCORED, ExitReason.CONTEXT_WINDOW_EXCEEDED):
         return ending.forced
     messages = simulation.messages
     last_user = next((m.content for m in reversed(messages) if isinstance(m, UserMessage) and m.content), None)
-    transferred = any(isinstance(m, AssistantMessage) and m.tool_calls and any(tc.name == "transfer_to_human_agents" for tc in m.tool_calls)
-                      for m in messages)
-    return classify(OutcomeInputs(
-        reward=reward,
-        termination_reason=ending.forced.value if ending.forced else _value(simulation.termination_reason),
-        last_user_text=last_user,
-        agent_tool_calls=agent.tool_calls,
-        agent_invalid_calls=agent.invalid_json_calls + agent.unknown_tool_calls,
-        task_needs_agent_tool=task_needs_agent_tool(p.task),
-        transferred=transferred,
-    ))
+    transferred = any(
+        isinstance(m, AssistantMessage) and m.tool_calls and any(tc.name == "transfer_to_human_agents" for tc in m.tool_calls)
+        for m in messages
+    )
+    return classify(
+        OutcomeInputs(
+            reward=reward,
+            termination_reason=ending.forced.value if ending.forced else _value(simulation.termination_reason),
+            last_user_text=last_user,
+            agent_tool_calls=agent.tool_calls,
+            agent_invalid_calls=agent.invalid_json_calls + agent.unknown_tool_calls,
+            task_needs_agent_tool=task_needs_agent_tool(p.task),
+            transferred=transferred,
+        )
+    )
 
 
-def _fidelity(cell: Cell, p: _Participants, messages: list[dict[str, Any]], s: ConversationSettings, ending: _Ending,
-              user_prompt: str) -> FidelityFlags:
+def _fidelity(
+    cell: Cell, p: _Participants, messages: list[dict[str, Any]], s: ConversationSettings, ending: _Ending, user_prompt: str
+) -> FidelityFlags:
     flags = fidelity_flags(messages, scenario_of(p.task), user_prompt=user_prompt)
     if s.judge_fidelity and s.judge_client is not None and ending.forced not in _NOT_SCORED:
         try:
-            flags.judge = judge_fidelity(s.judge_client, messages, str(p.task.user_scenario),
-                                         cell.variant if cell.variant != "control" else "")
+            flags.judge = judge_fidelity(
+                s.judge_client, messages, str(p.task.user_scenario), cell.variant if cell.variant != "control" else ""
+            )
         except LLMCallError as exc:
             flags.judge = {"error": str(exc)}
     return flags
@@ -291,21 +335,42 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
     exit_reason = _exit_reason(p, simulation, reward, ending, agent)
     dumped = simulation.model_dump(mode="json")
     record = ConversationRecord(
-        cell_key=cell.key, domain=cell.domain, task_id=cell.task_id, variant=cell.variant, trial=cell.trial, seed=seed,
-        reward=reward, exit_reason=exit_reason, termination_reason=_value(simulation.termination_reason),
+        cell_key=cell.key,
+        domain=cell.domain,
+        task_id=cell.task_id,
+        variant=cell.variant,
+        trial=cell.trial,
+        seed=seed,
+        reward=reward,
+        exit_reason=exit_reason,
+        termination_reason=_value(simulation.termination_reason),
         reward_info=reward_info.model_dump(mode="json") if reward_info is not None else None,
         simulation=dumped,
-        agent_prompt_sha256=sha256(prompts["agent"]), user_prompt_sha256=sha256(prompts["user"]),
-        agent_model=s.agent_client.spec.model, user_model=s.customer_client(cell.variant).spec.model,
-        agent_prompt_tokens=agent.prompt_tokens, agent_completion_tokens=agent.completion_tokens,
-        user_prompt_tokens=user.prompt_tokens, user_completion_tokens=user.completion_tokens,
+        agent_prompt_sha256=sha256(prompts["agent"]),
+        user_prompt_sha256=sha256(prompts["user"]),
+        agent_model=s.agent_client.spec.model,
+        user_model=s.customer_client(cell.variant).spec.model,
+        agent_prompt_tokens=agent.prompt_tokens,
+        agent_completion_tokens=agent.completion_tokens,
+        user_prompt_tokens=user.prompt_tokens,
+        user_completion_tokens=user.completion_tokens,
         cost_usd=agent.cost_usd + user.cost_usd,
-        wall_seconds=round(time.perf_counter() - t0, 4), started_at=started_at, finished_at=_now(),
-        stats=ConversationStats(agent=agent, user=user, respond_tool_uses=getattr(p.agent, "respond_tool_uses", 0),
-                                turns=sum(1 for m in simulation.messages if isinstance(m, UserMessage) and m.content),
-                                messages=len(simulation.messages), judge=judge_record),
+        wall_seconds=round(time.perf_counter() - t0, 4),
+        started_at=started_at,
+        finished_at=_now(),
+        stats=ConversationStats(
+            agent=agent,
+            user=user,
+            respond_tool_uses=getattr(p.agent, "respond_tool_uses", 0),
+            turns=sum(1 for m in simulation.messages if isinstance(m, UserMessage) and m.content),
+            messages=len(simulation.messages),
+            judge=judge_record,
+        ),
         flags=_fidelity(cell, p, dumped.get("messages") or [], s, ending, prompts["user"]),
-        error=ending.error, shard=s.shard, steering=s.steering.get(cell.variant), agent_impl=p.choice.impl,
+        error=ending.error,
+        shard=s.shard,
+        steering=s.steering.get(cell.variant),
+        agent_impl=p.choice.impl,
         task_facts=task_facts(p.task, simulation.messages, p.environment),
     )
     return record, prompts

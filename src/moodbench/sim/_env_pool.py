@@ -172,8 +172,14 @@ class DBTemplate:
         fields = _record_fields(db, dump)
         record_json = {f: {k: r.model_dump_json() for k, r in getattr(db, f).items()} for f in fields} if fields else {}
         records = {f: dict(getattr(db, f)) for f in fields} if fields else {}
-        return cls(model_cls=type(db), dump=dump, exact_hash=get_dict_hash(dump), record_fields=fields, record_json=record_json,
-                   records=records)
+        return cls(
+            model_cls=type(db),
+            dump=dump,
+            exact_hash=get_dict_hash(dump),
+            record_fields=fields,
+            record_json=record_json,
+            records=records,
+        )
 
     def copy(self) -> BaseModel:
         """A new, independent database equal to the template (validated from its dump)."""
@@ -273,19 +279,31 @@ def _build(domain: str) -> DomainTemplate:
         params = {}
     env = constructor()
     agent_db = DBTemplate.of(env.tools.db) if env.tools is not None and getattr(env.tools, "db", None) is not None else None
-    user_db = DBTemplate.of(env.user_tools.db) if env.user_tools is not None and getattr(env.user_tools, "db", None) is not None else None
+    user_db = (
+        DBTemplate.of(env.user_tools.db)
+        if env.user_tools is not None and getattr(env.user_tools, "db", None) is not None
+        else None
+    )
     tool_env = constructor()  # tools come from an environment nobody else uses
     try:
         user_tools = tool_env.get_user_tools()
     except Exception:  # noqa: BLE001 - tau2 raises when a domain has no user tools
         user_tools = None
-    tpl = DomainTemplate(domain=domain, constructor=constructor, agent_db=agent_db, user_db=user_db,
-                         takes_db="db" in params, takes_user_db="user_db" in params,
-                         tools=tool_env.get_tools(), user_tools=user_tools or None)
+    tpl = DomainTemplate(
+        domain=domain,
+        constructor=constructor,
+        agent_db=agent_db,
+        user_db=user_db,
+        takes_db="db" in params,
+        takes_user_db="user_db" in params,
+        tools=tool_env.get_tools(),
+        user_tools=user_tools or None,
+    )
     # A copy must be indistinguishable from a database loaded from disk; if not, load from disk.
     probe = tpl.new_environment()
     if (agent_db is not None and probe.get_db_hash() != agent_db.exact_hash) or (
-            user_db is not None and probe.get_user_db_hash() != user_db.exact_hash):
+        user_db is not None and probe.get_user_db_hash() != user_db.exact_hash
+    ):
         tpl.takes_db = tpl.takes_user_db = False
         return tpl
     # The same for a shared database, before and after every record was copied by access.

@@ -24,8 +24,9 @@ class JudgeRequired(ValueError):
     """A task's reward needs an NL-assertion judge and the run has none."""
 
 
-def evaluate(domain: str, task: Task, simulation: SimulationRun, judge: ModelClient | None,
-             environment: Environment | None = None) -> tuple[RewardInfo, dict[str, Any] | None]:
+def evaluate(
+    domain: str, task: Task, simulation: SimulationRun, judge: ModelClient | None, environment: Environment | None = None
+) -> tuple[RewardInfo, dict[str, Any] | None]:
     """Return tau2's RewardInfo (NL part judged by ``judge``) and the judge's record, if it was asked.
 
     The DB/action/communicate part is :func:`._reward.score_simulation`: the RewardInfo
@@ -38,7 +39,9 @@ def evaluate(domain: str, task: Task, simulation: SimulationRun, judge: ModelCli
         return score_simulation(simulation, task, domain, environment), None
     stripped = task.model_copy(deep=True)
     assert stripped.evaluation_criteria is not None
-    stripped.evaluation_criteria.reward_basis = [b for b in stripped.evaluation_criteria.reward_basis if b != RewardType.NL_ASSERTION]
+    stripped.evaluation_criteria.reward_basis = [
+        b for b in stripped.evaluation_criteria.reward_basis if b != RewardType.NL_ASSERTION
+    ]
     info = score_simulation(simulation, stripped, domain, environment)
     if info.reward_basis is None:  # terminated prematurely: tau2 already scored 0 without evaluating
         return info, None

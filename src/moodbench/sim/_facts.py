@@ -99,8 +99,11 @@ def scenario_facts(task: Task, write_names: Sequence[str]) -> list[ScenarioFact]
     if all(name_zip):
         identity.append([v for v in name_zip if v])
     if identity:
-        facts.append(ScenarioFact(kind="identity", label="identity (" + " or ".join(" + ".join(a) for a in identity) + ")",
-                                  any_of=identity))
+        facts.append(
+            ScenarioFact(
+                kind="identity", label="identity (" + " or ".join(" + ".join(a) for a in identity) + ")", any_of=identity
+            )
+        )
     used = {v for alt in identity for v in alt}
     for value, key in told.items():
         if value in used or key in _IDENTITY_KEYS or key in _NAME_ZIP:
@@ -157,7 +160,9 @@ def task_facts(task: Task, messages: Sequence[Any], env: Environment | None = No
         env = _typing_environment(domain)
         if env is None:
             raise ValueError(f"no tau2 domain {domain!r} to ask tool types of")
-    gold = [GoldAction(name=a.name, requestor=a.requestor, arguments=dict(a.arguments), write=_is_write(env, a.requestor, a.name))
-            for a in _gold(task)]
+    gold = [
+        GoldAction(name=a.name, requestor=a.requestor, arguments=dict(a.arguments), write=_is_write(env, a.requestor, a.name))
+        for a in _gold(task)
+    ]
     writes = [a.name for a in gold if a.write and a.requestor == "assistant"]
     return TaskFacts(gold_actions=gold, facts=scenario_facts(task, writes), write_calls=write_calls(messages, task, env))

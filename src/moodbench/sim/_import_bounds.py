@@ -37,4 +37,6 @@ def check_results_bounds(data: Any, path: Path) -> None:
             check_int(sim.get("trial"), f"simulation {i}: trial", low=0, high=MAX_TRIALS - 1)
             check_int(sim.get("seed"), f"simulation {i}: seed", low=INT64_MIN, high=INT64_MAX)
     except BoundError as exc:
-        raise UsageError(f"{path}: {exc} (moodbench stores at most {MAX_TRIALS} trials per task and 64-bit seeds); {fix}") from None
+        raise UsageError(
+            f"{path}: {exc} (moodbench stores at most {MAX_TRIALS} trials per task and 64-bit seeds); {fix}"
+        ) from None

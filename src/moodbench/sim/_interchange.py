@@ -111,8 +111,9 @@ def export_tau2(run_dir: Path, out_file: Path, variant: str | None = None, *, fo
         max_steps=int(config.get("max_steps", 100)),
         max_errors=int(config.get("max_errors", 10)),
         user_info=UserInfo(implementation="moodbench_user", llm=user_model, llm_args={"variant": variant or "all"}),
-        agent_info=AgentInfo(implementation=config.get("agent") or "moodbench_agent", llm=agent_model,
-                             llm_args=config.get("agent_args") or {}),
+        agent_info=AgentInfo(
+            implementation=config.get("agent") or "moodbench_agent", llm=agent_model, llm_args=config.get("agent_args") or {}
+        ),
         environment_info=EnvironmentInfo(domain_name=domain, policy="", tool_defs=None),
         seed=config.get("seed"),
     )
@@ -134,9 +135,13 @@ def parse_import_items(args: Sequence[str]) -> list[tuple[Path, str]]:
     for arg in args:
         path, sep, variant = arg.rpartition("=")
         if not sep or not path or not variant:
-            raise UsageError(f"{arg!r} is not FILE=VARIANT; write e.g. results/control.json=control results/frustrated.json=frustration")
+            raise UsageError(
+                f"{arg!r} is not FILE=VARIANT; write e.g. results/control.json=control results/frustrated.json=frustration"
+            )
         if not VARIANT_NAME.match(variant):
-            raise UsageError(f"{arg!r}: variant name {variant!r} may use letters, digits and _ . : @ + - (e.g. frustration:severe)")
+            raise UsageError(
+                f"{arg!r}: variant name {variant!r} may use letters, digits and _ . : @ + - (e.g. frustration:severe)"
+            )
         items.append((Path(path), variant))
     return items
 
@@ -161,7 +166,9 @@ def _existing(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], set[tuple[
         raise UsageError(f"--out {run_dir} is a file; give a directory for the run")
     if not (run_dir / "results.sqlite").is_file():
         if any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-            raise UsageError(f"--out {run_dir} exists and is not a run directory (no results.sqlite); give a new or empty directory")
+            raise UsageError(
+                f"--out {run_dir} exists and is not a run directory (no results.sqlite); give a new or empty directory"
+            )
         return {}, {}, set()
     with Store(run_dir / "results.sqlite", readonly=True) as store:
         config, plan = store.get_meta("config") or {}, store.get_meta("plan") or {}
@@ -174,8 +181,9 @@ def _trials_found(records: list[ConversationRecord]) -> int:
     return max(per.values(), default=1)
 
 
-def _meta(config: dict[str, Any], plan: dict[str, Any], files: list[_File],
-          emotions: dict[str, str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _meta(
+    config: dict[str, Any], plan: dict[str, Any], files: list[_File], emotions: dict[str, str] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     variants = list(plan.get("variants") or config.get("variants") or [])
     domains = list(plan.get("domains") or config.get("domains") or [])
     planned: dict[str, dict[str, int]] = {d: dict(v) for d, v in (plan.get("planned") or {}).items()}
@@ -189,11 +197,24 @@ def _meta(config: dict[str, Any], plan: dict[str, Any], files: list[_File],
             planned.setdefault(r.domain, {}).setdefault(f.variant, 0)
             planned[r.domain][f.variant] += 1
         s = f.source
-        imports.append({"file": str(f.path), "variant": f.variant, "sha256": f.sha256, "simulations": len(f.records),
-                        "domain": s.domain, "agent_model": s.agent_model, "user_model": s.user_model,
-                        "agent_implementation": s.agent_impl, "user_implementation": s.user_impl, "solo": s.solo,
-                        "tau2_git_commit": s.git_commit, "num_trials": s.num_trials, "trials_found": _trials_found([r for r, _ in f.records]),
-                        "tau2_metrics": f.tau2_metrics})
+        imports.append(
+            {
+                "file": str(f.path),
+                "variant": f.variant,
+                "sha256": f.sha256,
+                "simulations": len(f.records),
+                "domain": s.domain,
+                "agent_model": s.agent_model,
+                "user_model": s.user_model,
+                "agent_implementation": s.agent_impl,
+                "user_implementation": s.user_impl,
+                "solo": s.solo,
+                "tau2_git_commit": s.git_commit,
+                "num_trials": s.num_trials,
+                "trials_found": _trials_found([r for r, _ in f.records]),
+                "tau2_metrics": f.tau2_metrics,
+            }
+        )
     trials = max([int(config.get("trials") or 0)] + [_trials_found([r for r, _ in f.records]) for f in files])
     first = files[0].source
     declared = dict(config.get("emotions") or {})
@@ -203,14 +224,25 @@ def _meta(config: dict[str, Any], plan: dict[str, Any], files: list[_File],
         "source": config.get("source", "tau2 import"),
         "agent_model": config.get("agent_model", first.agent_model),
         "user_model": config.get("user_model", first.user_model),
-        "max_steps": config.get("max_steps", first.max_steps), "max_errors": config.get("max_errors", first.max_errors),
+        "max_steps": config.get("max_steps", first.max_steps),
+        "max_errors": config.get("max_errors", first.max_errors),
         "seed": config.get("seed", first.seed),
         **{k: v for k, v in config.items() if k not in ("variants", "domains", "trials", "imports", "emotions")},
-        "variants": variants, "domains": domains, "trials": max(1, trials), "imports": imports, "emotions": declared,
+        "variants": variants,
+        "domains": domains,
+        "trials": max(1, trials),
+        "imports": imports,
+        "emotions": declared,
     }
     cells = sum(len(f.records) for f in files)
-    new_plan = {**plan, "planned": planned, "variants": variants, "domains": domains,
-                "cells": int(plan.get("cells", 0)) + cells, "all_cells": int(plan.get("all_cells", 0)) + cells}
+    new_plan = {
+        **plan,
+        "planned": planned,
+        "variants": variants,
+        "domains": domains,
+        "cells": int(plan.get("cells", 0)) + cells,
+        "all_cells": int(plan.get("all_cells", 0)) + cells,
+    }
     return new_config, new_plan
 
 
@@ -224,8 +256,10 @@ def _declared_emotions(variants: Sequence[str]) -> dict[str, str]:
         try:
             spec = catalog.parse(v)
         except UnknownVariantError as exc:
-            raise UsageError(f"--emotions: variant {v!r} is not an emotion spec of moodbench's catalog ({exc}); import it "
-                             "without --emotions to compare it as a plain variant") from None
+            raise UsageError(
+                f"--emotions: variant {v!r} is not an emotion spec of moodbench's catalog ({exc}); import it "
+                "without --emotions to compare it as a plain variant"
+            ) from None
         if not spec.is_control:
             out[v] = spec.canonical
     return out
@@ -265,12 +299,19 @@ def import_tau2(run_dir: Path, items: Sequence[tuple[Path, str]], *, emotions: b
     counts: dict[str, int] = defaultdict(int)
     for f in files:
         counts[f.variant] += len(f.records)
-    return ImportedRun(run_dir=run_dir, counts=dict(counts), domains=list(new_plan["domains"]), trials=int(new_config["trials"]),
-                       prompts=len(prompts_seen), notes=[n for f in files for n in f.notes])
+    return ImportedRun(
+        run_dir=run_dir,
+        counts=dict(counts),
+        domains=list(new_plan["domains"]),
+        trials=int(new_config["trials"]),
+        prompts=len(prompts_seen),
+        notes=[n for f in files for n in f.notes],
+    )
 
 
-def _import_locked(run_dir: Path, items: Sequence[tuple[Path, str]],
-                   declared: dict[str, str] | None) -> tuple[list[_File], dict[str, Any], dict[str, Any], set[str]]:
+def _import_locked(
+    run_dir: Path, items: Sequence[tuple[Path, str]], declared: dict[str, str] | None
+) -> tuple[list[_File], dict[str, Any], dict[str, Any], set[str]]:
     """The import proper, run while holding ``run_dir``'s lock: read and check every file, build the new
     run directory beside it and swap it in."""
     config, plan, present = _existing(run_dir)
@@ -280,11 +321,15 @@ def _import_locked(run_dir: Path, items: Sequence[tuple[Path, str]],
         by_cell[(f.variant, f.source.domain)].append(f)
     for (v, d), fs in by_cell.items():
         if len(fs) > 1:
-            raise UsageError(f"variant {v!r} is given two files of domain {d!r} ({fs[0].path}, {fs[1].path}); a variant takes one "
-                             "file per domain: merge them with tau2 first or import one as another variant")
+            raise UsageError(
+                f"variant {v!r} is given two files of domain {d!r} ({fs[0].path}, {fs[1].path}); a variant takes one "
+                "file per domain: merge them with tau2 first or import one as another variant"
+            )
         if (v, d) in present:
-            raise UsageError(f"{fs[0].path}: variant {v!r} already has {d!r} conversations in {run_dir}; import this file as another "
-                             f"variant ({fs[0].path}={v}-2) or into a new --out")
+            raise UsageError(
+                f"{fs[0].path}: variant {v!r} already has {d!r} conversations in {run_dir}; import this file as another "
+                f"variant ({fs[0].path}={v}-2) or into a new --out"
+            )
     new_config, new_plan = _meta(config, plan, files, declared)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=run_dir.parent))

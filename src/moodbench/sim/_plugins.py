@@ -60,15 +60,19 @@ def _where(exc: BaseException) -> str:
 def _import(name: str, what: str) -> Any:
     """Import module ``name`` for ``what`` (e.g. "plugin 'x'"), every failure a :class:`PluginError`."""
     if not _MODULE.match(name):
-        hint = " (give a module name, not a file path: put its folder on PYTHONPATH)" if "/" in name or name.endswith(".py") else ""
+        hint = (
+            " (give a module name, not a file path: put its folder on PYTHONPATH)" if "/" in name or name.endswith(".py") else ""
+        )
         raise PluginError(f"{what}: {name!r} is not a Python module name{hint}; example: mypkg.tau2_plugin")
     with _lock:
         try:
             return importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-                raise PluginError(f"{what}: no module named {name!r} on this Python's path; install its package, or put the "
-                                  f"folder that holds it on PYTHONPATH (workers import it by name too)") from None
+                raise PluginError(
+                    f"{what}: no module named {name!r} on this Python's path; install its package, or put the "
+                    f"folder that holds it on PYTHONPATH (workers import it by name too)"
+                ) from None
             raise PluginError(f"{what}: importing {name!r} failed: {type(exc).__name__}: {exc}{_where(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - any error in user code at import is the plugin's problem
             raise PluginError(f"{what}: importing {name!r} raised {type(exc).__name__}: {exc}{_where(exc)}") from None
@@ -125,21 +129,31 @@ def _describe(name: str, cls: type) -> AgentImpl:
     if version is None and module is not None:
         version = getattr(module, "__version__", None)
         version = f"{cls.__module__.split('.')[0]} {version}" if isinstance(version, str) else None
-    return AgentImpl(name=name, cls=f"{cls.__module__}:{cls.__qualname__}", version=version,
-                     sha256=module_sha256(module) if module is not None else None)
+    return AgentImpl(
+        name=name,
+        cls=f"{cls.__module__}:{cls.__qualname__}",
+        version=version,
+        sha256=module_sha256(module) if module is not None else None,
+    )
 
 
 def _check_class(what: str, cls: Any) -> type[BaseAgent]:
     if not inspect.isclass(cls):
-        raise PluginError(f"{what} is a {type(cls).__name__}, not a class; give a tau2 agent class "
-                          "(a subclass of tau2.agent.base.BaseAgent, e.g. of tau2.agent.llm_agent.LLMAgent)")
+        raise PluginError(
+            f"{what} is a {type(cls).__name__}, not a class; give a tau2 agent class "
+            "(a subclass of tau2.agent.base.BaseAgent, e.g. of tau2.agent.llm_agent.LLMAgent)"
+        )
     if not issubclass(cls, BaseAgent):
-        raise PluginError(f"{what} ({cls.__module__}.{cls.__qualname__}) is not a tau2 agent: it must subclass "
-                          "tau2.agent.base.BaseAgent (e.g. tau2.agent.llm_agent.LLMAgent or tau2.agent.base.LocalAgent)")
+        raise PluginError(
+            f"{what} ({cls.__module__}.{cls.__qualname__}) is not a tau2 agent: it must subclass "
+            "tau2.agent.base.BaseAgent (e.g. tau2.agent.llm_agent.LLMAgent or tau2.agent.base.LocalAgent)"
+        )
     if issubclass(cls, (LLMSoloAgent, LLMGTAgent)):
-        raise PluginError(f"{what} is a tau2 solo or ground-truth agent ({cls.__qualname__}): those are given the task's "
-                          "solution or play without a customer, and moodbench measures an agent talking with a customer; "
-                          "use an agent that takes (tools, domain_policy)")
+        raise PluginError(
+            f"{what} is a tau2 solo or ground-truth agent ({cls.__qualname__}): those are given the task's "
+            "solution or play without a customer, and moodbench measures an agent talking with a customer; "
+            "use an agent that takes (tools, domain_policy)"
+        )
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
         raise PluginError(f"{what} ({cls.__qualname__}) is abstract: it does not implement {missing}")
@@ -148,12 +162,18 @@ def _check_class(what: str, cls: Any) -> type[BaseAgent]:
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unfilled = [p.name for p in params.values() if p.default is inspect.Parameter.empty
-                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-                and p.name not in AGENT_ARGS]
+    unfilled = [
+        p.name
+        for p in params.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and p.name not in AGENT_ARGS
+    ]
     if unfilled:
-        raise PluginError(f"{what} ({cls.__qualname__}) needs constructor argument(s) {', '.join(unfilled)} that moodbench "
-                          f"cannot fill; it passes {', '.join(AGENT_ARGS)} by name (see README: Your own agent or domain)")
+        raise PluginError(
+            f"{what} ({cls.__qualname__}) needs constructor argument(s) {', '.join(unfilled)} that moodbench "
+            f"cannot fill; it passes {', '.join(AGENT_ARGS)} by name (see README: Your own agent or domain)"
+        )
     if params and not var_kw and not {"tools", "domain_policy"} <= set(params):
         raise PluginError(f"{what} ({cls.__qualname__}) must accept tools and domain_policy, as tau2's agents do")
     return cls
@@ -185,14 +205,23 @@ def resolve_agent(name: str | None, plugins: tuple[str, ...] = ()) -> AgentChoic
     else:
         if name not in registry.get_agents():
             hint = " (a plugin named with --plugin may register it)" if not plugins else f" after importing {', '.join(plugins)}"
-            raise PluginError(f"agent {name!r} is not registered in tau2's registry{hint}; registered agents: "
-                              f"{', '.join(registry.get_agents())}; or give the class as package.module:Class")
+            raise PluginError(
+                f"agent {name!r} is not registered in tau2's registry{hint}; registered agents: "
+                f"{', '.join(registry.get_agents())}; or give the class as package.module:Class"
+            )
         cls = _check_class(f"agent {name!r}", registry.get_agent_constructor(name))
     return AgentChoice(name=name, cls=cls, impl=_describe(name, cls))
 
 
-def agent_kwargs(cls: type, tools: list[Any], domain_policy: str, client: ModelClient, *, tool_choice: str = "auto",
-                 recover_text_tool_calls: bool = False) -> dict[str, Any]:
+def agent_kwargs(
+    cls: type,
+    tools: list[Any],
+    domain_policy: str,
+    client: ModelClient,
+    *,
+    tool_choice: str = "auto",
+    recover_text_tool_calls: bool = False,
+) -> dict[str, Any]:
     """The constructor arguments moodbench gives a user's agent class, by name (see README).
 
     ``tools`` and ``domain_policy`` as tau2 gives them; ``llm`` (the agent model's litellm string) and
@@ -220,16 +249,26 @@ def agent_kwargs(cls: type, tools: list[Any], domain_policy: str, client: ModelC
     return kwargs
 
 
-def construct_agent(choice: AgentChoice, tools: list[Any], domain_policy: str, client: ModelClient, *,
-                    tool_choice: str = "auto", recover_text_tool_calls: bool = False) -> BaseAgent:
+def construct_agent(
+    choice: AgentChoice,
+    tools: list[Any],
+    domain_policy: str,
+    client: ModelClient,
+    *,
+    tool_choice: str = "auto",
+    recover_text_tool_calls: bool = False,
+) -> BaseAgent:
     """An instance of the user's agent class; a constructor that raises is a :class:`PluginError`."""
-    kwargs = agent_kwargs(choice.cls, tools, domain_policy, client, tool_choice=tool_choice,
-                          recover_text_tool_calls=recover_text_tool_calls)
+    kwargs = agent_kwargs(
+        choice.cls, tools, domain_policy, client, tool_choice=tool_choice, recover_text_tool_calls=recover_text_tool_calls
+    )
     try:
         return choice.cls(**kwargs)
     except Exception as exc:  # noqa: BLE001 - the user's constructor: any error is theirs to fix
-        raise PluginError(f"agent {choice.name!r} ({choice.impl.cls}): its constructor raised {type(exc).__name__}: "
-                          f"{client.redact(str(exc))}{_where(exc)}") from None
+        raise PluginError(
+            f"agent {choice.name!r} ({choice.impl.cls}): its constructor raised {type(exc).__name__}: "
+            f"{client.redact(str(exc))}{_where(exc)}"
+        ) from None
 
 
 def message_stats(messages: list[Any], tool_names: set[str]) -> RoleStats:
@@ -253,8 +292,9 @@ def message_stats(messages: list[Any], tool_names: set[str]) -> RoleStats:
     return stats
 
 
-def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: ModelClient | None, *,
-                tool_choice: str = "auto") -> AgentImpl:
+def check_agent(
+    name: str | None, plugins: Sequence[str], domain: str, client: ModelClient | None, *, tool_choice: str = "auto"
+) -> AgentImpl:
     """Resolve the run's agent and build it once on ``domain``'s tools and policy, before anything runs, so a
     bad class or a constructor that raises is exit 2 at once instead of a failed conversation per cell."""
     from moodbench.sim._env_pool import domain_tools, new_environment
@@ -264,9 +304,11 @@ def check_agent(name: str | None, plugins: Sequence[str], domain: str, client: M
         if client is None:
             raise ValueError("check_agent needs the agent model's client to build a user's agent class")
         if tool_choice != "auto" and "tool_choice" not in inspect.signature(choice.cls).parameters:
-            raise PluginError(f"--tool-choice {tool_choice} is applied by the agent, and agent {name!r} ({choice.impl.cls}) "
-                              "takes no tool_choice argument; drop --tool-choice, or accept tool_choice in its constructor "
-                              "(moodbench's own agent does)")
+            raise PluginError(
+                f"--tool-choice {tool_choice} is applied by the agent, and agent {name!r} ({choice.impl.cls}) "
+                "takes no tool_choice argument; drop --tool-choice, or accept tool_choice in its constructor "
+                "(moodbench's own agent does)"
+            )
         tools, _ = domain_tools(domain)
         construct_agent(choice, tools, new_environment(domain).get_policy(), client, tool_choice=tool_choice)
     return choice.impl

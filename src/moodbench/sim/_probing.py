@@ -38,8 +38,13 @@ def agent_setup(domain: str, tool_choice: str, client: ModelClient) -> tuple[str
     if domain not in known_domains():
         raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())}")
     env = registry.get_env_constructor(domain)()
-    agent = MoodbenchAgent(tools=env.get_tools(), domain_policy=env.get_policy(), client=client, tool_choice=tool_choice,
-                           recover_text_tool_calls=False)
+    agent = MoodbenchAgent(
+        tools=env.get_tools(),
+        domain_policy=env.get_policy(),
+        client=client,
+        tool_choice=tool_choice,
+        recover_text_tool_calls=False,
+    )
     return agent.system_prompt, agent.tool_schemas, sorted(t.name for t in agent.tools)
 
 
@@ -47,15 +52,21 @@ def agent_turn_messages(system_prompt: str, history: Sequence[tuple[str, str]], 
     """tau2's payload for one agent turn: system prompt, tau2's greeting, earlier exchange, the customer's message."""
     msgs: list[Any] = [SystemMessage(role="system", content=system_prompt), AssistantMessage(role="assistant", content=GREETING)]
     for role, text in history:
-        msgs.append(UserMessage(role="user", content=text) if role == "user" else AssistantMessage(role="assistant", content=text))
+        msgs.append(
+            UserMessage(role="user", content=text) if role == "user" else AssistantMessage(role="assistant", content=text)
+        )
     msgs.append(UserMessage(role="user", content=message))
     return to_litellm_messages(msgs)
 
 
 def customer_system_prompt(domain: str, task: Task, persona_block: str | None = None) -> str:
     """The simulated customer's exact system prompt for ``task`` (tau2's, plus the emotion block)."""
-    user = EmotionalUserSimulator(tools=_user_tools(domain), instructions=str(task.user_scenario), persona_block=persona_block,
-                                  client=ModelClient(ModelSpec(model="unused")))  # never called
+    user = EmotionalUserSimulator(
+        tools=_user_tools(domain),
+        instructions=str(task.user_scenario),
+        persona_block=persona_block,
+        client=ModelClient(ModelSpec(model="unused")),
+    )  # never called
     return user.system_prompt
 
 
@@ -69,12 +80,24 @@ class CustomerReply:
     finish_reason: str | None = None
 
 
-def customer_replies(client: ModelClient, domain: str, task: Task, user_format: str, agent_turns: Sequence[str],
-                     persona_block: str | None = None, seed: int | None = None) -> Iterator[CustomerReply]:
+def customer_replies(
+    client: ModelClient,
+    domain: str,
+    task: Task,
+    user_format: str,
+    agent_turns: Sequence[str],
+    persona_block: str | None = None,
+    seed: int | None = None,
+) -> Iterator[CustomerReply]:
     """The customer's reply to each fixed agent turn in order, as tau2 would ask for it; stops early
     on an empty reply, a failed request or a customer tool call (the fixed agent cannot follow)."""
-    user = EmotionalUserSimulator(tools=_user_tools(domain), instructions=str(task.user_scenario), client=client,
-                                  user_format=user_format, persona_block=persona_block)  # type: ignore[arg-type]
+    user = EmotionalUserSimulator(
+        tools=_user_tools(domain),
+        instructions=str(task.user_scenario),
+        client=client,
+        user_format=user_format,  # type: ignore[arg-type]
+        persona_block=persona_block,
+    )
     if seed is not None:
         user.set_seed(seed)
     state = user.get_init_state()
@@ -90,7 +113,9 @@ def customer_replies(client: ModelClient, domain: str, task: Task, user_format: 
         if message.tool_calls:
             yield CustomerReply(agent=agent_text, tool_calls=[t.name for t in message.tool_calls])
             return
-        yield CustomerReply(agent=agent_text, text=message.content or "", finish_reason=(message.raw_data or {}).get("finish_reason"))
+        yield CustomerReply(
+            agent=agent_text, text=message.content or "", finish_reason=(message.raw_data or {}).get("finish_reason")
+        )
 
 
 def user_prompt_for(domain: str, task_id: str | None, persona_block: str | None) -> str:

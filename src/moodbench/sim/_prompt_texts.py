@@ -38,8 +38,13 @@ def _string(node: ast.expr) -> str | None:
     """A string literal, or one with ``.strip()`` / ``.lstrip()`` / ``.rstrip()`` (tau2's style); else None."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
-    if (isinstance(node, ast.Call) and not node.args and not node.keywords and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("strip", "lstrip", "rstrip")):
+    if (
+        isinstance(node, ast.Call)
+        and not node.args
+        and not node.keywords
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("strip", "lstrip", "rstrip")
+    ):
         inner = _string(node.func.value)
         return None if inner is None else str(getattr(inner, node.func.attr)())
     return None

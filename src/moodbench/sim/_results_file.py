@@ -102,20 +102,39 @@ def _source(path: Path, data: dict[str, Any]) -> tuple[_Source, list[str]]:
         env, agent, user = (_dict(info.get(k)) for k in ("environment_info", "agent_info", "user_info"))
         domain = _str(env.get("domain_name"))
         if domain is None:
-            raise UsageError(f"{path}: its info.environment_info names no domain_name, so its tasks cannot be known; "
-                             "moodbench cannot import it")
-        return _Source(domain, _str(agent.get("llm")), _str(user.get("llm")), _str(agent.get("implementation")),
-                       _str(user.get("implementation")), _str(info.get("git_commit")), _int(info.get("num_trials")),
-                       _int(info.get("max_steps")), _int(info.get("max_errors")), _int(info.get("seed")),
-                       _str(env.get("policy")) or "", _str(user.get("global_simulation_guidelines")), True), []
+            raise UsageError(
+                f"{path}: its info.environment_info names no domain_name, so its tasks cannot be known; "
+                "moodbench cannot import it"
+            )
+        return _Source(
+            domain,
+            _str(agent.get("llm")),
+            _str(user.get("llm")),
+            _str(agent.get("implementation")),
+            _str(user.get("implementation")),
+            _str(info.get("git_commit")),
+            _int(info.get("num_trials")),
+            _int(info.get("max_steps")),
+            _int(info.get("max_errors")),
+            _int(info.get("seed")),
+            _str(env.get("policy")) or "",
+            _str(user.get("global_simulation_guidelines")),
+            True,
+        ), []
     domain = _str(data.get("domain"))
     if domain is None:
-        raise UsageError(f"{path} has no tau2 `info` block and names no `domain`, so the tau2 domain of its tasks cannot be "
-                         "known; moodbench cannot import it")
+        raise UsageError(
+            f"{path} has no tau2 `info` block and names no `domain`, so the tau2 domain of its tasks cannot be "
+            "known; moodbench cannot import it"
+        )
     agent_model = _str(data.get("model"))
-    return (_Source(domain, agent_model, None, _str(data.get("agent")), None, None, None, None, None, None, "", None, False),
-            [f"{path.name}: no tau2 `info` block: domain {domain!r} and agent {agent_model or 'unknown'} from its top-level "
-             "fields; the customer model and tau2 version are unknown"])
+    return (
+        _Source(domain, agent_model, None, _str(data.get("agent")), None, None, None, None, None, None, "", None, False),
+        [
+            f"{path.name}: no tau2 `info` block: domain {domain!r} and agent {agent_model or 'unknown'} from its top-level "
+            "fields; the customer model and tau2 version are unknown"
+        ],
+    )
 
 
 def _tasks(path: Path, data: dict[str, Any], domain: str) -> tuple[dict[str, Task], list[str]]:
@@ -130,8 +149,9 @@ def _tasks(path: Path, data: dict[str, Any], domain: str) -> tuple[dict[str, Tas
         try:
             task = Task.model_validate(t)
         except ValidationError as exc:
-            raise UsageError(f"{path}: task {i} is not a tau2 task this tau2 can read ({_first_error(exc)}); moodbench cannot "
-                             "import it") from None
+            raise UsageError(
+                f"{path}: task {i} is not a tau2 task this tau2 can read ({_first_error(exc)}); moodbench cannot import it"
+            ) from None
         out[task.id] = task
     return out, []
 
@@ -147,9 +167,11 @@ def _sim(path: Path, i: int, raw: Any) -> _Sim:
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: simulation {i} is a {type(raw).__name__}, not a tau2 simulation; moodbench cannot import it")
     if raw.get("task_id") in (None, ""):
-        raise UsageError(f"{path}: simulation {i} ({raw.get('id', 'no id')}) has no task_id, so it cannot be matched to a task "
-                         "or paired with another variant; files of the tau2 version that stored only id, messages and reward "
-                         "cannot be imported")
+        raise UsageError(
+            f"{path}: simulation {i} ({raw.get('id', 'no id')}) has no task_id, so it cannot be matched to a task "
+            "or paired with another variant; files of the tau2 version that stored only id, messages and reward "
+            "cannot be imported"
+        )
     d = dict(raw)
     d["task_id"] = str(d["task_id"])
     term = d.get("termination_reason")
@@ -164,8 +186,10 @@ def _sim(path: Path, i: int, raw: Any) -> _Sim:
     try:
         sim = SimulationRun.model_validate(d)
     except ValidationError as exc:
-        raise UsageError(f"{path}: simulation {i} ({d.get('id')}) does not read as a tau2 simulation ({_first_error(exc)}); "
-                         "moodbench cannot import this file") from None
+        raise UsageError(
+            f"{path}: simulation {i} ({d.get('id')}) does not read as a tau2 simulation ({_first_error(exc)}); "
+            "moodbench cannot import this file"
+        ) from None
     reward_info = raw.get("reward_info")
     reward = reward_info.get("reward") if isinstance(reward_info, dict) else None
     return _Sim(sim, term if isinstance(term, str) else None, float(reward) if isinstance(reward, (int, float)) else None)
@@ -232,39 +256,69 @@ def _record(src: _Source, s: _Sim, task: Task, variant: str, trial: int) -> tupl
     error = None
     if sim.skipped or s.termination == NOT_RUN:
         exit_reason, reward = ExitReason.INFRASTRUCTURE_ERROR, None
-        error = ("tau2 skipped this sample after an error (skip_failed_samples)" if sim.skipped else
-                 "tau2 recorded an infrastructure error: the simulation never ran to an end")
+        error = (
+            "tau2 skipped this sample after an error (skip_failed_samples)"
+            if sim.skipped
+            else "tau2 recorded an infrastructure error: the simulation never ran to an end"
+        )
     else:
         if reward is None:
             reward = 0.0
-            error = ("the file stores no reward for this simulation: counted as a failure (reward 0), as tau2's pass^k and "
-                     "the leaderboard count it")
+            error = (
+                "the file stores no reward for this simulation: counted as a failure (reward 0), as tau2's pass^k and "
+                "the leaderboard count it"
+            )
         last_user = next((m.content for m in reversed(sim.messages) if isinstance(m, UserMessage) and m.content), None)
         calls = [tc for m in sim.messages if isinstance(m, AssistantMessage) for tc in (m.tool_calls or [])]
-        exit_reason = classify(OutcomeInputs(
-            reward=reward, termination_reason=s.termination, last_user_text=last_user, agent_tool_calls=len(calls),
-            agent_invalid_calls=0, task_needs_agent_tool=task_needs_agent_tool(task),
-            transferred=any(tc.name == "transfer_to_human_agents" for tc in calls)))
+        exit_reason = classify(
+            OutcomeInputs(
+                reward=reward,
+                termination_reason=s.termination,
+                last_user_text=last_user,
+                agent_tool_calls=len(calls),
+                agent_invalid_calls=0,
+                task_needs_agent_tool=task_needs_agent_tool(task),
+                transferred=any(tc.name == "transfer_to_human_agents" for tc in calls),
+            )
+        )
     cost = (sim.agent_cost or 0.0) + (sim.user_cost or 0.0)
     flags = fidelity_flags(messages, scenario_of(task), user_prompt=prompts.get("user"), solo=src.solo)
     flags.evidence["task_facts"] = _facts_found(task_facts(task), messages)
     record = ConversationRecord(
-        cell_key=Cell(src.domain, sim.task_id, variant, trial).key, domain=src.domain, task_id=sim.task_id, variant=variant,
-        trial=trial, seed=sim.seed, reward=reward, exit_reason=exit_reason, termination_reason=s.termination,
-        reward_info=sim.reward_info.model_dump(mode="json") if sim.reward_info is not None else None, simulation=dumped,
+        cell_key=Cell(src.domain, sim.task_id, variant, trial).key,
+        domain=src.domain,
+        task_id=sim.task_id,
+        variant=variant,
+        trial=trial,
+        seed=sim.seed,
+        reward=reward,
+        exit_reason=exit_reason,
+        termination_reason=s.termination,
+        reward_info=sim.reward_info.model_dump(mode="json") if sim.reward_info is not None else None,
+        simulation=dumped,
         agent_prompt_sha256=sha256(prompts["agent"]) if "agent" in prompts else None,
         user_prompt_sha256=sha256(prompts["user"]) if "user" in prompts else None,
-        agent_model=src.agent_model, user_model=src.user_model, cost_usd=cost,
-        wall_seconds=sim.duration, started_at=sim.start_time or None, finished_at=sim.end_time or None,
-        stats=ConversationStats(turns=sum(1 for m in sim.messages if isinstance(m, UserMessage) and m.content), messages=len(sim.messages)),
-        flags=flags, error=error, task_facts=_task_facts(task, sim, src.domain),
+        agent_model=src.agent_model,
+        user_model=src.user_model,
+        cost_usd=cost,
+        wall_seconds=sim.duration,
+        started_at=sim.start_time or None,
+        finished_at=sim.end_time or None,
+        stats=ConversationStats(
+            turns=sum(1 for m in sim.messages if isinstance(m, UserMessage) and m.content), messages=len(sim.messages)
+        ),
+        flags=flags,
+        error=error,
+        task_facts=_task_facts(task, sim, src.domain),
     )
     return record, prompts
 
 
-TAU2_RULE = ("tau2's metrics (upstream tau2 agent_metrics): infrastructure errors and skipped samples left out; success "
-             "|reward - 1| <= 1e-6, a missing reward a failure; avg_reward the mean of the stored rewards (a missing one skipped); "
-             "pass^k per task C(c,k)/C(n,k), mean over tasks, k up to num_trials lowered to the smallest trial count of any task")
+TAU2_RULE = (
+    "tau2's metrics (upstream tau2 agent_metrics): infrastructure errors and skipped samples left out; success "
+    "|reward - 1| <= 1e-6, a missing reward a failure; avg_reward the mean of the stored rewards (a missing one skipped); "
+    "pass^k per task C(c,k)/C(n,k), mean over tasks, k up to num_trials lowered to the smallest trial count of any task"
+)
 
 
 def tau2_file_metrics(sims: Sequence[tuple[str, str | None, float | None, bool]], num_trials: int | None) -> dict[str, Any]:
@@ -284,12 +338,17 @@ def tau2_file_metrics(sims: Sequence[tuple[str, str | None, float | None, bool]]
         k_max = min(k_max, num_trials)
     return {
         "rule": TAU2_RULE,
-        "simulations": len(evaluated), "tasks": len(by_task), "not_run": len(sims) - len(evaluated),
+        "simulations": len(evaluated),
+        "tasks": len(by_task),
+        "not_run": len(sims) - len(evaluated),
         "no_reward": len(evaluated) - len(rewards),
         "avg_reward": sum(rewards) / len(rewards) if rewards else None,
-        "pass_hat_k": {str(k): sum(comb(sum(v), k) / comb(len(v), k) for v in by_task.values()) / len(by_task)
-                       for k in range(1, k_max + 1)},
+        "pass_hat_k": {
+            str(k): sum(comb(sum(v), k) / comb(len(v), k) for v in by_task.values()) / len(by_task) for k in range(1, k_max + 1)
+        },
     }
+
+
 def _task_facts(task: Task, sim: SimulationRun, domain: str) -> TaskFacts | None:
     """The failure anatomy's task facts (sim._facts); none for a domain this tau2 does not know."""
     from moodbench.sim._facts import _typing_environment, task_facts
@@ -305,12 +364,16 @@ def _read(path: Path, variant: str) -> _File:
     try:
         data = json.loads(raw_bytes)
     except (ValueError, RecursionError) as exc:
-        raise UsageError(f"{path} is not JSON ({exc}); give the Results file that `tau2 run` or `moodbench export` wrote") from None
+        raise UsageError(
+            f"{path} is not JSON ({exc}); give the Results file that `tau2 run` or `moodbench export` wrote"
+        ) from None
     check_results_bounds(data, path)
     if not isinstance(data, dict) or not isinstance(data.get("simulations"), list):
         keys = ", ".join(sorted(data)[:8]) if isinstance(data, dict) else type(data).__name__
-        raise UsageError(f"{path} is not a tau2 Results file (it needs a `simulations` list, with `info` and `tasks`; it has: "
-                         f"{keys}); give the Results JSON that `tau2 run` wrote (not its *_results.json metrics summary)")
+        raise UsageError(
+            f"{path} is not a tau2 Results file (it needs a `simulations` list, with `info` and `tasks`; it has: "
+            f"{keys}); give the Results JSON that `tau2 run` wrote (not its *_results.json metrics summary)"
+        )
     src, notes = _source(path, data)
     tasks, more = _tasks(path, data, src.domain)
     notes += more
@@ -329,8 +392,10 @@ def _read(path: Path, variant: str) -> _File:
         task = tasks.get(sim.task_id)
         if task is None:
             where = "the file's" if src.has_info and data.get("tasks") is not None else f"the installed tau2's {src.domain!r}"
-            raise UsageError(f"{path}: simulation {i} ({sim.id}) is of task {sim.task_id!r}, which is not among {where} "
-                             f"{len(tasks)} task(s); its conversations cannot be scored or paired, so the file cannot be imported")
+            raise UsageError(
+                f"{path}: simulation {i} ({sim.id}) is of task {sim.task_id!r}, which is not among {where} "
+                f"{len(tasks)} task(s); its conversations cannot be scored or paired, so the file cannot be imported"
+            )
         trial = sim.trial
         if trial is None:  # older tau2 files: number the trials of each task in file order
             trial = next_trial[sim.task_id]
@@ -338,16 +403,20 @@ def _read(path: Path, variant: str) -> _File:
                 notes.append(f"{path.name}: simulations carry no trial number; numbered per task in file order")
         next_trial[sim.task_id] = max(next_trial[sim.task_id], trial + 1)
         if (sim.task_id, trial) in seen and not sim.skipped:
-            raise UsageError(f"{path}: task {sim.task_id!r} trial {trial} appears twice (simulation {i}, {sim.id}); a Results file "
-                             "holds one simulation per task and trial, so its pairs would be ambiguous: split the file so that each "
-                             "copy is in its own file and import them as two variants")
+            raise UsageError(
+                f"{path}: task {sim.task_id!r} trial {trial} appears twice (simulation {i}, {sim.id}); a Results file "
+                "holds one simulation per task and trial, so its pairs would be ambiguous: split the file so that each "
+                "copy is in its own file and import them as two variants"
+            )
         if not sim.skipped:
             seen.add((sim.task_id, trial))
         per_task[sim.task_id] += 1
         records.append(_record(src, s, task, variant, trial))
     found = max(per_task.values())
     if src.num_trials is not None and src.num_trials != found:
-        notes.append(f"{path.name}: its info says num_trials {src.num_trials}; it holds at most {found} simulation(s) per task, "
-                     f"so {found} trial(s) are counted")
+        notes.append(
+            f"{path.name}: its info says num_trials {src.num_trials}; it holds at most {found} simulation(s) per task, "
+            f"so {found} trial(s) are counted"
+        )
     metrics = tau2_file_metrics([(s.sim.task_id, s.termination, s.reward, bool(s.sim.skipped)) for s in sims], src.num_trials)
     return _File(path, variant, hashlib.sha256(raw_bytes).hexdigest(), src, records, metrics, sorted(set(notes)))

@@ -53,8 +53,9 @@ class DBState:
     changed: dict[tuple[str, str], str | None] | None
 
 
-def db_state(db: Any, template: DBTemplate | None, *, exact: bool = False,
-             records: dict[tuple[str, str], Any] | None = None) -> DBState:
+def db_state(
+    db: Any, template: DBTemplate | None, *, exact: bool = False, records: dict[tuple[str, str], Any] | None = None
+) -> DBState:
     """The comparable state of one database (``None`` database: no such side in this domain).
 
     ``records``: ``template.changed_records(db)`` when the caller already has it.
@@ -173,8 +174,9 @@ def environment_reward(domain: str, task: Task, trajectory: list[Message], envir
     if crit is None:
         return RewardInfo(reward=1.0, info={"note": "No evaluation criteria"})
     if crit.actions is None and crit.env_assertions is None:
-        return RewardInfo(reward=1.0, db_check=DBCheck(db_match=True, db_reward=1.0),
-                          info={"note": "No expected actions or env assertions"})
+        return RewardInfo(
+            reward=1.0, db_check=DBCheck(db_match=True, db_reward=1.0), info={"note": "No expected actions or env assertions"}
+        )
     tpl = domain_template(domain)
     if environment is None:
         data, actions, _ = _initial(task)
@@ -201,8 +203,13 @@ def environment_reward(domain: str, task: Task, trajectory: list[Message], envir
     if RewardType.ENV_ASSERTION in crit.reward_basis:
         breakdown[RewardType.ENV_ASSERTION] = assertion_reward
         reward *= assertion_reward
-    return RewardInfo(reward=reward, db_check=DBCheck(db_match=db_match, db_reward=db_reward), env_assertions=checks,
-                      reward_basis=crit.reward_basis, reward_breakdown=breakdown)
+    return RewardInfo(
+        reward=reward,
+        db_check=DBCheck(db_match=db_match, db_reward=db_reward),
+        env_assertions=checks,
+        reward_basis=crit.reward_basis,
+        reward_breakdown=breakdown,
+    )
 
 
 def score_simulation(simulation: SimulationRun, task: Task, domain: str, environment: Environment | None = None) -> RewardInfo:
@@ -211,8 +218,11 @@ def score_simulation(simulation: SimulationRun, task: Task, domain: str, environ
     Pass ``environment`` (the environment the conversation ran in) to skip tau2's replay.
     """
     if simulation.termination_reason not in _STOPPED:
-        return RewardInfo(reward=0.0, reward_basis=None, info={
-            "note": f"Simulation terminated prematurely. Termination reason: {simulation.termination_reason.value}"})
+        return RewardInfo(
+            reward=0.0,
+            reward_basis=None,
+            info={"note": f"Simulation terminated prematurely. Termination reason: {simulation.termination_reason.value}"},
+        )
     crit = task.evaluation_criteria
     if crit is None:
         return RewardInfo(reward=1.0, reward_basis=None, info={"note": "No evaluation criteria"})

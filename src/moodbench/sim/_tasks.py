@@ -20,8 +20,10 @@ def known_domains() -> list[str]:
 def load_domain_tasks(domain: str, split: str | None = None) -> list[Task]:
     """The tasks of ``domain`` (optionally one tau2 task split), in tau2's order."""
     if domain not in known_domains():
-        raise UsageError(f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())} (a domain of your own is "
-                         "registered by a plugin module: name it with --plugin MODULE)")
+        raise UsageError(
+            f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())} (a domain of your own is "
+            "registered by a plugin module: name it with --plugin MODULE)"
+        )
     from moodbench.sim._tau2 import load_tasks
 
     try:

@@ -44,8 +44,10 @@ class EmotionalUserSimulator(UserSimulator):
     ):
         super().__init__(tools=tools, instructions=instructions, llm=llm, llm_args=llm_args)
         if user_format == "completion" and tools:
-            raise ValueError("the completion user format gives the customer no tools, and this domain's customers act "
-                             "on their own device (telecom): use --user-format tau2 or transcript here")
+            raise ValueError(
+                "the completion user format gives the customer no tools, and this domain's customers act "
+                "on their own device (telecom): use --user-format tau2 or transcript here"
+            )
         if client is None:
             raise ValueError("EmotionalUserSimulator needs a ModelClient")
         self.persona_block = persona_block
@@ -117,15 +119,20 @@ class EmotionalUserSimulator(UserSimulator):
             user_message = UserMessage(
                 role="user",
                 content=None,
-                tool_calls=[ToolCall(id=t.id, name=t.name, arguments=t.arguments, requestor="user") for t in completion.tool_calls],
+                tool_calls=[
+                    ToolCall(id=t.id, name=t.name, arguments=t.arguments, requestor="user") for t in completion.tool_calls
+                ],
                 cost=completion.cost_usd,
                 usage=usage,
                 raw_data=raw_data,
             )
         else:
             if not completion.content or not completion.content.strip():
-                detail = ("called a tool although the customer has no tools, and wrote no text"
-                          if completion.tool_calls else "returned an empty reply")
+                detail = (
+                    "called a tool although the customer has no tools, and wrote no text"
+                    if completion.tool_calls
+                    else "returned an empty reply"
+                )
                 raise EmptyReplyError("user", completion.raw_content, detail)
             user_message = UserMessage(
                 role="user", content=completion.content, cost=completion.cost_usd, usage=usage, raw_data=raw_data

@@ -84,6 +84,7 @@ __all__ = [
     "summarize_scale",
 ]
 
+
 @dataclass
 class Calibration:
     """A calibration result (:meth:`to_dict` is the stored JSON)."""
@@ -329,9 +330,14 @@ def shipped_calibration(vec: SteeringVector, fmt: str) -> dict[str, Any] | None:
         if not entry.name.endswith(".calibration.json"):
             continue
         data = json.loads(entry.read_text(encoding="utf-8"))
-        if (data.get("model_sha256") == vec.model_sha256 and data.get("pairs_sha256") == vec.pairs_sha256
-                and data.get("method") == vec.method and tuple(data.get("layers") or ()) == tuple(vec.layers)
-                and data.get("format") == fmt and data.get("emotion") == vec.emotion):
+        if (
+            data.get("model_sha256") == vec.model_sha256
+            and data.get("pairs_sha256") == vec.pairs_sha256
+            and data.get("method") == vec.method
+            and tuple(data.get("layers") or ()) == tuple(vec.layers)
+            and data.get("format") == fmt
+            and data.get("emotion") == vec.emotion
+        ):
             return {**data, "vector_sha256": vec.sha256, "shipped": entry.name}
     return None
 

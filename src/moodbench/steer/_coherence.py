@@ -251,7 +251,9 @@ def suggest_tasks(n_tasks: int, se: float | None, target: float) -> int | None:
     return max(n_tasks + 1, math.ceil(need))
 
 
-def judge_one(rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], thresholds: dict[str, float]) -> tuple[bool, list[str]]:
+def judge_one(
+    rows: list[dict[str, Any]], base_rows: list[dict[str, Any]], thresholds: dict[str, float]
+) -> tuple[bool, list[str]]:
     """One dose (e.g. a prompted level) against the baseline by the same credible-excess rule."""
     d = decide({0.0: base_rows, 1.0: rows}, thresholds)
     return d.coherent[1.0], d.why[1.0]

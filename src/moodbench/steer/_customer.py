@@ -133,24 +133,56 @@ def customer_conversation(
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown customer format {fmt!r}; formats: {', '.join(FORMATS)}")
-    spec = ModelSpec(model=f"openai/{model}", base_urls=(base_url,), args={"temperature": temperature}, max_tokens=max_tokens,
-                     timeout_s=timeout_s, max_retries=1, empty_retries=0)
+    spec = ModelSpec(
+        model=f"openai/{model}",
+        base_urls=(base_url,),
+        args={"temperature": temperature},
+        max_tokens=max_tokens,
+        timeout_s=timeout_s,
+        max_retries=1,
+        empty_retries=0,
+    )
     key = f"{script.domain}:{script.task_id}"
     out: list[CustomerTurn] = []
-    replies = customer_replies(ModelClient(spec), script.domain, find_task(script.domain, script.task_id), fmt, script.turns,
-                               persona_block=persona_block, seed=seed)
+    replies = customer_replies(
+        ModelClient(spec),
+        script.domain,
+        find_task(script.domain, script.task_id),
+        fmt,
+        script.turns,
+        persona_block=persona_block,
+        seed=seed,
+    )
     for k, reply in enumerate(replies):
         if reply.error is not None or reply.tool_calls:
-            out.append(CustomerTurn(task=key, seed=seed, turn=k, agent=reply.agent, reply=None,
-                                    error=reply.error or f"the customer called {', '.join(reply.tool_calls or [])}"))
+            out.append(
+                CustomerTurn(
+                    task=key,
+                    seed=seed,
+                    turn=k,
+                    agent=reply.agent,
+                    reply=None,
+                    error=reply.error or f"the customer called {', '.join(reply.tool_calls or [])}",
+                )
+            )
             break
         text = reply.text or ""
         checked = check_customer_reply(reply.agent, text)
         previous = out[-1].reply if out and out[-1].reply else None
-        turn = CustomerTurn(task=key, seed=seed, turn=k, agent=reply.agent, reply=text, role_confusion=checked.role_confusion,
-                            echo=checked.echo, stop=checked.stop, empty=checked.empty or reply.empty,
-                            refusal=bool(REFUSAL_RE.search(text)), self_repeat=_similar(previous, text),
-                            finish_reason=reply.finish_reason)
+        turn = CustomerTurn(
+            task=key,
+            seed=seed,
+            turn=k,
+            agent=reply.agent,
+            reply=text,
+            role_confusion=checked.role_confusion,
+            echo=checked.echo,
+            stop=checked.stop,
+            empty=checked.empty or reply.empty,
+            refusal=bool(REFUSAL_RE.search(text)),
+            self_repeat=_similar(previous, text),
+            finish_reason=reply.finish_reason,
+        )
         out.append(turn)
         if turn.stop or turn.empty:
             break

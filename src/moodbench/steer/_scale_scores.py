@@ -65,8 +65,14 @@ def _ci(base: list[float], variant: list[float], clusters: list[Any]) -> dict[st
     from moodbench.analysis import paired_effect
 
     e = paired_effect(base, variant, clusters) if base else None
-    return {"mean": e.diff if e else None, "low": e.ci_low if e else None, "high": e.ci_high if e else None,
-            "se": e.se if e else None, "n_pairs": e.n_pairs if e else 0, "n_clusters": e.n_tasks if e else 0}
+    return {
+        "mean": e.diff if e else None,
+        "low": e.ci_low if e else None,
+        "high": e.ci_high if e else None,
+        "se": e.se if e else None,
+        "n_pairs": e.n_pairs if e else 0,
+        "n_clusters": e.n_tasks if e else 0,
+    }
 
 
 def _paired(rows: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -94,7 +100,9 @@ def _rate(n: int, d: int) -> float | None:
     return n / d if d else None
 
 
-def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int, base_rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+def summarize_scale(
+    scale: float, rows: list[dict[str, Any]], conversations: int, base_rows: list[dict[str, Any]] | None
+) -> dict[str, Any]:
     """One scale's row of the result table (``base_rows``: scale 0's replies, None for scale 0 itself)."""
     scored = [r for r in rows if r.get("vader") is not None]
     ppl = [r["perplexity"] for r in rows if r.get("perplexity") is not None]
@@ -134,7 +142,9 @@ def summarize_scale(scale: float, rows: list[dict[str, Any]], conversations: int
 
 def _flagged(r: dict[str, Any]) -> bool:
     """A reply with a fidelity problem other than a stop (stops have their own rate)."""
-    return bool(r["role_confusion"] or r["echo"] or r["empty"] or r.get("refusal") or r.get("self_repeat") or r["error"] is not None)
+    return bool(
+        r["role_confusion"] or r["echo"] or r["empty"] or r.get("refusal") or r.get("self_repeat") or r["error"] is not None
+    )
 
 
 def _goal_mean(rows: list[dict[str, Any]]) -> float | None:
@@ -206,7 +216,9 @@ def judge_sweep(per_scale: dict[float, list[dict[str, Any]]], conversations: int
     else:
         severe_row = next(r for r in table if r["scale"] == levels["severe"])
         if decision.onset is None and levels["severe"] == max(grid, key=abs):
-            warnings.append(f"the largest tested scale ({levels['severe']:g}) is still coherent: test larger scales to find the limit")
+            warnings.append(
+                f"the largest tested scale ({levels['severe']:g}) is still coherent: test larger scales to find the limit"
+            )
         if not any(r["detected"] for r in table[1:] if 0 < r["scale"] <= levels["severe"]):
             target = max(abs(severe_row.get("vader_diff") or 0.0), MIN_VADER_EFFECT)
             more = suggest_tasks(n_tasks, severe_row.get("vader_se"), target)
@@ -221,5 +233,3 @@ def judge_sweep(per_scale: dict[float, list[dict[str, Any]]], conversations: int
                         f"stop-rate margin (+{limits['stop_increase_max']:.0%}); only a credible excess counts, but so few "
                         "conversations rarely make one: give more --seeds or --tasks before concluding")  # fmt: skip
     return table, levels, evidence, warnings
-
-

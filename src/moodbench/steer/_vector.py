@@ -100,7 +100,9 @@ def resolve_steering_model(model: str | Path, *, console: Any = None, allow_down
     try:
         path = resolve_model(spec, console=console, allow_download=allow_download, allow_pip=allow_download)
     except ModelResolutionError as exc:
-        raise SteeringInputError(f"{exc}\nfix: pass --model with one of {', '.join(MODELS)} or the path of a .gguf file") from None
+        raise SteeringInputError(
+            f"{exc}\nfix: pass --model with one of {', '.join(MODELS)} or the path of a .gguf file"
+        ) from None
     name = spec if spec in MODELS and not Path(spec).is_file() else path.stem
     digest = MODELS[spec].sha256 if spec in MODELS and not Path(spec).is_file() else _user_model_sha256(path)
     try:
@@ -124,7 +126,9 @@ def steering_for(emotion: str, catalog: Catalog | None = None) -> SteeringData:
             f"fix: --emotion {name.split('+')[0].split(':')[0]}"
         )
     if name not in cat.variants:
-        raise SteeringInputError(f"unknown emotion {emotion!r}; fix: use one of {', '.join(n for n in cat.variants if n != 'control')}")
+        raise SteeringInputError(
+            f"unknown emotion {emotion!r}; fix: use one of {', '.join(n for n in cat.variants if n != 'control')}"
+        )
     variant = cat.variants[name]
     if variant.steering is None:
         steerable = [n for n, v in cat.variants.items() if v.steering is not None]
@@ -224,8 +228,6 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-
-
 # ------------------------------------------------------------------------------------------- build
 def build_vector(
     model: str | Path,
@@ -264,7 +266,9 @@ def build_vector(
     except LocalBackendMissing as exc:
         raise SteeringInputError(str(exc)) from None
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise SteeringInputError(f"{binary} is not an executable llama-cvector-generator; fix: run scripts/install-local-backend.sh")
+        raise SteeringInputError(
+            f"{binary} is not an executable llama-cvector-generator; fix: run scripts/install-local-backend.sh"
+        )
     try:
         template = ChatTemplate.from_gguf(m.path)
         positive, negative = contrast_prompts(steering, template)
@@ -319,7 +323,9 @@ def vector_metadata(path: str | Path) -> dict[str, Any]:
     try:
         return read_metadata(path, ("general.architecture", "controlvector.model_hint", "controlvector.layer_count"))
     except (GGUFError, OSError) as exc:
-        raise SteeringInputError(f"{path} is not a readable control vector ({exc}); fix: rebuild it with moodbench steer build") from None
+        raise SteeringInputError(
+            f"{path} is not a readable control vector ({exc}); fix: rebuild it with moodbench steer build"
+        ) from None
 
 
 def check_vector_path(path: Path) -> None:
@@ -329,4 +335,3 @@ def check_vector_path(path: Path) -> None:
             f"control vector path {path} contains ',' or ':', which llama-server's --control-vector-scaled FILE:SCALE "
             "cannot parse; fix: set MOODBENCH_CACHE_DIR (or move the file) to a path without them"
         )
-

@@ -52,9 +52,7 @@ def _usage_text(message: Any) -> str:
 
 def system_text(messages: list[Any]) -> str:
     """All system (and developer) text, since some clients split the prompt over several system messages."""
-    return "\n".join(
-        message_text(m) for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
-    )
+    return "\n".join(message_text(m) for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer"))
 
 
 def detect_role(body: dict[str, Any], script: dict[str, Any]) -> str:
@@ -422,5 +420,3 @@ class ScriptedBackend:
             "first_request_at": self.first_request_at,
             "last_reply_at": self.last_reply_at,
         }
-
-

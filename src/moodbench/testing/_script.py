@@ -175,9 +175,7 @@ def _validate_faults(faults: Any) -> None:
             raise ScriptError(f"faults.{key} must be true or false")
     if "require_api_key" in faults and (not isinstance(faults["require_api_key"], str) or not faults["require_api_key"]):
         raise ScriptError("faults.require_api_key must be a non-empty string")
-    if "roles" in faults and (
-        not isinstance(faults["roles"], list) or not all(isinstance(r, str) for r in faults["roles"])
-    ):
+    if "roles" in faults and (not isinstance(faults["roles"], list) or not all(isinstance(r, str) for r in faults["roles"])):
         raise ScriptError("faults.roles must be a list of role names")
 
 
@@ -258,5 +256,3 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(k for k in obj if k not in allowed and not str(k).startswith("_"))
     if unknown:
         raise ScriptError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-
-

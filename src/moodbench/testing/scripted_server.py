@@ -80,16 +80,18 @@ __all__ = ["ScriptError", "ScriptedBackend", "build_app", "load_script", "main",
 # --------------------------------------------------------------------------- HTTP
 
 BACKEND_KEY: web.AppKey[ScriptedBackend] = web.AppKey("backend", ScriptedBackend)
-_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_exceeded",
-                503: "service_unavailable"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+}
 _ERROR_CODES: dict[int, Any] = {401: "invalid_api_key"}
 
 
 def _json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # Serialised up front into one body so aiohttp sends headers and body in a single write.
-    return web.Response(
-        body=json.dumps(payload).encode(), status=status, content_type="application/json", headers=headers
-    )
+    return web.Response(body=json.dumps(payload).encode(), status=status, content_type="application/json", headers=headers)
 
 
 def _error_response(status: int, message: str, retry_after_s: float | None = None) -> web.Response:
@@ -219,8 +221,15 @@ def text_as_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def chat_as_text(completion: dict[str, Any]) -> dict[str, Any]:
-    choices = [{"index": c.get("index", 0), "text": (c.get("message") or {}).get("content") or "",
-                "finish_reason": c.get("finish_reason"), "logprobs": None} for c in completion.get("choices") or []]
+    choices = [
+        {
+            "index": c.get("index", 0),
+            "text": (c.get("message") or {}).get("content") or "",
+            "finish_reason": c.get("finish_reason"),
+            "logprobs": None,
+        }
+        for c in completion.get("choices") or []
+    ]
     return {**completion, "object": "text_completion", "choices": choices}
 
 
@@ -243,8 +252,9 @@ async def handle_text(request: web.Request) -> web.StreamResponse:
 _FLOOD_CHUNK = 64 * 1024
 
 
-async def _faulty_reply(request: web.Request, fault: str, completion: dict[str, Any], stream: bool,
-                        faults: dict[str, Any]) -> web.StreamResponse:
+async def _faulty_reply(
+    request: web.Request, fault: str, completion: dict[str, Any], stream: bool, faults: dict[str, Any]
+) -> web.StreamResponse:
     """Send a 200 that only a client with a whole-request deadline (drip) or a size limit (huge,
     endless) survives. Every loop stops when the client hangs up, so the server stays cheap."""
     content_type = "text/event-stream" if stream else "application/json"
@@ -287,8 +297,11 @@ def _flood_parts(completion: dict[str, Any], stream: bool) -> tuple[bytes, bytes
     that reads it all gets a parseable completion whose content is padding."""
     if stream:
         base = {k: completion[k] for k in ("id", "created", "model")}
-        event = {**base, "object": "chat.completion.chunk",
-                 "choices": [{"index": 0, "delta": {"content": "x" * 4000}, "finish_reason": None}]}
+        event = {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": "x" * 4000}, "finish_reason": None}],
+        }
         pad = f"data: {json.dumps(event)}\n\n".encode()
         return b"", pad, b"data: [DONE]\n\n"
     marker = "@@PAD@@"
@@ -315,8 +328,9 @@ async def _drip_writes(write: Any, body: bytes, rate: float, request: web.Reques
 
 
 async def _drip_raw(request: web.Request, body: bytes, content_type: str, rate: float) -> None:
-    head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode()
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
 
     async def write(chunk: bytes) -> None:
         transport = request.transport

@@ -27,4 +27,7 @@ MOCK_EXAMPLE_OUTCOMES = {"create_task_1": "success", "update_task_1": "task_fail
 
 def mock_example_script(**extra: Any) -> dict[str, Any]:
     """A fresh copy of the example script; ``extra`` adds top-level keys (faults, latency_ms, ...)."""
-    return {"roles": {"agent": copy.deepcopy(MOCK_EXAMPLE_AGENT), "user": copy.deepcopy(MOCK_EXAMPLE_USER)}, **copy.deepcopy(extra)}
+    return {
+        "roles": {"agent": copy.deepcopy(MOCK_EXAMPLE_AGENT), "user": copy.deepcopy(MOCK_EXAMPLE_USER)},
+        **copy.deepcopy(extra),
+    }

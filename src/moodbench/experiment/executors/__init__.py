@@ -74,8 +74,15 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def make_executor(kind: str, settings: ConversationSettings, *, concurrency: int, health: EndpointHealth,
-                  ray_address: str | None = None, workers: int | None = None) -> Executor:
+def make_executor(
+    kind: str,
+    settings: ConversationSettings,
+    *,
+    concurrency: int,
+    health: EndpointHealth,
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> Executor:
     """An executor of ``kind`` running up to ``concurrency`` conversations of ``settings`` at once."""
     kind = resolve_executor(kind, concurrency)
     if kind == "thread":

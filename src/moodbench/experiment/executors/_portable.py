@@ -27,6 +27,7 @@ class _Client:
 
 def portable(settings: ConversationSettings, max_consecutive_failures: int) -> bytes:
     """Pickled description of ``settings`` (clients replaced by their specs)."""
+
     def describe(value: Any) -> Any:
         if isinstance(value, ModelClient):
             return _Client(value.spec)

@@ -111,8 +111,7 @@ def _worker_main(blob: bytes, jobs: Any, out: Any, threads: int, share: int, par
 class ProcessExecutor:
     """The runner's worker interface over a pool of worker processes (see module docstring)."""
 
-    def __init__(self, settings: ConversationSettings, *, concurrency: int, health: EndpointHealth,
-                 workers: int | None = None):
+    def __init__(self, settings: ConversationSettings, *, concurrency: int, health: EndpointHealth, workers: int | None = None):
         self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._health = health
         n = workers or default_workers(concurrency)
@@ -122,8 +121,15 @@ class ProcessExecutor:
         self._jobs = ctx.Queue()
         self._out = ctx.Queue()
         blob = portable(settings, health.max_consecutive_failures)
-        self._procs = [ctx.Process(target=_worker_main, args=(blob, self._jobs, self._out, self._threads_per_worker, n, os.getpid()),
-                                   name=f"moodbench-worker-{i}", daemon=True) for i in range(n)]
+        self._procs = [
+            ctx.Process(
+                target=_worker_main,
+                args=(blob, self._jobs, self._out, self._threads_per_worker, n, os.getpid()),
+                name=f"moodbench-worker-{i}",
+                daemon=True,
+            )
+            for i in range(n)
+        ]
         # Starting a worker waits for the forkserver's imports (seconds on first use): done on a thread,
         # so a caller that creates the executor early (during preflight) is not held up. Cells
         # submitted meanwhile wait in the queue.
@@ -195,8 +201,13 @@ class ProcessExecutor:
             cells = [(self._cells.pop(i, None), pid) for i, pid in lost]
         for cell, pid in cells:
             if cell is not None:
-                self.results.put((cell, None, RemoteError(f"worker process {pid} died (exit code {dead[pid]}) "
-                                                          "while running this conversation")))
+                self.results.put(
+                    (
+                        cell,
+                        None,
+                        RemoteError(f"worker process {pid} died (exit code {dead[pid]}) while running this conversation"),
+                    )
+                )
         if all(p.exitcode is not None for p in self._procs):
             with self._lock:
                 orphans = list(self._cells.items())

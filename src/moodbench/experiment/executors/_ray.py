@@ -64,16 +64,25 @@ def _reachable(address: str, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise ExecutorStartError(f"--executor ray: nothing answers at --ray-address {address} ({exc.strerror or exc}); start "
-                                 "the cluster there first (`ray start --head --port PORT`), or use --executor process on "
-                                 "one machine") from None
+        raise ExecutorStartError(
+            f"--executor ray: nothing answers at --ray-address {address} ({exc.strerror or exc}); start "
+            "the cluster there first (`ray start --head --port PORT`), or use --executor process on "
+            "one machine"
+        ) from None
 
 
 class RayExecutor:
     """The runner's worker interface over Ray actors (see module docstring)."""
 
-    def __init__(self, settings: ConversationSettings, *, concurrency: int, health: EndpointHealth,
-                 address: str | None = None, workers: int | None = None):
+    def __init__(
+        self,
+        settings: ConversationSettings,
+        *,
+        concurrency: int,
+        health: EndpointHealth,
+        address: str | None = None,
+        workers: int | None = None,
+    ):
         try:
             import ray
         except ImportError:
@@ -97,7 +106,8 @@ class RayExecutor:
                 where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
                 raise ExecutorStartError(
                     f"--executor ray: could not {where} ({type(exc).__name__}: {str(exc)[:300]}); check that Ray runs there "
-                    "(`ray status`), or use --executor process on one machine") from None
+                    "(`ray status`), or use --executor process on one machine"
+                ) from None
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         n = max(1, min(workers or cpus, concurrency))
         per_actor = math.ceil(concurrency / n)
