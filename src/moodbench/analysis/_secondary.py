@@ -222,25 +222,11 @@ def manipulation_test(
             family_size,
         )
     shift = direction * e.diff
-    if e.se <= 0:  # zero spread (every task moved by the same amount, typically 0 -> 0): no bound, no p, no verdict
-        return ManipulationResult(
-            "too_few",
-            e.n_pairs,
-            e.n_tasks,
-            direction,
-            min_effect,
-            e.baseline_mean,
-            e.variant_mean,
-            shift,
-            e.se,
-            e.df,
-            None,
-            None,
-            alpha,
-            family_size,
-        )
     bound = shift - _t_quantile(1.0 - level, e.df) * e.se
-    p = float(special.stdtr(e.df, -(shift - min_effect) / e.se))
+    if e.se > 0:
+        p = float(special.stdtr(e.df, -(shift - min_effect) / e.se))
+    else:
+        p = 0.0 if shift > min_effect else 1.0
     if e.n_tasks < min_tasks or e.n_pairs < min_pairs:
         status: Literal["passed", "failed", "too_few"] = "too_few"
     else:
