@@ -192,3 +192,44 @@ def start_scripted_server(
                 + output_path.read_text(encoding="utf-8", errors="replace")
             )
         time.sleep(0.02)
+
+
+def scripted_client(
+    base_urls: str | tuple[str, ...],
+    health: Any = None,
+    *,
+    model: str = "openai/scripted",
+    backoff_base_s: float = 0.001,
+    backoff_max_s: float = 0.01,
+    **spec: Any,
+) -> Any:
+    """moodbench's model client for a scripted server (or several), with backoffs short enough for tests;
+    ``spec``: other :class:`moodbench.llm.ModelSpec` fields (``transport``, ``timeout_s``...)."""
+    from moodbench.llm import ModelClient, ModelSpec
+
+    urls = (base_urls,) if isinstance(base_urls, str) else base_urls
+    return ModelClient(
+        ModelSpec(model=model, base_urls=urls, backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, **spec), health
+    )
+
+
+def mock_run_args(url: str, out: Path, *extra: Any, tasks: str, variants: str) -> list[Any]:
+    """``moodbench run`` arguments for tau2's mock domain against a scripted server at ``url`` (no preflight);
+    ``extra`` flags go last."""
+    return [
+        "run",
+        "--domain",
+        "mock",
+        "--task-ids",
+        tasks,
+        "--variants",
+        variants,
+        "--agent-model",
+        "openai/scripted",
+        "--agent-base-url",
+        url,
+        "--out",
+        out,
+        "--skip-preflight",
+        *extra,
+    ]

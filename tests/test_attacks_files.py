@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import mock_example_script
-from scripted import ScriptedServer, cli_env, start_scripted_server
+from scripted import ScriptedServer, cli_env, mock_run_args, start_scripted_server
 
 MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
 TASKS = "create_task_1,update_task_1"
@@ -76,23 +76,7 @@ def start(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str
 
 
 def run_args(url: str, out: Path, *extra: Any, tasks: str = TASKS, variants: str = "control,frustration") -> list[Any]:
-    return [
-        "run",
-        "--domain",
-        "mock",
-        "--task-ids",
-        tasks,
-        "--variants",
-        variants,
-        "--agent-model",
-        "openai/scripted",
-        "--agent-base-url",
-        url,
-        "--out",
-        out,
-        "--skip-preflight",
-        *extra,
-    ]
+    return mock_run_args(url, out, *extra, tasks=tasks, variants=variants)
 
 
 def explain(res: subprocess.CompletedProcess[str]) -> str:

@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import mock_example_script
-from scripted import ScriptedServer, cli_env, start_scripted_server
+from scripted import ScriptedServer, cli_env, mock_run_args, start_scripted_server
 
 MOODBENCH = [sys.executable, "-m", "moodbench.cli"]
 
@@ -204,25 +204,7 @@ class Ctx:
 
 
 def run_args(url: str, out: Path, *extra: Any, tasks: str = "create_task_1", variants: str = "control") -> list[Any]:
-    return [
-        "run",
-        "--domain",
-        "mock",
-        "--task-ids",
-        tasks,
-        "--variants",
-        variants,
-        "--agent-model",
-        "openai/scripted",
-        "--agent-base-url",
-        url,
-        "--out",
-        out,
-        "--skip-preflight",
-        "--max-retries",
-        "0",
-        *extra,
-    ]
+    return mock_run_args(url, out, "--max-retries", "0", *extra, tasks=tasks, variants=variants)
 
 
 def hostile_run(

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import MOCK_EXAMPLE_AGENT, MOCK_EXAMPLE_USER
-from scripted import CLI, ScriptedServer, start_scripted_server
+from scripted import CLI, ScriptedServer, scripted_client, start_scripted_server
 
 MOODBENCH = CLI
 
@@ -111,10 +111,7 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 def _client(srv: ScriptedServer, health: Any = None, **spec: Any) -> Any:
-    from moodbench.llm import ModelClient, ModelSpec
-
-    spec = {"backoff_base_s": 0.001, "backoff_max_s": 0.01, **spec}
-    return ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), **spec), health)
+    return scripted_client(srv.base_url, health, **spec)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from moodbench.testing.scripts import mock_example_script
-from scripted import CLI, ScriptedServer, start_scripted_server
+from scripted import CLI, ScriptedServer, mock_run_args, start_scripted_server
 
 MOODBENCH = CLI
 TASKS = "create_task_1,update_task_1"
@@ -53,23 +53,7 @@ def start(*args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str
 
 
 def run_args(url: str, out: Path, *extra: Any, tasks: str = TASKS, variants: str = "control,frustration") -> list[Any]:
-    return [
-        "run",
-        "--domain",
-        "mock",
-        "--task-ids",
-        tasks,
-        "--variants",
-        variants,
-        "--agent-model",
-        "openai/scripted",
-        "--agent-base-url",
-        url,
-        "--out",
-        out,
-        "--skip-preflight",
-        *extra,
-    ]
+    return mock_run_args(url, out, *extra, tasks=tasks, variants=variants)
 
 
 def wait_for(predicate: Any, limit: float = 60.0, what: str = "condition") -> None:

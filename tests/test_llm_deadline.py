@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from moodbench.llm import EndpointHealth, LLMCallError, ModelClient, ModelSpec, ReplyTooLargeError
-from scripted import ScriptedServer, start_scripted_server
+from scripted import ScriptedServer, scripted_client, start_scripted_server
 
 MESSAGES = [{"role": "system", "content": "You grade things."}, {"role": "user", "content": "hi"}]
 # 5 bytes a second: the ~330-byte reply (headers included) would take over a minute to arrive,
@@ -35,10 +35,8 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 def _client(srv: ScriptedServer, transport: str, health: EndpointHealth | None = None, **spec: Any) -> ModelClient:
     spec = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, **spec}
-    return ModelClient(
-        ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), transport=transport, **spec),  # type: ignore[arg-type]
-        health or EndpointHealth(0),
-    )
+    client: ModelClient = scripted_client(srv.base_url, health or EndpointHealth(0), transport=transport, **spec)
+    return client
 
 
 # --------------------------------------------------------------------------- deadline

@@ -244,10 +244,9 @@ def test_importing_the_model_layer_imports_no_tau2_and_keeps_litellm_offline() -
 
 
 def _client(srv: Any, health: Any = None, **spec: Any) -> Any:
-    from moodbench.llm import ModelClient, ModelSpec
+    from scripted import scripted_client
 
-    spec = {"backoff_base_s": 0.001, "backoff_max_s": 0.01, **spec}
-    return ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), **spec), health)
+    return scripted_client(srv.base_url, health, **spec)
 
 
 def test_the_retry_policy_is_tenacity_sleeping_on_the_breaker(tmp_path: Path) -> None:

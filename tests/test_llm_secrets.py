@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from moodbench._util.secrets import looks_secret, redact_text, redact_url, scrub, secret_keys, secret_values, url_secrets
-from scripted import ScriptedServer, start_scripted_server
+from scripted import ScriptedServer, scripted_client, start_scripted_server
 
 KEY = "sk-url-sentinel-5f1d2c3b4a"
 ENV_KEY = "sk-env-sentinel-9e8d7c6b5a"
@@ -184,10 +184,7 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 def _client(base_urls: tuple[str, ...], transport: str, health: Any = None, model: str = "openai/scripted", **spec: Any) -> Any:
-    from moodbench.llm import ModelClient, ModelSpec
-
-    spec = {"backoff_base_s": 0.001, "backoff_max_s": 0.01, "timeout_s": 10, **spec}
-    return ModelClient(ModelSpec(model=model, base_urls=base_urls, transport=transport, **spec), health)  # type: ignore[arg-type]
+    return scripted_client(base_urls, health, model=model, transport=transport, **{"timeout_s": 10, **spec})
 
 
 def _with_key(srv: ScriptedServer) -> str:
