@@ -451,3 +451,32 @@ def test_plugin_agent_and_domain_on_ray(tmp_path: Path) -> None:
     got = rows(tmp_path / "run")
     assert {(r["task_id"], r["exit_reason"]) for r in got} == set(OUTCOMES.items())
     assert all(r["agent_impl"]["cls"] == "calm_agent:DeescalatingAgent" for r in got)
+
+
+def test_a_plugin_still_importing_in_another_thread_is_waited_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two conversations in one worker ask for the same plugin at once: neither goes on before its import ended.
+
+    (The flaw this pins: ``sys.modules`` lists a module while another thread still runs it, so the second
+    conversation found the plugin's domain unregistered and ended as a harness_error.)
+    """
+    import threading
+    import time
+
+    from moodbench.sim import load_plugins
+
+    name = f"slow_plugin_{os.getpid()}"
+    _write(tmp_path, name, "import time\ntime.sleep(0.5)\nREGISTERED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[bool] = []
+
+    def conversation() -> None:
+        load_plugins([name])
+        seen.append(getattr(sys.modules[name], "REGISTERED", False))
+
+    first = threading.Thread(target=conversation)
+    first.start()
+    while name not in sys.modules and first.is_alive():  # the first thread is inside the plugin's import
+        time.sleep(0.001)
+    conversation()
+    first.join()
+    assert seen == [True, True]

@@ -45,6 +45,7 @@ _QUALNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # Constructor arguments moodbench fills by name (tau2's own agents take the first four).
 AGENT_ARGS = ("tools", "domain_policy", "llm", "llm_args", "client", "tool_choice", "recover_text_tool_calls")
 _lock = threading.RLock()
+_loaded: set[str] = set()  # plugin modules whose import has completed in this process
 
 
 class PluginError(UsageError):
@@ -82,8 +83,14 @@ def load_plugins(names: Sequence[str]) -> None:
     """Import the plugin modules ``names`` (in order; a module already imported is not imported again),
     so whatever they register in tau2's registry (agents, domains, task sets) exists in this process."""
     for name in names:
-        if name not in sys.modules:  # every conversation asks; only the first import in a process does work
-            _import(name, f"plugin {name!r}")
+        # Every conversation asks; only the first import in a process does work. The check is against
+        # the names whose import *finished*: ``sys.modules`` holds a module while another thread is still
+        # executing it, and a conversation that trusted it found the plugin's domain not yet registered.
+        if name not in _loaded:
+            with _lock:
+                if name not in _loaded:
+                    _import(name, f"plugin {name!r}")
+                    _loaded.add(name)
 
 
 def module_sha256(module: Any) -> str | None:
