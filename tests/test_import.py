@@ -6,9 +6,9 @@ The files are written with tau2's own models (``tau2_results.py``), one per vari
 * frustration: an emotional opening, and 14 of the 24 tasks fail in every trial (a real drop); one task
   lost its third trial (pass^k must stop at k = 2 for this variant, on the same task set for both sides);
   one customer talks like the agent (role-confusion flag, recomputed from the messages on import);
-* anxiety: the same outcomes as control, neutral words (manipulation check fails); one sample tau2 skipped;
+* anxiety: the same outcomes as control, neutral words (the manipulation check: zero spread, no verdict); one sample tau2 skipped;
 * anger:severe: the same outcomes as control; angry words only in the closing turn, after the agent acted
-  (all-turn markers rise, the early-turn check must still fail);
+  (all-turn markers rise; the early-turn check sees no shift and zero spread, so no verdict);
 * impatience: only 10 tasks (too_few); its paired baseline mean is that of its own 10 tasks.
 
 Real subprocesses of the CLI; nothing of moodbench is mocked.
@@ -148,8 +148,10 @@ def test_report_json_claims_and_paired_means(imported: dict[str, Any]) -> None:
         assert (
             e["claim"] == "too_few" and e["diff"] == pytest.approx(0) and e["p"] is None and "exactly 0" in e["no_claim_reason"]
         )
-        assert e["manipulation"] == "failed"
-        assert e["trust"] == "unreliable" and e["caveats"][0]["kind"] == "manipulation_failed"  # beside the claim, not in it
+        # the customers' early turns are word for word the baseline's in every task: zero spread, so the check
+        # gives no verdict either (an interval of width 0 is no evidence) and says why, beside the claim
+        assert e["manipulation"] == "too_few"
+        assert e["caveats"][0]["kind"] == "manipulation_too_few" and "zero spread" in e["caveats"][0]["text"]
     few = _effect(report, "impatience")
     assert few["claim"] == "too_few" and few["n_tasks"] == 10 and few["p_adjusted"] is None
     assert few["baseline_mean"] == pytest.approx(sum(per_task[t] for t in IDS[:10]) / 10)  # its own 10 tasks, not all 24
@@ -200,9 +202,10 @@ def test_report_json_pass_hat_k_is_capped_and_paired(imported: dict[str, Any]) -
 def test_report_json_manipulation_and_design(imported: dict[str, Any]) -> None:
     report = imported["report"]
     checks = {m["variant"]: m for m in report["manipulation"]}
-    assert checks["frustration"]["status"] == "passed" and checks["anxiety"]["status"] == "failed"
+    assert checks["frustration"]["status"] == "passed" and checks["anxiety"]["status"] == "too_few"
+    assert checks["anxiety"]["p"] is None and checks["anxiety"]["lower_bound"] is None  # zero spread: no certainty
     anger = checks["anger:severe"]
-    assert anger["status"] == "failed" and anger["shift"] == 0
+    assert anger["status"] == "too_few" and anger["shift"] == 0 and anger["reason"].startswith("zero spread")
     late = next(s for s in anger["secondary"] if s["score"] == "markers_own" and s["turns"] == "all")
     # the emotion words came after the agent acted, the same words in every task: no spread, so no interval is printed
     assert late["diff"] > 5 and late["ci"] == [None, None]

@@ -360,3 +360,15 @@ def test_manipulation_direction_min_effect_family_and_too_few():
         manipulation_test(base, var, cl, direction=0, min_effect=0.1)
     with pytest.raises(ValueError):
         manipulation_test(base, var, cl, direction=1, min_effect=-0.1)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.6, -0.6])
+def test_manipulation_zero_spread_is_no_verdict_not_certainty(shift: float) -> None:
+    """Every task shifted by the same amount: the interval would have width 0 and p would be exactly 0 or 1."""
+    base, _, cl = _scores(0.0)
+    var = base + shift  # identical shift in every pair of every task
+    r = manipulation_test(base, var, cl, direction=1, min_effect=0.2)
+    assert r.status == "too_few" and r.p is None and r.lower_bound is None
+    assert r.shift == pytest.approx(shift) and r.reason is not None and r.reason.startswith("zero spread")
+    small = manipulation_test(base[:8], var[:8], cl[:8], direction=1, min_effect=0.2)
+    assert small.status == "too_few" and small.reason is None  # below the minimum design: that is the reason given

@@ -447,15 +447,18 @@ def test_checked_design_says_which_method_moved_the_customer(runs: dict[str, Any
     assert claims["frustration:severe"] == claims["frustration@steer:mild"] == "lower" and claims["frustration:mild"] == "too_few"
     assert "Reward (claims of the report's primary family, Holm): lower with steered at mild (-0.333)" in text
     assert "too few for a claim: prompted at mild" in text
-    # anger was steered only and its vector changed nothing: the check fails and there is nothing to compare it with
+    # anger was steered only and its vector changed nothing, in every task alike: zero spread, so the check gives no
+    # verdict (never "failed" or "passed" from an interval of width 0), says why, and there is nothing to compare
     anger = _entry(report, "anger")
     assert anger["methods"] == ["steer"] and anger["matched_levels"] == []
-    assert {r["manipulation"]["status"] for r in anger["rows"]} == {"failed"}
+    assert {r["manipulation"]["status"] for r in anger["rows"]} == {"too_few"}
+    assert all(r["manipulation"]["p"] is None for r in anger["rows"])
     assert anger["summary"].startswith("Anger: only steered at mild and severe, so no level can be compared across methods")
     assert (
-        "At mild steered did not move the customer by more than the minimum 1 (manipulation check failed; shift steered +0.00)"
-        in anger["summary"]
+        "The manipulation check gives no verdict: in every task the customer's early turns shifted by the same"
+        in (anger["summary"])
     )
+    assert "At mild early-turn shifts steered +0.00" in anger["summary"]
     assert "larger shift" not in anger["summary"]
 
 

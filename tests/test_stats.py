@@ -283,8 +283,11 @@ def test_text_scores_see_anger() -> None:
 def test_manipulation_check_uses_early_turns_a_minimum_and_the_task_gate() -> None:
     convs, i = [], 0
     for t in range(24):
+        # Some baseline customers are a little worried and annoyed already: the tasks differ, so every check has spread
+        # (with identical texts everywhere a check has zero spread and gives no verdict, see test_inference).
+        control = "I need to update my order, please." + (" I'm worried, this is ridiculous." if t % 3 == 0 else "")
         for trial in range(2):
-            convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user="I need to update my order, please."))
+            convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user=control))
             convs.append(
                 _conv(
                     i := i + 1,
@@ -292,7 +295,8 @@ def test_manipulation_check_uses_early_turns_a_minimum_and_the_task_gate() -> No
                     "anger",
                     trial,
                     1.0,
-                    user="This is unacceptable! I demand a manager right now. I need to update my order.",
+                    user="This is unacceptable! I demand a manager right now. I need to update my order."
+                    + (" It is for my daughter's birthday on Friday." if t % 2 else ""),
                 )
             )
             convs.append(_conv(i := i + 1, f"t{t}", "anxiety", trial, 1.0, user="I need to update my order, please."))
@@ -314,7 +318,7 @@ def test_manipulation_check_uses_early_turns_a_minimum_and_the_task_gate() -> No
     assert checks["anger"]["status"] == "passed" and checks["anger"]["lower_bound"] > checks["anger"]["min_effect"]
     assert checks["anxiety"]["status"] == "failed"
     f = checks["frustration"]
-    assert f["status"] == "failed" and f["shift"] == 0  # the late words do not count
+    assert f["status"] == "failed" and f["shift"] <= 0  # the late words do not count
     late = next(s for s in f["secondary"] if s["score"] == "markers_own" and s["turns"] == "all")
     assert late["diff"] > 5  # ... although over all turns the markers rose
     assert all(c["family_size"] == 3 for c in out["checks"])  # Bonferroni over the checked variants
@@ -329,9 +333,10 @@ def test_manipulation_minimum_effect_stops_a_tiny_shift() -> None:
     filler = " ".join(["please update the order for me"] * 50)
     convs, i = [], 0
     for t in range(24):
+        text = filler + " please" * t  # task lengths differ, so the shift per 100 words differs: the check has spread
         for trial in range(2):
-            convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user=filler))
-            convs.append(_conv(i := i + 1, f"t{t}", "anger", trial, 1.0, user=filler + " terrible"))
+            convs.append(_conv(i := i + 1, f"t{t}", "control", trial, 1.0, user=text))
+            convs.append(_conv(i := i + 1, f"t{t}", "anger", trial, 1.0, user=text + " terrible"))
     c = manipulation_check(convs, "control", ["control", "anger"], ["mock"])["checks"][0]
     assert 0 < c["shift"] < 1 and c["status"] == "failed"
 

@@ -26,7 +26,7 @@ method)::
                "steering": {"emotion", "vector_sha256", "vector_short", "scale", "layers", "vector_method", "vector",
                             "n_records", "consistent", "distinct"} | null,
                "manipulation": {"score", "turns", "status", "n_pairs", "n_tasks", "baseline_mean", "variant_mean",
-                                "shift", "ci", "lower_bound", "min_effect", "p", "family_size"} | null,
+                                "shift", "ci", "lower_bound", "min_effect", "p", "family_size", "reason"} | null,
                "fidelity": {"n", "flagged", "flagged_rate", "baseline_flagged_rate", "gap", "warnings": [kind, ...]},
                "reward": {"n_pairs", "n_tasks", "baseline_mean", "variant_mean", "diff", "ci", "p", "p_adjusted",
                           "claim", "family", "family_size", "trust", "caveats": [kind, ...]} | null}],
@@ -157,6 +157,7 @@ def _manipulation(check: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "min_effect": check["min_effect"],
         "p": check["p"],
         "family_size": check["family_size"],
+        "reason": check.get("reason"),
     }
 
 
@@ -349,7 +350,7 @@ def _rewards(rows: Sequence[Mapping[str, Any]]) -> str:
     if got.get("no_difference"):
         parts.append(f"no difference claimed for {_and(got['no_difference'])}")
     if not parts:
-        return "no reward claim: too few tasks or pairs for every variant" if got else ""
+        return "no reward claim for any variant: too few tasks or pairs, or zero spread" if got else ""
     few = f"; too few for a claim: {_and(got['too_few'])}" if got.get("too_few") else ""
     return "reward (claims of the report's primary family, Holm): " + "; ".join(parts) + few
 
@@ -378,7 +379,16 @@ def comparison_summary(entry: Mapping[str, Any]) -> str:
             f"{emotion}: only {methods} at {_and(entry['levels'])}, so no level can be compared across methods; {cost}"
         )
         shown = list(entry["levels"])
-    if rows and all(_status(r) == "too_few" for r in rows):
+    flat = [r for r in rows if str((r.get("manipulation") or {}).get("reason") or "").startswith("zero spread")]
+    if rows and len(flat) == len(rows):
+        sentences.append(
+            "the manipulation check gives no verdict: in every task the customer's early turns shifted by the same "
+            "amount (zero spread), so the data give no uncertainty to test against and every number here is a point "
+            "estimate only"
+        )
+        for level in shown:
+            sentences.append(f"at {level} early-turn shifts {_shifts(by_level[level])}; {_cost(by_level[level])}")
+    elif rows and all(_status(r) == "too_few" for r in rows):
         sizes = {(r["manipulation"]["n_tasks"], r["manipulation"]["n_pairs"]) for r in rows if r.get("manipulation")}
         size = f" ({_and([f'{t} tasks, {n} pairs' for t, n in sorted(sizes)])})" if sizes else ""
         sentences.append(

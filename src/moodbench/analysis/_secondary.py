@@ -172,6 +172,8 @@ class ManipulationResult:
     p: float | None  # one-sided, H0: shift <= min_effect
     alpha: float
     family_size: int
+    # Why a ``too_few`` check cannot say more although the design is large enough (e.g. zero spread).
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,12 +224,33 @@ def manipulation_test(
             family_size,
         )
     shift = direction * e.diff
+    small = e.n_tasks < min_tasks or e.n_pairs < min_pairs
+    if not e.se > 0:  # every task shifted by exactly the same amount: an interval of width 0 is no evidence
+        return ManipulationResult(
+            "too_few",
+            e.n_pairs,
+            e.n_tasks,
+            direction,
+            min_effect,
+            e.baseline_mean,
+            e.variant_mean,
+            shift,
+            e.se,
+            e.df,
+            None,
+            None,
+            alpha,
+            family_size,
+            reason=None  # below the minimum design: that is the reason, as for any small check
+            if small
+            else (
+                f"zero spread: every one of the {e.n_tasks} tasks shifted the score by the same amount, so the "
+                "data give no uncertainty to test against; vary the tasks or score more conversations per task"
+            ),
+        )
     bound = shift - _t_quantile(1.0 - level, e.df) * e.se
-    if e.se > 0:
-        p = float(special.stdtr(e.df, -(shift - min_effect) / e.se))
-    else:
-        p = 0.0 if shift > min_effect else 1.0
-    if e.n_tasks < min_tasks or e.n_pairs < min_pairs:
+    p = float(special.stdtr(e.df, -(shift - min_effect) / e.se))
+    if small:
         status: Literal["passed", "failed", "too_few"] = "too_few"
     else:
         status = "passed" if p < level else "failed"

@@ -55,7 +55,8 @@ def _caveats(
             f"{m['min_effect']:g} over the baseline (shift {signed(m['shift'])}, lower bound {signed(m['lower_bound'])})",
         )
     elif m is not None and m["status"] == "too_few":
-        add("caution", "manipulation_too_few", f"manipulation not checkable ({m['n_tasks']} tasks, {m['n_pairs']} pairs)")
+        why = m.get("reason") or f"{m['n_tasks']} tasks, {m['n_pairs']} pairs"
+        add("caution", "manipulation_too_few", f"manipulation not checkable ({why})")
     for w in a["fidelity"]["warnings"]:
         if w["variant"] in (v, baseline):
             add("unreliable" if w["kind"] == "low_fidelity" else "caution", w["kind"], w["message"])

@@ -243,7 +243,7 @@ def markdown(data: dict[str, Any]) -> str:
                 _f(m["variant_mean"]),
                 signed(m["shift"]),
                 signed(m["lower_bound"]),
-                f"**{m['status']}**",
+                f"**{m['status']}**" + (" (zero spread)" if str(m.get("reason") or "").startswith("zero spread") else ""),
                 _secondary(m, "markers_own", "all"),
             ]
             for m in data["manipulation"]
