@@ -120,3 +120,20 @@ def test_litellm_can_be_forced() -> None:
     assert isinstance(ModelClient(replace(spec, transport="litellm"))._transport, LitellmTransport)
     with pytest.raises(ValueError, match="transport"):
         ModelSpec(model="openai/qwen", transport="fast")  # type: ignore[arg-type]
+
+
+def test_a_priced_model_is_priced_on_every_call_and_an_unpriced_one_costs_nothing(tmp_path: Path) -> None:
+    """Cost accounting: litellm's price for a model it knows, call after call; 0 for a model it does not know
+    (asked once per client: the look-up is ~1 ms of CPU per call for the same answer)."""
+    import litellm
+
+    with start_scripted_server(SCRIPT, tmp_path) as srv:
+        priced = ModelClient(ModelSpec(model="openai/gpt-4o-mini", base_urls=(srv.base_url,), max_retries=0), EndpointHealth(0))
+        unpriced = ModelClient(ModelSpec(model="openai/scripted", base_urls=(srv.base_url,), max_retries=0), EndpointHealth(0))
+        for turn in (0, 1, 0):
+            c = priced.complete(_history(turn), tools=TOOLS, tool_choice="auto", seed=7)
+            want = sum(
+                litellm.cost_per_token(model="gpt-4o-mini", prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens)
+            )
+            assert c.prompt_tokens > 0 and c.cost_usd == pytest.approx(want) and c.cost_usd > 0
+            assert unpriced.complete(_history(turn), tools=TOOLS, tool_choice="auto", seed=7).cost_usd == 0.0

@@ -214,6 +214,10 @@ def test_shared_records_never_hand_out_the_template() -> None:
     views[0].status = "changed-by-test"
     assert shared[key].status != "changed-by-test"
     assert tpl.new_environment().tools.db.orders[key].status == shared[key].status
+    lazy = tpl.new_environment().tools.db.orders
+    assert next(iter(lazy.values())) is not shared[key] and len(lazy.owned()) == 1  # copied as the loop reaches it
+    assert len(lazy.values()) == len(shared) and len(lazy.owned()) == 1
+    assert all(v is not shared[k] for k, v in lazy.items()) and len(lazy.owned()) == len(shared)
     popped = tpl.new_environment().tools.db.users
     user_key = next(iter(popped))
     assert popped.pop(user_key) is not tpl.agent_db.records["users"][user_key] and user_key not in popped

@@ -110,6 +110,9 @@ class ModelClient:
         in_urls = [value for url in spec.base_urls for value in url_secrets(url)]
         self._secrets = sorted(set(named) | set(in_urls), key=len, reverse=True)
         self._transport: Any = _make_transport(spec)
+        # Models litellm has no price for (a local or scripted model): asking again costs ~1 ms of CPU per call
+        # (its provider look-up and fallbacks) for the same answer, 15% of a conversation's CPU at high concurrency.
+        self._unpriced: set[str] = set()
         self._router = None
         if len(spec.base_urls) > 1 or spec.max_in_flight_per_endpoint:
             self._router = EndpointRouter(spec.base_urls, spec.max_in_flight_per_endpoint)
@@ -357,11 +360,15 @@ class ModelClient:
                 content = None
         usage = getattr(response, "usage", None)
         prompt_tokens, completion_tokens = _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
-        try:
-            cost = float(litellm.completion_cost(completion_response=response) or 0.0)
-            cost = cost if math.isfinite(cost) and cost >= 0 else 0.0
-        except Exception:  # noqa: BLE001 - unknown local models have no price
-            cost = 0.0
+        cost = 0.0
+        priced_as = str(getattr(response, "model", None) or self.spec.model)
+        if priced_as not in self._unpriced:
+            try:
+                cost = float(litellm.completion_cost(completion_response=response) or 0.0)
+                cost = cost if math.isfinite(cost) and cost >= 0 else 0.0
+            except Exception:  # noqa: BLE001 - unknown local models have no price
+                if usage is not None:  # the model, not this reply, is what has no price
+                    self._unpriced.add(priced_as)
         try:
             raw = response.model_dump() if hasattr(response, "model_dump") else dict(response)
         except Exception:  # noqa: BLE001

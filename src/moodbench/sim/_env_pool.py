@@ -25,7 +25,7 @@ import gc
 import inspect
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, ItemsView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +49,8 @@ class SharedRecords(dict):
     ``values()``, ``items()``, ``pop``...), and then only that record, validated from the template's
     dump exactly as a load from disk would build it, replaces the reference. Tools change records
     in place after reading them, so every record a tool can reach is already this conversation's
-    own. Iterating values or items makes every record private first (a flight search on airline
-    copies the flights; safe for any domain, whatever its tools do with what they iterate).
+    own. Iterating values or items makes each record private as the loop reaches it (a flight search on airline
+    copies the flights it passes; safe for any domain, whatever its tools do with what they iterate).
 
     Serialisation (pydantic's ``model_dump``, hence tau2's ``get_db_hash``) reads the dict at the C
     level and sees the template's record for every key not yet copied: equal to a private copy by
@@ -118,12 +118,12 @@ class SharedRecords(dict):
             self[key] = value
 
     def values(self) -> Any:
-        self._own_all()
-        return dict.values(self)
+        # A view that reads through __getitem__: each record is copied as the loop reaches it, so a
+        # look-up that stops at its match (retail's user search) copies only the records it passed.
+        return ValuesView(self)
 
     def items(self) -> Any:
-        self._own_all()
-        return dict.items(self)
+        return ItemsView(self)
 
     def copy(self) -> dict[str, Any]:
         self._own_all()
@@ -211,7 +211,7 @@ class DBTemplate:
             for key, record in candidates:
                 if record.model_dump_json() != template.get(key):
                     changed[(f, key)] = record
-            if len(current) != len(template) or any(not dict.__contains__(current, k) for k in template):
+            if len(current) != len(template) or not dict.keys(current) >= template.keys():  # C-level key check
                 for key in template:
                     if key not in current:
                         changed[(f, key)] = None
