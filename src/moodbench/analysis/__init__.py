@@ -81,6 +81,13 @@ from moodbench.analysis._planning import (
 )
 from moodbench.analysis._power import POWER, Design, design_from_pilot, mde, mde_note, power_at, power_table
 from moodbench.analysis._prompted_vs_steered import comparison_summary, methods_comparison, steering_by_variant
+from moodbench.analysis._sequential import (
+    LookDecision,
+    SequentialPlan,
+    decide_look,
+    operating_characteristics,
+    plan_sequential,
+)
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
 
@@ -117,8 +124,10 @@ __all__ = [
     "Comparison",
     "Design",
     "Dose",
+    "LookDecision",
     "MissingBounds",
     "ReportFamily",
+    "SequentialPlan",
     "aa_split",
     "assumptions",
     "adjust_pvalues",
@@ -138,6 +147,7 @@ __all__ = [
     "dose_response",
     "dose_response_table",
     "declared_emotions",
+    "decide_look",
     "early_user_texts",
     "family_size",
     "fidelity",
@@ -153,10 +163,12 @@ __all__ = [
     "methods_comparison",
     "missing_bounds",
     "no_claim_reason",
+    "operating_characteristics",
     "paired_effect",
     "pairing_checks",
     "pass_hat_k_paired",
     "pilot_design",
+    "plan_sequential",
     "plan_summary",
     "planned_design",
     "planned_mde",
