@@ -24,8 +24,9 @@ stops when every comparison is decided. The method, in the order it is used:
 * **Repeated confidence interval** at look k and level 1 - a: estimate +- c_k(a) se_k; all K intervals cover
   the truth together with probability >= 1 - a, so the interval printed at the stopping look keeps coverage.
 * **Futility** (non-binding, so it cannot raise the error rate): before the last look, an undecided comparison
-  stops when its ``futility_confidence`` interval (estimate +- t quantile x se) lies inside (-delta, +delta),
-  delta the smallest effect of interest: the data rule out every effect the user said matters.
+  stops when its family-wise interval (estimate +- t quantile x se at level 1 - alpha / m, the report's
+  ``ci_family``) lies inside (-delta, +delta), delta the smallest effect of interest: the data rule out every
+  effect the user said matters.
 
 Operating characteristics (power, expected size, stop probabilities) come from the same recursion with a
 drift; ``benchmarks/calibration.py`` measures them on simulated experiments through :func:`decide_look`.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,20 +53,24 @@ __all__ = [
     "FUTILITY_CONFIDENCE",
     "LookDecision",
     "SequentialPlan",
+    "SequentialResult",
     "decide_look",
     "efficacy_bounds",
     "look_z",
     "operating_characteristics",
     "plan_sequential",
     "repeated_p",
+    "replay",
     "spend_obf",
     "stage_sizes",
 ]
 
 DEFAULT_LOOKS = 4
-# Confidence of the futility interval: chosen on the calibration benchmark's normal model so that power at the
-# MDE stays within 0.02 of the fixed design while the expected size under the null drops (docs/statistics.md).
-FUTILITY_CONFIDENCE = 0.90
+# Confidence of the futility interval when none is given: the family's simultaneous level 1 - alpha / m (the
+# report's ``ci_family``), so a comparison whose true effect is exactly the smallest effect of interest is
+# stopped for futility with probability <= alpha / (2 m) per look. A fixed 90% interval lost 0.04-0.06 power at
+# the MDE in benchmarks/calibration.py, 95% lost 0.035 with three variants (docs/statistics.md).
+FUTILITY_CONFIDENCE: float | None = None
 _MAX_Z = 40.0
 _H = 0.04  # grid step of the numerical integration (score scale): boundaries agree with a 0.01 grid to < 1e-6
 _P_FLOOR = 1e-10
@@ -251,7 +256,7 @@ class SequentialPlan:
     alpha: float
     family_size: int
     smallest_effect: float | None  # delta: futility when the futility interval lies inside (-delta, delta)
-    futility_confidence: float = FUTILITY_CONFIDENCE
+    futility_confidence: float = 0.95  # plan_sequential sets 1 - alpha / family_size
     spending: str = "Lan-DeMets O'Brien-Fleming"
     fractions: tuple[float, ...] = field(init=False)
     bounds: tuple[float, ...] = field(init=False)  # two-sided z boundaries at the family's first Holm step alpha/m
@@ -289,7 +294,7 @@ class SequentialPlan:
             alpha=float(d["alpha"]),
             family_size=int(d["family_size"]),
             smallest_effect=None if d.get("smallest_effect") is None else float(d["smallest_effect"]),
-            futility_confidence=float(d.get("futility_confidence", FUTILITY_CONFIDENCE)),
+            futility_confidence=float(d["futility_confidence"]),
         )
 
 
@@ -300,12 +305,14 @@ def plan_sequential(
     family_size: int = 1,
     smallest_effect: float | None = None,
     alpha: float = ALPHA,
-    futility_confidence: float = FUTILITY_CONFIDENCE,
+    futility_confidence: float | None = FUTILITY_CONFIDENCE,
 ) -> SequentialPlan:
-    """A plan of ``looks`` equal stages of tasks (the last look is the fixed design's full size)."""
+    """A plan of ``looks`` equal stages of tasks (the last look is the fixed design's full size); the futility
+    interval's confidence defaults to the family's simultaneous level 1 - alpha / family_size."""
     if family_size < 1:
         raise ValueError("family_size must be >= 1")
-    return SequentialPlan(tasks, stage_sizes(tasks, looks), alpha, family_size, smallest_effect, futility_confidence)
+    conf = 1.0 - alpha / family_size if futility_confidence is None else futility_confidence
+    return SequentialPlan(tasks, stage_sizes(tasks, looks), alpha, family_size, smallest_effect, conf)
 
 
 # --------------------------------------------------------------------------- one look
@@ -454,3 +461,65 @@ def operating_characteristics(plan: SequentialPlan, drift: float, futility_drift
         "stop": stop,
         "expected_fraction": float(np.dot(stop, plan.fractions) / max(sum(stop), 1e-300)),
     }
+
+
+# --------------------------------------------------------------------------- a whole sequence of looks
+
+
+@dataclass(frozen=True)
+class SequentialResult:
+    """Every look's decisions, the look each comparison stopped at and whether the run may stop."""
+
+    looks: tuple[tuple[LookDecision, ...], ...]  # looks[k][i]: comparison i after look k + 1
+
+    @property
+    def final(self) -> tuple[LookDecision, ...]:
+        return self.looks[-1]
+
+    @property
+    def looks_run(self) -> int:
+        return len(self.looks)
+
+    @property
+    def decided(self) -> bool:
+        """Every comparison decided: the run stops here (or it reached its last look)."""
+        return all(d.decided for d in self.final)
+
+    def stopped_at(self) -> list[int]:
+        """The look (1-based) at which each comparison stopped getting conversations (the last look run if not)."""
+        return [d.look if d.decided else self.looks_run for d in self.final]
+
+
+def replay(
+    plan: SequentialPlan,
+    n_comparisons: int,
+    effect_at: Callable[[int, int], PairedEffect],
+    looks_run: int | None = None,
+    *,
+    reason: Callable[[PairedEffect], str | None] | None = None,
+) -> SequentialResult:
+    """Decide looks 1.. in order: ``effect_at(i, k)`` is comparison i's effect on the tasks of stages 1..k.
+
+    A comparison decided at a look gets no later effect (its arm stopped); the sequence ends at the first look
+    where every comparison is decided, at ``looks_run`` (the stages that have run), or at the plan's last look.
+    ``reason`` (the report's :func:`no_claim_reason`) keeps an effect below the minimum design from a claim.
+    This one function is what the run's stage driver, the report and ``benchmarks/calibration.py`` call.
+    """
+    last = plan.looks if looks_run is None else min(plan.looks, looks_run)
+    if last < 1 or n_comparisons < 1:
+        raise ValueError("replay needs at least one look and one comparison")
+    history: list[list[float | None]] = [[] for _ in range(n_comparisons)]
+    prev: list[LookDecision] | None = None
+    out: list[tuple[LookDecision, ...]] = []
+    for look in range(1, last + 1):
+        effects = [None if prev is not None and prev[i].decided else effect_at(i, look) for i in range(n_comparisons)]
+        why = [None if e is None or reason is None else reason(e) for e in effects]
+        decided = decide_look(plan, look, effects, history, prev, reasons=why)
+        for i, e in enumerate(effects):
+            if e is not None:
+                history[i].append(decided[i].z)
+        out.append(tuple(decided))
+        prev = decided
+        if all(d.decided for d in decided):
+            break
+    return SequentialResult(tuple(out))
