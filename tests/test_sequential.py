@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from moodbench.analysis._sequential import (
     spend_obf,
     stage_sizes,
 )
+from scripted import run_cli
 
 # Lan-DeMets O'Brien-Fleming-type bounds, equally spaced looks, two-sided alpha 0.05 (symmetric): DeMets and Lan
 # (1994, Stat Med 13:1341) Table I, the same numbers gsDesign (sfLDOF, test.type=2) and ldbounds print.
@@ -145,3 +147,27 @@ def test_plan_validation_and_round_trip():
     again = SequentialPlan.from_dict(plan.to_dict())
     assert again == plan and again.bounds == plan.bounds and plan.futility_confidence == pytest.approx(1 - 0.05 / 3)
     assert plan.bounds[-1] > plan.bounds_marginal[-1]  # the family's first Holm step alpha/3 is stricter
+
+
+def test_power_sequential_plans_through_the_cli():
+    """``moodbench power --sequential --json``: the plan's looks and bounds, and sequential vs fixed at 0, MDE, 2 x MDE."""
+    args = ["power", "--tasks", "80", "--trials", "2", "--variants", "3", "--baseline-success", "0.65", "--icc", "0.5"]
+    args += ["--pair-corr", "0.5", "--effect-sd", "0.1", "--sequential", "--json"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    seq = json.loads(r.stdout)["sequential"]
+    assert [x["tasks"] for x in seq["looks"]] == [20, 40, 60, 80]
+    assert [x["z_bound"] for x in seq["looks"]] == pytest.approx(list(efficacy_bounds(_equal(4), 0.05 / 3)))
+    assert seq["smallest_effect"] == pytest.approx(seq["mde"]) and seq["max_conversations_per_domain"] == 80 * 2 * 4
+    by = {s["effect"]: s for s in seq["scenarios"]}
+    assert by["MDE"]["power_fixed"] == pytest.approx(0.8, abs=1e-3)
+    assert by["MDE"]["power_fixed"] - 0.02 <= by["MDE"]["power_sequential"] <= by["MDE"]["power_fixed"]
+    assert by["2 x MDE"]["expected_fraction_run"] < 0.7 and by["0"]["expected_fraction_run"] < 0.8
+    assert by["0"]["power_sequential"] <= 0.05 / 3 + 1e-9
+    text = run_cli(*args[:-1])
+    assert text.returncode == 0 and "run --sequential: 4 looks over 80 tasks" in text.stdout + text.stderr
+    assert "sequential vs fixed" in text.stdout
+    bad_args = (["--tasks", "10", "--sequential"], "cannot make a claim"), (["--tasks", "40", "--sequential", "--smallest-effect", "2"], "smallest")
+    for bad, why in bad_args:
+        r = run_cli("power", *bad)
+        assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr

@@ -87,6 +87,7 @@ from moodbench.analysis._sequential import (
     decide_look,
     operating_characteristics,
     plan_sequential,
+    sequential_design,
 )
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
@@ -178,6 +179,7 @@ __all__ = [
     "reward_effects",
     "scope_design",
     "scopes_of",
+    "sequential_design",
     "steering_by_variant",
     "trend_reason",
 ]

@@ -47,6 +47,7 @@ from scipy.stats import norm
 
 from moodbench.analysis._effect import ALPHA, PairedEffect
 from moodbench.analysis._inference import adjust_pvalues
+from moodbench.analysis._power import Design, mde, power_at, task_sd_at
 
 __all__ = [
     "DEFAULT_LOOKS",
@@ -61,6 +62,7 @@ __all__ = [
     "plan_sequential",
     "repeated_p",
     "replay",
+    "sequential_design",
     "spend_obf",
     "stage_sizes",
 ]
@@ -523,3 +525,101 @@ def replay(
         if all(d.decided for d in decided):
             break
     return SequentialResult(tuple(out))
+
+
+# --------------------------------------------------------------------------- planning (moodbench power --sequential)
+
+
+def _drift(design: Design, effect: float) -> float:
+    """The fixed design's E[Z] at a true drop ``effect``: the drift whose normal power equals ``power_at``."""
+    if effect == 0:
+        return 0.0
+    p = power_at(design, -abs(effect))
+    if p is None:
+        raise ValueError("the design is below the minimum for claims; a sequential plan needs a claimable design")
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return float(norm.isf(design.level / 2.0) + norm.ppf(p))
+
+
+def _run_fraction(plan: SequentialPlan, variants: int, drift: float, futility_drift: float, reps: int, seed: int) -> float:
+    """Expected conversations of the whole run / the fixed design's, in the normal model (seeded Monte Carlo).
+
+    Each variant's score shares the control arm (correlation 0.5 between comparisons); a variant's arm stops at its
+    decision (boundary at alpha/m, Holm's first step, or futility); the control arm runs while any variant does."""
+    rng = np.random.default_rng(seed)
+    t = np.asarray(plan.fractions)
+    dt = np.diff(np.concatenate([[0.0], t]))
+    ctrl = rng.normal(size=(reps, plan.looks)) * np.sqrt(dt / 2)
+    arms = rng.normal(size=(reps, variants, plan.looks)) * np.sqrt(dt / 2)
+    z = (np.cumsum(arms, axis=2) - np.cumsum(ctrl, axis=1)[:, None, :] + drift * t) / np.sqrt(t)
+    q = norm.isf((1.0 - plan.futility_confidence) / 2.0)
+    fut = np.maximum(0.0, abs(futility_drift) * np.sqrt(t) - q)
+    fut[-1] = np.inf  # the last look decides everything
+    stop = (np.abs(z) >= np.asarray(plan.bounds)) | (np.abs(z) < fut)
+    first = np.where(stop.any(axis=2), stop.argmax(axis=2), plan.looks - 1)  # (reps, variants)
+    used = t[first].sum(axis=1) + t[first.max(axis=1)]
+    return float(used.mean() / (variants + 1))
+
+
+def sequential_design(
+    design: Design, looks: int = DEFAULT_LOOKS, *, smallest_effect: float | None = None, reps: int = 20_000, seed: int = 22
+) -> dict[str, Any]:
+    """What ``moodbench power --sequential`` prints: the plan (stages, boundaries per look), and against the fixed
+    design of the same maximum size its power and the expected conversations at no effect, the MDE and 2 x MDE.
+
+    The smallest effect of interest defaults to the fixed design's MDE. Power and per-comparison expected size come
+    from the exact recursion (one comparison at alpha/m, its drift matched to the fixed design's power); the run's
+    expected conversations from a seeded normal-model simulation of all comparisons sharing the control arm. The
+    futility threshold is measured in the standard errors of the data at each true effect: with 0/1 rewards a drop
+    widens the spread, so under no effect the same delta is more standard errors away than at the MDE."""
+    target = mde(design)
+    if target is None:
+        raise ValueError(
+            f"{design.tasks} tasks x {design.trials:g} trials cannot make a claim (or no drop reaches the power), "
+            "so there is nothing to plan sequentially; use more tasks"
+        )
+    delta = target if smallest_effect is None else smallest_effect
+    if not 0 < delta <= 1:
+        raise ValueError("--smallest-effect is a drop in mean reward and must lie in (0, 1]")
+    plan = plan_sequential(design.tasks, looks, family_size=design.family_size, smallest_effect=delta, alpha=design.alpha)
+    d_delta, sd_delta = _drift(design, delta), task_sd_at(design, -delta)
+    rows = []
+    for name, effect in (("0", 0.0), ("MDE", target), ("2 x MDE", min(1.0, 2 * target))):
+        drift = _drift(design, effect)
+        # the futility threshold delta in standard errors of the data at this true effect (a drop widens the spread)
+        sd = task_sd_at(design, -effect)
+        d_fut = d_delta * sd_delta / sd if sd > 0 else math.inf
+        oc = operating_characteristics(plan, drift, d_fut)
+        fixed = design.level if effect == 0 else power_at(design, -effect)
+        rows.append(
+            {
+                "effect": name,
+                "drop": effect,
+                "power_fixed": fixed,
+                "power_sequential": oc["power"],
+                "stop_by_look": oc["stop"],
+                "expected_fraction_comparison": oc["expected_fraction"],
+                "expected_fraction_run": _run_fraction(plan, design.family_size, drift, d_fut, reps, seed),
+            }
+        )
+    per_look = []
+    cum = np.cumsum(plan.stages)
+    for k in range(plan.looks):
+        per_look.append(
+            {
+                "look": k + 1,
+                "tasks": int(cum[k]),
+                "fraction": plan.fractions[k],
+                "z_bound": plan.bounds[k],
+                "nominal_p": float(2 * norm.sf(plan.bounds[k])),
+                "alpha_spent": float(spend_obf(plan.fractions[k], design.level)),
+            }
+        )
+    return {
+        "plan": plan.to_dict(),
+        "mde": target,
+        "smallest_effect": delta,
+        "max_conversations_per_domain": int(design.tasks * design.trials * (design.family_size + 1)),
+        "looks": per_look,
+        "scenarios": rows,
+    }
