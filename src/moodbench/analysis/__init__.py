@@ -89,6 +89,8 @@ from moodbench.analysis._sequential import (
     plan_sequential,
     sequential_design,
 )
+from moodbench.analysis._sequential_run import META_KEY as SEQUENTIAL_META
+from moodbench.analysis._sequential_run import plan_run, report_sequential, run_looks, sequential_state, state_plan
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
 
@@ -119,6 +121,7 @@ __all__ = [
     "POWER",
     "PRIMARY",
     "SCORES",
+    "SEQUENTIAL_META",
     "SPREADS",
     "SUBSETS",
     "ClaimedEffect",
@@ -169,6 +172,7 @@ __all__ = [
     "pairing_checks",
     "pass_hat_k_paired",
     "pilot_design",
+    "plan_run",
     "plan_sequential",
     "plan_summary",
     "planned_design",
@@ -176,10 +180,14 @@ __all__ = [
     "power_at",
     "power_design",
     "power_table",
+    "report_sequential",
     "reward_effects",
+    "run_looks",
     "scope_design",
     "scopes_of",
     "sequential_design",
+    "sequential_state",
+    "state_plan",
     "steering_by_variant",
     "trend_reason",
 ]

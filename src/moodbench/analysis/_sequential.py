@@ -332,10 +332,11 @@ class LookDecision:
     status: str  # "claimed" | "futile" | "continue" | "final" (last look, not claimed) | "not_estimable"
     claim: str | None  # "lower" / "higher" when claimed
     futility_ci: tuple[float | None, float | None] = (None, None)
+    ci_family: tuple[float | None, float | None] = (None, None)  # repeated interval at alpha / m (the family's)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["futility_ci"] = list(self.futility_ci)
+        d["futility_ci"], d["ci_family"] = list(self.futility_ci), list(self.ci_family)
         return d
 
     @property
@@ -404,11 +405,12 @@ def decide_look(
                 status, claim = "claimed", ("lower" if src.z < 0 else "higher")
             else:
                 status, claim = src.status, src.claim
-            out.append(LookDecision(src.look, src.z, ps[i], src.ci_low, src.ci_high, status, claim, src.futility_ci))
+            out.append(LookDecision(src.look, src.z, ps[i], src.ci_low, src.ci_high, status, claim, src.futility_ci, src.ci_family))
             continue
         if e is None:
             raise ValueError(f"comparison {i} has no effect and no earlier decision")
         lo, hi = _interval(e, bound_at(plan.fractions, k, plan.alpha, plan.alpha))
+        fam = _interval(e, bound_at(plan.fractions, k, plan.alpha / plan.family_size, plan.alpha))
         f_lo, f_hi = _interval(e, q)
         if claimed and e.diff is not None:
             status, claim = "claimed", ("lower" if e.diff < 0 else "higher")
@@ -428,7 +430,7 @@ def decide_look(
             status, claim = "continue", None
         if status == "not_estimable":
             status = "continue"
-        out.append(LookDecision(look, zs[i], ps[i], lo, hi, status, claim, (f_lo, f_hi)))
+        out.append(LookDecision(look, zs[i], ps[i], lo, hi, status, claim, (f_lo, f_hi), fam))
     return out
 
 

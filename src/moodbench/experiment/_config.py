@@ -173,6 +173,16 @@ class RunConfig(BaseModel):
     judge_fidelity: bool = opt(
         False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion at the intended level?)."
     )
+    # group-sequential design (None defaults keep the identity of runs stored before these fields existed)
+    sequential: bool | None = opt(
+        None,
+        "Run the tasks in stages (looks) and stop once every variant is decided: a claim, or an interval that rules "
+        "out --smallest-effect (Lan-DeMets alpha spending; plan it with moodbench power --sequential).",
+    )
+    looks: int | None = opt(None, "With --sequential: number of looks, stages of tasks (default 4).", ge=2, le=20)
+    smallest_effect: float | None = opt(
+        None, "With --sequential: smallest drop in mean reward that matters (futility); default the planned MDE.", gt=0, le=1
+    )
 
     # execution only (not part of the experiment's identity)
     concurrency: int = opt(defaults.CONCURRENCY, "Conversations in flight at once.", execution=True, ge=1, le=4096)
@@ -319,6 +329,13 @@ class RunConfig(BaseModel):
             raise ValueError("give either task_ids or num_tasks, not both")
         if self.task_ids is not None and len(self.domains) > 1:
             raise ValueError("task_ids name tasks of one domain; run one domain at a time, or use num_tasks")
+        if not self.sequential and (self.looks is not None or self.smallest_effect is not None):
+            raise ValueError("--looks and --smallest-effect plan a sequential run; add --sequential")
+        if self.sequential and self.shard:
+            raise ValueError(
+                "--sequential decides after every stage on all of a stage's conversations, which one shard does not hold; "
+                "run a sequential experiment unsharded (raise --concurrency, or --executor ray across machines)"
+            )
         return self
 
     # -- derived --------------------------------------------------------------------------------
