@@ -167,6 +167,16 @@ def test_a_variant_that_always_fails_is_claimed_at_look_1_and_the_rest_never_run
         )
         assert effect["claim"] == "lower" and effect["p"] == d["p_repeated"] and effect["ci"] == [d["ci_low"], d["ci_high"]]
         assert effect["sequential"]["look"] == 1
+        assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["sequential"]["stopped_at_look"] == 1
+
+    # merge: one sequential run is copied with its looks; with another run it is refused (its looks were its own)
+    copy = tmp_path / "copy"
+    merged = moodbench(tmp_path, "merge", copy, out)
+    assert merged.returncode == 0, explain(merged)
+    again_report = moodbench(tmp_path, "report", copy, "--json")
+    assert json.loads(again_report.stdout)["runs"][0]["sequential"]["summary"] == seq["summary"]
+    refused = moodbench(tmp_path, "merge", tmp_path / "both", out, copy)
+    assert refused.returncode == 2 and "cannot be merged" in " ".join(refused.stderr.split()), explain(refused)
 
 
 def test_a_null_design_stops_for_futility(tmp_path: Path) -> None:
