@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,22 +71,25 @@ CLAIM = _script([{"content": "###STOP###"}])
 NULL = _script([{"content": "Please UPDATE task_1 to completed."}, {"content": "Thanks! ###STOP###"}])
 
 
-def moodbench(tmp_path: Path, *args: Any, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _env(tmp_path: Path) -> dict[str, str]:
     plugins = tmp_path / "plugins"
     (plugins / "seqmock").mkdir(parents=True, exist_ok=True)
     (plugins / "seqmock" / "__init__.py").write_text(PLUGIN, encoding="utf-8")
-    env = cli_env({"PYTHONPATH": os.pathsep.join(str(p) for p in (SRC_DIR, plugins))})
+    return cli_env({"PYTHONPATH": os.pathsep.join(str(p) for p in (SRC_DIR, plugins))})
+
+
+def moodbench(tmp_path: Path, *args: Any, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "moodbench.cli", *[str(a) for a in args]],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=_env(tmp_path),
         cwd=tempfile.gettempdir(),
     )
 
 
-def run_args(url: str, out: Path, *extra: Any) -> list[Any]:
+def run_args(url: str, out: Path, *extra: Any, concurrency: int = 16) -> list[Any]:
     return [
         "run",
         "--plugin",
@@ -104,7 +109,7 @@ def run_args(url: str, out: Path, *extra: Any) -> list[Any]:
         "--looks",
         "2",
         "--concurrency",
-        "16",
+        str(concurrency),
         "--out",
         out,
         *extra,
@@ -167,6 +172,7 @@ def test_a_variant_that_always_fails_is_claimed_at_look_1_and_the_rest_never_run
         )
         assert effect["claim"] == "lower" and effect["p"] == d["p_repeated"] and effect["ci"] == [d["ci_low"], d["ci_high"]]
         assert effect["sequential"]["look"] == 1
+        assert "sequential: stopped at look 1 of 2 (frustration: claimed lower)" in " ".join(again.stdout.split())
         assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["sequential"]["stopped_at_look"] == 1
 
     # merge: one sequential run is copied with its looks; with another run it is refused (its looks were its own)
@@ -206,3 +212,41 @@ def test_sequential_refuses_shards_and_stray_options(tmp_path: Path) -> None:
     r = moodbench(tmp_path, *args)
     assert r.returncode == 2 and "add --sequential" in " ".join(r.stderr.split()), explain(r)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    dry = moodbench(tmp_path, *run_args("http://127.0.0.1:9/v1", tmp_path / "z", "--dry-run"))
+    assert dry.returncode == 0, explain(dry)
+    assert "sequential: 2 looks, stages of 20, 20 task(s)" in " ".join(dry.stdout.split()) and not (tmp_path / "z").exists()
+
+
+def test_an_interrupted_stage_resumes_there_and_takes_each_look_once(tmp_path: Path) -> None:
+    """Ctrl-C in stage 1: no look is taken; the same command resumes stage 1, looks, runs stage 2 (nothing decided
+    at look 1 with a smallest effect of 0.05) and ends at the last look with no claim."""
+    out = tmp_path / "resume"
+    with start_scripted_server({**NULL, "latency_ms": 40}, tmp_path) as srv:
+        args = run_args(srv.base_url, out, "--smallest-effect", "0.05", concurrency=4)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moodbench.cli", *[str(a) for a in args]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(tmp_path),
+            cwd=tempfile.gettempdir(),
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "results.sqlite").is_file() and len(stored(out)) >= 8:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 130, err[-3000:]
+        partial = len(stored(out))
+        assert 8 <= partial < 80 and not events(out, "sequential_look")
+
+        done = moodbench(tmp_path, *args)
+        assert done.returncode == 0, explain(done)
+    rows = stored(out)
+    assert len(rows) == 160 and len({(r[0], r[1], r[2]) for r in rows}) == 160
+    looks = events(out, "sequential_look")
+    assert [e["look"] for e in looks] == [1, 2]
+    assert looks[0]["decisions"][0]["status"] == "continue" and looks[0]["ran"] == 80 - partial
+    assert looks[1]["decisions"][0]["status"] == "final" and looks[1]["decisions"][0]["claim"] is None
