@@ -139,8 +139,6 @@ def _all_stored(config: RunConfig, plan: Plan) -> bool:
         if stored is None or {k: v for k, v in stored.items() if k in config.identity()} != config.identity():
             return False  # a changed config: let the normal path refuse it (or --force-config go on)
         finished = store.finished_keys()
-        if config.sequential and (store.get_meta("sequential") or {}).get("stopped"):
-            return True  # a sequential run that stopped: its later stages are not missing, they were never needed
     return all(c.key in finished for c in plan.cells)
 
 
