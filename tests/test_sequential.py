@@ -158,7 +158,7 @@ def test_power_sequential_plans_through_the_cli():
     seq = json.loads(r.stdout)["sequential"]
     assert [x["tasks"] for x in seq["looks"]] == [20, 40, 60, 80]
     assert [x["z_bound"] for x in seq["looks"]] == pytest.approx(list(efficacy_bounds(_equal(4), 0.05 / 3)))
-    assert seq["smallest_effect"] == pytest.approx(seq["mde"]) and seq["max_conversations_per_domain"] == 80 * 2 * 4
+    assert seq["smallest_effect"] == pytest.approx(seq["mde"]) and seq["max_conversations"] == 80 * 2 * 4
     by = {s["effect"]: s for s in seq["scenarios"]}
     assert by["MDE"]["power_fixed"] == pytest.approx(0.8, abs=1e-3)
     assert by["MDE"]["power_fixed"] - 0.02 <= by["MDE"]["power_sequential"] <= by["MDE"]["power_fixed"]

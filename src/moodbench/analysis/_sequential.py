@@ -621,7 +621,7 @@ def sequential_design(
         "plan": plan.to_dict(),
         "mde": target,
         "smallest_effect": delta,
-        "max_conversations_per_domain": int(design.tasks * design.trials * (design.family_size + 1)),
+        "max_conversations": int(design.tasks * design.trials * (design.family_size + 1)),
         "looks": per_look,
         "scenarios": rows,
     }

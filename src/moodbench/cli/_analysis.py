@@ -145,7 +145,9 @@ def power(
     ),
     baseline: str = typer.Option("control", "--baseline", help="With --pilot: the baseline variant."),
     sequential: bool = typer.Option(
-        False, "--sequential", help="Also plan run --sequential for the first tasks x trials: looks, bounds, expected size."
+        False,
+        "--sequential",
+        help="Also plan run --sequential (pooled over domains) for the first tasks x trials: looks, bounds, expected size.",
     ),
     looks: int = typer.Option(4, "--looks", min=2, max=20, help="With --sequential: number of looks (stages of tasks)."),
     smallest_effect: Optional[float] = typer.Option(
@@ -201,7 +203,9 @@ def power(
         "domains": n_dom,
         "family_size": design.family_size,
     }
-    seq = _sequential_plan(first, looks, smallest_effect) if sequential else None
+    # run --sequential decides one pooled comparison per variant: all domains' tasks, a family of the variants
+    pooled = replace(first, tasks=first.tasks * n_dom, family_size=n_var)
+    seq = _sequential_plan(pooled, looks, smallest_effect) if sequential else None
     if as_json:
         sys.stdout.write(
             json.dumps(
@@ -304,7 +308,7 @@ def _print_sequential(seq: dict[str, Any]) -> None:
         f"\nrun --sequential: {len(plan['stages'])} looks over {plan['tasks']} tasks (stages of {', '.join(map(str, plan['stages']))}), "
         f"{plan['spending']} alpha spending, Holm over the {plan['family_size']} comparison(s) on repeated p-values; "
         f"futility when the {plan['futility_confidence']:.1%} interval lies inside +-{seq['smallest_effect']:.3f} "
-        f"(smallest effect of interest); at most {seq['max_conversations_per_domain']} conversations per domain, as the fixed design",
+        f"(smallest effect of interest); at most {seq['max_conversations']} conversations, as the fixed design",
         highlight=False,
         markup=False,
     )
