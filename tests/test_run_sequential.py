@@ -201,9 +201,9 @@ def test_a_null_design_stops_for_futility(tmp_path: Path) -> None:
     assert -0.6 < lo < 0 < hi < 0.6
 
 
-def test_sequential_refuses_shards_and_stray_options(tmp_path: Path) -> None:
+def test_sequential_refuses_stray_options(tmp_path: Path) -> None:
     for extra, said in (
-        (["--shard", "1/2"], "unsharded"),
+        (["--looks-from", "elsewhere"], "add --sequential --shard"),
         (["--smallest-effect", "0"], "smallest_effect"),
     ):
         r = moodbench(tmp_path, *run_args("http://127.0.0.1:9/v1", tmp_path / "x", *extra))
@@ -250,3 +250,35 @@ def test_an_interrupted_stage_resumes_there_and_takes_each_look_once(tmp_path: P
     assert [e["look"] for e in looks] == [1, 2]
     assert looks[0]["decisions"][0]["status"] == "continue" and looks[0]["ran"] == 80 - partial
     assert looks[1]["decisions"][0]["status"] == "final" and looks[1]["decisions"][0]["claim"] is None
+
+
+def test_shards_run_a_stage_each_and_look_on_the_merge(tmp_path: Path) -> None:
+    """Two shards run their shares of stage 1 and stop; the merge holds stage 1 and its look; each shard run again
+    with --looks-from the merge runs its share of stage 2 (nothing was decided at look 1); the second merge's report
+    replays both looks: the last look, no claim. A shard asked again after that has nothing left to run."""
+    with start_scripted_server(NULL, tmp_path) as srv:
+
+        def shard(i: int, *extra: Any) -> subprocess.CompletedProcess[str]:
+            r = moodbench(tmp_path, *run_args(srv.base_url, tmp_path / f"s{i}", "--smallest-effect", "0.05", "--shard", f"{i}/2", *extra))
+            assert r.returncode == 0, explain(r)
+            return r
+
+        first = [shard(i) for i in (1, 2)]
+        assert "its share of stage 1 of 2" in " ".join((first[0].stdout + first[0].stderr).split())
+        assert sum(len(stored(tmp_path / f"s{i}")) for i in (1, 2)) == 80
+        assert moodbench(tmp_path, "merge", tmp_path / "m1", tmp_path / "s1", tmp_path / "s2").returncode == 0
+        r1 = json.loads(moodbench(tmp_path, "report", tmp_path / "m1", "--json").stdout)["runs"][0]["sequential"]
+        assert r1["looks_run"] == 1 and r1["stopped_at_look"] is None and r1["final"]["frustration"]["status"] == "continue"
+
+        for i in (1, 2):
+            shard(i, "--looks-from", tmp_path / "m1")
+        assert sum(len(stored(tmp_path / f"s{i}")) for i in (1, 2)) == 160
+        assert moodbench(tmp_path, "merge", tmp_path / "m2", tmp_path / "s1", tmp_path / "s2").returncode == 0
+        r2 = json.loads(moodbench(tmp_path, "report", tmp_path / "m2", "--json").stdout)["runs"][0]["sequential"]
+        assert r2["stopped_at_look"] == 2 and r2["final"]["frustration"]["status"] == "final"
+        assert "stopped at look 2 of 2" in r2["summary"]
+
+        last = shard(1, "--looks-from", tmp_path / "m2")
+        assert "nothing left for this shard" in " ".join((last.stdout + last.stderr).split()) and len(stored(tmp_path / "s1")) == 80
+    refused = moodbench(tmp_path, "merge", tmp_path / "mixed", tmp_path / "s1", tmp_path / "m2")
+    assert refused.returncode == 2, explain(refused)

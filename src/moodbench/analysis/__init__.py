@@ -90,7 +90,14 @@ from moodbench.analysis._sequential import (
     sequential_design,
 )
 from moodbench.analysis._sequential_run import META_KEY as SEQUENTIAL_META
-from moodbench.analysis._sequential_run import plan_run, report_sequential, run_looks, sequential_state, state_plan
+from moodbench.analysis._sequential_run import (
+    complete_looks,
+    plan_run,
+    report_sequential,
+    run_looks,
+    sequential_state,
+    state_plan,
+)
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
 
@@ -140,6 +147,7 @@ __all__ = [
     "claim_effects",
     "claim_family",
     "comparison_summary",
+    "complete_looks",
     "conversation_anatomy",
     "conversation_stats",
     "delivery",

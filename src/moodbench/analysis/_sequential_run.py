@@ -18,7 +18,16 @@ from moodbench.analysis._planning import planned_mde
 from moodbench.analysis._sequential import DEFAULT_LOOKS, SequentialPlan, SequentialResult, replay, stage_sizes
 from moodbench.results import ConversationRecord
 
-__all__ = ["META_KEY", "plan_run", "report_sequential", "run_looks", "sequential_state", "stage_layout", "state_plan"]
+__all__ = [
+    "META_KEY",
+    "complete_looks",
+    "plan_run",
+    "report_sequential",
+    "run_looks",
+    "sequential_state",
+    "stage_layout",
+    "state_plan",
+]
 
 META_KEY = "sequential"  # the store meta (and manifest/summary key) holding the plan and the looks
 
@@ -92,6 +101,32 @@ def run_looks(
     return replay(plan, len(others), effect_at, looks_run, reason=no_claim_reason)
 
 
+def complete_looks(
+    records: Sequence[ConversationRecord],
+    baseline: str,
+    others: Sequence[str],
+    plan: SequentialPlan,
+    stage_of: Mapping[TaskKey, int],
+    trials: int,
+) -> int:
+    """How many looks the records support: stage k counts once every (task, trial) of it has a stored conversation
+    (scored or excluded) for the baseline and every variant still undecided after look k - 1. Used where the run's
+    own count is not known: a run merged from the shards of a sequential run, and each shard's next stage."""
+    have = {(r.domain, r.task_id, r.variant, r.trial) for r in records}
+    active = [baseline, *others]
+    n = 0
+    for look in range(1, plan.looks + 1):
+        tasks = [tk for tk, s in stage_of.items() if s == look]
+        if not all((d, t, v, tr) in have for d, t in tasks for v in active for tr in range(trials)):
+            break
+        n = look
+        result = run_looks(records, baseline, others, plan, stage_of, look)
+        if result.decided:
+            break
+        active = [baseline, *(v for v, d in zip(others, result.final) if d.status == "continue")]
+    return n
+
+
 def sequential_state(
     plan: SequentialPlan, stage_of: Mapping[TaskKey, int], baseline: str, others: Sequence[str], result: SequentialResult | None
 ) -> dict[str, Any]:
@@ -126,12 +161,16 @@ def state_plan(state: Mapping[str, Any]) -> tuple[SequentialPlan, dict[TaskKey, 
     return plan, {(str(d), str(t)): int(s) for d, t, s in state["stage_of"]}
 
 
-def report_sequential(records: Sequence[ConversationRecord], state: Mapping[str, Any], baseline: str) -> dict[str, Any]:
+def report_sequential(
+    records: Sequence[ConversationRecord], state: Mapping[str, Any], baseline: str, trials: int = 1
+) -> dict[str, Any]:
     """The report's sequential section: the looks replayed from the records and the stored plan, ``final`` (per variant:
     the decision whose sequential p and repeated intervals replace the fixed-design ones) and a one-line summary."""
     plan, stage_of = state_plan(state)
     others = [str(v) for v in state["comparisons"]]
     looks_run = int(state.get("looks_run") or 0)
+    if state.get("sharded"):  # merged from shards: the records say how far the stages got
+        looks_run = complete_looks(records, str(state["baseline"]), others, plan, stage_of, trials)
     out: dict[str, Any] = {
         "looks_planned": plan.looks,
         "looks_run": looks_run,

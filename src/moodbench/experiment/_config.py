@@ -183,6 +183,12 @@ class RunConfig(BaseModel):
     smallest_effect: float | None = opt(
         None, "With --sequential: smallest drop in mean reward that matters (futility); default the planned MDE.", gt=0, le=1
     )
+    looks_from: Path | None = opt(
+        None,
+        "With --sequential --shard I/N: the run merged from every shard so far (moodbench merge); its looks decide the "
+        "stage and the variants this shard runs next.",
+        execution=True,
+    )
 
     # execution only (not part of the experiment's identity)
     concurrency: int = opt(defaults.CONCURRENCY, "Conversations in flight at once.", execution=True, ge=1, le=4096)
@@ -331,11 +337,8 @@ class RunConfig(BaseModel):
             raise ValueError("task_ids name tasks of one domain; run one domain at a time, or use num_tasks")
         if not self.sequential and (self.looks is not None or self.smallest_effect is not None):
             raise ValueError("--looks and --smallest-effect plan a sequential run; add --sequential")
-        if self.sequential and self.shard:
-            raise ValueError(
-                "--sequential decides after every stage on all of a stage's conversations, which one shard does not hold; "
-                "run a sequential experiment unsharded (raise --concurrency, or --executor ray across machines)"
-            )
+        if self.looks_from is not None and not (self.sequential and self.shard):
+            raise ValueError("--looks-from tells a shard of a sequential run where the merged looks are; add --sequential --shard I/N")
         return self
 
     # -- derived --------------------------------------------------------------------------------

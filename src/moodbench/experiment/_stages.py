@@ -7,11 +7,17 @@ the stored plan only: a resumed run re-takes the same looks and continues at the
 complete; the plan is stored first and a resume with another layout is refused by the config identity (tasks,
 variants, looks and smallest effect are part of it). Every look is an ``sequential_look`` event; the store's
 ``sequential`` meta and the manifest hold the plan, the layout and every look's decisions.
+
+Shards (``--shard I/N``) cannot look on their own share. A shard runs its share of one stage per invocation and
+stops; ``moodbench merge NEW SHARD_DIRS...`` gathers the stage, and every shard run again with ``--looks-from NEW``
+replays the looks on the merged records (``complete_looks``) and runs its share of the next stage for the variants
+still undecided, or stops when the merged looks decided everything. The merged run's report replays the same looks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moodbench._util.exitcodes import ExitCode
@@ -60,6 +66,8 @@ def run_stages(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if config.shard:
+        return _run_shard(plan, store, events, run_cells, manifest, say, (seq, stage_of, baseline, others))
     state = sequential_state(seq, stage_of, baseline, others, None)
     store.set_meta(SEQUENTIAL_META, state)
     outcome: LoopOutcome | None = None
@@ -99,3 +107,55 @@ def _describe(look: dict[str, Any], of: int) -> str:
         p = "" if d["p_repeated"] is None else f", sequential p {d['p_repeated']:.3g}"
         parts.append(f"{d['variant']}: {what}{p}")
     return f"moodbench: look {look['look']} of {of}: " + "; ".join(parts)
+
+
+def _run_shard(
+    plan: Plan,
+    store: Store,
+    events: EventLog,
+    run_cells: Callable[[list[Cell]], LoopOutcome],
+    manifest: Callable[..., None],
+    say: Callable[[str], None],
+    layout: tuple[Any, dict[tuple[str, str], int], str, list[str]],
+) -> LoopOutcome | None:
+    """One shard's share of the next stage the merged run (``--looks-from``) has not finished."""
+    from moodbench.analysis import SEQUENTIAL_META, complete_looks, run_looks, sequential_state
+    from moodbench.results import Store as ResultStore
+
+    seq, stage_of, baseline, others = layout
+    config = plan.config
+    records: list[Any] = []
+    if config.looks_from is not None:
+        db = Path(config.looks_from) / "results.sqlite"
+        if not db.is_file():
+            raise ConfigError(f"--looks-from {config.looks_from} is not a run directory (no results.sqlite); name the merged run")
+        with ResultStore(db, readonly=True) as merged:
+            theirs = {k: v for k, v in (merged.get_meta("config") or {}).items() if k != "shard"}
+            ours = {k: v for k, v in config.identity().items() if k != "shard"}
+            if theirs != ours:
+                raise ConfigError(f"--looks-from {config.looks_from} holds another experiment than this shard; name the merge of its shards")
+            records = list(merged.records(with_payload=False))
+    done = complete_looks(records, baseline, others, seq, stage_of, config.trials)
+    result = run_looks(records, baseline, others, seq, stage_of, done) if done else None
+    state = sequential_state(seq, stage_of, baseline, others, result)
+    if result is not None and (result.decided or done == seq.looks):
+        store.set_meta(SEQUENTIAL_META, {**state, "sharded": True})
+        manifest(sequential={k: v for k, v in state.items() if k != "stage_of"})
+        events.emit("sequential_stopped", look=done, of=seq.looks, early=state["stopped_early"], variants=state["variant_stopped_at_look"])
+        say(_describe(state["looks"][-1], seq.looks) + " (merged looks): nothing left for this shard")
+        return None
+    active = {baseline} | (set(others) if result is None else {v for v, d in zip(others, result.final) if d.status == "continue"})
+    stage = done + 1
+    finished = store.finished_keys()
+    cells = [c for c in plan.cells if stage_of[(c.domain, c.task_id)] == stage and c.variant in active and c.key not in finished]
+    store.set_meta(SEQUENTIAL_META, {**state, "sharded": True, "shard_stage": stage})
+    manifest(sequential={k: v for k, v in state.items() if k != "stage_of"})
+    outcome = run_cells(cells) if cells else None
+    if outcome is not None and outcome.exit_code != ExitCode.OK:
+        return outcome
+    events.emit("sequential_shard_stage", stage=stage, of=seq.looks, shard=config.shard, ran=len(cells), variants=sorted(active))
+    say(
+        f"moodbench: shard {config.shard}: its share of stage {stage} of {seq.looks} is stored ({len(cells)} new); merge every "
+        "shard (moodbench merge NEW SHARD_DIR...) and run each shard again with --looks-from NEW"
+    )
+    return outcome

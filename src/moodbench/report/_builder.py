@@ -172,7 +172,7 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: Repo
         for v, s in run.summary["variants"].items()
     }
     a["pairing"] = pairing_checks(run.records, baseline, variants, cfg)
-    seq = None if run.sequential is None else report_sequential(run.records, run.sequential, baseline)
+    seq = None if run.sequential is None else report_sequential(run.records, run.sequential, baseline, run.trials)
     a["sequential"] = seq
     rew = reward_effects(run.records, baseline, variants, domains, family=family, sequential=None if seq is None else seq["final"])
     manip = manipulation_check(run.records, baseline, variants, domains, judge, emotions=emotions)
