@@ -45,11 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from moodbench.analysis._claims import Comparison, claim_effects, mde_with_exclusions, missing_bounds, pass_k_rows, scope_design
 from moodbench.analysis._dose import trend_reason
+from moodbench.analysis._effect import no_claim_reason
 from moodbench.analysis._family import ReportFamily
 from moodbench.analysis._inference import ALPHA, MIN_PAIRS, MIN_TASKS, aa_split, dose_response, paired_effect
 from moodbench.analysis._manipulation import manipulation_family
 from moodbench.analysis._planning import planned_design
 from moodbench.analysis._power import Design, design_from_pilot, mde, power_at
+from moodbench.analysis._sequential import DEFAULT_LOOKS, plan_sequential, replay
 
 # --------------------------------------------------------------------------- the simulated world
 
@@ -139,11 +141,84 @@ class Config:
     designs: tuple[tuple[int, int], ...] = ((5, 3), (40, 3))
     real_reps: int = 2000  # replications per line of the real-conditions table (issue 18); 0: skip
     real_designs: tuple[tuple[int, int], ...] = ((40, 3), (100, 1), (20, 1))
+    seq_reps: int = 2000  # replications per line of the sequential-vs-fixed table (issue 22); 0: skip
+    seq_designs: tuple[tuple[int, int, int], ...] = ((80, 2, 3), (80, 2, 1))  # tasks, trials, variants
 
 
 FULL = Config()
 ILLUSTRATIVE_DROP = 0.10  # the drop simulated for designs that have no MDE (below MIN_TASKS)
-FAST = Config(reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0, real_reps=200, real_designs=((40, 3),))
+FAST = Config(
+    reps=600, manip_reps=600, grid_reps=0, contrast_reps=0, power_reps=0, real_reps=200, real_designs=((40, 3),), seq_reps=600
+)
+
+
+
+# --------------------------------------------------------------------------- sequential vs fixed (issue 22)
+
+SEQ_EFFECTS = ("null", "mde", "2mde")  # every variant at 0; the first at the MDE, the rest null; every one at 2 x MDE
+
+
+def sequential_experiment(
+    rng: np.random.Generator, scen: Scenario, g: int, m: int, v: int, drops: np.ndarray, reps: int, looks: int, delta: float
+) -> dict[str, Any]:
+    """``reps`` experiments analysed twice on the same data: the fixed design (``claim_effects`` on every task) and
+    the group-sequential design of ``moodbench run --sequential`` (``replay``: stages of g / looks tasks, each
+    variant's arm stopping once decided, the control arm running while any variant does).
+
+    Conversations: the fixed design runs (v + 1) x g x m; the sequential one m x (tasks of the control's last
+    look + the sum over variants of the tasks up to the look each stopped at)."""
+    cl = _clusters(g, m)
+    plan = plan_sequential(g, looks, family_size=v, smallest_effect=delta)
+    cum = np.cumsum(plan.stages)
+    false_seq, false_fixed, hit_seq, hit_fixed, conv, cover, stop_look = [], [], [], [], [], [], []
+    for _ in range(reps):
+        p = scen.tasks(rng, g)
+        base, var = scen.outcomes(rng, p, scen.variant(rng, p, drops), m)
+        fixed = [c.verdict.claim for c in claim_effects([Comparison(base.ravel(), var[j].ravel(), cl) for j in range(v)])]
+
+        def effect_at(i: int, k: int, base: np.ndarray = base, var: np.ndarray = var) -> Any:
+            n = int(cum[k - 1])
+            return paired_effect(base[:n].ravel(), var[i, :n].ravel(), cl[: n * m])
+
+        res = replay(plan, v, effect_at, reason=no_claim_reason)
+        final = res.final
+        seq = [d.claim if d.status == "claimed" else "no_difference" for d in final]
+        wrong = [(c == "higher") if d > 0 else (c in ("lower", "higher")) for c, d in zip(seq, drops)]
+        wrong_fixed = [(c == "higher") if d > 0 else (c in ("lower", "higher")) for c, d in zip(fixed, drops)]
+        false_seq.append(any(wrong))
+        false_fixed.append(any(wrong_fixed))
+        hit_seq.append(seq[0] == "lower")
+        hit_fixed.append(fixed[0] == "lower")
+        stops = res.stopped_at()
+        conv.append(m * (int(cum[res.looks_run - 1]) + sum(int(cum[s - 1]) for s in stops)) / ((v + 1) * g * m))
+        first = final[0]
+        cover.append(None if first.ci_low is None or first.ci_high is None else float(first.ci_low <= -drops[0] <= first.ci_high))
+        stop_look.append(res.looks_run)
+    return {
+        "false_claim_seq": rate(false_seq),
+        "false_claim_fixed": rate(false_fixed),
+        "power_seq": rate(hit_seq),
+        "power_fixed": rate(hit_fixed),
+        "power_diff": rate([float(a) - float(b) for a, b in zip(hit_seq, hit_fixed)]),
+        "conversations": rate(conv),  # expected conversations / the fixed design's
+        "coverage_repeated_ci": rate(cover),
+        "mean_looks": rate(stop_look),
+        "bounds": list(plan.bounds),
+    }
+
+
+def sequential_table(cfg: Config, seed: int) -> list[dict[str, Any]]:
+    """Sequential vs fixed with the same maximum size, main world, smallest effect of interest = the MDE."""
+    rows = []
+    for g, m, v in cfg.seq_designs:
+        target = mde(MAIN.design(g, m, v))
+        assert target is not None
+        for name in SEQ_EFFECTS:
+            rng = np.random.default_rng([seed, 22, g, m, v, SEQ_EFFECTS.index(name)])
+            drops = np.zeros(v) if name == "null" else np.full(v, 2 * target) if name == "2mde" else np.eye(1, v)[0] * target
+            r = sequential_experiment(rng, MAIN, g, m, v, drops, cfg.seq_reps, DEFAULT_LOOKS, target)
+            rows.append({"tasks": g, "trials": m, "variants": v, "looks": DEFAULT_LOOKS, "mde": target, "effect": name, **r})
+    return rows
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -877,6 +952,7 @@ def render(result: dict[str, Any]) -> str:
             formula = "–" if r["power_formula"] is None else f"{r['power_formula']:.3f}"
             lines.append(f"| {r['source']} | {mdes} | {_fmt(r['power'])} | {formula} |")
     lines += render_real(result)
+    lines += render_sequential(result)
     if result.get("grid"):
         drops = " / ".join(f"{d:.1f}" for d in GRID_DROPS)
         reps = result["config"]["grid_reps"]
@@ -953,6 +1029,32 @@ def render(result: dict[str, Any]) -> str:
         )
     lines.append(f"\nwall time {result['wall_s']:.1f} s; {result['machine']}")
     return "\n".join(lines)
+
+
+def render_sequential(result: dict[str, Any]) -> list[str]:
+    """The sequential-vs-fixed table: the same data analysed both ways, same maximum size."""
+    if not result.get("sequential"):
+        return []
+    reps = result["config"]["seq_reps"]
+    lines = [
+        "",
+        (
+            f"group-sequential (run --sequential: {DEFAULT_LOOKS} looks, Lan-DeMets OBF spending, Holm over repeated p, futility "
+            f"when the family-wise interval lies inside +-MDE) vs the fixed design on the same data, main world, {reps} replications:"
+        ),
+        "",
+        "| tasks x trials | variants | true effect | false claims seq (fixed) | power seq (fixed) [seq - fixed]"
+        " | conversations / fixed | repeated-CI coverage | looks run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["sequential"]:
+        eff = {"null": "0 (all)", "mde": f"first at MDE {r['mde']:.3f}", "2mde": f"all at 2 x MDE {2 * r['mde']:.3f}"}[r["effect"]]
+        lines.append(
+            f"| {r['tasks']}x{r['trials']} | {r['variants']} | {eff} | {_fmt(r['false_claim_seq'])} ({r['false_claim_fixed'][0]:.3f}) "
+            f"| {_fmt(r['power_seq'])} ({r['power_fixed'][0]:.3f}) [{_fmt(r['power_diff'])}] | {_fmt(r['conversations'])} "
+            f"| {_fmt(r['coverage_repeated_ci'])} | {r['mean_looks'][0]:.2f} |"
+        )
+    return lines
 
 
 def render_real(result: dict[str, Any]) -> list[str]:
@@ -1053,6 +1155,9 @@ def run(cfg: Config, seed: int = 20240917, mode: str = "full", progress: Callabl
         out["concentrated"] = concentrated_experiment(cfg, seed)
         say("real conditions: pass^k")
         out["pass_k"] = pass_k_experiment(cfg, seed)
+    if cfg.seq_reps:
+        say("sequential vs fixed design")
+        out["sequential"] = sequential_table(cfg, seed)
     if cfg.grid_reps:
         say("coverage grid")
         out["grid"] = coverage_grid(cfg, seed)

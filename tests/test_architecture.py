@@ -110,7 +110,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "sim": {"emotions", "judges", "llm", "results"},
     "doctor": {"judges", "llm", "results", "serve", "sim"},
     "steer": {"analysis", "doctor", "emotions", "judges", "llm", "results", "serve", "sim"},
-    "experiment": {"doctor", "emotions", "llm", "results", "serve", "sim", "steer"},
+    "experiment": {"analysis", "doctor", "emotions", "llm", "results", "serve", "sim", "steer"},
     "cli": {"analysis", "doctor", "emotions", "experiment", "llm", "report", "results", "serve", "sim", "steer"},
     "__init__.py": {"experiment", "report", "results"},  # moodbench's lazy top-level names
 }

@@ -81,6 +81,23 @@ from moodbench.analysis._planning import (
 )
 from moodbench.analysis._power import POWER, Design, design_from_pilot, mde, mde_note, power_at, power_table
 from moodbench.analysis._prompted_vs_steered import comparison_summary, methods_comparison, steering_by_variant
+from moodbench.analysis._sequential import (
+    LookDecision,
+    SequentialPlan,
+    decide_look,
+    operating_characteristics,
+    plan_sequential,
+    sequential_design,
+)
+from moodbench.analysis._sequential_run import META_KEY as SEQUENTIAL_META
+from moodbench.analysis._sequential_run import (
+    complete_looks,
+    plan_run,
+    report_sequential,
+    run_looks,
+    sequential_state,
+    state_plan,
+)
 from moodbench.analysis._stats import mcnemar_exact
 from moodbench.analysis._variants import Dose, dose_of
 
@@ -111,14 +128,17 @@ __all__ = [
     "POWER",
     "PRIMARY",
     "SCORES",
+    "SEQUENTIAL_META",
     "SPREADS",
     "SUBSETS",
     "ClaimedEffect",
     "Comparison",
     "Design",
     "Dose",
+    "LookDecision",
     "MissingBounds",
     "ReportFamily",
+    "SequentialPlan",
     "aa_split",
     "assumptions",
     "adjust_pvalues",
@@ -127,6 +147,7 @@ __all__ = [
     "claim_effects",
     "claim_family",
     "comparison_summary",
+    "complete_looks",
     "conversation_anatomy",
     "conversation_stats",
     "delivery",
@@ -138,6 +159,7 @@ __all__ = [
     "dose_response",
     "dose_response_table",
     "declared_emotions",
+    "decide_look",
     "early_user_texts",
     "family_size",
     "fidelity",
@@ -153,19 +175,27 @@ __all__ = [
     "methods_comparison",
     "missing_bounds",
     "no_claim_reason",
+    "operating_characteristics",
     "paired_effect",
     "pairing_checks",
     "pass_hat_k_paired",
     "pilot_design",
+    "plan_run",
+    "plan_sequential",
     "plan_summary",
     "planned_design",
     "planned_mde",
     "power_at",
     "power_design",
     "power_table",
+    "report_sequential",
     "reward_effects",
+    "run_looks",
     "scope_design",
     "scopes_of",
+    "sequential_design",
+    "sequential_state",
+    "state_plan",
     "steering_by_variant",
     "trend_reason",
 ]

@@ -426,8 +426,14 @@ def reward_effects(
     *,
     alpha: float = ALPHA,
     family: ReportFamily | None = None,
+    sequential: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Every effect of one run, its exclusions and bounds, each scope's design (MDE, A/A) and paired pass^k.
+
+    ``sequential`` (a ``run --sequential``: variant -> its final look decision, ``report_sequential``'s ``final``):
+    the pooled row of each planned comparison carries the sequential p and the repeated intervals instead of the
+    fixed-design ones (``row["sequential"]`` keeps both); every other reward row stays out of the family, since its
+    fixed-design p is not valid after the run stopped on the data.
 
     With ``family`` (the report's) the rows join it and stay undecided until the caller resolves the family
     and calls :func:`finish_reward_effects` with its size; without, the run is its own family and both happen
@@ -468,7 +474,13 @@ def reward_effects(
                 row["exclusions"] = check
                 bounds = None if bounds_obj is None else (bounds_obj.worst, bounds_obj.best)
                 same = primary.get((v, s))
-                if subset == "unflagged" and same is not None and same["n_pairs"] == e.n_pairs:
+                seq = None if sequential is None else sequential.get(v)
+                if sequential is not None and (seq is None or subset != "all" or s != POOLED):
+                    fam.add(section, row, p=e.p, estimate=e.diff, se=e.se, df=e.df, reason=SEQUENTIAL_NOTE)
+                elif seq is not None:
+                    e = _sequential_effect(row, e, seq)
+                    fam.add_effect(section, row, e, bounds=bounds)
+                elif subset == "unflagged" and same is not None and same["n_pairs"] == e.n_pairs:
                     fam.add_same(section, row, same)
                 else:
                     fam.add_effect(section, row, e, bounds=bounds)
@@ -498,9 +510,32 @@ def reward_effects(
     return out
 
 
+SEQUENTIAL_NOTE = (
+    "sequential run: only each variant's pooled comparison carries a claim (sequential p, repeated interval); this "
+    "row's fixed-design p is not valid after the run stopped on the data"
+)
+
+
+def _sequential_effect(row: dict[str, Any], e: PairedEffect, seq: Mapping[str, Any]) -> PairedEffect:
+    """The pooled row of a sequential run: the repeated p and interval replace the fixed-design ones (kept in the row)."""
+    row["sequential"] = {
+        "look": seq["look"],
+        "status": seq["status"],
+        "z": seq["z"],
+        "p_fixed": e.p,
+        "ci_fixed": [e.ci_low, e.ci_high],
+        "ci_family": seq["ci_family"],
+    }
+    row["p"], row["ci"] = seq["p_repeated"], [seq["ci_low"], seq["ci_high"]]
+    return replace(e, p=seq["p_repeated"], ci_low=seq["ci_low"], ci_high=seq["ci_high"])
+
+
 def finish_reward_effects(out: dict[str, Any], family_size: int) -> dict[str, Any]:
     """After the family is resolved: section sizes, every row's MDE at the family's size, the scopes' designs."""
     m = max(1, family_size)
+    for row in out["effects"]:
+        if "sequential" in row:  # the repeated interval at the family's level, not the fixed design's
+            row["ci_family"] = row["sequential"]["ci_family"]
     for f in out["families"]:
         rows = [r for r in out["effects"] if r["family"] == f["name"]]
         f["size"] = sum(1 for r in rows if r.get("no_claim_reason") is None and "same_test_as" not in r)

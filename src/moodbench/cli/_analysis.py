@@ -144,6 +144,15 @@ def power(
         None, "--pilot", help="Estimate success, ICC, pair correlation and effect spread from this run."
     ),
     baseline: str = typer.Option("control", "--baseline", help="With --pilot: the baseline variant."),
+    sequential: bool = typer.Option(
+        False,
+        "--sequential",
+        help="Also plan run --sequential (pooled over domains) for the first tasks x trials: looks, bounds, expected size.",
+    ),
+    looks: int = typer.Option(4, "--looks", min=2, max=20, help="With --sequential: number of looks (stages of tasks)."),
+    smallest_effect: Optional[float] = typer.Option(
+        None, "--smallest-effect", help="With --sequential: smallest drop of interest (futility); default the MDE."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON on stdout."),
 ) -> None:
     """Minimum detectable effect and power before spending GPU hours (same formula the report's MDE uses)."""
@@ -194,10 +203,14 @@ def power(
         "domains": n_dom,
         "family_size": design.family_size,
     }
+    # run --sequential decides one pooled comparison per variant: all domains' tasks, a family of the variants
+    pooled = replace(first, tasks=first.tasks * n_dom, family_size=n_var)
+    seq = _sequential_plan(pooled, looks, smallest_effect) if sequential else None
     if as_json:
         sys.stdout.write(
             json.dumps(
                 {
+                    **({} if seq is None else {"sequential": seq}),
                     "design": params,
                     "defaults_used": info["defaults_used"],
                     "pilot": info["pilot"],
@@ -273,6 +286,52 @@ def power(
         highlight=False,
         markup=False,
     )
+    if seq is not None:
+        _print_sequential(seq)
+
+
+def _sequential_plan(design: Any, looks: int, smallest_effect: float | None) -> dict[str, Any]:
+    """``moodbench power --sequential``: the plan of ``run --sequential`` for ``design`` (exit 2 when it has none)."""
+    from moodbench.analysis import sequential_design
+
+    if design.tasks < looks:
+        fail(f"--looks {looks} needs at least {looks} tasks (the first --tasks is {design.tasks}); lower --looks")
+    try:
+        return sequential_design(design, looks, smallest_effect=smallest_effect)
+    except ValueError as exc:
+        fail(f"--sequential: {exc}")
+
+
+def _print_sequential(seq: dict[str, Any]) -> None:
+    plan = seq["plan"]
+    console.print(
+        f"\nrun --sequential: {len(plan['stages'])} looks over {plan['tasks']} tasks (stages of {', '.join(map(str, plan['stages']))}), "
+        f"{plan['spending']} alpha spending, Holm over the {plan['family_size']} comparison(s) on repeated p-values; "
+        f"futility when the {plan['futility_confidence']:.1%} interval lies inside +-{seq['smallest_effect']:.3f} "
+        f"(smallest effect of interest); at most {seq['max_conversations']} conversations, as the fixed design",
+        highlight=False,
+        markup=False,
+    )
+    bt = Table(title="boundaries per look (each comparison, Holm's first step)")
+    for col in ("look", "tasks", "info fraction", "|z| bound", "nominal p", "alpha spent"):
+        bt.add_column(col, justify="right")
+    for r in seq["looks"]:
+        bt.add_row(
+            str(r["look"]), str(r["tasks"]), f"{r['fraction']:.2f}", f"{r['z_bound']:.3f}", f"{r['nominal_p']:.2g}", f"{r['alpha_spent']:.2g}"
+        )
+    out.print(bt)
+    st = Table(title="sequential vs fixed (same maximum size)")
+    for col in ("true drop", "claims: fixed", "claims: sequential", "expected size / fixed (run)", "stop by look"):
+        st.add_column(col, justify="right")
+    for r in seq["scenarios"]:
+        st.add_row(
+            f"{r['effect']} ({r['drop']:.3f})",
+            f"{r['power_fixed']:.3f}",
+            f"{r['power_sequential']:.3f}",
+            f"{r['expected_fraction_run']:.2f}",
+            " / ".join(f"{p:.2f}" for p in r["stop_by_look"]),
+        )
+    out.print(st)
 
 
 # --------------------------------------------------------------------------- import

@@ -159,6 +159,28 @@ def _print_plan(config: Any) -> None:
         return
     for line in plan_summary(fewest, config.trials, others, list(config.domains))["lines"]:
         out.print(line)
+    if config.sequential:
+        out.print(_sequential_line(plan))
+
+
+def _sequential_line(plan: Any) -> str:
+    """``run --dry-run --sequential``: the stages and the smallest effect the run will stop on."""
+    from moodbench.analysis import plan_run
+    from moodbench.experiment import ConfigError
+
+    base = "control" if "control" in plan.variants else plan.variants[0]
+    by_domain: dict[str, list[str]] = {}
+    for d, tid in plan.tasks:
+        by_domain.setdefault(d, []).append(tid)
+    try:
+        seq, _ = plan_run(by_domain, plan.variants, base, plan.config.trials, looks=plan.config.looks, smallest_effect=plan.config.smallest_effect)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return (
+        f"sequential: {seq.looks} looks, stages of {', '.join(map(str, seq.stages))} task(s); each variant stops at its first "
+        f"claim (|z| bounds {', '.join(f'{c:.2f}' for c in seq.bounds)}) or when its {seq.futility_confidence:.1%} interval "
+        f"lies inside +-{seq.smallest_effect:.3f}; at most the conversations above (moodbench power --sequential plans it)"
+    )
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -186,6 +208,13 @@ def _print_summary(run_dir: Path) -> None:
             ", ".join(f"{k}={n}" for k, n in v["exit_reasons"].items()),
         )
     out.print(table)
+    seq = data.get("sequential")
+    if seq and seq.get("looks"):
+        last = seq["looks"][-1]
+        state = f"stopped at look {seq['stopped_at_look']}" if seq.get("stopped") else f"look {seq['looks_run']} taken"
+        decided = "; ".join(f"{d['variant']}: {d['status']}" + (f" {d['claim']}" if d.get("claim") else "") for d in last["decisions"])
+        tail = "; later stages were not needed" if seq.get("stopped_early") else ""
+        out.print(f"sequential: {state} of {len(seq['plan']['stages'])} ({decided}){tail}", markup=False)
     for f in data.get("tau2_files", []):  # imported files: does moodbench reproduce tau2's own metrics?
         t = f["tau2"]
         head = (

@@ -173,6 +173,22 @@ class RunConfig(BaseModel):
     judge_fidelity: bool = opt(
         False, "Ask the judge model to rate every simulated customer (in role? on goal? emotion at the intended level?)."
     )
+    # group-sequential design (None defaults keep the identity of runs stored before these fields existed)
+    sequential: bool | None = opt(
+        None,
+        "Run the tasks in stages (looks) and stop once every variant is decided: a claim, or an interval that rules "
+        "out --smallest-effect (Lan-DeMets alpha spending; plan it with moodbench power --sequential).",
+    )
+    looks: int | None = opt(None, "With --sequential: number of looks, stages of tasks (default 4).", ge=2, le=20)
+    smallest_effect: float | None = opt(
+        None, "With --sequential: smallest drop in mean reward that matters (futility); default the planned MDE.", gt=0, le=1
+    )
+    looks_from: Path | None = opt(
+        None,
+        "With --sequential --shard I/N: the run merged from every shard so far (moodbench merge); its looks decide the "
+        "stage and the variants this shard runs next.",
+        execution=True,
+    )
 
     # execution only (not part of the experiment's identity)
     concurrency: int = opt(defaults.CONCURRENCY, "Conversations in flight at once.", execution=True, ge=1, le=4096)
@@ -319,6 +335,10 @@ class RunConfig(BaseModel):
             raise ValueError("give either task_ids or num_tasks, not both")
         if self.task_ids is not None and len(self.domains) > 1:
             raise ValueError("task_ids name tasks of one domain; run one domain at a time, or use num_tasks")
+        if not self.sequential and (self.looks is not None or self.smallest_effect is not None):
+            raise ValueError("--looks and --smallest-effect plan a sequential run; add --sequential")
+        if self.looks_from is not None and not (self.sequential and self.shard):
+            raise ValueError("--looks-from tells a shard of a sequential run where the merged looks are; add --sequential --shard I/N")
         return self
 
     # -- derived --------------------------------------------------------------------------------

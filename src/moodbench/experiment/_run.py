@@ -371,9 +371,12 @@ def _run_ready(
         already = len(plan.cells) - len(todo)
         if console is not None:
             console.print(f"moodbench: {len(todo)} conversation(s) to run, {already} already stored in {run_dir}")
-        outcome = (
-            run_loop(
-                todo,
+
+        def run_cells(cells: list[Any]) -> Any:
+            nonlocal prestarted
+            started, prestarted = prestarted, None  # the loop closes the executor it is given
+            return run_loop(
+                cells,
                 settings,
                 store,
                 events,
@@ -381,17 +384,23 @@ def _run_ready(
                 concurrency=config.concurrency,
                 health=health,
                 total=len(plan.cells),
-                already=already,
+                already=len(plan.cells) - len(cells) if config.sequential else already,
                 secrets=secrets,
                 executor=config.executor,
                 ray_address=config.ray_address,
                 stop=stop,
                 grace_s=config.stop_grace_s,
-                prestarted=prestarted,
+                prestarted=started,
             )
-            if todo
-            else None
-        )
+
+        if config.sequential:
+            from moodbench.experiment._stages import run_stages
+
+            outcome = run_stages(plan, store, events, run_cells, manifest, (console.print if console else lambda _m: None))
+            if prestarted is not None:
+                prestarted.close()
+        else:
+            outcome = run_cells(todo) if todo else None
         exit_code = outcome.exit_code if outcome else ExitCode.OK
         message = outcome.message if outcome else ""
         stored = outcome.stored if outcome else 0

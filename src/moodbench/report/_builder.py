@@ -49,6 +49,7 @@ from moodbench.analysis import (
     manipulation_check,
     methods_comparison,
     pairing_checks,
+    report_sequential,
     reward_effects,
     steering_by_variant,
 )
@@ -171,7 +172,9 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: Repo
         for v, s in run.summary["variants"].items()
     }
     a["pairing"] = pairing_checks(run.records, baseline, variants, cfg)
-    rew = reward_effects(run.records, baseline, variants, domains, family=family)
+    seq = None if run.sequential is None else report_sequential(run.records, run.sequential, baseline, run.trials)
+    a["sequential"] = seq
+    rew = reward_effects(run.records, baseline, variants, domains, family=family, sequential=None if seq is None else seq["final"])
     manip = manipulation_check(run.records, baseline, variants, domains, judge, emotions=emotions)
     a["manipulation"] = {k: v for k, v in manip.items() if k != "checks"}
     emotional = [v for v in variants if v == baseline or v in emotions]  # doses and methods only of declared emotions

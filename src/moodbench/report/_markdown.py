@@ -112,6 +112,7 @@ def markdown(data: dict[str, Any]) -> str:
         "report.html as a secondary statistic only.",
         "",
     ]
+    lines += _sequential_lines(data)
     missing = [e for e in data["effects"] if e["subset"] == "all" and e.get("exclusions")]
     if missing:
         lines += ["### Excluded conversations and bounds", ""]
@@ -422,3 +423,40 @@ def _comparison_row(r: dict[str, Any]) -> list[Any]:
         "–" if w is None else pval(w["p_adjusted"]),
         "–" if w is None else f"**{w['claim']}**",
     ]
+
+
+def _sequential_lines(data: dict[str, Any]) -> list[str]:
+    """A ``run --sequential``'s looks: where it stopped, each look's decisions, the boundaries it used."""
+    out: list[str] = []
+    for a in data["runs"]:
+        seq = a.get("sequential")
+        if not seq:
+            continue
+        out += [f"### Sequential design: {md_text(a['label'])}", "", md_text(seq["summary"]) + ".", ""]
+        if seq.get("looks"):
+            out += [
+                f"{seq['spending']} alpha spending over {seq['looks_planned']} looks (stages of {', '.join(map(str, seq['stages']))} "
+                f"tasks); claims by Holm over the variants on repeated p-values; futility when the "
+                f"{seq['futility_confidence']:.1%} interval lies inside ±{_f(seq['smallest_effect'])}. The pooled rows above show "
+                "the sequential p and the repeated 95% interval (valid whenever the run stopped); the fixed-design ones are "
+                "in report.json (`sequential`).",
+                "",
+            ]
+            rows = []
+            for look in seq["looks"]:
+                for d in look["decisions"]:
+                    rows.append(
+                        [
+                            str(look["look"]),
+                            str(look["tasks"]),
+                            md_cell(d["variant"]),
+                            f"{seq['bounds'][look['look'] - 1]:.3f}",
+                            "–" if d["z"] is None else f"{d['z']:+.2f}",
+                            pval(d["p_repeated"]),
+                            ci(d["ci_low"], d["ci_high"]),
+                            md_cell(d["status"] + (f" {d['claim']}" if d["claim"] else "")),
+                        ]
+                    )
+            out += _table(["look", "tasks", "variant", "|z| bound", "z", "sequential p", "repeated 95% CI", "decision"], rows)
+            out += [""]
+    return out

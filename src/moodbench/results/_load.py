@@ -28,6 +28,7 @@ class Run:
     prompts: dict[str, str] = field(default_factory=dict)  # sha256 -> text, for the prompts the records used
     label: str = ""  # display name (the report names runs after their agent model)
     slug: str = ""  # file-system-safe display name, unique among the runs of one report
+    sequential: dict[str, Any] | None = None  # a run --sequential's plan, stage layout and looks (store meta)
 
     @property
     def trials(self) -> int:
@@ -60,6 +61,7 @@ def load_run(run_dir: Path | str, *, with_payload: bool = True) -> Run:
             run_dir=run_dir,
             config=store.get_meta("config") or {},
             plan=store.get_meta("plan") or {},
+            sequential=store.get_meta("sequential"),
             summary=summary,
             records=records,
             prompts=prompts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -66,13 +67,21 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
     directory that became non-empty meanwhile (another command wrote it) is refused, not overwritten.
     """
     out_dir = Path(out_dir)
-    configs, plans = [], []
+    configs, plans, sequential = [], [], []
     for d in shard_dirs:
         if not (d / "results.sqlite").is_file():
             raise StoreError(f"{d} is not a run directory (no results.sqlite)")
         with Store(d / "results.sqlite", readonly=True) as s:
             configs.append(s.get_meta("config") or {})
             plans.append(s.get_meta("plan") or {})
+            sequential.append(s.get_meta("sequential"))
+    layouts = {json.dumps([(q or {}).get(k) for k in ("plan", "stage_of")], sort_keys=True) for q in sequential}
+    if any(sequential) and len(shard_dirs) > 1 and (len(layouts) > 1 or not all(c.get("shard") for c in configs)):
+        raise StoreError(
+            "a run --sequential decided its looks on its own conversations and cannot be merged with other runs, only "
+            "with the other shards of its own --sequential --shard split; report the runs side by side instead "
+            "(moodbench report RUN1 RUN2 ...)"
+        )
     _check_shards(shard_dirs, [c.get("shard") for c in configs])
     base = {k: v for k, v in configs[0].items() if k != "shard"}
     for d, c in zip(shard_dirs[1:], configs[1:]):
@@ -99,6 +108,10 @@ def merge_runs(out_dir: Path, shard_dirs: list[Path]) -> int:
                             planned[dom][v] += k
                 target.set_meta("config", {**base, "shard": None})
                 target.set_meta("plan", {**plans[0], "planned": planned, "cells": sum(p.get("cells", 0) for p in plans)})
+                if sequential[0] and len(shard_dirs) == 1:  # one sequential run copied: its plan, layout and looks
+                    target.set_meta("sequential", sequential[0])
+                elif sequential[0]:  # shards of one sequential run: the plan and layout; the report replays the looks
+                    target.set_meta("sequential", {**sequential[0], "sharded": True, "looks": [], "looks_run": None})
                 for d in shard_dirs:
                     with Store(d / "results.sqlite", readonly=True) as src:
                         for record in src.records(final_only=False, with_payload=True):

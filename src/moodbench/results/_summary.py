@@ -166,6 +166,9 @@ def summary_of_store(store: Store) -> dict[str, Any]:
         plan.get("variants", config.get("variants", [])),
         plan.get("domains", config.get("domains", [])),
     )
+    sequential = store.get_meta("sequential")
+    if sequential:  # run --sequential: where it stopped (cells of later stages were never needed, not missing)
+        data["sequential"] = {k: v for k, v in sequential.items() if k != "stage_of"}
     imports = list(config.get("imports") or [])
     if imports:
         data["tau2_files"] = tau2_reproduction(records, imports)

@@ -1,0 +1,627 @@
+"""Group-sequential claims: looks at whole blocks of tasks, Lan-DeMets alpha spending, repeated p and intervals.
+
+A sequential run (``moodbench run --sequential``) runs its tasks in K stages; after each stage (a *look*) every
+planned comparison (one per variant: its pooled, task-clustered paired reward effect) is tested, and the run
+stops when every comparison is decided. The method, in the order it is used:
+
+* **Information fraction** t_k = tasks planned up to look k / tasks planned (fixed when the run is planned, so
+  the boundaries do not depend on the data).
+* **Boundaries**: Lan-DeMets alpha spending with the O'Brien-Fleming-type function
+  alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)) (two-sided), solved exactly for the canonical joint normal of
+  the look statistics (Brownian motion: corr(Z_i, Z_j) = sqrt(t_i / t_j)). The crossing probabilities are
+  computed by the recursive numerical integration of Armitage, McPherson and Rowe (Jennison and Turnbull 2000,
+  ch. 19), deterministic and accurate to ~1e-9; ``scipy.stats.multivariate_normal`` gives the same numbers
+  (the unit tests compare them) but integrates by randomised quasi-Monte Carlo, 30-200 ms and a few 1e-6 of
+  noise per call at four or five looks, too slow and not reproducible for a boundary search.
+* **Statistic**: the report's own task-clustered paired t (``paired_effect``) mapped to the normal scale
+  through its t(G-1) distribution: z = Phi^-1(F_t(T)) (the "significance level" approach of Jennison and
+  Turnbull ch. 3.8), so a look with few tasks is not over-confident.
+* **Repeated p-value** P_k = the smallest level a at which the level-a spending boundary was crossed at some
+  look <= k. For every a, P(P_k <= a for some k <= K) <= a under the null, whatever rule stopped sampling, so
+  the p at the look where a comparison stopped is a valid p-value; **Holm over the variants** applied to these
+  p's keeps the family-wise error <= alpha (Holm needs only valid p-values, under any dependence). A variant
+  therefore stops getting conversations once it is decided without touching the others' validity.
+* **Repeated confidence interval** at look k and level 1 - a: estimate +- c_k(a) se_k; all K intervals cover
+  the truth together with probability >= 1 - a, so the interval printed at the stopping look keeps coverage.
+* **Futility** (non-binding, so it cannot raise the error rate): before the last look, an undecided comparison
+  stops when its family-wise interval (estimate +- t quantile x se at level 1 - alpha / m, the report's
+  ``ci_family``) lies inside (-delta, +delta), delta the smallest effect of interest: the data rule out every
+  effect the user said matters.
+
+Operating characteristics (power, expected size, stop probabilities) come from the same recursion with a
+drift; ``benchmarks/calibration.py`` measures them on simulated experiments through :func:`decide_look`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import special
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+from moodbench.analysis._effect import ALPHA, PairedEffect
+from moodbench.analysis._inference import adjust_pvalues
+from moodbench.analysis._power import Design, mde, power_at, task_sd_at
+
+__all__ = [
+    "DEFAULT_LOOKS",
+    "FUTILITY_CONFIDENCE",
+    "LookDecision",
+    "SequentialPlan",
+    "SequentialResult",
+    "decide_look",
+    "efficacy_bounds",
+    "look_z",
+    "operating_characteristics",
+    "plan_sequential",
+    "repeated_p",
+    "replay",
+    "sequential_design",
+    "spend_obf",
+    "stage_sizes",
+]
+
+DEFAULT_LOOKS = 4
+# Confidence of the futility interval when none is given: the family's simultaneous level 1 - alpha / m (the
+# report's ``ci_family``), so a comparison whose true effect is exactly the smallest effect of interest is
+# stopped for futility with probability <= alpha / (2 m) per look. A fixed 90% interval lost 0.04-0.06 power at
+# the MDE in benchmarks/calibration.py, 95% lost 0.035 with three variants (docs/statistics.md).
+FUTILITY_CONFIDENCE: float | None = None
+_MAX_Z = 40.0
+_H = 0.04  # grid step of the numerical integration (score scale): boundaries agree with a 0.01 grid to < 1e-6
+_P_FLOOR = 1e-10
+
+
+def spend_obf(t: float | np.ndarray, alpha: float) -> np.ndarray:
+    """Lan-DeMets O'Brien-Fleming-type alpha spent by information fraction t, two-sided in total.
+
+    Each side spends alpha/2 with 2 - 2 Phi(z_{1-alpha/4} / sqrt(t)) (gsDesign's ``sfLDOF`` for a symmetric
+    two-sided design, the DeMets and Lan 1994 tables), so the total is 4 - 4 Phi(z_{1-alpha/4} / sqrt(t))."""
+    tt = np.clip(np.asarray(t, dtype=float), 1e-12, 1.0)
+    return np.asarray(4.0 - 4.0 * norm.cdf(norm.isf(alpha / 4.0) / np.sqrt(tt)))
+
+
+def _grid(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simpson nodes and weights on [lo, hi]."""
+    n = max(3, int(math.ceil((hi - lo) / _H)))
+    n += n % 2  # an even number of intervals
+    x = np.linspace(lo, hi, n + 1)
+    w = np.ones(n + 1)
+    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+    return x, w * (hi - lo) / (3.0 * n)
+
+
+def _region(t: float, inner: float, outer: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes/weights of the continuation region inner < |Z| < outer on the score scale S = Z sqrt(t)."""
+    r = math.sqrt(t)
+    if outer <= inner:
+        return np.empty(0), np.empty(0)
+    if inner <= 0:
+        return _grid(-outer * r, outer * r)
+    a, wa = _grid(-outer * r, -inner * r)
+    b, wb = _grid(inner * r, outer * r)
+    return np.concatenate([a, b]), np.concatenate([wa, wb])
+
+
+class _Recursion:
+    """Sub-densities of the score S_k on the continuation region, look by look (drift ``theta`` per unit t)."""
+
+    def __init__(self, theta: float = 0.0) -> None:
+        self.theta = theta
+        self.t_prev = 0.0
+        self.nodes = np.zeros(1)
+        self.mass = np.ones(1)  # weight x density at each node; at t = 0 a point mass at 0
+
+    def _moments(self, t: float) -> tuple[float, float]:
+        dt = t - self.t_prev
+        return self.theta * dt, math.sqrt(dt)
+
+    def cross(self, t: float, c: float) -> tuple[float, float]:
+        """P(continue so far and Z_k >= c) and P(continue so far and Z_k <= -c)."""
+        mu, sd = self._moments(t)
+        b = c * math.sqrt(t)
+        up = float(self.mass @ special.ndtr((self.nodes + mu - b) / sd))
+        down = float(self.mass @ special.ndtr((-b - self.nodes - mu) / sd))
+        return up, down
+
+    def inside(self, t: float, f: float) -> float:
+        """P(continue so far and |Z_k| < f)."""
+        if f <= 0:
+            return 0.0
+        mu, sd = self._moments(t)
+        b = f * math.sqrt(t)
+        return float(self.mass @ (special.ndtr((b - self.nodes - mu) / sd) - special.ndtr((-b - self.nodes - mu) / sd)))
+
+    def advance(self, t: float, inner: float, outer: float) -> None:
+        mu, sd = self._moments(t)
+        x, w = _region(t, inner, outer)
+        if x.size:
+            dens = np.exp(-0.5 * ((x[:, None] - self.nodes[None, :] - mu) / sd) ** 2) @ self.mass / (sd * math.sqrt(2 * math.pi))
+            self.mass = w * dens
+        else:
+            self.mass = np.zeros(0)
+        self.nodes = x
+        self.t_prev = t
+
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
+    t = tuple(float(x) for x in fractions)
+    if not t or any(not 0 < x <= 1 for x in t) or any(b <= a for a, b in zip(t, t[1:])) or abs(t[-1] - 1.0) > 1e-12:
+        raise ValueError(f"information fractions must increase strictly within (0, 1] and end at 1, got {list(fractions)}")
+    return t
+
+
+@functools.lru_cache(maxsize=256)
+def efficacy_bounds(fractions: tuple[float, ...], alpha: float = ALPHA) -> tuple[float, ...]:
+    """Two-sided z boundaries c_1..c_K spending ``alpha`` with the OBF-type function at the given fractions.
+
+    ``inf`` where a look has (numerically) nothing to spend."""
+    t = _check_fractions(fractions)
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must lie in (0, 1)")
+    spent = spend_obf(np.asarray(t), alpha)
+    rec = _Recursion()
+    bounds: list[float] = []
+    for k, tk in enumerate(t):
+        target = float(spent[k] - (spent[k - 1] if k else 0.0))
+        if target <= 1e-15:
+            c = math.inf
+        else:
+            c = brentq(lambda c, tk=tk, target=target: sum(rec.cross(tk, c)) - target, 0.0, _MAX_Z, xtol=1e-10)
+        bounds.append(float(c))
+        rec.advance(tk, 0.0, min(c, _MAX_Z))
+    return tuple(bounds)
+
+
+def _levels(alpha: float) -> np.ndarray:
+    """Levels of the repeated-p table: a log grid plus every Holm step alpha/j, where decisions are made exactly."""
+    grid = np.concatenate([np.logspace(-10, math.log10(0.99), 41), alpha / np.arange(1, 21), [alpha]])
+    return np.unique(np.clip(grid, _P_FLOOR, 0.99))
+
+
+@functools.lru_cache(maxsize=64)
+def _table(fractions: tuple[float, ...], alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boundaries c_k(a) (rows: levels a ascending; columns: looks) for repeated p-values and intervals."""
+    levels = _levels(alpha)
+    return levels, np.array([efficacy_bounds(fractions, float(a)) for a in levels])
+
+
+def _p_at(fractions: tuple[float, ...], alpha: float, k: int, z: float) -> float:
+    """Smallest level a whose look-k boundary |z| reaches (interpolated in log a between exact table nodes)."""
+    levels, table = _table(fractions, alpha)
+    c = table[:, k]  # decreasing in a
+    az = abs(z)
+    if az >= c[0]:
+        return _P_FLOOR
+    if az <= c[-1]:  # beyond 0.99: linear to (c = 0, a = 1)
+        return float(1.0 - (1.0 - levels[-1]) * az / c[-1]) if c[-1] > 0 else 1.0
+    finite = np.isfinite(c)
+    cc, ll = c[finite][::-1], np.log(levels[finite])[::-1]
+    return float(np.exp(np.interp(az, cc, ll)))
+
+
+def repeated_p(z_history: Sequence[float], fractions: Sequence[float], alpha: float = ALPHA) -> float:
+    """Repeated p-value after looks 1..k (``z_history`` has the k look statistics): min over looks of the level
+    at which that look's boundary was reached. Exact at every level alpha/j; elsewhere interpolated."""
+    t = _check_fractions(fractions)
+    if len(z_history) > len(t):
+        raise ValueError("more looks than planned")
+    return min(_p_at(t, alpha, k, float(z)) for k, z in enumerate(z_history))
+
+
+def bound_at(fractions: Sequence[float], k: int, level: float, alpha: float = ALPHA) -> float:
+    """The look-k z boundary at level ``level`` (exact when ``level`` is alpha/j, computed otherwise)."""
+    t = _check_fractions(fractions)
+    levels, table = _table(t, alpha)
+    hit = np.flatnonzero(np.isclose(levels, level, rtol=1e-12, atol=0))
+    return float(table[hit[0], k]) if hit.size else efficacy_bounds(t, float(level))[k]
+
+
+def look_z(effect: PairedEffect) -> float | None:
+    """The look statistic on the normal scale: the task-clustered t mapped through its t(G-1) distribution."""
+    if effect.diff is None or effect.se is None or effect.df is None or effect.p is None or effect.se == 0:
+        return None
+    t = effect.diff / effect.se
+    return float(-special.ndtri(special.stdtr(effect.df, -t)))
+
+
+def _t_scale(z: float, df: int) -> float:
+    """The t(df) quantile with the same tail probability as the normal quantile z."""
+    if not math.isfinite(z):
+        return z
+    return float(special.stdtrit(df, special.ndtr(z)))
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def stage_sizes(tasks: int, looks: int) -> tuple[int, ...]:
+    """Tasks per stage: as equal as possible, earlier stages one larger when they do not divide."""
+    if looks < 1 or tasks < looks:
+        raise ValueError(f"{looks} looks need at least {looks} tasks (got {tasks})")
+    q, r = divmod(tasks, looks)
+    return tuple(q + (1 if i < r else 0) for i in range(looks))
+
+
+@dataclass(frozen=True)
+class SequentialPlan:
+    """Everything a look needs, fixed before the first conversation: stages, fractions, boundaries, futility."""
+
+    tasks: int
+    stages: tuple[int, ...]  # tasks per stage (each stage runs every variant x trial of its tasks)
+    alpha: float
+    family_size: int
+    smallest_effect: float | None  # delta: futility when the futility interval lies inside (-delta, delta)
+    futility_confidence: float = 0.95  # plan_sequential sets 1 - alpha / family_size
+    spending: str = "Lan-DeMets O'Brien-Fleming"
+    fractions: tuple[float, ...] = field(init=False)
+    bounds: tuple[float, ...] = field(init=False)  # two-sided z boundaries at the family's first Holm step alpha/m
+    bounds_marginal: tuple[float, ...] = field(init=False)  # at alpha: the repeated 95% intervals
+
+    def __post_init__(self) -> None:
+        if sum(self.stages) != self.tasks or any(s < 1 for s in self.stages):
+            raise ValueError("stages must be positive and add up to the planned tasks")
+        if self.smallest_effect is not None and not self.smallest_effect > 0:
+            raise ValueError("the smallest effect of interest must be > 0")
+        if not 0 < self.futility_confidence < 1:
+            raise ValueError("the futility confidence must lie in (0, 1)")
+        cum = np.cumsum(self.stages)
+        fr = tuple(float(x) for x in cum / self.tasks)
+        object.__setattr__(self, "fractions", fr)
+        object.__setattr__(self, "bounds", efficacy_bounds(fr, self.alpha / self.family_size))
+        object.__setattr__(self, "bounds_marginal", efficacy_bounds(fr, self.alpha))
+
+    @property
+    def looks(self) -> int:
+        return len(self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stages"], d["fractions"] = list(self.stages), list(self.fractions)
+        d["bounds"], d["bounds_marginal"] = list(self.bounds), list(self.bounds_marginal)
+        d["nominal_p"] = [float(2 * norm.sf(c)) for c in self.bounds]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SequentialPlan:
+        return cls(
+            tasks=int(d["tasks"]),
+            stages=tuple(int(s) for s in d["stages"]),
+            alpha=float(d["alpha"]),
+            family_size=int(d["family_size"]),
+            smallest_effect=None if d.get("smallest_effect") is None else float(d["smallest_effect"]),
+            futility_confidence=float(d["futility_confidence"]),
+        )
+
+
+def plan_sequential(
+    tasks: int,
+    looks: int = DEFAULT_LOOKS,
+    *,
+    family_size: int = 1,
+    smallest_effect: float | None = None,
+    alpha: float = ALPHA,
+    futility_confidence: float | None = FUTILITY_CONFIDENCE,
+) -> SequentialPlan:
+    """A plan of ``looks`` equal stages of tasks (the last look is the fixed design's full size); the futility
+    interval's confidence defaults to the family's simultaneous level 1 - alpha / family_size."""
+    if family_size < 1:
+        raise ValueError("family_size must be >= 1")
+    conf = 1.0 - alpha / family_size if futility_confidence is None else futility_confidence
+    return SequentialPlan(tasks, stage_sizes(tasks, looks), alpha, family_size, smallest_effect, conf)
+
+
+# --------------------------------------------------------------------------- one look
+
+
+@dataclass(frozen=True)
+class LookDecision:
+    """One comparison after one look: its sequential p, repeated interval and status."""
+
+    look: int  # 1-based
+    z: float | None
+    p_repeated: float | None  # min over looks so far (valid whenever the comparison stops)
+    ci_low: float | None  # repeated (1 - alpha) interval at this look: all looks' intervals cover together
+    ci_high: float | None
+    status: str  # "claimed" | "futile" | "continue" | "final" (last look, not claimed) | "not_estimable"
+    claim: str | None  # "lower" / "higher" when claimed
+    futility_ci: tuple[float | None, float | None] = (None, None)
+    ci_family: tuple[float | None, float | None] = (None, None)  # repeated interval at alpha / m (the family's)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["futility_ci"], d["ci_family"] = list(self.futility_ci), list(self.ci_family)
+        return d
+
+    @property
+    def decided(self) -> bool:
+        return self.status in ("claimed", "futile", "final")
+
+
+def _interval(effect: PairedEffect, z_bound: float) -> tuple[float | None, float | None]:
+    if effect.diff is None or effect.se is None or effect.df is None or effect.p is None:
+        return None, None
+    half = _t_scale(z_bound, effect.df) * effect.se
+    return effect.diff - half, effect.diff + half
+
+
+def decide_look(
+    plan: SequentialPlan,
+    look: int,
+    effects: Sequence[PairedEffect | None],
+    history: Sequence[Sequence[float | None]],
+    previous: Sequence[LookDecision | None] | None = None,
+    *,
+    reasons: Sequence[str | None] | None = None,
+) -> list[LookDecision]:
+    """Decide every comparison at look ``look`` (1-based).
+
+    ``effects[i]`` is comparison i's effect on all tasks so far (``None`` when it already stopped: its last
+    decision in ``previous`` is carried); ``history[i]`` its z at looks 1..look-1. ``reasons[i]`` (the report's
+    ``no_claim_reason``) keeps a comparison from being claimed (below the minimum design, zero spread) but not
+    from continuing. Claims: Holm at ``plan.alpha`` over the repeated p-values of all comparisons (stopped ones
+    keep their last p). Futility before the last look: the futility interval inside (-delta, delta).
+    """
+    k = look - 1
+    if not 0 <= k < plan.looks:
+        raise ValueError(f"look {look} is outside the plan's {plan.looks} looks")
+    prev = list(previous) if previous is not None else [None] * len(effects)
+    why = list(reasons) if reasons is not None else [None] * len(effects)
+    zs: list[float | None] = []
+    ps: list[float | None] = []
+    for i, e in enumerate(effects):
+        if e is None:
+            d = prev[i]
+            zs.append(None if d is None else d.z)
+            ps.append(None if d is None else d.p_repeated)
+            continue
+        z = look_z(e)
+        zs.append(z)
+        past = [float(x) for x in history[i] if x is not None]
+        if z is None or why[i] is not None:
+            # no claim from this look; earlier looks' p stays (it is a valid p at any stopping time)
+            ps.append(repeated_p(past, plan.fractions, plan.alpha) if past and why[i] is None else None)
+            continue
+        hist = [x if x is not None else 0.0 for x in history[i]] + [z]
+        ps.append(repeated_p(hist, plan.fractions, plan.alpha))
+    adjusted = adjust_pvalues([1.0 if p is None else p for p in ps], "holm") if ps else []
+    out: list[LookDecision] = []
+    q = norm.isf((1.0 - plan.futility_confidence) / 2.0)
+    for i, e in enumerate(effects):
+        d_prev = prev[i]
+        adj = adjusted[i] if ps[i] is not None else None
+        claimed = adj is not None and adj <= plan.alpha
+        status: str
+        claim: str | None
+        if e is None and d_prev is not None:  # stopped earlier: its last look stands, Holm may still claim it
+            src = d_prev
+            if claimed and src.z is not None:
+                status, claim = "claimed", ("lower" if src.z < 0 else "higher")
+            else:
+                status, claim = src.status, src.claim
+            out.append(LookDecision(src.look, src.z, ps[i], src.ci_low, src.ci_high, status, claim, src.futility_ci, src.ci_family))
+            continue
+        if e is None:
+            raise ValueError(f"comparison {i} has no effect and no earlier decision")
+        lo, hi = _interval(e, bound_at(plan.fractions, k, plan.alpha, plan.alpha))
+        fam = _interval(e, bound_at(plan.fractions, k, plan.alpha / plan.family_size, plan.alpha))
+        f_lo, f_hi = _interval(e, q)
+        if claimed and e.diff is not None:
+            status, claim = "claimed", ("lower" if e.diff < 0 else "higher")
+        elif k == plan.looks - 1:
+            status, claim = "final", None
+        elif zs[i] is None:
+            status, claim = "continue" if e.diff is None or why[i] is not None else "not_estimable", None
+        elif (
+            plan.smallest_effect is not None
+            and f_lo is not None
+            and f_hi is not None
+            and -plan.smallest_effect < f_lo
+            and f_hi < plan.smallest_effect
+        ):
+            status, claim = "futile", None
+        else:
+            status, claim = "continue", None
+        if status == "not_estimable":
+            status = "continue"
+        out.append(LookDecision(look, zs[i], ps[i], lo, hi, status, claim, (f_lo, f_hi), fam))
+    return out
+
+
+# --------------------------------------------------------------------------- operating characteristics
+
+
+def operating_characteristics(plan: SequentialPlan, drift: float, futility_drift: float | None = None) -> dict[str, Any]:
+    """One comparison in the normal model: power and expected information at a true drift.
+
+    ``drift`` is the true effect over the fixed design's standard error (E[Z_K] at the full size);
+    ``futility_drift`` is the smallest effect of interest on the same scale (``None``: no futility). The
+    comparison is tested at the family's first Holm step (alpha / family_size), as for the fixed design's MDE.
+    Returns ``power`` (either boundary; the wrong-sign share is negligible at the drifts that matter),
+    ``stop`` (probability of stopping at each look), ``expected_fraction`` (E[t at stop]).
+    """
+    q = norm.isf((1.0 - plan.futility_confidence) / 2.0)
+    rec = _Recursion(drift)
+    stop: list[float] = []
+    power = 0.0
+    for k, (tk, c) in enumerate(zip(plan.fractions, plan.bounds)):
+        cc = min(c, _MAX_Z)
+        up, down = rec.cross(tk, cc)
+        last = k == plan.looks - 1
+        f = 0.0 if futility_drift is None or last else max(0.0, abs(futility_drift) * math.sqrt(tk) - q)
+        f = min(f, cc)
+        power += up + down
+        stop.append(1.0 - sum(stop) if last else up + down + rec.inside(tk, f))
+        rec.advance(tk, f, cc)
+    return {
+        "drift": drift,
+        "power": power,
+        "stop": stop,
+        "expected_fraction": float(np.dot(stop, plan.fractions) / max(sum(stop), 1e-300)),
+    }
+
+
+# --------------------------------------------------------------------------- a whole sequence of looks
+
+
+@dataclass(frozen=True)
+class SequentialResult:
+    """Every look's decisions, the look each comparison stopped at and whether the run may stop."""
+
+    looks: tuple[tuple[LookDecision, ...], ...]  # looks[k][i]: comparison i after look k + 1
+
+    @property
+    def final(self) -> tuple[LookDecision, ...]:
+        return self.looks[-1]
+
+    @property
+    def looks_run(self) -> int:
+        return len(self.looks)
+
+    @property
+    def decided(self) -> bool:
+        """Every comparison decided: the run stops here (or it reached its last look)."""
+        return all(d.decided for d in self.final)
+
+    def stopped_at(self) -> list[int]:
+        """The look (1-based) at which each comparison stopped getting conversations (the last look run if not)."""
+        return [d.look if d.decided else self.looks_run for d in self.final]
+
+
+def replay(
+    plan: SequentialPlan,
+    n_comparisons: int,
+    effect_at: Callable[[int, int], PairedEffect],
+    looks_run: int | None = None,
+    *,
+    reason: Callable[[PairedEffect], str | None] | None = None,
+) -> SequentialResult:
+    """Decide looks 1.. in order: ``effect_at(i, k)`` is comparison i's effect on the tasks of stages 1..k.
+
+    A comparison decided at a look gets no later effect (its arm stopped); the sequence ends at the first look
+    where every comparison is decided, at ``looks_run`` (the stages that have run), or at the plan's last look.
+    ``reason`` (the report's :func:`no_claim_reason`) keeps an effect below the minimum design from a claim.
+    This one function is what the run's stage driver, the report and ``benchmarks/calibration.py`` call.
+    """
+    last = plan.looks if looks_run is None else min(plan.looks, looks_run)
+    if last < 1 or n_comparisons < 1:
+        raise ValueError("replay needs at least one look and one comparison")
+    history: list[list[float | None]] = [[] for _ in range(n_comparisons)]
+    prev: list[LookDecision] | None = None
+    out: list[tuple[LookDecision, ...]] = []
+    for look in range(1, last + 1):
+        effects = [None if prev is not None and prev[i].decided else effect_at(i, look) for i in range(n_comparisons)]
+        why = [None if e is None or reason is None else reason(e) for e in effects]
+        decided = decide_look(plan, look, effects, history, prev, reasons=why)
+        for i, e in enumerate(effects):
+            if e is not None:
+                history[i].append(decided[i].z)
+        out.append(tuple(decided))
+        prev = decided
+        if all(d.decided for d in decided):
+            break
+    return SequentialResult(tuple(out))
+
+
+# --------------------------------------------------------------------------- planning (moodbench power --sequential)
+
+
+def _drift(design: Design, effect: float) -> float:
+    """The fixed design's E[Z] at a true drop ``effect``: the drift whose normal power equals ``power_at``."""
+    if effect == 0:
+        return 0.0
+    p = power_at(design, -abs(effect))
+    if p is None:
+        raise ValueError("the design is below the minimum for claims; a sequential plan needs a claimable design")
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return float(norm.isf(design.level / 2.0) + norm.ppf(p))
+
+
+def _run_fraction(plan: SequentialPlan, variants: int, drift: float, futility_drift: float, reps: int, seed: int) -> float:
+    """Expected conversations of the whole run / the fixed design's, in the normal model (seeded Monte Carlo).
+
+    Each variant's score shares the control arm (correlation 0.5 between comparisons); a variant's arm stops at its
+    decision (boundary at alpha/m, Holm's first step, or futility); the control arm runs while any variant does."""
+    rng = np.random.default_rng(seed)
+    t = np.asarray(plan.fractions)
+    dt = np.diff(np.concatenate([[0.0], t]))
+    ctrl = rng.normal(size=(reps, plan.looks)) * np.sqrt(dt / 2)
+    arms = rng.normal(size=(reps, variants, plan.looks)) * np.sqrt(dt / 2)
+    z = (np.cumsum(arms, axis=2) - np.cumsum(ctrl, axis=1)[:, None, :] + drift * t) / np.sqrt(t)
+    q = norm.isf((1.0 - plan.futility_confidence) / 2.0)
+    fut = np.maximum(0.0, abs(futility_drift) * np.sqrt(t) - q)
+    fut[-1] = np.inf  # the last look decides everything
+    stop = (np.abs(z) >= np.asarray(plan.bounds)) | (np.abs(z) < fut)
+    first = np.where(stop.any(axis=2), stop.argmax(axis=2), plan.looks - 1)  # (reps, variants)
+    used = t[first].sum(axis=1) + t[first.max(axis=1)]
+    return float(used.mean() / (variants + 1))
+
+
+def sequential_design(
+    design: Design, looks: int = DEFAULT_LOOKS, *, smallest_effect: float | None = None, reps: int = 20_000, seed: int = 22
+) -> dict[str, Any]:
+    """What ``moodbench power --sequential`` prints: the plan (stages, boundaries per look), and against the fixed
+    design of the same maximum size its power and the expected conversations at no effect, the MDE and 2 x MDE.
+
+    The smallest effect of interest defaults to the fixed design's MDE. Power and per-comparison expected size come
+    from the exact recursion (one comparison at alpha/m, its drift matched to the fixed design's power); the run's
+    expected conversations from a seeded normal-model simulation of all comparisons sharing the control arm. The
+    futility threshold is measured in the standard errors of the data at each true effect: with 0/1 rewards a drop
+    widens the spread, so under no effect the same delta is more standard errors away than at the MDE."""
+    target = mde(design)
+    if target is None:
+        raise ValueError(
+            f"{design.tasks} tasks x {design.trials:g} trials cannot make a claim (or no drop reaches the power), "
+            "so there is nothing to plan sequentially; use more tasks"
+        )
+    delta = target if smallest_effect is None else smallest_effect
+    if not 0 < delta <= 1:
+        raise ValueError("--smallest-effect is a drop in mean reward and must lie in (0, 1]")
+    plan = plan_sequential(design.tasks, looks, family_size=design.family_size, smallest_effect=delta, alpha=design.alpha)
+    d_delta, sd_delta = _drift(design, delta), task_sd_at(design, -delta)
+    rows = []
+    for name, effect in (("0", 0.0), ("MDE", target), ("2 x MDE", min(1.0, 2 * target))):
+        drift = _drift(design, effect)
+        # the futility threshold delta in standard errors of the data at this true effect (a drop widens the spread)
+        sd = task_sd_at(design, -effect)
+        d_fut = d_delta * sd_delta / sd if sd > 0 else math.inf
+        oc = operating_characteristics(plan, drift, d_fut)
+        fixed = design.level if effect == 0 else power_at(design, -effect)
+        rows.append(
+            {
+                "effect": name,
+                "drop": effect,
+                "power_fixed": fixed,
+                "power_sequential": oc["power"],
+                "stop_by_look": oc["stop"],
+                "expected_fraction_comparison": oc["expected_fraction"],
+                "expected_fraction_run": _run_fraction(plan, design.family_size, drift, d_fut, reps, seed),
+            }
+        )
+    per_look = []
+    cum = np.cumsum(plan.stages)
+    for k in range(plan.looks):
+        per_look.append(
+            {
+                "look": k + 1,
+                "tasks": int(cum[k]),
+                "fraction": plan.fractions[k],
+                "z_bound": plan.bounds[k],
+                "nominal_p": float(2 * norm.sf(plan.bounds[k])),
+                "alpha_spent": float(spend_obf(plan.fractions[k], design.level)),
+            }
+        )
+    return {
+        "plan": plan.to_dict(),
+        "mde": target,
+        "smallest_effect": delta,
+        "max_conversations": int(design.tasks * design.trials * (design.family_size + 1)),
+        "looks": per_look,
+        "scenarios": rows,
+    }
