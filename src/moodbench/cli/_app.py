@@ -32,6 +32,28 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Also show tau2's and litellm's own logs (hidden by default). Give it before the command."
+    ),
+) -> None:
+    """Options of every command. ``-v`` is passed on explicitly: to this process here, to ``run``'s workers as
+    ``library_logs`` (see :mod:`moodbench._util.liblogs`)."""
+    if verbose:
+        from moodbench._util.liblogs import library_logs
+
+        library_logs(True)
+
+
+def _verbose() -> bool:
+    """Whether ``moodbench -v`` was given (read from the command line's own context)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("verbose"))
+
+
 def _spec_overrides() -> dict[str, Any]:
     """Hidden knobs for tests, benchmarks and debugging, read here at the edge (the library takes
     arguments): MOODBENCH_BACKOFF_BASE_S / MOODBENCH_BACKOFF_MAX_S (the real 1 s doubling to 30 s is
@@ -64,8 +86,8 @@ def _load_plugins(plugins: list[str] | None) -> None:
 
 
 def _redact_tau2_logs(secrets: list[str]) -> None:
-    """tau2 logs conversation content through loguru when MOODBENCH_TAU2_LOGS=1; scrub secrets there too."""
-    if not secrets or os.environ.get("MOODBENCH_TAU2_LOGS") != "1":
+    """tau2 logs conversation content through loguru when its logs are shown (``-v``); scrub secrets there too."""
+    if not secrets or not _verbose():
         return
     from loguru import logger
 
@@ -111,6 +133,7 @@ def run(
                 handle_signals=True,
                 freeze_gc=True,
                 spec_overrides=_spec_overrides(),
+                library_logs=_verbose(),
             )
         except PreflightError as exc:
             console.print(

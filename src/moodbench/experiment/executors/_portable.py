@@ -62,7 +62,12 @@ def rebuild(blob: bytes, share: int = 1) -> tuple[ConversationSettings, Endpoint
         return value
 
     values: dict[str, Any] = {k: live(v) for k, v in fields.items()}
-    return ConversationSettings(**values), health
+    settings = ConversationSettings(**values)
+    if settings.library_logs is not None:  # the run's explicit choice (moodbench -v), made again in this process
+        from moodbench._util.liblogs import library_logs
+
+        library_logs(settings.library_logs)
+    return settings, health
 
 
 class RemoteError(RuntimeError):
