@@ -332,3 +332,23 @@ def test_tau2s_registry_loads_its_own_domains_tasks_from_their_domain_modules() 
 
     for domain in _tasks._TAU2_DOMAINS:
         assert registry.get_tasks_loader(domain) is importlib.import_module(f"tau2.domains.{domain}.environment").get_tasks
+
+
+def test_verbose_reaches_run_workers(tmp_path: Path) -> None:
+    """`moodbench -v run --executor process`: tau2's orchestrator logs each step inside the worker processes (which
+    are forked from a forkserver that never saw the command line), so its lines prove the choice was passed down;
+    without -v the same run prints none of tau2's lines."""
+    from moodbench.testing.scripts import mock_example_script
+    from scripted import mock_run_args, start_scripted_server
+
+    with start_scripted_server(mock_example_script(), tmp_path / "server") as srv:
+        outs = {}
+        for flag in ([], ["-v"]):
+            args = mock_run_args(srv.base_url, tmp_path / f"run{len(flag)}", "--executor", "process", tasks="create_task_1",
+                                 variants="control")
+            res = subprocess.run([sys.executable, "-m", "moodbench.cli", *flag, *map(str, args)], capture_output=True,
+                                 text=True, env=cli_env(), timeout=300)
+            assert res.returncode == 0, res.stderr[-3000:]
+            outs[bool(flag)] = res.stdout + res.stderr
+    assert "tau2.orchestrator.orchestrator:step" in outs[True], outs[True][-3000:]
+    assert "| tau2." not in outs[False] and "tau2.orchestrator" not in outs[False], outs[False][-3000:]

@@ -32,6 +32,9 @@ app = typer.Typer(
 )
 
 
+_global = {"verbose": False}  # the global options this process's command line gave (the CLI's own state)
+
+
 @app.callback()
 def _global_options(
     verbose: bool = typer.Option(
@@ -40,6 +43,7 @@ def _global_options(
 ) -> None:
     """Options of every command. ``-v`` is passed on explicitly: to this process here, to ``run``'s workers as
     ``library_logs`` (see :mod:`moodbench._util.liblogs`)."""
+    _global["verbose"] = verbose
     if verbose:
         from moodbench._util.liblogs import library_logs
 
@@ -47,11 +51,8 @@ def _global_options(
 
 
 def _verbose() -> bool:
-    """Whether ``moodbench -v`` was given (read from the command line's own context)."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().params.get("verbose"))
+    """Whether ``moodbench -v`` was given."""
+    return _global["verbose"]
 
 
 def _spec_overrides() -> dict[str, Any]:
