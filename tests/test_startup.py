@@ -220,7 +220,7 @@ def test_the_audit_sees_a_connection_attempt(tmp_path: Path) -> None:
 def test_commands_that_call_no_model_never_reach_the_network_and_print_nothing_of_tau2(
     real_files: list[str], tmp_path: Path
 ) -> None:
-    """import (real files, one without tasks), summary, report --json, report, export and `variants --show` (which
+    """import (real files, one without tasks), summary, report --json, report, export, power and `variants --show` (which
     imports tau2's registry and so litellm) on a machine without internet: no connection attempted, no
     look-up, nothing of tau2's or litellm's logging printed (LITELLM_LOG=DEBUG notwithstanding)."""
     run = tmp_path / "run"
@@ -230,6 +230,7 @@ def test_commands_that_call_no_model_never_reach_the_network_and_print_nothing_o
         ["report", "--json", str(run)],
         ["report", str(run)],
         ["export", "--variant", "ft", "--out", str(tmp_path / "ft.json"), str(run)],
+        ["power", "--tasks", "20,40", "--trials", "1,3"],
         ["variants", "--show", "frustration", "--domain", "mock"],
     ]
     for args in commands:
