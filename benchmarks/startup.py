@@ -13,7 +13,8 @@ time would be). Two imported runs:
   ``tests/test_startup.py`` does), large enough for the report's claims, p-values and MDE.
 
 Timed: ``import`` (until exit), ``summary`` and ``report --json`` (until exit), ``view`` until it prints that it
-serves (its report already built, and not built yet: then it builds the report first), and ``moodbench run`` of a
+serves (its report already built, and not built yet: then it listens at once and serves the first page once it has
+built the report, both timed), and ``moodbench run`` of a
 fresh 1-conversation experiment against the scripted server (until the server sees its first request: the first
 conversation has started; with the run's CPU seconds until exit), plus the floor under that: the CPU seconds of
 ``import litellm`` alone, which tau2's orchestrator, evaluator and LLM agent/user modules import at module level.
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +83,12 @@ def _check(args: list[str]) -> None:
         raise RuntimeError(f"moodbench {' '.join(args)} failed ({res.returncode}): {res.stdout[-2000:]} {res.stderr[-3000:]}")
 
 
-def _timed(args: list[str], until: str | None = None, python: list[str] | None = None) -> tuple[float, float, str]:
-    """Seconds from launch to exit (or to a line containing ``until``), the process's CPU seconds (user + system:
-    what a quiet machine's wall time would be, near enough, on a loaded one), and stderr (for -X importtime)."""
+def _timed(
+    args: list[str], until: str | None = None, python: list[str] | None = None, fetch: bool = False
+) -> tuple[float, float, str]:
+    """Seconds from launch to exit (or to a line containing ``until``; with ``fetch``, to the first transcripts
+    page served by the URL the command printed), the process's CPU seconds (user + system: what a quiet machine's
+    wall time would be, near enough, on a loaded one), and stderr (for -X importtime)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     # stderr to a file, not a pipe: -X importtime writes more than a pipe holds while stdout is read line by line
     with tempfile.TemporaryFile("w+") as errfile:
@@ -100,11 +105,17 @@ def _timed(args: list[str], until: str | None = None, python: list[str] | None =
             out, _ = proc.communicate(timeout=600)
             elapsed = time.perf_counter() - t0
         else:
-            line = ""
+            line, lines = "", ""
             while until not in line:
                 line = proc.stdout.readline()
+                lines += line
                 if not line and proc.poll() is not None:
                     break
+            urls = re.findall(r"transcripts: (http://127\.0\.0\.1:\d+/\S+)", lines)
+            if fetch and urls:  # the page itself: a view that builds the report serves it once built
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with opener.open(urls[0], timeout=600) as resp:
+                    resp.read()
             elapsed = time.perf_counter() - t0
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=60)  # view: its CPU includes the idle moment until SIGINT (~0)
@@ -168,13 +179,15 @@ def _claims_items(tmp: Path) -> list[str]:
     return [f"{base}=control", f"{angry}=anger"]
 
 
-def _measure(name: str, argv_for: Any, until: str | None, reps: int, before_each: Any = None) -> dict[str, Any]:
+def _measure(
+    name: str, argv_for: Any, until: str | None, reps: int, before_each: Any = None, fetch: bool = False
+) -> dict[str, Any]:
     times, cpus, loads = [], [], []
     for i in range(reps):
         if before_each:
             before_each()
         loads.append(os.getloadavg()[0])
-        elapsed, cpu, _ = _timed(argv_for(i), until)
+        elapsed, cpu, _ = _timed(argv_for(i), until, fetch=fetch)
         times.append(elapsed)
         cpus.append(cpu)
     if before_each:
@@ -224,13 +237,15 @@ def main() -> int:
         view = ["view", str(built), "--port", "0", "--no-open"]
         results[f"{label}: view (report built)"] = _measure(f"{label}: view (report built)", lambda i, view=view: view, "press Ctrl-C", a.reps)
         fresh = ["view", str(run), "--port", "0", "--no-open"]
-        results[f"{label}: view (report not built yet)"] = _measure(
-            f"{label}: view (report not built yet)",
-            lambda i, fresh=fresh: fresh,
-            "press Ctrl-C",
-            a.reps,
-            before_each=lambda run=run: shutil.rmtree(run / "report", ignore_errors=True),
-        )
+        for what, fetch in (("serving", False), ("first page", True)):  # it listens at once, builds, then serves
+            results[f"{label}: view (report not built yet), {what}"] = _measure(
+                f"{label}: view (report not built yet), until {what}",
+                lambda i, fresh=fresh: fresh,
+                "press Ctrl-C",
+                a.reps,
+                before_each=lambda run=run: shutil.rmtree(run / "report", ignore_errors=True),
+                fetch=fetch,
+            )
     firsts, run_cpus, loads = [], [], []
     for i in range(a.reps):
         loads.append(os.getloadavg()[0])

@@ -353,3 +353,40 @@ def test_verbose_reaches_run_workers(tmp_path: Path) -> None:
             outs[bool(flag)] = res.stdout + res.stderr
     assert "tau2.orchestrator.orchestrator:step" in outs[True], outs[True][-3000:]
     assert "| tau2." not in outs[False] and "tau2.orchestrator" not in outs[False], outs[False][-3000:]
+
+
+def test_view_listens_before_it_builds_and_serves_only_the_built_pages(real_files: list[str], tmp_path: Path) -> None:
+    """`view` of an imported run whose report is not built yet: it prints its URLs before building (so it starts
+    without statistics or plots), and a page asked for meanwhile waits for the build: 200 with the new pages,
+    never a 404 or a half-written page."""
+    import urllib.request
+
+    run = tmp_path / "run"
+    res, _ = _cli("import", "--format", "tau2", "--out", str(run), *real_files[:4])
+    assert res.returncode == 0, _printed(res)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moodbench.cli", "view", str(run), "--port", "0", "--no-open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env({"COLUMNS": "250"}),
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any("press Ctrl-C" in x for x in lines) and proc.poll() is None:
+            lines.append(proc.stdout.readline())
+        text = "".join(lines)
+        assert "press Ctrl-C" in text and "building" not in text, text  # listening first, the build comes after
+        url = re.search(r"transcripts: (http://127\.0\.0\.1:\d+/transcripts/index\.html)", text)
+        assert url, text
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url.group(1), timeout=120) as resp:  # waits for the build
+            assert resp.status == 200 and "simulation(s)" in resp.read().decode()
+        with opener.open(url.group(1).replace("transcripts/index.html", "report.html"), timeout=60) as resp:
+            assert resp.status == 200
+        assert (run / "report" / "report.json").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert "report built" in out, out
