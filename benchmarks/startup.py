@@ -192,7 +192,7 @@ def _measure(
         cpus.append(cpu)
     if before_each:
         before_each()
-    _, _, err = _timed(argv_for(reps), until, python=[sys.executable, "-X", "importtime"])  # what it imported (not timed)
+    _, _, err = _timed(argv_for(reps), until, python=[sys.executable, "-X", "importtime"], fetch=fetch)  # its imports
     r = {
         "median_s": round(statistics.median(times), 3),
         "min_s": round(min(times), 3),
