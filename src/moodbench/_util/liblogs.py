@@ -15,6 +15,8 @@ loggers themselves are process-wide (loguru's per-library switch, ``logging``'s 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["LITELLM_LOGGERS", "library_logs", "quiet_unless_shown"]
 
@@ -24,12 +26,31 @@ _QUIET = logging.CRITICAL + 1  # above every level litellm logs at
 _shown = False  # set only by library_logs(): the caller's explicit choice, never read from the environment
 
 
-def library_logs(show: bool) -> None:
+def library_logs(show: bool, secret_env: Iterable[str] = ()) -> None:
     """Show (``True``: tau2's loguru output and litellm's loggers as litellm configures them, ``LITELLM_LOG``
-    included) or hide (``False``) what tau2 and litellm log, in this process. Cheap: imports neither."""
+    included) or hide (``False``) what tau2 and litellm log, in this process. Cheap: imports neither.
+
+    Shown, tau2's lines carry conversation content, so they are masked like everything else moodbench shows
+    (:func:`moodbench._util.secrets.mask`: credential-looking variables' values, the variables named in
+    ``secret_env`` such as ``--api-key-env``'s, URL credentials); litellm masks its own logs."""
     global _shown
     _shown = show
     _apply(show)
+    if show:
+        _mask_tau2(secret_env)
+
+
+def _mask_tau2(secret_env: Iterable[str]) -> None:
+    from loguru import logger
+
+    from moodbench._util.secrets import mask, secret_values
+
+    secrets = secret_values(secret_env)
+
+    def patch(record: Any) -> None:
+        record["message"] = mask(record["message"], secrets)
+
+    logger.configure(patcher=patch)
 
 
 def quiet_unless_shown() -> None:

@@ -86,20 +86,6 @@ def _load_plugins(plugins: list[str] | None) -> None:
         load_plugins([p for item in plugins for p in item.split(",") if p.strip()])
 
 
-def _redact_tau2_logs(secrets: list[str]) -> None:
-    """tau2 logs conversation content through loguru when its logs are shown (``-v``); scrub secrets there too."""
-    if not secrets or not _verbose():
-        return
-    from loguru import logger
-
-    from moodbench._util.secrets import scrub
-
-    def patch(record: Any) -> None:
-        record["message"] = scrub(record["message"], secrets)
-
-    logger.configure(patcher=patch)
-
-
 def run(
     config_file: Optional[Path] = typer.Option(
         None, "--config", help="TOML or YAML file with the same keys as the flags; flags override it."
@@ -115,7 +101,6 @@ def run(
     **flags: Any,
 ) -> None:
     """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
-    from moodbench._util.secrets import secret_values
     from moodbench.experiment import PreflightError, build_config, load_config_file
     from moodbench.experiment import run as run_experiment
 
@@ -125,7 +110,6 @@ def run(
         if dry_run:
             _print_plan(config)
             raise typer.Exit(ExitCode.OK)
-        _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
         try:
             result = run_experiment(
                 config,

@@ -203,7 +203,8 @@ def run(
     if library_logs is not None:
         from moodbench._util.liblogs import library_logs as show_library_logs
 
-        show_library_logs(library_logs)
+        keys = [n for n in (config.api_key_env, config.user_api_key_env, config.judge_api_key_env) if n]
+        show_library_logs(library_logs, secret_env=keys)  # shown, tau2's lines are masked (the run's keys too)
     from moodbench.experiment.executors import prestart, resolve_executor
 
     # worker processes' forkserver imports tau2 while this process does the same for the plan

@@ -66,7 +66,9 @@ def rebuild(blob: bytes, share: int = 1) -> tuple[ConversationSettings, Endpoint
     if settings.library_logs is not None:  # the run's explicit choice (moodbench -v), made again in this process
         from moodbench._util.liblogs import library_logs
 
-        library_logs(settings.library_logs)
+        clients = [settings.agent_client, settings.user_client, settings.judge_client, *settings.user_clients.values()]
+        names = {c.spec.api_key_env for c in clients if c is not None and c.spec.api_key_env}
+        library_logs(settings.library_logs, secret_env=sorted(names))  # tau2's lines masked here too
     return settings, health
 
 
