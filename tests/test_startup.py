@@ -260,6 +260,13 @@ def test_view_never_reaches_the_network(real_files: list[str], tmp_path: Path) -
         while "press Ctrl-C" not in stdout and time.monotonic() < deadline and proc.poll() is None:
             stdout += proc.stdout.readline()
         assert "press Ctrl-C" in stdout, stdout
+        import urllib.request
+
+        url = re.search(r"transcripts: (http://127\.0\.0\.1:\d+/\S+)", stdout)
+        assert url, stdout
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url.group(1), timeout=180) as resp:  # the view builds the report (plots) under the audit
+            assert resp.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
