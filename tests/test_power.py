@@ -45,6 +45,21 @@ def test_continuous_mde_matches_statsmodels_and_the_normal_formula():
     assert power_at(d, 0.0) == pytest.approx(0.05 / 4, rel=1e-3)
 
 
+def test_t_power_is_statsmodels_ttest_power():
+    """``_t_power`` is statsmodels' ``TTestPower.power`` written with the scipy.special calls it makes (so a report
+    need not import statsmodels' power module): the same numbers over tasks, effects and levels, NaN fallback aside."""
+    from moodbench.analysis._power import _t_power
+
+    solver = TTestPower()
+    for nobs in (2, 3, 5, 8, 20, 50, 200, 1000):
+        for es in (0.0, 0.01, 0.1, 0.3, 0.8, 1.5, 4.0):
+            for level in (0.05, 0.05 / 4, 0.05 / 40, 0.001):
+                ref = float(solver.power(effect_size=es, nobs=nobs, alpha=level))
+                if math.isfinite(ref):
+                    assert _t_power(es, nobs, level) == pytest.approx(ref, rel=1e-12, abs=1e-15), (nobs, es, level)
+    assert _t_power(40.0, 1000, 0.05) == pytest.approx(1.0)  # noncentral-t NaN region: the normal fallback
+
+
 def test_issue_example_fifty_tasks_three_trials():
     """The issue: 50 tasks x 3 trials at a baseline/variant correlation of 0.5 detects ~10-point drops at best."""
     d = Design(tasks=50, trials=3, baseline_success=0.5, icc=0.0, pair_corr=0.5)

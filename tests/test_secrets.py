@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from scripted import CLI, start_scripted_server
@@ -24,7 +25,8 @@ OPENING = "Please create a task called 'Important Meeting' for user_1."
 CREATE = {"tool_calls": [{"name": "create_task", "arguments": {"user_id": "user_1", "title": "Important Meeting"}}]}
 
 
-def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["thread", "process"])  # process: tau2's lines logged in worker processes (-v)
+def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path, executor: str) -> None:
     key = "sk-sentinel-" + secrets.token_hex(16)
     variants = tmp_path / "variants.yaml"
     variants.write_text(
@@ -82,11 +84,11 @@ def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
         "MOODBENCH_BACKOFF_BASE_S": "0.01",
         "PYTHONUNBUFFERED": "1",
         "LITELLM_LOG": "DEBUG",
-        "MOODBENCH_TAU2_LOGS": "1",
     }
     with start_scripted_server(script, tmp_path / "server") as srv:
         cmd = [
             *MOODBENCH,
+            "-v",  # tau2's and litellm's own logs shown: their output must be scrubbed too
             "run",
             "--domain",
             "mock",
@@ -111,6 +113,8 @@ def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
             "--max-consecutive-failures",
             "4",
             "--skip-preflight",
+            "--executor",
+            executor,
         ]
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=180, stdin=subprocess.DEVNULL)
         served = srv.stats()
@@ -118,6 +122,7 @@ def test_api_key_never_reaches_files_logs_or_messages(tmp_path: Path) -> None:
     assert res.returncode == 4, res.stderr[-3000:]
     assert served["by_status"].get("500") == 4
     assert "***" in res.stderr
+    assert "tau2.orchestrator" in res.stderr and "My key is ***" in res.stderr  # -v: tau2's lines shown, masked
     con = sqlite3.connect(out / "results.sqlite")
     stored = dict(con.execute("SELECT variant, error FROM simulations WHERE exit_reason='llm_error'").fetchall())
     echoed = con.execute("SELECT simulation FROM simulations WHERE variant='m-echo'").fetchone()[0]

@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from moodbench.analysis._family import ReportFamily
 from moodbench.analysis._inference import (
@@ -298,6 +297,8 @@ def exclusion_check(
     xv = [k for k in keys if k in var_x]
     if not n or not (xb or xv):
         return None
+    from scipy import stats as sps  # here: scipy.stats costs ~0.5 s of start-up; most reports lose no conversation
+
     rate_b, rate_v = len(xb) / n, len(xv) / n
     p_rate = float(sps.fisher_exact([[len(xb), n - len(xb)], [len(xv), n - len(xv)]])[1])
     turns_x = [_turns(r) for r in [*(base_x[k] for k in xb), *(var_x[k] for k in xv)]]

@@ -12,7 +12,7 @@ it that lies between tasks (task difficulty; it cancels in a paired difference, 
 ``pair_corr`` the within-task correlation of the baseline and variant conversation that share a seed, and
 ``effect_sd`` the spread of the true effect across tasks (tasks that react differently to an emotion; it
 does not shrink with more trials, only with more tasks). Power then is the noncentral-t power of a
-one-sample t test of G observations with standardized effect effect / sd(d_g) (statsmodels ``TTestPower``).
+one-sample t test of G observations with standardized effect effect / sd(d_g) (statsmodels ``TTestPower``'s formula).
 
 A drop need not be spread evenly: ``drop_share`` < 1 puts the whole drop on that share of the tasks (each of
 them dropping by effect / drop_share, the others not at all), which adds effect**2 * (1 - s) / s to the
@@ -30,16 +30,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy import special
 from scipy.optimize import brentq
-from scipy.stats import norm
-from statsmodels.stats.power import TTestPower
 
 from ._inference import ALPHA, MIN_PAIRS, MIN_TASKS
 
 __all__ = ["POWER", "Design", "PowerRow", "design_from_pilot", "mde", "mde_note", "power_at", "power_table", "task_sd_at"]
 
 POWER = 0.80  # target power of the minimum detectable effect
-_SOLVER = TTestPower()
 
 
 @dataclass(frozen=True)
@@ -155,13 +153,21 @@ def power_at(design: Design, effect: float) -> float | None:
 
 
 def _t_power(es: float, nobs: int, level: float) -> float:
-    """Two-sided one-sample t power (statsmodels); its noncentral-t tail returns NaN for some very large
-    noncentralities, where the normal approximation is exact to many digits."""
-    p = float(_SOLVER.power(effect_size=es, nobs=nobs, alpha=level))
+    """Two-sided one-sample t power: statsmodels' ``ttest_power`` (what ``TTestPower.power`` computes), written with
+    the same scipy.special functions it calls (``stdtrit`` for the critical t, ``nctdtr`` for the noncentral-t
+    tails; ``tests/test_power.py`` checks the two agree), because importing statsmodels' power module pulls in
+    scipy.stats and pandas, ~0.4 s of CPU on every ``report``. The noncentral-t tail returns NaN for some very
+    large noncentralities, where the normal approximation is exact to many digits."""
+    df, nc = nobs - 1, es * math.sqrt(nobs)
+    crit = -float(special.stdtrit(df, level / 2))  # stats.t.isf(level / 2, df)
+    if math.isnan(crit):
+        p = math.nan
+    else:
+        p = float((1 - special.nctdtr(df, nc, crit)) + special.nctdtr(df, nc, -crit))
     if math.isfinite(p):
         return p
-    z, ncp = float(norm.ppf(1 - level / 2)), es * math.sqrt(nobs)
-    return float(norm.sf(z - ncp) + norm.cdf(-z - ncp))
+    z = -float(special.ndtri(level / 2))  # norm.ppf(1 - level / 2)
+    return float(special.ndtr(-(z - nc)) + special.ndtr(-z - nc))  # norm.sf(z - nc) + norm.cdf(-z - nc)
 
 
 def mde(design: Design, direction: int = -1) -> float | None:

@@ -32,6 +32,29 @@ app = typer.Typer(
 )
 
 
+_global = {"verbose": False}  # the global options this process's command line gave (the CLI's own state)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Also show tau2's and litellm's own logs (hidden by default). Give it before the command."
+    ),
+) -> None:
+    """Options of every command. ``-v`` is passed on explicitly: to this process here, to ``run``'s workers as
+    ``library_logs`` (see :mod:`moodbench._util.liblogs`)."""
+    _global["verbose"] = verbose
+    if verbose:
+        from moodbench._util.liblogs import library_logs
+
+        library_logs(True)
+
+
+def _verbose() -> bool:
+    """Whether ``moodbench -v`` was given."""
+    return _global["verbose"]
+
+
 def _spec_overrides() -> dict[str, Any]:
     """Hidden knobs for tests, benchmarks and debugging, read here at the edge (the library takes
     arguments): MOODBENCH_BACKOFF_BASE_S / MOODBENCH_BACKOFF_MAX_S (the real 1 s doubling to 30 s is
@@ -63,20 +86,6 @@ def _load_plugins(plugins: list[str] | None) -> None:
         load_plugins([p for item in plugins for p in item.split(",") if p.strip()])
 
 
-def _redact_tau2_logs(secrets: list[str]) -> None:
-    """tau2 logs conversation content through loguru when MOODBENCH_TAU2_LOGS=1; scrub secrets there too."""
-    if not secrets or os.environ.get("MOODBENCH_TAU2_LOGS") != "1":
-        return
-    from loguru import logger
-
-    from moodbench._util.secrets import scrub
-
-    def patch(record: Any) -> None:
-        record["message"] = scrub(record["message"], secrets)
-
-    logger.configure(patcher=patch)
-
-
 def run(
     config_file: Optional[Path] = typer.Option(
         None, "--config", help="TOML or YAML file with the same keys as the flags; flags override it."
@@ -92,7 +101,6 @@ def run(
     **flags: Any,
 ) -> None:
     """Run (or resume) an experiment: every domain x task x variant x trial, scored by tau2."""
-    from moodbench._util.secrets import secret_values
     from moodbench.experiment import PreflightError, build_config, load_config_file
     from moodbench.experiment import run as run_experiment
 
@@ -102,7 +110,6 @@ def run(
         if dry_run:
             _print_plan(config)
             raise typer.Exit(ExitCode.OK)
-        _redact_tau2_logs(secret_values((config.api_key_env,) if config.api_key_env else ()))
         try:
             result = run_experiment(
                 config,
@@ -111,6 +118,7 @@ def run(
                 handle_signals=True,
                 freeze_gc=True,
                 spec_overrides=_spec_overrides(),
+                library_logs=_verbose(),
             )
         except PreflightError as exc:
             console.print(

@@ -172,11 +172,35 @@ def _pair_page(run_dirs: list[Path]) -> Callable[[str, int, int], str | None]:
     return page
 
 
+def _build_for_view(run_dir: Path, out: Path, console: Console) -> int | None:
+    """Build the report ``view`` serves; None when built, else the exit code (after saying why)."""
+    from moodbench._util.errors import UsageError
+    from moodbench.report._builder import build_report  # statistics and plots: only to build
+    from moodbench.results import summary_for_run
+
+    try:
+        variants = list(summary_for_run(run_dir).get("variants", {}))
+        baseline = "control" if "control" in variants or not variants else variants[0]
+        console.print(
+            f"building the report and transcript pages in {out} (baseline {baseline!r}); pages are served once built",
+            highlight=False,
+        )
+        build_report([run_dir], out, baseline=baseline)
+    except UsageError as exc:  # another writer holding the run directory, a bad run (ReportError)
+        console.print("[bold red]error:[/] ", highlight=False, end="")
+        console.print(mask(str(exc), secret_values()), highlight=False, markup=False)
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
+        return ExitCode.INTERRUPTED
+    console.print("report built", highlight=False)
+    return None
+
+
 def view_command(run_dir: Path, port: int, open_browser: bool, console: Console) -> int:
     """Serve RUN_DIR/report on 127.0.0.1 (building it first when missing or stale) until interrupted."""
     from moodbench._util.errors import UsageError
     from moodbench.report._viewer import open_in_browser, start_server
-    from moodbench.results import summary_for_run
     from moodbench.results._lock import refuse_symlinks
 
     run_dir = Path(run_dir)
@@ -186,19 +210,17 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
     out = run_dir / "report"
     try:
         refuse_symlinks(out, "the report folder")  # served pages must be the run's own, not a link's target
-        if _needs_build(run_dir, out):
-            from moodbench.report._builder import build_report  # statistics and plots: only to build
-
-            variants = list(summary_for_run(run_dir).get("variants", {}))
-            baseline = "control" if "control" in variants or not variants else variants[0]
-            console.print(f"building the report and transcript pages in {out} (baseline {baseline!r})", highlight=False)
-            build_report([run_dir], out, baseline=baseline)
-    except UsageError as exc:  # a symlink, another writer holding the run directory, a bad run (ReportError)
+        build = _needs_build(run_dir, out)
+    except UsageError as exc:  # a symlink
         console.print("[bold red]error:[/] ", highlight=False, end="")
         console.print(mask(str(exc), secret_values()), highlight=False, markup=False)
         return ExitCode.USAGE
+    # listen at once; a missing or stale report is built meanwhile, and requests wait for it (never a stale page)
+    ready = threading.Event()
+    if not build:
+        ready.set()
     try:
-        server = start_server(out, port, pair_page=_pair_page([run_dir]))
+        server = start_server(out, port, pair_page=_pair_page([run_dir]), ready=ready)
     except OSError as exc:
         console.print(
             f"[bold red]error:[/] cannot listen on 127.0.0.1:{port}: {exc} (try --port 0 for a free port)", highlight=False
@@ -209,6 +231,13 @@ def view_command(run_dir: Path, port: int, open_browser: bool, console: Console)
     console.print(f"transcripts: {base}/transcripts/index.html", highlight=False)
     console.print(f"report:      {base}/report.html", highlight=False)
     console.print("press Ctrl-C to stop", highlight=False)
+    if build:
+        failed = _build_for_view(run_dir, out, console)
+        if failed is not None:
+            server.shutdown()
+            server.server_close()
+            return failed
+        ready.set()
     if open_browser:
         open_in_browser(f"{base}/transcripts/index.html")
     stop = threading.Event()

@@ -182,6 +182,7 @@ def run(
     handle_signals: bool = False,
     freeze_gc: bool = False,
     spec_overrides: dict[str, Any] | None = None,
+    library_logs: bool | None = None,
 ) -> RunResult:
     """Run (or resume) every missing cell of ``config`` into ``config.out``, exactly as ``moodbench run`` does.
 
@@ -191,12 +192,19 @@ def run(
     ``freeze_gc`` (``gc.freeze`` long-lived objects, a CPU saving at high concurrency).
     ``spec_overrides``: :class:`moodbench.llm.ModelSpec` fields the config does not expose
     (``transport="litellm"``, ``backoff_base_s``...), for tests, benchmarks and debugging.
+    ``library_logs``: show (True) or hide (False) tau2's and litellm's own logs in this process and every worker
+    (``moodbench -v``); None leaves this process as it is and workers quiet.
 
     Raises :class:`ConfigError` (bad input or an unusable run directory; nothing was run, nothing
     of the user's was changed) and :class:`moodbench.experiment.PreflightError` (the setup cannot work;
     nothing was run).
     """
     check_environment(config)
+    if library_logs is not None:
+        from moodbench._util.liblogs import library_logs as show_library_logs
+
+        keys = [n for n in (config.api_key_env, config.user_api_key_env, config.judge_api_key_env) if n]
+        show_library_logs(library_logs, secret_env=keys)  # shown, tau2's lines are masked (the run's keys too)
     from moodbench.experiment.executors import prestart, resolve_executor
 
     # worker processes' forkserver imports tau2 while this process does the same for the plan
@@ -219,6 +227,7 @@ def run(
                         force_config=force_config,
                         freeze_gc=freeze_gc,
                         spec_overrides=spec_overrides,
+                        library_logs=library_logs,
                         stop=stop,
                     )
                 with local_endpoints(config, console, plan) as ready:
@@ -230,6 +239,7 @@ def run(
                         force_config=force_config,
                         freeze_gc=freeze_gc,
                         spec_overrides=spec_overrides,
+                        library_logs=library_logs,
                         stop=stop,
                         steered=ready.steered,
                     )
@@ -283,6 +293,7 @@ def _run_ready(
     freeze_gc: bool,
     spec_overrides: dict[str, Any] | None,
     stop: StopRequest,
+    library_logs: bool | None = None,
     steered: dict[str, SteeredCustomer] | None = None,
 ) -> RunResult:
     from moodbench.experiment._loop import run_loop
@@ -343,6 +354,7 @@ def _run_ready(
             shard=config.shard,
             judge_fidelity=config.judge_fidelity,
             freeze_gc=freeze_gc,
+            library_logs=library_logs,
             user_clients=steered_clients,
             steering={v: sc.steering for v, sc in (steered or {}).items()},
             agent=config.agent,

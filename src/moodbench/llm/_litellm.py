@@ -38,7 +38,10 @@ import litellm  # after the cost-map default above
 import openai
 from litellm.llms.custom_httpx.http_handler import HTTPHandler
 
+from moodbench._util.liblogs import quiet_unless_shown
 from moodbench.llm._http import RequestBudget, active, deadline_client
+
+quiet_unless_shown()  # litellm's loggers stay silent unless a caller asked for them (moodbench -v)
 
 litellm.suppress_debug_info = True
 

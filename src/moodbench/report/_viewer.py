@@ -216,6 +216,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # A connection that has not sent its request within this many seconds is closed, and at most this many
 # are served at once (more are closed at once): 300 half-sent requests cannot hold 300 threads.
 REQUEST_TIMEOUT_S = 10.0
+READY_WAIT_S = 300.0  # the longest a request waits for the report view is building (a big run's pages: minutes)
 MAX_CONNECTIONS = 32
 
 
@@ -233,6 +234,9 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
     allowed_hosts: frozenset[str] = frozenset()
     # side-by-side pages of any matched pair, rendered on demand (report._anatomy_section.pair_page)
     pair_page: Callable[[str, int, int], str | None] | None = None
+    # set once the pages exist: ``view`` listens at once and builds a missing or stale report meanwhile; a
+    # request that comes earlier waits for it (a stale page is never served), up to READY_WAIT_S, then gets a 503
+    ready: threading.Event | None = None
     timeout = REQUEST_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -262,6 +266,9 @@ class _ViewerHandler(SimpleHTTPRequestHandler):
             self.send_error(
                 421, "Misdirected Request", "this viewer answers only http://127.0.0.1, localhost or [::1] on its own port"
             )
+            return None
+        if self.ready is not None and not self.ready.wait(READY_WAIT_S):
+            self.send_error(503, "Service Unavailable", "the report is still being built; reload in a moment")
             return None
         try:
             path = self.translate_path(self.path)
@@ -342,11 +349,16 @@ def _allowed_hosts(port: int) -> frozenset[str]:
 
 
 def start_server(
-    directory: Path, port: int = 0, host: str = "127.0.0.1", pair_page: Callable[[str, int, int], str | None] | None = None
+    directory: Path,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    pair_page: Callable[[str, int, int], str | None] | None = None,
+    ready: threading.Event | None = None,
 ) -> ThreadingHTTPServer:
     """Serve ``directory`` read-only on loopback from a daemon thread; ``port=0`` picks a free port.
 
     ``pair_page``: renders ``transcripts/RUN/pair-BASEID-VARID.html`` for any matched pair the report did not write.
+    ``ready``: while it is not set (the pages are being built), requests wait for it.
 
     Requests whose ``Host`` is not a loopback name with the bound port get 421; folders are not listed; nothing
     is served through a symlink; connections time out and are bounded in number.
@@ -358,6 +370,7 @@ def start_server(
     server = _BoundedServer((host, port), functools.partial(Handler, directory=str(directory)))
     Handler.allowed_hosts = _allowed_hosts(int(server.server_address[1]))
     Handler.pair_page = staticmethod(pair_page) if pair_page is not None else None
+    Handler.ready = ready
     threading.Thread(target=server.serve_forever, name="moodbench-view", daemon=True).start()
     return server
 

@@ -69,6 +69,7 @@ class ConversationSettings:
     shard: str | None = None
     judge_fidelity: bool = False
     freeze_gc: bool = False  # see sim._env_pool: the CLI opts in, a library call does not
+    library_logs: bool | None = None  # tau2's and litellm's logs in worker processes (moodbench -v); None: quiet
     # steered variants: their customer's own (steered) server, and what the vector adds, per variant
     user_clients: dict[str, ModelClient] = field(default_factory=dict)
     steering: dict[str, Steering] = field(default_factory=dict)

@@ -105,7 +105,13 @@ def module_sha256(module: Any) -> str | None:
 def _distribution_version(module_name: str) -> str | None:
     """``dist version`` of the installed distribution that provides ``module_name``'s top package, if any."""
     top = module_name.split(".")[0]
-    try:
+    try:  # most often a distribution is named as its package (moodbench itself): one look-up, no scan of every one
+        named = metadata.distribution(top)
+        if top in (named.read_text("top_level.txt") or "").split():
+            return f"{named.metadata['Name']} {named.version}"
+    except Exception:  # noqa: BLE001 - not found, or unreadable metadata: the full scan below decides
+        pass
+    try:  # the scan reads every installed distribution's file list (~0.2-0.4 s in a large environment)
         dists = metadata.packages_distributions().get(top) or []
     except Exception:  # noqa: BLE001 - broken metadata of an unrelated package must not stop a run
         return None

@@ -5,6 +5,8 @@ registry, so reading a Results file stays cheap."""
 
 from __future__ import annotations
 
+import importlib
+
 from tau2.data_model.tasks import Task
 
 from moodbench._util.errors import UsageError
@@ -17,17 +19,28 @@ def known_domains() -> list[str]:
     return list(registry.get_domains())
 
 
+# tau2's own domains: the registry's task loader for each is its domain module's ``get_tasks`` (tau2/registry.py
+# registers exactly those; tests/test_startup.py checks it against the installed tau2), which is read here
+# without importing the registry: the registry imports litellm (~2.5 s of CPU), and reading a Results file
+# that carries no tasks (leaderboard submissions) needs only the tasks.
+_TAU2_DOMAINS = ("airline", "mock", "retail", "telecom")
+
+
 def load_domain_tasks(domain: str, split: str | None = None) -> list[Task]:
     """The tasks of ``domain`` (optionally one tau2 task split), in tau2's order."""
-    if domain not in known_domains():
+    if domain in _TAU2_DOMAINS:
+        loader = importlib.import_module(f"tau2.domains.{domain}.environment").get_tasks
+    elif domain not in known_domains():
         raise UsageError(
             f"unknown domain {domain!r}; valid domains: {', '.join(known_domains())} (a domain of your own is "
             "registered by a plugin module: name it with --plugin MODULE)"
         )
-    from moodbench.sim._tau2 import load_tasks
+    else:
+        from moodbench.sim._tau2 import registry
 
+        loader = registry.get_tasks_loader(domain)
     try:
-        return list(load_tasks(domain, split) if split else load_tasks(domain))
+        return list(loader(task_split_name=split))  # what tau2.run.load_tasks calls
     except Exception as exc:  # noqa: BLE001 - tau2 raises assorted errors for bad splits
         raise UsageError(f"cannot load tasks of {domain!r} (split {split!r}): {exc}") from None
 

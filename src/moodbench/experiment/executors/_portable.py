@@ -62,7 +62,14 @@ def rebuild(blob: bytes, share: int = 1) -> tuple[ConversationSettings, Endpoint
         return value
 
     values: dict[str, Any] = {k: live(v) for k, v in fields.items()}
-    return ConversationSettings(**values), health
+    settings = ConversationSettings(**values)
+    if settings.library_logs is not None:  # the run's explicit choice (moodbench -v), made again in this process
+        from moodbench._util.liblogs import library_logs
+
+        clients = [settings.agent_client, settings.user_client, settings.judge_client, *settings.user_clients.values()]
+        names = {c.spec.api_key_env for c in clients if c is not None and c.spec.api_key_env}
+        library_logs(settings.library_logs, secret_env=sorted(names))  # tau2's lines masked here too
+    return settings, health
 
 
 class RemoteError(RuntimeError):
