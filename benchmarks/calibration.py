@@ -152,7 +152,6 @@ FAST = Config(
 )
 
 
-
 # --------------------------------------------------------------------------- sequential vs fixed (issue 22)
 
 SEQ_EFFECTS = ("null", "mde", "2mde")  # every variant at 0; the first at the MDE, the rest null; every one at 2 x MDE
@@ -1048,7 +1047,9 @@ def render_sequential(result: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["sequential"]:
-        eff = {"null": "0 (all)", "mde": f"first at MDE {r['mde']:.3f}", "2mde": f"all at 2 x MDE {2 * r['mde']:.3f}"}[r["effect"]]
+        eff = {"null": "0 (all)", "mde": f"first at MDE {r['mde']:.3f}", "2mde": f"all at 2 x MDE {2 * r['mde']:.3f}"}[
+            r["effect"]
+        ]
         lines.append(
             f"| {r['tasks']}x{r['trials']} | {r['variants']} | {eff} | {_fmt(r['false_claim_seq'])} ({r['false_claim_fixed'][0]:.3f}) "
             f"| {_fmt(r['power_seq'])} ({r['power_fixed'][0]:.3f}) [{_fmt(r['power_diff'])}] | {_fmt(r['conversations'])} "

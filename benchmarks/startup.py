@@ -146,8 +146,22 @@ def _first_request(tmp: Path, script: dict, i: int) -> tuple[float, float]:
     try:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_launch = time.time()
-        _check(["run", *MOCK, "--task-ids", "create_task_1", "--variants", "control", "--trials", "1",
-                "--agent-base-url", srv.base_url, "--out", str(tmp / f"first-{i}")])
+        _check(
+            [
+                "run",
+                *MOCK,
+                "--task-ids",
+                "create_task_1",
+                "--variants",
+                "control",
+                "--trials",
+                "1",
+                "--agent-base-url",
+                srv.base_url,
+                "--out",
+                str(tmp / f"first-{i}"),
+            ]
+        )
         cpu = _cpu_since(before)
         first = srv.stats()["first_request_at"]
     finally:
@@ -235,7 +249,9 @@ def main() -> int:
         for name, args in (("summary", ["summary", str(run)]), ("report --json", ["report", "--json", str(run)])):
             results[f"{label}: {name}"] = _measure(f"{label}: {name}", lambda i, args=args: args, None, a.reps)
         view = ["view", str(built), "--port", "0", "--no-open"]
-        results[f"{label}: view (report built)"] = _measure(f"{label}: view (report built)", lambda i, view=view: view, "press Ctrl-C", a.reps)
+        results[f"{label}: view (report built)"] = _measure(
+            f"{label}: view (report built)", lambda i, view=view: view, "press Ctrl-C", a.reps
+        )
         fresh = ["view", str(run), "--port", "0", "--no-open"]
         for what, fetch in (("serving", False), ("first page", True)):  # it listens at once, builds, then serves
             results[f"{label}: view (report not built yet), {what}"] = _measure(
@@ -270,7 +286,9 @@ def main() -> int:
         subprocess.run([sys.executable, "-c", "import litellm"], env=_env(), check=True, capture_output=True)
         floor.append(_cpu_since(before))
     results["import litellm alone"] = {"median_cpu_s": round(statistics.median(floor), 3), "load": round(os.getloadavg()[0], 1)}
-    print(f"import litellm alone (what tau2's conversation modules import): {results['import litellm alone']['median_cpu_s']} s CPU")
+    print(
+        f"import litellm alone (what tau2's conversation modules import): {results['import litellm alone']['median_cpu_s']} s CPU"
+    )
     out = {"machine": machine(), "load_average_end": round(os.getloadavg()[0], 2), "reps": a.reps, "results": results}
     print(json.dumps(out, indent=1))
     if a.json:

@@ -259,7 +259,9 @@ def test_shards_run_a_stage_each_and_look_on_the_merge(tmp_path: Path) -> None:
     with start_scripted_server(NULL, tmp_path) as srv:
 
         def shard(i: int, *extra: Any) -> subprocess.CompletedProcess[str]:
-            r = moodbench(tmp_path, *run_args(srv.base_url, tmp_path / f"s{i}", "--smallest-effect", "0.05", "--shard", f"{i}/2", *extra))
+            r = moodbench(
+                tmp_path, *run_args(srv.base_url, tmp_path / f"s{i}", "--smallest-effect", "0.05", "--shard", f"{i}/2", *extra)
+            )
             assert r.returncode == 0, explain(r)
             return r
 
@@ -279,6 +281,8 @@ def test_shards_run_a_stage_each_and_look_on_the_merge(tmp_path: Path) -> None:
         assert "stopped at look 2 of 2" in r2["summary"]
 
         last = shard(1, "--looks-from", tmp_path / "m2")
-        assert "nothing left for this shard" in " ".join((last.stdout + last.stderr).split()) and len(stored(tmp_path / "s1")) == 80
+        assert (
+            "nothing left for this shard" in " ".join((last.stdout + last.stderr).split()) and len(stored(tmp_path / "s1")) == 80
+        )
     refused = moodbench(tmp_path, "merge", tmp_path / "mixed", tmp_path / "s1", tmp_path / "m2")
     assert refused.returncode == 2, explain(refused)

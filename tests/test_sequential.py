@@ -167,7 +167,10 @@ def test_power_sequential_plans_through_the_cli():
     text = run_cli(*args[:-1])
     assert text.returncode == 0 and "run --sequential: 4 looks over 80 tasks" in text.stdout + text.stderr
     assert "sequential vs fixed" in text.stdout
-    bad_args = (["--tasks", "10", "--sequential"], "cannot make a claim"), (["--tasks", "40", "--sequential", "--smallest-effect", "2"], "smallest")
+    bad_args = (
+        (["--tasks", "10", "--sequential"], "cannot make a claim"),
+        (["--tasks", "40", "--sequential", "--smallest-effect", "2"], "smallest"),
+    )
     for bad, why in bad_args:
         r = run_cli("power", *bad)
         assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr

@@ -206,12 +206,25 @@ def real_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def test_the_audit_sees_a_connection_attempt(tmp_path: Path) -> None:
     """The audit below is not blind: a process that tries to reach a (non-routable) address is recorded."""
     probe = tmp_path / "probe.py"
-    probe.write_text("import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=0.05)\nexcept OSError:\n    pass\n")
+    probe.write_text(
+        "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=0.05)\nexcept OSError:\n    pass\n"
+    )
     sys_path = f"import sys; sys.path.insert(0, {str(tmp_path)!r})"
     res = subprocess.run(
-        [sys.executable, "-c", _AUDITED.replace("import atexit", sys_path + "\nimport atexit", 1), str(tmp_path / "r.json"),
-         str(_DEAD), "--code", "probe"],
-        capture_output=True, text=True, env=_offline_env(tmp_path), cwd=tmp_path, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            _AUDITED.replace("import atexit", sys_path + "\nimport atexit", 1),
+            str(tmp_path / "r.json"),
+            str(_DEAD),
+            "--code",
+            "probe",
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
     )
     seen = json.loads((tmp_path / "r.json").read_text())
     assert ["socket.connect", "('192.0.2.1', 80)"] in seen, (seen, res.stderr)
@@ -352,10 +365,16 @@ def test_verbose_reaches_run_workers(tmp_path: Path) -> None:
     with start_scripted_server(mock_example_script(), tmp_path / "server") as srv:
         outs = {}
         for flag in ([], ["-v"]):
-            args = mock_run_args(srv.base_url, tmp_path / f"run{len(flag)}", "--executor", "process", tasks="create_task_1",
-                                 variants="control")
-            res = subprocess.run([sys.executable, "-m", "moodbench.cli", *flag, *map(str, args)], capture_output=True,
-                                 text=True, env=cli_env(), timeout=300)
+            args = mock_run_args(
+                srv.base_url, tmp_path / f"run{len(flag)}", "--executor", "process", tasks="create_task_1", variants="control"
+            )
+            res = subprocess.run(
+                [sys.executable, "-m", "moodbench.cli", *flag, *map(str, args)],
+                capture_output=True,
+                text=True,
+                env=cli_env(),
+                timeout=300,
+            )
             assert res.returncode == 0, res.stderr[-3000:]
             outs[bool(flag)] = res.stdout + res.stderr
     assert "tau2.orchestrator.orchestrator:step" in outs[True], outs[True][-3000:]

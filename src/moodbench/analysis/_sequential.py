@@ -87,6 +87,7 @@ class norm:  # reads like scipy.stats.norm, whose import (with statsmodels') the
     def isf(p: Any) -> Any:
         return -special.ndtri(p)
 
+
 # Confidence of the futility interval when none is given: the family's simultaneous level 1 - alpha / m (the
 # report's ``ci_family``), so a comparison whose true effect is exactly the smallest effect of interest is
 # stopped for futility with probability <= alpha / (2 m) per look. A fixed 90% interval lost 0.04-0.06 power at
@@ -426,7 +427,9 @@ def decide_look(
                 status, claim = "claimed", ("lower" if src.z < 0 else "higher")
             else:
                 status, claim = src.status, src.claim
-            out.append(LookDecision(src.look, src.z, ps[i], src.ci_low, src.ci_high, status, claim, src.futility_ci, src.ci_family))
+            out.append(
+                LookDecision(src.look, src.z, ps[i], src.ci_low, src.ci_high, status, claim, src.futility_ci, src.ci_family)
+            )
             continue
         if e is None:
             raise ValueError(f"comparison {i} has no effect and no earlier decision")

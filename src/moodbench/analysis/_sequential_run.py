@@ -200,7 +200,11 @@ def report_sequential(
     out["stopped_early"] = bool(done and result.looks_run < plan.looks)
     for k, decisions in enumerate(result.looks):
         out["looks"].append(
-            {"look": k + 1, "tasks": sum(plan.stages[: k + 1]), "decisions": [{"variant": v, **d.to_dict()} for v, d in zip(others, decisions)]}
+            {
+                "look": k + 1,
+                "tasks": sum(plan.stages[: k + 1]),
+                "decisions": [{"variant": v, **d.to_dict()} for v, d in zip(others, decisions)],
+            }
         )
     for v, d in zip(others, result.final):
         row = {"variant": v, **d.to_dict()}

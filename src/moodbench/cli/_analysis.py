@@ -317,7 +317,12 @@ def _print_sequential(seq: dict[str, Any]) -> None:
         bt.add_column(col, justify="right")
     for r in seq["looks"]:
         bt.add_row(
-            str(r["look"]), str(r["tasks"]), f"{r['fraction']:.2f}", f"{r['z_bound']:.3f}", f"{r['nominal_p']:.2g}", f"{r['alpha_spent']:.2g}"
+            str(r["look"]),
+            str(r["tasks"]),
+            f"{r['fraction']:.2f}",
+            f"{r['z_bound']:.3f}",
+            f"{r['nominal_p']:.2g}",
+            f"{r['alpha_spent']:.2g}",
         )
     out.print(bt)
     st = Table(title="sequential vs fixed (same maximum size)")

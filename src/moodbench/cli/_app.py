@@ -181,7 +181,14 @@ def _sequential_line(plan: Any) -> str:
     for d, tid in plan.tasks:
         by_domain.setdefault(d, []).append(tid)
     try:
-        seq, _ = plan_run(by_domain, plan.variants, base, plan.config.trials, looks=plan.config.looks, smallest_effect=plan.config.smallest_effect)
+        seq, _ = plan_run(
+            by_domain,
+            plan.variants,
+            base,
+            plan.config.trials,
+            looks=plan.config.looks,
+            smallest_effect=plan.config.smallest_effect,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return (
@@ -220,7 +227,9 @@ def _print_summary(run_dir: Path) -> None:
     if seq and seq.get("looks"):
         last = seq["looks"][-1]
         state = f"stopped at look {seq['stopped_at_look']}" if seq.get("stopped") else f"look {seq['looks_run']} taken"
-        decided = "; ".join(f"{d['variant']}: {d['status']}" + (f" {d['claim']}" if d.get("claim") else "") for d in last["decisions"])
+        decided = "; ".join(
+            f"{d['variant']}: {d['status']}" + (f" {d['claim']}" if d.get("claim") else "") for d in last["decisions"]
+        )
         tail = "; later stages were not needed" if seq.get("stopped_early") else ""
         out.print(f"sequential: {state} of {len(seq['plan']['stages'])} ({decided}){tail}", markup=False)
     for f in data.get("tau2_files", []):  # imported files: does moodbench reproduce tau2's own metrics?

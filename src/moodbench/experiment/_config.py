@@ -338,7 +338,9 @@ class RunConfig(BaseModel):
         if not self.sequential and (self.looks is not None or self.smallest_effect is not None):
             raise ValueError("--looks and --smallest-effect plan a sequential run; add --sequential")
         if self.looks_from is not None and not (self.sequential and self.shard):
-            raise ValueError("--looks-from tells a shard of a sequential run where the merged looks are; add --sequential --shard I/N")
+            raise ValueError(
+                "--looks-from tells a shard of a sequential run where the merged looks are; add --sequential --shard I/N"
+            )
         return self
 
     # -- derived --------------------------------------------------------------------------------

@@ -62,7 +62,12 @@ def run_stages(
     others = [v for v in plan.variants if v != baseline]
     try:
         seq, stage_of = plan_run(
-            _tasks_by_domain(plan), plan.variants, baseline, config.trials, looks=config.looks, smallest_effect=config.smallest_effect
+            _tasks_by_domain(plan),
+            plan.variants,
+            baseline,
+            config.trials,
+            looks=config.looks,
+            smallest_effect=config.smallest_effect,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -91,7 +96,11 @@ def run_stages(
         say(_describe(last, seq.looks))
         if state["stopped"]:
             events.emit(
-                "sequential_stopped", look=look, of=seq.looks, early=state["stopped_early"], variants=state["variant_stopped_at_look"]
+                "sequential_stopped",
+                look=look,
+                of=seq.looks,
+                early=state["stopped_early"],
+                variants=state["variant_stopped_at_look"],
             )
             break
         active = {baseline} | {d["variant"] for d in last["decisions"] if d["status"] == "continue"}
@@ -133,7 +142,9 @@ def _run_shard(
             theirs = {k: v for k, v in (merged.get_meta("config") or {}).items() if k != "shard"}
             ours = {k: v for k, v in config.identity().items() if k != "shard"}
             if theirs != ours:
-                raise ConfigError(f"--looks-from {config.looks_from} holds another experiment than this shard; name the merge of its shards")
+                raise ConfigError(
+                    f"--looks-from {config.looks_from} holds another experiment than this shard; name the merge of its shards"
+                )
             records = list(merged.records(with_payload=False))
     done = complete_looks(records, baseline, others, seq, stage_of, config.trials)
     result = run_looks(records, baseline, others, seq, stage_of, done) if done else None
@@ -141,7 +152,9 @@ def _run_shard(
     if result is not None and (result.decided or done == seq.looks):
         store.set_meta(SEQUENTIAL_META, {**state, "sharded": True})
         manifest(sequential={k: v for k, v in state.items() if k != "stage_of"})
-        events.emit("sequential_stopped", look=done, of=seq.looks, early=state["stopped_early"], variants=state["variant_stopped_at_look"])
+        events.emit(
+            "sequential_stopped", look=done, of=seq.looks, early=state["stopped_early"], variants=state["variant_stopped_at_look"]
+        )
         say(_describe(state["looks"][-1], seq.looks) + " (merged looks): nothing left for this shard")
         return None
     active = {baseline} | (set(others) if result is None else {v for v, d in zip(others, result.final) if d.status == "continue"})

@@ -174,7 +174,9 @@ def _analyse(run: Run, baseline: str, judge: dict[str, Any] | None, family: Repo
     a["pairing"] = pairing_checks(run.records, baseline, variants, cfg)
     seq = None if run.sequential is None else report_sequential(run.records, run.sequential, baseline, run.trials)
     a["sequential"] = seq
-    rew = reward_effects(run.records, baseline, variants, domains, family=family, sequential=None if seq is None else seq["final"])
+    rew = reward_effects(
+        run.records, baseline, variants, domains, family=family, sequential=None if seq is None else seq["final"]
+    )
     manip = manipulation_check(run.records, baseline, variants, domains, judge, emotions=emotions)
     a["manipulation"] = {k: v for k, v in manip.items() if k != "checks"}
     emotional = [v for v in variants if v == baseline or v in emotions]  # doses and methods only of declared emotions
