@@ -227,6 +227,20 @@ def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: in
             r["perplexity"] = ppl
 
 
+def _add_cpu(phases: dict[str, float], lock: threading.Lock, srv: Any) -> None:
+    """Add the CPU seconds (user + system) ``srv``'s process used so far to ``phases["server_cpu"]``
+    (Linux ``/proc``; elsewhere nothing): the cost of a calibration that does not depend on the load."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{int(srv.pid)}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, TypeError, IndexError):
+        return
+    with lock:
+        phases["server_cpu"] += cpu
+
+
 def _cpus() -> int:
     import os
 
@@ -321,7 +335,8 @@ def calibrate(
     t0 = time.monotonic()
     conversations = len(scripts) * len(seed_list)
     slots = 2 * max(1, parallel)  # idle slots keep their prompts for the next conversation of the same task
-    phases: dict[str, float] = {"server_start": 0.0, "conversations": 0.0, "perplexity": 0.0}  # summed over lanes
+    # wall seconds summed over the lanes, and the CPU seconds the llama-servers used (load-independent cost)
+    phases: dict[str, float] = {"server_start": 0.0, "conversations": 0.0, "perplexity": 0.0, "server_cpu": 0.0}
     lock = threading.Lock()
 
     def server(scale: float) -> LlamaCppServer:
@@ -358,6 +373,7 @@ def calibrate(
                         got = _sweep_one(srv.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
                                          temperature=temperature, parallel=parallel)  # fmt: skip
                     finally:
+                        _add_cpu(phases, lock, srv)
                         srv.stop()
                 t2 = time.monotonic()
                 rows = _scored_rows(got, {"scale": scale}, families, reasons)
@@ -372,6 +388,7 @@ def calibrate(
 
             per_scale, skipped = measure_scales(grid, measure, limits, adaptive=adaptive, lanes=lanes)
     finally:
+        _add_cpu(phases, lock, baseline)
         baseline.stop()
 
     table, levels, evidence, warnings = judge_sweep(per_scale, conversations, limits, n_tasks=len(scripts),
