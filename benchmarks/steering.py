@@ -167,7 +167,8 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
     replies: list[dict[str, Any]] = []
     slots = 2 * max(1, parallel)  # as the calibration's servers: idle slots keep prompts, perplexity in flight together
     server = LlamaCppServer(model_path, ctx=max(4096, 1024 * slots), parallel=slots, threads=threads or _default_threads(),
-                            log_path=log_dir / f"prompted-{model_path.stem}-{emotion}.log")  # fmt: skip
+                            log_path=log_dir / f"prompted-{model_path.stem}-{emotion}.log",
+                            extra_args=["--no-cache-idle-slots"])  # fmt: skip
     with server as srv, httpx.Client(timeout=300) as http:
         for level in levels:
             block = catalog.persona_block(catalog.parse(f"{emotion}:{level}"))

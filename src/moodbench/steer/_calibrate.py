@@ -341,8 +341,10 @@ def calibrate(
 
     def server(scale: float) -> LlamaCppServer:
         cv = [(vec.vector, scale)] if scale != 0 else []
+        # --no-cache-idle-slots: idle slots keep their cache (a conversation's next turn, a reply's next forced
+        # token) instead of being saved to RAM and cleared at every new request
         return LlamaCppServer(vec.model_path, ctx=max(4096, 1024 * slots), parallel=slots, threads=threads, control_vectors=cv,
-                              control_vector_layers=vec.layers if cv else None,
+                              control_vector_layers=vec.layers if cv else None, extra_args=["--no-cache-idle-slots"],
                               log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}.log")  # fmt: skip
 
     def started(srv: LlamaCppServer) -> LlamaCppServer:
