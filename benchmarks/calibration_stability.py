@@ -118,7 +118,7 @@ def _load() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from moodbench.steer import DEFAULT_SCALES, DEFAULT_TASKS, build_vector, calibrate
+    from moodbench.steer import DEFAULT_SCALES, DEFAULT_TASKS, SteeringError, build_vector, calibrate
 
     grid = sorted(s for s in DEFAULT_SCALES if s > 0)
     result: dict[str, Any] = {"model": args.model, "format": FMT, "tasks": list(DEFAULT_TASKS), "grid": grid,
@@ -136,22 +136,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     emotions = [e.strip() for e in args.emotions.split(",") if e.strip()]
     vectors = {}
+    earlier = json.loads(args.out.read_text())["emotions"] if args.resume and args.out.is_file() else {}
     for emotion in emotions:
         t0 = time.monotonic()
         vec = vectors[emotion] = build_vector(args.model, emotion)
         result["emotions"][emotion] = {"vector": vec.vector.name, "model_sha256": vec.model_sha256,
                                        "pairs_sha256": vec.pairs_sha256, "vector_seconds": round(time.monotonic() - t0, 1),
                                        "runs": [], "mode": None, "equal_or_adjacent": 0.0}  # fmt: skip
+        old = earlier.get(emotion)
+        if old and old["vector"] == vec.vector.name:  # --resume: the same vector's finished repetitions are kept
+            result["emotions"][emotion].update({k: old[k] for k in ("runs", "mode", "equal_or_adjacent", "calibration_rep0")
+                                                if k in old})  # fmt: skip
     save()
     # repetitions interleaved over the emotions (anger 0, confusion 0, frustration 0, anger 1, ...): a run cut
     # short has the same number of repetitions (+-1) of every emotion, and every shipped file early
     for r in range(args.repeats):
         for emotion in emotions:
             block = result["emotions"][emotion]
+            if any(x["repetition"] == r for x in block["runs"]):
+                continue
             seeds = list(range(r * args.seeds + 1, (r + 1) * args.seeds + 1))
             load_before, t1 = _load(), time.monotonic()
-            cal = calibrate(args.model, emotion, vector=vectors[emotion], seeds=seeds, turns=args.turns, fmt=FMT, save=False,
-                            plot=False)  # fmt: skip
+            try:
+                cal = calibrate(args.model, emotion, vector=vectors[emotion], seeds=seeds, turns=args.turns, fmt=FMT, save=False,
+                                plot=False)  # fmt: skip
+            except SteeringError as exc:  # a server that failed: recorded, the next repetition goes on
+                block.setdefault("failed", []).append({"repetition": r, "seeds": seeds, "error": str(exc)[:2000]})
+                save()
+                print(f"{emotion} repetition {r + 1}: failed: {str(exc)[:300]}", flush=True)
+                continue
             severe = cal.levels["severe"] if cal.levels else None
             block["runs"].append({
                 "repetition": r, "seeds": seeds, "severe": severe, "levels": cal.levels,
@@ -189,6 +202,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration-stability.json"))
     ap.add_argument("--shipped-dir", type=Path, default=None, help="write repetition 0 of each emotion in the shipped format here")
     ap.add_argument("--from-json", type=Path, default=None, help="print the table of an earlier result; run nothing")
+    ap.add_argument("--resume", action="store_true", help="keep the repetitions already in --out (same vectors)")
     args = ap.parse_args()
     if args.from_json:
         result = json.loads(args.from_json.read_text())

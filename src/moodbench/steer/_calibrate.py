@@ -347,17 +347,29 @@ def calibrate(
                               control_vector_layers=vec.layers if cv else None, extra_args=["--no-cache-idle-slots"],
                               log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}.log")  # fmt: skip
 
-    def started(srv: LlamaCppServer) -> LlamaCppServer:
+    starting = threading.Lock()
+
+    def started(scale: float) -> LlamaCppServer:
+        """A started server for ``scale``. One start at a time: a server picks its port when it is made and binds
+        it when it starts, so two lanes starting at once could pick the same one (measured: "Address already in
+        use"); a port another process took in between is retried with a new server."""
         t = time.monotonic()
-        try:
-            srv.start()
-        except LlamaCppServerError as exc:
-            raise SteeringRunError(str(exc)) from None
+        with starting:
+            for attempt in range(3):
+                srv = server(scale)
+                try:
+                    srv.start()
+                    break
+                except OSError as exc:
+                    if attempt == 2:
+                        raise SteeringRunError(f"llama-server for scale {scale:g} could not bind a port: {exc}") from None
+                except LlamaCppServerError as exc:
+                    raise SteeringRunError(str(exc)) from None
         with lock:
             phases["server_start"] += time.monotonic() - t
         return srv
 
-    baseline = started(server(0.0))
+    baseline = started(0.0)
     try:
         import httpx
 
@@ -370,7 +382,7 @@ def calibrate(
                     got = _sweep_one(baseline.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
                                      temperature=temperature, parallel=parallel)  # fmt: skip
                 else:
-                    srv = started(server(scale))
+                    srv = started(scale)
                     try:
                         got = _sweep_one(srv.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
                                          temperature=temperature, parallel=parallel)  # fmt: skip
