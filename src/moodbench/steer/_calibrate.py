@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -209,18 +210,32 @@ def _scored_rows(turns: list[CustomerTurn], dose: dict[str, Any], families: list
     return rows
 
 
-def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: int, client: Any, parallel: int = 1) -> None:
+def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: int, client: Any, parallel: int = 1,
+                    slots: queue.Queue[int] | None = None) -> None:  # fmt: skip
     """Each reply's perplexity under the (unsteered) model at ``base_url``, ``parallel`` requests in flight.
 
     Why in flight together: each forced token costs a decode step, and llama-server batches the steps of
     its busy slots into one pass over the weights (measured on 2 shared cores: 7.1 tokens/s one at a time,
-    15.3 with 8 in flight); give the server at least ``parallel`` slots. Each reply is still scored alone
-    (its own slot, the same fixed prefix), so the numbers do not depend on the batching beyond float noise.
+    15.3 with 8 in flight); give the server at least ``parallel`` slots. ``slots``: the server's slot ids,
+    shared by everything scoring on that server at once (two lanes do): each reply takes one for all its
+    token requests (:func:`moodbench.steer._score.reply_perplexity`, ``id_slot``), so no reply clears
+    another's cache; None gives this call its own ids 0..parallel-1. The numbers do not depend on the
+    batching beyond float noise.
     """
     from moodbench.steer._score import reply_perplexity
 
+    if slots is None:
+        slots = queue.Queue()
+        for i in range(max(1, parallel)):
+            slots.put(i)
+    free = slots
+
     def score(r: dict[str, Any]) -> float | None:
-        return reply_perplexity(base_url, _clean(r["reply"]), client=client, max_tokens=max_tokens)["perplexity"]
+        sid = free.get()
+        try:
+            return reply_perplexity(base_url, _clean(r["reply"]), client=client, max_tokens=max_tokens, id_slot=sid)["perplexity"]
+        finally:
+            free.put(sid)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="perplexity") as pool:
         for r, ppl in zip(rows, pool.map(score, rows), strict=True):
@@ -370,6 +385,9 @@ def calibrate(
         return srv
 
     baseline = started(0.0)
+    scoring_slots: queue.Queue[int] = queue.Queue()  # the baseline's slots, shared by the lanes' perplexity scoring
+    for i in range(slots):
+        scoring_slots.put(i)
     try:
         import httpx
 
@@ -392,7 +410,7 @@ def calibrate(
                 t2 = time.monotonic()
                 rows = _scored_rows(got, {"scale": scale}, families, reasons)
                 # perplexity under the unsteered model now, not at the end: the adaptive search needs the verdict
-                _add_perplexity(baseline.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots)
+                _add_perplexity(baseline.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=scoring_slots)
                 t3 = time.monotonic()
                 with lock:
                     phases["conversations"] += t2 - t1

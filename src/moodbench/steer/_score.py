@@ -54,12 +54,17 @@ def reply_perplexity(
     max_tokens: int = 64,
     timeout_s: float = 300.0,
     method: str = "bias",
+    id_slot: int = -1,
 ) -> dict[str, Any]:
     """``{"perplexity", "tokens", "mean_logprob"}`` of ``text`` under the model served at ``base_url``.
 
     ``perplexity`` is None for an empty text or when the server did not reproduce the tokens (then
     ``error`` says why). ``base_url`` may be the OpenAI ``.../v1`` URL: the native endpoints are used.
     ``method``: ``bias`` (one request per token, see the module doc) or ``grammar`` (one request).
+    ``id_slot``: the server slot to use (-1: the server picks). Why pin: with several replies scored at
+    once, a reply's next token request could land on (and clear) the slot another reply is using, since
+    all scoring prompts share the prefix; measured on a calibration, that re-read half of a reply's
+    context per token. Give each reply scored at once its own slot.
     """
     text = text.strip()
     if not text:
@@ -71,7 +76,7 @@ def reply_perplexity(
         r = http.post(root + "/tokenize", json={"content": text, "add_special": False})
         r.raise_for_status()
         ids = [int(t) for t in r.json()["tokens"]][:max_tokens]
-        probs = _forced_bias(http, root, ids) if method == "bias" else _forced_grammar(http, root, ids)
+        probs = _forced_bias(http, root, ids, id_slot) if method == "bias" else _forced_grammar(http, root, ids, id_slot)
     except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError) as exc:
         return {"perplexity": None, "tokens": 0, "mean_logprob": None, "error": f"{type(exc).__name__}: {exc}"[:200]}
     finally:
@@ -84,14 +89,14 @@ def reply_perplexity(
     return {"perplexity": math.exp(-mean), "tokens": len(probs), "mean_logprob": mean}
 
 
-def _forced_bias(http: httpx.Client, root: str, ids: list[int]) -> list[dict[str, Any]]:
+def _forced_bias(http: httpx.Client, root: str, ids: list[int], id_slot: int) -> list[dict[str, Any]]:
     r = http.post(root + "/tokenize", json={"content": SCORING_PREFIX, "add_special": True})
     r.raise_for_status()
     prefix = [int(t) for t in r.json()["tokens"]]
     out: list[dict[str, Any]] = []
     for i, tok in enumerate(ids):
         body = {"prompt": prefix + ids[:i], "n_predict": 1, "logit_bias": [[tok, 1000.0]], "temperature": 0.0, "n_probs": 1,
-                "post_sampling_probs": False, "cache_prompt": True}  # fmt: skip
+                "post_sampling_probs": False, "cache_prompt": True, "id_slot": id_slot}  # fmt: skip
         r = http.post(root + "/completion", json=body)
         r.raise_for_status()
         got = [p for p in r.json().get("completion_probabilities") or [] if isinstance(p, dict)][:1]
@@ -101,7 +106,7 @@ def _forced_bias(http: httpx.Client, root: str, ids: list[int]) -> list[dict[str
     return out
 
 
-def _forced_grammar(http: httpx.Client, root: str, ids: list[int]) -> list[dict[str, Any]]:
+def _forced_grammar(http: httpx.Client, root: str, ids: list[int], id_slot: int) -> list[dict[str, Any]]:
     body = {
         "prompt": SCORING_PREFIX,
         "grammar": token_grammar(ids),
@@ -110,6 +115,7 @@ def _forced_grammar(http: httpx.Client, root: str, ids: list[int]) -> list[dict[
         "n_probs": 1,
         "post_sampling_probs": False,
         "cache_prompt": True,
+        "id_slot": id_slot,
     }
     r = http.post(root + "/completion", json=body)
     r.raise_for_status()
