@@ -193,6 +193,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
+    import signal
+
+    # SIGTERM (kill, a scheduler) runs the atexit handlers that stop the llama-servers, instead of orphaning them
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-0.5b")
     ap.add_argument("--emotions", default="anger,confusion,frustration")
