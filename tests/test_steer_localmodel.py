@@ -26,6 +26,7 @@ from moodbench.steer._vector import vector_metadata  # the sidecar reader is pri
 from scripted import CLI
 
 MODEL = "qwen2.5-0.5b"
+SHIPPED_DATA = Path(__file__).resolve().parent.parent / "src" / "moodbench" / "steer" / "data"
 # real builds, sweeps and runs on the CPU: their subprocesses may take up to 2 x 600 s (pyproject default 300 s)
 pytestmark = [pytest.mark.localmodel, pytest.mark.timeout(1500)]
 
@@ -185,7 +186,9 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     assert steering is not None
     vectors = list((cache / "vectors").glob("*.gguf"))
     assert len(vectors) == 1 and steering["vector"] == str(vectors[0])
-    assert steering["scale"] == 0.667 and steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64
+    shipped = json.loads((SHIPPED_DATA / f"{MODEL}-frustration-completion.calibration.json").read_text())
+    assert steering["scale"] == shipped["levels"]["moderate"]  # the default level, from the shipped calibration
+    assert steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64
     assert rows["control"][0] is None
 
     def customer_endpoints(sim: dict) -> set[str]:
