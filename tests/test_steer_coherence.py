@@ -149,10 +149,10 @@ def test_a_scale_that_mostly_stopped_is_not_judged_on_a_handful() -> None:
 
 
 # ------------------------------------------------------------------ the adaptive scale search (measure_scales)
-SALAD = {"flag": 0.9, "repetition": 0.4, "ppl": 900.0, "goal": 0.05, "vader": -0.3}
+SALAD: dict[str, Any] = {"flag": 0.9, "repetition": 0.4, "ppl": 900.0, "goal": 0.05, "vader": -0.3}
 
 
-def _search(truth: dict[float, dict[str, float]], *, adaptive: bool = True, seed: int = 1, lanes: int = 1) -> tuple[
+def _search(truth: dict[float, dict[str, Any]], *, adaptive: bool = True, seed: int = 1, lanes: int = 1) -> tuple[
         list[float], dict[float, list[dict[str, Any]]], list[dict[str, Any]]]:  # fmt: skip
     """Run the search with a measure() that draws each scale's replies from ``truth`` (and records the order)."""
     from moodbench.steer._calibrate import measure_scales
@@ -185,11 +185,12 @@ def test_a_noisy_scale_that_is_not_credibly_incoherent_does_not_stop_the_search(
              2.0: SALAD}  # fmt: skip
     called, per_scale, skipped = _search(truth)
     assert called == [0.0, 0.5, 1.0, 1.5] and [x["scale"] for x in skipped] == [2.0]
-    assert _levels(per_scale)[0]["severe"] == 1.0
+    levels = _levels(per_scale)[0]
+    assert levels is not None and levels["severe"] == 1.0
 
 
 def test_a_sweep_coherent_everywhere_measures_every_scale_and_negative_scales_are_never_skipped() -> None:
-    truth = {0.0: {}, -0.5: {}, 0.5: {}, 1.0: {}, 2.0: {}}
+    truth: dict[float, dict[str, Any]] = {0.0: {}, -0.5: {}, 0.5: {}, 1.0: {}, 2.0: {}}
     called, _per_scale, skipped = _search(truth)
     assert sorted(called) == [-0.5, 0.0, 0.5, 1.0, 2.0] and called[0] == 0.0 and skipped == []
     # an onset at the first positive scale skips the other positive ones, not the negative side
@@ -203,7 +204,8 @@ def test_two_lanes_measure_scales_in_pairs_and_stop_after_the_pair_that_holds_th
     truth = {0.0: {}, 0.5: {"vader": 0.1}, 1.0: {"vader": -0.1}, 1.5: SALAD, 2.0: SALAD, 3.0: SALAD}
     called, per_scale, skipped = _search(truth, lanes=2)
     assert sorted(called) == [0.0, 0.5, 1.0, 1.5] and set(called[:2]) == {0.0, 0.5}  # pairs: (0, 0.5), (1, 1.5)
-    assert [x["scale"] for x in skipped] == [2.0, 3.0] and _levels(per_scale)[0]["severe"] == 1.0
+    levels = _levels(per_scale)[0]
+    assert [x["scale"] for x in skipped] == [2.0, 3.0] and levels is not None and levels["severe"] == 1.0
     # the pair really runs at once: each measure() waits until its partner has started
     started = threading.Barrier(2, timeout=10)
 

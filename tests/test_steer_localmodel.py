@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,7 +102,7 @@ def test_perplexity_scored_eight_at_a_time_equals_one_at_a_time_and_the_grammar_
              "banana the the invoice purple seventeen why why refund",
              "Fine.", "I am not sure what you need from me. The order number? The email?",
              "This is the third time I call about the same broken lamp."]  # fmt: skip
-    rows = {n: [{"reply": t} for t in texts] for n in (1, 8)}
+    rows: dict[int, list[dict[str, Any]]] = {n: [{"reply": t} for t in texts] for n in (1, 8)}
     with LlamaCppServer(env["model"], ctx=8192, parallel=8, threads=1, log_path=tmp_path / "ppl.log",
                         extra_args=["--no-cache-idle-slots"]) as srv, httpx.Client(timeout=300) as http:  # fmt: skip
         for n, rs in rows.items():
