@@ -165,8 +165,10 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
     conversations = len(scripts) * len(seeds)
     table: list[dict[str, Any]] = []
     replies: list[dict[str, Any]] = []
-    server = LlamaCppServer(model_path, ctx=4096, parallel=max(1, parallel), threads=threads or _default_threads(),
-                            log_path=log_dir / f"prompted-{model_path.stem}-{emotion}.log")  # fmt: skip
+    slots = 2 * max(1, parallel)  # as the calibration's servers: idle slots keep prompts, perplexity in flight together
+    server = LlamaCppServer(model_path, ctx=max(4096, 1024 * slots), parallel=slots, threads=threads or _default_threads(),
+                            log_path=log_dir / f"prompted-{model_path.stem}-{emotion}.log",
+                            extra_args=["--no-cache-idle-slots"])  # fmt: skip
     with server as srv, httpx.Client(timeout=300) as http:
         for level in levels:
             block = catalog.persona_block(catalog.parse(f"{emotion}:{level}"))
@@ -174,7 +176,7 @@ def prompted_arm(model_path: Path, emotion: str, base_rows: list[dict[str, Any]]
             got = _sweep_one(srv.base_url, scripts, list(seeds), fmt=FMT, turns=turns, max_tokens=max_tokens,
                              temperature=temperature, parallel=parallel, persona_block=block)  # fmt: skip
             rows = _scored_rows(got, {"scale": None, "level": level}, families, reasons)
-            _add_perplexity(srv.base_url, rows, max_tokens=max_tokens, client=http)
+            _add_perplexity(srv.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots)
             row = summarize_scale(0.0, rows, conversations, base_rows)
             del row["scale"]
             row = {"level": level, **row}
@@ -199,9 +201,11 @@ def measure(model: str, emotion: str, args: argparse.Namespace) -> dict[str, Any
     print(f"{model} / {emotion}: vector {vec.vector.name} (layers {vec.layers[0]}-{vec.layers[1]}, "
           f"{'cached' if vec.cached else f'built in {t_vec:.0f}s'})", flush=True)  # fmt: skip
     log_dir = Path(os.environ["MOODBENCH_CACHE_DIR"]) / "logs"
+    # adaptive=False: the benchmark reports the whole dose-response, also above the onset of incoherence
     cal = calibrate(model, emotion, vector=vec, scales=args.scales, tasks=args.tasks, seeds=args.seeds, turns=args.turns,
                     fmt=FMT, max_tokens=args.max_tokens, temperature=args.temperature, parallel=args.parallel,
-                    threads=args.threads, save=False, plot=False, console=args.console, log_dir=log_dir)  # fmt: skip
+                    threads=args.threads, save=False, plot=False, console=args.console, log_dir=log_dir,
+                    adaptive=False)  # fmt: skip
     t_cal = cal.seconds
     base_rows = [r for r in cal.replies if r["scale"] == 0.0]
     steered = []
@@ -369,7 +373,7 @@ def main() -> int:
     ap.add_argument("--turns", type=int, default=None, help="agent turns per conversation (default 3)")
     ap.add_argument("--max-tokens", type=int, default=None, help="tokens per customer reply (default 64)")
     ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--parallel", type=int, default=2, help="conversations in flight per llama-server")
+    ap.add_argument("--parallel", type=int, default=4, help="conversations in flight per llama-server")
     ap.add_argument("--threads", type=int, default=None, help="threads per llama-server (default: half the CPUs)")
     ap.add_argument(
         "--quick", action="store_true", help="tiny sweep for a smoke run (scales 0,1; 2 tasks x 1 seed x 1 turn; severe only)"

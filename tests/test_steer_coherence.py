@@ -146,3 +146,74 @@ def test_a_scale_that_mostly_stopped_is_not_judged_on_a_handful() -> None:
     few = [r for r in _replies(1.0, rng) if r["turn"] == 0]  # a third of the replies
     ok, why = judge_one(few, base, THRESHOLDS)
     assert not ok and any("only 8 scored replies vs 24" in w for w in why)
+
+
+# ------------------------------------------------------------------ the adaptive scale search (measure_scales)
+SALAD: dict[str, Any] = {"flag": 0.9, "repetition": 0.4, "ppl": 900.0, "goal": 0.05, "vader": -0.3}
+
+
+def _search(truth: dict[float, dict[str, Any]], *, adaptive: bool = True, seed: int = 1, lanes: int = 1) -> tuple[
+        list[float], dict[float, list[dict[str, Any]]], list[dict[str, Any]]]:  # fmt: skip
+    """Run the search with a measure() that draws each scale's replies from ``truth`` (and records the order)."""
+    from moodbench.steer._calibrate import measure_scales
+
+    called: list[float] = []
+
+    def measure(scale: float) -> list[dict[str, Any]]:
+        called.append(scale)
+        return _replies(scale, random.Random(seed * 100 + int(scale * 10)), **truth[scale])
+
+    grid = sorted(truth, key=lambda s: (abs(s), s))
+    per_scale, skipped = measure_scales(grid, measure, THRESHOLDS, adaptive=adaptive, lanes=lanes)
+    return called, per_scale, skipped
+
+
+def test_the_search_stops_above_a_credible_onset_and_chooses_what_the_full_sweep_chooses() -> None:
+    truth = {0.0: {}, 0.5: {"vader": 0.1}, 1.0: {"vader": -0.1}, 1.5: SALAD, 2.0: SALAD, 3.0: SALAD}
+    called, per_scale, skipped = _search(truth)
+    assert called == [0.0, 0.5, 1.0, 1.5]  # 2 and 3 are never measured: 1.5 is already credibly incoherent
+    assert [x["scale"] for x in skipped] == [2.0, 3.0] and "onset of incoherence at scale 1.5" in skipped[0]["why"]
+    full_called, full, full_skipped = _search(truth, adaptive=False)
+    assert full_called == [0.0, 0.5, 1.0, 1.5, 2.0, 3.0] and full_skipped == []
+    assert _levels(per_scale)[0] == _levels(full)[0] == {"mild": round(1 / 3, 3), "moderate": round(2 / 3, 3), "severe": 1.0}
+    assert decide(per_scale, THRESHOLDS).onset == decide(full, THRESHOLDS).onset == 1.5
+
+
+def test_a_noisy_scale_that_is_not_credibly_incoherent_does_not_stop_the_search() -> None:
+    # the issue's third run again: 0.5 flagged 42% vs 20% at 0 is noise, so the search goes on to 1.0 and 1.5
+    truth = {0.0: {"flag": 0.20}, 0.5: {"flag": 0.42, "spread": 0.15}, 1.0: {"flag": 0.25, "vader": -0.1}, 1.5: SALAD,
+             2.0: SALAD}  # fmt: skip
+    called, per_scale, skipped = _search(truth)
+    assert called == [0.0, 0.5, 1.0, 1.5] and [x["scale"] for x in skipped] == [2.0]
+    levels = _levels(per_scale)[0]
+    assert levels is not None and levels["severe"] == 1.0
+
+
+def test_a_sweep_coherent_everywhere_measures_every_scale_and_negative_scales_are_never_skipped() -> None:
+    truth: dict[float, dict[str, Any]] = {0.0: {}, -0.5: {}, 0.5: {}, 1.0: {}, 2.0: {}}
+    called, _per_scale, skipped = _search(truth)
+    assert sorted(called) == [-0.5, 0.0, 0.5, 1.0, 2.0] and called[0] == 0.0 and skipped == []
+    # an onset at the first positive scale skips the other positive ones, not the negative side
+    called, _per_scale, skipped = _search({0.0: {}, -0.5: {}, 0.5: SALAD, 1.0: SALAD, -1.0: {}})
+    assert sorted(called) == [-1.0, -0.5, 0.0, 0.5] and [x["scale"] for x in skipped] == [1.0]
+
+
+def test_two_lanes_measure_scales_in_pairs_and_stop_after_the_pair_that_holds_the_onset() -> None:
+    import threading
+
+    truth = {0.0: {}, 0.5: {"vader": 0.1}, 1.0: {"vader": -0.1}, 1.5: SALAD, 2.0: SALAD, 3.0: SALAD}
+    called, per_scale, skipped = _search(truth, lanes=2)
+    assert sorted(called) == [0.0, 0.5, 1.0, 1.5] and set(called[:2]) == {0.0, 0.5}  # pairs: (0, 0.5), (1, 1.5)
+    levels = _levels(per_scale)[0]
+    assert [x["scale"] for x in skipped] == [2.0, 3.0] and levels is not None and levels["severe"] == 1.0
+    # the pair really runs at once: each measure() waits until its partner has started
+    started = threading.Barrier(2, timeout=10)
+
+    def measure(scale: float) -> list[dict[str, Any]]:
+        started.wait()
+        return _replies(scale, random.Random(int(scale * 10)), **truth[scale])
+
+    from moodbench.steer._calibrate import measure_scales
+
+    per_scale, skipped = measure_scales([0.0, 0.5, 1.0, 1.5, 2.0, 3.0], measure, THRESHOLDS, lanes=2)
+    assert sorted(per_scale) == [0.0, 0.5, 1.0, 1.5]

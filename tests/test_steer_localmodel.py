@@ -10,9 +10,11 @@ the real cache), so the user's cache is left alone. Kept short for 2 CPU cores: 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +27,7 @@ from moodbench.steer._vector import vector_metadata  # the sidecar reader is pri
 from scripted import CLI
 
 MODEL = "qwen2.5-0.5b"
+SHIPPED_DATA = Path(__file__).resolve().parent.parent / "src" / "moodbench" / "steer" / "data"
 # real builds, sweeps and runs on the CPU: their subprocesses may take up to 2 x 600 s (pyproject default 300 s)
 pytestmark = [pytest.mark.localmodel, pytest.mark.timeout(1500)]
 
@@ -85,6 +88,34 @@ def test_a_server_with_the_vector_answers_and_answers_differently(env: dict[str,
     assert steered.strip() and steered != plain  # greedy decoding: only the vector can change the reply
 
 
+def test_perplexity_scored_eight_at_a_time_equals_one_at_a_time_and_the_grammar_method(env: dict[str, Path],
+                                                                                      tmp_path: Path) -> None:  # fmt: skip
+    """The calibration scores 8 replies at once (llama-server batches their forced decode steps); each reply
+    keeps its own slot, so the batch may move a perplexity only by float noise, never swap replies. The
+    per-token logit-bias forcing gives what the grammar forcing it replaced gave."""
+    from moodbench.steer._calibrate import _add_perplexity
+    from moodbench.steer._score import reply_perplexity
+
+    texts = ["I want a refund for order #W2378156, it never arrived and nobody answers my emails.",
+             "My name is Yusuf Rossi, zip code 19122.", "Why is this so hard? I already told you twice!",
+             "Could you check the keyboard exchange, please? Same color, clicky switches.",
+             "banana the the invoice purple seventeen why why refund",
+             "Fine.", "I am not sure what you need from me. The order number? The email?",
+             "This is the third time I call about the same broken lamp."]  # fmt: skip
+    rows: dict[int, list[dict[str, Any]]] = {n: [{"reply": t} for t in texts] for n in (1, 8)}
+    with LlamaCppServer(env["model"], ctx=8192, parallel=8, threads=1, log_path=tmp_path / "ppl.log",
+                        extra_args=["--no-cache-idle-slots"]) as srv, httpx.Client(timeout=300) as http:  # fmt: skip
+        for n, rs in rows.items():
+            _add_perplexity(srv.base_url, rs, max_tokens=64, client=http, parallel=n)
+        grammar = [reply_perplexity(srv.base_url, t, client=http, method="grammar")["perplexity"] for t in texts[:4]]
+    assert all(abs(math.log(g) - math.log(r["perplexity"])) < 0.1 for g, r in zip(grammar, rows[1], strict=False)), grammar
+    one, batched = [r["perplexity"] for r in rows[1]], [r["perplexity"] for r in rows[8]]
+    assert all(p is not None and p > 1 for p in one + batched)
+    for a, b in zip(one, batched, strict=True):  # mean log-probability per token within 0.1 nats (a 2-token reply
+        assert abs(math.log(a) - math.log(b)) < 0.1, (one, batched)  # moved 0.06 in a measured batch)
+    assert one[4] > 3 * max(one[2], one[7])  # word salad is still far less likely than a customer's sentence
+
+
 def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector: SteeringVector) -> None:
     # two tasks: the interval is task-clustered, one task would give none
     cal = calibrate(vector.model_path, "frustration", vector=vector, scales=(0, 1.5), tasks=("retail:0", "airline:5"), seeds=1,
@@ -98,6 +129,8 @@ def test_calibration_sweep_stores_table_levels_and_plot_beside_the_vector(vector
     assert cal.levels is None or set(cal.levels) == {"mild", "moderate", "severe"}
     assert any("2 conversations per scale: one early stop (50%)" in w for w in cal.warnings)  # too small to conclude
     assert [m["scale"] for m in cal.evidence["manipulation"]] == [1.5] and "checks" in steered
+    phases = cal.evidence["seconds_per_phase"]  # both scales at once (2 lanes), each server's CPU counted
+    assert phases["conversations"] > 0 and phases["perplexity"] > 0 and phases["server_cpu"] > 0 and phases["total"] > 0
     stored = load_calibration(vector)
     assert stored is not None and stored["vector_sha256"] == vector.sha256 and stored["scales"][1]["scale"] == 1.5
     assert Path(cal.plot or "").is_file() and Path(cal.plot or "").read_bytes()[:4] == b"\x89PNG"
@@ -154,7 +187,9 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     assert steering is not None
     vectors = list((cache / "vectors").glob("*.gguf"))
     assert len(vectors) == 1 and steering["vector"] == str(vectors[0])
-    assert steering["scale"] == 0.667 and steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64
+    shipped = json.loads((SHIPPED_DATA / f"{MODEL}-frustration-completion.calibration.json").read_text())
+    assert steering["scale"] == shipped["levels"]["moderate"]  # the default level, from the shipped calibration
+    assert steering["layers"] == [8, 23] and len(steering["vector_sha256"]) == 64
     assert rows["control"][0] is None
 
     def customer_endpoints(sim: dict) -> set[str]:

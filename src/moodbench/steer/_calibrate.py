@@ -8,7 +8,13 @@ How: one ``llama-server`` per scale (``--control-vector-scaled FILE:SCALE`` on t
 range; scale 0 runs without a vector and is the baseline). At each scale the customer model plays the
 same short scripted conversations (:func:`moodbench.steer._customer.agent_script`: tau2's greeting, the
 domain's identity question, a failed lookup, ...) for each task and seed, with tau2's own customer
-prompt for the task and NO emotion text, in the chosen message format. Per scale:
+prompt for the task and NO emotion text, in the chosen message format.
+
+Cost (issue 25: one emotion on the default model in <= 5 minutes on 2 cores; measured phases in
+benchmarks/README.md): the conversations of a scale run 4 at a time on a server with 8 slots (decode
+steps batched; a task's second seed reuses the slot holding its prompt), perplexity is scored 8 replies
+at a time, two scales run at once on two single-thread servers, and the sweep stops above an onset of
+incoherence (:func:`measure_scales`). Per scale:
 
 * manipulation: VADER compound and the emotion's marker rate (hits per 100 words, the lexicons of
   :mod:`moodbench.judges`), each as the mean paired difference to scale 0 over replies
@@ -43,8 +49,10 @@ from __future__ import annotations
 
 import json
 import math
+import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +88,7 @@ __all__ = [
     "choose_levels",
     "goal_overlap",
     "load_calibration",
+    "measure_scales",
     "repetition_rate",
     "summarize_scale",
 ]
@@ -142,12 +151,51 @@ def _sweep_one(base_url: str, scripts: list[AgentScript], seeds: list[int], *, f
                temperature: float, parallel: int, persona_block: str | None = None) -> list[CustomerTurn]:  # fmt: skip
     """Every (task, seed) conversation against one server; ``persona_block``: a prompted emotion (the
     steering benchmark's prompted arm), None for calibration (tau2's prompt unchanged)."""
-    jobs = [(agent_script(s.domain, s.task_id, turns), seed) for s in scripts for seed in seeds]
+    # seed-major order: the second seed of a task starts once the first has freed a slot that holds the task's
+    # whole prompt, so llama-server reuses it (the slot with the longest common prefix) instead of re-reading it
+    jobs = [(agent_script(s.domain, s.task_id, turns), seed) for seed in seeds for s in scripts]
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="calibrate") as pool:
         convs = list(pool.map(lambda js: customer_conversation(base_url, js[0], fmt=fmt, seed=js[1], max_tokens=max_tokens,
                                                                 temperature=temperature, persona_block=persona_block),
                               jobs))  # fmt: skip
     return [t for conv in convs for t in conv]
+
+
+def measure_scales(grid: Sequence[float], measure: Callable[[float], list[dict[str, Any]]], limits: dict[str, float], *,
+                   adaptive: bool = True, lanes: int = 1) -> tuple[dict[float, list[dict[str, Any]]], list[dict[str, Any]]]:  # fmt: skip
+    """Measure the scales of ``grid`` in order (0 first, then by size); returns (scale -> scored replies, skipped).
+
+    ``lanes`` scales are measured at a time (``measure`` is called from that many threads; one llama-server
+    each, so on 2 cores two single-thread servers use both). ``adaptive``: after each group the coherence
+    rule (:func:`moodbench.steer._coherence.decide`) runs on the scales measured so far; once it finds an
+    onset of incoherence, the larger positive scales are not measured. Why that loses nothing the rule
+    would keep: every positive scale above the onset counts as incoherent anyway (harm grows with the
+    scale), so measuring them could only move the onset through a less harmful larger scale pooled with
+    it, i.e. bet against the monotone dose-response the rule assumes; and they are the slowest scales
+    (long word salad). Skipped scales are listed with the reason; ``adaptive=False`` measures every
+    scale (the steering benchmark's dose-response). A scale above the onset that was measured in the
+    onset's group stays in the result and is judged like any other.
+    """
+    from moodbench.steer._coherence import decide
+
+    per_scale: dict[float, list[dict[str, Any]]] = {}
+    skipped: list[dict[str, Any]] = []
+    onset: float | None = None
+    todo = list(grid)
+    width = max(1, lanes)
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="scale") as pool:
+        while todo:
+            if onset is not None:
+                for scale in [x for x in todo if x > onset]:
+                    skipped.append({"scale": scale, "why": f"above the onset of incoherence at scale {onset:g} (harm grows "
+                                                           "with the scale, so they count as incoherent)"})  # fmt: skip
+                    todo.remove(scale)
+            group, todo = todo[:width], todo[width:]
+            for scale, rows in zip(group, pool.map(measure, group), strict=True):
+                per_scale[scale] = rows
+            if adaptive and 0.0 in per_scale and any(x > 0 for x in per_scale):
+                onset = decide(per_scale, limits).onset
+    return per_scale, skipped
 
 
 def _scored_rows(turns: list[CustomerTurn], dose: dict[str, Any], families: list[str],
@@ -162,22 +210,68 @@ def _scored_rows(turns: list[CustomerTurn], dose: dict[str, Any], families: list
     return rows
 
 
-def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: int, client: Any) -> None:
-    """Each reply's perplexity under the (unsteered) model at ``base_url``, one request at a time."""
+def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: int, client: Any, parallel: int = 1,
+                    slots: queue.Queue[int] | None = None) -> None:  # fmt: skip
+    """Each reply's perplexity under the (unsteered) model at ``base_url``, ``parallel`` requests in flight.
+
+    Why in flight together: each forced token costs a decode step, and llama-server batches the steps of
+    its busy slots into one pass over the weights (measured on 2 shared cores: 7.1 tokens/s one at a time,
+    15.3 with 8 in flight); give the server at least ``parallel`` slots. ``slots``: the server's slot ids,
+    shared by everything scoring on that server at once (two lanes do): each reply takes one for all its
+    token requests (:func:`moodbench.steer._score.reply_perplexity`, ``id_slot``), so no reply clears
+    another's cache; None gives this call its own ids 0..parallel-1. The numbers do not depend on the
+    batching beyond float noise.
+    """
     from moodbench.steer._score import reply_perplexity
 
-    for r in rows:
-        r["perplexity"] = reply_perplexity(base_url, _clean(r["reply"]), client=client, max_tokens=max_tokens)["perplexity"]
+    if slots is None:
+        slots = queue.Queue()
+        for i in range(max(1, parallel)):
+            slots.put(i)
+    free = slots
+
+    def score(r: dict[str, Any]) -> float | None:
+        sid = free.get()
+        try:
+            return reply_perplexity(base_url, _clean(r["reply"]), client=client, max_tokens=max_tokens, id_slot=sid)["perplexity"]
+        finally:
+            free.put(sid)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="perplexity") as pool:
+        for r, ppl in zip(rows, pool.map(score, rows), strict=True):
+            r["perplexity"] = ppl
 
 
-def _default_threads() -> int:
+def _add_cpu(phases: dict[str, float], lock: threading.Lock, srv: Any) -> None:
+    """Add the CPU seconds (user + system) ``srv``'s process used so far to ``phases["server_cpu"]``
+    (Linux ``/proc``; elsewhere nothing): the cost of a calibration that does not depend on the load."""
     import os
 
     try:
-        cpus = len(os.sched_getaffinity(0))
+        fields = Path(f"/proc/{int(srv.pid)}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, TypeError, IndexError):
+        return
+    with lock:
+        phases["server_cpu"] += cpu
+
+
+def _cpus() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // 2)
+        return os.cpu_count() or 1
+
+
+def _default_threads() -> int:
+    return max(1, _cpus() // 2)
+
+
+def _default_lanes() -> int:
+    """Scales measured at once: one single-thread llama-server per core (2 on 2 cores), at most 3."""
+    return max(1, min(3, _cpus()))
 
 
 def calibrate(
@@ -195,13 +289,15 @@ def calibrate(
     catalog: Catalog | None = None,
     max_tokens: int = 64,
     temperature: float = 0.7,
-    parallel: int = 2,
+    parallel: int = 4,
     threads: int | None = None,
     thresholds: dict[str, float] | None = None,
     plot: bool = True,
     save: bool = True,
     console: Any = None,
     log_dir: Path | None = None,
+    adaptive: bool = True,
+    lanes: int | None = None,
 ) -> Calibration:
     """Sweep ``scales`` for the (model, emotion) vector and map mild/moderate/severe to scales.
 
@@ -211,9 +307,18 @@ def calibrate(
     ``completion``) the run will use. The result is stored beside the vector as
     ``<vector>.calibration.json`` (+ ``.png`` plot) unless ``save=False``.
 
-    ``threads`` per llama-server defaults to half the CPUs (at least 1): with all cores and other work
-    on the machine, llama.cpp's spinning thread barriers collapsed decoding from ~17 to 1-4 tokens/s
-    (measured on 2 shared cores), while one thread kept ~15-17.
+    ``threads`` per llama-server defaults to half the CPUs shared by the ``lanes`` (at least 1): with all
+    cores and other work on the machine, llama.cpp's spinning thread barriers collapsed decoding from ~17
+    to 1-4 tokens/s (measured on 2 shared cores, again 2.8 vs 13 tokens/s in 2026-12), while one thread kept ~15-17.
+
+    ``parallel`` conversations are in flight per scale, on a server with twice as many slots (the idle
+    ones keep their prompts for reuse), and that many slots score perplexity together: llama-server
+    batches the decode steps of busy slots (8 in flight: ~2.8x the tokens/s of one, 2 shared cores).
+    ``lanes`` scales are measured at once (default: one per CPU, at most 3), each on its own llama-server
+    with ``threads`` threads; separate single-thread processes use both of 2 cores without llama.cpp's
+    thread barriers. ``adaptive`` (default): positive scales above an onset of incoherence are not measured
+    (:func:`measure_scales`); the result's ``evidence`` lists them (``not_measured``) and the seconds
+    per phase (``seconds_per_phase``).
     """
     from moodbench.serve.llamacpp import LlamaCppServer, LlamaCppServerError
 
@@ -238,52 +343,94 @@ def calibrate(
     vec = vector or build_vector(model, emotion, method=method, layers=layers, catalog=catalog, console=console)
     check_vector_path(vec.vector)
     limits = {**THRESHOLDS, **(thresholds or {})}
-    threads = threads or _default_threads()
+    lanes = lanes or _default_lanes()
+    threads = threads or max(1, _cpus() // (2 * lanes))
     families = _family(emotion)
     logs = log_dir or vec.vector.parent / "logs"
     t0 = time.monotonic()
     conversations = len(scripts) * len(seed_list)
-    per_scale: dict[float, list[dict[str, Any]]] = {}
+    slots = 2 * max(1, parallel)  # idle slots keep their prompts for the next conversation of the same task
+    # wall seconds summed over the lanes, and the CPU seconds the llama-servers used (load-independent cost)
+    phases: dict[str, float] = {"server_start": 0.0, "conversations": 0.0, "perplexity": 0.0, "server_cpu": 0.0}
+    lock = threading.Lock()
 
     def server(scale: float) -> LlamaCppServer:
         cv = [(vec.vector, scale)] if scale != 0 else []
-        return LlamaCppServer(vec.model_path, ctx=4096, parallel=max(1, parallel), threads=threads, control_vectors=cv,
-                              control_vector_layers=vec.layers if cv else None,
+        # --no-cache-idle-slots: idle slots keep their cache (a conversation's next turn, a reply's next forced
+        # token) instead of being saved to RAM and cleared at every new request
+        return LlamaCppServer(vec.model_path, ctx=max(4096, 1024 * slots), parallel=slots, threads=threads, control_vectors=cv,
+                              control_vector_layers=vec.layers if cv else None, extra_args=["--no-cache-idle-slots"],
                               log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}.log")  # fmt: skip
 
-    try:
-        baseline = server(0.0).start()
-    except LlamaCppServerError as exc:
-        raise SteeringRunError(str(exc)) from None
-    try:
-        for scale in grid:
-            say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
-            t1 = time.monotonic()
-            if scale == 0:
-                got = _sweep_one(baseline.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
-                                 temperature=temperature, parallel=parallel)  # fmt: skip
-            else:
+    starting = threading.Lock()
+
+    def started(scale: float) -> LlamaCppServer:
+        """A started server for ``scale``. One start at a time: a server picks its port when it is made and binds
+        it when it starts, so two lanes starting at once could pick the same one (measured: "Address already in
+        use"); a port another process took in between is retried with a new server."""
+        t = time.monotonic()
+        with starting:
+            for attempt in range(3):
+                srv = server(scale)
                 try:
-                    with server(scale) as srv:
-                        got = _sweep_one(srv.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
-                                         temperature=temperature, parallel=parallel)  # fmt: skip
+                    srv.start()
+                    break
+                except OSError as exc:
+                    if attempt == 2:
+                        raise SteeringRunError(f"llama-server for scale {scale:g} could not bind a port: {exc}") from None
                 except LlamaCppServerError as exc:
                     raise SteeringRunError(str(exc)) from None
-            rows = _scored_rows(got, {"scale": scale}, families, reasons)
-            per_scale[scale] = rows
-            say(console, f"  {len(rows)} replies in {time.monotonic() - t1:.0f}s")
-        # Perplexity under the unsteered model, for every reply of every scale (one server, sequential).
-        say(console, "scoring replies with the unsteered model (perplexity) ...")
+        with lock:
+            phases["server_start"] += time.monotonic() - t
+        return srv
+
+    baseline = started(0.0)
+    scoring_slots: queue.Queue[int] = queue.Queue()  # the baseline's slots, shared by the lanes' perplexity scoring
+    for i in range(slots):
+        scoring_slots.put(i)
+    try:
         import httpx
 
-        with httpx.Client(timeout=300) as http:
-            for rows in per_scale.values():
-                _add_perplexity(baseline.base_url, rows, max_tokens=max_tokens, client=http)
+        with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=4 * slots)) as http:
+
+            def measure(scale: float) -> list[dict[str, Any]]:
+                say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
+                t1 = time.monotonic()
+                if scale == 0:
+                    got = _sweep_one(baseline.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
+                                     temperature=temperature, parallel=parallel)  # fmt: skip
+                else:
+                    srv = started(scale)
+                    try:
+                        got = _sweep_one(srv.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
+                                         temperature=temperature, parallel=parallel)  # fmt: skip
+                    finally:
+                        _add_cpu(phases, lock, srv)
+                        srv.stop()
+                t2 = time.monotonic()
+                rows = _scored_rows(got, {"scale": scale}, families, reasons)
+                # perplexity under the unsteered model now, not at the end: the adaptive search needs the verdict
+                _add_perplexity(baseline.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=scoring_slots)
+                t3 = time.monotonic()
+                with lock:
+                    phases["conversations"] += t2 - t1
+                    phases["perplexity"] += t3 - t2
+                say(console, f"  {len(rows)} replies in {t2 - t1:.0f}s, perplexity in {t3 - t2:.0f}s")
+                return rows
+
+            per_scale, skipped = measure_scales(grid, measure, limits, adaptive=adaptive, lanes=lanes)
     finally:
+        _add_cpu(phases, lock, baseline)
         baseline.stop()
 
     table, levels, evidence, warnings = judge_sweep(per_scale, conversations, limits, n_tasks=len(scripts),
                                                     seeds=len(seed_list), grid=grid)  # fmt: skip
+    if skipped:
+        evidence["not_measured"] = skipped
+        listed = ", ".join(f"{x['scale']:g}" for x in skipped)
+        warnings.append(f"scale(s) {listed} not measured: {skipped[0]['why']}")
+    phases["total"] = time.monotonic() - t0
+    evidence["seconds_per_phase"] = {k: round(v, 1) for k, v in phases.items()}
     cal = Calibration(
         model=vec.model, emotion=emotion, vector=str(vec.vector), vector_sha256=vec.sha256, method=vec.method,
         layers=list(vec.layers), format=fmt, tasks=list(tasks), seeds=seed_list, turns=turns, scales=table, levels=levels,
