@@ -204,7 +204,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2, help="seeds per repetition")
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/calibration-stability.json"))
-    ap.add_argument("--shipped-dir", type=Path, default=None, help="write repetition 0 of each emotion in the shipped format here")
+    ap.add_argument(
+        "--shipped-dir", type=Path, default=None, help="write repetition 0 of each emotion in the shipped format here"
+    )
     ap.add_argument("--from-json", type=Path, default=None, help="print the table of an earlier result; run nothing")
     ap.add_argument("--resume", action="store_true", help="keep the repetitions already in --out (same vectors)")
     args = ap.parse_args()
