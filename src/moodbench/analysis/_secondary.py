@@ -206,67 +206,27 @@ def manipulation_test(
         raise ValueError("family_size must be >= 1")
     e = paired_effect(baseline_scores, variant_scores, clusters)
     level = alpha / family_size
-    if e.diff is None or e.se is None or e.df is None:
+
+    def result(status: Literal["passed", "failed", "too_few"], shift: float | None, **test: Any) -> ManipulationResult:
+        """The check's numbers; ``test``: se, df, lower_bound, p and reason where the data allow a test."""
         return ManipulationResult(
-            "too_few",
-            e.n_pairs,
-            e.n_tasks,
-            direction,
-            min_effect,
-            e.baseline_mean,
-            e.variant_mean,
-            None if e.diff is None else direction * e.diff,
-            None,
-            None,
-            None,
-            None,
-            alpha,
-            family_size,
-        )
+            status, e.n_pairs, e.n_tasks, direction, min_effect, e.baseline_mean, e.variant_mean, shift,
+            test.get("se"), test.get("df"), test.get("lower_bound"), test.get("p"), alpha, family_size,
+            reason=test.get("reason"),
+        )  # fmt: skip
+
+    if e.diff is None or e.se is None or e.df is None:
+        return result("too_few", None if e.diff is None else direction * e.diff)
     shift = direction * e.diff
     small = e.n_tasks < min_tasks or e.n_pairs < min_pairs
     if not e.se > 0:  # every task shifted by exactly the same amount: an interval of width 0 is no evidence
-        return ManipulationResult(
-            "too_few",
-            e.n_pairs,
-            e.n_tasks,
-            direction,
-            min_effect,
-            e.baseline_mean,
-            e.variant_mean,
-            shift,
-            e.se,
-            e.df,
-            None,
-            None,
-            alpha,
-            family_size,
-            reason=None  # below the minimum design: that is the reason, as for any small check
-            if small
-            else (
-                f"zero spread: every one of the {e.n_tasks} tasks shifted the score by the same amount, so the "
-                "data give no uncertainty to test against; vary the tasks or score more conversations per task"
-            ),
+        zero = (
+            f"zero spread: every one of the {e.n_tasks} tasks shifted the score by the same amount, so the "
+            "data give no uncertainty to test against; vary the tasks or score more conversations per task"
         )
+        # below the minimum design, that is the reason, as for any small check
+        return result("too_few", shift, se=e.se, df=e.df, reason=None if small else zero)
     bound = shift - _t_quantile(1.0 - level, e.df) * e.se
     p = float(special.stdtr(e.df, -(shift - min_effect) / e.se))
-    if small:
-        status: Literal["passed", "failed", "too_few"] = "too_few"
-    else:
-        status = "passed" if p < level else "failed"
-    return ManipulationResult(
-        status,
-        e.n_pairs,
-        e.n_tasks,
-        direction,
-        min_effect,
-        e.baseline_mean,
-        e.variant_mean,
-        shift,
-        e.se,
-        e.df,
-        bound,
-        p,
-        alpha,
-        family_size,
-    )
+    status: Literal["passed", "failed", "too_few"] = "too_few" if small else ("passed" if p < level else "failed")
+    return result(status, shift, se=e.se, df=e.df, lower_bound=bound, p=p)
