@@ -23,10 +23,8 @@ from moodbench.analysis._claims import (
     SUBSETS,
     ClaimedEffect,
     Comparison,
-    MissingBounds,
     claim_effects,
     finish_reward_effects,
-    missing_bounds,
     reward_effects,
     scope_design,
     scopes_of,
@@ -34,6 +32,7 @@ from moodbench.analysis._claims import (
 from moodbench.analysis._conversations import FIDELITY_MAX_FLAGGED, FIDELITY_MAX_GAP, conversation_stats, fidelity
 from moodbench.analysis._delivery import DELIVERY_MAX_GAP, delivery, delivery_effects
 from moodbench.analysis._dose import dose_groups, dose_response_table, trend_reason
+from moodbench.analysis._exclusions import MissingBounds, missing_bounds
 from moodbench.analysis._family import FAMILY_NAME, ReportFamily, descriptive
 from moodbench.analysis._inference import (
     ALPHA,
