@@ -58,6 +58,17 @@ def stability(severes: list[float | None], grid: list[float]) -> tuple[float | N
     return mode, near / len(severes)
 
 
+def within_adjacent_pair(severes: list[float | None], grid: list[float]) -> float:
+    """The strict reading of "the same answer or an adjacent one": the largest share of repetitions whose severe
+    scales all lie on one pair of neighbouring grid scales (``stability`` allows the mode's neighbours on both
+    sides, three grid scales). A repetition without levels counts as a miss."""
+    if not severes:
+        return 0.0
+    idx = [grid.index(s) for s in severes if s is not None and s in grid]
+    best = max((sum(i in (j, j + 1) for i in idx) for j in range(len(grid))), default=0)
+    return best / len(severes)
+
+
 def shipped(emotion_block: dict[str, Any]) -> dict[str, Any]:
     """Repetition 0's calibration in the shipped format (no replies, no local paths, a ``source``)."""
     cal = emotion_block["calibration_rep0"]
@@ -93,9 +104,10 @@ def write_shipped(emotion_block: dict[str, Any], directory: Path | None) -> Path
 
 def table(result: dict[str, Any]) -> str:
     """The README table: per emotion the severe scale of each repetition, the levels, the share, time, load."""
-    lines = ["| emotion | severe per repetition (seeds) | mode | equal or adjacent | mild / moderate / severe of rep 0 | "
-             "measured scales per rep | minutes per calibration (mean, range) | load (1-min avg, range) |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| emotion | severe per repetition (seeds) | mode | equal or adjacent to the mode | on one adjacent pair | "
+             "mild / moderate / severe of rep 0 | measured scales per rep | minutes per calibration (mean, range) | "
+             "load (1-min avg, range) |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for emotion, b in result["emotions"].items():
         runs = b["runs"]
         if not runs:
@@ -107,7 +119,8 @@ def table(result: dict[str, Any]) -> str:
         lv_s = "none" if not lv else f"{lv['mild']:g} / {lv['moderate']:g} / {lv['severe']:g}"
         measured = ", ".join(str(len(r["measured"])) for r in runs)
         lines.append(f"| {emotion} | {sev} | {'none' if b['mode'] is None else format(b['mode'], 'g')} | "
-                     f"{b['equal_or_adjacent']:.0%} ({len(runs)} reps) | {lv_s} | {measured} | "
+                     f"{b['equal_or_adjacent']:.0%} ({len(runs)} reps) | "
+                     f"{within_adjacent_pair([r['severe'] for r in runs], result['grid']):.0%} | {lv_s} | {measured} | "
                      f"{sum(mins) / len(mins):.1f} ({min(mins):.1f}-{max(mins):.1f}) | "
                      f"{min(loads):.1f}-{max(loads):.1f} |")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -217,7 +217,7 @@ def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: in
     Why in flight together: each forced token costs a decode step, and llama-server batches the steps of
     its busy slots into one pass over the weights (measured on 2 shared cores: 7.1 tokens/s one at a time,
     15.3 with 8 in flight); give the server at least ``parallel`` slots. ``slots``: the server's slot ids,
-    shared by everything scoring on that server at once (two lanes do): each reply takes one for all its
+    shared by everything scoring on that server at once: each reply takes one for all its
     token requests (:func:`moodbench.steer._score.reply_perplexity`, ``id_slot``), so no reply clears
     another's cache; None gives this call its own ids 0..parallel-1. The numbers do not depend on the
     batching beyond float noise.
@@ -315,8 +315,8 @@ def calibrate(
     ones keep their prompts for reuse), and that many slots score perplexity together: llama-server
     batches the decode steps of busy slots (8 in flight: ~2.8x the tokens/s of one, 2 shared cores).
     ``lanes`` scales are measured at once (default: one per CPU, at most 3), each on its own llama-server
-    with ``threads`` threads; separate single-thread processes use both of 2 cores without llama.cpp's
-    thread barriers. ``adaptive`` (default): positive scales above an onset of incoherence are not measured
+    with ``threads`` threads, and scores its replies' perplexity on its own unsteered server; separate
+    single-thread processes use both of 2 cores without llama.cpp's thread barriers. ``adaptive`` (default): positive scales above an onset of incoherence are not measured
     (:func:`measure_scales`); the result's ``evidence`` lists them (``not_measured``) and the seconds
     per phase (``seconds_per_phase``).
     """
@@ -354,24 +354,24 @@ def calibrate(
     phases: dict[str, float] = {"server_start": 0.0, "conversations": 0.0, "perplexity": 0.0, "server_cpu": 0.0}
     lock = threading.Lock()
 
-    def server(scale: float) -> LlamaCppServer:
+    def server(scale: float, tag: str = "") -> LlamaCppServer:
         cv = [(vec.vector, scale)] if scale != 0 else []
         # --no-cache-idle-slots: idle slots keep their cache (a conversation's next turn, a reply's next forced
         # token) instead of being saved to RAM and cleared at every new request
         return LlamaCppServer(vec.model_path, ctx=max(4096, 1024 * slots), parallel=slots, threads=threads, control_vectors=cv,
                               control_vector_layers=vec.layers if cv else None, extra_args=["--no-cache-idle-slots"],
-                              log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}.log")  # fmt: skip
+                              log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}{tag}.log")  # fmt: skip
 
     starting = threading.Lock()
 
-    def started(scale: float) -> LlamaCppServer:
+    def started(scale: float, tag: str = "") -> LlamaCppServer:
         """A started server for ``scale``. One start at a time: a server picks its port when it is made and binds
         it when it starts, so two lanes starting at once could pick the same one (measured: "Address already in
         use"); a port another process took in between is retried with a new server."""
         t = time.monotonic()
         with starting:
             for attempt in range(3):
-                srv = server(scale)
+                srv = server(scale, tag)
                 try:
                     srv.start()
                     break
@@ -384,20 +384,34 @@ def calibrate(
             phases["server_start"] += time.monotonic() - t
         return srv
 
-    baseline = started(0.0)
-    scoring_slots: queue.Queue[int] = queue.Queue()  # the baseline's slots, shared by the lanes' perplexity scoring
-    for i in range(slots):
-        scoring_slots.put(i)
+    # One unsteered scorer per lane (scale 0's conversations run on one of them): each lane scores its replies'
+    # perplexity on its own single-thread server, so scoring uses every core (with one shared scorer, both lanes'
+    # perplexity phases ran on one core while the other idled: about 30% of a calibration's wall time on 2 cores)
+    scorers: queue.Queue[tuple[LlamaCppServer, queue.Queue[int]]] = queue.Queue()
+    unsteered: list[LlamaCppServer] = []
     try:
+        for lane in range(lanes):
+            unsteered.append(started(0.0, "" if lane == 0 else f"-scorer{lane}"))
+            free: queue.Queue[int] = queue.Queue()  # the scorer's slots: each reply scored at once pins its own
+            for i in range(slots):
+                free.put(i)
+            scorers.put((unsteered[-1], free))
         import httpx
 
         with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=4 * slots)) as http:
 
             def measure(scale: float) -> list[dict[str, Any]]:
+                scorer, free = scorers.get()  # as many scorers as lanes: never waits
+                try:
+                    return measure_on(scale, scorer, free)
+                finally:
+                    scorers.put((scorer, free))
+
+            def measure_on(scale: float, scorer: LlamaCppServer, free: queue.Queue[int]) -> list[dict[str, Any]]:
                 say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
                 t1 = time.monotonic()
                 if scale == 0:
-                    got = _sweep_one(baseline.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
+                    got = _sweep_one(scorer.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
                                      temperature=temperature, parallel=parallel)  # fmt: skip
                 else:
                     srv = started(scale)
@@ -410,7 +424,7 @@ def calibrate(
                 t2 = time.monotonic()
                 rows = _scored_rows(got, {"scale": scale}, families, reasons)
                 # perplexity under the unsteered model now, not at the end: the adaptive search needs the verdict
-                _add_perplexity(baseline.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=scoring_slots)
+                _add_perplexity(scorer.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=free)
                 t3 = time.monotonic()
                 with lock:
                     phases["conversations"] += t2 - t1
@@ -420,8 +434,9 @@ def calibrate(
 
             per_scale, skipped = measure_scales(grid, measure, limits, adaptive=adaptive, lanes=lanes)
     finally:
-        _add_cpu(phases, lock, baseline)
-        baseline.stop()
+        for srv in unsteered:
+            _add_cpu(phases, lock, srv)
+            srv.stop()
 
     table, levels, evidence, warnings = judge_sweep(per_scale, conversations, limits, n_tasks=len(scripts),
                                                     seeds=len(seed_list), grid=grid)  # fmt: skip
