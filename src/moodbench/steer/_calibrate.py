@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 import math
 import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +63,7 @@ from moodbench._util.defaults import STEER_SCALES as DEFAULT_SCALES
 from moodbench._util.defaults import STEER_TASKS as DEFAULT_TASKS
 from moodbench.emotions import Catalog
 from moodbench.steer._customer import FORMATS, AgentScript, CustomerTurn, agent_script, customer_conversation
-from moodbench.steer._errors import SteeringInputError, SteeringRunError
+from moodbench.steer._errors import SteeringInputError
 from moodbench.steer._scale_scores import (
     LEVEL_FRACTIONS,
     THRESHOLDS,
@@ -76,6 +75,7 @@ from moodbench.steer._scale_scores import (
     repetition_rate,
     summarize_scale,
 )
+from moodbench.steer._servers import CalibrationServers
 from moodbench.steer._vector import Method, SteeringVector, build_vector, check_vector_path
 
 __all__ = [
@@ -242,20 +242,6 @@ def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: in
             r["perplexity"] = ppl
 
 
-def _add_cpu(phases: dict[str, float], lock: threading.Lock, srv: Any) -> None:
-    """Add the CPU seconds (user + system) ``srv``'s process used so far to ``phases["server_cpu"]``
-    (Linux ``/proc``; elsewhere nothing): the cost of a calibration that does not depend on the load."""
-    import os
-
-    try:
-        fields = Path(f"/proc/{int(srv.pid)}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, TypeError, IndexError):
-        return
-    with lock:
-        phases["server_cpu"] += cpu
-
-
 def _cpus() -> int:
     import os
 
@@ -315,13 +301,12 @@ def calibrate(
     ones keep their prompts for reuse), and that many slots score perplexity together: llama-server
     batches the decode steps of busy slots (8 in flight: ~2.8x the tokens/s of one, 2 shared cores).
     ``lanes`` scales are measured at once (default: one per CPU, at most 3), each on its own llama-server
-    with ``threads`` threads, and scores its replies' perplexity on its own unsteered server; separate
-    single-thread processes use both of 2 cores without llama.cpp's thread barriers. ``adaptive`` (default): positive scales above an onset of incoherence are not measured
-    (:func:`measure_scales`); the result's ``evidence`` lists them (``not_measured``) and the seconds
-    per phase (``seconds_per_phase``).
+    with ``threads`` threads, and scores its replies' perplexity on its own unsteered server
+    (:mod:`moodbench.steer._servers`); separate single-thread processes use both of 2 cores without
+    llama.cpp's thread barriers. ``adaptive`` (default): positive scales above an onset of incoherence are
+    not measured (:func:`measure_scales`); the result's ``evidence`` lists them (``not_measured``) and the
+    seconds per phase (``seconds_per_phase``).
     """
-    from moodbench.serve.llamacpp import LlamaCppServer, LlamaCppServerError
-
     if fmt not in FORMATS:
         raise SteeringInputError(f"unknown customer format {fmt!r}; fix: --format {' or --format '.join(FORMATS)}")
     grid = sorted({float(s) for s in scales} | {0.0}, key=lambda s: (abs(s), s))
@@ -352,81 +337,36 @@ def calibrate(
     slots = 2 * max(1, parallel)  # idle slots keep their prompts for the next conversation of the same task
     # wall seconds summed over the lanes, and the CPU seconds the llama-servers used (load-independent cost)
     phases: dict[str, float] = {"server_start": 0.0, "conversations": 0.0, "perplexity": 0.0, "server_cpu": 0.0}
-    lock = threading.Lock()
+    servers = CalibrationServers(vec, slots=slots, threads=threads, logs=logs, phases=phases)
 
-    def server(scale: float, tag: str = "") -> LlamaCppServer:
-        cv = [(vec.vector, scale)] if scale != 0 else []
-        # --no-cache-idle-slots: idle slots keep their cache (a conversation's next turn, a reply's next forced
-        # token) instead of being saved to RAM and cleared at every new request
-        return LlamaCppServer(vec.model_path, ctx=max(4096, 1024 * slots), parallel=slots, threads=threads, control_vectors=cv,
-                              control_vector_layers=vec.layers if cv else None, extra_args=["--no-cache-idle-slots"],
-                              log_path=logs / f"calibrate-{vec.vector.stem}-s{scale:g}{tag}.log")  # fmt: skip
+    def sweep(base_url: str) -> list[CustomerTurn]:
+        return _sweep_one(base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens, temperature=temperature,
+                          parallel=parallel)  # fmt: skip
 
-    starting = threading.Lock()
-
-    def started(scale: float, tag: str = "") -> LlamaCppServer:
-        """A started server for ``scale``. One start at a time: a server picks its port when it is made and binds
-        it when it starts, so two lanes starting at once could pick the same one (measured: "Address already in
-        use"); a port another process took in between is retried with a new server."""
-        t = time.monotonic()
-        with starting:
-            for attempt in range(3):
-                srv = server(scale, tag)
-                try:
-                    srv.start()
-                    break
-                except OSError as exc:
-                    if attempt == 2:
-                        raise SteeringRunError(f"llama-server for scale {scale:g} could not bind a port: {exc}") from None
-                except LlamaCppServerError as exc:
-                    raise SteeringRunError(str(exc)) from None
-        with lock:
-            phases["server_start"] += time.monotonic() - t
-        return srv
-
-    # One unsteered scorer per lane (scale 0's conversations run on one of them): each lane scores its replies'
-    # perplexity on its own single-thread server, so scoring uses every core (with one shared scorer, both lanes'
-    # perplexity phases ran on one core while the other idled: about 30% of a calibration's wall time on 2 cores)
-    scorers: queue.Queue[tuple[LlamaCppServer, queue.Queue[int]]] = queue.Queue()
-    unsteered: list[LlamaCppServer] = []
     try:
-        for lane in range(lanes):
-            unsteered.append(started(0.0, "" if lane == 0 else f"-scorer{lane}"))
-            free: queue.Queue[int] = queue.Queue()  # the scorer's slots: each reply scored at once pins its own
-            for i in range(slots):
-                free.put(i)
-            scorers.put((unsteered[-1], free))
+        servers.open_scorers(lanes)
         import httpx
 
         with httpx.Client(timeout=300, limits=httpx.Limits(max_connections=4 * slots)) as http:
 
             def measure(scale: float) -> list[dict[str, Any]]:
-                scorer, free = scorers.get()  # as many scorers as lanes: never waits
-                try:
-                    return measure_on(scale, scorer, free)
-                finally:
-                    scorers.put((scorer, free))
-
-            def measure_on(scale: float, scorer: LlamaCppServer, free: queue.Queue[int]) -> list[dict[str, Any]]:
                 say(console, f"scale {scale:g}: {conversations} conversations x {turns} turns ({fmt} format) ...")
-                t1 = time.monotonic()
-                if scale == 0:
-                    got = _sweep_one(scorer.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
-                                     temperature=temperature, parallel=parallel)  # fmt: skip
-                else:
-                    srv = started(scale)
-                    try:
-                        got = _sweep_one(srv.base_url, scripts, seed_list, fmt=fmt, turns=turns, max_tokens=max_tokens,
-                                         temperature=temperature, parallel=parallel)  # fmt: skip
-                    finally:
-                        _add_cpu(phases, lock, srv)
-                        srv.stop()
-                t2 = time.monotonic()
-                rows = _scored_rows(got, {"scale": scale}, families, reasons)
-                # perplexity under the unsteered model now, not at the end: the adaptive search needs the verdict
-                _add_perplexity(scorer.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=free)
-                t3 = time.monotonic()
-                with lock:
+                with servers.scorer() as (scorer, free):
+                    t1 = time.monotonic()
+                    if scale == 0:
+                        got = sweep(scorer.base_url)
+                    else:
+                        srv = servers.start(scale)
+                        try:
+                            got = sweep(srv.base_url)
+                        finally:
+                            servers.stop(srv)
+                    t2 = time.monotonic()
+                    rows = _scored_rows(got, {"scale": scale}, families, reasons)
+                    # perplexity under the unsteered model now, not at the end: the adaptive search needs the verdict
+                    _add_perplexity(scorer.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=free)
+                    t3 = time.monotonic()
+                with servers.lock:
                     phases["conversations"] += t2 - t1
                     phases["perplexity"] += t3 - t2
                 say(console, f"  {len(rows)} replies in {t2 - t1:.0f}s, perplexity in {t3 - t2:.0f}s")
@@ -434,9 +374,7 @@ def calibrate(
 
             per_scale, skipped = measure_scales(grid, measure, limits, adaptive=adaptive, lanes=lanes)
     finally:
-        for srv in unsteered:
-            _add_cpu(phases, lock, srv)
-            srv.stop()
+        servers.close()
 
     table, levels, evidence, warnings = judge_sweep(per_scale, conversations, limits, n_tasks=len(scripts),
                                                     seeds=len(seed_list), grid=grid)  # fmt: skip
