@@ -23,6 +23,7 @@ from moodbench.serve.install import (
     LocalBackendMissing,
     build_llama_server,
     build_local_binaries,
+    build_variant,
     cached_generator_binary,
     cached_server_binary,
     cvector_generator_path,
@@ -139,11 +140,22 @@ def test_both_binaries_cached_means_no_build(monkeypatch: pytest.MonkeyPatch, tm
         monkeypatch.delenv(var, raising=False)
     server = _fake_binary(cached_server_binary())
     generator = _fake_binary(cached_generator_binary())
-    assert server.name == f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
-    assert generator.name == f"llama-cvector-generator-{LLAMA_CPP_PYTHON_VERSION}"
+    tag = "" if build_variant() == "avx2" else f"-{build_variant()}"
+    assert server.name == f"llama-server-{LLAMA_CPP_PYTHON_VERSION}{tag}"
+    assert generator.name == f"llama-cvector-generator-{LLAMA_CPP_PYTHON_VERSION}{tag}"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no toolchain: any build attempt would fail loudly
     assert build_local_binaries() == {"llama-server": server, "llama-cvector-generator": generator}
     assert find_llama_server() == server and find_cvector_generator() == generator
+
+
+def test_the_build_variant_is_avx512_only_with_every_extension_it_uses_and_never_amx() -> None:
+    from moodbench.serve.install import AVX512_CPU_FLAGS, VARIANT_FLAGS
+
+    xeon = AVX512_CPU_FLAGS | {"avx2", "fma", "amx_int8", "amx_tile"}
+    assert build_variant(frozenset(xeon)) == "avx512"
+    assert build_variant(frozenset(xeon - {"avx512_vnni"})) == "avx2"  # one missing extension: the portable build
+    assert build_variant(frozenset()) == "avx2"  # flags unreadable (not Linux): the portable build
+    assert not any("AMX" in f or "NATIVE=ON" in f for flags in VARIANT_FLAGS.values() for f in flags)
 
 
 def test_a_cache_with_only_the_server_triggers_the_combined_rebuild(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
