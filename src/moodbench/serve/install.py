@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -122,8 +123,10 @@ class LocalBackendMissing(UsageError, RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ paths
+@functools.cache
 def cpu_flags() -> frozenset[str]:
-    """This machine's CPU feature flags (Linux ``/proc/cpuinfo``); empty where that cannot be read."""
+    """This machine's CPU feature flags (Linux ``/proc/cpuinfo``); empty where that cannot be read. Read once per
+    process: every binary look-up (each server start, each ``_all_cached``) names the variant."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
