@@ -366,9 +366,7 @@ def calibrate(
                     # perplexity under the unsteered model now, not at the end: the adaptive search needs the verdict
                     _add_perplexity(scorer.base_url, rows, max_tokens=max_tokens, client=http, parallel=slots, slots=free)
                     t3 = time.monotonic()
-                with servers.lock:
-                    phases["conversations"] += t2 - t1
-                    phases["perplexity"] += t3 - t2
+                servers.add(conversations=t2 - t1, perplexity=t3 - t2)
                 say(console, f"  {len(rows)} replies in {t2 - t1:.0f}s, perplexity in {t3 - t2:.0f}s")
                 return rows
 

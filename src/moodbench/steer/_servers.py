@@ -30,11 +30,12 @@ Scorer = tuple["LlamaCppServer", "queue.Queue[int]"]
 
 
 class CalibrationServers:
-    """Starts, lends and stops the servers; ``phases`` gets ``server_start`` (wall) and ``server_cpu`` (CPU)."""
+    """Starts, lends and stops the servers, and keeps the calibration's seconds per phase (:meth:`add`; the
+    servers add ``server_start``, wall, and ``server_cpu``, CPU)."""
 
     def __init__(self, vec: SteeringVector, *, slots: int, threads: int, logs: Path, phases: dict[str, float]) -> None:
         self.vec, self.slots, self.threads, self.logs, self.phases = vec, slots, threads, logs, phases
-        self.lock = threading.Lock()  # guards phases
+        self._lock = threading.Lock()  # guards phases: the lanes add to it from their threads
         self._starting = threading.Lock()
         self._scorers: queue.Queue[Scorer] = queue.Queue()
         self._unsteered: list[LlamaCppServer] = []
@@ -69,9 +70,14 @@ class CalibrationServers:
                         raise SteeringRunError(f"llama-server for scale {scale:g} could not bind a port: {exc}") from None
                 except LlamaCppServerError as exc:
                     raise SteeringRunError(str(exc)) from None
-        with self.lock:
-            self.phases["server_start"] += time.monotonic() - t
+        self.add(server_start=time.monotonic() - t)
         return srv
+
+    def add(self, **seconds: float) -> None:
+        """Add ``seconds`` to their phases (thread-safe)."""
+        with self._lock:
+            for phase, value in seconds.items():
+                self.phases[phase] += value
 
     def stop(self, srv: LlamaCppServer) -> None:
         """Stop ``srv`` after adding the CPU seconds it used to ``server_cpu``."""
@@ -110,5 +116,4 @@ class CalibrationServers:
             cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, TypeError, IndexError):
             return
-        with self.lock:
-            self.phases["server_cpu"] += cpu
+        self.add(server_cpu=cpu)
