@@ -221,3 +221,16 @@ def steady_rate(finish_times: list[float], lo: float = 0.1, hi: float = 0.9) -> 
     if ts[j] <= ts[i]:
         return None
     return (j - i) / (ts[j] - ts[i])
+
+
+def write_shipped_calibration(data: dict[str, Any], directory: Path) -> Path:
+    """Write ``data`` (a calibration in the shipped format) as ``<model>-<emotion>-<format>.calibration.json`` in
+    ``directory``, strict JSON: the one writer of ``steering.py`` and ``calibration_stability.py``, whose files
+    ``tests/test_steering_bench.py`` compares byte for byte with ``src/moodbench/steer/data``."""
+    from moodbench.steer._calibrate import _finite
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{data['model']}-{data['emotion']}-{data['format']}.calibration.json"
+    path.write_text(json.dumps(_finite(data), indent=1) + "\n")
+    print(f"shipped-format calibration: {path}", flush=True)
+    return path

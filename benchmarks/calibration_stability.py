@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_shipped_calibration
 
 FMT = "completion"
 # Keys of a shipped calibration, in order (the steering benchmark's, plus the evidence of point 3 of issue 25).
@@ -86,8 +88,6 @@ def shipped(emotion_block: dict[str, Any]) -> dict[str, Any]:
 
 def write_shipped(emotion_block: dict[str, Any], directory: Path | None) -> Path | None:
     """Write repetition 0 in the shipped format when its severe scale is detected (else nothing)."""
-    from moodbench.steer._calibrate import _finite
-
     cal = emotion_block.get("calibration_rep0")
     if directory is None or not cal or not cal["levels"]:
         return None
@@ -95,11 +95,7 @@ def write_shipped(emotion_block: dict[str, Any], directory: Path | None) -> Path
     if not any(r["detected"] for r in cal["scales"] if 0 < r["scale"] <= sev["scale"]):
         print(f"{cal['emotion']}: repetition 0 detected no manipulation up to severe {sev['scale']:g}: not shipped", flush=True)
         return None
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{cal['model']}-{cal['emotion']}-{FMT}.calibration.json"
-    path.write_text(json.dumps(_finite(shipped(emotion_block)), indent=1) + "\n")
-    print(f"shipped-format calibration: {path}", flush=True)
-    return path
+    return write_shipped_calibration(shipped(emotion_block), directory)
 
 
 def table(result: dict[str, Any]) -> str:

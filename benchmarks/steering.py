@@ -59,7 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine
+from _common import machine, write_shipped_calibration
 from moodbench._util.defaults import STEER_TASKS as DEFAULT_TASKS
 
 FMT = "completion"
@@ -340,11 +340,7 @@ def write_shipped(b: dict[str, Any], directory: Path | None) -> Path | None:
     sev = next(r for r in b["steered"] if r["scale"] == b["levels"]["severe"])
     if not sev["detected"]:
         return None
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{b['model']}-{b['emotion']}-{FMT}.calibration.json"
-    path.write_text(json.dumps(_finite(shipped(b)), indent=1) + "\n")
-    print(f"shipped-format calibration: {path}", flush=True)
-    return path
+    return write_shipped_calibration(shipped(b), directory)
 
 
 def _finite(obj: Any) -> Any:
