@@ -1039,7 +1039,8 @@ def render_sequential(result: dict[str, Any]) -> list[str]:
         "",
         (
             f"group-sequential (run --sequential: {DEFAULT_LOOKS} looks, Lan-DeMets OBF spending, Holm over repeated p, futility "
-            f"when the family-wise interval lies inside +-MDE) vs the fixed design on the same data, main world, {reps} replications:"
+            f"when the interval at the futility level rules out a drop of the MDE) vs the fixed design on the same data, main world, "
+            f"{reps} replications:"
         ),
         "",
         "| tasks x trials | variants | true effect | false claims seq (fixed) | power seq (fixed) [seq - fixed]"

@@ -190,14 +190,10 @@ def test_sequential_power_within_0_02_of_the_fixed_design(result):
 
 
 def test_sequential_spends_fewer_conversations(result):
-    """Expected conversations against the fixed design's (same maximum): at least 30% fewer when every variant drops by
-    twice the MDE, and with one variant when there is no effect. With three variants under the null the control arm
-    runs until the last variant is ruled out and the measured saving is ~28% (docs/statistics.md states the gap), so
-    that line is held to >= 20% only. Like every bound here, widened by three Monte Carlo SE."""
+    """Expected conversations against the fixed design's (same maximum): at least 30% fewer when there is no effect
+    and when every variant drops by twice the MDE, with one and three variants (with three under the null the
+    control arm runs until the last variant is ruled out). Like every bound here, widened by three Monte Carlo SE."""
     for v in (1, 3):
-        r = _seq(result, v, "2mde")
-        assert r["conversations"][0] <= 0.70 + Z * r["conversations"][1], r
-    r = _seq(result, 1, "null")
-    assert r["conversations"][0] <= 0.70 + Z * r["conversations"][1], r
-    r = _seq(result, 3, "null")
-    assert r["conversations"][0] <= 0.80 + Z * r["conversations"][1], r
+        for effect in ("null", "2mde"):
+            r = _seq(result, v, effect)
+            assert r["conversations"][0] <= 0.70 + Z * r["conversations"][1], r

@@ -14,6 +14,7 @@ from moodbench.analysis._sequential import (
     SequentialPlan,
     decide_look,
     efficacy_bounds,
+    futility_level,
     look_z,
     operating_characteristics,
     plan_sequential,
@@ -82,6 +83,40 @@ def test_type_one_error_and_power_by_simulation():
     assert 0.79 < operating_characteristics(plan, drift)["power"] < 0.80
 
 
+def test_futility_level_spends_its_beta_at_the_smallest_effect():
+    """Under a true drop of exactly delta the futility bound is crossed at some interim look with probability beta:
+    one interim look is the plain one-sided quantile; four looks are checked against a Monte Carlo of the
+    standardised Brownian motion; the recursion's power at delta loses at most beta to futility."""
+    assert futility_level(_equal(2), 0.01) == pytest.approx(1 - 2 * 0.01)
+    conf = futility_level(_equal(4), 0.01)
+    z = stats.norm.isf((1 - conf) / 2)
+    rng = np.random.default_rng(11)
+    w = np.cumsum(rng.normal(size=(400_000, 3)) * 0.5, axis=1) / np.sqrt([0.25, 0.5, 0.75])
+    assert (w.min(axis=1) < -z).mean() == pytest.approx(0.01, abs=0.0008)
+    assert futility_level(_equal(4), 0.02) < conf < futility_level(_equal(8), 0.01)  # fewer looks or more beta: lower
+    plan = plan_sequential(80, 4, smallest_effect=0.1)
+    drift = stats.norm.isf(0.025) + stats.norm.isf(0.2)
+    without, with_futility = (
+        operating_characteristics(plan, drift)["power"],
+        operating_characteristics(plan, drift, drift)["power"],
+    )
+    assert 0.001 < without - with_futility <= 0.01
+    # under no effect the one-sided rule stops far earlier than the two-sided rule of stored plans
+    both = SequentialPlan.from_dict({**plan.to_dict(), "futility": "both"})
+    early = operating_characteristics(plan, 0.0, drift)["expected_fraction"]
+    assert early < operating_characteristics(both, 0.0, drift)["expected_fraction"] - 0.1
+
+
+def test_the_drop_rule_rules_out_drops_and_the_stored_rule_both_directions():
+    plan = plan_sequential(80, 4, family_size=1, smallest_effect=0.3)
+    both = SequentialPlan.from_dict({**plan.to_dict(), "futility": "both"})
+    assert plan.is_futile(-0.2, 0.5) and not both.is_futile(-0.2, 0.5)  # rules out a drop of 0.3, not a rise of 0.3
+    assert plan.is_futile(-0.2, 0.2) and both.is_futile(-0.2, 0.2)
+    assert not plan.is_futile(-0.35, 0.1) and not plan.is_futile(None, 0.1)
+    with pytest.raises(ValueError, match="futility must be one of"):
+        SequentialPlan.from_dict({**plan.to_dict(), "futility": "rise"})
+
+
 def test_repeated_p_is_exact_at_the_holm_levels_and_monotone():
     t = _equal(4)
     for level in (0.05, 0.025, 0.05 / 3):
@@ -128,7 +163,7 @@ def test_decide_look_claims_futility_and_carry():
     assert d2[0].status == "claimed" and d2[0].look == 1
     lo, hi = d2[1].futility_ci
     assert lo is not None and hi is not None
-    assert (d2[1].status == "futile") == (-0.3 < lo and hi < 0.3)
+    assert (d2[1].status == "futile") == (-0.3 < lo)
     # the last look decides everything: no "continue"
     d4 = decide_look(plan, 4, [None, _effect(0.05, 80, rng)], [[d1[0].z], [d1[1].z, d2[1].z, 0.1]], d2)
     assert all(d.decided for d in d4)
@@ -145,7 +180,11 @@ def test_plan_validation_and_round_trip():
         plan_sequential(40, 4, smallest_effect=-0.1)
     plan = plan_sequential(40, 4, family_size=3, smallest_effect=0.1)
     again = SequentialPlan.from_dict(plan.to_dict())
-    assert again == plan and again.bounds == plan.bounds and plan.futility_confidence == pytest.approx(1 - 0.05 / 3)
+    assert again == plan and again.bounds == plan.bounds and plan.futility_confidence == futility_level(_equal(4))
+    assert plan.futility == "drop"
+    # a plan stored before the drop rule (no "futility" key) replays with the rule it was run with
+    old = {k: v for k, v in plan.to_dict().items() if k != "futility"}
+    assert SequentialPlan.from_dict(old).futility == "both"
     assert plan.bounds[-1] > plan.bounds_marginal[-1]  # the family's first Holm step alpha/3 is stricter
 
 

@@ -104,9 +104,25 @@ class _Recursion:
         b = f * math.sqrt(t)
         return float(self.mass @ (special.ndtr((b - self.nodes - mu) / sd) - special.ndtr((-b - self.nodes - mu) / sd)))
 
-    def advance(self, t: float, inner: float, outer: float) -> None:
+    def between(self, t: float, lo: float, hi: float) -> float:
+        """P(continue so far and lo < Z_k < hi)."""
+        if hi <= lo:
+            return 0.0
         mu, sd = self._moments(t)
-        x, w = _region(t, inner, outer)
+        r = math.sqrt(t)
+        return float(self.mass @ (special.ndtr((hi * r - self.nodes - mu) / sd) - special.ndtr((lo * r - self.nodes - mu) / sd)))
+
+    def advance(self, t: float, inner: float, outer: float) -> None:
+        """Keep the paths that continue at look t: inner < |Z| < outer."""
+        self._keep(t, *_region(t, inner, outer))
+
+    def advance_between(self, t: float, lo: float, hi: float) -> None:
+        """Keep the paths that continue at look t: lo < Z < hi (a one-sided futility bound below)."""
+        r = math.sqrt(t)
+        self._keep(t, *(_grid(lo * r, hi * r) if hi > lo else (np.empty(0), np.empty(0))))
+
+    def _keep(self, t: float, x: np.ndarray, w: np.ndarray) -> None:
+        mu, sd = self._moments(t)
         if x.size:
             dens = np.exp(-0.5 * ((x[:, None] - self.nodes[None, :] - mu) / sd) ** 2) @ self.mass / (sd * math.sqrt(2 * math.pi))
             self.mass = w * dens

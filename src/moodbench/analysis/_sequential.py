@@ -24,9 +24,13 @@ stops when every comparison is decided. The method, in the order it is used:
 * **Repeated confidence interval** at look k and level 1 - a: estimate +- c_k(a) se_k; all K intervals cover
   the truth together with probability >= 1 - a, so the interval printed at the stopping look keeps coverage.
 * **Futility** (non-binding, so it cannot raise the error rate): before the last look, an undecided comparison
-  stops when its family-wise interval (estimate +- t quantile x se at level 1 - alpha / m, the report's
-  ``ci_family``) lies inside (-delta, +delta), delta the smallest effect of interest: the data rule out every
-  effect the user said matters.
+  stops when its futility interval (estimate +- t quantile x se at level 1 - alpha / m, the family's level) lies
+  above -delta, delta the smallest drop of interest: the data rule out every drop the user said matters
+  (``futility="drop"``, the rule of plans made now). Plans stored before it (no ``futility`` key) used
+  ``"both"``, the interval inside (-delta, +delta), and replay with it: requiring the data to rule out an
+  equally large *improvement* as well kept a null comparison running, costing a quarter more conversations
+  under the null at the same power (docs/statistics.md). An improvement is still claimed when it crosses the
+  efficacy boundary before it is ruled futile.
 
 The boundary math itself is in :mod:`moodbench.analysis._boundaries`. Operating characteristics (power, expected size, stop probabilities) come from the same recursion with a
 drift; ``benchmarks/calibration.py`` measures them on simulated experiments through :func:`decide_look`.
@@ -58,11 +62,15 @@ from moodbench.analysis._power import Design, mde, power_at, task_sd_at
 __all__ = [
     "DEFAULT_LOOKS",
     "FUTILITY_CONFIDENCE",
+    "FUTILITY_BETA",
+    "FUTILITY_RULES",
     "LookDecision",
     "SequentialPlan",
     "SequentialResult",
     "decide_look",
     "efficacy_bounds",
+    "futility_level",
+    "futility_text",
     "look_z",
     "operating_characteristics",
     "plan_sequential",
@@ -74,13 +82,16 @@ __all__ = [
 ]
 
 DEFAULT_LOOKS = 4
+FUTILITY_RULES = ("drop", "both")  # what a futility interval must rule out: drops >= delta; or drops and rises
 
 
-# Confidence of the futility interval when none is given: the family's simultaneous level 1 - alpha / m (the
-# report's ``ci_family``), so a comparison whose true effect is exactly the smallest effect of interest is
-# stopped for futility with probability <= alpha / (2 m) per look. A fixed 90% interval lost 0.04-0.06 power at
-# the MDE in benchmarks/calibration.py, 95% lost 0.035 with three variants (docs/statistics.md).
+# Confidence of the futility interval when none is given: ``futility_level(fractions, FUTILITY_BETA)``, the level
+# at which a comparison whose true drop is exactly the smallest effect of interest is stopped for futility at some
+# look with probability FUTILITY_BETA (so futility costs at most that much power there, in the normal model). The
+# family's level 1 - alpha / m (the rule before) lost 0.03 power at the MDE with the one-sided rule; a fixed 90%
+# interval lost 0.04-0.06 with the two-sided one (benchmarks/calibration.py, docs/statistics.md).
 FUTILITY_CONFIDENCE: float | None = None
+FUTILITY_BETA = 0.01
 
 
 def look_z(effect: PairedEffect) -> float | None:
@@ -117,8 +128,9 @@ class SequentialPlan:
     stages: tuple[int, ...]  # tasks per stage (each stage runs every variant x trial of its tasks)
     alpha: float
     family_size: int
-    smallest_effect: float | None  # delta: futility when the futility interval lies inside (-delta, delta)
+    smallest_effect: float | None  # delta: the smallest drop of interest (futility)
     futility_confidence: float = 0.95  # plan_sequential sets 1 - alpha / family_size
+    futility: str = "drop"  # "drop": the interval lies above -delta; "both" (stored plans before it): inside (-delta, delta)
     spending: str = "Lan-DeMets O'Brien-Fleming"
     fractions: tuple[float, ...] = field(init=False)
     bounds: tuple[float, ...] = field(init=False)  # two-sided z boundaries at the family's first Holm step alpha/m
@@ -131,6 +143,8 @@ class SequentialPlan:
             raise ValueError("the smallest effect of interest must be > 0")
         if not 0 < self.futility_confidence < 1:
             raise ValueError("the futility confidence must lie in (0, 1)")
+        if self.futility not in FUTILITY_RULES:
+            raise ValueError(f"futility must be one of {', '.join(FUTILITY_RULES)} (got {self.futility!r})")
         cum = np.cumsum(self.stages)
         fr = tuple(float(x) for x in cum / self.tasks)
         object.__setattr__(self, "fractions", fr)
@@ -157,7 +171,52 @@ class SequentialPlan:
             family_size=int(d["family_size"]),
             smallest_effect=None if d.get("smallest_effect") is None else float(d["smallest_effect"]),
             futility_confidence=float(d["futility_confidence"]),
+            futility=str(d.get("futility", "both")),  # plans stored before the drop rule replay with theirs
         )
+
+    def is_futile(self, low: float | None, high: float | None) -> bool:
+        """Whether a futility interval (low, high) on the effect (variant - baseline) rules out the smallest effect."""
+        if self.smallest_effect is None or low is None or high is None:
+            return False
+        if self.futility == "drop":
+            return -self.smallest_effect < low
+        return -self.smallest_effect < low and high < self.smallest_effect
+
+
+def futility_level(fractions: Sequence[float], beta: float = FUTILITY_BETA) -> float:
+    """The futility interval's (two-sided) confidence that spends ``beta`` of power at the smallest effect.
+
+    Under a true drop of exactly delta, (estimate - delta) / se at the looks is a standardised Brownian motion
+    whatever the design, so one constant one-sided bound z over the interim looks, with P(some interim look
+    falls below -z) = beta, stops such a comparison for futility with probability ``beta`` in all: a Pocock-type
+    beta spending, solved with the same recursion as the efficacy bounds. Returns 2 Phi(z) - 1, the interval whose
+    lower end is that bound (four equal looks, beta 0.01: z = 2.64, 99.2%)."""
+    t = tuple(float(x) for x in fractions)
+    if not 0 < beta < 1:
+        raise ValueError("beta must lie in (0, 1)")
+    if len(t) < 2:
+        return 1.0 - beta  # no interim look: the level is never used
+
+    def spent(z: float) -> float:
+        rec, total = _Recursion(), 0.0
+        for tk in t[:-1]:
+            total += rec.between(tk, -_MAX_Z, -z)
+            rec.advance_between(tk, -z, _MAX_Z)
+        return total
+
+    from scipy.optimize import brentq  # as efficacy_bounds: only a sequential plan needs it
+
+    z = brentq(lambda z: spent(z) - beta, 0.0, 10.0, xtol=1e-10)
+    return float(1.0 - 2.0 * norm.sf(z))
+
+
+def futility_text(rule: str, confidence: float, delta: float | None) -> str:
+    """The futility rule in words, as the report, ``power --sequential`` and ``run --dry-run`` print it."""
+    if delta is None:
+        return "no futility stop (no smallest effect of interest)"
+    if rule == "drop":
+        return f"futility when the {confidence:.1%} interval rules out a drop of {delta:.3g} or more"
+    return f"futility when the {confidence:.1%} interval lies inside +-{delta:.3g}"
 
 
 def plan_sequential(
@@ -170,11 +229,12 @@ def plan_sequential(
     futility_confidence: float | None = FUTILITY_CONFIDENCE,
 ) -> SequentialPlan:
     """A plan of ``looks`` equal stages of tasks (the last look is the fixed design's full size); the futility
-    interval's confidence defaults to the family's simultaneous level 1 - alpha / family_size."""
+    interval's confidence defaults to ``futility_level`` (power cost FUTILITY_BETA at the smallest effect)."""
     if family_size < 1:
         raise ValueError("family_size must be >= 1")
-    conf = 1.0 - alpha / family_size if futility_confidence is None else futility_confidence
-    return SequentialPlan(tasks, stage_sizes(tasks, looks), alpha, family_size, smallest_effect, conf)
+    stages = stage_sizes(tasks, looks)
+    conf = futility_level(tuple(np.cumsum(stages) / tasks)) if futility_confidence is None else futility_confidence
+    return SequentialPlan(tasks, stages, alpha, family_size, smallest_effect, conf)
 
 
 # --------------------------------------------------------------------------- one look
@@ -226,7 +286,7 @@ def decide_look(
     decision in ``previous`` is carried); ``history[i]`` its z at looks 1..look-1. ``reasons[i]`` (the report's
     ``no_claim_reason``) keeps a comparison from being claimed (below the minimum design, zero spread) but not
     from continuing. Claims: Holm at ``plan.alpha`` over the repeated p-values of all comparisons (stopped ones
-    keep their last p). Futility before the last look: the futility interval inside (-delta, delta).
+    keep their last p). Futility before the last look: ``plan.is_futile`` on the futility interval.
     """
     k = look - 1
     if not 0 <= k < plan.looks:
@@ -280,13 +340,7 @@ def decide_look(
             status, claim = "final", None
         elif zs[i] is None:
             status, claim = "continue" if e.diff is None or why[i] is not None else "not_estimable", None
-        elif (
-            plan.smallest_effect is not None
-            and f_lo is not None
-            and f_hi is not None
-            and -plan.smallest_effect < f_lo
-            and f_hi < plan.smallest_effect
-        ):
+        elif plan.is_futile(f_lo, f_hi):
             status, claim = "futile", None
         else:
             status, claim = "continue", None
@@ -316,9 +370,14 @@ def operating_characteristics(plan: SequentialPlan, drift: float, futility_drift
         cc = min(c, _MAX_Z)
         up, down = rec.cross(tk, cc)
         last = k == plan.looks - 1
+        power += up + down
+        if plan.futility == "drop":  # Z > 0 is a drop: futile below f (the interval lies above -delta)
+            f = -cc if futility_drift is None or last else min(max(abs(futility_drift) * math.sqrt(tk) - q, -cc), cc)
+            stop.append(1.0 - sum(stop) if last else up + down + rec.between(tk, -cc, f))
+            rec.advance_between(tk, f, cc)
+            continue
         f = 0.0 if futility_drift is None or last else max(0.0, abs(futility_drift) * math.sqrt(tk) - q)
         f = min(f, cc)
-        power += up + down
         stop.append(1.0 - sum(stop) if last else up + down + rec.inside(tk, f))
         rec.advance(tk, f, cc)
     return {
@@ -417,9 +476,10 @@ def _run_fraction(plan: SequentialPlan, variants: int, drift: float, futility_dr
     arms = rng.normal(size=(reps, variants, plan.looks)) * np.sqrt(dt / 2)
     z = (np.cumsum(arms, axis=2) - np.cumsum(ctrl, axis=1)[:, None, :] + drift * t) / np.sqrt(t)
     q = norm.isf((1.0 - plan.futility_confidence) / 2.0)
-    fut = np.maximum(0.0, abs(futility_drift) * np.sqrt(t) - q)
+    fut = abs(futility_drift) * np.sqrt(t) - q
     fut[-1] = np.inf  # the last look decides everything
-    stop = (np.abs(z) >= np.asarray(plan.bounds)) | (np.abs(z) < fut)
+    futile = z < fut if plan.futility == "drop" else np.abs(z) < fut  # z > 0: a drop
+    stop = (np.abs(z) >= np.asarray(plan.bounds)) | futile
     first = np.where(stop.any(axis=2), stop.argmax(axis=2), plan.looks - 1)  # (reps, variants)
     used = t[first].sum(axis=1) + t[first.max(axis=1)]
     return float(used.mean() / (variants + 1))

@@ -12,10 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from moodbench.analysis._claims import _comparison_arrays, matched_pairs, scored_index
 from moodbench.analysis._effect import ALPHA, PairedEffect, no_claim_reason, paired_effect
 from moodbench.analysis._planning import planned_mde
-from moodbench.analysis._sequential import DEFAULT_LOOKS, SequentialPlan, SequentialResult, replay, stage_sizes
+from moodbench.analysis._sequential import (
+    DEFAULT_LOOKS,
+    SequentialPlan,
+    SequentialResult,
+    futility_level,
+    futility_text,
+    replay,
+    stage_sizes,
+)
 from moodbench.results import ConversationRecord
 
 __all__ = [
@@ -77,7 +87,8 @@ def plan_run(
             raise ValueError(
                 f"{total} tasks x {trials} trials cannot make a claim, so no MDE to stop on; give --smallest-effect or add tasks"
             )
-    plan = SequentialPlan(total, stages, ALPHA, len(others), delta, 1.0 - ALPHA / len(others))  # as plan_sequential
+    conf = futility_level(tuple(float(x) for x in np.cumsum(stages) / total))
+    plan = SequentialPlan(total, stages, ALPHA, len(others), delta, conf)  # as plan_sequential
     return plan, stage_of
 
 
@@ -178,6 +189,8 @@ def report_sequential(
         "bounds": list(plan.bounds),
         "smallest_effect": plan.smallest_effect,
         "futility_confidence": plan.futility_confidence,
+        "futility": plan.futility,
+        "futility_text": futility_text(plan.futility, plan.futility_confidence, plan.smallest_effect),
         "spending": plan.spending,
         "baseline": state["baseline"],
         "looks": [],

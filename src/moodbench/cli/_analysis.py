@@ -303,11 +303,13 @@ def _sequential_plan(design: Any, looks: int, smallest_effect: float | None) -> 
 
 
 def _print_sequential(seq: dict[str, Any]) -> None:
+    from moodbench.analysis import futility_text
+
     plan = seq["plan"]
     console.print(
         f"\nrun --sequential: {len(plan['stages'])} looks over {plan['tasks']} tasks (stages of {', '.join(map(str, plan['stages']))}), "
         f"{plan['spending']} alpha spending, Holm over the {plan['family_size']} comparison(s) on repeated p-values; "
-        f"futility when the {plan['futility_confidence']:.1%} interval lies inside +-{seq['smallest_effect']:.3f} "
+        f"{futility_text(plan['futility'], plan['futility_confidence'], seq['smallest_effect'])} "
         f"(smallest effect of interest); at most {seq['max_conversations']} conversations, as the fixed design",
         highlight=False,
         markup=False,

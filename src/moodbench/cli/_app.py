@@ -173,7 +173,7 @@ def _print_plan(config: Any) -> None:
 
 def _sequential_line(plan: Any) -> str:
     """``run --dry-run --sequential``: the stages and the smallest effect the run will stop on."""
-    from moodbench.analysis import plan_run
+    from moodbench.analysis import futility_text, plan_run
     from moodbench.experiment import ConfigError
 
     base = "control" if "control" in plan.variants else plan.variants[0]
@@ -193,8 +193,9 @@ def _sequential_line(plan: Any) -> str:
         raise ConfigError(str(exc)) from None
     return (
         f"sequential: {seq.looks} looks, stages of {', '.join(map(str, seq.stages))} task(s); each variant stops at its first "
-        f"claim (|z| bounds {', '.join(f'{c:.2f}' for c in seq.bounds)}) or when its {seq.futility_confidence:.1%} interval "
-        f"lies inside +-{seq.smallest_effect:.3f}; at most the conversations above (moodbench power --sequential plans it)"
+        f"claim (|z| bounds {', '.join(f'{c:.2f}' for c in seq.bounds)}) or at its "
+        f"{futility_text(seq.futility, seq.futility_confidence, seq.smallest_effect)}; at most the conversations above "
+        "(moodbench power --sequential plans it)"
     )
 
 

@@ -436,8 +436,8 @@ def _sequential_lines(data: dict[str, Any]) -> list[str]:
         if seq.get("looks"):
             out += [
                 f"{seq['spending']} alpha spending over {seq['looks_planned']} looks (stages of {', '.join(map(str, seq['stages']))} "
-                f"tasks); claims by Holm over the variants on repeated p-values; futility when the "
-                f"{seq['futility_confidence']:.1%} interval lies inside ±{_f(seq['smallest_effect'])}. The pooled rows above show "
+                f"tasks); claims by Holm over the variants on repeated p-values; {md_text(seq['futility_text'])}. The pooled rows "
+                "above show "
                 "the sequential p and the repeated 95% interval (valid whenever the run stopped); the fixed-design ones are "
                 "in report.json (`sequential`).",
                 "",
