@@ -185,20 +185,48 @@ def test_a_variant_that_always_fails_is_claimed_at_look_1_and_the_rest_never_run
     assert refused.returncode == 2 and "cannot be merged" in " ".join(refused.stderr.split()), explain(refused)
 
 
+def _store_an_older_plan(out: Path) -> None:
+    """Rewrite the stored plan as a version before the drop rule stored it (no "futility": the two-sided rule), at
+    a level whose interval is too wide to lie inside +-0.6."""
+    con = sqlite3.connect(out / "results.sqlite")
+    try:
+        (raw,) = con.execute("SELECT value FROM meta WHERE key='sequential'").fetchone()
+        state = json.loads(raw)
+        assert state["plan"]["futility"] == "drop"
+        del state["plan"]["futility"]
+        state["plan"]["futility_confidence"] = 0.99999
+        con.execute("UPDATE meta SET value=? WHERE key='sequential'", (json.dumps(state),))
+        con.commit()
+    finally:
+        con.close()
+
+
 def test_a_null_design_stops_for_futility(tmp_path: Path) -> None:
     out = tmp_path / "null"
     with start_scripted_server(NULL, tmp_path) as srv:
         done = moodbench(tmp_path, *run_args(srv.base_url, out, "--smallest-effect", "0.6"))
         assert done.returncode == 0, explain(done)
-    rows = stored(out)
-    assert len(rows) == 80
-    outcome = {(r[0][0], r[1]) for r in rows if r[3] == "success"}
-    assert outcome == {("c", "control"), ("u", "frustration")}  # the script did what the docstring says
-    (look,) = events(out, "sequential_look")
-    (d,) = look["decisions"]
-    assert d["status"] == "futile" and d["claim"] is None
-    lo, hi = d["futility_ci"]
-    assert -0.6 < lo < 0 < hi < 0.6
+        rows = stored(out)
+        assert len(rows) == 80
+        outcome = {(r[0][0], r[1]) for r in rows if r[3] == "success"}
+        assert outcome == {("c", "control"), ("u", "frustration")}  # the script did what the docstring says
+        (look,) = events(out, "sequential_look")
+        (d,) = look["decisions"]
+        assert d["status"] == "futile" and d["claim"] is None
+        lo, hi = d["futility_ci"]
+        assert -0.6 < lo < 0 < hi < 0.6
+
+        # a run whose stored plan is an older one resumes with that plan, not today's: look 1 continues, stage 2 runs
+        _store_an_older_plan(out)
+        again = moodbench(tmp_path, *run_args(srv.base_url, out, "--smallest-effect", "0.6"))
+        assert again.returncode == 0, explain(again)
+    assert len(stored(out)) == 160
+    looks = events(out, "sequential_look")
+    assert [e["look"] for e in looks] == [1, 1, 2] and looks[1]["decisions"][0]["status"] == "continue"
+    assert looks[2]["decisions"][0]["status"] == "final"
+    report = moodbench(tmp_path, "report", out, "--json")
+    seq = json.loads(report.stdout)["runs"][0]["sequential"]
+    assert seq["futility"] == "both" and seq["stopped_at_look"] == 2 and "lies inside +-0.6" in seq["futility_text"]
 
 
 def test_sequential_refuses_stray_options(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def run_stages(
 
     Returns the last stage's loop outcome (``None`` when nothing had to run). A stage that ends early (interrupt,
     endpoints down) takes no look: its outcome is returned and a resume continues it."""
-    from moodbench.analysis import SEQUENTIAL_META, plan_run, run_looks, sequential_state
+    from moodbench.analysis import SEQUENTIAL_META, plan_run, run_looks, sequential_state, state_plan
 
     config = plan.config
     baseline = baseline_of(plan.variants)
@@ -71,6 +71,9 @@ def run_stages(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    stored = store.get_meta(SEQUENTIAL_META)
+    if isinstance(stored, dict) and isinstance(stored.get("plan"), dict):
+        seq = state_plan(stored)[0]  # a resumed run keeps the plan it started with (its futility rule included)
     if config.shard:
         return _run_shard(plan, store, events, run_cells, manifest, say, (seq, stage_of, baseline, others))
     state = sequential_state(seq, stage_of, baseline, others, None)
