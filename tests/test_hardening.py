@@ -341,6 +341,43 @@ def test_process_workers_die_with_the_main_process(tmp_path: Path, sig: signal.S
         wait_for(lambda: not _workers_of(int(tag)), limit=20, what="the workers to exit")
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_a_killed_worker_fails_its_conversations_and_the_run_ends(tmp_path: Path) -> None:
+    """A worker process killed mid-run (out of memory, say): the conversations it held end as harness_error naming
+    it, the other workers finish theirs, the run ends (no hang), and a second run re-runs only what failed."""
+    out = tmp_path / "run"
+    with start_scripted_server(mock_example_script(latency_ms=400), tmp_path) as srv:
+        tag = str(os.getpid())
+        args = run_args(srv.base_url, out, "--trials", "6", "--concurrency", "8", "--executor", "process")
+        proc = start(*args, env={"MB_ORPHAN_TAG": tag, "MOODBENCH_WORKERS": "4"})
+        wait_for(lambda: len(srv.requests()) >= 8, limit=120, what="worker requests")
+        found = set(_workers_of(int(tag)))
+        workers = [p for p in found if _ppid(p) in found]  # the forkserver's children
+        assert len(workers) == 4, found
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 1), stderr[-3000:]
+        con = sqlite3.connect(out / "results.sqlite")
+        try:
+            rows = con.execute("SELECT exit_reason, error FROM simulations").fetchall()
+        finally:
+            con.close()
+        lost = [e for r, e in rows if r == "harness_error"]
+        assert lost and all(f"worker process {victim} died" in (e or "") for e in lost), rows
+        assert len(rows) - len(lost) > 0
+        again = cli(*args, env={"MOODBENCH_WORKERS": "4"})
+        assert again.returncode == 0, explain(again)
+        assert f"{len(lost)} conversation(s) to run" in again.stdout + again.stderr
+        wait_for(lambda: not _workers_of(int(tag)), limit=20, what="the workers to exit")
+
+
 # --------------------------------------------------------------------------- 6. corrupt or foreign stores
 
 

@@ -32,19 +32,22 @@ from moodbench.sim import ConversationSettings
 
 
 def default_workers(concurrency: int) -> int:
-    """Two worker processes per usable core, one per 8 conversations in flight at most.
+    """Four worker processes per usable core, one per 8 conversations in flight at most.
 
-    More processes than cores because a process with many conversation threads loses time to
-    its GIL (a reply waits for the lock before it is handled): on 2 cores at 64 in flight, 4
-    workers reached 0.90 of the ideal rate where 2 reached 0.85. Each worker costs ~0.3 GB of
-    imports and templates, hence the cap for small runs. ``MOODBENCH_WORKERS`` overrides.
+    More processes than cores because a process with many conversation threads loses time to its
+    GIL (a reply waits for the lock before it is handled). On 2 quiet cores at 64 in flight
+    against a 200 ms server (benchmarks/throughput.py, 512 conversations, six runs each), 8 workers
+    reached 0.894-0.913 of the ideal rate over the whole run where 4 reached 0.872-0.910; at 256
+    in flight 8 workers hold 1.0 GiB of airline conversations (benchmarks/memory.py; 4: 0.9 GiB).
+    Each worker adds ~30 MiB there (its imports are shared with the forkserver), hence the cap for small runs.
+    ``MOODBENCH_WORKERS`` overrides.
     """
     override = os.environ.get("MOODBENCH_WORKERS", "").strip()
     if override.isdigit() and int(override) > 0:
         return max(1, min(int(override), concurrency))
     from moodbench.experiment.executors import usable_cores
 
-    return max(1, min(2 * usable_cores(), math.ceil(concurrency / 8)))
+    return max(1, min(4 * usable_cores(), math.ceil(concurrency / 8)))
 
 
 _PRELOAD = ["moodbench.experiment.executors._portable"]
