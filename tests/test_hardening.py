@@ -348,9 +348,11 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
-def test_a_killed_worker_fails_its_conversations_and_the_run_ends(tmp_path: Path) -> None:
-    """A worker process killed mid-run (out of memory, say): the conversations it held end as harness_error naming
-    it, the other workers finish theirs, the run ends (no hang), and a second run re-runs only what failed."""
+@pytest.mark.parametrize("which", ["forked", "leader"])
+def test_a_killed_worker_fails_its_conversations_and_the_run_ends(tmp_path: Path, which: str) -> None:
+    """The pool is a leader (the forkserver's child) and the workers it forked. A worker of either kind killed
+    mid-run (out of memory, say): the conversations it held end as harness_error naming it, the others finish
+    theirs, the run ends (no hang), and a second run re-runs only what failed."""
     out = tmp_path / "run"
     with start_scripted_server(mock_example_script(latency_ms=400), tmp_path) as srv:
         tag = str(os.getpid())
@@ -358,9 +360,11 @@ def test_a_killed_worker_fails_its_conversations_and_the_run_ends(tmp_path: Path
         proc = start(*args, env={"MB_ORPHAN_TAG": tag, "MOODBENCH_WORKERS": "4"})
         wait_for(lambda: len(srv.requests()) >= 8, limit=120, what="worker requests")
         found = set(_workers_of(int(tag)))
-        workers = [p for p in found if _ppid(p) in found]  # the forkserver's children
-        assert len(workers) == 4, found
-        victim = workers[0]
+        forked = [p for p in found if _ppid(p) in found and _ppid(_ppid(p) or 0) in found]
+        leaders = {_ppid(p) for p in forked}
+        assert len(forked) == 3 and len(leaders) == 1, (found, forked)
+        victim = forked[0] if which == "forked" else leaders.pop()
+        assert victim is not None
         os.kill(victim, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode in (0, 1), stderr[-3000:]

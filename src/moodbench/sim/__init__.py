@@ -23,6 +23,7 @@ _EXPORTS = {
     "MoodbenchAgent": "_agent",
     "ConversationSettings": "_conversation",
     "register": "_conversation",
+    "prepare_process": "_conversation",
     "run_cell": "_conversation",
     "scenario_of": "_tasks",
     "domain_template": "_env_pool",
@@ -57,7 +58,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from moodbench.sim._agent import RESPOND_TOOL, EmptyReplyError, MoodbenchAgent
-    from moodbench.sim._conversation import ConversationSettings, register, run_cell
+    from moodbench.sim._conversation import ConversationSettings, prepare_process, register, run_cell
     from moodbench.sim._env_pool import domain_template, domain_tools, new_environment
     from moodbench.sim._interchange import export_tau2
     from moodbench.sim._outcome import OutcomeInputs, classify
@@ -118,6 +119,7 @@ __all__ = [
     "new_environment",
     "register",
     "resolve_agent",
+    "prepare_process",
     "run_cell",
     "scenario_of",
     "task_needs_agent_tool",

@@ -323,6 +323,16 @@ def _fidelity(
     return flags
 
 
+def prepare_process(s: ConversationSettings) -> None:
+    """Build in this process what every conversation of the run shares: its plugins and each domain's template.
+
+    ``run_cell`` builds them on first use anyway; a worker pool calls this once before it forks its other workers,
+    so they start with the templates in place (no build per worker) and share those pages with it."""
+    load_plugins(s.plugins)
+    for domain in sorted({d for d, _ in s.tasks}):
+        new_environment(domain, freeze_gc=s.freeze_gc)
+
+
 def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, dict[str, str]]:
     """Run and score one conversation. Returns ``(record, prompts)`` for the store."""
     started_at, t0 = _now(), time.perf_counter()
