@@ -205,7 +205,7 @@ def llama_server_path() -> Path:
         find_llama_server(),
         "MOODBENCH_LLAMA_SERVER",
         "the local model backend (llama.cpp's llama-server)",
-        "Install it once (builds llama.cpp portably, with a progress bar: ~4.5-11 min on 2 cores)",
+        "Install it once (builds llama.cpp for this CPU's instruction set, AVX2 or AVX-512, with a progress bar: ~4-11 min on 2 cores)",
         "llama-server",
     )
 
