@@ -72,6 +72,7 @@ def measure(n: int, a: argparse.Namespace, tmp: Path) -> dict:
         "--max-retries",
         "0",
         *(["--executor", a.executor] if a.executor != "default" else []),
+        *(["--workers", str(a.workers)] if a.workers else []),
     ]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     peak = 0
@@ -118,6 +119,7 @@ def main() -> int:
     p.add_argument("--concurrency", default="16,256", help="comma-separated N (all N in flight at once)")
     p.add_argument("--latency-ms", type=float, default=3000.0, help="server latency: long enough for every start to overlap")
     p.add_argument("--executor", default="default", help="default (no flag, as a user types it), thread, process")
+    p.add_argument("--workers", type=int, default=0, help="moodbench --workers (default: the executor's own choice)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="moodbench-mem-"))

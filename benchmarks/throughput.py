@@ -50,7 +50,9 @@ def child_moodbench(a: argparse.Namespace) -> dict:
     from moodbench.results import Store
 
     ids = a.task_ids.split(",")
-    extra = {"executor": a.executor} if a.executor not in ("default", "") else {}
+    extra: dict = {"executor": a.executor} if a.executor not in ("default", "") else {}
+    if a.workers:
+        extra["workers"] = a.workers
     out = Path(a.out)
     cfg = RunConfig(
         domains=[a.domain],
@@ -195,6 +197,7 @@ def _child(
         executor or a.executor,
         "--out",
         str(out),
+        *(["--workers", str(a.workers)] if a.workers else []),
     ]
     return run_child(args)
 
@@ -294,6 +297,7 @@ def main() -> int:
         help="comma-separated moodbench executors for the throughput runs: default (no flag, as a user types it), "
         "thread, process, ray",
     )
+    p.add_argument("--workers", type=int, default=0, help="moodbench --workers (default: the executor's own choice)")
     p.add_argument("--skip-tau2", action="store_true")
     p.add_argument("--skip-cpu", action="store_true")
     p.add_argument("--profile", action="store_true", help="only profile moodbench (cProfile, sequential) and exit")

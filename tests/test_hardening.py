@@ -331,8 +331,10 @@ def test_process_workers_die_with_the_main_process(tmp_path: Path, sig: signal.S
                 "process",
                 "--stop-grace",
                 "1",
+                "--workers",
+                "2",
             ),
-            env={"MB_ORPHAN_TAG": tag, "MOODBENCH_WORKERS": "2"},
+            env={"MB_ORPHAN_TAG": tag},
         )
         wait_for(lambda: len(srv.requests()) >= 2, limit=120, what="worker requests")
         assert _workers_of(int(tag)), "no worker processes found"
@@ -356,8 +358,8 @@ def test_a_killed_worker_fails_its_conversations_and_the_run_ends(tmp_path: Path
     out = tmp_path / "run"
     with start_scripted_server(mock_example_script(latency_ms=400), tmp_path) as srv:
         tag = str(os.getpid())
-        args = run_args(srv.base_url, out, "--trials", "6", "--concurrency", "8", "--executor", "process")
-        proc = start(*args, env={"MB_ORPHAN_TAG": tag, "MOODBENCH_WORKERS": "4"})
+        args = run_args(srv.base_url, out, "--trials", "6", "--concurrency", "8", "--executor", "process", "--workers", "4")
+        proc = start(*args, env={"MB_ORPHAN_TAG": tag})
         wait_for(lambda: len(srv.requests()) >= 8, limit=120, what="worker requests")
         found = set(_workers_of(int(tag)))
         forked = [p for p in found if _ppid(p) in found and _ppid(_ppid(p) or 0) in found]
@@ -376,7 +378,7 @@ def test_a_killed_worker_fails_its_conversations_and_the_run_ends(tmp_path: Path
         lost = [e for r, e in rows if r == "harness_error"]
         assert lost and all(f"worker process {victim} died" in (e or "") for e in lost), rows
         assert len(rows) - len(lost) > 0
-        again = cli(*args, env={"MOODBENCH_WORKERS": "4"})
+        again = cli(*args)
         assert again.returncode == 0, explain(again)
         assert f"{len(lost)} conversation(s) to run" in again.stdout + again.stderr
         wait_for(lambda: not _workers_of(int(tag)), limit=20, what="the workers to exit")

@@ -204,6 +204,14 @@ class RunConfig(BaseModel):
         "Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379, or auto); default: a private local instance.",
         execution=True,
     )
+    workers: int | None = opt(
+        None,
+        "Worker processes of the process and ray executors (default: four per core for process, at most one per 8 "
+        "conversations in flight; one per CPU for ray).",
+        execution=True,
+        ge=1,
+        le=1024,
+    )
     max_concurrency_per_endpoint: int | None = opt(
         None,
         "At most this many requests in flight per base URL (replica); requests go to the least busy replica.",

@@ -63,6 +63,7 @@ def run_loop(
     executor: str = "thread",
     ray_address: str | None = None,
     prestarted: Executor | None = None,
+    workers_per_run: int | None = None,
 ) -> LoopOutcome:
     """Run ``todo`` and store every result.
 
@@ -80,7 +81,12 @@ def run_loop(
     reasons: Counter[str] = Counter()
     try:
         workers = prestarted or make_executor(
-            executor, settings, concurrency=max(1, min(concurrency, len(todo))), health=health, ray_address=ray_address
+            executor,
+            settings,
+            concurrency=max(1, min(concurrency, len(todo))),
+            health=health,
+            ray_address=ray_address,
+            workers=workers_per_run,
         )
     except ExecutorStartError as not_started:  # nothing ran; the caller still writes the summary and closes the manifest
         events.emit("executor_failed", executor=executor, error=str(not_started))

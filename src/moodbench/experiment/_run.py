@@ -280,7 +280,7 @@ def _prestart_workers(config: RunConfig, settings: Any, todo: list[Any], health:
     concurrency = max(1, min(config.concurrency, len(todo)))
     if not todo or resolve_executor(config.executor, concurrency) != "process":
         return None
-    return make_executor("process", settings, concurrency=concurrency, health=health)
+    return make_executor("process", settings, concurrency=concurrency, health=health, workers=config.workers)
 
 
 def _run_ready(
@@ -400,6 +400,7 @@ def _run_ready(
                 secrets=secrets,
                 executor=config.executor,
                 ray_address=config.ray_address,
+                workers_per_run=config.workers,
                 stop=stop,
                 grace_s=config.stop_grace_s,
                 prestarted=started,

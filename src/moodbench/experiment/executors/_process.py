@@ -46,11 +46,8 @@ def default_workers(concurrency: int) -> int:
     reached 0.894-0.913 of the ideal rate over the whole run where 4 reached 0.872-0.910; at 256
     in flight 8 workers hold 1.0 GiB of airline conversations (benchmarks/memory.py), because they share
     the leader's templates. Each worker still adds some memory, hence the cap for small runs.
-    ``MOODBENCH_WORKERS`` overrides.
+    ``--workers`` (``RunConfig.workers``) chooses another number.
     """
-    override = os.environ.get("MOODBENCH_WORKERS", "").strip()
-    if override.isdigit() and int(override) > 0:
-        return max(1, min(int(override), concurrency))
     from moodbench.experiment.executors import usable_cores
 
     return max(1, min(4 * usable_cores(), math.ceil(concurrency / 8)))
@@ -178,7 +175,7 @@ class ProcessExecutor:
     def __init__(self, settings: ConversationSettings, *, concurrency: int, health: EndpointHealth, workers: int | None = None):
         self.results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._health = health
-        n = workers or default_workers(concurrency)
+        n = max(1, min(workers, concurrency)) if workers else default_workers(concurrency)
         self._workers = n
         self._threads_per_worker = math.ceil(concurrency / n)
         ctx = mp.get_context("forkserver")
