@@ -300,10 +300,12 @@ def test_a_second_sigterm_or_the_grace_period_abandons_and_still_writes(tmp_path
 
 
 def _workers_of(pid: int) -> list[int]:
-    """Processes whose command line names multiprocessing's forkserver or our worker, started after ``pid``."""
+    """Processes whose command line names multiprocessing's forkserver or our worker, tagged with ``pid`` in their
+    environment (not "started after pid" by number: pids wrap around at pid_max, and a worker forked after the wrap
+    has a smaller pid than the test)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) <= pid:
+        if not entry.name.isdigit() or int(entry.name) == pid:
             continue
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
