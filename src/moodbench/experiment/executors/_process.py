@@ -31,6 +31,7 @@ import time
 import traceback
 from typing import Any
 
+from moodbench._util.proc import pid_alive
 from moodbench.experiment._plan import Cell
 from moodbench.experiment.executors._portable import RemoteError, merge_health, portable, rebuild, run_one, to_result
 from moodbench.llm import EndpointHealth
@@ -159,16 +160,6 @@ def _reap_children(children: list[int], out: Any) -> None:
             out.put(pickle.dumps(("died", pid, os.waitstatus_to_exitcode(status))))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ProcessExecutor:
     """The runner's worker interface over a pool of worker processes (see module docstring)."""
 
@@ -202,8 +193,8 @@ class ProcessExecutor:
         self._cells: dict[int, Cell] = {}
         self._owner: dict[int, int] = {}  # cell id -> worker pid that took it
         self._lock = threading.Lock()
-        self._children: list[int] = []  # the workers the leader forked (pids), and those it saw end
-        self._ended: dict[int, int | None] = {}
+        self._children: list[int] = []  # the workers the leader forked (pids)
+        self._ended: dict[int, int | None] = {}  # those it saw end: pid -> exit code
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._read, name="moodbench-results", daemon=True)
         self._reader.start()
@@ -269,7 +260,7 @@ class ProcessExecutor:
             dead.update(self._ended)
             children = list(self._children)
         if len(dead) >= len(self._procs):  # the leader is gone: nobody reaps its workers, so ask for each by pid
-            dead.update({pid: None for pid in children if pid not in dead and not _alive(pid)})
+            dead.update({pid: None for pid in children if pid not in dead and not pid_alive(pid)})
         if not dead:
             return
         with self._lock:
