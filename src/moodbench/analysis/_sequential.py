@@ -78,6 +78,7 @@ __all__ = [
     "replay",
     "sequential_design",
     "spend_obf",
+    "stage_fractions",
     "stage_sizes",
 ]
 
@@ -110,6 +111,12 @@ def _t_scale(z: float, df: int) -> float:
 
 
 # --------------------------------------------------------------------------- the plan
+
+
+def stage_fractions(stages: Sequence[int]) -> tuple[float, ...]:
+    """Information fraction at each look: tasks planned up to it / tasks planned."""
+    cum = np.cumsum(stages)
+    return tuple(float(x) for x in cum / cum[-1])
 
 
 def stage_sizes(tasks: int, looks: int) -> tuple[int, ...]:
@@ -145,8 +152,7 @@ class SequentialPlan:
             raise ValueError("the futility confidence must lie in (0, 1)")
         if self.futility not in FUTILITY_RULES:
             raise ValueError(f"futility must be one of {', '.join(FUTILITY_RULES)} (got {self.futility!r})")
-        cum = np.cumsum(self.stages)
-        fr = tuple(float(x) for x in cum / self.tasks)
+        fr = stage_fractions(self.stages)
         object.__setattr__(self, "fractions", fr)
         object.__setattr__(self, "bounds", efficacy_bounds(fr, self.alpha / self.family_size))
         object.__setattr__(self, "bounds_marginal", efficacy_bounds(fr, self.alpha))
@@ -233,7 +239,7 @@ def plan_sequential(
     if family_size < 1:
         raise ValueError("family_size must be >= 1")
     stages = stage_sizes(tasks, looks)
-    conf = futility_level(tuple(np.cumsum(stages) / tasks)) if futility_confidence is None else futility_confidence
+    conf = futility_level(stage_fractions(stages)) if futility_confidence is None else futility_confidence
     return SequentialPlan(tasks, stages, alpha, family_size, smallest_effect, conf)
 
 

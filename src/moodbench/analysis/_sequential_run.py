@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from moodbench.analysis._claims import _comparison_arrays, matched_pairs, scored_index
 from moodbench.analysis._effect import ALPHA, PairedEffect, no_claim_reason, paired_effect
 from moodbench.analysis._planning import planned_mde
@@ -24,6 +22,7 @@ from moodbench.analysis._sequential import (
     futility_level,
     futility_text,
     replay,
+    stage_fractions,
     stage_sizes,
 )
 from moodbench.results import ConversationRecord
@@ -87,7 +86,7 @@ def plan_run(
             raise ValueError(
                 f"{total} tasks x {trials} trials cannot make a claim, so no MDE to stop on; give --smallest-effect or add tasks"
             )
-    conf = futility_level(tuple(float(x) for x in np.cumsum(stages) / total))
+    conf = futility_level(stage_fractions(stages))
     plan = SequentialPlan(total, stages, ALPHA, len(others), delta, conf)  # as plan_sequential
     return plan, stage_of
 
