@@ -409,9 +409,11 @@ def _run_ready(
         if config.sequential:
             from moodbench.experiment._stages import run_stages
 
-            outcome = run_stages(plan, store, events, run_cells, manifest, (console.print if console else lambda _m: None))
-            if prestarted is not None:
-                prestarted.close()
+            try:
+                outcome = run_stages(plan, store, events, run_cells, manifest, (console.print if console else lambda _m: None))
+            finally:  # unused when every stage was done, or the stored plan refused (exit 2): its workers end cleanly
+                if prestarted is not None:
+                    prestarted.close()
         else:
             outcome = run_cells(todo) if todo else None
         exit_code = outcome.exit_code if outcome else ExitCode.OK
