@@ -817,6 +817,15 @@ ATTACKS: list[Attack] = [
         "the file is always whole",
         covered_by="test_hardening.py::test_manifest_writes_from_two_processes_never_tear",
     ),
+    Attack(
+        "r2-damaged-sequential-plan",
+        "22",
+        "a sequential run whose stored plan was edited (an unknown futility rule, a level that is not a number) "
+        "crashed report and resume with a traceback",
+        "edit the 'sequential' meta of results.sqlite, then `report RUN` or run the same command again",
+        "exit 2 naming the damaged plan; nothing changed",
+        covered_by="test_run_sequential.py::test_a_damaged_stored_plan_is_exit_2_for_the_report_and_the_resume",
+    ),
 ]
 
 

@@ -229,6 +229,36 @@ def test_a_null_design_stops_for_futility(tmp_path: Path) -> None:
     assert seq["futility"] == "both" and seq["stopped_at_look"] == 2 and "lies inside +-0.6" in seq["futility_text"]
 
 
+def test_a_damaged_stored_plan_is_exit_2_for_the_report_and_the_resume(tmp_path: Path) -> None:
+    """The store's sequential plan is read from a file: an unknown futility rule or a non-number where a level
+    belongs is exit 2 naming the damaged entry, for ``report`` and for a resumed ``run``, never a traceback."""
+    out = tmp_path / "null"
+    with start_scripted_server(NULL, tmp_path) as srv:
+        done = moodbench(tmp_path, *run_args(srv.base_url, out, "--smallest-effect", "0.6"))
+        assert done.returncode == 0, explain(done)
+        for key, value in (("futility", "rise"), ("futility_confidence", "abc")):
+            con = sqlite3.connect(out / "results.sqlite")
+            try:
+                (raw,) = con.execute("SELECT value FROM meta WHERE key='sequential'").fetchone()
+                state = json.loads(raw)
+                good = dict(state["plan"])
+                state["plan"][key] = value
+                con.execute("UPDATE meta SET value=? WHERE key='sequential'", (json.dumps(state),))
+                con.commit()
+                for res in (
+                    moodbench(tmp_path, "report", out, "--json"),
+                    moodbench(tmp_path, *run_args(srv.base_url, out, "--smallest-effect", "0.6")),
+                ):
+                    said = " ".join(res.stderr.split())
+                    assert res.returncode == 2 and "sequential plan" in said and "damaged" in said, explain(res)
+                    assert "Traceback" not in res.stderr, explain(res)
+                state["plan"] = good
+                con.execute("UPDATE meta SET value=? WHERE key='sequential'", (json.dumps(state),))
+                con.commit()
+            finally:
+                con.close()
+
+
 def test_sequential_refuses_stray_options(tmp_path: Path) -> None:
     for extra, said in (
         (["--looks-from", "elsewhere"], "add --sequential --shard"),

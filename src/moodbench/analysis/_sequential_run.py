@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from moodbench._util.errors import UsageError
 from moodbench.analysis._claims import _comparison_arrays, matched_pairs, scored_index
 from moodbench.analysis._effect import ALPHA, PairedEffect, no_claim_reason, paired_effect
 from moodbench.analysis._planning import planned_mde
@@ -166,9 +167,18 @@ def sequential_state(
 
 
 def state_plan(state: Mapping[str, Any]) -> tuple[SequentialPlan, dict[TaskKey, int]]:
-    """The plan and stage layout back from a stored state (for the report)."""
-    plan = SequentialPlan.from_dict(state["plan"])
-    return plan, {(str(d), str(t)): int(s) for d, t, s in state["stage_of"]}
+    """The plan and stage layout back from a stored state (for the report and a resumed run).
+
+    The state comes from a file (the store's ``sequential`` meta): anything that does not parse as a plan is a
+    :class:`UsageError` naming it (exit 2), never a traceback."""
+    try:
+        plan = SequentialPlan.from_dict(state["plan"])
+        return plan, {(str(d), str(t)): int(s) for d, t, s in state["stage_of"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"this run's stored sequential plan (the 'sequential' entry of results.sqlite's meta) is damaged ({exc}); "
+            "restore the run directory from a backup, or run the experiment again in a new one"
+        ) from None
 
 
 def report_sequential(
