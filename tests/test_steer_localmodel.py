@@ -202,6 +202,17 @@ def test_a_steered_run_routes_the_customer_to_its_own_server_and_records_the_vec
     assert len(steered_customer) == 1 and steered_customer.isdisjoint(control_customer)
     assert agent_endpoints(steered_sim) == control_customer  # the agent (and control's customer) stay unsteered
 
+    def threads(log: Path) -> int:  # from the server's argv, the log's first "$ " line
+        argv = next(line for line in log.read_text().splitlines() if line.startswith("$ ")).split()
+        return int(argv[argv.index("--threads") + 1])
+
+    # The unsteered server plays 3 of the 4 roles, so it gets the larger share of the cores (divide_threads).
+    main, steered = (
+        threads(tmp_path / "run" / f"llamacpp-{MODEL}.log"),
+        threads(tmp_path / "run" / "llamacpp-steer-frustration_steer.log"),
+    )
+    assert main > steered if len(os.sched_getaffinity(0)) >= 2 else main == steered == 1
+
 
 def test_a_calibration_without_a_coherent_scale_is_refused_with_what_to_try_next(vector: SteeringVector, tmp_path: Path) -> None:
     """As measured for frustration on qwen2.5-1.5b (benchmarks/README.md): no scale kept the customer

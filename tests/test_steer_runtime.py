@@ -181,3 +181,37 @@ def test_a_resume_with_another_vector_or_scale_is_refused(tmp_path: Path) -> Non
             record_steering(customer(0.667, "cd" * 32), store, False, tmp_path)
         record_steering(customer(1.0), store, True, tmp_path)  # --force-config
         assert store.get_meta("steering")["frustration@steer"]["scale"] == 1.0
+
+
+def test_local_servers_get_cpu_threads_by_the_share_of_roles_they_play(tmp_path: Path) -> None:
+    """The demo's matrix on 2 cores: the unsteered server plays every agent and two customers in three, so it
+    gets both cores and the steered customer's server one thread (measured 24.2 vs 14.7 tokens/s with 1 + 1)."""
+    from moodbench.experiment._local_servers import divide_threads, server_loads
+
+    config = RunConfig(
+        agent_model="local/qwen2.5-0.5b",
+        domains=["mock"],
+        task_ids=["create_task_1", "update_task_1"],
+        variants=["control", "frustration", "frustration@steer"],
+        out=tmp_path / "run",
+    )
+    plan = make_plan(config)
+    loads = server_loads(config, plan, {"frustration@steer"})
+    assert loads == {"local/qwen2.5-0.5b": 2 * 3 + 2 * 2, "frustration@steer": 2}
+    assert divide_threads(loads, 2) == {"local/qwen2.5-0.5b": 2, "frustration@steer": 1}
+    assert divide_threads(loads, 16) == {"local/qwen2.5-0.5b": 13, "frustration@steer": 3}
+    # Two servers with equal work split the cores, as before; many servers on few cores get one thread each.
+    even = server_loads(config.model_copy(update={"user_model": "local/other"}), None, ())
+    assert even == {"local/qwen2.5-0.5b": 1, "local/other": 1} and divide_threads(even, 2) == dict.fromkeys(even, 1)
+    assert divide_threads(dict.fromkeys("abcde", 3), 2) == dict.fromkeys("abcde", 1)
+    # Never two multi-thread servers over the cores: the biggest gives threads back down to cores + 1.
+    assert sorted(n or 0 for n in divide_threads({"a": 3, "b": 3, "c": 1, "d": 1}, 4).values()) == [
+        1,
+        1,
+        1,
+        2,
+    ]  # 2, 2, 1, 1 before
+    assert divide_threads({"local/only": 9}, 2) == {"local/only": None}  # alone: llama.cpp's default
+    # A hosted agent: only the customers' servers count.
+    hosted = config.model_copy(update={"agent_model": "openai/gpt-4o-mini", "user_model": "local/qwen2.5-0.5b"})
+    assert server_loads(hosted, plan, {"frustration@steer"}) == {"local/qwen2.5-0.5b": 4, "frustration@steer": 2}

@@ -13,9 +13,10 @@ unsteered server, even when agent and customer are the same model).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,19 +54,56 @@ def local_models(config: RunConfig) -> set[str]:
     return {m for m in (config.agent_model, config.user_model, config.judge_model) if m and m.startswith(LOCAL_PREFIX)}
 
 
-def _threads(servers: int) -> int | None:
-    """CPU threads per llama-server when several share the machine (None: llama.cpp's default).
-
-    Measured on 2 shared cores: servers that each take every core spin against each other in
-    llama.cpp's thread barriers and decode at 1-4 tokens/s; with the cores divided, ~15 each.
-    """
-    if servers <= 1:
-        return None
+def _cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores // servers)
+        return os.cpu_count() or 1
+
+
+def server_loads(config: RunConfig, plan: Plan | None, steered: Iterable[str]) -> dict[str, int]:
+    """How many conversation roles each local server will play: ``{server: count}``.
+
+    A server is a ``local/NAME`` model or a steered variant. Every cell counts once for its agent
+    (the agent model's server) and once for its customer (the variant's own server when steered, else
+    the customer model's). Without a plan, one cell of each role. Roles on remote models count nowhere.
+    """
+    steered = set(steered)
+    cells = [c.variant for c in plan.cells] if plan is not None else [""]
+    agent, user = config.agent_model, config.resolved_user_model()[0]
+    loads: dict[str, int] = {}
+    for variant in cells:
+        roles = [agent, variant if variant in steered else user]
+        for server in roles:
+            if server in steered or server.startswith(LOCAL_PREFIX):
+                loads[server] = loads.get(server, 0) + 1
+    for name in local_models(config):  # a local judge alone still gets a server
+        loads.setdefault(name, 0)
+    return loads
+
+
+def divide_threads(loads: dict[str, int], cores: int) -> dict[str, int | None]:
+    """CPU threads per llama-server, by the share of the run's roles each serves (None: llama.cpp's default).
+
+    Why shares: llama.cpp's threads spin at barriers, so two servers that each take every core both crawl
+    when busy at once (measured on 2 cores: 1-4 tokens/s instead of ~15 each; and 1.1 tokens/s per slot
+    with two 2-thread servers). But an even split wastes a core when one server does most of the work: in
+    ``./demo`` the unsteered server plays the agent of every conversation and two customers in three,
+    and with one thread each it generated 14.7 tokens/s while the steered server mostly waited; with two
+    threads for it and one for the steered customer, 24.2 (benchmarks/README.md, "Threads per local
+    server"). A one-thread server never waits at a barrier, so it may take the core count one over: each
+    server gets ``round(cores * share)`` threads (at least 1), then the largest give threads back until
+    the total is at most ``cores + 1``.
+    """
+    if len(loads) <= 1:
+        return dict.fromkeys(loads)
+    weights = loads if any(loads.values()) else dict.fromkeys(loads, 1)
+    total = sum(weights.values())
+    threads = {k: max(1, math.floor(cores * v / total + 0.5)) for k, v in weights.items()}
+    while sum(threads.values()) > cores + 1 and max(threads.values()) > 1:
+        biggest = max(threads, key=lambda k: threads[k])
+        threads[biggest] -= 1
+    return dict(threads)
 
 
 def steering_of(plan: Plan, config: RunConfig, console: Console | None) -> dict[str, tuple[Any, Steering]]:
@@ -135,14 +173,14 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
     from moodbench.serve.llamacpp import LlamaCppServer
     from moodbench.serve.models import resolve_model
 
-    threads = _threads(len(names) + len(steering))
+    threads = divide_threads(server_loads(config, plan, steering), _cores())
     servers: list[Any] = []
     try:
         by_model: dict[str, Any] = {}
         for name in sorted(names):
             path = resolve_model(name[len(LOCAL_PREFIX) :], console=console)
             say(console, f"starting local llama.cpp server for {name} ({path.name}) ...")
-            server = LlamaCppServer(path, threads=threads, log_path=config.out / f"llamacpp-{name.split('/')[-1]}.log")
+            server = LlamaCppServer(path, threads=threads.get(name), log_path=config.out / f"llamacpp-{name.split('/')[-1]}.log")
             server.start()
             servers.append(server)
             by_model[name] = server
@@ -156,7 +194,7 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
             )
             server = LlamaCppServer(
                 vec.model_path,
-                threads=threads,
+                threads=threads.get(variant),
                 control_vectors=[(vec.vector, info.scale)],
                 control_vector_layers=vec.layers,
                 log_path=config.out / f"llamacpp-steer-{re.sub(r'[^A-Za-z0-9._-]+', '_', variant)}.log",
