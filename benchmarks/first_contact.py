@@ -38,7 +38,7 @@ from _common import REPO, machine
 #: (phase, pattern of the demo line that starts it), in the order the demo prints them.
 PHASES = [
     ("venv and pip install", r"==> 1/4"),
-    ("llama.cpp sources (pip download)", r"Downloading llama-cpp-python"),
+    ("llama.cpp sources", r"Downloading llama-cpp-python"),
     ("llama.cpp build (cmake, compile)", r"^Building llama-server"),
     ("model download and sha256", r"^(Fetching|Downloading) .*(carrier|hub)|^model \S+:"),
     ("control vector", r"Building the \w+ control vector"),
