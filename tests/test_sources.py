@@ -23,7 +23,7 @@ import pytest
 
 from moodbench.serve._sources import SourcesError, download_release_file, pip_index_configured
 
-PAYLOAD = os.urandom(3 << 20)  # three chunks of the client's 1 MiB reads
+PAYLOAD = bytes(range(256)) * (3 << 12)  # 3 MiB, three of the client's 1 MiB reads; the same in every xdist worker
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 NAME, FILE = "llama-cpp-python", "llama_cpp_python-0.3.36.tar.gz"
 
@@ -92,6 +92,7 @@ def test_the_listed_file_is_downloaded_and_verified(pypi: type[_PyPI], tmp_path:
         (SHA, "/files/cut", "RemoteProtocolError"),  # the connection closes mid-file
         (SHA, "/files/missing", "404"),
     ],
+    ids=["listed-digest", "tampered", "cut", "missing"],
 )
 def test_a_file_that_is_not_the_pinned_one_never_appears(
     pypi: type[_PyPI], tmp_path: Path, listed: str, path: str, message: str
