@@ -90,8 +90,8 @@ def divide_threads(loads: dict[str, int], cores: int) -> dict[str, int | None]:
     with two 2-thread servers). But an even split wastes a core when one server does most of the work: in
     ``./demo`` the unsteered server plays the agent of every conversation and two customers in three,
     and with one thread each it generated 14.7 tokens/s while the steered server mostly waited; with two
-    threads for it and one for the steered customer, 24.2 (benchmarks/README.md, "Threads per local
-    server"). A one-thread server never waits at a barrier, so it may take the core count one over: each
+    threads for it and one for the steered customer, 24.2 (benchmarks/README.md, "First contact"). A
+    one-thread server never waits at a barrier, so it may take the core count one over: each
     server gets ``round(cores * share)`` threads (at least 1), then the largest give threads back until
     the total is at most ``cores + 1``.
     """
