@@ -123,3 +123,18 @@ def test_a_first_release_store_takes_new_records_and_merges(tmp_path: Path) -> N
     res = subprocess.run([*env_cmd, "summary", str(merged), "--json"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["variants"]["frustration"]["done"] == 1
+
+
+def test_attempts_is_an_index_lookup_in_new_and_first_release_stores(tmp_path: Path) -> None:
+    """The run loop asks ``attempts`` once per finished conversation; as a table scan that grew with every row and
+    was the main process's largest cost at 256 in flight. An old store gains the index when a writer opens it."""
+    old = tmp_path / "old-run"
+    _v1_run(old)
+    for path in (tmp_path / "new.sqlite", old / "results.sqlite"):
+        with Store(path) as store:
+            plan = " ".join(
+                str(row[-1])
+                for row in store.conn.execute("EXPLAIN QUERY PLAN SELECT COUNT(*) AS n FROM simulations WHERE cell_key=?", ("k",))
+            )
+            assert "USING COVERING INDEX by_cell" in plan, plan
+            assert store.attempts("mock|create_task_1|control|0") == (1 if path.parent == old else 0)
