@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,13 +51,6 @@ class Endpoints:
 
 def local_models(config: RunConfig) -> set[str]:
     return {m for m in (config.agent_model, config.user_model, config.judge_model) if m and m.startswith(LOCAL_PREFIX)}
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def server_loads(config: RunConfig, plan: Plan | None, steered: Iterable[str]) -> dict[str, int]:
@@ -170,10 +162,11 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
     if not names and not steering:
         yield Endpoints(config)
         return
+    from moodbench.experiment.executors import usable_cores
     from moodbench.serve.llamacpp import LlamaCppServer
     from moodbench.serve.models import resolve_model
 
-    threads = divide_threads(server_loads(config, plan, steering), _cores())
+    threads = divide_threads(server_loads(config, plan, steering), usable_cores())
     servers: list[Any] = []
     try:
         by_model: dict[str, Any] = {}
