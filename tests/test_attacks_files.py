@@ -826,6 +826,16 @@ ATTACKS: list[Attack] = [
         "exit 2 naming the damaged plan; nothing changed",
         covered_by="test_run_sequential.py::test_a_damaged_stored_plan_is_exit_2_for_the_report_and_the_resume",
     ),
+    Attack(
+        "r2-hostile-package-index",
+        "22",
+        "install-backend fetches the pinned llama.cpp sources straight from the package index: a hostile or broken "
+        "index could list another file, send other bytes, cut the file short, or send without end",
+        "serve /simple/NAME/ with a wrong digest, tampered or cut bytes, more than the pinned size, an endless page, "
+        "or bytes trickling past the deadline",
+        "refused before storing (SourcesError, then pip is asked); no partial file is left; bounded in size and time",
+        covered_by="test_sources.py::test_a_page_or_a_file_that_never_ends_is_cut_off",
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +49,20 @@ class _PyPI(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif self.path == "/simple/endless/":  # a page that never stops: 17 MiB of JSON whitespace, then more
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+            self.end_headers()
+            for _ in range(17):
+                self.wfile.write(b" " * (1 << 20))
+        elif self.path in ("/files/big", "/files/slow"):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            if self.path == "/files/slow":  # the rest trickles in after the deadline
+                self.wfile.flush()
+                time.sleep(1.5)
+            self.wfile.write(b"more")
         elif self.path in ("/files/good", "/files/tampered", "/files/cut"):
             data = PAYLOAD if self.path == "/files/good" else PAYLOAD[:-1] + b"x"
             self.send_response(200)
@@ -74,7 +89,7 @@ def pypi() -> Iterator[type[_PyPI]]:
 
 
 def _fetch(handler: type[_PyPI], dest: Path) -> Path:
-    return download_release_file(NAME, FILE, SHA, dest, index_url=handler.base + "/simple/{name}/")
+    return download_release_file(NAME, FILE, SHA, len(PAYLOAD), dest, index_url=handler.base + "/simple/{name}/")
 
 
 def test_the_listed_file_is_downloaded_and_verified(pypi: type[_PyPI], tmp_path: Path) -> None:
@@ -91,8 +106,9 @@ def test_the_listed_file_is_downloaded_and_verified(pypi: type[_PyPI], tmp_path:
         (SHA, "/files/tampered", "hashes to"),  # the bytes do not match the listing
         (SHA, "/files/cut", "RemoteProtocolError"),  # the connection closes mid-file
         (SHA, "/files/missing", "404"),
+        (SHA, "/files/big", "larger than the 3,145,728 bytes"),  # more than the pinned size: stopped, not stored
     ],
-    ids=["listed-digest", "tampered", "cut", "missing"],
+    ids=["listed-digest", "tampered", "cut", "missing", "too-big"],
 )
 def test_a_file_that_is_not_the_pinned_one_never_appears(
     pypi: type[_PyPI], tmp_path: Path, listed: str, path: str, message: str
@@ -106,12 +122,12 @@ def test_a_file_that_is_not_the_pinned_one_never_appears(
 
 def test_an_unlisted_file_or_an_unreachable_index_is_a_sources_error(pypi: type[_PyPI], tmp_path: Path) -> None:
     with pytest.raises(SourcesError, match="is not among the files"):
-        download_release_file(NAME, "other.tar.gz", SHA, tmp_path / "x", index_url=pypi.base + "/simple/{name}/")
+        download_release_file(NAME, "other.tar.gz", SHA, len(PAYLOAD), tmp_path / "x", index_url=pypi.base + "/simple/{name}/")
     pypi.speaks_pep691 = False  # an index that only serves HTML pages: pip reads those, this does not
     with pytest.raises(SourcesError, match="not PEP 691 JSON"):
         _fetch(pypi, tmp_path / "x")
     with pytest.raises(SourcesError, match="ConnectError"):
-        download_release_file(NAME, FILE, SHA, tmp_path / "x", index_url="http://127.0.0.1:9/simple/{name}/")
+        download_release_file(NAME, FILE, SHA, len(PAYLOAD), tmp_path / "x", index_url="http://127.0.0.1:9/simple/{name}/")
 
 
 @pytest.mark.parametrize(
@@ -141,3 +157,16 @@ def test_pip_with_an_index_of_its_own_keeps_it(
         monkeypatch.setenv(key, value)
     listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     assert pip_index_configured() is own_index, listed
+
+
+def test_a_page_or_a_file_that_never_ends_is_cut_off(pypi: type[_PyPI], tmp_path: Path) -> None:
+    """Bounded by size (an index page of more than 16 MiB) and by a deadline over the whole download."""
+    with pytest.raises(SourcesError, match="the index page is larger than"):
+        download_release_file("endless", FILE, SHA, len(PAYLOAD), tmp_path / "x", index_url=pypi.base + "/simple/{name}/")
+    pypi.file_path = "/files/slow"
+    started = time.monotonic()
+    with pytest.raises(SourcesError, match="did not arrive in time"):
+        download_release_file(
+            NAME, FILE, SHA, len(PAYLOAD) + 10, tmp_path / "src" / FILE, index_url=pypi.base + "/simple/{name}/", deadline_s=1.0
+        )
+    assert time.monotonic() - started < 10 and list((tmp_path / "src").iterdir()) == []

@@ -12,11 +12,15 @@ mirror, a proxy, a policy) gets pip, as before, and so does every case where the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 #: PyPI's simple index page of a project; asked for PEP 691 JSON: ``{"files": [{"filename", "url", "hashes": {"sha256"}}]}``.
@@ -49,31 +53,55 @@ def pip_index_configured(python: str = sys.executable) -> bool:
     return any(line.split("=", 1)[0].rsplit(".", 1)[-1] == "index-url" for line in out.splitlines() if "=" in line)
 
 
+#: The most an index page may send (PyPI's llama-cpp-python page is 84 KB as PEP 691 JSON).
+LISTING_LIMIT = 16 << 20
+
+
+def _read_bounded(response: Any, limit: int, deadline: float, what: str, sink: Callable[[bytes], object]) -> None:
+    """Feed ``response``'s body to ``sink`` chunk by chunk: at most ``limit`` bytes, finished by ``deadline``.
+
+    A hostile or broken server cannot fill the disk or memory, nor hold the install by trickling bytes."""
+    received = 0
+    for chunk in response.iter_bytes(1 << 20):
+        received += len(chunk)
+        if received > limit:
+            raise SourcesError(f"{what} is larger than the {limit:,} bytes expected")
+        if time.monotonic() > deadline:
+            raise SourcesError(f"{what} did not arrive in time")
+        sink(chunk)
+
+
 def download_release_file(
     name: str,
     filename: str,
     sha256: str,
+    size: int,
     dest: Path,
     *,
     index_url: str = PYPI_SIMPLE,
     timeout_s: float = 60.0,
+    deadline_s: float = 900.0,
 ) -> Path:
     """Download ``filename`` of project ``name`` as the index's PEP 691 page lists it into ``dest`` (a file path).
 
-    The listed sha256 must equal the pinned one before anything is downloaded, and the bytes must hash to it
-    after; the file appears at ``dest`` only then (a partial download never does). Raises :class:`SourcesError`.
+    The listed sha256 must equal the pinned one before anything is downloaded, and the bytes (at most the pinned
+    ``size``) must hash to it after; the file appears at ``dest`` only then (a partial download never does).
+    ``timeout_s`` bounds each network wait, ``deadline_s`` the whole. Raises :class:`SourcesError`.
     """
     import httpx
 
     url = index_url.format(name=name)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+    deadline = time.monotonic() + deadline_s
     try:
         with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-            listing = client.get(url, headers={"Accept": _PEP691})
-            listing.raise_for_status()
-            if listing.headers.get("content-type", "").split(";")[0].strip() != _PEP691:
-                raise SourcesError(f"the index answered {listing.headers.get('content-type')!r}, not PEP 691 JSON")
-            files = listing.json().get("files") or []
+            page = bytearray()
+            with client.stream("GET", url, headers={"Accept": _PEP691}) as listing:
+                listing.raise_for_status()
+                if listing.headers.get("content-type", "").split(";")[0].strip() != _PEP691:
+                    raise SourcesError(f"the index answered {listing.headers.get('content-type')!r}, not PEP 691 JSON")
+                _read_bounded(listing, LISTING_LIMIT, deadline, "the index page", page.extend)
+            files = json.loads(page).get("files") or []
             match = next((f for f in files if isinstance(f, dict) and f.get("filename") == filename), None)
             if match is None:
                 raise SourcesError(f"{filename} is not among the files the index lists for {name}")
@@ -87,15 +115,18 @@ def download_release_file(
                 try:
                     with client.stream("GET", urljoin(str(listing.url), str(match["url"]))) as response:
                         response.raise_for_status()
-                        for chunk in response.iter_bytes(1 << 20):
+
+                        def keep(chunk: bytes) -> None:
                             digest.update(chunk)
                             fh.write(chunk)
+
+                        _read_bounded(response, size, deadline, filename, keep)
                 except BaseException:
                     part.unlink(missing_ok=True)
                     raise
     except SourcesError:
         raise
-    except (httpx.HTTPError, ValueError, KeyError, OSError) as e:
+    except (httpx.HTTPError, ValueError, KeyError, AttributeError, OSError) as e:
         raise SourcesError(f"{type(e).__name__}: {e}") from None
     if digest.hexdigest() != sha256:
         part.unlink(missing_ok=True)

@@ -82,6 +82,7 @@ __all__ = [
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 #: sha256 of llama_cpp_python-0.3.36.tar.gz on PyPI (76,589,250 bytes).
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+SDIST_SIZE = 76_589_250
 
 #: cmake flags for the portable server build. UI and OpenSSL are off: the server only binds localhost,
 #: and LLAMA_USE_PREBUILT_UI would try to download the web UI at configure time.
@@ -395,7 +396,7 @@ def _fetch_sdist(log: Path, console: Any) -> Path:
     _say(console, f"Downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} sources from PyPI ...")
     if not pip_index_configured():  # straight from PyPI: no isolated build environment for the metadata
         try:
-            return download_release_file("llama-cpp-python", sdist.name, SDIST_SHA256, sdist)
+            return download_release_file("llama-cpp-python", sdist.name, SDIST_SHA256, SDIST_SIZE, sdist)
         except SourcesError as e:
             with open(log, "a") as fh:
                 fh.write(f"direct download from PyPI failed ({e}); asking pip\n")
