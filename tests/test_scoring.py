@@ -17,6 +17,7 @@ from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 from tau2.utils.utils import get_dict_hash
 
 from moodbench.sim import domain_template
+from moodbench.sim._env_pool import SharedRecordChanged, _build, between_tool_calls, check_lent
 from moodbench.sim._reward import GOLD, score_simulation  # sim's reward, compared with tau2's evaluator itself
 from moodbench.sim._tau2 import (
     AssistantMessage,
@@ -63,6 +64,7 @@ def build_trajectory(
         cls = UserMessage if action.requestor == "user" else AssistantMessage
         messages.append(cls(role="user" if action.requestor == "user" else "assistant", content=None, tool_calls=[call]))
         messages.append(env.get_response(call))
+        between_tool_calls(env)  # as the conversation's agent does before its next model request
     messages.append(AssistantMessage(role="assistant", content=" ".join(say) or "Done."))
     messages.append(UserMessage(role="user", content="Thanks ###STOP###"))
     sim = SimulationRun(
@@ -174,7 +176,7 @@ def test_shared_database_scores_like_tau2_and_leaves_the_template_pristine(domai
     """A copy-on-access database: writes land in the conversation's own records, scoring equals tau2's,
     the template and the next conversation's database stay in the initial state."""
     tpl = domain_template(domain)
-    assert tpl.shares_db
+    assert tpl.shares_db and tpl.agent_db is not None and tpl.agent_db.lends  # tau2's own tools
     fresh = registry.get_env_constructor(domain)().get_db_hash()
     task = next(t for t in tasks(domain) if any(a.name.startswith(_WRITES) for a in _actions(t)))
     env = tpl.new_environment()
@@ -182,45 +184,78 @@ def test_shared_database_scores_like_tau2_and_leaves_the_template_pristine(domai
     assert env.get_db_hash() != fresh  # the conversation wrote
     expected = evaluate_simulation(simulation=sim, task=task, evaluation_type=EvaluationType.ALL, solo_mode=False, domain=domain)
     assert score_simulation(sim, task, domain, environment=env).model_dump() == expected.model_dump()
-    assert tpl.agent_db is not None and tpl.agent_db.record_fields is not None
+    assert tpl.agent_db.record_fields is not None
     copied = sum(len(getattr(env.tools.db, f).owned()) for f in tpl.agent_db.record_fields)
     total = sum(len(getattr(env.tools.db, f)) for f in tpl.agent_db.record_fields)
-    # only the records the tools reached were copied (retail's user lookups by email iterate the users)
-    assert 0 < copied < total / (2 if domain == "retail" else 20)
+    # only the records the tools took by key were copied; searches were lent the template's
+    assert 0 < copied < total / 100
+    check_lent(env)  # tau2's tools changed nothing they were lent
     again = tpl.new_environment()
     assert again.get_db_hash() == fresh
     assert get_dict_hash(tpl.agent_db.model_cls.model_validate(tpl.agent_db.dump).model_dump()) == fresh  # template untouched
 
 
-def test_shared_records_never_hand_out_the_template() -> None:
-    """Every way of reaching a record from Python (index, get, iteration, dict(), {**}, pop, copy) gives the
-    conversation's own copy; a change through any of them leaves the next database pristine."""
+def _find_user_call(tpl: Any, index: int) -> ToolCall:
+    """retail's user search by name and zip for the ``index``-th user (the loop passes ``index`` others)."""
+    user = list(tpl.agent_db.records["users"].values())[index]
+    args = {"first_name": user.name.first_name, "last_name": user.name.last_name, "zip": user.address.zip}
+    return ToolCall(id="find", name="find_user_id_by_name_zip", arguments=args, requestor="assistant")
+
+
+def test_searches_of_tau2_domains_are_lent_the_template_and_checked() -> None:
+    """tau2's retail user search reads 300 users without copying one; the check at the end of the
+    conversation passes; nothing was copied, and scoring sees the initial database."""
     tpl = domain_template("retail")
-    assert tpl.agent_db is not None
-    shared: Any = tpl.agent_db.records["orders"]
-    key = next(iter(shared))
     env = tpl.new_environment()
-    orders = env.tools.db.orders
-    views: list[Any] = [
-        orders[key],
-        orders.get(key),
-        dict(orders)[key],
-        {**orders}[key],
-        dict(orders.items())[key],
-        next(v for k, v in orders.items() if k == key),
-        orders.copy()[key],
-    ]
-    assert all(v is not shared[key] for v in views) and all(v is views[0] for v in views)
-    views[0].status = "changed-by-test"
-    assert shared[key].status != "changed-by-test"
-    assert tpl.new_environment().tools.db.orders[key].status == shared[key].status
-    lazy = tpl.new_environment().tools.db.orders
-    assert next(iter(lazy.values())) is not shared[key] and len(lazy.owned()) == 1  # copied as the loop reaches it
-    assert len(lazy.values()) == len(shared) and len(lazy.owned()) == 1
-    assert all(v is not shared[k] for k, v in lazy.items()) and len(lazy.owned()) == len(shared)
-    popped = tpl.new_environment().tools.db.users
-    user_key = next(iter(popped))
-    assert popped.pop(user_key) is not tpl.agent_db.records["users"][user_key] and user_key not in popped
+    call = _find_user_call(tpl, 300)
+    for _ in range(3):
+        reply = env.get_response(call)
+        assert not reply.error and between_tool_calls(env) == 0
+    users = env.tools.db.users
+    assert users.owned() == [] and len(users._lent) == 301
+    assert check_lent(env) == 301 and users._lent == {}
+    assert env.get_db_hash() == registry.get_env_constructor("retail")().get_db_hash()
+
+
+def test_a_tool_that_changes_a_lent_record_is_caught_and_lending_stops() -> None:
+    """If a tool wrote to a record its loop was lent, the end-of-conversation check raises, lending stops
+    for the domain in this process and new databases get a rebuilt record, not the changed one."""
+    tpl = _build("retail")  # a template of its own: the process-wide one stays as it is
+    assert tpl.agent_db is not None and tpl.agent_db.lends
+    env = tpl.new_environment()
+    key, record = next(iter(env.tools.db.users.items()))  # a loop reaching a record (lent)
+    assert record is tpl.agent_db.records["users"][key]
+    record.email = "changed-by-a-tool@example.com"  # what a misbehaving tool would do
+    with pytest.raises(SharedRecordChanged, match=r"users\['"):
+        check_lent(env)
+    assert not tpl.agent_db.lends
+    later = tpl.new_environment()
+    assert dict.__getitem__(later.tools.db.users, key).email != "changed-by-a-tool@example.com"
+    assert later.get_db_hash() == registry.get_env_constructor("retail")().get_db_hash()
+    assert next(iter(later.tools.db.users.values())) is not tpl.agent_db.records["users"][key]  # copies now
+
+
+def test_other_domains_scan_copies_and_give_back_the_unchanged_ones() -> None:
+    """Without lending (any domain not tau2's own), a search copies what its loop passes; between tool
+    calls the unchanged copies are given back, a changed one is kept and scored."""
+    tpl = _build("retail")
+    assert tpl.agent_db is not None
+    tpl.agent_db.lends = False
+    env = tpl.new_environment()
+    assert not env.get_response(_find_user_call(tpl, 300)).error
+    users = env.tools.db.users
+    assert len(users.owned()) == 301 and all(users._scanned)
+    assert between_tool_calls(env) == 301 and users.owned() == []
+    key, record = next(iter(users.items()))  # a loop that changes what it reaches
+    assert record is not tpl.agent_db.records["users"][key]
+    record.email = "changed@example.com"
+    other_key = list(users)[1]
+    assert users[other_key] is users[other_key]  # taken by key: kept even though unchanged
+    next(iter(users.values()))
+    assert between_tool_calls(env) == 0 and sorted(users.owned()) == sorted([key, other_key])
+    assert users[key].email == "changed@example.com"
+    changed = tpl.agent_db.changed_records(env.tools.db)
+    assert list(changed) == [("users", key)]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ tool_choice policy, retries, ``<think>`` stripping and text tool-call recovery a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tau2.agent.llm_agent import LLMAgent
@@ -46,8 +47,12 @@ class MoodbenchAgent(LLMAgent):
         client: ModelClient | None = None,
         tool_choice: str = "auto",
         recover_text_tool_calls: bool = True,
+        between_tool_calls: Callable[[], object] | None = None,
     ):
         super().__init__(tools=tools, domain_policy=domain_policy, llm=llm, llm_args=llm_args)
+        # Called before each model request, when no tool call of this conversation is running
+        # (the environment gives back records its searches copied; see sim._env_pool).
+        self.between_tool_calls = between_tool_calls
         if client is None:
             raise ValueError("MoodbenchAgent needs a ModelClient")
         self.client = client
@@ -71,6 +76,8 @@ class MoodbenchAgent(LLMAgent):
         self.seed = seed
 
     def generate_next_message(self, message, state):
+        if self.between_tool_calls is not None:
+            self.between_tool_calls()
         if isinstance(message, MultiToolMessage):
             state.messages.extend(message.tool_messages)
         elif message is not None:

@@ -14,6 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from tau2.agent.base import BaseAgent
@@ -27,7 +28,7 @@ from moodbench.judges import fidelity_flags, judge_fidelity
 from moodbench.llm import ContextWindowError, LLMCallError, ModelClient
 from moodbench.results import Cell, ConversationRecord, ConversationStats, ExitReason, FidelityFlags, RoleStats, Steering, sha256
 from moodbench.sim._agent import EmptyReplyError, MoodbenchAgent
-from moodbench.sim._env_pool import domain_tools, new_environment
+from moodbench.sim._env_pool import SharedRecordChanged, between_tool_calls, check_lent, domain_tools, new_environment
 from moodbench.sim._evaluate import JudgeRequired, evaluate
 from moodbench.sim._facts import task_facts
 from moodbench.sim._outcome import OutcomeInputs, classify
@@ -128,6 +129,7 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
             client=s.agent_client,
             tool_choice=s.tool_choice,
             recover_text_tool_calls=s.recover_text_tool_calls,
+            between_tool_calls=partial(between_tool_calls, environment),
         )
     else:
         agent = construct_agent(
@@ -144,6 +146,7 @@ def _participants(cell: Cell, s: ConversationSettings) -> _Participants:
         persona_block=s.persona(cell.variant),
         client=s.customer_client(cell.variant),
         user_format=s.user_format,
+        between_tool_calls=partial(between_tool_calls, environment),
     )
     return _Participants(task, environment, agent, user, choice, {t.name for t in tools})
 
@@ -340,6 +343,10 @@ def run_cell(cell: Cell, s: ConversationSettings) -> tuple[ConversationRecord, d
     p = _participants(cell, s)
     prompts = p.prompts
     simulation, ending = _orchestrate(cell, p, s, seed, started_at, t0)
+    try:
+        check_lent(p.environment)
+    except SharedRecordChanged as exc:
+        ending.forced, ending.error = ExitReason.HARNESS_ERROR, str(exc)
     reward_info, judge_record = _score(cell, p, simulation, s, ending)
     reward = reward_info.reward if reward_info is not None and ending.forced not in _NOT_SCORED else None
     agent, user = p.agent_stats(simulation), p.user.stats

@@ -25,7 +25,7 @@ import gc
 import inspect
 import json
 import threading
-from collections.abc import Callable, ItemsView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,10 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+class SharedRecordChanged(RuntimeError):
+    """A tool changed a template record lent to it by an iteration (see :class:`SharedRecords`)."""
+
+
 class SharedRecords(dict):
     """One ``dict[str, record]`` field of a conversation's database, sharing the template's records.
 
@@ -52,25 +56,57 @@ class SharedRecords(dict):
     own. Iterating values or items makes each record private as the loop reaches it (a flight search on airline
     copies the flights it passes; safe for any domain, whatever its tools do with what they iterate).
 
+    Searches read many records they never change (retail's user look-up passes ~250 users, an
+    airline flight search thousands of flights); copying each cost most of a worker's CPU at
+    hundreds of conversations in flight, in the copies, their comparison at scoring and the garbage
+    collector walking them. So iteration does one of two things, by the domain's template:
+
+    * **lend** (``DBTemplate.lends``: tau2's own domains, whose searches only read): the loop gets
+      the template's record itself, no copy. When the conversation ends (:meth:`check_lent`)
+      every record it was lent is checked against the template's JSON; a change means a tool
+      wrote to a record it reached by iterating, which could reach other conversations, so lending
+      stops for the domain, the template's record is rebuilt from its dump and
+      :class:`SharedRecordChanged` leaves this conversation unscored;
+    * **scan** (any other domain): each record is copied as the loop reaches it, and between tool
+      calls every scanned copy still equal to the template's is given back.
+
     Serialisation (pydantic's ``model_dump``, hence tau2's ``get_db_hash``) reads the dict at the C
     level and sees the template's record for every key not yet copied: equal to a private copy by
     construction, so hashes are those of a fully copied database (checked when the template is built).
     """
 
-    __slots__ = ("_dump", "_own")
+    __slots__ = ("_db", "_field", "_own", "_scanned", "_lent")
 
-    def __init__(self, shared: dict[str, BaseModel], dump: dict[str, Any]):
-        super().__init__(shared)
-        self._dump = dump  # the template's dump of this field (read-only, shared)
+    def __init__(self, db: DBTemplate, field_name: str):
+        super().__init__(db.records[field_name])
+        self._db = db  # the template (read-only but for the lending repair above)
+        self._field = field_name
         self._own: set[str] = set()
+        self._scanned: set[str] = set()  # copied by iteration and not taken by key since
+        self._lent: dict[str, BaseModel] = {}  # template records handed to a loop since the last check
 
     def _private(self, key: str) -> Any:
+        self._scanned.discard(key)
+        return self._copy(key)
+
+    def _copy(self, key: str) -> Any:
         value = dict.__getitem__(self, key)
         if key not in self._own:
-            value = type(value).model_validate(self._dump[key])
+            value = type(value).model_validate(self._db.dump[self._field][key])
             dict.__setitem__(self, key, value)
             self._own.add(key)
         return value
+
+    def _scan(self, key: str) -> Any:
+        """The record as an iteration reaches it: lent (the template's) or a copy marked scanned."""
+        value = dict.__getitem__(self, key)
+        if key in self._own:
+            return value
+        if self._db.lends:
+            self._lent[key] = value
+            return value
+        self._scanned.add(key)
+        return self._copy(key)
 
     def _own_all(self) -> None:
         for key in list(dict.keys(self)):
@@ -80,6 +116,42 @@ class SharedRecords(dict):
     def owned(self) -> list[str]:
         """Keys whose record this conversation may have changed (copied or set); the rest are the template's."""
         return [k for k in self._own if dict.__contains__(self, k)]
+
+    def between_tool_calls(self) -> int:
+        """Give back the scanned copies still equal to the template's records; returns how many.
+
+        Only between tool calls: a tool that is still running may hold a scanned record and change it.
+        """
+        template_json = self._db.record_json[self._field]
+        released = 0
+        for key in self._scanned:
+            if key in self._own and dict.__contains__(self, key):
+                if dict.__getitem__(self, key).model_dump_json() == template_json.get(key):
+                    dict.__setitem__(self, key, self._db.records[self._field][key])
+                    self._own.discard(key)
+                    released += 1
+        self._scanned.clear()
+        return released
+
+    def check_lent(self) -> int:
+        """Check every record lent to this conversation's loops against the template's JSON; returns how many.
+
+        At the end of the conversation, once per record however often it was lent. A change means
+        a tool wrote to a record it reached by iterating: lending stops for the domain and
+        :class:`SharedRecordChanged` is raised.
+        """
+        template_json = self._db.record_json[self._field]
+        lent, self._lent = self._lent, {}
+        for key, record in lent.items():
+            if record.model_dump_json() != template_json.get(key):
+                self._db.stop_lending(self._field, key)
+                raise SharedRecordChanged(
+                    f"a tool changed the record {self._field}[{key!r}] that it reached by iterating over the "
+                    "database; moodbench lends such records to the searches of tau2's own domains without copying "
+                    "them, so the change may have reached other conversations in this process. This conversation "
+                    "is not scored and lending is off from now on; please report it with your tau2 version"
+                )
+        return len(lent)
 
     def __getitem__(self, key: str) -> Any:
         return self._private(key)
@@ -95,6 +167,7 @@ class SharedRecords(dict):
     def __setitem__(self, key: str, value: Any) -> None:
         dict.__setitem__(self, key, value)
         self._own.add(key)
+        self._scanned.discard(key)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if dict.__contains__(self, key):
@@ -118,12 +191,12 @@ class SharedRecords(dict):
             self[key] = value
 
     def values(self) -> Any:
-        # A view that reads through __getitem__: each record is copied as the loop reaches it, so a
-        # look-up that stops at its match (retail's user search) copies only the records it passed.
-        return ValuesView(self)
+        # Each record is copied as the loop reaches it, so a look-up that stops at its match
+        # (retail's user search) copies only the records it passed.
+        return _ScanValues(self)
 
     def items(self) -> Any:
-        return ItemsView(self)
+        return _ScanItems(self)
 
     def copy(self) -> dict[str, Any]:
         self._own_all()
@@ -148,6 +221,28 @@ class SharedRecords(dict):
         return {**self.copy(), **dict(other)}
 
 
+class _ScanValues(ValuesView):
+    """``values()`` of :class:`SharedRecords`: records copied (and marked scanned) as the loop reaches them."""
+
+    _mapping: SharedRecords
+
+    def __iter__(self) -> Iterator[Any]:
+        records = self._mapping
+        for key in dict.__iter__(records):
+            yield records._scan(key)
+
+
+class _ScanItems(ItemsView):
+    """``items()`` of :class:`SharedRecords`, copying like :class:`_ScanValues`."""
+
+    _mapping: SharedRecords
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        records = self._mapping
+        for key in dict.__iter__(records):
+            yield key, records._scan(key)
+
+
 @dataclass
 class DBTemplate:
     """One database (agent- or user-side) of a domain as loaded from tau2's data files.
@@ -164,7 +259,15 @@ class DBTemplate:
     exact_hash: str
     record_fields: tuple[str, ...] | None
     record_json: dict[str, dict[str, str]] = field(default_factory=dict)
-    records: dict[str, dict[str, BaseModel]] = field(default_factory=dict)  # the template's own records, never lent out
+    records: dict[str, dict[str, BaseModel]] = field(default_factory=dict)  # the template's own records
+    # Iterations hand out the template's records instead of copies (tau2's own domains; see SharedRecords).
+    lends: bool = False
+
+    def stop_lending(self, field_name: str, key: str) -> None:
+        """A lent record was changed: lend no more, and rebuild that record from the dump for new databases."""
+        self.lends = False
+        record = self.records[field_name][key]
+        self.records[field_name][key] = type(record).model_validate(self.dump[field_name][key])
 
     @classmethod
     def of(cls, db: BaseModel) -> DBTemplate:
@@ -191,7 +294,7 @@ class DBTemplate:
         Only for record-structured databases (``record_fields`` set).
         """
         assert self.record_fields is not None
-        fields: dict[str, Any] = {f: SharedRecords(self.records[f], self.dump[f]) for f in self.record_fields}
+        fields: dict[str, Any] = {f: SharedRecords(self, f) for f in self.record_fields}
         return self.model_cls.model_construct(**fields)
 
     def changed_records(self, db: BaseModel) -> dict[tuple[str, str], BaseModel | None]:
@@ -312,10 +415,17 @@ def _build(domain: str) -> DomainTemplate:
         probe = tpl.new_environment()
         first = probe.get_db_hash()
         for f in agent_db.record_fields:
-            getattr(probe.tools.db, f).values()
+            getattr(probe.tools.db, f)._own_all()
         if first != agent_db.exact_hash or probe.get_db_hash() != agent_db.exact_hash:
             tpl.shares_db = False
+        # tau2's own tools only read what their searches iterate (checked between tool calls all the same)
+        agent_db.lends = tpl.shares_db and _is_tau2s(env.tools)
     return tpl
+
+
+def _is_tau2s(tools: Any) -> bool:
+    """Whether a toolkit's class is tau2's own (not a user domain's, nor a subclass of tau2's in one)."""
+    return type(tools).__module__.startswith("tau2.domains.")
 
 
 def _freeze_long_lived() -> None:
@@ -342,6 +452,28 @@ def domain_template(domain: str) -> DomainTemplate:
             if tpl is None:
                 tpl = _templates[domain] = _build(domain)
     return tpl
+
+
+def _shared_fields(environment: Environment) -> list[SharedRecords]:
+    db = getattr(environment.tools, "db", None) if environment.tools is not None else None
+    return [v for v in vars(db).values() if isinstance(v, SharedRecords)] if isinstance(db, BaseModel) else []
+
+
+def between_tool_calls(environment: Environment) -> int:
+    """Give back the records the environment's searches copied and left unchanged (see :class:`SharedRecords`).
+
+    Call it only while none of this environment's tool calls is running (before a model request).
+    Returns how many records were given back.
+    """
+    return sum(f.between_tool_calls() for f in _shared_fields(environment) if f._scanned)
+
+
+def check_lent(environment: Environment) -> int:
+    """At the end of a conversation: check the records its searches were lent (see :class:`SharedRecords`).
+
+    Raises :class:`SharedRecordChanged` if a tool changed one; returns how many were checked.
+    """
+    return sum(f.check_lent() for f in _shared_fields(environment) if f._lent)
 
 
 def new_environment(domain: str, *, freeze_gc: bool = False) -> Environment:

@@ -8,6 +8,8 @@ tau2's prompt, and every emotional prompt can be audited against it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tau2.user.user_simulator import UserSimulator
 from tau2.utils.llm_utils import to_litellm_messages
 
@@ -41,6 +43,7 @@ class EmotionalUserSimulator(UserSimulator):
         persona_block: str | None = None,
         client: ModelClient | None = None,
         user_format: UserFormat = "tau2",
+        between_tool_calls: Callable[[], object] | None = None,
     ):
         super().__init__(tools=tools, instructions=instructions, llm=llm, llm_args=llm_args)
         if user_format == "completion" and tools:
@@ -52,6 +55,7 @@ class EmotionalUserSimulator(UserSimulator):
             raise ValueError("EmotionalUserSimulator needs a ModelClient")
         self.persona_block = persona_block
         self.client = client
+        self.between_tool_calls = between_tool_calls  # as MoodbenchAgent's
         self.user_format = user_format
         self.stats = RoleStats()
         self.seed: int | None = None
@@ -107,6 +111,8 @@ class EmotionalUserSimulator(UserSimulator):
         )
 
     def _generate_next_message(self, message, state):
+        if self.between_tool_calls is not None:
+            self.between_tool_calls()
         if isinstance(message, MultiToolMessage):
             state.messages.extend(message.tool_messages)
         else:
