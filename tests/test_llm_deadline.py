@@ -202,3 +202,40 @@ def test_proxies_from_the_environment_keep_the_deadline(monkeypatch: pytest.Monk
     transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
     assert len(transports) == 2
     assert all(isinstance(t, DeadlineTransport) and t.network_clamped for t in transports)
+
+
+def test_replies_setting_cookies_leave_no_cookie_for_the_next_request() -> None:
+    """A model server that sets cookies (a load balancer's session, a tracking cookie) gets none back: every
+    request stands alone, as litellm's do."""
+    import http.server
+
+    from moodbench.llm._http import deadline_client
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Cookie"))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "session=abc123; Path=/")
+            self.send_header("Set-Cookie", "lb=node-7; Path=/; Domain=127.0.0.1")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with deadline_client() as client:
+            url = f"http://127.0.0.1:{server.server_address[1]}/v1/models"
+            for _ in range(3):
+                assert client.get(url).status_code == 200
+            assert len(client.cookies.jar) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [None, None, None]
