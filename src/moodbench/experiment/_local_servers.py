@@ -162,7 +162,7 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
     if not names and not steering:
         yield Endpoints(config)
         return
-    from moodbench.experiment.executors import usable_cores
+    from moodbench._util.cores import usable_cores
     from moodbench.serve.llamacpp import LlamaCppServer
     from moodbench.serve.models import resolve_model
 

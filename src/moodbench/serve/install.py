@@ -51,6 +51,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from moodbench._util.cores import usable_cores
 from moodbench._util.errors import UsageError
 from moodbench.serve._sources import SourcesError, download_release_file, pip_index_configured
 from moodbench.serve.models import (
@@ -375,13 +376,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _jobs() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _fetch_sdist(log: Path, console: Any) -> Path:
     """The pinned llama-cpp-python sdist, cached in ``<cache>/src`` and checked against its sha256.
 
@@ -464,7 +458,7 @@ def build_local_binaries(*, force: bool = False, console: Any = None, jobs: int 
             _run(["cmake", "-S", str(src), "-B", str(build), *gen, *CMAKE_FLAGS, *VARIANT_FLAGS[variant]], log=log)
             with BuildProgress("compiling", console) as progress:
                 _run_with_progress(
-                    ["cmake", "--build", str(build), "--target", *BUILD_TARGETS, "-j", str(jobs or _jobs())],
+                    ["cmake", "--build", str(build), "--target", *BUILD_TARGETS, "-j", str(jobs or usable_cores())],
                     log=log, progress=progress,
                 )  # fmt: skip
             built = {t: build / "bin" / t for t in BUILD_TARGETS}

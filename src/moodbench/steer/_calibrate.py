@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from moodbench._util.console import say
+from moodbench._util.cores import usable_cores
 from moodbench._util.defaults import STEER_SCALES as DEFAULT_SCALES
 from moodbench._util.defaults import STEER_TASKS as DEFAULT_TASKS
 from moodbench.emotions import Catalog
@@ -242,22 +243,13 @@ def _add_perplexity(base_url: str, rows: list[dict[str, Any]], *, max_tokens: in
             r["perplexity"] = ppl
 
 
-def _cpus() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
 def _default_threads() -> int:
-    return max(1, _cpus() // 2)
+    return max(1, usable_cores() // 2)
 
 
 def _default_lanes() -> int:
     """Scales measured at once: one single-thread llama-server per core (2 on 2 cores), at most 3."""
-    return max(1, min(3, _cpus()))
+    return max(1, min(3, usable_cores()))
 
 
 def calibrate(
@@ -329,7 +321,7 @@ def calibrate(
     check_vector_path(vec.vector)
     limits = {**THRESHOLDS, **(thresholds or {})}
     lanes = lanes or _default_lanes()
-    threads = threads or max(1, _cpus() // (2 * lanes))
+    threads = threads or max(1, usable_cores() // (2 * lanes))
     families = _family(emotion)
     logs = log_dir or vec.vector.parent / "logs"
     t0 = time.monotonic()

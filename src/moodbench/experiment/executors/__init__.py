@@ -17,9 +17,9 @@ conversations just as it does with threads.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Protocol
 
+from moodbench._util.cores import usable_cores
 from moodbench.experiment._plan import Cell
 from moodbench.llm import EndpointHealth
 
@@ -33,13 +33,6 @@ EXECUTORS = ("auto", "thread", "process", "ray")
 # to the GIL, while worker processes (pre-started during preflight) cost one extra import of tau2 in
 # the forkserver, which overlaps the main process's own; below 16 in flight one core keeps up.
 AUTO_PROCESS_MIN_CONCURRENCY = 16
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def resolve_executor(kind: str, concurrency: int) -> str:

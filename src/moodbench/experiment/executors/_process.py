@@ -49,7 +49,7 @@ def default_workers(concurrency: int) -> int:
     the leader's templates. Each worker still adds some memory, hence the cap for small runs.
     ``--workers`` (``RunConfig.workers``) chooses another number.
     """
-    from moodbench.experiment.executors import usable_cores
+    from moodbench._util.cores import usable_cores
 
     return max(1, min(4 * usable_cores(), math.ceil(concurrency / 8)))
 
