@@ -15,6 +15,11 @@ Three measurements, each harness in its own child process:
    ideal rate ``concurrency / (model calls per conversation x latency)``.
 3. The ratios moodbench / tau2 of both.
 
+Each throughput run also reads the machine's busy CPU (every process, sampled every 0.25 s) between the
+10% and 90% finish times: CPU per conversation in steady state whatever executor ran it, next to the most
+a conversation may cost for 0.9 of the ideal rate on this machine's cores. Compared with measurement 1
+(one process, 2 in flight, plus the server's share) it says how much the executor adds.
+
 Numbers depend on the machine and on whatever else runs on it; the script prints the machine line
 and the load average so a table row can say where it came from. Nothing here asserts a time.
 """
@@ -175,6 +180,63 @@ def child_profile(a: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- parent
+class CpuSampler:
+    """Machine-wide busy CPU seconds (``psutil.cpu_times``: all processes, all cores) sampled every 0.25 s,
+    so the CPU of a run's steady state can be read off between two finish times whatever processes it used."""
+
+    def __init__(self, every_s: float = 0.25):
+        import threading
+
+        self._every = every_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def cores() -> int:
+        import psutil
+
+        return psutil.cpu_count() or 1
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()  # guest time is already in user; steal is not this machine's work
+        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._busy()))
+            self._stop.wait(self._every)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.time(), self._busy()))
+
+    def _at(self, t: float) -> float:
+        """Busy CPU seconds at time ``t``, interpolated between samples."""
+        pts = self.samples
+        for (t0, c0), (t1, c1) in zip(pts, pts[1:]):
+            if t0 <= t <= t1:
+                return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+        return pts[-1][1] if t > pts[-1][0] else pts[0][1]
+
+    def per_completion(self, finish_times: list[float], lo: float = 0.1, hi: float = 0.9) -> float | None:
+        """Busy CPU seconds per conversation finished between the lo and hi quantiles of the finish times."""
+        ts = sorted(finish_times)
+        if len(ts) < 10 or len(self.samples) < 2:
+            return None
+        i, j = int(len(ts) * lo), int(len(ts) * hi) - 1
+        if ts[j] <= ts[i]:
+            return None
+        return (self._at(ts[j]) - self._at(ts[i])) / (j - i)
+
+
 def _child(
     kind: str, base_url: str, n: int, concurrency: int, a: argparse.Namespace, tmp: Path, executor: str | None = None
 ) -> tuple[dict, float]:
@@ -241,9 +303,14 @@ def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> di
         if kind == "tau2":
             n = min(n, a.tau2_conversations or max(2 * concurrency, 64))
         srv = start_server(retail_script(a.flow, latency_ms=a.latency_ms), tmp)
+        sampler = CpuSampler()
         try:
             started = time.time()
-            r, cpu = _child(kind, srv.base_url, n, concurrency, a, tmp, executor=executor or None)
+            sampler.start()
+            try:
+                r, cpu = _child(kind, srv.base_url, n, concurrency, a, tmp, executor=executor or None)
+            finally:
+                sampler.stop()
             stats = srv.stats()
         finally:
             srv.stop()
@@ -253,6 +320,7 @@ def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> di
         span = (stats["last_reply_at"] - stats["first_request_at"]) if stats.get("first_request_at") else None
         whole = r["n"] / span if span else None
         name = f"moodbench[{executor}]" if kind == "moodbench" else "tau2"
+        steady_cpu = sampler.per_completion(r["finish"])
         out[name] = {
             "conversations": r["n"],
             "calls_per_conversation": round(calls, 2),
@@ -269,6 +337,11 @@ def measure_throughput(a: argparse.Namespace, tmp: Path, concurrency: int) -> di
                 round(cpu / max(1, r["n"]) * 1000, 1) if kind == "tau2" or executor == "thread" else None
             ),
             "load_average_after": round(os.getloadavg()[0], 2),
+            # every process on the machine (moodbench's, the scripted server's, anything else running), busy CPU
+            # between the 10% and 90% finish times over the conversations finished there
+            "steady_machine_cpu_ms_per_conversation": round(steady_cpu * 1000, 1) if steady_cpu else None,
+            # the most CPU a conversation may cost, all processes together, for 0.9 of the ideal rate on this machine
+            "cpu_ms_budget_for_0.9": round(CpuSampler.cores() * 1000 / (0.9 * ideal), 1),
         }
     ref = next((out[k] for k in out if k.startswith("moodbench[")), None)
     if ref is not None and "tau2" in out:
@@ -363,7 +436,8 @@ def main() -> int:
                     "exit_reasons": c["exit_reasons"],
                 }
         m = results["cpu"]["moodbench"]["cpu_ms_per_conversation"]
-        line = f"CPU per conversation: moodbench {m} ms"
+        srv_ms = results["cpu"]["moodbench"]["server_cpu_ms_per_conversation"]
+        line = f"CPU per conversation: moodbench {m} ms (+ the scripted server's {srv_ms} ms)"
         if "tau2" in results["cpu"]:
             t = results["cpu"]["tau2"]["cpu_ms_per_conversation"]
             results["cpu"]["ratio_tau2_over_moodbench"] = round(t / m, 2)
@@ -380,7 +454,9 @@ def main() -> int:
                 f"concurrency {c} {kind}: efficiency whole run {k['whole_run_efficiency']} ({k['whole_run_per_s']}/s, first "
                 f"request to last reply), steady {k['steady_efficiency']} ({k['steady_per_s']}/s); ideal {k['ideal_per_s']}/s "
                 f"({k['calls_per_conversation']} calls/conv); first request {k['first_request_after_s']} s after launch; "
-                f"{k['conversations']} conversations, {k['exit_reasons']}, load {k['load_average_after']}",
+                f"{k['conversations']} conversations, {k['exit_reasons']}, load {k['load_average_after']}; steady CPU per "
+                f"conversation, all processes: {k['steady_machine_cpu_ms_per_conversation']} ms (0.9 of ideal allows "
+                f"{k['cpu_ms_budget_for_0.9']} ms)",
                 flush=True,
             )
         if "ratio_completions_per_s" in r:
