@@ -223,7 +223,8 @@ def test_a_tool_that_changes_a_lent_record_is_caught_and_lending_stops() -> None
     tpl = _build("retail")  # a template of its own: the process-wide one stays as it is
     assert tpl.agent_db is not None and tpl.agent_db.lends
     env = tpl.new_environment()
-    key, record = next(iter(env.tools.db.users.items()))  # a loop reaching a record (lent)
+    users: Any = env.tools.db.users
+    key, record = next(iter(users.items()))  # a loop reaching a record (lent)
     assert record is tpl.agent_db.records["users"][key]
     record.email = "changed-by-a-tool@example.com"  # what a misbehaving tool would do
     with pytest.raises(SharedRecordChanged, match=r"users\['"):
