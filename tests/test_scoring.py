@@ -225,8 +225,8 @@ def test_a_tool_that_changes_a_lent_record_is_caught_and_lending_stops() -> None
     env = tpl.new_environment()
     users: Any = env.tools.db.users
     key, record = next(iter(users.items()))  # a loop reaching a record (lent)
-    assert record is tpl.agent_db.records["users"][key]
     record.email = "changed-by-a-tool@example.com"  # what a misbehaving tool would do
+    assert record is tpl.agent_db.records["users"][key]  # it was the template's own record
     with pytest.raises(SharedRecordChanged, match=r"users\['"):
         check_lent(env)
     assert not tpl.agent_db.lends
