@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from moodbench._util.console import say
+from moodbench._util.cores import usable_cores
 from moodbench.experiment._config import ConfigError, RunConfig
 from moodbench.results import Steering
 
@@ -162,7 +163,6 @@ def local_endpoints(config: RunConfig, console: Console | None, plan: Plan | Non
     if not names and not steering:
         yield Endpoints(config)
         return
-    from moodbench._util.cores import usable_cores
     from moodbench.serve.llamacpp import LlamaCppServer
     from moodbench.serve.models import resolve_model
 

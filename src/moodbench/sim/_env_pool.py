@@ -9,7 +9,8 @@ this module loads each domain once per process and then:
   tau2 still builds the environment, its toolkits and its policy. For databases made of
   ``dict[str, record]`` fields (airline, retail, mock) it is copy-on-access (:class:`SharedRecords`):
   the conversation's database starts as references to the template's records and copies only the
-  records it reads (an airline database is 19 MiB and a conversation reads a handful of records);
+  records its tools take (an airline database is 19 MiB and a conversation takes a handful; searches
+  in tau2's own domains read the template's records, checked when the conversation ends);
   other databases (telecom) are validated from the template's dump;
 * keeps one list of tool objects per domain, built from an environment of its own (never from the
   template), because the agent and user only read tool schemas; tools run through the
@@ -49,15 +50,14 @@ class SharedRecords(dict):
     """One ``dict[str, record]`` field of a conversation's database, sharing the template's records.
 
     A new database starts as dicts of references to the template's (never modified) records: no
-    record is copied until this conversation reads it through Python (``db[key]``, ``get``,
-    ``values()``, ``items()``, ``pop``...), and then only that record, validated from the template's
+    record is copied until this conversation takes it through Python (``db[key]``, ``get``,
+    ``pop``, ``dict(db)``...), and then only that record, validated from the template's
     dump exactly as a load from disk would build it, replaces the reference. Tools change records
-    in place after reading them, so every record a tool can reach is already this conversation's
-    own. Iterating values or items makes each record private as the loop reaches it (a flight search on airline
-    copies the flights it passes; safe for any domain, whatever its tools do with what they iterate).
+    in place after reading them, so every record a tool takes by key is already this conversation's
+    own. What a loop over ``values()`` or ``items()`` gets is below.
 
     Searches read many records they never change (retail's user look-up passes ~250 users, an
-    airline flight search thousands of flights); copying each cost most of a worker's CPU at
+    airline flight search up to all 300 flights); copying each cost most of a worker's CPU at
     hundreds of conversations in flight, in the copies, their comparison at scoring and the garbage
     collector walking them. So iteration does one of two things, by the domain's template:
 
@@ -122,11 +122,10 @@ class SharedRecords(dict):
 
         Only between tool calls: a tool that is still running may hold a scanned record and change it.
         """
-        template_json = self._db.record_json[self._field]
         released = 0
         for key in self._scanned:
             if key in self._own and dict.__contains__(self, key):
-                if dict.__getitem__(self, key).model_dump_json() == template_json.get(key):
+                if self._db.unchanged(self._field, key, dict.__getitem__(self, key)):
                     dict.__setitem__(self, key, self._db.records[self._field][key])
                     self._own.discard(key)
                     released += 1
@@ -140,10 +139,9 @@ class SharedRecords(dict):
         a tool wrote to a record it reached by iterating: lending stops for the domain and
         :class:`SharedRecordChanged` is raised.
         """
-        template_json = self._db.record_json[self._field]
         lent, self._lent = self._lent, {}
         for key, record in lent.items():
-            if record.model_dump_json() != template_json.get(key):
+            if not self._db.unchanged(self._field, key, record):
                 self._db.stop_lending(self._field, key)
                 raise SharedRecordChanged(
                     f"a tool changed the record {self._field}[{key!r}] that it reached by iterating over the "
@@ -191,8 +189,8 @@ class SharedRecords(dict):
             self[key] = value
 
     def values(self) -> Any:
-        # Each record is copied as the loop reaches it, so a look-up that stops at its match
-        # (retail's user search) copies only the records it passed.
+        # Each record is lent or copied as the loop reaches it (see the class docstring), so a
+        # look-up that stops at its match (retail's user search) touches only the records it passed.
         return _ScanValues(self)
 
     def items(self) -> Any:
@@ -297,6 +295,10 @@ class DBTemplate:
         fields: dict[str, Any] = {f: SharedRecords(self, f) for f in self.record_fields}
         return self.model_cls.model_construct(**fields)
 
+    def unchanged(self, field_name: str, key: str, record: BaseModel) -> bool:
+        """Whether ``record`` has the pydantic JSON of the template's record under ``key`` (the one change test)."""
+        return record.model_dump_json() == self.record_json[field_name].get(key)
+
     def changed_records(self, db: BaseModel) -> dict[tuple[str, str], BaseModel | None]:
         """Records of ``db`` whose pydantic JSON differs from the template's (``None``: key removed).
 
@@ -306,14 +308,14 @@ class DBTemplate:
         changed: dict[tuple[str, str], BaseModel | None] = {}
         for f in self.record_fields:
             current: dict[str, BaseModel] = getattr(db, f)
-            template = self.record_json[f]
             if isinstance(current, SharedRecords):  # records never copied are the template's own
                 candidates = [(key, dict.__getitem__(current, key)) for key in current.owned()]
             else:
                 candidates = list(current.items())
             for key, record in candidates:
-                if record.model_dump_json() != template.get(key):
+                if not self.unchanged(f, key, record):
                     changed[(f, key)] = record
+            template = self.record_json[f]
             if len(current) != len(template) or not dict.keys(current) >= template.keys():  # C-level key check
                 for key in template:
                     if key not in current:
@@ -418,7 +420,7 @@ def _build(domain: str) -> DomainTemplate:
             getattr(probe.tools.db, f)._own_all()
         if first != agent_db.exact_hash or probe.get_db_hash() != agent_db.exact_hash:
             tpl.shares_db = False
-        # tau2's own tools only read what their searches iterate (checked between tool calls all the same)
+        # tau2's own tools only read what their searches iterate (checked at each conversation's end all the same)
         agent_db.lends = tpl.shares_db and _is_tau2s(env.tools)
     return tpl
 

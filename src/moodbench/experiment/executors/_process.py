@@ -31,6 +31,7 @@ import time
 import traceback
 from typing import Any
 
+from moodbench._util.cores import usable_cores
 from moodbench._util.proc import pid_alive
 from moodbench.experiment._plan import Cell
 from moodbench.experiment.executors._portable import RemoteError, merge_health, portable, rebuild, run_one, to_result
@@ -49,8 +50,6 @@ def default_workers(concurrency: int) -> int:
     the leader's templates. Each worker still adds some memory, hence the cap for small runs.
     ``--workers`` (``RunConfig.workers``) chooses another number.
     """
-    from moodbench._util.cores import usable_cores
-
     return max(1, min(4 * usable_cores(), math.ceil(concurrency / 8)))
 
 
