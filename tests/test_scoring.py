@@ -195,6 +195,37 @@ def test_shared_database_scores_like_tau2_and_leaves_the_template_pristine(domai
     assert get_dict_hash(tpl.agent_db.model_cls.model_validate(tpl.agent_db.dump).model_dump()) == fresh  # template untouched
 
 
+def test_shared_records_never_hand_out_the_template_by_key() -> None:
+    """Every way of taking a record from Python (index, get, dict(), {**}, copy, pop) gives the conversation's
+    own copy; a change through any of them leaves the next database pristine. (A loop over values() or
+    items() is lent the template's records in tau2's own domains: see the tests below.)"""
+    tpl = domain_template("retail")
+    assert tpl.agent_db is not None
+    shared: Any = tpl.agent_db.records["orders"]
+    key = next(iter(shared))
+    env = tpl.new_environment()
+    orders = env.tools.db.orders
+    views: list[Any] = [
+        orders[key],
+        orders.get(key),
+        dict(orders)[key],
+        {**orders}[key],
+        orders.copy()[key],
+        next(v for k, v in orders.items() if k == key),  # once taken, a loop reaches the conversation's own
+    ]
+    assert all(v is not shared[key] for v in views) and all(v is views[0] for v in views)
+    views[0].status = "changed-by-test"
+    assert shared[key].status != "changed-by-test"
+    assert tpl.new_environment().tools.db.orders[key].status == shared[key].status
+    lazy = tpl.new_environment().tools.db.orders
+    assert next(iter(lazy.values())) is shared[key] and lazy.owned() == []  # lent, not copied
+    assert len(lazy.values()) == len(shared) and lazy.owned() == []
+    assert lazy[key] is not shared[key] and next(iter(lazy.values())) is lazy[key]
+    popped = tpl.new_environment().tools.db.users
+    user_key = next(iter(popped))
+    assert popped.pop(user_key) is not tpl.agent_db.records["users"][user_key] and user_key not in popped
+
+
 def _find_user_call(tpl: Any, index: int) -> ToolCall:
     """retail's user search by name and zip for the ``index``-th user (the loop passes ``index`` others)."""
     user = list(tpl.agent_db.records["users"].values())[index]
